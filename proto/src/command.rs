@@ -1,0 +1,103 @@
+//! Replicated commands and their outcomes. Time travels inside the command.
+
+use crate::{
+    Budget, BudgetId, Customer, CustomerId, KeyId, Price, ProviderConfig, ProviderConfigId,
+    RateLimit, RateLimitId, RequestId, ResetDuration, Team, TeamId, UnixMs, Usage, Usd, VirtualKey,
+};
+use serde::{Deserialize, Serialize};
+
+/// What one completed request cost; applied idempotently by `request_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub request_id: RequestId,
+    pub key_id: KeyId,
+    pub provider_config_id: Option<ProviderConfigId>,
+    /// The model name the price was taken from (the upstream model).
+    pub model: String,
+    pub usage: Usage,
+    pub cost: Usd,
+    pub at_ms: UnixMs,
+}
+
+/// A partial update of a virtual key; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub disabled: Option<bool>,
+    pub team_id: Option<Option<TeamId>>,
+    pub customer_id: Option<Option<CustomerId>>,
+    pub provider_configs: Option<Vec<ProviderConfig>>,
+}
+
+/// Every change to governance state. Ids are chosen by the proposer, so applying a
+/// command is deterministic on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateCustomer(Customer),
+    UpdateCustomer {
+        id: CustomerId,
+        name: String,
+    },
+    DeleteCustomer {
+        id: CustomerId,
+    },
+    CreateTeam(Team),
+    UpdateTeam {
+        id: TeamId,
+        name: Option<String>,
+        customer_id: Option<Option<CustomerId>>,
+    },
+    DeleteTeam {
+        id: TeamId,
+    },
+    CreateKey(VirtualKey),
+    UpdateKey {
+        id: KeyId,
+        patch: KeyPatch,
+    },
+    SetKeyDisabled {
+        id: KeyId,
+        disabled: bool,
+    },
+    RotateKey {
+        id: KeyId,
+        secret_sha256: [u8; 32],
+        secret_prefix: String,
+        at_ms: UnixMs,
+    },
+    DeleteKey {
+        id: KeyId,
+    },
+    CreateBudget(Budget),
+    UpdateBudget {
+        id: BudgetId,
+        limit: Option<Usd>,
+        reset: Option<ResetDuration>,
+        calendar_aligned: Option<bool>,
+    },
+    DeleteBudget {
+        id: BudgetId,
+    },
+    CreateRateLimit(RateLimit),
+    DeleteRateLimit {
+        id: RateLimitId,
+    },
+    SetPrice(Price),
+    DeletePrice {
+        model: String,
+    },
+    ChargeBatch {
+        charges: Vec<Charge>,
+    },
+}
+
+/// What applying a command did. Rejections are outcomes, not errors: every replica
+/// rejects the same command the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Done,
+    NotFound { what: String, id: String },
+    Conflict(String),
+    Invalid(String),
+    Charged { applied: u32, duplicates: u32 },
+}

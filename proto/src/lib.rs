@@ -1,0 +1,26 @@
+//! Tollgate wire types: every type here is a wire-compatibility promise.
+//!
+//! This crate knows no tokio, no I/O, no clock: it is the vocabulary shared by the
+//! governance state machine (`tollgate-raft`), the node and the simulator.
+//!
+//! # Layout
+//! - `ids`: newtype identifiers (`KeyId`, `BudgetId`, ...).
+//! - `money`: integer micro-dollars and their decimal-string form.
+//! - `duration`: budget and rate-limit window lengths (`1m` .. `1Y`).
+//! - `model`: the governance model (customers, teams, virtual keys, budgets, ...).
+//! - `usage`: token usage, prices and the cost of a request.
+//! - `command`: the replicated `Command`s and their `Outcome`s.
+
+pub mod command;
+pub mod duration;
+pub mod ids;
+pub mod model;
+pub mod money;
+pub mod usage;
+
+pub use command::{Charge, Command, KeyPatch, Outcome};
+pub use duration::ResetDuration;
+pub use ids::*;
+pub use model::*;
+pub use money::{MoneyError, Usd};
+pub use usage::{Price, Usage};

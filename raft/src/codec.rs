@@ -1,0 +1,36 @@
+//! The one place bytes are made: bincode 2 (serde mode) with a size limit, for log
+//! entries, snapshots and peer messages.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Largest message or snapshot the codec will decode; a corrupt length prefix must not
+/// make a node allocate without bound.
+pub const MAX_DECODE_BYTES: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("encode failed")]
+    Encode(#[source] bincode::error::EncodeError),
+    #[error("decode failed")]
+    Decode(#[source] bincode::error::DecodeError),
+    #[error("{0} trailing bytes after the value")]
+    Trailing(usize),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_DECODE_BYTES>()
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(CodecError::Encode)
+}
+
+/// Decodes a whole buffer; trailing bytes are an error, not silently ignored.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(CodecError::Decode)?;
+    if read != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - read));
+    }
+    Ok(value)
+}

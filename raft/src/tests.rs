@@ -1,0 +1,407 @@
+//! Unit tests of the governance state machine: hierarchy, idempotency, rollover, storage.
+
+use crate::codec;
+use crate::state::GovState;
+use crate::store::LocalStore;
+use std::collections::BTreeMap;
+use tollgate_proto::*;
+
+const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const MINUTE: u64 = 60_000;
+
+fn key(id: &str, team: Option<&str>, customer: Option<&str>) -> VirtualKey {
+    VirtualKey {
+        id: KeyId::from(id),
+        name: id.to_owned(),
+        secret_sha256: {
+            let mut h = [0u8; 32];
+            h[..id.len().min(32)].copy_from_slice(&id.as_bytes()[..id.len().min(32)]);
+            h
+        },
+        secret_prefix: "tg-x".into(),
+        team_id: team.map(TeamId::from),
+        customer_id: customer.map(CustomerId::from),
+        provider_configs: vec![ProviderConfig {
+            id: ProviderConfigId::from(format!("pc_{id}").as_str()),
+            provider: "mock".into(),
+            weight_milli: 1000,
+            allowed_models: vec![],
+            aliases: BTreeMap::new(),
+        }],
+        disabled: false,
+        created_at_ms: T0,
+        rotated_at_ms: None,
+    }
+}
+
+fn budget(id: &str, owner: Owner, limit: u64, reset: ResetDuration) -> Command {
+    Command::CreateBudget(Budget {
+        id: BudgetId::from(id),
+        owner,
+        limit: Usd(limit),
+        reset,
+        calendar_aligned: true,
+        created_at_ms: T0,
+    })
+}
+
+fn charge(req: &str, key: &str, cost: u64, at_ms: u64) -> Charge {
+    Charge {
+        request_id: RequestId::from(req),
+        key_id: KeyId::from(key),
+        provider_config_id: Some(ProviderConfigId::from(format!("pc_{key}").as_str())),
+        model: "m".into(),
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Usage::default()
+        },
+        cost: Usd(cost),
+        at_ms,
+    }
+}
+
+/// A customer with a team and two keys, and one budget at every level.
+fn world() -> GovState {
+    let mut s = GovState::new();
+    let setup = vec![
+        Command::CreateCustomer(Customer {
+            id: "cus_a".into(),
+            name: "a".into(),
+            created_at_ms: T0,
+        }),
+        Command::CreateTeam(Team {
+            id: "team_a".into(),
+            name: "a".into(),
+            customer_id: Some("cus_a".into()),
+            created_at_ms: T0,
+        }),
+        Command::CreateKey(key("vk_1", Some("team_a"), None)),
+        Command::CreateKey(key("vk_2", Some("team_a"), None)),
+        budget(
+            "bud_cus",
+            Owner::Customer("cus_a".into()),
+            1000,
+            ResetDuration::Day,
+        ),
+        budget(
+            "bud_team",
+            Owner::Team("team_a".into()),
+            500,
+            ResetDuration::Day,
+        ),
+        budget(
+            "bud_vk1",
+            Owner::VirtualKey("vk_1".into()),
+            300,
+            ResetDuration::Hour,
+        ),
+        budget(
+            "bud_pc1",
+            Owner::ProviderConfig("pc_vk_1".into()),
+            200,
+            ResetDuration::Minute,
+        ),
+    ];
+    for c in &setup {
+        assert_eq!(s.apply(c), Outcome::Done, "{c:?}");
+    }
+    s
+}
+
+fn spent(s: &GovState, budget: &str, at: u64) -> u64 {
+    s.budget_status(&BudgetId::from(budget), at)
+        .map(|b| b.spent.0)
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn charge_lands_on_every_level_of_the_chain() {
+    let mut s = world();
+    let chain = s.budget_chain(&"vk_1".into(), Some(&"pc_vk_1".into()));
+    let names: Vec<&str> = chain.iter().map(|b| b.as_str()).collect();
+    assert_eq!(names, ["bud_pc1", "bud_vk1", "bud_team", "bud_cus"]);
+    let out = s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r1", "vk_1", 50, T0 + 1)],
+    });
+    assert_eq!(
+        out,
+        Outcome::Charged {
+            applied: 1,
+            duplicates: 0
+        }
+    );
+    for (b, want) in [
+        ("bud_pc1", 50),
+        ("bud_vk1", 50),
+        ("bud_team", 50),
+        ("bud_cus", 50),
+    ] {
+        assert_eq!(spent(&s, b, T0 + 2), want, "{b}");
+    }
+    // The other key shares team and customer budgets only.
+    s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r2", "vk_2", 7, T0 + 3)],
+    });
+    for (b, want) in [
+        ("bud_pc1", 50),
+        ("bud_vk1", 50),
+        ("bud_team", 57),
+        ("bud_cus", 57),
+    ] {
+        assert_eq!(spent(&s, b, T0 + 4), want, "{b}");
+    }
+    assert_eq!(s.usage_of_team(&"team_a".into()).requests, 2);
+    assert_eq!(s.usage_of_customer(&"cus_a".into()).spent, Usd(57));
+    assert_eq!(s.usage_of_key(&"vk_1".into()).input_tokens, 10);
+}
+
+#[test]
+fn duplicate_charges_are_ignored() {
+    let mut s = world();
+    let batch = vec![
+        charge("r1", "vk_1", 10, T0),
+        charge("r1", "vk_1", 10, T0),
+        charge("r2", "vk_1", 10, T0),
+    ];
+    assert_eq!(
+        s.apply(&Command::ChargeBatch {
+            charges: batch.clone()
+        }),
+        Outcome::Charged {
+            applied: 2,
+            duplicates: 1
+        }
+    );
+    assert_eq!(
+        s.apply(&Command::ChargeBatch { charges: batch }),
+        Outcome::Charged {
+            applied: 0,
+            duplicates: 3
+        }
+    );
+    assert_eq!(spent(&s, "bud_vk1", T0), 20);
+    assert_eq!(s.usage_of_key(&"vk_1".into()).requests, 2);
+}
+
+#[test]
+fn windows_roll_over_on_the_command_timestamp() {
+    let mut s = world();
+    s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r1", "vk_1", 10, T0 + 30_000)],
+    });
+    // Next minute: the minute budget starts from zero, the hour budget keeps counting.
+    s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r2", "vk_1", 5, T0 + MINUTE + 1)],
+    });
+    assert_eq!(spent(&s, "bud_pc1", T0 + MINUTE + 2), 5);
+    assert_eq!(spent(&s, "bud_vk1", T0 + MINUTE + 2), 15);
+    // A late charge from the ended minute counts in the hour but not in the new minute.
+    s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r3", "vk_1", 3, T0 + 59_000)],
+    });
+    assert_eq!(spent(&s, "bud_pc1", T0 + MINUTE + 2), 5);
+    assert_eq!(spent(&s, "bud_vk1", T0 + MINUTE + 2), 18);
+    // Reading a later window without a charge in it shows zero.
+    assert_eq!(spent(&s, "bud_vk1", T0 + 60 * MINUTE), 0);
+}
+
+#[test]
+fn rejections_change_nothing() {
+    let mut s = world();
+    let before = s.clone();
+    let cases = vec![
+        Command::CreateKey(key("vk_3", Some("team_missing"), None)),
+        Command::CreateKey(key("vk_1", None, None)),
+        budget(
+            "bud_x",
+            Owner::Team("team_missing".into()),
+            1,
+            ResetDuration::Day,
+        ),
+        budget(
+            "bud_x",
+            Owner::ProviderConfig("pc_missing".into()),
+            1,
+            ResetDuration::Day,
+        ),
+        Command::DeleteTeam {
+            id: "team_a".into(),
+        },
+        Command::DeleteCustomer { id: "cus_a".into() },
+        Command::SetKeyDisabled {
+            id: "vk_missing".into(),
+            disabled: true,
+        },
+        Command::DeleteBudget {
+            id: "bud_missing".into(),
+        },
+    ];
+    for c in cases {
+        let out = s.apply(&c);
+        assert!(
+            matches!(out, Outcome::NotFound { .. } | Outcome::Conflict(_)),
+            "{c:?} gave {out:?}"
+        );
+        assert_eq!(s, before, "{c:?} changed state");
+    }
+}
+
+#[test]
+fn rotate_and_delete_keys() {
+    let mut s = world();
+    let old = key("vk_1", None, None).secret_sha256;
+    let new = [9u8; 32];
+    let rotate = Command::RotateKey {
+        id: "vk_1".into(),
+        secret_sha256: new,
+        secret_prefix: "tg-n".into(),
+        at_ms: T0,
+    };
+    assert_eq!(s.apply(&rotate), Outcome::Done);
+    assert!(s.key_by_secret_hash(&old).is_none());
+    assert_eq!(
+        s.key_by_secret_hash(&new).map(|k| k.id.as_str()),
+        Some("vk_1")
+    );
+    assert_eq!(
+        s.apply(&Command::DeleteKey { id: "vk_1".into() }),
+        Outcome::Done
+    );
+    assert!(s.key_by_secret_hash(&new).is_none());
+    assert!(
+        s.budgets().get(&BudgetId::from("bud_vk1")).is_none(),
+        "key budget removed with the key"
+    );
+    assert!(
+        s.budgets().get(&BudgetId::from("bud_pc1")).is_none(),
+        "provider-config budget removed with the key"
+    );
+}
+
+#[test]
+fn old_request_ids_are_forgotten_after_the_horizon() {
+    let mut s = world();
+    s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r1", "vk_2", 1, T0)],
+    });
+    let later = T0 + crate::state::DEDUP_HORIZON_MS + 1;
+    s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r2", "vk_2", 1, later)],
+    });
+    let out = s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r1", "vk_2", 1, later)],
+    });
+    assert_eq!(
+        out,
+        Outcome::Charged {
+            applied: 1,
+            duplicates: 0
+        }
+    );
+}
+
+#[test]
+fn snapshot_round_trips_through_the_codec() {
+    let mut s = world();
+    s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r1", "vk_1", 10, T0)],
+    });
+    let bytes = codec::encode(&s).expect("encode");
+    let back: GovState = codec::decode(&bytes).expect("decode");
+    assert_eq!(back, s);
+    assert!(codec::decode::<GovState>(&bytes[..bytes.len() / 2]).is_err());
+}
+
+#[test]
+fn store_recovers_from_snapshot_and_log() {
+    let dir = std::env::temp_dir().join(format!("tollgate-store-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut expect = world();
+    {
+        let (store, rec) = LocalStore::open(&dir).expect("open");
+        assert_eq!(rec.last_index, 0);
+        let mut s = GovState::new();
+        let mut index = 0;
+        let setup = world_commands();
+        for c in &setup {
+            index += 1;
+            store.append(index, c).expect("append");
+            s.apply(c);
+        }
+        store.snapshot(index, &s).expect("snapshot");
+        let c = Command::ChargeBatch {
+            charges: vec![charge("r1", "vk_1", 10, T0)],
+        };
+        index += 1;
+        store.append(index, &c).expect("append");
+        expect.apply(&c);
+        futures_lite_block_on(store.flush()).expect("flush");
+    }
+    let (_store, rec) = LocalStore::open(&dir).expect("reopen");
+    assert_eq!(rec.state, expect);
+    assert_eq!((rec.snapshot_index, rec.last_index), (8, 9));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn world_commands() -> Vec<Command> {
+    vec![
+        Command::CreateCustomer(Customer {
+            id: "cus_a".into(),
+            name: "a".into(),
+            created_at_ms: T0,
+        }),
+        Command::CreateTeam(Team {
+            id: "team_a".into(),
+            name: "a".into(),
+            customer_id: Some("cus_a".into()),
+            created_at_ms: T0,
+        }),
+        Command::CreateKey(key("vk_1", Some("team_a"), None)),
+        Command::CreateKey(key("vk_2", Some("team_a"), None)),
+        budget(
+            "bud_cus",
+            Owner::Customer("cus_a".into()),
+            1000,
+            ResetDuration::Day,
+        ),
+        budget(
+            "bud_team",
+            Owner::Team("team_a".into()),
+            500,
+            ResetDuration::Day,
+        ),
+        budget(
+            "bud_vk1",
+            Owner::VirtualKey("vk_1".into()),
+            300,
+            ResetDuration::Hour,
+        ),
+        budget(
+            "bud_pc1",
+            Owner::ProviderConfig("pc_vk_1".into()),
+            200,
+            ResetDuration::Minute,
+        ),
+    ]
+}
+
+/// Drives a future that never waits on a reactor (sled's flush completes on its own thread).
+fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
