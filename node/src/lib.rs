@@ -1,1 +1,40 @@
-//! placeholder
+//! Tollgate gateway node: the HTTP proxy and admin API, providers and translation,
+//! enforcement, the charge pipeline and the CLI. Only this crate touches sockets, disks,
+//! environment variables and the wall clock.
+//!
+//! # Layout
+//! - `app`: shared state (`App`) and start-up.
+//! - `server`: the router, layer by layer, and graceful shutdown.
+//! - `config`: TOML config and provider credential references.
+//! - `auth`: virtual keys and admin tokens (hashed, constant-time).
+//! - `routing`: model → provider configs (weights, allowlists, aliases).
+//! - `limits`: rate limits and budget reservations.
+//! - `proxy`: the inference request path (see its own layout).
+//! - `translate`: Anthropic ⇄ OpenAI translation, requests, responses and streams.
+//! - `sse`: incremental Server-Sent-Events parser.
+//! - `mock`, `mock_upstream`: the built-in deterministic provider and its HTTP server.
+//! - `charge`: the batched charge pipeline.
+//! - `replicator`: the write seam (`Replicator`, `LocalReplicator`).
+//! - `admin`: the admin API.
+//! - `clock`: the wall-clock seam.
+//! - `error`: gateway errors and their HTTP form in each dialect.
+//! - `cli`: the `tollgate admin ...` client.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod charge;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod mock;
+pub mod mock_upstream;
+pub mod providers;
+pub mod proxy;
+pub mod replicator;
+pub mod routing;
+pub mod server;
+pub mod sse;
+pub mod translate;

@@ -1,0 +1,528 @@
+//! One function per admin route.
+
+use super::dto::*;
+use super::validate::{self, field, parse_body};
+use super::{propose, AdminResult};
+use crate::app::App;
+use crate::auth;
+use crate::error::ApiError;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tollgate_proto::*;
+use tollgate_raft::rfc3339;
+
+fn created(v: Value) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+fn ok(v: Value) -> Response {
+    Json(v).into_response()
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!("{what} {id} not found"))
+}
+
+fn list(items: Vec<Value>) -> Response {
+    ok(json!({ "data": items }))
+}
+
+// ---------------------------------------------------------------- customers
+
+pub async fn create_customer(State(app): State<Arc<App>>, body: Bytes) -> AdminResult {
+    let b: NameBody = parse_body(&body)?;
+    let c = Customer {
+        id: auth::generate_id(CustomerId::PREFIX).as_str().into(),
+        name: validate::name("name", &b.name)?,
+        created_at_ms: app.now_ms(),
+    };
+    propose(&app, Command::CreateCustomer(c.clone())).await?;
+    Ok(created(customer_view(&c)))
+}
+
+pub async fn list_customers(State(app): State<Arc<App>>) -> AdminResult {
+    Ok(list(
+        app.state()
+            .read()
+            .customers()
+            .values()
+            .map(customer_view)
+            .collect(),
+    ))
+}
+
+pub async fn get_customer(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    let state = app.state().read();
+    let c = state
+        .customers()
+        .get(&CustomerId(id.clone()))
+        .ok_or_else(|| not_found("customer", &id))?;
+    Ok(ok(customer_view(c)))
+}
+
+pub async fn patch_customer(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AdminResult {
+    let b: NameBody = parse_body(&body)?;
+    propose(
+        &app,
+        Command::UpdateCustomer {
+            id: CustomerId(id.clone()),
+            name: validate::name("name", &b.name)?,
+        },
+    )
+    .await?;
+    get_customer(State(app), Path(id)).await
+}
+
+pub async fn delete_customer(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    propose(&app, Command::DeleteCustomer { id: CustomerId(id) }).await?;
+    Ok(no_content())
+}
+
+// -------------------------------------------------------------------- teams
+
+pub async fn create_team(State(app): State<Arc<App>>, body: Bytes) -> AdminResult {
+    let b: CreateTeam = parse_body(&body)?;
+    let t = Team {
+        id: auth::generate_id(TeamId::PREFIX).as_str().into(),
+        name: validate::name("name", &b.name)?,
+        customer_id: b.customer_id.map(CustomerId),
+        created_at_ms: app.now_ms(),
+    };
+    propose(&app, Command::CreateTeam(t.clone())).await?;
+    Ok(created(team_view(&t)))
+}
+
+pub async fn list_teams(State(app): State<Arc<App>>) -> AdminResult {
+    Ok(list(
+        app.state().read().teams().values().map(team_view).collect(),
+    ))
+}
+
+pub async fn get_team(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    let state = app.state().read();
+    let t = state
+        .teams()
+        .get(&TeamId(id.clone()))
+        .ok_or_else(|| not_found("team", &id))?;
+    Ok(ok(team_view(t)))
+}
+
+pub async fn patch_team(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AdminResult {
+    let b: PatchTeam = parse_body(&body)?;
+    let name = b
+        .name
+        .as_deref()
+        .map(|n| validate::name("name", n))
+        .transpose()?;
+    let customer_id = b.customer_id.map(|c| c.map(CustomerId));
+    propose(
+        &app,
+        Command::UpdateTeam {
+            id: TeamId(id.clone()),
+            name,
+            customer_id,
+        },
+    )
+    .await?;
+    get_team(State(app), Path(id)).await
+}
+
+pub async fn delete_team(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    propose(&app, Command::DeleteTeam { id: TeamId(id) }).await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------- virtual keys
+
+fn new_secret() -> Result<String, ApiError> {
+    auth::generate_secret().ok_or_else(|| ApiError::Internal("os random source failed".into()))
+}
+
+pub async fn create_key(State(app): State<Arc<App>>, body: Bytes) -> AdminResult {
+    let b: CreateKey = parse_body(&body)?;
+    let secret = new_secret()?;
+    let key = VirtualKey {
+        id: auth::generate_id(KeyId::PREFIX).as_str().into(),
+        name: validate::name("name", &b.name)?,
+        secret_sha256: auth::sha256(&secret),
+        secret_prefix: auth::shown_prefix(&secret),
+        team_id: b.team_id.map(TeamId),
+        customer_id: b.customer_id.map(CustomerId),
+        provider_configs: validate::provider_configs(&app, &b.provider_configs)?,
+        disabled: false,
+        created_at_ms: app.now_ms(),
+        rotated_at_ms: None,
+    };
+    propose(&app, Command::CreateKey(key.clone())).await?;
+    let mut view = key_view(&key);
+    view["secret"] = Value::String(secret);
+    Ok(created(view))
+}
+
+pub async fn list_keys(State(app): State<Arc<App>>) -> AdminResult {
+    Ok(list(
+        app.state().read().keys().values().map(key_view).collect(),
+    ))
+}
+
+pub async fn get_key(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    let state = app.state().read();
+    let k = state
+        .keys()
+        .get(&KeyId(id.clone()))
+        .ok_or_else(|| not_found("virtual key", &id))?;
+    Ok(ok(key_view(k)))
+}
+
+pub async fn patch_key(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AdminResult {
+    let b: PatchKey = parse_body(&body)?;
+    let patch = KeyPatch {
+        name: b
+            .name
+            .as_deref()
+            .map(|n| validate::name("name", n))
+            .transpose()?,
+        disabled: b.disabled,
+        team_id: b.team_id.map(|t| t.map(TeamId)),
+        customer_id: b.customer_id.map(|c| c.map(CustomerId)),
+        provider_configs: b
+            .provider_configs
+            .as_deref()
+            .map(|p| validate::provider_configs(&app, p))
+            .transpose()?,
+    };
+    propose(
+        &app,
+        Command::UpdateKey {
+            id: KeyId(id.clone()),
+            patch,
+        },
+    )
+    .await?;
+    get_key(State(app), Path(id)).await
+}
+
+pub async fn rotate_key(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    let secret = new_secret()?;
+    propose(
+        &app,
+        Command::RotateKey {
+            id: KeyId(id.clone()),
+            secret_sha256: auth::sha256(&secret),
+            secret_prefix: auth::shown_prefix(&secret),
+            at_ms: app.now_ms(),
+        },
+    )
+    .await?;
+    Ok(ok(json!({ "id": id, "secret": secret })))
+}
+
+pub async fn delete_key(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    propose(&app, Command::DeleteKey { id: KeyId(id) }).await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------------ budgets
+
+/// A budget with its live figures: spend in the current window and amounts held by
+/// requests in flight on this node.
+fn budget_view(app: &App, state: &tollgate_raft::GovState, id: &BudgetId) -> Option<Value> {
+    let status = state.budget_status(id, app.now_ms())?;
+    let mut m = budget_base_view(&status.budget);
+    m.insert("spent_usd".into(), json!(status.spent.to_string()));
+    m.insert(
+        "reserved_usd".into(),
+        json!(app.admission.held_on(id).to_string()),
+    );
+    m.insert(
+        "window_start".into(),
+        json!(rfc3339(status.window.start_ms)),
+    );
+    m.insert("window_end".into(), json!(rfc3339(status.window.end_ms)));
+    Some(Value::Object(m))
+}
+
+pub async fn create_budget(State(app): State<Arc<App>>, body: Bytes) -> AdminResult {
+    let b: CreateBudget = parse_body(&body)?;
+    let budget = Budget {
+        id: auth::generate_id(BudgetId::PREFIX).as_str().into(),
+        owner: validate::owner(&b.owner)?,
+        limit: validate::usd("max_limit_usd", &b.max_limit_usd)?,
+        reset: validate::duration("reset_duration", &b.reset_duration)?,
+        calendar_aligned: b.calendar_aligned,
+        created_at_ms: app.now_ms(),
+    };
+    propose(&app, Command::CreateBudget(budget.clone())).await?;
+    let state = app.state().read();
+    Ok(created(
+        budget_view(&app, &state, &budget.id).unwrap_or(Value::Null),
+    ))
+}
+
+pub async fn list_budgets(State(app): State<Arc<App>>) -> AdminResult {
+    let state = app.state().read();
+    Ok(list(
+        state
+            .budgets()
+            .keys()
+            .filter_map(|id| budget_view(&app, &state, id))
+            .collect(),
+    ))
+}
+
+pub async fn get_budget(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    let state = app.state().read();
+    Ok(ok(
+        budget_view(&app, &state, &BudgetId(id.clone())).ok_or_else(|| not_found("budget", &id))?
+    ))
+}
+
+pub async fn patch_budget(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AdminResult {
+    let b: PatchBudget = parse_body(&body)?;
+    let command = Command::UpdateBudget {
+        id: BudgetId(id.clone()),
+        limit: b
+            .max_limit_usd
+            .as_deref()
+            .map(|v| validate::usd("max_limit_usd", v))
+            .transpose()?,
+        reset: b
+            .reset_duration
+            .as_deref()
+            .map(|v| validate::duration("reset_duration", v))
+            .transpose()?,
+        calendar_aligned: b.calendar_aligned,
+    };
+    propose(&app, command).await?;
+    get_budget(State(app), Path(id)).await
+}
+
+pub async fn delete_budget(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    propose(&app, Command::DeleteBudget { id: BudgetId(id) }).await?;
+    Ok(no_content())
+}
+
+// -------------------------------------------------------------- rate limits
+
+pub async fn create_rate_limit(State(app): State<Arc<App>>, body: Bytes) -> AdminResult {
+    let b: CreateRateLimit = parse_body(&body)?;
+    let request_window = b
+        .request_window
+        .as_deref()
+        .map(|w| validate::duration("request_window", w))
+        .transpose()?;
+    let token_window = b
+        .token_window
+        .as_deref()
+        .map(|w| validate::duration("token_window", w))
+        .transpose()?;
+    if b.request_max.is_some() != request_window.is_some() {
+        return Err(field(
+            "request_window",
+            "request_max and request_window go together",
+        )
+        .into());
+    }
+    if b.token_max.is_some() != token_window.is_some() {
+        return Err(field("token_window", "token_max and token_window go together").into());
+    }
+    if b.request_max.is_none() && b.token_max.is_none() {
+        return Err(field(
+            "request_max",
+            "set request_max/request_window, token_max/token_window, or both",
+        )
+        .into());
+    }
+    let limit = RateLimit {
+        id: auth::generate_id(RateLimitId::PREFIX).as_str().into(),
+        owner: validate::owner(&b.owner)?,
+        request_max: b.request_max,
+        request_window,
+        token_max: b.token_max,
+        token_window,
+        created_at_ms: app.now_ms(),
+    };
+    propose(&app, Command::CreateRateLimit(limit.clone())).await?;
+    Ok(created(rate_limit_view(&limit)))
+}
+
+pub async fn list_rate_limits(State(app): State<Arc<App>>) -> AdminResult {
+    Ok(list(
+        app.state()
+            .read()
+            .rate_limits()
+            .values()
+            .map(rate_limit_view)
+            .collect(),
+    ))
+}
+
+pub async fn get_rate_limit(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    let state = app.state().read();
+    let r = state
+        .rate_limits()
+        .get(&RateLimitId(id.clone()))
+        .ok_or_else(|| not_found("rate limit", &id))?;
+    Ok(ok(rate_limit_view(r)))
+}
+
+pub async fn delete_rate_limit(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    propose(
+        &app,
+        Command::DeleteRateLimit {
+            id: RateLimitId(id),
+        },
+    )
+    .await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------------- prices
+
+pub async fn set_price(State(app): State<Arc<App>>, body: Bytes) -> AdminResult {
+    let b: CreatePrice = parse_body(&body)?;
+    let input = validate::usd("input_per_mtok_usd", &b.input_per_mtok_usd)?;
+    // Without explicit cache prices, Anthropic's ratios apply: writes 1.25x, reads 0.1x.
+    let price = Price {
+        model: validate::name("model", &b.model)?,
+        input_per_mtok: input,
+        output_per_mtok: validate::usd("output_per_mtok_usd", &b.output_per_mtok_usd)?,
+        cache_write_per_mtok: match &b.cache_write_per_mtok_usd {
+            Some(v) => validate::usd("cache_write_per_mtok_usd", v)?,
+            None => Usd(input.0.saturating_mul(5) / 4),
+        },
+        cache_read_per_mtok: match &b.cache_read_per_mtok_usd {
+            Some(v) => validate::usd("cache_read_per_mtok_usd", v)?,
+            None => Usd(input.0 / 10),
+        },
+    };
+    propose(&app, Command::SetPrice(price.clone())).await?;
+    Ok(created(price_view(&price)))
+}
+
+pub async fn list_prices(State(app): State<Arc<App>>) -> AdminResult {
+    Ok(list(
+        app.state()
+            .read()
+            .prices()
+            .values()
+            .map(price_view)
+            .collect(),
+    ))
+}
+
+pub async fn delete_price(State(app): State<Arc<App>>, Path(model): Path<String>) -> AdminResult {
+    propose(&app, Command::DeletePrice { model }).await?;
+    Ok(no_content())
+}
+
+// -------------------------------------------------------------------- usage
+
+fn totals_view(t: &UsageTotals) -> serde_json::Map<String, Value> {
+    let v = json!({
+        "requests": t.requests,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "cache_creation_input_tokens": t.cache_creation_input_tokens,
+        "cache_read_input_tokens": t.cache_read_input_tokens,
+        "spent_usd": t.spent.to_string(),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// `GET /api/v1/usage?virtual_key=ID` (or `team=`, `customer=`, `model=`): totals and the
+/// owner's budgets in their current windows. Without a filter: totals per model.
+pub async fn usage(
+    State(app): State<Arc<App>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> AdminResult {
+    let state = app.state().read();
+    let (owner, totals) = if let Some(id) = q.get("virtual_key") {
+        let id = KeyId(id.clone());
+        if !state.keys().contains_key(&id) && state.usage_of_key(&id).requests == 0 {
+            return Err(not_found("virtual key", id.as_str()).into());
+        }
+        (Some(Owner::VirtualKey(id.clone())), state.usage_of_key(&id))
+    } else if let Some(id) = q.get("team") {
+        let id = TeamId(id.clone());
+        (Some(Owner::Team(id.clone())), state.usage_of_team(&id))
+    } else if let Some(id) = q.get("customer") {
+        let id = CustomerId(id.clone());
+        (
+            Some(Owner::Customer(id.clone())),
+            state.usage_of_customer(&id),
+        )
+    } else if let Some(model) = q.get("model") {
+        (None, state.usage_of_model(model))
+    } else {
+        let models: serde_json::Map<String, Value> = state
+            .usage_by_model()
+            .iter()
+            .map(|(m, t)| (m.clone(), Value::Object(totals_view(t))))
+            .collect();
+        return Ok(ok(json!({ "models": models })));
+    };
+    let budgets: Vec<Value> = match &owner {
+        Some(owner) => state
+            .budgets()
+            .values()
+            .filter(|b| &b.owner == owner)
+            .filter_map(|b| budget_view(&app, &state, &b.id))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut body = totals_view(&totals);
+    body.insert("budgets".into(), Value::Array(budgets));
+    Ok(ok(Value::Object(body)))
+}
+
+// ------------------------------------------------------------------ cluster
+
+/// `GET /api/v1/cluster`: a single node leads itself until Raft arrives.
+pub async fn cluster(State(app): State<Arc<App>>) -> AdminResult {
+    let status = app.replicator.status();
+    let ready = app.ready.load(std::sync::atomic::Ordering::Acquire);
+    Ok(ok(json!({
+        "node_id": 1,
+        "leader": 1,
+        "term": 0,
+        "mode": "single-node",
+        "nodes": [{
+            "id": 1,
+            "state": if ready { "ready" } else { "joining" },
+            "http_addr": app.config.server.http_addr.to_string(),
+            "applied_index": status.applied_index,
+            "snapshot_index": status.snapshot_index,
+            "storage_bytes": status.storage_bytes,
+        }],
+    })))
+}

@@ -1,0 +1,149 @@
+//! The node's shared state (`App`) and its start-up and shutdown sequence.
+
+use crate::charge::{self, ChargeSender};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::limits::{Admission, RateLimiter};
+use crate::providers::Providers;
+use crate::replicator::{LocalReplicator, Replicator, SharedState};
+use crate::routing::PatternCache;
+use anyhow::Context;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// File in the data dir holding the generated admin token (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Everything a request handler needs, shared by all of them.
+pub struct App {
+    pub config: Config,
+    pub replicator: Arc<dyn Replicator>,
+    pub providers: Providers,
+    pub http: reqwest::Client,
+    pub limiter: RateLimiter,
+    pub admission: Arc<Admission>,
+    pub charges: ChargeSender,
+    pub admin_token_sha256: [u8; 32],
+    pub clock: Arc<dyn Clock>,
+    pub patterns: PatternCache,
+    pub ready: AtomicBool,
+    /// Makes request ids unique across restarts of this node.
+    request_id_base: u64,
+    request_seq: AtomicU64,
+}
+
+impl App {
+    pub fn state(&self) -> &SharedState {
+        self.replicator.state()
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// A new request id: unique per node start (random base) and per request (counter).
+    pub fn next_request_id(&self) -> (String, u64) {
+        let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        (format!("req_{:016x}{:08x}", self.request_id_base, seq), seq)
+    }
+}
+
+/// A started node: the app and the task that drains charges at shutdown.
+pub struct Started {
+    pub app: Arc<App>,
+    pub charge_task: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the data dir, recovers state and builds the app.
+pub fn start(config: Config) -> anyhow::Result<Started> {
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let admin_token_sha256 = admin_token(&data_dir)?;
+    let providers = Providers::from_specs(&config.providers)?;
+    let replicator: Arc<dyn Replicator> = Arc::new(
+        LocalReplicator::open(&data_dir.join("gov")).context("cannot open the governance store")?,
+    );
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(
+            config.limits.upstream_connect_timeout_ms,
+        ))
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .no_proxy()
+        .build()
+        .context("cannot build the upstream HTTP client")?;
+    let (charges, charge_task) =
+        charge::spawn(Arc::clone(&replicator), config.limits.charge_batch_max);
+    let offset_ms = std::env::var("TOLLGATE_CLOCK_OFFSET_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut base = [0u8; 8];
+    getrandom::fill(&mut base).map_err(|e| anyhow::anyhow!("os random source failed: {e}"))?;
+    let app = App {
+        config,
+        replicator,
+        providers,
+        http,
+        limiter: RateLimiter::default(),
+        admission: Arc::new(Admission::default()),
+        charges,
+        admin_token_sha256,
+        clock: Arc::new(SystemClock::with_offset_ms(offset_ms)),
+        patterns: PatternCache::default(),
+        ready: AtomicBool::new(false),
+        request_id_base: u64::from_le_bytes(base),
+        request_seq: AtomicU64::new(0),
+    };
+    Ok(Started {
+        app: Arc::new(app),
+        charge_task,
+    })
+}
+
+/// The admin token's hash: from `TOLLGATE_ADMIN_TOKEN`, else a token generated once and
+/// kept (0600) in the data dir so the operator can read it.
+fn admin_token(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    if let Ok(token) = std::env::var("TOLLGATE_ADMIN_TOKEN") {
+        if !token.trim().is_empty() {
+            eprintln!("admin token: taken from TOLLGATE_ADMIN_TOKEN");
+            return Ok(crate::auth::sha256(token.trim()));
+        }
+    }
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let token = match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+        _ => {
+            let token = crate::auth::generate_secret()
+                .map(|s| s.replacen(crate::auth::SECRET_PREFIX, "tga-", 1))
+                .ok_or_else(|| anyhow::anyhow!("os random source failed"))?;
+            write_private(&path, &token)?;
+            token
+        }
+    };
+    eprintln!(
+        "admin token: read it with `cat {}` (or set TOLLGATE_ADMIN_TOKEN)",
+        path.display()
+    );
+    Ok(crate::auth::sha256(&token))
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}

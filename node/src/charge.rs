@@ -1,0 +1,80 @@
+//! The charge pipeline: completed requests send their charge here; one task proposes
+//! them in batches (group commit: whatever arrived while the previous batch was being
+//! made durable) and releases the budget holds once applied. Charging never adds latency
+//! to the request path.
+
+use crate::limits::Hold;
+use crate::replicator::Replicator;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tollgate_proto::{Charge, Command, Outcome};
+
+/// Pause before proposing a batch again after a storage failure.
+const RETRY_BACKOFF_MS: u64 = 200;
+
+/// One completed request's charge and the budget amounts it holds until applied.
+pub struct PendingCharge {
+    pub charge: Charge,
+    pub hold: Hold,
+}
+
+/// Sends charges to the pipeline. Unbounded on purpose: a charge must never be dropped
+/// or block a response; the batcher drains far faster than requests complete.
+#[derive(Clone)]
+pub struct ChargeSender(mpsc::UnboundedSender<PendingCharge>);
+
+impl ChargeSender {
+    pub fn send(&self, pending: PendingCharge) {
+        if let Err(mpsc::error::SendError(lost)) = self.0.send(pending) {
+            // Only after shutdown has closed the pipeline; recorded so it is never silent.
+            tracing::error!(request_id = %lost.charge.request_id, cost_micros = lost.charge.cost.0, "charge after pipeline shutdown");
+        }
+    }
+}
+
+/// Starts the batcher. It ends, after applying everything queued, once every sender
+/// is dropped; await the handle to flush at shutdown.
+pub fn spawn(
+    replicator: Arc<dyn Replicator>,
+    batch_max: usize,
+) -> (ChargeSender, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PendingCharge>();
+    let handle = tokio::spawn(async move {
+        let mut batch: Vec<PendingCharge> = Vec::with_capacity(batch_max);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < batch_max {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let command = Command::ChargeBatch {
+                charges: batch.iter().map(|p| p.charge.clone()).collect(),
+            };
+            loop {
+                match replicator.propose(command.clone()).await {
+                    Ok(Outcome::Charged {
+                        applied,
+                        duplicates,
+                    }) => {
+                        tracing::debug!(applied, duplicates, "charge batch applied");
+                        break;
+                    }
+                    Ok(other) => {
+                        tracing::error!(outcome = ?other, "charge batch rejected");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "charge batch not durable; retrying");
+                        tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
+                    }
+                }
+            }
+            // Dropping the holds releases the amounts now counted in the ledgers.
+            batch.clear();
+        }
+    });
+    (ChargeSender(tx), handle)
+}

@@ -1,0 +1,236 @@
+//! Node configuration: defaults, overridden by the TOML file, overridden by flags.
+//! Provider credentials are references (`env:NAME`, `file:PATH`), resolved at start and
+//! never logged or returned by any API.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default listen address of the HTTP API.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./tollgate-data";
+/// Name of the built-in mock provider every node has unless the config defines one.
+pub const BUILTIN_MOCK: &str = "mock";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub providers: Vec<ProviderSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_http_addr")]
+    pub http_addr: SocketAddr,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_addr: default_http_addr(),
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+fn default_http_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+
+/// Explicit limits of the request path; each has a default chosen below.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted. Claude Code sends 50–80 KB; images push a request to
+    /// a few MB; 10 MiB leaves room without letting one client pin memory.
+    pub max_body_bytes: usize,
+    /// Requests served at once by this node; beyond it callers get 503 rather than a
+    /// node that runs out of memory or sockets.
+    pub max_concurrent_requests: usize,
+    /// Time to open a TCP/TLS connection to a provider before trying the next one.
+    pub upstream_connect_timeout_ms: u64,
+    /// Time until a provider's response headers arrive. Large prompts on slow models can
+    /// take minutes to the first token, so this is generous.
+    pub upstream_response_timeout_ms: u64,
+    /// Longest silence between two chunks of a streamed answer before it is cut.
+    pub stream_idle_timeout_ms: u64,
+    /// Attempts per request across retries and fallbacks.
+    pub max_attempts: usize,
+    /// Most charges proposed in one batch.
+    pub charge_batch_max: usize,
+    /// Output tokens assumed for a reservation when the request sets no `max_tokens`.
+    pub default_max_tokens: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_concurrent_requests: 4096,
+            upstream_connect_timeout_ms: 5_000,
+            upstream_response_timeout_ms: 600_000,
+            stream_idle_timeout_ms: 300_000,
+            max_attempts: 3,
+            charge_batch_max: 1024,
+            default_max_tokens: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Anthropic,
+    Openai,
+    Mock,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Anthropic: the server root (`https://api.anthropic.com`); OpenAI-compatible: the
+    /// root including the version (`https://api.openai.com/v1`, `http://vllm:8000/v1`).
+    pub base_url: Option<String>,
+    /// `env:NAME` or `file:PATH`.
+    pub api_key: Option<String>,
+    /// Mock only: delay before the answer starts.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Mock only: delay between streamed events.
+    #[serde(default)]
+    pub stream_delay_ms: u64,
+}
+
+/// A resolved credential. `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("provider {provider}: {message}")]
+    Provider { provider: String, message: String },
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config {
+                server: ServerConfig::default(),
+                limits: Limits::default(),
+                providers: Vec::new(),
+            },
+        };
+        if !config.providers.iter().any(|p| p.name == BUILTIN_MOCK) {
+            config.providers.push(ProviderSpec {
+                name: BUILTIN_MOCK.to_owned(),
+                kind: ProviderKind::Mock,
+                base_url: None,
+                api_key: None,
+                latency_ms: 0,
+                stream_delay_ms: 0,
+            });
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for p in &self.providers {
+            let fail = |message: &str| ConfigError::Provider {
+                provider: p.name.clone(),
+                message: message.to_owned(),
+            };
+            if !names.insert(p.name.as_str()) {
+                return Err(fail("the name is used twice"));
+            }
+            if p.name.is_empty() || p.name.contains('/') {
+                return Err(fail("a provider name must be non-empty and contain no '/'"));
+            }
+            if p.kind != ProviderKind::Mock {
+                let url = p
+                    .base_url
+                    .as_deref()
+                    .ok_or_else(|| fail("base_url is required"))?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(fail("base_url must start with http:// or https://"));
+                }
+            }
+            if let Some(reference) = &p.api_key {
+                if !(reference.starts_with("env:") || reference.starts_with("file:")) {
+                    return Err(fail("api_key must be a reference, `env:NAME` or `file:PATH`, never the key itself"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ProviderSpec {
+    /// Resolves `api_key` now, so a missing variable or file fails the start, not a request.
+    pub fn resolve_key(&self) -> Result<Option<Secret>, ConfigError> {
+        let fail = |message: String| ConfigError::Provider {
+            provider: self.name.clone(),
+            message,
+        };
+        let Some(reference) = &self.api_key else {
+            return Ok(None);
+        };
+        let value = if let Some(name) = reference.strip_prefix("env:") {
+            std::env::var(name)
+                .map_err(|_| fail(format!("environment variable {name} is not set")))?
+        } else if let Some(path) = reference.strip_prefix("file:") {
+            std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("cannot read key file {path}: {e}")))?
+        } else {
+            return Err(fail("api_key must be `env:NAME` or `file:PATH`".to_owned()));
+        };
+        Ok(Some(Secret(value.trim().to_owned())))
+    }
+}

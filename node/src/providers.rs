@@ -1,0 +1,57 @@
+//! Providers configured on this node, with resolved credentials and endpoint URLs.
+
+use crate::config::{ConfigError, ProviderKind, ProviderSpec, Secret};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub api_key: Option<Secret>,
+    /// Anthropic: `{base}/v1/messages`; OpenAI: `{base}/chat/completions`.
+    pub inference_url: String,
+    /// Anthropic only: `{base}/v1/messages/count_tokens`.
+    pub count_tokens_url: String,
+    pub latency_ms: u64,
+    pub stream_delay_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Providers(BTreeMap<String, Arc<Provider>>);
+
+impl Providers {
+    pub fn from_specs(specs: &[ProviderSpec]) -> Result<Providers, ConfigError> {
+        let mut map = BTreeMap::new();
+        for spec in specs {
+            let base = spec.base_url.as_deref().unwrap_or("").trim_end_matches('/');
+            let (inference_url, count_tokens_url) = match spec.kind {
+                ProviderKind::Anthropic => (
+                    format!("{base}/v1/messages"),
+                    format!("{base}/v1/messages/count_tokens"),
+                ),
+                ProviderKind::Openai => (format!("{base}/chat/completions"), String::new()),
+                ProviderKind::Mock => (String::new(), String::new()),
+            };
+            let provider = Provider {
+                name: spec.name.clone(),
+                kind: spec.kind,
+                api_key: spec.resolve_key()?,
+                inference_url,
+                count_tokens_url,
+                latency_ms: spec.latency_ms,
+                stream_delay_ms: spec.stream_delay_ms,
+            };
+            map.insert(spec.name.clone(), Arc::new(provider));
+        }
+        Ok(Providers(map))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.0.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}

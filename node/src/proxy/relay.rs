@@ -1,0 +1,478 @@
+//! Streams an upstream answer to the client chunk by chunk, never buffering it, while an
+//! adapter taps token usage (and translates between dialects where needed). Whatever
+//! ends the stream — its end, an upstream error, or the client going away — the request
+//! is charged for the usage seen.
+
+use super::billing::Billing;
+use crate::sse::{SseEvent, SseParser};
+use crate::translate::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseOut};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use std::pin::Pin;
+use std::time::Duration;
+use tollgate_proto::Usage;
+
+/// Turns upstream bytes into client bytes and keeps count of usage.
+pub trait Adapter: Send + 'static {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes;
+    /// The upstream ended: bytes still owed to the client.
+    fn finish(&mut self) -> Bytes;
+    fn usage(&self) -> Usage;
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+pub struct UsageJson {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl UsageJson {
+    /// Folds a usage report into `usage`, keeping the largest figure seen for each field.
+    pub fn merge_into(&self, usage: &mut Usage) {
+        let max = |a: &mut u64, b: Option<u64>| *a = (*a).max(b.unwrap_or(0));
+        max(&mut usage.input_tokens, self.input_tokens);
+        max(&mut usage.output_tokens, self.output_tokens);
+        max(
+            &mut usage.cache_creation_input_tokens,
+            self.cache_creation_input_tokens,
+        );
+        max(
+            &mut usage.cache_read_input_tokens,
+            self.cache_read_input_tokens,
+        );
+    }
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+pub struct OpenAiUsageJson {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<CachedTokens>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct CachedTokens {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl OpenAiUsageJson {
+    pub fn to_usage(self) -> Usage {
+        let cached = self
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0);
+        Usage {
+            input_tokens: self.prompt_tokens.saturating_sub(cached),
+            output_tokens: self.completion_tokens,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: cached,
+        }
+    }
+}
+
+/// Output tokens estimated from streamed text when the stream ended before reporting
+/// them (a client that went away): about four bytes a token, rounded up.
+fn estimate_tokens(bytes: u64) -> u64 {
+    bytes.div_ceil(4)
+}
+
+#[derive(Deserialize)]
+struct AnthropicEvent<'a> {
+    #[serde(rename = "type", default)]
+    kind: Option<&'a str>,
+    #[serde(default)]
+    message: Option<AnthropicStartMessage>,
+    #[serde(default)]
+    usage: Option<UsageJson>,
+    #[serde(borrow, default)]
+    delta: Option<AnthropicDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicStartMessage {
+    #[serde(default)]
+    usage: Option<UsageJson>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicDelta<'a> {
+    #[serde(borrow, default)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Usage tracking over an Anthropic event stream.
+#[derive(Default)]
+pub struct AnthropicUsage {
+    usage: Usage,
+    output_reported: bool,
+    streamed_bytes: u64,
+}
+
+impl AnthropicUsage {
+    pub fn observe(&mut self, event: &SseEvent) {
+        let name = event.event.as_deref();
+        if !matches!(
+            name,
+            None | Some("message_start") | Some("message_delta") | Some("content_block_delta")
+        ) {
+            return;
+        }
+        let Ok(parsed) = serde_json::from_str::<AnthropicEvent<'_>>(&event.data) else {
+            return;
+        };
+        match name.or(parsed.kind) {
+            Some("message_start") => {
+                if let Some(u) = parsed.message.and_then(|m| m.usage) {
+                    let mut start = u;
+                    // message_start's output count is a placeholder (usually 1).
+                    start.output_tokens = None;
+                    start.merge_into(&mut self.usage);
+                }
+            }
+            Some("message_delta") => {
+                if let Some(u) = parsed.usage {
+                    if u.output_tokens.is_some() {
+                        self.output_reported = true;
+                    }
+                    u.merge_into(&mut self.usage);
+                }
+            }
+            Some("content_block_delta") => {
+                if let Some(d) = parsed.delta {
+                    let n = [d.text, d.partial_json, d.thinking]
+                        .iter()
+                        .flatten()
+                        .map(|s| s.len())
+                        .sum::<usize>();
+                    self.streamed_bytes += n as u64;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        let mut u = self.usage;
+        if !self.output_reported {
+            u.output_tokens = u.output_tokens.max(estimate_tokens(self.streamed_bytes));
+        }
+        u
+    }
+}
+
+/// Anthropic upstream → Anthropic client: bytes pass through untouched.
+#[derive(Default)]
+pub struct AnthropicPassthrough {
+    parser: SseParser,
+    tracker: AnthropicUsage,
+}
+
+impl Adapter for AnthropicPassthrough {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
+        for event in self.parser.push(chunk) {
+            self.tracker.observe(&event);
+        }
+        chunk.clone()
+    }
+    fn finish(&mut self) -> Bytes {
+        if let Some(event) = self.parser.finish() {
+            self.tracker.observe(&event);
+        }
+        Bytes::new()
+    }
+    fn usage(&self) -> Usage {
+        self.tracker.usage()
+    }
+}
+
+#[derive(Deserialize)]
+struct OpenAiChunk {
+    #[serde(default)]
+    usage: Option<OpenAiUsageJson>,
+    #[serde(default)]
+    choices: Vec<OpenAiChoice>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiChoice {
+    #[serde(default)]
+    delta: Option<OpenAiDelta>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// OpenAI upstream → OpenAI client: bytes pass through untouched.
+#[derive(Default)]
+pub struct OpenAiPassthrough {
+    parser: SseParser,
+    usage: Option<Usage>,
+    streamed_bytes: u64,
+}
+
+impl OpenAiPassthrough {
+    fn observe(&mut self, event: &SseEvent) {
+        if event.data == "[DONE]" {
+            return;
+        }
+        let Ok(chunk) = serde_json::from_str::<OpenAiChunk>(&event.data) else {
+            return;
+        };
+        if let Some(u) = chunk.usage {
+            self.usage = Some(u.to_usage());
+        }
+        for c in chunk.choices {
+            if let Some(text) = c.delta.and_then(|d| d.content) {
+                self.streamed_bytes += text.len() as u64;
+            }
+        }
+    }
+}
+
+impl Adapter for OpenAiPassthrough {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
+        for event in self.parser.push(chunk) {
+            self.observe(&event);
+        }
+        chunk.clone()
+    }
+    fn finish(&mut self) -> Bytes {
+        if let Some(event) = self.parser.finish() {
+            self.observe(&event);
+        }
+        Bytes::new()
+    }
+    fn usage(&self) -> Usage {
+        self.usage.unwrap_or(Usage {
+            output_tokens: estimate_tokens(self.streamed_bytes),
+            ..Usage::default()
+        })
+    }
+}
+
+fn encode_all(events: Vec<SseOut>, out: &mut Vec<u8>) {
+    for e in events {
+        out.extend_from_slice(e.encode().as_bytes());
+    }
+}
+
+/// OpenAI upstream → Anthropic client.
+pub struct OpenAiToAnthropic {
+    parser: SseParser,
+    translator: OpenAiToAnthropicStream,
+}
+
+impl OpenAiToAnthropic {
+    pub fn new(model: &str, message_id: &str) -> Self {
+        OpenAiToAnthropic {
+            parser: SseParser::new(),
+            translator: OpenAiToAnthropicStream::new(model, message_id),
+        }
+    }
+
+    fn feed(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
+        match self.translator.push(&event.data) {
+            Ok(events) => encode_all(events, out),
+            Err(e) => tracing::warn!(error = %e, "untranslatable upstream chunk skipped"),
+        }
+    }
+}
+
+impl Adapter for OpenAiToAnthropic {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
+        let mut out = Vec::new();
+        for event in self.parser.push(chunk) {
+            self.feed(&event, &mut out);
+        }
+        Bytes::from(out)
+    }
+    fn finish(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        if let Some(event) = self.parser.finish() {
+            self.feed(&event, &mut out);
+        }
+        encode_all(self.translator.finish(), &mut out);
+        Bytes::from(out)
+    }
+    fn usage(&self) -> Usage {
+        let u = self.translator.usage();
+        Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_creation_input_tokens: u.cache_creation_input_tokens,
+            cache_read_input_tokens: u.cache_read_input_tokens,
+        }
+    }
+}
+
+/// Anthropic upstream → OpenAI client.
+pub struct AnthropicToOpenAi {
+    parser: SseParser,
+    translator: AnthropicToOpenAiStream,
+    tracker: AnthropicUsage,
+    failed: bool,
+}
+
+impl AnthropicToOpenAi {
+    pub fn new(model: &str, completion_id: &str, created_unix: u64, include_usage: bool) -> Self {
+        AnthropicToOpenAi {
+            parser: SseParser::new(),
+            translator: AnthropicToOpenAiStream::new(
+                model,
+                completion_id,
+                created_unix,
+                include_usage,
+            ),
+            tracker: AnthropicUsage::default(),
+            failed: false,
+        }
+    }
+
+    fn feed(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
+        self.tracker.observe(event);
+        if self.failed {
+            return;
+        }
+        match self.translator.push(event.event.as_deref(), &event.data) {
+            Ok(events) => encode_all(events, out),
+            Err(e) => {
+                // An upstream `error` event: OpenAI streams have no error chunk, so the
+                // stream ends here with an error object the OpenAI SDK raises.
+                self.failed = true;
+                let body =
+                    serde_json::json!({"error": {"message": e.to_string(), "type": "api_error"}});
+                out.extend_from_slice(format!("data: {body}\n\n").as_bytes());
+            }
+        }
+    }
+}
+
+impl Adapter for AnthropicToOpenAi {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
+        let mut out = Vec::new();
+        for event in self.parser.push(chunk) {
+            self.feed(&event, &mut out);
+        }
+        Bytes::from(out)
+    }
+    fn finish(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        if let Some(event) = self.parser.finish() {
+            self.feed(&event, &mut out);
+        }
+        if !self.failed {
+            encode_all(self.translator.finish(), &mut out);
+        }
+        Bytes::from(out)
+    }
+    fn usage(&self) -> Usage {
+        self.tracker.usage()
+    }
+}
+
+/// Bytes relayed as they are, with a usage known in advance (the built-in mock).
+pub struct Fixed(pub Usage);
+
+impl Adapter for Fixed {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
+        chunk.clone()
+    }
+    fn finish(&mut self) -> Bytes {
+        Bytes::new()
+    }
+    fn usage(&self) -> Usage {
+        self.0
+    }
+}
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+struct RelayState {
+    upstream: ByteStream,
+    adapter: Box<dyn Adapter>,
+    billing: Option<Billing>,
+    idle: Duration,
+    ended: bool,
+}
+
+impl RelayState {
+    fn settle(&mut self) {
+        if let Some(billing) = self.billing.take() {
+            billing.finish(self.adapter.usage());
+        }
+    }
+}
+
+impl Drop for RelayState {
+    /// The client went away mid-stream: charge what was used so far.
+    fn drop(&mut self) {
+        if self.billing.is_some() {
+            tracing::info!("stream ended early; charging the usage seen");
+            self.settle();
+        }
+    }
+}
+
+/// The client body relaying `upstream` through `adapter`, charged through `billing`.
+pub fn relay(
+    upstream: ByteStream,
+    adapter: Box<dyn Adapter>,
+    billing: Billing,
+    idle: Duration,
+) -> axum::body::Body {
+    let state = RelayState {
+        upstream,
+        adapter,
+        billing: Some(billing),
+        idle,
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        loop {
+            match tokio::time::timeout(st.idle, st.upstream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    let out = st.adapter.on_chunk(&chunk);
+                    if !out.is_empty() {
+                        return Some((Ok::<Bytes, std::io::Error>(out), st));
+                    }
+                }
+                end => {
+                    match end {
+                        Ok(Some(Err(e))) => tracing::warn!(error = %e, "upstream stream failed"),
+                        Err(_) => tracing::warn!(
+                            idle_ms = st.idle.as_millis() as u64,
+                            "upstream stream idle; cut"
+                        ),
+                        _ => {}
+                    }
+                    st.ended = true;
+                    let tail = st.adapter.finish();
+                    st.settle();
+                    return (!tail.is_empty()).then_some((Ok(tail), st));
+                }
+            }
+        }
+    });
+    axum::body::Body::from_stream(stream)
+}

@@ -1,0 +1,502 @@
+//! One attempt at one provider: build the upstream request for the client's dialect and
+//! the provider's kind, send it, and turn the answer into the client's response.
+
+use super::billing::Billing;
+use super::relay::{self, Adapter, ByteStream, OpenAiUsageJson, UsageJson};
+use super::Inbound;
+use crate::app::App;
+use crate::config::ProviderKind;
+use crate::error::{ApiError, Dialect};
+use crate::mock;
+use crate::routing::Route;
+use crate::translate;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::time::Duration;
+use tollgate_proto::Usage;
+
+/// Largest non-streamed answer read from a provider; real answers are far smaller.
+const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest upstream error body read to extract its message.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// `anthropic-version` sent when the client sent none.
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Why an attempt failed, and whether another attempt may succeed.
+pub enum AttemptError {
+    /// Connect errors, timeouts, 429 and 5xx: try the next provider config.
+    Retry(ApiError),
+    /// The request itself was refused: relay to the client.
+    Fatal(ApiError),
+}
+
+pub async fn attempt(
+    app: &App,
+    inbound: &Inbound,
+    route: &Route,
+    billing: Billing,
+) -> Result<Response, AttemptError> {
+    let provider = &route.provider;
+    let model = route.upstream_model.as_str();
+    match (inbound.dialect, provider.kind) {
+        (_, ProviderKind::Mock) => mock_answer(app, inbound, route, billing).await,
+        (Dialect::Anthropic, ProviderKind::Anthropic)
+        | (Dialect::Admin, ProviderKind::Anthropic) => {
+            let body = inbound.head.with_model(&inbound.body, model);
+            let resp = send(app, route, anthropic_headers(route, &inbound.headers), body).await?;
+            finish(
+                app,
+                inbound,
+                route,
+                resp,
+                billing,
+                Translation::None,
+                Dialect::Anthropic,
+            )
+            .await
+        }
+        (Dialect::OpenAi, ProviderKind::Openai) => {
+            let body = if inbound.head.stream && !inbound.head.include_usage {
+                // Usage is needed to charge; ask for it (the extra final chunk is valid
+                // OpenAI and clients ignore it).
+                let mut value = parse_value(&inbound.body)?;
+                value["model"] = serde_json::Value::String(model.to_owned());
+                value["stream_options"] = serde_json::json!({"include_usage": true});
+                Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+            } else {
+                inbound.head.with_model(&inbound.body, model)
+            };
+            let resp = send(app, route, openai_headers(route), body).await?;
+            finish(
+                app,
+                inbound,
+                route,
+                resp,
+                billing,
+                Translation::None,
+                Dialect::OpenAi,
+            )
+            .await
+        }
+        (Dialect::Anthropic, ProviderKind::Openai) | (Dialect::Admin, ProviderKind::Openai) => {
+            let value = parse_value(&inbound.body)?;
+            let translated = translate::anthropic_to_openai_request(&value, model)
+                .map_err(|e| AttemptError::Fatal(ApiError::BadRequest(e.to_string())))?;
+            let body = Bytes::from(serde_json::to_vec(&translated).unwrap_or_default());
+            let resp = send(app, route, openai_headers(route), body).await?;
+            finish(
+                app,
+                inbound,
+                route,
+                resp,
+                billing,
+                Translation::OpenAiToAnthropic,
+                Dialect::OpenAi,
+            )
+            .await
+        }
+        (Dialect::OpenAi, ProviderKind::Anthropic) => {
+            let value = parse_value(&inbound.body)?;
+            let mut translated = translate::openai_to_anthropic_request(&value, model)
+                .map_err(|e| AttemptError::Fatal(ApiError::BadRequest(e.to_string())))?;
+            if translated.get("max_tokens").is_none() {
+                translated["max_tokens"] = serde_json::json!(app.config.limits.default_max_tokens);
+            }
+            let body = Bytes::from(serde_json::to_vec(&translated).unwrap_or_default());
+            let resp = send(app, route, anthropic_headers(route, &inbound.headers), body).await?;
+            finish(
+                app,
+                inbound,
+                route,
+                resp,
+                billing,
+                Translation::AnthropicToOpenAi,
+                Dialect::Anthropic,
+            )
+            .await
+        }
+    }
+}
+
+fn parse_value(body: &[u8]) -> Result<serde_json::Value, AttemptError> {
+    serde_json::from_slice(body).map_err(|e| {
+        AttemptError::Fatal(ApiError::BadRequest(format!(
+            "request body is not valid JSON: {e}"
+        )))
+    })
+}
+
+fn anthropic_headers(route: &Route, client: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(key) = route
+        .provider
+        .api_key
+        .as_ref()
+        .and_then(|k| HeaderValue::from_str(k.expose()).ok())
+    {
+        h.insert("x-api-key", key);
+    }
+    let version = client
+        .get("anthropic-version")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+    h.insert("anthropic-version", version);
+    for beta in client.get_all("anthropic-beta") {
+        h.append("anthropic-beta", beta.clone());
+    }
+    h
+}
+
+fn openai_headers(route: &Route) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(v) = route
+        .provider
+        .api_key
+        .as_ref()
+        .and_then(|k| HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok())
+    {
+        h.insert(header::AUTHORIZATION, v);
+    }
+    h
+}
+
+/// Sends the request and classifies a failure before any byte reached the client.
+pub async fn send(
+    app: &App,
+    route: &Route,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<reqwest::Response, AttemptError> {
+    send_to(app, route, &route.provider.inference_url, headers, body).await
+}
+
+pub async fn send_to(
+    app: &App,
+    route: &Route,
+    url: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<reqwest::Response, AttemptError> {
+    let name = &route.provider.name;
+    let timeout = Duration::from_millis(app.config.limits.upstream_response_timeout_ms);
+    let request = app.http.post(url).headers(headers).body(body).send();
+    let resp = match tokio::time::timeout(timeout, request).await {
+        Err(_) => {
+            return Err(AttemptError::Retry(ApiError::UpstreamTimeout(format!(
+                "provider {name} did not answer within {} s",
+                timeout.as_secs()
+            ))))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(provider = %name, error = %e, "upstream request failed");
+            return Err(AttemptError::Retry(ApiError::UpstreamFailed(format!(
+                "cannot reach provider {name}"
+            ))));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    let (message, kind) = read_error(resp).await;
+    tracing::warn!(provider = %name, status = status.as_u16(), message = %message, "upstream error");
+    Err(match status.as_u16() {
+        429 => AttemptError::Retry(ApiError::UpstreamRateLimited(
+            format!("provider {name} is rate limiting: {message}"),
+            retry_after,
+        )),
+        401 | 403 => AttemptError::Retry(ApiError::UpstreamFailed(format!(
+            "provider {name} refused the gateway's credentials ({}); tell your gateway admin",
+            status.as_u16()
+        ))),
+        s if s >= 500 => AttemptError::Retry(ApiError::UpstreamFailed(format!(
+            "provider {name} failed ({s}): {message}"
+        ))),
+        s => AttemptError::Fatal(ApiError::UpstreamRejected {
+            status: s,
+            message,
+            kind,
+        }),
+    })
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+}
+
+/// The message and type of an upstream error body in either dialect.
+async fn read_error(resp: reqwest::Response) -> (String, String) {
+    let bytes = read_bounded(resp, MAX_ERROR_BODY_BYTES)
+        .await
+        .unwrap_or_default();
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(b) => (
+            b.error.message,
+            b.error
+                .kind
+                .unwrap_or_else(|| "invalid_request_error".into()),
+        ),
+        Err(_) => (
+            String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            "invalid_request_error".into(),
+        ),
+    }
+}
+
+async fn read_bounded(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if out.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Translation {
+    None,
+    OpenAiToAnthropic,
+    AnthropicToOpenAi,
+}
+
+fn is_event_stream(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Turns a successful upstream answer into the client's response, charging its usage.
+async fn finish(
+    app: &App,
+    inbound: &Inbound,
+    route: &Route,
+    resp: reqwest::Response,
+    billing: Billing,
+    translation: Translation,
+    upstream_dialect: Dialect,
+) -> Result<Response, AttemptError> {
+    let model = inbound.head.model.as_str();
+    if inbound.head.stream && is_event_stream(&resp) {
+        let adapter: Box<dyn Adapter> = match translation {
+            Translation::None if upstream_dialect == Dialect::OpenAi => {
+                Box::<relay::OpenAiPassthrough>::default()
+            }
+            Translation::None => Box::<relay::AnthropicPassthrough>::default(),
+            Translation::OpenAiToAnthropic => Box::new(relay::OpenAiToAnthropic::new(
+                model,
+                &message_id(&inbound.request_id),
+            )),
+            Translation::AnthropicToOpenAi => Box::new(relay::AnthropicToOpenAi::new(
+                model,
+                &completion_id(&inbound.request_id),
+                app.now_ms() / 1000,
+                inbound.head.include_usage,
+            )),
+        };
+        let upstream: ByteStream = Box::pin(
+            resp.bytes_stream()
+                .map(|r| r.map_err(std::io::Error::other)),
+        );
+        let idle = Duration::from_millis(app.config.limits.stream_idle_timeout_ms);
+        return Ok(event_stream_response(relay::relay(
+            upstream, adapter, billing, idle,
+        )));
+    }
+    let status = resp.status();
+    let bytes = read_bounded(resp, MAX_UPSTREAM_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            AttemptError::Retry(ApiError::UpstreamFailed(format!(
+                "provider {} answer failed: {e}",
+                route.provider.name
+            )))
+        })?;
+    let (body, usage) = match translation {
+        Translation::None => {
+            let usage = if upstream_dialect == Dialect::OpenAi {
+                openai_usage(&bytes)
+            } else {
+                anthropic_usage(&bytes)
+            };
+            (Bytes::from(bytes), usage)
+        }
+        Translation::OpenAiToAnthropic => {
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|_| bad_answer(route))?;
+            let out = translate::openai_to_anthropic_response(&value, model)
+                .map_err(|_| bad_answer(route))?;
+            (
+                Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
+                openai_usage(&bytes),
+            )
+        }
+        Translation::AnthropicToOpenAi => {
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|_| bad_answer(route))?;
+            let out = translate::anthropic_to_openai_response(&value, model)
+                .map_err(|_| bad_answer(route))?;
+            (
+                Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
+                anthropic_usage(&bytes),
+            )
+        }
+    };
+    billing.finish(usage);
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+fn bad_answer(route: &Route) -> AttemptError {
+    AttemptError::Retry(ApiError::UpstreamFailed(format!(
+        "provider {} sent an answer that is not valid JSON",
+        route.provider.name
+    )))
+}
+
+#[derive(Deserialize)]
+struct AnthropicUsageProbe {
+    #[serde(default)]
+    usage: Option<UsageJson>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiUsageProbe {
+    #[serde(default)]
+    usage: Option<OpenAiUsageJson>,
+}
+
+fn anthropic_usage(bytes: &[u8]) -> Usage {
+    let mut usage = Usage::default();
+    if let Ok(AnthropicUsageProbe { usage: Some(u) }) = serde_json::from_slice(bytes) {
+        u.merge_into(&mut usage);
+    }
+    usage
+}
+
+fn openai_usage(bytes: &[u8]) -> Usage {
+    match serde_json::from_slice(bytes) {
+        Ok(OpenAiUsageProbe { usage: Some(u) }) => u.to_usage(),
+        _ => Usage::default(),
+    }
+}
+
+fn message_id(request_id: &str) -> String {
+    format!("msg_{}", request_id.trim_start_matches("req_"))
+}
+
+fn completion_id(request_id: &str) -> String {
+    format!("chatcmpl-{}", request_id.trim_start_matches("req_"))
+}
+
+pub fn event_stream_response(body: axum::body::Body) -> Response {
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of the gateway not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The built-in mock provider: deterministic answers, optional latency.
+async fn mock_answer(
+    app: &App,
+    inbound: &Inbound,
+    route: &Route,
+    billing: Billing,
+) -> Result<Response, AttemptError> {
+    let provider = &route.provider;
+    if provider.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(provider.latency_ms)).await;
+    }
+    let value = parse_value(&inbound.body)?;
+    let model = route.upstream_model.as_str();
+    let seq = inbound.seq;
+    let openai = inbound.dialect == Dialect::OpenAi;
+    let reply = if openai {
+        mock::reply_for_openai(&value)
+    } else {
+        mock::reply_for_anthropic(&value)
+    };
+    let usage = Usage {
+        input_tokens: reply.input_tokens,
+        output_tokens: reply.output_tokens,
+        ..Usage::default()
+    };
+    if inbound.head.stream {
+        let created = app.now_ms() / 1000;
+        let events = if openai {
+            mock::openai_sse_chunks(model, &reply, seq, created, true)
+        } else {
+            mock::anthropic_sse_events(model, &reply, seq)
+        };
+        let delay = Duration::from_millis(provider.stream_delay_ms);
+        let upstream: ByteStream = Box::pin(futures_util::stream::iter(events).then(
+            move |e| async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(e)
+            },
+        ));
+        let idle = Duration::from_millis(app.config.limits.stream_idle_timeout_ms);
+        return Ok(event_stream_response(relay::relay(
+            upstream,
+            Box::new(relay::Fixed(usage)),
+            billing,
+            idle,
+        )));
+    }
+    let body = if openai {
+        mock::openai_json(model, &reply, seq, app.now_ms() / 1000)
+    } else {
+        mock::anthropic_json(model, &reply, seq)
+    };
+    billing.finish(usage);
+    let mut response = Response::new(axum::body::Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}

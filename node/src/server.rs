@@ -1,0 +1,138 @@
+//! The HTTP router, composed layer by layer, and the serve loop with graceful shutdown.
+
+use crate::admin;
+use crate::app::{App, Started};
+use crate::error::{ApiError, Dialect};
+use crate::proxy;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+pub fn router(app: Arc<App>) -> Router {
+    let limits = &app.config.limits;
+    // Inference routes: open to any caller; each handler authenticates the virtual key
+    // itself because the error must be in the caller's dialect.
+    let inference = Router::new()
+        .route("/anthropic/v1/messages", post(proxy::anthropic_messages))
+        .route("/v1/messages", post(proxy::anthropic_messages))
+        .route(
+            "/anthropic/v1/messages/count_tokens",
+            post(proxy::count_tokens),
+        )
+        .route("/v1/messages/count_tokens", post(proxy::count_tokens))
+        .route("/anthropic/v1/models", get(proxy::models))
+        .route("/v1/models", get(proxy::models))
+        .route("/openai/v1/models", get(proxy::models))
+        .route("/v1/chat/completions", post(proxy::openai_chat))
+        .route("/openai/v1/chat/completions", post(proxy::openai_chat))
+        // Concurrency: beyond the limit callers get 503 at once instead of queueing.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            limit_concurrency,
+        ));
+    // Health: open, no auth, cheap.
+    let health = Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready));
+    Router::new()
+        .merge(inference)
+        .merge(health)
+        // Admin API: deny by default behind the admin token.
+        .merge(admin::router(Arc::clone(&app)))
+        .fallback(not_found)
+        // Body size: explicit, answered as 413 in the caller's dialect by the handlers.
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .with_state(app)
+}
+
+async fn limit_concurrency(
+    State(permits): State<Arc<Semaphore>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match permits.try_acquire() {
+        // The permit lives until the response head is sent; streamed bodies are bounded
+        // by the per-connection limits of the server.
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Unavailable.into_response_in(dialect_of(request.uri().path())),
+    }
+}
+
+fn dialect_of(path: &str) -> Dialect {
+    if path.contains("chat/completions") || path.starts_with("/openai/") {
+        Dialect::OpenAi
+    } else {
+        Dialect::Anthropic
+    }
+}
+
+async fn not_found(request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    ApiError::NotFound(format!("no route {} {path}", request.method()))
+        .into_response_in(dialect_of(&path))
+}
+
+async fn live() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.ready.load(Ordering::Acquire) {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+/// Serves until SIGINT/SIGTERM, then stops taking requests, lets in-flight ones finish,
+/// and applies every queued charge before returning.
+pub async fn serve(started: Started) -> anyhow::Result<()> {
+    let Started { app, charge_task } = started;
+    let addr = app.config.server.http_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    app.ready.store(true, Ordering::Release);
+    tracing::info!(addr = %local, data_dir = %app.config.server.data_dir.display(), "tollgate listening");
+    eprintln!("tollgate listening on http://{local}");
+    let router = router(Arc::clone(&app));
+    let shutdown_app = Arc::clone(&app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            shutdown_app.ready.store(false, Ordering::Release);
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+        .await?;
+    // Every handler is done; drop the last charge sender so the batcher drains and ends.
+    drop(app);
+    if let Err(e) = charge_task.await {
+        tracing::error!(error = %e, "charge pipeline ended abnormally");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
