@@ -1,1 +1,318 @@
-//! placeholder
+//! Harness for black-box tests: real `tollgate` processes and the fake Anthropic upstream
+//! on loopback, plus small HTTP helpers. Every process is killed when its handle drops.
+//!
+//! # Layout
+//! - `Gateway`: a `tollgate serve` child with its own data dir and port.
+//! - `FakeUpstream`: `fake_anthropic.py` with its JSONL request log.
+//! - `kit_dir`, `tollgate_bin`: where the real-client kit and the binary are.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Admin token every test gateway is started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// Provider key the fake upstream requires; the gateway must send it, never the virtual key.
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret";
+/// How long a process gets to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The real-client kit: `../shared/claude-code` next to the checkout when present (the
+/// reference copy), else the copy vendored in `tests/kit`.
+pub fn kit_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("TOLLGATE_KIT_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shared = workspace_dir().join("../shared/claude-code");
+    if shared.join("fake_anthropic.py").exists() {
+        return shared;
+    }
+    workspace_dir().join("tests/kit")
+}
+
+/// The `tollgate` binary, built once per test run.
+pub fn tollgate_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-q", "-p", "tollgate-node", "--bin", "tollgate"])
+                .current_dir(workspace_dir())
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build of tollgate failed");
+            let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_dir().join("target"));
+            target.join("debug/tollgate")
+        })
+        .clone()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-test-{name}-{}-{}", std::process::id(), free_port()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().expect("http client")
+}
+
+/// The fake Anthropic/OpenAI upstream from the real-client kit.
+pub struct FakeUpstream {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    _dir: PathBuf,
+}
+
+impl FakeUpstream {
+    pub fn start(extra: &[&str]) -> Result<FakeUpstream> {
+        let dir = temp_dir("fake");
+        let port_file = dir.join("port");
+        let log = dir.join("requests.jsonl");
+        let child = Command::new("python3")
+            .arg(kit_dir().join("fake_anthropic.py"))
+            .args(["--port", "0", "--require-key", UPSTREAM_KEY])
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--log")
+            .arg(&log)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start fake_anthropic.py")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                if let Ok(port) = text.trim().parse() {
+                    return Ok(FakeUpstream { child, port, log, _dir: dir });
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("fake upstream did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every logged model request (JSONL rows).
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Reconfigures the fake live (`POST /__fake/config`).
+    pub async fn configure(&self, config: Value) -> Result<()> {
+        let r = http().post(format!("{}/__fake/config", self.base_url())).json(&config).send().await?;
+        if !r.status().is_success() {
+            bail!("fake config failed: {}", r.status());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `tollgate serve` process.
+pub struct Gateway {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    config_path: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// A config with the fake as an `anthropic` provider and as an `openai` provider.
+pub fn fake_config(fake: &FakeUpstream) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "fake-anthropic"
+kind = "anthropic"
+base_url = "{base}"
+api_key = "env:TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "fake-openai"
+kind = "openai"
+base_url = "{base}/v1"
+api_key = "env:TEST_UPSTREAM_KEY"
+"#,
+        base = fake.base_url()
+    )
+}
+
+impl Gateway {
+    pub async fn start(config: &str) -> Result<Gateway> {
+        Gateway::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Result<Gateway> {
+        let data_dir = temp_dir("gw");
+        let config_path = data_dir.join("tollgate.toml");
+        std::fs::write(&config_path, config)?;
+        let mut gw = Gateway {
+            child: None,
+            port: free_port(),
+            data_dir: data_dir.join("data"),
+            config_path,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        gw.spawn().await?;
+        Ok(gw)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))?;
+        let child = Command::new(tollgate_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start tollgate")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let client = http();
+        loop {
+            if let Ok(r) = client.get(format!("{}/health/ready", self.url())).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                bail!("tollgate exited early ({status}); see {}", self.data_dir.with_extension("log").display());
+            }
+            if Instant::now() > deadline {
+                bail!("tollgate did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn().await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+        let client = http();
+        let url = format!("{}{path}", self.url());
+        let mut req = match method {
+            "POST" => client.post(url),
+            "PATCH" => client.patch(url),
+            "DELETE" => client.delete(url),
+            _ => client.get(url),
+        }
+        .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// POST that must succeed; returns the body.
+    pub async fn create(&self, path: &str, body: Value) -> Result<Value> {
+        let (status, v) = self.admin("POST", path, Some(body.clone())).await?;
+        if status != 201 && status != 200 {
+            bail!("POST {path} {body} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// A key on the given provider configs; returns (id, secret).
+    pub async fn key(&self, provider_configs: Value) -> Result<(String, String)> {
+        let v = self.create("/api/v1/virtual-keys", json!({"name": "test", "provider_configs": provider_configs})).await?;
+        Ok((v["id"].as_str().unwrap_or_default().to_owned(), v["secret"].as_str().unwrap_or_default().to_owned()))
+    }
+
+    pub async fn usage(&self, key_id: &str) -> Result<Value> {
+        let (_, v) = self.admin("GET", &format!("/api/v1/usage?virtual_key={key_id}"), None).await?;
+        Ok(v)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends an Anthropic Messages request with `x-api-key`; returns status, headers and body.
+pub async fn messages(url: &str, secret: &str, body: &Value) -> Result<(u16, reqwest::header::HeaderMap, Value)> {
+    let r = http().post(format!("{url}/v1/messages")).header("x-api-key", secret).json(body).send().await?;
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await?;
+    Ok((status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+/// Dollars in a decimal string as micro-dollars.
+pub fn micros(usd: &Value) -> u64 {
+    let s = usd.as_str().unwrap_or("0");
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let frac = format!("{frac:0<6}");
+    whole.parse::<u64>().unwrap_or(0) * 1_000_000 + frac[..6].parse::<u64>().unwrap_or(0)
+}

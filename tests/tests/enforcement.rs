@@ -1,0 +1,291 @@
+//! Enforcement through a real gateway process and the fake upstream: revocation,
+//! allowlists, budgets under concurrency, rate limits, fallback, streaming charges and
+//! persistence across restarts.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tollgate_tests::*;
+
+const MODEL: &str = "claude-sonnet-4-6";
+
+fn ask(text: &str) -> Value {
+    json!({"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": text}]})
+}
+
+fn model_calls(fake: &FakeUpstream) -> usize {
+    fake.requests().iter().filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/messages") || p.ends_with("/chat/completions"))).count()
+}
+
+/// Waits until the key's usage shows `n` requests (charges are applied asynchronously).
+async fn wait_requests(gw: &Gateway, key: &str, n: u64) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let u = gw.usage(key).await?;
+        if u["requests"].as_u64() == Some(n) || Instant::now() > deadline {
+            return Ok(u);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn revoked_rotated_and_deleted_keys_are_refused_on_the_next_request() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+    let (status, _, body) = messages(&gw.url(), &secret, &ask("ECHO:first")).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"][0]["text"], "first");
+
+    let (s, _) = gw.admin("PATCH", &format!("/api/v1/virtual-keys/{id}"), Some(json!({"disabled": true}))).await?;
+    assert_eq!(s, 200);
+    let (status, headers, body) = messages(&gw.url(), &secret, &ask("ECHO:second")).await?;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["type"], "authentication_error");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("disabled"), "{body}");
+    assert_eq!(headers.get("x-should-retry").map(|v| v.as_bytes()), Some(&b"false"[..]));
+
+    gw.admin("PATCH", &format!("/api/v1/virtual-keys/{id}"), Some(json!({"disabled": false}))).await?;
+    let (_, rotated) = gw.admin("POST", &format!("/api/v1/virtual-keys/{id}/rotate"), None).await?;
+    let new_secret = rotated["secret"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(messages(&gw.url(), &secret, &ask("x")).await?.0, 401, "old secret after rotate");
+    assert_eq!(messages(&gw.url(), &new_secret, &ask("x")).await?.0, 200, "new secret after rotate");
+
+    let (s, _) = gw.admin("DELETE", &format!("/api/v1/virtual-keys/{id}"), None).await?;
+    assert_eq!(s, 204);
+    assert_eq!(messages(&gw.url(), &new_secret, &ask("x")).await?.0, 401, "deleted key");
+    let (_, listed) = gw.admin("GET", "/api/v1/virtual-keys", None).await?;
+    assert!(!listed.to_string().contains("tg-") || !listed.to_string().contains(&new_secret), "secret never listed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn model_outside_the_allowlist_is_refused_before_any_upstream_call() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    let (_, secret) = gw
+        .key(json!([{"provider": "fake-anthropic", "allowed_models": [MODEL, "regex:^claude-haiku-"]}]))
+        .await?;
+    for model in ["claude-opus-4-1", "fake-openai/claude-sonnet-4-6", "gpt-4o"] {
+        let body = json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]});
+        let (status, headers, answer) = messages(&gw.url(), &secret, &body).await?;
+        assert_eq!(status, 403, "{model}: {answer}");
+        assert_eq!(answer["error"]["type"], "permission_error");
+        assert_eq!(headers.get("x-should-retry").map(|v| v.as_bytes()), Some(&b"false"[..]));
+    }
+    assert_eq!(model_calls(&fake), 0, "no upstream call for a refused model");
+    for model in [MODEL, "claude-haiku-4-5"] {
+        let body = json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]});
+        assert_eq!(messages(&gw.url(), &secret, &body).await?.0, 200, "{model}");
+    }
+    assert_eq!(model_calls(&fake), 2);
+    // The fake requires the provider key: the gateway sent it, not the virtual key.
+    let row = &fake.requests()[0];
+    let headers = row["headers"].to_string();
+    assert!(!headers.contains(&secret), "virtual key leaked upstream");
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_requests_cannot_overspend_a_budget() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    gw.create("/api/v1/prices", json!({"model": MODEL, "input_per_mtok_usd": "50", "output_per_mtok_usd": "50"})).await?;
+    let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+    let limit = 50_000u64; // $0.05
+    let budget = gw
+        .create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "0.05", "reset_duration": "1d"}))
+        .await?;
+    let body = ask("ECHO:spend");
+    // The largest estimate: every body byte a token plus max_tokens, at $50/Mtok.
+    let estimate = (serde_json::to_vec(&body)?.len() as u64).div_ceil(4) * 50 + 64 * 50;
+
+    let mut workers = Vec::new();
+    for _ in 0..50 {
+        let url = gw.url();
+        let secret = secret.clone();
+        let body = body.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut refused) = (0u32, 0u32);
+            for _ in 0..100 {
+                match messages(&url, &secret, &body).await {
+                    Ok((200, _, _)) => ok += 1,
+                    Ok((402, _, _)) => {
+                        refused += 1;
+                        break;
+                    }
+                    Ok((status, _, b)) => panic!("unexpected {status}: {b}"),
+                    Err(e) => panic!("request failed: {e}"),
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let mut admitted = 0u64;
+    for w in workers {
+        let (ok, refused) = w.await?;
+        admitted += u64::from(ok);
+        assert_eq!(refused, 1, "every worker ends on a 402");
+    }
+    let usage = wait_requests(&gw, &id, admitted).await?;
+    let spent = micros(&usage["spent_usd"]);
+    let budget_row = usage["budgets"].as_array().and_then(|b| b.first()).cloned().unwrap_or_default();
+    assert_eq!(budget_row["id"], budget["id"]);
+    assert_eq!(micros(&budget_row["spent_usd"]), spent);
+    println!("admitted {admitted}, spent {spent} µ$ of {limit}, estimate {estimate}");
+    assert!(spent <= limit, "spent {spent} > limit {limit}");
+    assert!(spent + 2 * estimate >= limit, "budget not drained: spent {spent}");
+    assert_eq!(model_calls(&fake) as u64, admitted, "refused requests never reached upstream");
+
+    let (status, headers, answer) = messages(&gw.url(), &secret, &body).await?;
+    assert_eq!(status, 402, "{answer}");
+    assert_eq!(answer["error"]["type"], "billing_error");
+    let message = answer["error"]["message"].as_str().unwrap_or("");
+    let budget_id = budget["id"].as_str().unwrap_or("?");
+    assert!(message.contains(budget_id) && message.contains("$0.05") && message.contains("resets at"), "{message}");
+    assert_eq!(headers.get("x-should-retry").map(|v| v.as_bytes()), Some(&b"false"[..]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_model_without_a_price_cannot_spend_a_budget() -> Result<()> {
+    let gw = Gateway::start("").await?;
+    let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
+    assert_eq!(messages(&gw.url(), &secret, &ask("x")).await?.0, 200, "no budget: no price needed");
+    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "1", "reset_duration": "1M"})).await?;
+    let (status, _, body) = messages(&gw.url(), &secret, &ask("x")).await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("no price"), "{body}");
+    gw.create("/api/v1/prices", json!({"model": "*", "input_per_mtok_usd": "1", "output_per_mtok_usd": "2"})).await?;
+    assert_eq!(messages(&gw.url(), &secret, &ask("x")).await?.0, 200, "default price applies");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rate_limit_of_n_per_minute_admits_exactly_n() -> Result<()> {
+    let gw = Gateway::start("").await?;
+    let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
+    gw.create("/api/v1/rate-limits", json!({"owner": {"kind": "virtual_key", "id": id}, "request_max": 10, "request_window": "1m"})).await?;
+    // Stay clear of a minute boundary, where the window (rightly) starts over.
+    let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() % 60;
+    if second > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..25 {
+        let (url, secret) = (gw.url(), secret.clone());
+        tasks.push(tokio::spawn(async move { messages(&url, &secret, &ask(&format!("ECHO:r{i}"))).await }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        let (status, headers, body) = t.await??;
+        match status {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(body["error"]["type"], "rate_limit_error");
+                let retry_after: u64 = headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
+            }
+            s => panic!("unexpected {s}: {body}"),
+        }
+    }
+    assert_eq!((ok, limited), (10, 15));
+    Ok(())
+}
+
+/// A config with two Anthropic providers on two fakes, for fallback.
+fn two_fakes(a: &FakeUpstream, b: &FakeUpstream) -> String {
+    format!(
+        "[[providers]]\nname = \"primary\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n\n\
+         [[providers]]\nname = \"secondary\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n",
+        a.base_url(),
+        b.base_url()
+    )
+}
+
+#[tokio::test]
+async fn failing_provider_falls_back_to_the_next_config_before_the_first_byte() -> Result<()> {
+    let primary = FakeUpstream::start(&["--fail-status", "503", "--fail-count", "-1"])?;
+    let secondary = FakeUpstream::start(&[])?;
+    let gw = Gateway::start(&two_fakes(&primary, &secondary)).await?;
+    let (id, secret) = gw.key(json!([{"provider": "primary", "weight": 1000}, {"provider": "secondary", "weight": 0.001}])).await?;
+    for stream in [false, true] {
+        let mut body = ask("ECHO:fallback");
+        body["stream"] = json!(stream);
+        let (status, _, answer) = messages(&gw.url(), &secret, &body).await?;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(model_calls(&primary), 2, "primary tried once per request");
+    assert_eq!(model_calls(&secondary), 2, "secondary served both");
+    wait_requests(&gw, &id, 2).await?;
+
+    // With only a failing provider the client gets the upstream failure, not a hang.
+    primary.configure(json!({"fail_status": 429, "fail_count": -1, "retry_after": "7"})).await?;
+    let (_, only_primary) = gw.key(json!([{"provider": "primary"}])).await?;
+    let (status, headers, answer) = messages(&gw.url(), &only_primary, &ask("x")).await?;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
+    primary.configure(json!({"fail_status": 500, "fail_count": -1})).await?;
+    let (status, _, answer) = messages(&gw.url(), &only_primary, &ask("x")).await?;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["error"]["type"], "api_error");
+    Ok(())
+}
+
+#[tokio::test]
+async fn streams_are_relayed_as_they_come_and_a_disconnect_is_charged() -> Result<()> {
+    let fake = FakeUpstream::start(&["--stream-delay", "0.4"])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    gw.create("/api/v1/prices", json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"})).await?;
+    let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+    let mut body = ask("ECHO:streaming");
+    body["stream"] = json!(true);
+
+    // Full stream: the first event arrives long before the upstream finishes.
+    let started = Instant::now();
+    let mut resp = http().post(format!("{}/v1/messages", gw.url())).header("x-api-key", &secret).json(&body).send().await?;
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await?.unwrap_or_default();
+    let first_at = started.elapsed();
+    let mut all = first.to_vec();
+    while let Some(c) = resp.chunk().await? {
+        all.extend_from_slice(&c);
+    }
+    let total = started.elapsed();
+    let text = String::from_utf8_lossy(&all);
+    assert!(String::from_utf8_lossy(&first).starts_with("event: message_start"), "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+    assert!(first_at * 3 < total, "first byte after {first_at:?} of {total:?}: buffered?");
+
+    // Disconnect after the first event: still charged for what was used.
+    let mut resp = http().post(format!("{}/v1/messages", gw.url())).header("x-api-key", &secret).json(&body).send().await?;
+    let _ = resp.chunk().await?;
+    drop(resp);
+    let usage = wait_requests(&gw, &id, 2).await?;
+    assert_eq!(usage["requests"], 2, "{usage}");
+    assert!(usage["input_tokens"].as_u64().unwrap_or(0) > 0, "{usage}");
+    assert!(micros(&usage["spent_usd"]) > 0, "{usage}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn spend_survives_restart_and_crash() -> Result<()> {
+    let gw_config = "";
+    let mut gw = Gateway::start(gw_config).await?;
+    gw.create("/api/v1/prices", json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"})).await?;
+    let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
+    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "10", "reset_duration": "1d"})).await?;
+    for i in 0..5 {
+        assert_eq!(messages(&gw.url(), &secret, &ask(&format!("ECHO:p{i}"))).await?.0, 200);
+    }
+    let before = wait_requests(&gw, &id, 5).await?;
+    gw.restart().await?;
+    assert_eq!(gw.usage(&id).await?, before, "graceful restart");
+    gw.kill();
+    gw.restart().await?;
+    assert_eq!(gw.usage(&id).await?, before, "crash after the charges were applied");
+    assert_eq!(messages(&gw.url(), &secret, &ask("ECHO:after")).await?.0, 200, "key still valid");
+    Ok(())
+}
