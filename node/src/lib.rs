@@ -19,6 +19,7 @@
 //! - `clock`: the wall-clock seam.
 //! - `error`: gateway errors and their HTTP form in each dialect.
 //! - `cli`: the `tollgate admin ...` client.
+//! - `loadgen`: the `tollgate loadgen` HTTP load generator used by `scripts/bench.sh`.
 
 pub mod admin;
 pub mod app;
@@ -29,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod loadgen;
 pub mod mock;
 pub mod mock_upstream;
 pub mod providers;

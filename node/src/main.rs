@@ -1,9 +1,11 @@
-//! The `tollgate` binary: `serve`, `mock-upstream` and `admin`.
+//! The `tollgate` binary: `serve`, `mock-upstream` and `admin`, and the hidden `loadgen`
+//! used by `scripts/bench.sh`.
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use tollgate_node::{app, cli, config::Config, mock_upstream, server};
+use std::time::Duration;
+use tollgate_node::{app, cli, config::Config, loadgen, mock_upstream, server};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +41,51 @@ enum Command {
     },
     /// Talk to a node's admin API.
     Admin(cli::AdminArgs),
+    /// Send a fixed POST to a URL at a given concurrency and print latency and
+    /// throughput as one line of JSON (used by `scripts/bench.sh`).
+    #[command(hide = true)]
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadgenArgs {
+    /// Target, e.g. `http://127.0.0.1:8080/v1/messages`.
+    #[arg(long)]
+    url: String,
+    /// A request header, `Name: value`; repeat for more.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// The request body.
+    #[arg(
+        long,
+        conflicts_with = "body_file",
+        required_unless_present = "body_file"
+    )]
+    body: Option<String>,
+    /// A file holding the request body.
+    #[arg(long)]
+    body_file: Option<PathBuf>,
+    /// Tasks sending at once, each with its own keep-alive connection.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Requests to measure, shared among the tasks.
+    #[arg(
+        long,
+        conflicts_with = "duration_secs",
+        required_unless_present = "duration_secs"
+    )]
+    requests: Option<u64>,
+    /// Seconds to measure for.
+    #[arg(long)]
+    duration_secs: Option<f64>,
+    /// Requests sent and discarded before measuring.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    /// Runtime worker threads. With 1 (the default) everything runs on the calling
+    /// thread, so a request's wake-ups never hop between cores and the client adds as
+    /// little as it can to the latency measured.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,11 +101,16 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // The load generator picks its own runtime flavour, so it leaves before the node's.
+    let command = match cli.command {
+        Command::Loadgen(args) => return run_loadgen(args),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve {
                 config,
                 data_dir,
@@ -78,6 +130,52 @@ fn main() -> anyhow::Result<()> {
                 mock_upstream::run(addr, latency_ms).await
             }
             Command::Admin(args) => cli::run(args).await,
+            Command::Loadgen(_) => anyhow::bail!("loadgen runs on its own runtime"),
         }
     })
+}
+
+/// `tollgate loadgen`: builds the plan, runs it on its own runtime and prints the report.
+fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
+    let body = match (&args.body, &args.body_file) {
+        (Some(text), _) => bytes::Bytes::from(text.clone()),
+        (None, Some(path)) => bytes::Bytes::from(
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+        ),
+        (None, None) => anyhow::bail!("give --body or --body-file"),
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    for text in &args.headers {
+        let (name, value) = loadgen::parse_header(text)?;
+        headers.append(name, value);
+    }
+    let stop = match (args.requests, args.duration_secs) {
+        (Some(n), _) => loadgen::Stop::Requests(n),
+        (None, Some(s)) if s.is_finite() && s > 0.0 => {
+            loadgen::Stop::Duration(Duration::from_secs_f64(s))
+        }
+        _ => anyhow::bail!("give --requests N or --duration-secs S (S > 0)"),
+    };
+    let plan = loadgen::Plan {
+        url: args.url,
+        headers,
+        body,
+        concurrency: args.concurrency,
+        stop,
+        warmup: args.warmup,
+    };
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    let report = runtime.block_on(loadgen::run(plan))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }

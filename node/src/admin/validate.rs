@@ -32,24 +32,17 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
-        let message = e.inner().to_string();
+        let full = e.inner().to_string();
+        // serde appends the position; the field path says more to a person.
+        let message = full.split(" at line ").next().unwrap_or(&full).to_owned();
         let path = e.path().to_string();
-        let name = match message.split('`').nth(1) {
-            Some(unknown) if message.starts_with("unknown field") => {
-                if path == "." {
-                    unknown.to_owned()
-                } else {
-                    format!("{path}.{unknown}")
-                }
-            }
-            _ if path == "." => "body".to_owned(),
-            _ => path,
-        };
+        let parent = if path == "." { String::new() } else { path.clone() };
         if message.starts_with("missing field") {
             let missing = message.split('`').nth(1).unwrap_or("field");
-            return field(missing, "field required");
+            let name = if parent.is_empty() { missing.to_owned() } else { format!("{parent}.{missing}") };
+            return field(&name, "field required");
         }
-        field(&name, message)
+        field(if parent.is_empty() { "body" } else { &parent }, message)
     })
 }
 

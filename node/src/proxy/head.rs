@@ -56,6 +56,13 @@ pub fn parse(body: &[u8], dialect: Dialect, count_tokens: bool) -> Result<Reques
             "request body is empty; expected a JSON object".into(),
         ));
     }
+    // serde accepts a JSON array for a struct; the API does not.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => ApiError::BadRequest("request body must be a JSON object".into()),
+            Err(e) => ApiError::BadRequest(format!("request body is not valid JSON: {e}")),
+        });
+    }
     let raw: RawHead<'_> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ApiError::BadRequest(format!("request body must be a JSON object: {e}"))
