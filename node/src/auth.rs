@@ -103,7 +103,10 @@ mod tests {
     fn check(pairs: &[(&str, &str)], expect: Option<&str>) {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(*k, v.parse().expect("header"));
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("header"),
+            );
         }
         assert_eq!(presented_secret(&h), expect, "{pairs:?}");
     }

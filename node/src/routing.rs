@@ -121,7 +121,7 @@ pub fn resolve(
 
 /// Moves the weighted pick to the front; the others follow by descending weight.
 fn order_by_weight(routes: &mut [Route], pick: u64) {
-    routes.sort_by(|a, b| b.config.weight_milli.cmp(&a.config.weight_milli));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.config.weight_milli));
     let total: u64 = routes
         .iter()
         .map(|r| u64::from(r.config.weight_milli))
@@ -163,7 +163,10 @@ mod tests {
         Providers::from_specs(&[spec("a"), spec("b"), spec("c")]).expect("providers")
     }
 
-    fn key(configs: &[(&str, u32, &[&str], &[(&str, &str)])]) -> VirtualKey {
+    /// (provider, weight in thousandths, allowed models, aliases).
+    type ConfigRow<'a> = (&'a str, u32, &'a [&'a str], &'a [(&'a str, &'a str)]);
+
+    fn key(configs: &[ConfigRow<'_>]) -> VirtualKey {
         VirtualKey {
             id: "vk_t".into(),
             name: "t".into(),

@@ -22,7 +22,10 @@ pub const UPSTREAM_KEY: &str = "sk-upstream-secret";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The real-client kit: `../shared/claude-code` next to the checkout when present (the
@@ -50,18 +53,27 @@ pub fn tollgate_bin() -> PathBuf {
                 .status()
                 .expect("run cargo build");
             assert!(status.success(), "cargo build of tollgate failed");
-            let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_dir().join("target"));
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| workspace_dir().join("target"));
             target.join("debug/tollgate")
         })
         .clone()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-test-{name}-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-test-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
@@ -69,7 +81,10 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().no_proxy().build().expect("http client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
 }
 
 /// The fake Anthropic/OpenAI upstream from the real-client kit.
@@ -101,7 +116,12 @@ impl FakeUpstream {
         loop {
             if let Ok(text) = std::fs::read_to_string(&port_file) {
                 if let Ok(port) = text.trim().parse() {
-                    return Ok(FakeUpstream { child, port, log, _dir: dir });
+                    return Ok(FakeUpstream {
+                        child,
+                        port,
+                        log,
+                        _dir: dir,
+                    });
                 }
             }
             if Instant::now() > deadline {
@@ -126,7 +146,11 @@ impl FakeUpstream {
 
     /// Reconfigures the fake live (`POST /__fake/config`).
     pub async fn configure(&self, config: Value) -> Result<()> {
-        let r = http().post(format!("{}/__fake/config", self.base_url())).json(&config).send().await?;
+        let r = http()
+            .post(format!("{}/__fake/config", self.base_url()))
+            .json(&config)
+            .send()
+            .await?;
         if !r.status().is_success() {
             bail!("fake config failed: {}", r.status());
         }
@@ -184,7 +208,10 @@ impl Gateway {
             port: free_port(),
             data_dir: data_dir.join("data"),
             config_path,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         gw.spawn().await?;
         Ok(gw)
@@ -214,13 +241,20 @@ impl Gateway {
         let deadline = Instant::now() + READY_TIMEOUT;
         let client = http();
         loop {
-            if let Ok(r) = client.get(format!("{}/health/ready", self.url())).send().await {
+            if let Ok(r) = client
+                .get(format!("{}/health/ready", self.url()))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return Ok(());
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                bail!("tollgate exited early ({status}); see {}", self.data_dir.with_extension("log").display());
+                bail!(
+                    "tollgate exited early ({status}); see {}",
+                    self.data_dir.with_extension("log").display()
+                );
             }
             if Instant::now() > deadline {
                 bail!("tollgate did not become ready");
@@ -244,7 +278,10 @@ impl Gateway {
     /// SIGTERM and wait: the graceful path.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.wait();
         }
     }
@@ -254,7 +291,12 @@ impl Gateway {
         self.spawn().await
     }
 
-    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
         let client = http();
         let url = format!("{}{path}", self.url());
         let mut req = match method {
@@ -284,12 +326,22 @@ impl Gateway {
 
     /// A key on the given provider configs; returns (id, secret).
     pub async fn key(&self, provider_configs: Value) -> Result<(String, String)> {
-        let v = self.create("/api/v1/virtual-keys", json!({"name": "test", "provider_configs": provider_configs})).await?;
-        Ok((v["id"].as_str().unwrap_or_default().to_owned(), v["secret"].as_str().unwrap_or_default().to_owned()))
+        let v = self
+            .create(
+                "/api/v1/virtual-keys",
+                json!({"name": "test", "provider_configs": provider_configs}),
+            )
+            .await?;
+        Ok((
+            v["id"].as_str().unwrap_or_default().to_owned(),
+            v["secret"].as_str().unwrap_or_default().to_owned(),
+        ))
     }
 
     pub async fn usage(&self, key_id: &str) -> Result<Value> {
-        let (_, v) = self.admin("GET", &format!("/api/v1/usage?virtual_key={key_id}"), None).await?;
+        let (_, v) = self
+            .admin("GET", &format!("/api/v1/usage?virtual_key={key_id}"), None)
+            .await?;
         Ok(v)
     }
 }
@@ -301,12 +353,25 @@ impl Drop for Gateway {
 }
 
 /// Sends an Anthropic Messages request with `x-api-key`; returns status, headers and body.
-pub async fn messages(url: &str, secret: &str, body: &Value) -> Result<(u16, reqwest::header::HeaderMap, Value)> {
-    let r = http().post(format!("{url}/v1/messages")).header("x-api-key", secret).json(body).send().await?;
+pub async fn messages(
+    url: &str,
+    secret: &str,
+    body: &Value,
+) -> Result<(u16, reqwest::header::HeaderMap, Value)> {
+    let r = http()
+        .post(format!("{url}/v1/messages"))
+        .header("x-api-key", secret)
+        .json(body)
+        .send()
+        .await?;
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let text = r.text().await?;
-    Ok((status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 /// Dollars in a decimal string as micro-dollars.

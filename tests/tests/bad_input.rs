@@ -13,8 +13,20 @@ struct Case {
     mentions: &'static str,
 }
 
-fn case(path: &'static str, body: impl Into<Vec<u8>>, status: u16, kind: &'static str, mentions: &'static str) -> Case {
-    Case { path, body: body.into(), status, kind, mentions }
+fn case(
+    path: &'static str,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+    kind: &'static str,
+    mentions: &'static str,
+) -> Case {
+    Case {
+        path,
+        body: body.into(),
+        status,
+        kind,
+        mentions,
+    }
 }
 
 #[tokio::test]
@@ -24,25 +36,111 @@ async fn bad_inference_requests_get_documented_errors_and_no_upstream_call() -> 
     let (_, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
     let huge = {
         let text = "x".repeat(20 * 1024 * 1024);
-        serde_json::to_vec(&json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": text}]}))?
+        serde_json::to_vec(
+            &json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": text}]}),
+        )?
     };
     let cases = vec![
-        case("/v1/messages", "{not json", 400, "invalid_request_error", "not valid JSON"),
-        case("/v1/messages", "[1,2]", 400, "invalid_request_error", "JSON object"),
+        case(
+            "/v1/messages",
+            "{not json",
+            400,
+            "invalid_request_error",
+            "not valid JSON",
+        ),
+        case(
+            "/v1/messages",
+            "[1,2]",
+            400,
+            "invalid_request_error",
+            "JSON object",
+        ),
         case("/v1/messages", "", 400, "invalid_request_error", "empty"),
-        case("/v1/messages", r#"{"max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#, 400, "invalid_request_error", "model"),
-        case("/v1/messages", r#"{"model":5,"max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#, 400, "invalid_request_error", "model"),
-        case("/v1/messages", r#"{"model":"m","max_tokens":"lots","messages":[{"role":"user","content":"x"}]}"#, 400, "invalid_request_error", "max_tokens"),
-        case("/v1/messages", r#"{"model":"m","max_tokens":5,"messages":[]}"#, 400, "invalid_request_error", "messages"),
-        case("/v1/messages", r#"{"model":"m","max_tokens":5,"messages":"hi"}"#, 400, "invalid_request_error", "messages"),
-        case("/v1/messages", r#"{"model":"m","max_tokens":5,"stream":"yes","messages":[{"role":"user","content":"x"}]}"#, 400, "invalid_request_error", "stream"),
-        case("/anthropic/v1/messages", huge.clone(), 413, "request_too_large", "larger than"),
-        case("/v1/chat/completions", huge, 413, "request_too_large", "larger than"),
-        case("/v1/chat/completions", "{oops", 400, "invalid_request_error", "not valid JSON"),
-        case("/v1/chat/completions", r#"{"messages":[{"role":"user","content":"x"}]}"#, 400, "invalid_request_error", "model"),
-        case("/v1/chat/completions", r#"{"model":"m","messages":[]}"#, 400, "invalid_request_error", "messages"),
+        case(
+            "/v1/messages",
+            r#"{"max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+            400,
+            "invalid_request_error",
+            "model",
+        ),
+        case(
+            "/v1/messages",
+            r#"{"model":5,"max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+            400,
+            "invalid_request_error",
+            "model",
+        ),
+        case(
+            "/v1/messages",
+            r#"{"model":"m","max_tokens":"lots","messages":[{"role":"user","content":"x"}]}"#,
+            400,
+            "invalid_request_error",
+            "max_tokens",
+        ),
+        case(
+            "/v1/messages",
+            r#"{"model":"m","max_tokens":5,"messages":[]}"#,
+            400,
+            "invalid_request_error",
+            "messages",
+        ),
+        case(
+            "/v1/messages",
+            r#"{"model":"m","max_tokens":5,"messages":"hi"}"#,
+            400,
+            "invalid_request_error",
+            "messages",
+        ),
+        case(
+            "/v1/messages",
+            r#"{"model":"m","max_tokens":5,"stream":"yes","messages":[{"role":"user","content":"x"}]}"#,
+            400,
+            "invalid_request_error",
+            "stream",
+        ),
+        case(
+            "/anthropic/v1/messages",
+            huge.clone(),
+            413,
+            "request_too_large",
+            "larger than",
+        ),
+        case(
+            "/v1/chat/completions",
+            huge,
+            413,
+            "request_too_large",
+            "larger than",
+        ),
+        case(
+            "/v1/chat/completions",
+            "{oops",
+            400,
+            "invalid_request_error",
+            "not valid JSON",
+        ),
+        case(
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"x"}]}"#,
+            400,
+            "invalid_request_error",
+            "model",
+        ),
+        case(
+            "/v1/chat/completions",
+            r#"{"model":"m","messages":[]}"#,
+            400,
+            "invalid_request_error",
+            "messages",
+        ),
         case("/v1/nope", "{}", 404, "not_found_error", "no route"),
-        case("/anthropic/v2/messages", "{}", 404, "not_found_error", "no route"),
+        case(
+            "/anthropic/v2/messages",
+            "{}",
+            404,
+            "not_found_error",
+            "no route",
+        ),
     ];
     let client = http();
     for c in cases {
@@ -54,22 +152,40 @@ async fn bad_inference_requests_get_documented_errors_and_no_upstream_call() -> 
             .send()
             .await?;
         let status = r.status().as_u16();
-        let retry = r.headers().get("x-should-retry").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let retry = r
+            .headers()
+            .get("x-should-retry")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body: Value = r.json().await.unwrap_or(Value::Null);
-        let label = format!("{} {}", c.path, String::from_utf8_lossy(&c.body[..c.body.len().min(80)]));
+        let label = format!(
+            "{} {}",
+            c.path,
+            String::from_utf8_lossy(&c.body[..c.body.len().min(80)])
+        );
         assert_eq!(status, c.status, "{label}: {body}");
         assert_eq!(retry.as_deref(), Some("false"), "{label}");
         let error = if c.path.contains("chat/completions") {
-            assert!(body.get("type").is_none(), "OpenAI shape for {label}: {body}");
+            assert!(
+                body.get("type").is_none(),
+                "OpenAI shape for {label}: {body}"
+            );
             &body["error"]
         } else {
             assert_eq!(body["type"], "error", "Anthropic shape for {label}: {body}");
             &body["error"]
         };
         assert_eq!(error["type"], c.kind, "{label}: {body}");
-        assert!(error["message"].as_str().unwrap_or("").contains(c.mentions), "{label}: {body}");
+        assert!(
+            error["message"].as_str().unwrap_or("").contains(c.mentions),
+            "{label}: {body}"
+        );
     }
-    assert!(fake.requests().is_empty(), "bad input reached the upstream: {:?}", fake.requests());
+    assert!(
+        fake.requests().is_empty(),
+        "bad input reached the upstream: {:?}",
+        fake.requests()
+    );
     Ok(())
 }
 
@@ -77,15 +193,25 @@ async fn bad_inference_requests_get_documented_errors_and_no_upstream_call() -> 
 async fn missing_and_unknown_keys_are_refused_in_each_dialect() -> Result<()> {
     let gw = Gateway::start("").await?;
     let client = http();
-    let body = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
-    for (path, key) in [("/v1/messages", None), ("/v1/messages", Some("tg-unknown")), ("/v1/chat/completions", Some("tg-unknown"))] {
+    let body =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+    for (path, key) in [
+        ("/v1/messages", None),
+        ("/v1/messages", Some("tg-unknown")),
+        ("/v1/chat/completions", Some("tg-unknown")),
+    ] {
         let mut req = client.post(format!("{}{path}", gw.url())).json(&body);
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
         let r = req.send().await?;
         assert_eq!(r.status(), 401, "{path} {key:?}");
-        assert_eq!(r.headers().get("x-should-retry").and_then(|v| v.to_str().ok()), Some("false"));
+        assert_eq!(
+            r.headers()
+                .get("x-should-retry")
+                .and_then(|v| v.to_str().ok()),
+            Some("false")
+        );
         let v: Value = r.json().await?;
         assert_eq!(v["error"]["type"], "authentication_error", "{v}");
     }
@@ -104,18 +230,58 @@ async fn admin_api_requires_the_token_and_names_bad_fields() -> Result<()> {
         assert_eq!(req.send().await?.status(), 401, "token {token:?}");
     }
     let cases = [
-        ("/api/v1/customers", json!({"name": "a", "colour": "red"}), "colour"),
+        (
+            "/api/v1/customers",
+            json!({"name": "a", "colour": "red"}),
+            "colour",
+        ),
         ("/api/v1/customers", json!({}), "name"),
         ("/api/v1/customers", json!({"name": 5}), "name"),
-        ("/api/v1/virtual-keys", json!({"name": "k", "provider_configs": [{"provider": "nope"}]}), "provider_configs[0].provider"),
-        ("/api/v1/virtual-keys", json!({"name": "k", "provider_configs": [{"provider": "mock", "allowed_models": ["regex:("]}]}), "provider_configs[0].allowed_models[0]"),
-        ("/api/v1/virtual-keys", json!({"name": "k", "provider_configs": []}), "provider_configs"),
-        ("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": "vk_x"}, "max_limit_usd": "1.2.3", "reset_duration": "1d"}), "max_limit_usd"),
-        ("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": "vk_x"}, "max_limit_usd": "1", "reset_duration": "2d"}), "reset_duration"),
-        ("/api/v1/budgets", json!({"owner": {"kind": "planet", "id": "x"}, "max_limit_usd": "1", "reset_duration": "1d"}), "owner.kind"),
-        ("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": "x"}, "max_limit_usd": 1, "reset_duration": "1d"}), "max_limit_usd"),
-        ("/api/v1/rate-limits", json!({"owner": {"kind": "virtual_key", "id": "x"}, "request_max": 5}), "request_window"),
-        ("/api/v1/prices", json!({"model": "m", "input_per_mtok_usd": "-1", "output_per_mtok_usd": "1"}), "input_per_mtok_usd"),
+        (
+            "/api/v1/virtual-keys",
+            json!({"name": "k", "provider_configs": [{"provider": "nope"}]}),
+            "provider_configs[0].provider",
+        ),
+        (
+            "/api/v1/virtual-keys",
+            json!({"name": "k", "provider_configs": [{"provider": "mock", "allowed_models": ["regex:("]}]}),
+            "provider_configs[0].allowed_models[0]",
+        ),
+        (
+            "/api/v1/virtual-keys",
+            json!({"name": "k", "provider_configs": []}),
+            "provider_configs",
+        ),
+        (
+            "/api/v1/budgets",
+            json!({"owner": {"kind": "virtual_key", "id": "vk_x"}, "max_limit_usd": "1.2.3", "reset_duration": "1d"}),
+            "max_limit_usd",
+        ),
+        (
+            "/api/v1/budgets",
+            json!({"owner": {"kind": "virtual_key", "id": "vk_x"}, "max_limit_usd": "1", "reset_duration": "2d"}),
+            "reset_duration",
+        ),
+        (
+            "/api/v1/budgets",
+            json!({"owner": {"kind": "planet", "id": "x"}, "max_limit_usd": "1", "reset_duration": "1d"}),
+            "owner.kind",
+        ),
+        (
+            "/api/v1/budgets",
+            json!({"owner": {"kind": "virtual_key", "id": "x"}, "max_limit_usd": 1, "reset_duration": "1d"}),
+            "max_limit_usd",
+        ),
+        (
+            "/api/v1/rate-limits",
+            json!({"owner": {"kind": "virtual_key", "id": "x"}, "request_max": 5}),
+            "request_window",
+        ),
+        (
+            "/api/v1/prices",
+            json!({"model": "m", "input_per_mtok_usd": "-1", "output_per_mtok_usd": "1"}),
+            "input_per_mtok_usd",
+        ),
     ];
     for (path, body, field) in cases {
         let (status, v) = gw.admin("POST", path, Some(body.clone())).await?;
@@ -126,7 +292,9 @@ async fn admin_api_requires_the_token_and_names_bad_fields() -> Result<()> {
         .admin("POST", "/api/v1/budgets", Some(json!({"owner": {"kind": "virtual_key", "id": "vk_missing"}, "max_limit_usd": "1", "reset_duration": "1d"})))
         .await?;
     assert_eq!(status, 404, "{v}");
-    let (status, _) = gw.admin("GET", "/api/v1/virtual-keys/vk_missing", None).await?;
+    let (status, _) = gw
+        .admin("GET", "/api/v1/virtual-keys/vk_missing", None)
+        .await?;
     assert_eq!(status, 404);
     Ok(())
 }

@@ -14,7 +14,14 @@ fn ask(text: &str) -> Value {
 }
 
 fn model_calls(fake: &FakeUpstream) -> usize {
-    fake.requests().iter().filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/messages") || p.ends_with("/chat/completions"))).count()
+    fake.requests()
+        .iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/messages") || p.ends_with("/chat/completions"))
+        })
+        .count()
 }
 
 /// Waits until the key's usage shows `n` requests (charges are applied asynchronously).
@@ -38,25 +45,64 @@ async fn revoked_rotated_and_deleted_keys_are_refused_on_the_next_request() -> R
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["content"][0]["text"], "first");
 
-    let (s, _) = gw.admin("PATCH", &format!("/api/v1/virtual-keys/{id}"), Some(json!({"disabled": true}))).await?;
+    let (s, _) = gw
+        .admin(
+            "PATCH",
+            &format!("/api/v1/virtual-keys/{id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await?;
     assert_eq!(s, 200);
     let (status, headers, body) = messages(&gw.url(), &secret, &ask("ECHO:second")).await?;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["type"], "authentication_error");
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("disabled"), "{body}");
-    assert_eq!(headers.get("x-should-retry").map(|v| v.as_bytes()), Some(&b"false"[..]));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("disabled"),
+        "{body}"
+    );
+    assert_eq!(
+        headers.get("x-should-retry").map(|v| v.as_bytes()),
+        Some(&b"false"[..])
+    );
 
-    gw.admin("PATCH", &format!("/api/v1/virtual-keys/{id}"), Some(json!({"disabled": false}))).await?;
-    let (_, rotated) = gw.admin("POST", &format!("/api/v1/virtual-keys/{id}/rotate"), None).await?;
+    gw.admin(
+        "PATCH",
+        &format!("/api/v1/virtual-keys/{id}"),
+        Some(json!({"disabled": false})),
+    )
+    .await?;
+    let (_, rotated) = gw
+        .admin("POST", &format!("/api/v1/virtual-keys/{id}/rotate"), None)
+        .await?;
     let new_secret = rotated["secret"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(messages(&gw.url(), &secret, &ask("x")).await?.0, 401, "old secret after rotate");
-    assert_eq!(messages(&gw.url(), &new_secret, &ask("x")).await?.0, 200, "new secret after rotate");
+    assert_eq!(
+        messages(&gw.url(), &secret, &ask("x")).await?.0,
+        401,
+        "old secret after rotate"
+    );
+    assert_eq!(
+        messages(&gw.url(), &new_secret, &ask("x")).await?.0,
+        200,
+        "new secret after rotate"
+    );
 
-    let (s, _) = gw.admin("DELETE", &format!("/api/v1/virtual-keys/{id}"), None).await?;
+    let (s, _) = gw
+        .admin("DELETE", &format!("/api/v1/virtual-keys/{id}"), None)
+        .await?;
     assert_eq!(s, 204);
-    assert_eq!(messages(&gw.url(), &new_secret, &ask("x")).await?.0, 401, "deleted key");
+    assert_eq!(
+        messages(&gw.url(), &new_secret, &ask("x")).await?.0,
+        401,
+        "deleted key"
+    );
     let (_, listed) = gw.admin("GET", "/api/v1/virtual-keys", None).await?;
-    assert!(!listed.to_string().contains("tg-") || !listed.to_string().contains(&new_secret), "secret never listed");
+    assert!(
+        !listed.to_string().contains("tg-") || !listed.to_string().contains(&new_secret),
+        "secret never listed"
+    );
     Ok(())
 }
 
@@ -72,9 +118,16 @@ async fn model_outside_the_allowlist_is_refused_before_any_upstream_call() -> Re
         let (status, headers, answer) = messages(&gw.url(), &secret, &body).await?;
         assert_eq!(status, 403, "{model}: {answer}");
         assert_eq!(answer["error"]["type"], "permission_error");
-        assert_eq!(headers.get("x-should-retry").map(|v| v.as_bytes()), Some(&b"false"[..]));
+        assert_eq!(
+            headers.get("x-should-retry").map(|v| v.as_bytes()),
+            Some(&b"false"[..])
+        );
     }
-    assert_eq!(model_calls(&fake), 0, "no upstream call for a refused model");
+    assert_eq!(
+        model_calls(&fake),
+        0,
+        "no upstream call for a refused model"
+    );
     for model in [MODEL, "claude-haiku-4-5"] {
         let body = json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]});
         assert_eq!(messages(&gw.url(), &secret, &body).await?.0, 200, "{model}");
@@ -91,7 +144,11 @@ async fn model_outside_the_allowlist_is_refused_before_any_upstream_call() -> Re
 async fn concurrent_requests_cannot_overspend_a_budget() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create("/api/v1/prices", json!({"model": MODEL, "input_per_mtok_usd": "50", "output_per_mtok_usd": "50"})).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": MODEL, "input_per_mtok_usd": "50", "output_per_mtok_usd": "50"}),
+    )
+    .await?;
     let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
     let limit = 50_000u64; // $0.05
     let budget = gw
@@ -130,21 +187,38 @@ async fn concurrent_requests_cannot_overspend_a_budget() -> Result<()> {
     }
     let usage = wait_requests(&gw, &id, admitted).await?;
     let spent = micros(&usage["spent_usd"]);
-    let budget_row = usage["budgets"].as_array().and_then(|b| b.first()).cloned().unwrap_or_default();
+    let budget_row = usage["budgets"]
+        .as_array()
+        .and_then(|b| b.first())
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(budget_row["id"], budget["id"]);
     assert_eq!(micros(&budget_row["spent_usd"]), spent);
     println!("admitted {admitted}, spent {spent} µ$ of {limit}, estimate {estimate}");
     assert!(spent <= limit, "spent {spent} > limit {limit}");
-    assert!(spent + 2 * estimate >= limit, "budget not drained: spent {spent}");
-    assert_eq!(model_calls(&fake) as u64, admitted, "refused requests never reached upstream");
+    assert!(
+        spent + 2 * estimate >= limit,
+        "budget not drained: spent {spent}"
+    );
+    assert_eq!(
+        model_calls(&fake) as u64,
+        admitted,
+        "refused requests never reached upstream"
+    );
 
     let (status, headers, answer) = messages(&gw.url(), &secret, &body).await?;
     assert_eq!(status, 402, "{answer}");
     assert_eq!(answer["error"]["type"], "billing_error");
     let message = answer["error"]["message"].as_str().unwrap_or("");
     let budget_id = budget["id"].as_str().unwrap_or("?");
-    assert!(message.contains(budget_id) && message.contains("$0.05") && message.contains("resets at"), "{message}");
-    assert_eq!(headers.get("x-should-retry").map(|v| v.as_bytes()), Some(&b"false"[..]));
+    assert!(
+        message.contains(budget_id) && message.contains("$0.05") && message.contains("resets at"),
+        "{message}"
+    );
+    assert_eq!(
+        headers.get("x-should-retry").map(|v| v.as_bytes()),
+        Some(&b"false"[..])
+    );
     Ok(())
 }
 
@@ -152,13 +226,31 @@ async fn concurrent_requests_cannot_overspend_a_budget() -> Result<()> {
 async fn a_model_without_a_price_cannot_spend_a_budget() -> Result<()> {
     let gw = Gateway::start("").await?;
     let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
-    assert_eq!(messages(&gw.url(), &secret, &ask("x")).await?.0, 200, "no budget: no price needed");
+    assert_eq!(
+        messages(&gw.url(), &secret, &ask("x")).await?.0,
+        200,
+        "no budget: no price needed"
+    );
     gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "1", "reset_duration": "1M"})).await?;
     let (status, _, body) = messages(&gw.url(), &secret, &ask("x")).await?;
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("no price"), "{body}");
-    gw.create("/api/v1/prices", json!({"model": "*", "input_per_mtok_usd": "1", "output_per_mtok_usd": "2"})).await?;
-    assert_eq!(messages(&gw.url(), &secret, &ask("x")).await?.0, 200, "default price applies");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no price"),
+        "{body}"
+    );
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": "*", "input_per_mtok_usd": "1", "output_per_mtok_usd": "2"}),
+    )
+    .await?;
+    assert_eq!(
+        messages(&gw.url(), &secret, &ask("x")).await?.0,
+        200,
+        "default price applies"
+    );
     Ok(())
 }
 
@@ -168,14 +260,19 @@ async fn a_rate_limit_of_n_per_minute_admits_exactly_n() -> Result<()> {
     let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
     gw.create("/api/v1/rate-limits", json!({"owner": {"kind": "virtual_key", "id": id}, "request_max": 10, "request_window": "1m"})).await?;
     // Stay clear of a minute boundary, where the window (rightly) starts over.
-    let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() % 60;
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        % 60;
     if second > 50 {
         tokio::time::sleep(Duration::from_secs(61 - second)).await;
     }
     let mut tasks = Vec::new();
     for i in 0..25 {
         let (url, secret) = (gw.url(), secret.clone());
-        tasks.push(tokio::spawn(async move { messages(&url, &secret, &ask(&format!("ECHO:r{i}"))).await }));
+        tasks.push(tokio::spawn(async move {
+            messages(&url, &secret, &ask(&format!("ECHO:r{i}"))).await
+        }));
     }
     let (mut ok, mut limited) = (0, 0);
     for t in tasks {
@@ -185,7 +282,11 @@ async fn a_rate_limit_of_n_per_minute_admits_exactly_n() -> Result<()> {
             429 => {
                 limited += 1;
                 assert_eq!(body["error"]["type"], "rate_limit_error");
-                let retry_after: u64 = headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let retry_after: u64 = headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
             }
             s => panic!("unexpected {s}: {body}"),
@@ -222,12 +323,19 @@ async fn failing_provider_falls_back_to_the_next_config_before_the_first_byte() 
     wait_requests(&gw, &id, 2).await?;
 
     // With only a failing provider the client gets the upstream failure, not a hang.
-    primary.configure(json!({"fail_status": 429, "fail_count": -1, "retry_after": "7"})).await?;
+    primary
+        .configure(json!({"fail_status": 429, "fail_count": -1, "retry_after": "7"}))
+        .await?;
     let (_, only_primary) = gw.key(json!([{"provider": "primary"}])).await?;
     let (status, headers, answer) = messages(&gw.url(), &only_primary, &ask("x")).await?;
     assert_eq!(status, 429, "{answer}");
-    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
-    primary.configure(json!({"fail_status": 500, "fail_count": -1})).await?;
+    assert_eq!(
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("7")
+    );
+    primary
+        .configure(json!({"fail_status": 500, "fail_count": -1}))
+        .await?;
     let (status, _, answer) = messages(&gw.url(), &only_primary, &ask("x")).await?;
     assert_eq!(status, 502, "{answer}");
     assert_eq!(answer["error"]["type"], "api_error");
@@ -238,14 +346,23 @@ async fn failing_provider_falls_back_to_the_next_config_before_the_first_byte() 
 async fn streams_are_relayed_as_they_come_and_a_disconnect_is_charged() -> Result<()> {
     let fake = FakeUpstream::start(&["--stream-delay", "0.4"])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create("/api/v1/prices", json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"})).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+    )
+    .await?;
     let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
     let mut body = ask("ECHO:streaming");
     body["stream"] = json!(true);
 
     // Full stream: the first event arrives long before the upstream finishes.
     let started = Instant::now();
-    let mut resp = http().post(format!("{}/v1/messages", gw.url())).header("x-api-key", &secret).json(&body).send().await?;
+    let mut resp = http()
+        .post(format!("{}/v1/messages", gw.url()))
+        .header("x-api-key", &secret)
+        .json(&body)
+        .send()
+        .await?;
     assert_eq!(resp.status(), 200);
     let first = resp.chunk().await?.unwrap_or_default();
     let first_at = started.elapsed();
@@ -255,12 +372,23 @@ async fn streams_are_relayed_as_they_come_and_a_disconnect_is_charged() -> Resul
     }
     let total = started.elapsed();
     let text = String::from_utf8_lossy(&all);
-    assert!(String::from_utf8_lossy(&first).starts_with("event: message_start"), "{text}");
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("event: message_start"),
+        "{text}"
+    );
     assert!(text.contains("event: message_stop"), "{text}");
-    assert!(first_at * 3 < total, "first byte after {first_at:?} of {total:?}: buffered?");
+    assert!(
+        first_at * 3 < total,
+        "first byte after {first_at:?} of {total:?}: buffered?"
+    );
 
     // Disconnect after the first event: still charged for what was used.
-    let mut resp = http().post(format!("{}/v1/messages", gw.url())).header("x-api-key", &secret).json(&body).send().await?;
+    let mut resp = http()
+        .post(format!("{}/v1/messages", gw.url()))
+        .header("x-api-key", &secret)
+        .json(&body)
+        .send()
+        .await?;
     let _ = resp.chunk().await?;
     drop(resp);
     let usage = wait_requests(&gw, &id, 2).await?;
@@ -274,18 +402,35 @@ async fn streams_are_relayed_as_they_come_and_a_disconnect_is_charged() -> Resul
 async fn spend_survives_restart_and_crash() -> Result<()> {
     let gw_config = "";
     let mut gw = Gateway::start(gw_config).await?;
-    gw.create("/api/v1/prices", json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"})).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+    )
+    .await?;
     let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
     gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "10", "reset_duration": "1d"})).await?;
     for i in 0..5 {
-        assert_eq!(messages(&gw.url(), &secret, &ask(&format!("ECHO:p{i}"))).await?.0, 200);
+        assert_eq!(
+            messages(&gw.url(), &secret, &ask(&format!("ECHO:p{i}")))
+                .await?
+                .0,
+            200
+        );
     }
     let before = wait_requests(&gw, &id, 5).await?;
     gw.restart().await?;
     assert_eq!(gw.usage(&id).await?, before, "graceful restart");
     gw.kill();
     gw.restart().await?;
-    assert_eq!(gw.usage(&id).await?, before, "crash after the charges were applied");
-    assert_eq!(messages(&gw.url(), &secret, &ask("ECHO:after")).await?.0, 200, "key still valid");
+    assert_eq!(
+        gw.usage(&id).await?,
+        before,
+        "crash after the charges were applied"
+    );
+    assert_eq!(
+        messages(&gw.url(), &secret, &ask("ECHO:after")).await?.0,
+        200,
+        "key still valid"
+    );
     Ok(())
 }

@@ -36,10 +36,18 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         // serde appends the position; the field path says more to a person.
         let message = full.split(" at line ").next().unwrap_or(&full).to_owned();
         let path = e.path().to_string();
-        let parent = if path == "." { String::new() } else { path.clone() };
+        let parent = if path == "." {
+            String::new()
+        } else {
+            path.clone()
+        };
         if message.starts_with("missing field") {
             let missing = message.split('`').nth(1).unwrap_or("field");
-            let name = if parent.is_empty() { missing.to_owned() } else { format!("{parent}.{missing}") };
+            let name = if parent.is_empty() {
+                missing.to_owned()
+            } else {
+                format!("{parent}.{missing}")
+            };
             return field(&name, "field required");
         }
         field(if parent.is_empty() { "body" } else { &parent }, message)

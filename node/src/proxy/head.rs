@@ -58,10 +58,12 @@ pub fn parse(body: &[u8], dialect: Dialect, count_tokens: bool) -> Result<Reques
     }
     // serde accepts a JSON array for a struct; the API does not.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => ApiError::BadRequest("request body must be a JSON object".into()),
-            Err(e) => ApiError::BadRequest(format!("request body is not valid JSON: {e}")),
-        });
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ApiError::BadRequest("request body must be a JSON object".into()),
+                Err(e) => ApiError::BadRequest(format!("request body is not valid JSON: {e}")),
+            },
+        );
     }
     let raw: RawHead<'_> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
@@ -152,7 +154,10 @@ impl RequestHead {
 mod tests {
     use super::*;
 
-    fn check(body: &str, dialect: Dialect, expect: Result<(&str, bool, Option<u64>), &str>) {
+    /// Expected (model, stream, max_tokens), or a fragment of the error.
+    type Expect = Result<(&'static str, bool, Option<u64>), &'static str>;
+
+    fn check(body: &str, dialect: Dialect, expect: Expect) {
         match (parse(body.as_bytes(), dialect, false), expect) {
             (Ok(h), Ok((model, stream, max))) => assert_eq!(
                 (h.model.as_str(), h.stream, h.max_tokens),
@@ -167,7 +172,7 @@ mod tests {
     #[test]
     fn head_validation_table() {
         use Dialect::*;
-        let cases: &[(&str, Dialect, Result<(&str, bool, Option<u64>), &str>)] = &[
+        let cases: &[(&str, Dialect, Expect)] = &[
             (
                 r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
                 Anthropic,
