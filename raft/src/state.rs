@@ -25,6 +25,9 @@ pub struct GovState {
     budgets: BTreeMap<BudgetId, Budget>,
     ledgers: BTreeMap<BudgetId, Ledger>,
     rate_limits: BTreeMap<RateLimitId, RateLimit>,
+    /// Budgets and rate limits by owner, so a request's chain is found without a scan.
+    budgets_by_owner: BTreeMap<Owner, BTreeSet<BudgetId>>,
+    rate_limits_by_owner: BTreeMap<Owner, BTreeSet<RateLimitId>>,
     prices: BTreeMap<String, Price>,
     usage_by_key: BTreeMap<KeyId, UsageTotals>,
     usage_by_team: BTreeMap<TeamId, UsageTotals>,
@@ -41,6 +44,15 @@ pub struct BudgetStatus {
     pub budget: Budget,
     pub spent: Usd,
     pub window: Window,
+}
+
+fn unindex<K: Ord>(index: &mut BTreeMap<Owner, BTreeSet<K>>, owner: &Owner, id: &K) {
+    if let Some(set) = index.get_mut(owner) {
+        set.remove(id);
+        if set.is_empty() {
+            index.remove(owner);
+        }
+    }
 }
 
 fn not_found(what: &str, id: &str) -> Outcome {
@@ -129,9 +141,10 @@ impl GovState {
                 Outcome::Done
             }
             Command::DeleteBudget { id } => {
-                if self.budgets.remove(id).is_none() {
+                let Some(b) = self.budgets.remove(id) else {
                     return not_found("budget", id.as_str());
-                }
+                };
+                unindex(&mut self.budgets_by_owner, &b.owner, id);
                 self.ledgers.remove(id);
                 Outcome::Done
             }
@@ -142,11 +155,18 @@ impl GovState {
                 if let Some(missing) = self.missing_owner(&r.owner) {
                     return missing;
                 }
+                self.rate_limits_by_owner
+                    .entry(r.owner.clone())
+                    .or_default()
+                    .insert(r.id.clone());
                 self.rate_limits.insert(r.id.clone(), r.clone());
                 Outcome::Done
             }
             Command::DeleteRateLimit { id } => match self.rate_limits.remove(id) {
-                Some(_) => Outcome::Done,
+                Some(r) => {
+                    unindex(&mut self.rate_limits_by_owner, &r.owner, id);
+                    Outcome::Done
+                }
                 None => not_found("rate limit", id.as_str()),
             },
             Command::SetPrice(p) => {
@@ -322,17 +342,13 @@ impl GovState {
 
     /// Removes the budgets and rate limits of an owner that no longer exists.
     fn remove_owned(&mut self, owner: &Owner) {
-        let budgets: Vec<BudgetId> = self
-            .budgets
-            .values()
-            .filter(|b| &b.owner == owner)
-            .map(|b| b.id.clone())
-            .collect();
-        for id in budgets {
+        for id in self.budgets_by_owner.remove(owner).unwrap_or_default() {
             self.budgets.remove(&id);
             self.ledgers.remove(&id);
         }
-        self.rate_limits.retain(|_, r| &r.owner != owner);
+        for id in self.rate_limits_by_owner.remove(owner).unwrap_or_default() {
+            self.rate_limits.remove(&id);
+        }
     }
 
     fn missing_owner(&self, owner: &Owner) -> Option<Outcome> {
@@ -365,6 +381,10 @@ impl GovState {
                 spent: Usd::ZERO,
             },
         );
+        self.budgets_by_owner
+            .entry(b.owner.clone())
+            .or_default()
+            .insert(b.id.clone());
         self.budgets.insert(b.id.clone(), b.clone());
         Outcome::Done
     }
@@ -488,10 +508,11 @@ impl GovState {
         let mut ids = Vec::new();
         for owner in &chain {
             ids.extend(
-                self.budgets
-                    .values()
-                    .filter(|b| &b.owner == owner)
-                    .map(|b| b.id.clone()),
+                self.budgets_by_owner
+                    .get(owner)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
             );
         }
         ids
@@ -506,7 +527,8 @@ impl GovState {
         let chain = self.owner_chain(key, provider_config);
         let mut out = Vec::new();
         for owner in &chain {
-            out.extend(self.rate_limits.values().filter(|r| &r.owner == owner));
+            let ids = self.rate_limits_by_owner.get(owner).into_iter().flatten();
+            out.extend(ids.filter_map(|id| self.rate_limits.get(id)));
         }
         out
     }

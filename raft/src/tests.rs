@@ -405,3 +405,51 @@ fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
         std::thread::park();
     }
 }
+
+#[test]
+fn chains_follow_budget_and_limit_changes() {
+    let mut s = world();
+    let key = KeyId::from("vk_1");
+    let pc = ProviderConfigId::from("pc_vk_1");
+    assert_eq!(
+        s.apply(&Command::DeleteBudget {
+            id: "bud_team".into()
+        }),
+        Outcome::Done
+    );
+    let names: Vec<String> = s
+        .budget_chain(&key, Some(&pc))
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    assert_eq!(names, ["bud_pc1", "bud_vk1", "bud_cus"]);
+    let limit = RateLimit {
+        id: "rl_1".into(),
+        owner: Owner::Team("team_a".into()),
+        request_max: Some(1),
+        request_window: Some(ResetDuration::Minute),
+        token_max: None,
+        token_window: None,
+        created_at_ms: T0,
+    };
+    assert_eq!(s.apply(&Command::CreateRateLimit(limit)), Outcome::Done);
+    assert_eq!(s.rate_limit_chain(&key, None).len(), 1);
+    // Removing the key's provider configs removes their budgets from every chain.
+    let patch = KeyPatch {
+        provider_configs: Some(vec![]),
+        ..KeyPatch::default()
+    };
+    assert_eq!(
+        s.apply(&Command::UpdateKey {
+            id: key.clone(),
+            patch
+        }),
+        Outcome::Done
+    );
+    assert!(!s.budgets().contains_key(&BudgetId::from("bud_pc1")));
+    assert_eq!(
+        s.apply(&Command::DeleteRateLimit { id: "rl_1".into() }),
+        Outcome::Done
+    );
+    assert!(s.rate_limit_chain(&key, None).is_empty());
+}
