@@ -434,3 +434,53 @@ async fn spend_survives_restart_and_crash() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn token_limits_count_used_tokens() -> Result<()> {
+    let gw = Gateway::start("").await?;
+    let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
+    gw.create("/api/v1/rate-limits", json!({"owner": {"kind": "virtual_key", "id": id}, "token_max": 30, "token_window": "1h"})).await?;
+    let mut ok = 0;
+    let mut used = 0;
+    for i in 0..20 {
+        let (status, _, body) = messages(&gw.url(), &secret, &ask(&format!("ECHO:t{i}"))).await?;
+        match status {
+            200 => {
+                ok += 1;
+                used += body["usage"]["input_tokens"].as_u64().unwrap_or(0) + body["usage"]["output_tokens"].as_u64().unwrap_or(0);
+            }
+            429 => {
+                assert_eq!(body["error"]["type"], "rate_limit_error");
+                assert!(body["error"]["message"].as_str().unwrap_or("").contains("tokens"), "{body}");
+                break;
+            }
+            s => panic!("unexpected {s}: {body}"),
+        }
+    }
+    // Requests are admitted while the window has room, so the last one may cross it.
+    assert!(ok > 0 && ok < 20, "admitted {ok}");
+    assert!(used >= 30, "refused after {used} tokens");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_provider_that_does_not_answer_in_time_gives_504() -> Result<()> {
+    let port = free_port();
+    let mut mock = std::process::Command::new(tollgate_bin())
+        .args(["mock-upstream", "--addr", &format!("127.0.0.1:{port}"), "--latency-ms", "3000"])
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let config = format!(
+        "[limits]\nupstream_response_timeout_ms = 300\nmax_attempts = 1\n\n\
+         [[providers]]\nname = \"slow\"\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:{port}\"\n"
+    );
+    let gw = Gateway::start(&config).await?;
+    let (_, secret) = gw.key(json!([{"provider": "slow"}])).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, body) = messages(&gw.url(), &secret, &ask("x")).await?;
+    let _ = mock.kill();
+    let _ = mock.wait();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["type"], "api_error");
+    Ok(())
+}
