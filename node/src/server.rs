@@ -13,6 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+/// Longest wait for in-flight requests and streams at shutdown before they are cut.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn router(app: Arc<App>) -> Router {
     let limits = &app.config.limits;
     // Inference routes: open to any caller; each handler authenticates the virtual key
@@ -45,6 +48,7 @@ pub fn router(app: Arc<App>) -> Router {
         // Admin API: deny by default behind the admin token.
         .merge(admin::router(Arc::clone(&app)))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // Body size: explicit, answered as 413 in the caller's dialect by the handlers.
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(app)
@@ -77,6 +81,15 @@ async fn not_found(request: Request) -> Response {
         .into_response_in(dialect_of(&path))
 }
 
+async fn method_not_allowed(request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    ApiError::NotFound(format!(
+        "no route {} {path} (wrong method)",
+        request.method()
+    ))
+    .into_response_in(dialect_of(&path))
+}
+
 async fn live() -> &'static str {
     "ok"
 }
@@ -103,13 +116,24 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     eprintln!("tollgate listening on http://{local}");
     let router = router(Arc::clone(&app));
     let shutdown_app = Arc::clone(&app);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            shutdown_app.ready.store(false, Ordering::Release);
-            tracing::info!("shutting down: finishing requests in flight");
-        })
-        .await?;
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        shutdown_app.ready.store(false, Ordering::Release);
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = signalled_tx.send(());
+    });
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        result = &mut server => result?,
+        _ = signalled_rx => {
+            // In-flight requests and streams get a bounded time to finish.
+            match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "drain timed out; closing open streams"),
+            }
+        }
+    }
     // Every handler is done; drop the last charge sender so the batcher drains and ends.
     drop(app);
     if let Err(e) = charge_task.await {

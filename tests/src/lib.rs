@@ -286,6 +286,23 @@ impl Gateway {
         }
     }
 
+    /// Sends SIGTERM without waiting for the exit.
+    pub fn signal_term(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     pub async fn restart(&mut self) -> Result<()> {
         self.stop();
         self.spawn().await

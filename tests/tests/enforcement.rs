@@ -439,7 +439,11 @@ async fn spend_survives_restart_and_crash() -> Result<()> {
 async fn token_limits_count_used_tokens() -> Result<()> {
     let gw = Gateway::start("").await?;
     let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
-    gw.create("/api/v1/rate-limits", json!({"owner": {"kind": "virtual_key", "id": id}, "token_max": 30, "token_window": "1h"})).await?;
+    gw.create(
+        "/api/v1/rate-limits",
+        json!({"owner": {"kind": "virtual_key", "id": id}, "token_max": 30, "token_window": "1h"}),
+    )
+    .await?;
     let mut ok = 0;
     let mut used = 0;
     for i in 0..20 {
@@ -447,11 +451,18 @@ async fn token_limits_count_used_tokens() -> Result<()> {
         match status {
             200 => {
                 ok += 1;
-                used += body["usage"]["input_tokens"].as_u64().unwrap_or(0) + body["usage"]["output_tokens"].as_u64().unwrap_or(0);
+                used += body["usage"]["input_tokens"].as_u64().unwrap_or(0)
+                    + body["usage"]["output_tokens"].as_u64().unwrap_or(0);
             }
             429 => {
                 assert_eq!(body["error"]["type"], "rate_limit_error");
-                assert!(body["error"]["message"].as_str().unwrap_or("").contains("tokens"), "{body}");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("tokens"),
+                    "{body}"
+                );
                 break;
             }
             s => panic!("unexpected {s}: {body}"),
@@ -467,7 +478,13 @@ async fn token_limits_count_used_tokens() -> Result<()> {
 async fn a_provider_that_does_not_answer_in_time_gives_504() -> Result<()> {
     let port = free_port();
     let mut mock = std::process::Command::new(tollgate_bin())
-        .args(["mock-upstream", "--addr", &format!("127.0.0.1:{port}"), "--latency-ms", "3000"])
+        .args([
+            "mock-upstream",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--latency-ms",
+            "3000",
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let config = format!(
@@ -482,5 +499,51 @@ async fn a_provider_that_does_not_answer_in_time_gives_504() -> Result<()> {
     let _ = mock.wait();
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["type"], "api_error");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_stream_in_flight_finish_and_keeps_its_charge() -> Result<()> {
+    let fake = FakeUpstream::start(&["--stream-delay", "0.3"])?;
+    let mut gw = Gateway::start(&fake_config(&fake)).await?;
+    let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+    let mut body = ask("ECHO:draining");
+    body["stream"] = json!(true);
+    let mut resp = http()
+        .post(format!("{}/v1/messages", gw.url()))
+        .header("x-api-key", &secret)
+        .json(&body)
+        .send()
+        .await?;
+    let mut all = resp.chunk().await?.unwrap_or_default().to_vec();
+    gw.signal_term();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = http()
+        .get(format!("{}/health/ready", gw.url()))
+        .send()
+        .await;
+    assert!(
+        ready.map(|r| r.status() != 200).unwrap_or(true),
+        "a draining node is not ready"
+    );
+    while let Some(c) = resp.chunk().await? {
+        all.extend_from_slice(&c);
+    }
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.contains("event: message_stop") && text.matches("text_delta").count() >= 4,
+        "{text}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.exited() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gw.exited(), "node exits once the stream is done");
+    gw.restart().await?;
+    assert_eq!(
+        gw.usage(&id).await?["requests"],
+        1,
+        "the drained stream's charge was applied before exit"
+    );
     Ok(())
 }
