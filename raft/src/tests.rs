@@ -64,45 +64,7 @@ fn charge(req: &str, key: &str, cost: u64, at_ms: u64) -> Charge {
 /// A customer with a team and two keys, and one budget at every level.
 fn world() -> GovState {
     let mut s = GovState::new();
-    let setup = vec![
-        Command::CreateCustomer(Customer {
-            id: "cus_a".into(),
-            name: "a".into(),
-            created_at_ms: T0,
-        }),
-        Command::CreateTeam(Team {
-            id: "team_a".into(),
-            name: "a".into(),
-            customer_id: Some("cus_a".into()),
-            created_at_ms: T0,
-        }),
-        Command::CreateKey(key("vk_1", Some("team_a"), None)),
-        Command::CreateKey(key("vk_2", Some("team_a"), None)),
-        budget(
-            "bud_cus",
-            Owner::Customer("cus_a".into()),
-            1000,
-            ResetDuration::Day,
-        ),
-        budget(
-            "bud_team",
-            Owner::Team("team_a".into()),
-            500,
-            ResetDuration::Day,
-        ),
-        budget(
-            "bud_vk1",
-            Owner::VirtualKey("vk_1".into()),
-            300,
-            ResetDuration::Hour,
-        ),
-        budget(
-            "bud_pc1",
-            Owner::ProviderConfig("pc_vk_1".into()),
-            200,
-            ResetDuration::Minute,
-        ),
-    ];
+    let setup = world_commands();
     for c in &setup {
         assert_eq!(s.apply(c), Outcome::Done, "{c:?}");
     }

@@ -233,26 +233,7 @@ pub async fn count_tokens(
             .ok_or_else(|| ApiError::Internal("resolve gave no route".into()))?;
         match route.provider.kind {
             ProviderKind::Anthropic => {
-                let mut h = HeaderMap::new();
-                h.insert("content-type", HeaderValue::from_static("application/json"));
-                if let Some(k) = route
-                    .provider
-                    .api_key
-                    .as_ref()
-                    .and_then(|k| HeaderValue::from_str(k.expose()).ok())
-                {
-                    h.insert("x-api-key", k);
-                }
-                h.insert(
-                    "anthropic-version",
-                    headers
-                        .get("anthropic-version")
-                        .cloned()
-                        .unwrap_or(HeaderValue::from_static("2023-06-01")),
-                );
-                for beta in headers.get_all("anthropic-beta") {
-                    h.append("anthropic-beta", beta.clone());
-                }
+                let h = upstream::anthropic_headers(route, &headers);
                 let body = head.with_model(&body, &route.upstream_model);
                 let resp =
                     match upstream::send_to(&app, route, &route.provider.count_tokens_url, h, body)

@@ -313,13 +313,7 @@ impl Adapter for OpenAiToAnthropic {
         Bytes::from(out)
     }
     fn usage(&self) -> Usage {
-        let u = self.translator.usage();
-        Usage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-            cache_creation_input_tokens: u.cache_creation_input_tokens,
-            cache_read_input_tokens: u.cache_read_input_tokens,
-        }
+        self.translator.usage()
     }
 }
 

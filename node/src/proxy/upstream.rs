@@ -39,86 +39,77 @@ pub async fn attempt(
     route: &Route,
     billing: Billing,
 ) -> Result<Response, AttemptError> {
-    let provider = &route.provider;
     let model = route.upstream_model.as_str();
-    match (inbound.dialect, provider.kind) {
-        (_, ProviderKind::Mock) => mock_answer(app, inbound, route, billing).await,
-        (Dialect::Anthropic, ProviderKind::Anthropic)
-        | (Dialect::Admin, ProviderKind::Anthropic) => {
-            let body = inbound.head.with_model(&inbound.body, model);
-            let resp = send(app, route, anthropic_headers(route, &inbound.headers), body).await?;
-            finish(
-                app,
-                inbound,
-                route,
-                resp,
-                billing,
+    let translation_error =
+        |e: translate::TranslateError| AttemptError::Fatal(ApiError::BadRequest(e.to_string()));
+    let encode = |v: &serde_json::Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+    // What goes upstream, and how the answer comes back, per (client dialect, provider kind).
+    let (body, headers, translation, upstream_dialect) =
+        match (inbound.dialect, route.provider.kind) {
+            (_, ProviderKind::Mock) => return mock_answer(app, inbound, route, billing).await,
+            (Dialect::Anthropic | Dialect::Admin, ProviderKind::Anthropic) => (
+                inbound.head.with_model(&inbound.body, model),
+                anthropic_headers(route, &inbound.headers),
                 Translation::None,
                 Dialect::Anthropic,
-            )
-            .await
-        }
-        (Dialect::OpenAi, ProviderKind::Openai) => {
-            let body = if inbound.head.stream && !inbound.head.include_usage {
-                // Usage is needed to charge; ask for it (the extra final chunk is valid
-                // OpenAI and clients ignore it).
-                let mut value = parse_value(&inbound.body)?;
-                value["model"] = serde_json::Value::String(model.to_owned());
-                value["stream_options"] = serde_json::json!({"include_usage": true});
-                Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
-            } else {
-                inbound.head.with_model(&inbound.body, model)
-            };
-            let resp = send(app, route, openai_headers(route), body).await?;
-            finish(
-                app,
-                inbound,
-                route,
-                resp,
-                billing,
-                Translation::None,
-                Dialect::OpenAi,
-            )
-            .await
-        }
-        (Dialect::Anthropic, ProviderKind::Openai) | (Dialect::Admin, ProviderKind::Openai) => {
-            let value = parse_value(&inbound.body)?;
-            let translated = translate::anthropic_to_openai_request(&value, model)
-                .map_err(|e| AttemptError::Fatal(ApiError::BadRequest(e.to_string())))?;
-            let body = Bytes::from(serde_json::to_vec(&translated).unwrap_or_default());
-            let resp = send(app, route, openai_headers(route), body).await?;
-            finish(
-                app,
-                inbound,
-                route,
-                resp,
-                billing,
-                Translation::OpenAiToAnthropic,
-                Dialect::OpenAi,
-            )
-            .await
-        }
-        (Dialect::OpenAi, ProviderKind::Anthropic) => {
-            let value = parse_value(&inbound.body)?;
-            let mut translated = translate::openai_to_anthropic_request(&value, model)
-                .map_err(|e| AttemptError::Fatal(ApiError::BadRequest(e.to_string())))?;
-            if translated.get("max_tokens").is_none() {
-                translated["max_tokens"] = serde_json::json!(app.config.limits.default_max_tokens);
+            ),
+            (Dialect::OpenAi, ProviderKind::Openai) => {
+                let body = if inbound.head.stream && !inbound.head.include_usage {
+                    // Usage is needed to charge; ask for it (the extra final chunk is valid
+                    // OpenAI and clients ignore it).
+                    let mut value = parse_value(&inbound.body)?;
+                    value["model"] = serde_json::Value::String(model.to_owned());
+                    value["stream_options"] = serde_json::json!({"include_usage": true});
+                    encode(&value)
+                } else {
+                    inbound.head.with_model(&inbound.body, model)
+                };
+                (
+                    body,
+                    openai_headers(route),
+                    Translation::None,
+                    Dialect::OpenAi,
+                )
             }
-            let body = Bytes::from(serde_json::to_vec(&translated).unwrap_or_default());
-            let resp = send(app, route, anthropic_headers(route, &inbound.headers), body).await?;
-            finish(
-                app,
-                inbound,
-                route,
-                resp,
-                billing,
-                Translation::AnthropicToOpenAi,
-                Dialect::Anthropic,
-            )
-            .await
-        }
-    }
+            (Dialect::Anthropic | Dialect::Admin, ProviderKind::Openai) => {
+                let value = parse_value(&inbound.body)?;
+                let translated = translate::anthropic_to_openai_request(&value, model)
+                    .map_err(translation_error)?;
+                (
+                    encode(&translated),
+                    openai_headers(route),
+                    Translation::OpenAiToAnthropic,
+                    Dialect::OpenAi,
+                )
+            }
+            (Dialect::OpenAi, ProviderKind::Anthropic) => {
+                let value = parse_value(&inbound.body)?;
+                let mut translated = translate::openai_to_anthropic_request(&value, model)
+                    .map_err(translation_error)?;
+                if translated.get("max_tokens").is_none() {
+                    translated["max_tokens"] =
+                        serde_json::json!(app.config.limits.default_max_tokens);
+                }
+                let headers = anthropic_headers(route, &inbound.headers);
+                (
+                    encode(&translated),
+                    headers,
+                    Translation::AnthropicToOpenAi,
+                    Dialect::Anthropic,
+                )
+            }
+        };
+    let resp = send(app, route, headers, body).await?;
+    finish(
+        app,
+        inbound,
+        route,
+        resp,
+        billing,
+        translation,
+        upstream_dialect,
+    )
+    .await
 }
 
 fn parse_value(body: &[u8]) -> Result<serde_json::Value, AttemptError> {
@@ -129,7 +120,7 @@ fn parse_value(body: &[u8]) -> Result<serde_json::Value, AttemptError> {
     })
 }
 
-fn anthropic_headers(route: &Route, client: &HeaderMap) -> HeaderMap {
+pub fn anthropic_headers(route: &Route, client: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,

@@ -48,22 +48,21 @@ pub enum TranslateError {
     Invalid(String),
 }
 
-/// Usage as the gateway accounts it (Anthropic terms).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt tokens that were neither written to nor read from the prompt cache.
-    pub input_tokens: u64,
-    /// Generated tokens.
-    pub output_tokens: u64,
-    /// Prompt tokens written to the prompt cache.
-    pub cache_creation_input_tokens: u64,
-    /// Prompt tokens served from the prompt cache.
-    pub cache_read_input_tokens: u64,
+/// Usage as the gateway accounts it (Anthropic terms); the same type the ledgers use.
+pub use tollgate_proto::Usage;
+
+/// JSON forms of `Usage` in each dialect (an extension, as `Usage` lives in `tollgate-proto`).
+pub(crate) trait UsageJson: Sized {
+    fn prompt_tokens(&self) -> u64;
+    fn from_anthropic_usage(u: &Value) -> Self;
+    fn from_openai_usage(u: &Value) -> Self;
+    fn anthropic_json(&self) -> Value;
+    fn openai_json(&self) -> Value;
 }
 
-impl Usage {
+impl UsageJson for Usage {
     /// Prompt tokens as OpenAI counts them: every input token, cached or not.
-    pub fn prompt_tokens(&self) -> u64 {
+    fn prompt_tokens(&self) -> u64 {
         self.input_tokens
             .saturating_add(self.cache_read_input_tokens)
             .saturating_add(self.cache_creation_input_tokens)

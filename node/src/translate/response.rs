@@ -1,5 +1,6 @@
 //! Non-streaming response translation in both directions, and usage extraction.
 
+use super::UsageJson;
 use serde_json::{json, Map, Value};
 
 use super::{

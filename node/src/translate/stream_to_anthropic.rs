@@ -1,5 +1,6 @@
 //! Streaming translation from an OpenAI upstream to an Anthropic client.
 
+use super::UsageJson;
 use serde_json::{json, Value};
 
 use super::{error_message, finish_to_stop, SseOut, TranslateError, Usage};

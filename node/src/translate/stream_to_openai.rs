@@ -1,5 +1,6 @@
 //! Streaming translation from an Anthropic upstream to an OpenAI client.
 
+use super::UsageJson;
 use serde_json::{json, Value};
 
 use super::{error_message, stop_to_finish, SseOut, TranslateError, Usage};
