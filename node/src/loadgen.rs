@@ -23,13 +23,13 @@ pub const MAX_SAMPLES: u64 = 64 * 1024 * 1024;
 /// are not spent growing vectors.
 const TIMED_RESERVE_PER_TASK: usize = 64 * 1024;
 
-/// When the measured phase ends.
-#[derive(Debug, Clone, Copy)]
-pub enum Stop {
-    /// After this many requests in total, shared among the tasks.
-    Requests(u64),
-    /// When this much time has passed; requests in flight then still finish.
-    Duration(Duration),
+/// When the measured phase ends: after `requests` in total (shared among the tasks) or
+/// once `duration` has passed, whichever comes first; at least one must be set. Requests
+/// in flight when the time is up still finish and count.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stop {
+    pub requests: Option<u64>,
+    pub duration: Option<Duration>,
 }
 
 /// What to send, how often and how many at a time.
@@ -70,6 +70,8 @@ pub enum LoadgenError {
     Concurrency,
     #[error("a run is limited to {MAX_SAMPLES} requests")]
     TooManyRequests,
+    #[error("give a number of requests, a duration or both")]
+    Unbounded,
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     #[error("a load task failed: {0}")]
@@ -96,10 +98,15 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
     if plan.concurrency == 0 || plan.concurrency > MAX_CONCURRENCY {
         return Err(LoadgenError::Concurrency);
     }
-    if let Stop::Requests(n) = plan.stop {
-        if n > MAX_SAMPLES {
-            return Err(LoadgenError::TooManyRequests);
-        }
+    match plan.stop {
+        Stop {
+            requests: None,
+            duration: None,
+        } => return Err(LoadgenError::Unbounded),
+        Stop {
+            requests: Some(n), ..
+        } if n > MAX_SAMPLES => return Err(LoadgenError::TooManyRequests),
+        _ => {}
     }
     let mut headers = plan.headers.clone();
     if !headers.contains_key(CONTENT_TYPE) {
@@ -213,32 +220,27 @@ impl Task {
     }
 
     async fn measure(&self, stop: Stop, concurrency: usize, claimed: &AtomicU64) -> TaskResult {
-        let reserve = match stop {
-            Stop::Requests(n) => usize::try_from(share(n, concurrency, 0)).unwrap_or(0),
-            Stop::Duration(_) => TIMED_RESERVE_PER_TASK,
+        let reserve = match stop.requests {
+            Some(n) => usize::try_from(share(n, concurrency, 0)).unwrap_or(0),
+            None => TIMED_RESERVE_PER_TASK,
         };
         let mut result = TaskResult {
             latencies_us: Vec::with_capacity(reserve),
             errors: 0,
         };
-        let deadline = match stop {
-            Stop::Duration(d) => Some(Instant::now() + d),
-            Stop::Requests(_) => None,
-        };
+        let deadline = stop.duration.map(|d| Instant::now() + d);
+        // A timed run keeps its samples within the same bound as a counted one.
+        let max_samples = MAX_SAMPLES / concurrency as u64;
         loop {
-            match stop {
-                Stop::Requests(n) => {
-                    if claimed.fetch_add(1, Ordering::Relaxed) >= n {
-                        break;
-                    }
+            if let Some(n) = stop.requests {
+                if claimed.fetch_add(1, Ordering::Relaxed) >= n {
+                    break;
                 }
-                Stop::Duration(_) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d)
-                        || result.latencies_us.len() as u64 >= MAX_SAMPLES / concurrency as u64
-                    {
-                        break;
-                    }
-                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d)
+                || result.latencies_us.len() as u64 >= max_samples
+            {
+                break;
             }
             let t0 = Instant::now();
             let ok = self.once().await;

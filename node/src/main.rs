@@ -69,13 +69,9 @@ struct LoadgenArgs {
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
     /// Requests to measure, shared among the tasks.
-    #[arg(
-        long,
-        conflicts_with = "duration_secs",
-        required_unless_present = "duration_secs"
-    )]
+    #[arg(long, required_unless_present = "duration_secs")]
     requests: Option<u64>,
-    /// Seconds to measure for.
+    /// Seconds to measure for; with --requests, whichever limit comes first ends the run.
     #[arg(long)]
     duration_secs: Option<f64>,
     /// Requests sent and discarded before measuring.
@@ -150,12 +146,14 @@ fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         let (name, value) = loadgen::parse_header(text)?;
         headers.append(name, value);
     }
-    let stop = match (args.requests, args.duration_secs) {
-        (Some(n), _) => loadgen::Stop::Requests(n),
-        (None, Some(s)) if s.is_finite() && s > 0.0 => {
-            loadgen::Stop::Duration(Duration::from_secs_f64(s))
-        }
-        _ => anyhow::bail!("give --requests N or --duration-secs S (S > 0)"),
+    let duration = match args.duration_secs {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(_) => anyhow::bail!("--duration-secs must be a positive number"),
+        None => None,
+    };
+    let stop = loadgen::Stop {
+        requests: args.requests,
+        duration,
     };
     let plan = loadgen::Plan {
         url: args.url,
