@@ -9,10 +9,11 @@ pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
     pub api_key: Option<Secret>,
-    /// Anthropic: `{base}/v1/messages`; OpenAI: `{base}/chat/completions`.
-    pub inference_url: String,
+    /// Anthropic: `{base}/v1/messages`; OpenAI: `{base}/chat/completions`; parsed once
+    /// here rather than on every request. `None` for the in-process mock.
+    pub inference_url: Option<reqwest::Url>,
     /// Anthropic only: `{base}/v1/messages/count_tokens`.
-    pub count_tokens_url: String,
+    pub count_tokens_url: Option<reqwest::Url>,
     pub latency_ms: u64,
     pub stream_delay_ms: u64,
 }
@@ -33,6 +34,19 @@ impl Providers {
                 ProviderKind::Openai => (format!("{base}/chat/completions"), String::new()),
                 ProviderKind::Mock => (String::new(), String::new()),
             };
+            let parse = |url: String| -> Result<Option<reqwest::Url>, ConfigError> {
+                if url.is_empty() {
+                    return Ok(None);
+                }
+                reqwest::Url::parse(&url)
+                    .map(Some)
+                    .map_err(|e| ConfigError::Provider {
+                        provider: spec.name.clone(),
+                        message: format!("base_url gives an invalid URL {url}: {e}"),
+                    })
+            };
+            let (inference_url, count_tokens_url) =
+                (parse(inference_url)?, parse(count_tokens_url)?);
             let provider = Provider {
                 name: spec.name.clone(),
                 kind: spec.kind,

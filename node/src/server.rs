@@ -111,6 +111,13 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    // Relayed SSE events are small writes; without TCP_NODELAY, Nagle and the client's
+    // delayed ACK hold them back for up to 40 ms each.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     app.ready.store(true, Ordering::Release);
     tracing::info!(addr = %local, data_dir = %app.config.server.data_dir.display(), "tollgate listening");
     eprintln!("tollgate listening on http://{local}");

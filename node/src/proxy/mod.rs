@@ -235,13 +235,18 @@ pub async fn count_tokens(
             ProviderKind::Anthropic => {
                 let h = upstream::anthropic_headers(route, &headers);
                 let body = head.with_model(&body, &route.upstream_model);
-                let resp =
-                    match upstream::send_to(&app, route, &route.provider.count_tokens_url, h, body)
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(AttemptError::Retry(e) | AttemptError::Fatal(e)) => return Err(e),
-                    };
+                let resp = match upstream::send_to(
+                    &app,
+                    route,
+                    route.provider.count_tokens_url.as_ref(),
+                    h,
+                    body,
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(AttemptError::Retry(e) | AttemptError::Fatal(e)) => return Err(e),
+                };
                 let bytes = resp
                     .bytes()
                     .await

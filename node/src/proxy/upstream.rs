@@ -169,19 +169,36 @@ pub async fn send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<reqwest::Response, AttemptError> {
-    send_to(app, route, &route.provider.inference_url, headers, body).await
+    send_to(
+        app,
+        route,
+        route.provider.inference_url.as_ref(),
+        headers,
+        body,
+    )
+    .await
 }
 
 pub async fn send_to(
     app: &App,
     route: &Route,
-    url: &str,
+    url: Option<&reqwest::Url>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<reqwest::Response, AttemptError> {
     let name = &route.provider.name;
     let timeout = Duration::from_millis(app.config.limits.upstream_response_timeout_ms);
-    let request = app.http.post(url).headers(headers).body(body).send();
+    let Some(url) = url else {
+        return Err(AttemptError::Fatal(ApiError::Internal(format!(
+            "provider {name} has no URL"
+        ))));
+    };
+    let request = app
+        .http
+        .post(url.clone())
+        .headers(headers)
+        .body(body)
+        .send();
     let resp = match tokio::time::timeout(timeout, request).await {
         Err(_) => {
             return Err(AttemptError::Retry(ApiError::UpstreamTimeout(format!(
