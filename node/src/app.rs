@@ -54,6 +54,7 @@ impl App {
 pub struct Started {
     pub app: Arc<App>,
     pub charge_task: tokio::task::JoinHandle<()>,
+    pub charge_close: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Opens the data dir, recovers state and builds the app.
@@ -76,8 +77,11 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         .no_proxy()
         .build()
         .context("cannot build the upstream HTTP client")?;
-    let (charges, charge_task) =
-        charge::spawn(Arc::clone(&replicator), config.limits.charge_batch_max);
+    let charge::ChargePipeline {
+        sender: charges,
+        task: charge_task,
+        close: charge_close,
+    } = charge::spawn(Arc::clone(&replicator), config.limits.charge_batch_max);
     let offset_ms = std::env::var("TOLLGATE_CLOCK_OFFSET_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -102,6 +106,7 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
     Ok(Started {
         app: Arc::new(app),
         charge_task,
+        charge_close,
     })
 }
 

@@ -39,16 +39,30 @@ impl ChargeSender {
     }
 }
 
-/// Starts the batcher. It ends, after applying everything queued, once every sender
-/// is dropped; await the handle to flush at shutdown.
-pub fn spawn(
-    replicator: Arc<dyn Replicator>,
-    batch_max: usize,
-) -> (ChargeSender, tokio::task::JoinHandle<()>) {
+/// The running pipeline: send `close` at shutdown, then await `task`, which ends once
+/// everything queued before the close is applied.
+pub struct ChargePipeline {
+    pub sender: ChargeSender,
+    pub task: tokio::task::JoinHandle<()>,
+    pub close: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the batcher.
+pub fn spawn(replicator: Arc<dyn Replicator>, batch_max: usize) -> ChargePipeline {
     let (tx, mut rx) = mpsc::unbounded_channel::<PendingCharge>();
-    let handle = tokio::spawn(async move {
+    let (close, mut close_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         let mut batch: Vec<PendingCharge> = Vec::with_capacity(batch_max);
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = tokio::select! {
+                first = rx.recv() => first,
+                _ = &mut close_rx, if !close_rx.is_terminated() => {
+                    // Refuse new charges; those already queued are still received.
+                    rx.close();
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
             batch.push(first);
             let window = tokio::time::sleep(Duration::from_millis(BATCH_WINDOW_MS));
             tokio::pin!(window);
@@ -87,5 +101,9 @@ pub fn spawn(
             batch.clear();
         }
     });
-    (ChargeSender(tx), handle)
+    ChargePipeline {
+        sender: ChargeSender(tx),
+        task,
+        close,
+    }
 }

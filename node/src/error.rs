@@ -39,6 +39,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
     Conflict(String),
     /// The provider refused the request itself (a 4xx it sent); relayed with its status.
     #[error("{message}")]
@@ -74,6 +76,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::InvalidField { .. } => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UpstreamRejected { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
@@ -99,7 +102,7 @@ impl ApiError {
                 "invalid_request_error"
             }
             ApiError::BodyTooLarge { .. } => "request_too_large",
-            ApiError::NotFound(_) => "not_found_error",
+            ApiError::NotFound(_) | ApiError::MethodNotAllowed(_) => "not_found_error",
             ApiError::UpstreamRejected { kind, .. } => kind,
             ApiError::UpstreamFailed(_) | ApiError::UpstreamTimeout(_) | ApiError::Internal(_) => {
                 "api_error"
@@ -113,7 +116,7 @@ impl ApiError {
     fn is_terminal(&self) -> bool {
         matches!(
             self.status_code().as_u16(),
-            400 | 401 | 402 | 403 | 404 | 409 | 413 | 422
+            400 | 401 | 402 | 403 | 404 | 405 | 409 | 413 | 422
         )
     }
 

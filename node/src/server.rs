@@ -16,6 +16,10 @@ use tokio::sync::Semaphore;
 /// Longest wait for in-flight requests and streams at shutdown before they are cut.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Longest wait for queued charges to be applied at shutdown (storage that cannot take
+/// a write for this long will not take it by waiting longer).
+const CHARGE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn router(app: Arc<App>) -> Router {
     let limits = &app.config.limits;
     // Inference routes: open to any caller; each handler authenticates the virtual key
@@ -105,7 +109,11 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 /// Serves until SIGINT/SIGTERM, then stops taking requests, lets in-flight ones finish,
 /// and applies every queued charge before returning.
 pub async fn serve(started: Started) -> anyhow::Result<()> {
-    let Started { app, charge_task } = started;
+    let Started {
+        app,
+        charge_task,
+        charge_close,
+    } = started;
     let addr = app.config.server.http_addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -130,7 +138,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing requests in flight");
         let _ = signalled_tx.send(());
     });
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    let mut server = Box::pin(std::future::IntoFuture::into_future(server));
     tokio::select! {
         result = &mut server => result?,
         _ = signalled_rx => {
@@ -141,10 +149,15 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
             }
         }
     }
-    // Every handler is done; drop the last charge sender so the batcher drains and ends.
+    // Stop serving (a stream cut by the drain timeout is charged as its relay drops),
+    // then close the pipeline and apply everything queued before exiting.
+    drop(server);
     drop(app);
-    if let Err(e) = charge_task.await {
-        tracing::error!(error = %e, "charge pipeline ended abnormally");
+    let _ = charge_close.send(());
+    match tokio::time::timeout(CHARGE_FLUSH_TIMEOUT, charge_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "charge pipeline ended abnormally"),
+        Err(_) => tracing::error!("charge pipeline did not drain in time; queued charges are lost"),
     }
     tracing::info!("stopped");
     Ok(())

@@ -74,6 +74,8 @@ pub enum Command {
         limit: Option<Usd>,
         reset: Option<ResetDuration>,
         calendar_aligned: Option<bool>,
+        /// When the change was made: a new window shape starts from the window holding it.
+        at_ms: UnixMs,
     },
     DeleteBudget {
         id: BudgetId,

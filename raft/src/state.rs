@@ -125,7 +125,9 @@ impl GovState {
                 limit,
                 reset,
                 calendar_aligned,
+                at_ms,
             } => {
+                let spent_now = self.budget_status(id, *at_ms).map(|s| s.spent);
                 let Some(b) = self.budgets.get_mut(id) else {
                     return not_found("budget", id.as_str());
                 };
@@ -137,6 +139,20 @@ impl GovState {
                 }
                 if let Some(aligned) = calendar_aligned {
                     b.calendar_aligned = *aligned;
+                }
+                if reset.is_some() || calendar_aligned.is_some() {
+                    // The new shape's window may start before the old ledger's; re-base the
+                    // ledger on it, keeping what was spent, or later charges would be taken
+                    // for charges of an ended window and not counted.
+                    let window = window_at(b.reset, b.calendar_aligned, b.created_at_ms, *at_ms);
+                    let spent = spent_now.unwrap_or(Usd::ZERO);
+                    self.ledgers.insert(
+                        id.clone(),
+                        Ledger {
+                            window_start_ms: window.start_ms,
+                            spent,
+                        },
+                    );
                 }
                 Outcome::Done
             }
@@ -257,12 +273,41 @@ impl GovState {
         None
     }
 
+    /// A provider-config id repeated within `configs` or owned by a key other than `key`.
+    fn config_id_conflict(
+        &self,
+        key: &KeyId,
+        configs: &[tollgate_proto::ProviderConfig],
+    ) -> Option<Outcome> {
+        let mut seen = BTreeSet::new();
+        for pc in configs {
+            if !seen.insert(&pc.id) {
+                return Some(Outcome::Conflict(format!(
+                    "provider config id {} is repeated",
+                    pc.id
+                )));
+            }
+            if let Some(owner) = self.provider_config_key(&pc.id) {
+                if &owner.id != key {
+                    return Some(Outcome::Conflict(format!(
+                        "provider config id {} belongs to key {}",
+                        pc.id, owner.id
+                    )));
+                }
+            }
+        }
+        None
+    }
+
     fn create_key(&mut self, k: &VirtualKey) -> Outcome {
         if self.keys.contains_key(&k.id) || self.key_by_hash.contains_key(&k.secret_sha256) {
             return Outcome::Conflict(format!("virtual key {} exists", k.id));
         }
         if let Some(missing) = self.check_key_refs(&k.team_id, &k.customer_id) {
             return missing;
+        }
+        if let Some(conflict) = self.config_id_conflict(&k.id, &k.provider_configs) {
+            return conflict;
         }
         self.key_by_hash.insert(k.secret_sha256, k.id.clone());
         self.keys.insert(k.id.clone(), k.clone());
@@ -283,6 +328,11 @@ impl GovState {
             .unwrap_or_else(|| current.customer_id.clone());
         if let Some(missing) = self.check_key_refs(&team_id, &customer_id) {
             return missing;
+        }
+        if let Some(configs) = &patch.provider_configs {
+            if let Some(conflict) = self.config_id_conflict(id, configs) {
+                return conflict;
+            }
         }
         let removed_configs: Vec<ProviderConfigId> = match &patch.provider_configs {
             Some(new) => current
@@ -413,11 +463,18 @@ impl GovState {
 
     fn apply_charge(&mut self, charge: &Charge) {
         let add = |totals: &mut UsageTotals| {
-            totals.requests += 1;
-            totals.input_tokens += charge.usage.input_tokens;
-            totals.output_tokens += charge.usage.output_tokens;
-            totals.cache_creation_input_tokens += charge.usage.cache_creation_input_tokens;
-            totals.cache_read_input_tokens += charge.usage.cache_read_input_tokens;
+            // Upstream-reported figures: saturate rather than overflow, so no charge can
+            // make `apply` panic (and every replay of the log with it).
+            let u = &charge.usage;
+            totals.requests = totals.requests.saturating_add(1);
+            totals.input_tokens = totals.input_tokens.saturating_add(u.input_tokens);
+            totals.output_tokens = totals.output_tokens.saturating_add(u.output_tokens);
+            totals.cache_creation_input_tokens = totals
+                .cache_creation_input_tokens
+                .saturating_add(u.cache_creation_input_tokens);
+            totals.cache_read_input_tokens = totals
+                .cache_read_input_tokens
+                .saturating_add(u.cache_read_input_tokens);
             totals.spent = Usd(totals.spent.0.saturating_add(charge.cost.0));
         };
         add(self.usage_by_key.entry(charge.key_id.clone()).or_default());

@@ -415,3 +415,53 @@ fn chains_follow_budget_and_limit_changes() {
     );
     assert!(s.rate_limit_chain(&key, None).is_empty());
 }
+
+#[test]
+fn changing_a_budget_window_keeps_counting() {
+    let mut s = world();
+    // bud_vk1 is 1h calendar-aligned; spend in it, then widen it to a day mid-hour.
+    let at = T0 + 330 * MINUTE; // 05:30, inside the 05:00 hour
+    s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r1", "vk_1", 10, at)],
+    });
+    let widen = Command::UpdateBudget {
+        id: "bud_vk1".into(),
+        limit: None,
+        reset: Some(ResetDuration::Day),
+        calendar_aligned: None,
+        at_ms: at + 1,
+    };
+    assert_eq!(s.apply(&widen), Outcome::Done);
+    assert_eq!(
+        spent(&s, "bud_vk1", at + 2),
+        10,
+        "spend carried into the new window"
+    );
+    s.apply(&Command::ChargeBatch {
+        charges: vec![charge("r2", "vk_1", 5, at + 3)],
+    });
+    assert_eq!(
+        spent(&s, "bud_vk1", at + 4),
+        15,
+        "charges after the change still count"
+    );
+}
+
+#[test]
+fn provider_config_ids_are_unique_across_keys() {
+    let mut s = world();
+    let mut thief = key("vk_3", None, None);
+    thief.provider_configs[0].id = "pc_vk_1".into();
+    assert!(matches!(
+        s.apply(&Command::CreateKey(thief)),
+        Outcome::Conflict(_)
+    ));
+    let mut twice = key("vk_4", None, None);
+    twice
+        .provider_configs
+        .push(twice.provider_configs[0].clone());
+    assert!(matches!(
+        s.apply(&Command::CreateKey(twice)),
+        Outcome::Conflict(_)
+    ));
+}

@@ -418,14 +418,25 @@ async fn spend_survives_restart_and_crash() -> Result<()> {
         );
     }
     // What must survive: the ledger, not the holds of requests just finished.
-    let durable = |u: Value| json!([u["requests"], u["spent_usd"], u["input_tokens"], u["budgets"][0]["spent_usd"]]);
+    let durable = |u: Value| {
+        json!([
+            u["requests"],
+            u["spent_usd"],
+            u["input_tokens"],
+            u["budgets"][0]["spent_usd"]
+        ])
+    };
     let before = durable(wait_requests(&gw, &id, 5).await?);
     assert_eq!(before[0], 5);
     gw.restart().await?;
     assert_eq!(durable(gw.usage(&id).await?), before, "graceful restart");
     gw.kill();
     gw.restart().await?;
-    assert_eq!(durable(gw.usage(&id).await?), before, "crash after the charges were applied");
+    assert_eq!(
+        durable(gw.usage(&id).await?),
+        before,
+        "crash after the charges were applied"
+    );
     assert_eq!(
         messages(&gw.url(), &secret, &ask("ECHO:after")).await?.0,
         200,
@@ -543,6 +554,50 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_keeps_its_charge() -> Result
         gw.usage(&id).await?["requests"],
         1,
         "the drained stream's charge was applied before exit"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn patching_a_keys_provider_configs_keeps_their_budgets() -> Result<()> {
+    let gw = Gateway::start("").await?;
+    let key = gw
+        .create(
+            "/api/v1/virtual-keys",
+            json!({"name": "k", "provider_configs": [{"provider": "mock"}]}),
+        )
+        .await?;
+    let (id, pc) = (
+        key["id"].as_str().unwrap_or_default(),
+        key["provider_configs"][0]["id"]
+            .as_str()
+            .unwrap_or_default(),
+    );
+    let budget = gw
+        .create("/api/v1/budgets", json!({"owner": {"kind": "provider_config", "id": pc}, "max_limit_usd": "2", "reset_duration": "1d"}))
+        .await?;
+    let patch = json!({"provider_configs": [{"provider": "mock", "weight": 2.0, "allowed_models": ["regex:^claude-"]}]});
+    let (status, patched) = gw
+        .admin("PATCH", &format!("/api/v1/virtual-keys/{id}"), Some(patch))
+        .await?;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        patched["provider_configs"][0]["id"], pc,
+        "same provider keeps its config id"
+    );
+    let (status, _) = gw
+        .admin(
+            "GET",
+            &format!(
+                "/api/v1/budgets/{}",
+                budget["id"].as_str().unwrap_or_default()
+            ),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        status, 200,
+        "the provider config's budget survives the PATCH"
     );
     Ok(())
 }

@@ -166,7 +166,7 @@ pub async fn create_key(State(app): State<Arc<App>>, body: Bytes) -> AdminResult
         secret_prefix: auth::shown_prefix(&secret),
         team_id: b.team_id.map(TeamId),
         customer_id: b.customer_id.map(CustomerId),
-        provider_configs: validate::provider_configs(&app, &b.provider_configs)?,
+        provider_configs: validate::provider_configs(&app, &b.provider_configs, &[])?,
         disabled: false,
         created_at_ms: app.now_ms(),
         rotated_at_ms: None,
@@ -210,7 +210,16 @@ pub async fn patch_key(
         provider_configs: b
             .provider_configs
             .as_deref()
-            .map(|p| validate::provider_configs(&app, p))
+            .map(|p| {
+                let state = app.state().read();
+                let existing = state
+                    .keys()
+                    .get(&KeyId(id.clone()))
+                    .map(|k| k.provider_configs.clone())
+                    .unwrap_or_default();
+                drop(state);
+                validate::provider_configs(&app, p, &existing)
+            })
             .transpose()?,
     };
     propose(
@@ -318,6 +327,7 @@ pub async fn patch_budget(
             .map(|v| validate::duration("reset_duration", v))
             .transpose()?,
         calendar_aligned: b.calendar_aligned,
+        at_ms: app.now_ms(),
     };
     propose(&app, command).await?;
     get_budget(State(app), Path(id)).await

@@ -100,10 +100,22 @@ pub fn owner(body: &OwnerBody) -> Result<Owner, ApiError> {
     })
 }
 
+/// Provider configs from their bodies. A body without an `id` keeps the id of the key's
+/// `existing` config for the same provider, so a PATCH that only changes a weight keeps
+/// that config's budgets and rate limits.
 pub fn provider_configs(
     app: &App,
     bodies: &[ProviderConfigBody],
+    existing: &[ProviderConfig],
 ) -> Result<Vec<ProviderConfig>, ApiError> {
+    let mut reusable: Vec<&ProviderConfig> = existing
+        .iter()
+        .filter(|e| {
+            !bodies
+                .iter()
+                .any(|b| b.id.as_deref() == Some(e.id.as_str()))
+        })
+        .collect();
     if bodies.is_empty() {
         return Err(field("provider_configs", "must name at least one provider"));
     }
@@ -146,9 +158,12 @@ pub fn provider_configs(
         }
         let id = match &b.id {
             Some(id) if !id.trim().is_empty() => id.trim().into(),
-            _ => auth::generate_id(tollgate_proto::ProviderConfigId::PREFIX)
-                .as_str()
-                .into(),
+            _ => match reusable.iter().position(|e| e.provider == b.provider) {
+                Some(at) => reusable.remove(at).id.clone(),
+                None => auth::generate_id(tollgate_proto::ProviderConfigId::PREFIX)
+                    .as_str()
+                    .into(),
+            },
         };
         out.push(ProviderConfig {
             id,

@@ -1,5 +1,7 @@
 //! What a request owes: the reservation it holds and, at completion, the charge it sends
-//! into the pipeline. A request that never reached a provider is charged nothing.
+//! into the pipeline. A request that never reached a provider is charged nothing; one the
+//! provider answered is always charged, even if the answer is then lost (client gone,
+//! answer unreadable): for the usage seen, else for its estimate.
 
 use crate::app::App;
 use crate::charge::PendingCharge;
@@ -15,14 +17,37 @@ pub struct Billing {
     /// The upstream model, whose price applies.
     pub model: String,
     pub price: Option<Price>,
-    pub hold: Hold,
+    /// `None` once charged.
+    pub hold: Option<Hold>,
     /// Limits whose token windows count this request's tokens.
     pub token_limits: Vec<RateLimit>,
+    /// The usage the reservation was sized for: charged when no usage was reported.
+    pub estimate: Usage,
+    /// The provider accepted the request (answered 2xx), so it must be paid for.
+    pub answered: bool,
 }
 
 impl Billing {
+    /// Marks that the provider answered: from here on, dropping this charges the estimate.
+    pub fn answered(&mut self) {
+        self.answered = true;
+    }
+
     /// Charges `usage`: the reservation becomes the real cost until the charge is applied.
-    pub fn finish(self, usage: Usage) {
+    pub fn finish(mut self, usage: Usage) {
+        self.charge(usage);
+    }
+
+    fn charge(&mut self, mut usage: Usage) {
+        let Some(hold) = self.hold.take() else { return };
+        if usage.input_tokens == 0
+            && usage.cache_creation_input_tokens == 0
+            && usage.cache_read_input_tokens == 0
+        {
+            // The stream ended before reporting its prompt (a client gone early, an
+            // upstream that omits usage): the prompt was still processed.
+            usage.input_tokens = self.estimate.input_tokens;
+        }
         let cost = self.price.as_ref().map_or(Usd::ZERO, |p| p.cost(&usage));
         let now_ms = self.app.now_ms();
         self.app
@@ -37,16 +62,28 @@ impl Billing {
             cost_micros = cost.0,
             "request charged"
         );
-        let hold = self.hold.settle(cost);
         let charge = Charge {
-            request_id: self.request_id,
-            key_id: self.key_id,
-            provider_config_id: Some(self.provider_config_id),
-            model: self.model,
+            request_id: self.request_id.clone(),
+            key_id: self.key_id.clone(),
+            provider_config_id: Some(self.provider_config_id.clone()),
+            model: self.model.clone(),
             usage,
             cost,
             at_ms: now_ms,
         };
-        self.app.charges.send(PendingCharge { charge, hold });
+        self.app.charges.send(PendingCharge {
+            charge,
+            hold: hold.settle(cost),
+        });
+    }
+}
+
+impl Drop for Billing {
+    fn drop(&mut self) {
+        if self.answered && self.hold.is_some() {
+            tracing::warn!(request_id = %self.request_id, "answered request lost before its usage was read; charging its estimate");
+            let estimate = self.estimate;
+            self.charge(estimate);
+        }
     }
 }

@@ -15,6 +15,8 @@ pub struct RequestHead {
     pub max_tokens: Option<u64>,
     /// OpenAI only: the client asked for `stream_options.include_usage`.
     pub include_usage: bool,
+    /// OpenAI only: completions asked for (`n`); each may use `max_tokens`.
+    pub choices: u64,
     /// Byte range of the model's JSON string in the body.
     model_span: (usize, usize),
 }
@@ -30,6 +32,8 @@ struct RawHead<'a> {
     #[serde(borrow, default)]
     max_completion_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream_options: Option<&'a RawValue>,
@@ -40,6 +44,9 @@ struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
+
+/// Most completions one OpenAI request may ask for (`n`); each is reserved for.
+const MAX_CHOICES: u64 = 16;
 
 fn invalid(field: &str, message: &str) -> ApiError {
     ApiError::InvalidField {
@@ -103,10 +110,26 @@ pub fn parse(body: &[u8], dialect: Dialect, count_tokens: bool) -> Result<Reques
             },
         }
     };
-    let max_tokens = match read_u64("max_completion_tokens", raw.max_completion_tokens)? {
-        Some(n) => Some(n),
-        None => read_u64("max_tokens", raw.max_tokens)?,
+    // The reservation rests on this bound, so read exactly what the upstream will obey:
+    // Anthropic knows only `max_tokens`; OpenAI servers take the larger of the two.
+    let max_tokens = match dialect {
+        Dialect::OpenAi => {
+            let completion = read_u64("max_completion_tokens", raw.max_completion_tokens)?;
+            let plain = read_u64("max_tokens", raw.max_tokens)?;
+            completion.max(plain)
+        }
+        _ => read_u64("max_tokens", raw.max_tokens)?,
     };
+    let choices = match dialect {
+        Dialect::OpenAi => read_u64("n", raw.n)?.unwrap_or(1),
+        _ => 1,
+    };
+    if choices > MAX_CHOICES {
+        return Err(invalid(
+            "n",
+            &format!("at most {MAX_CHOICES} completions per request"),
+        ));
+    }
     if dialect == Dialect::Anthropic && !count_tokens && max_tokens.is_none() {
         return Err(invalid("max_tokens", "field required"));
     }
@@ -130,6 +153,7 @@ pub fn parse(body: &[u8], dialect: Dialect, count_tokens: bool) -> Result<Reques
         stream,
         max_tokens,
         include_usage,
+        choices,
         model_span: (start, start + model_raw.get().len()),
     })
 }

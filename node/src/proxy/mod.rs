@@ -110,9 +110,10 @@ async fn run(
     request_id: &str,
     seq: u64,
 ) -> Result<Response, ApiError> {
+    // Who is asking comes first: an unauthenticated caller learns nothing about its body.
+    let (key, limits) = caller(app, &headers)?;
     let body = body.map_err(|r| body_error(app, r))?;
     let head = head::parse(&body, dialect, false)?;
-    let (key, limits) = caller(app, &headers)?;
     let routes = routing::resolve(&key, &app.providers, &head.model, seq, &app.patterns)?;
     app.limiter.admit(&limits, app.now_ms())?;
     let inbound = Inbound {
@@ -184,16 +185,19 @@ fn admit(
         .into_iter()
         .cloned()
         .collect();
-    let estimate = price.as_ref().map_or(Usd::ZERO, |p| {
-        p.cost(&Usage {
-            input_tokens: (inbound.body.len() as u64).div_ceil(4),
-            output_tokens: inbound
-                .head
-                .max_tokens
-                .unwrap_or(app.config.limits.default_max_tokens),
-            ..Usage::default()
-        })
-    });
+    // The estimate: every four body bytes a prompt token, and every completion at its cap.
+    let estimated_usage = Usage {
+        input_tokens: (inbound.body.len() as u64).div_ceil(4),
+        output_tokens: inbound
+            .head
+            .max_tokens
+            .unwrap_or(app.config.limits.default_max_tokens)
+            .saturating_mul(inbound.head.choices),
+        ..Usage::default()
+    };
+    let estimate = price
+        .as_ref()
+        .map_or(Usd::ZERO, |p| p.cost(&estimated_usage));
     let hold = app.admission.reserve(&state, &chain, estimate, now_ms)?;
     drop(state);
     let config_limits: Vec<RateLimit> = all_limits
@@ -209,7 +213,9 @@ fn admit(
         provider_config_id: route.config.id.clone(),
         model: route.upstream_model.clone(),
         price,
-        hold,
+        hold: Some(hold),
+        estimate: estimated_usage,
+        answered: false,
         token_limits: all_limits
             .into_iter()
             .filter(|l| l.token_max.is_some())

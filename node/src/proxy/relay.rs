@@ -220,51 +220,94 @@ struct OpenAiDelta {
     content: Option<String>,
 }
 
-/// OpenAI upstream → OpenAI client: bytes pass through untouched.
+/// Usage tracking over an OpenAI chunk stream: the usage chunk when it comes, else the
+/// streamed text as an estimate of the output.
 #[derive(Default)]
-pub struct OpenAiPassthrough {
-    parser: SseParser,
+pub struct OpenAiUsage {
     usage: Option<Usage>,
     streamed_bytes: u64,
 }
 
-impl OpenAiPassthrough {
-    fn observe(&mut self, event: &SseEvent) {
+impl OpenAiUsage {
+    /// Observes one event; true when it is the usage-only chunk (`choices: []`).
+    fn observe(&mut self, event: &SseEvent) -> bool {
         if event.data == "[DONE]" {
-            return;
+            return false;
         }
         let Ok(chunk) = serde_json::from_str::<OpenAiChunk>(&event.data) else {
-            return;
+            return false;
         };
-        if let Some(u) = chunk.usage {
-            self.usage = Some(u.to_usage());
-        }
-        for c in chunk.choices {
-            if let Some(text) = c.delta.and_then(|d| d.content) {
+        for c in &chunk.choices {
+            if let Some(text) = c.delta.as_ref().and_then(|d| d.content.as_ref()) {
                 self.streamed_bytes += text.len() as u64;
             }
+        }
+        match chunk.usage {
+            Some(u) => {
+                self.usage = Some(u.to_usage());
+                chunk.choices.is_empty()
+            }
+            None => false,
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage.unwrap_or(Usage {
+            output_tokens: estimate_tokens(self.streamed_bytes),
+            ..Usage::default()
+        })
+    }
+}
+
+/// OpenAI upstream → OpenAI client: bytes pass through untouched, except the usage chunk
+/// the gateway asked for itself, which a client that did not ask for it never sees
+/// (many clients index `choices[0]` of every chunk).
+#[derive(Default)]
+pub struct OpenAiPassthrough {
+    parser: SseParser,
+    tracker: OpenAiUsage,
+    strip_usage_chunk: bool,
+}
+
+impl OpenAiPassthrough {
+    pub fn new(strip_usage_chunk: bool) -> Self {
+        OpenAiPassthrough {
+            strip_usage_chunk,
+            ..OpenAiPassthrough::default()
         }
     }
 }
 
 impl Adapter for OpenAiPassthrough {
     fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
-        for event in self.parser.push(chunk) {
-            self.observe(&event);
+        let events = self.parser.push(chunk);
+        if !self.strip_usage_chunk {
+            for event in &events {
+                self.tracker.observe(event);
+            }
+            return chunk.clone();
         }
-        chunk.clone()
+        // Re-frame event by event so the usage-only chunk can be left out.
+        let mut out = Vec::with_capacity(chunk.len());
+        for event in &events {
+            if !self.tracker.observe(event) {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(event.data.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        Bytes::from(out)
     }
     fn finish(&mut self) -> Bytes {
-        if let Some(event) = self.parser.finish() {
-            self.observe(&event);
+        match self.parser.finish() {
+            Some(event) if !self.tracker.observe(&event) && self.strip_usage_chunk => {
+                Bytes::from(format!("data: {}\n\n", event.data))
+            }
+            _ => Bytes::new(),
         }
-        Bytes::new()
     }
     fn usage(&self) -> Usage {
-        self.usage.unwrap_or(Usage {
-            output_tokens: estimate_tokens(self.streamed_bytes),
-            ..Usage::default()
-        })
+        self.tracker.usage()
     }
 }
 
@@ -278,6 +321,8 @@ fn encode_all(events: Vec<SseOut>, out: &mut Vec<u8>) {
 pub struct OpenAiToAnthropic {
     parser: SseParser,
     translator: OpenAiToAnthropicStream,
+    tracker: OpenAiUsage,
+    failed: bool,
 }
 
 impl OpenAiToAnthropic {
@@ -285,13 +330,25 @@ impl OpenAiToAnthropic {
         OpenAiToAnthropic {
             parser: SseParser::new(),
             translator: OpenAiToAnthropicStream::new(model, message_id),
+            tracker: OpenAiUsage::default(),
+            failed: false,
         }
     }
 
     fn feed(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
+        self.tracker.observe(event);
+        if self.failed {
+            return;
+        }
         match self.translator.push(&event.data) {
             Ok(events) => encode_all(events, out),
-            Err(e) => tracing::warn!(error = %e, "untranslatable upstream chunk skipped"),
+            Err(e) => {
+                // An upstream error chunk: end the stream with an Anthropic `error` event,
+                // which Claude Code and the SDKs raise, rather than a normal-looking stop.
+                self.failed = true;
+                let body = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": e.to_string()}});
+                out.extend_from_slice(format!("event: error\ndata: {body}\n\n").as_bytes());
+            }
         }
     }
 }
@@ -309,11 +366,18 @@ impl Adapter for OpenAiToAnthropic {
         if let Some(event) = self.parser.finish() {
             self.feed(&event, &mut out);
         }
-        encode_all(self.translator.finish(), &mut out);
+        if !self.failed {
+            encode_all(self.translator.finish(), &mut out);
+        }
         Bytes::from(out)
     }
     fn usage(&self) -> Usage {
-        self.translator.usage()
+        let reported = self.translator.usage();
+        if reported == Usage::default() {
+            self.tracker.usage()
+        } else {
+            reported
+        }
     }
 }
 
@@ -469,4 +533,70 @@ pub fn relay(
         }
     });
     axum::body::Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENAI_STREAM: &str = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn run(adapter: &mut dyn Adapter, input: &str, split: usize) -> String {
+        let mut out = Vec::new();
+        for part in [&input[..split], &input[split..]] {
+            out.extend_from_slice(&adapter.on_chunk(&Bytes::copy_from_slice(part.as_bytes())));
+        }
+        out.extend_from_slice(&adapter.finish());
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn openai_passthrough_strips_only_the_usage_chunk_it_added() {
+        let want = Usage {
+            input_tokens: 10,
+            output_tokens: 3,
+            cache_read_input_tokens: 2,
+            ..Usage::default()
+        };
+        for split in [0, 7, 80, OPENAI_STREAM.len()] {
+            let mut keep = OpenAiPassthrough::new(false);
+            assert_eq!(run(&mut keep, OPENAI_STREAM, split), OPENAI_STREAM);
+            assert_eq!(keep.usage(), want);
+            let mut strip = OpenAiPassthrough::new(true);
+            let out = run(&mut strip, OPENAI_STREAM, split);
+            assert!(
+                !out.contains("usage")
+                    && out.contains("Hello there")
+                    && out.ends_with("data: [DONE]\n\n"),
+                "{out}"
+            );
+            assert_eq!(strip.usage(), want);
+        }
+    }
+
+    #[test]
+    fn cut_streams_estimate_output_and_errors_end_anthropic_streams() {
+        let cut = &OPENAI_STREAM[..OPENAI_STREAM.find("data: {\"choices\":[],").unwrap_or(0)];
+        let mut t = OpenAiToAnthropic::new("m", "msg_1");
+        let out = run(&mut t, cut, 10);
+        assert!(
+            out.contains("Hello there") && out.contains("event: message_stop"),
+            "{out}"
+        );
+        assert_eq!(t.usage().output_tokens, 3, "11 streamed bytes ≈ 3 tokens");
+
+        let failing = "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n";
+        let mut t = OpenAiToAnthropic::new("m", "msg_2");
+        let first_event = &OPENAI_STREAM[..OPENAI_STREAM.find("\n\n").unwrap_or(0) + 2];
+        let out = run(&mut t, &format!("{first_event}{failing}"), 0);
+        assert!(
+            out.contains("event: error") && out.contains("boom") && !out.contains("message_stop"),
+            "{out}"
+        );
+    }
 }

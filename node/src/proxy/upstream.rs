@@ -54,12 +54,19 @@ pub async fn attempt(
                 Dialect::Anthropic,
             ),
             (Dialect::OpenAi, ProviderKind::Openai) => {
-                let body = if inbound.head.stream && !inbound.head.include_usage {
-                    // Usage is needed to charge; ask for it (the extra final chunk is valid
-                    // OpenAI and clients ignore it).
+                let wants_usage = inbound.head.stream && !inbound.head.include_usage;
+                let body = if wants_usage || inbound.head.max_tokens.is_none() {
                     let mut value = parse_value(&inbound.body)?;
                     value["model"] = serde_json::Value::String(model.to_owned());
-                    value["stream_options"] = serde_json::json!({"include_usage": true});
+                    if wants_usage {
+                        // Usage is needed to charge; the relay strips the extra chunk again.
+                        value["stream_options"] = serde_json::json!({"include_usage": true});
+                    }
+                    if inbound.head.max_tokens.is_none() {
+                        // The reservation assumed this bound; make the upstream keep to it.
+                        value["max_tokens"] =
+                            serde_json::json!(app.config.limits.default_max_tokens);
+                    }
                     encode(&value)
                 } else {
                     inbound.head.with_model(&inbound.body, model)
@@ -100,6 +107,8 @@ pub async fn attempt(
             }
         };
     let resp = send(app, route, headers, body).await?;
+    let mut billing = billing;
+    billing.answered();
     finish(
         app,
         inbound,
@@ -319,7 +328,7 @@ async fn finish(
     if inbound.head.stream && is_event_stream(&resp) {
         let adapter: Box<dyn Adapter> = match translation {
             Translation::None if upstream_dialect == Dialect::OpenAi => {
-                Box::<relay::OpenAiPassthrough>::default()
+                Box::new(relay::OpenAiPassthrough::new(!inbound.head.include_usage))
             }
             Translation::None => Box::<relay::AnthropicPassthrough>::default(),
             Translation::OpenAiToAnthropic => Box::new(relay::OpenAiToAnthropic::new(
@@ -343,14 +352,26 @@ async fn finish(
         )));
     }
     let status = resp.status();
-    let bytes = read_bounded(resp, MAX_UPSTREAM_BODY_BYTES)
-        .await
-        .map_err(|e| {
-            AttemptError::Retry(ApiError::UpstreamFailed(format!(
-                "provider {} answer failed: {e}",
-                route.provider.name
-            )))
-        })?;
+    // The provider has done the work: from here a failure is not retried (that would
+    // pay twice) but answered 502, and the request is charged its estimate.
+    let timeout = Duration::from_millis(app.config.limits.upstream_response_timeout_ms);
+    let bytes =
+        match tokio::time::timeout(timeout, read_bounded(resp, MAX_UPSTREAM_BODY_BYTES)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => {
+                return Err(AttemptError::Fatal(ApiError::UpstreamFailed(format!(
+                    "provider {} answer failed: {e}",
+                    route.provider.name
+                ))))
+            }
+            Err(_) => {
+                return Err(AttemptError::Fatal(ApiError::UpstreamTimeout(format!(
+                    "provider {} did not finish its answer within {} s",
+                    route.provider.name,
+                    timeout.as_secs()
+                ))))
+            }
+        };
     let (body, usage) = match translation {
         Translation::None => {
             let usage = if upstream_dialect == Dialect::OpenAi {
@@ -392,7 +413,7 @@ async fn finish(
 }
 
 fn bad_answer(route: &Route) -> AttemptError {
-    AttemptError::Retry(ApiError::UpstreamFailed(format!(
+    AttemptError::Fatal(ApiError::UpstreamFailed(format!(
         "provider {} sent an answer that is not valid JSON",
         route.provider.name
     )))
@@ -451,8 +472,9 @@ async fn mock_answer(
     app: &App,
     inbound: &Inbound,
     route: &Route,
-    billing: Billing,
+    mut billing: Billing,
 ) -> Result<Response, AttemptError> {
+    billing.answered();
     let provider = &route.provider;
     if provider.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(provider.latency_ms)).await;
