@@ -77,11 +77,23 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         .no_proxy()
         .build()
         .context("cannot build the upstream HTTP client")?;
+    let outbox = Arc::new(
+        crate::outbox::Outbox::open(&data_dir.join("outbox"))
+            .context("cannot open the charge outbox")?,
+    );
+    let propose_delay_ms: u64 = std::env::var("TOLLGATE_TEST_PROPOSE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let pipeline_config = charge::PipelineConfig {
+        batch_max: config.limits.charge_batch_max,
+        propose_delay: Duration::from_millis(propose_delay_ms),
+    };
     let charge::ChargePipeline {
         sender: charges,
         task: charge_task,
         close: charge_close,
-    } = charge::spawn(Arc::clone(&replicator), config.limits.charge_batch_max);
+    } = charge::spawn(Arc::clone(&replicator), outbox, pipeline_config);
     let offset_ms = std::env::var("TOLLGATE_CLOCK_OFFSET_MS")
         .ok()
         .and_then(|v| v.parse().ok())

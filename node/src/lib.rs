@@ -13,7 +13,8 @@
 //! - `translate`: Anthropic ⇄ OpenAI translation, requests, responses and streams.
 //! - `sse`: incremental Server-Sent-Events parser.
 //! - `mock`, `mock_upstream`: the built-in deterministic provider and its HTTP server.
-//! - `charge`: the batched charge pipeline.
+//! - `charge`: the two-stage charge pipeline (outbox write, batched proposal).
+//! - `outbox`: the node-local durable outbox of charges.
 //! - `replicator`: the write seam (`Replicator`, `LocalReplicator`).
 //! - `admin`: the admin API.
 //! - `clock`: the wall-clock seam.
@@ -33,6 +34,7 @@ pub mod limits;
 pub mod loadgen;
 pub mod mock;
 pub mod mock_upstream;
+pub mod outbox;
 pub mod providers;
 pub mod proxy;
 pub mod replicator;

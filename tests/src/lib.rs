@@ -286,6 +286,14 @@ impl Gateway {
         }
     }
 
+    /// Replaces the extra environment used by the next (re)start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
     /// Sends SIGTERM without waiting for the exit.
     pub fn signal_term(&self) {
         if let Some(c) = &self.child {

@@ -24,6 +24,16 @@ fn model_calls(fake: &FakeUpstream) -> usize {
         .count()
 }
 
+/// Waits (briefly) until the fake has logged `n` model calls: it logs a stream when the
+/// stream ends, a moment after the client read the last byte.
+async fn wait_calls(fake: &FakeUpstream, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while model_calls(fake) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    model_calls(fake)
+}
+
 /// Waits until the key's usage shows `n` requests (charges are applied asynchronously).
 async fn wait_requests(gw: &Gateway, key: &str, n: u64) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -132,7 +142,7 @@ async fn model_outside_the_allowlist_is_refused_before_any_upstream_call() -> Re
         let body = json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]});
         assert_eq!(messages(&gw.url(), &secret, &body).await?.0, 200, "{model}");
     }
-    assert_eq!(model_calls(&fake), 2);
+    assert_eq!(wait_calls(&fake, 2).await, 2);
     // The fake requires the provider key: the gateway sent it, not the virtual key.
     let row = &fake.requests()[0];
     let headers = row["headers"].to_string();
@@ -201,7 +211,7 @@ async fn concurrent_requests_cannot_overspend_a_budget() -> Result<()> {
         "budget not drained: spent {spent}"
     );
     assert_eq!(
-        model_calls(&fake) as u64,
+        wait_calls(&fake, admitted as usize).await as u64,
         admitted,
         "refused requests never reached upstream"
     );
@@ -318,8 +328,12 @@ async fn failing_provider_falls_back_to_the_next_config_before_the_first_byte() 
         let (status, _, answer) = messages(&gw.url(), &secret, &body).await?;
         assert_eq!(status, 200, "{answer}");
     }
-    assert_eq!(model_calls(&primary), 2, "primary tried once per request");
-    assert_eq!(model_calls(&secondary), 2, "secondary served both");
+    assert_eq!(
+        wait_calls(&primary, 2).await,
+        2,
+        "primary tried once per request"
+    );
+    assert_eq!(wait_calls(&secondary, 2).await, 2, "secondary served both");
     wait_requests(&gw, &id, 2).await?;
 
     // With only a failing provider the client gets the upstream failure, not a hang.
@@ -599,5 +613,41 @@ async fn patching_a_keys_provider_configs_keeps_their_budgets() -> Result<()> {
         status, 200,
         "the provider config's budget survives the PATCH"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crash_between_answer_and_commit_loses_no_charge() -> Result<()> {
+    // The hook holds every proposal for 5 s: answered charges sit in the outbox only.
+    let mut gw = Gateway::start_with_env("", &[("TOLLGATE_TEST_PROPOSE_DELAY_MS", "5000")]).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+    )
+    .await?;
+    let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
+    for i in 0..3 {
+        assert_eq!(
+            messages(&gw.url(), &secret, &ask(&format!("ECHO:c{i}")))
+                .await?
+                .0,
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.usage(&id).await?["requests"], 0, "not committed yet");
+    gw.kill();
+    gw.set_env(&[]);
+    gw.restart().await?;
+    let usage = wait_requests(&gw, &id, 3).await?;
+    assert_eq!(
+        usage["requests"], 3,
+        "every answered charge replayed from the outbox: {usage}"
+    );
+    assert!(micros(&usage["spent_usd"]) > 0);
+    // A second restart replays nothing twice.
+    gw.restart().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.usage(&id).await?["requests"], 3);
     Ok(())
 }
