@@ -29,6 +29,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub patterns: PatternCache,
     pub ready: AtomicBool,
+    pub outbox: Arc<crate::outbox::Outbox>,
+    pub metrics: crate::metrics::Metrics,
     /// Makes request ids unique across restarts of this node.
     request_id_base: u64,
     request_seq: AtomicU64,
@@ -93,7 +95,11 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         sender: charges,
         task: charge_task,
         close: charge_close,
-    } = charge::spawn(Arc::clone(&replicator), outbox, pipeline_config);
+    } = charge::spawn(
+        Arc::clone(&replicator),
+        Arc::clone(&outbox),
+        pipeline_config,
+    );
     let offset_ms = std::env::var("TOLLGATE_CLOCK_OFFSET_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -112,6 +118,8 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         clock: Arc::new(SystemClock::with_offset_ms(offset_ms)),
         patterns: PatternCache::default(),
         ready: AtomicBool::new(false),
+        outbox,
+        metrics: crate::metrics::Metrics::default(),
         request_id_base: u64::from_le_bytes(base),
         request_seq: AtomicU64::new(0),
     };

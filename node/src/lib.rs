@@ -18,6 +18,7 @@
 //! - `replicator`: the write seam (`Replicator`, `LocalReplicator`).
 //! - `admin`: the admin API.
 //! - `clock`: the wall-clock seam.
+//! - `metrics`: Prometheus counters and gauges (`/metrics`).
 //! - `error`: gateway errors and their HTTP form in each dialect.
 //! - `cli`: the `tollgate admin ...` client.
 //! - `loadgen`: the `tollgate loadgen` HTTP load generator used by `scripts/bench.sh`.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod limits;
 pub mod loadgen;
+pub mod metrics;
 pub mod mock;
 pub mod mock_upstream;
 pub mod outbox;

@@ -45,7 +45,8 @@ pub fn router(app: Arc<App>) -> Router {
     // Health: open, no auth, cheap.
     let health = Router::new()
         .route("/health/live", get(live))
-        .route("/health/ready", get(ready));
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics));
     Router::new()
         .merge(inference)
         .merge(health)
@@ -92,6 +93,14 @@ async fn method_not_allowed(request: Request) -> Response {
         request.method()
     ))
     .into_response_in(dialect_of(&path))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        app.metrics.render(&app),
+    )
+        .into_response()
 }
 
 async fn live() -> &'static str {

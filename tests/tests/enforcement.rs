@@ -334,6 +334,25 @@ async fn failing_provider_falls_back_to_the_next_config_before_the_first_byte() 
         "primary tried once per request"
     );
     assert_eq!(wait_calls(&secondary, 2).await, 2, "secondary served both");
+    let metrics = http()
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(value("tollgate_upstream_failures_total"), 2, "{metrics}");
+    assert!(
+        value("tollgate_responses_total{class=\"2xx\"}") >= 2,
+        "{metrics}"
+    );
     wait_requests(&gw, &id, 2).await?;
 
     // With only a failing provider the client gets the upstream failure, not a hang.

@@ -71,6 +71,10 @@ impl Billing {
             cost,
             at_ms: now_ms,
         };
+        self.app
+            .metrics
+            .charges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.app.charges.send(PendingCharge {
             charge,
             hold: hold.settle(cost),

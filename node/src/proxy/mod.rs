@@ -76,6 +76,7 @@ async fn serve(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-tollgate-request-id", v);
     }
+    app.metrics.count_response(response.status().as_u16());
     response
 }
 
@@ -155,6 +156,9 @@ async fn run(
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Retry(e)) => {
                 tracing::warn!(request_id, provider = %route.provider.name, error = %e, "attempt failed; trying the next");
+                app.metrics
+                    .upstream_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 last_error = Some(e);
             }
         }

@@ -1,0 +1,90 @@
+//! Prometheus metrics (`GET /metrics`, text format): counters kept in atomics on the
+//! request path, gauges read at scrape time. Nothing here carries a secret or a key id.
+
+use crate::app::App;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters updated on the request path (one relaxed atomic add each).
+#[derive(Default)]
+pub struct Metrics {
+    /// Inference responses by status class: index 0 = 1xx .. 4 = 5xx.
+    responses: [AtomicU64; 5],
+    /// Attempts at a provider that failed and were retried or fell back.
+    pub upstream_failures: AtomicU64,
+    /// Charges sent into the pipeline.
+    pub charges: AtomicU64,
+}
+
+impl Metrics {
+    pub fn count_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, app: &App) -> String {
+        let mut out = String::with_capacity(1024);
+        let status = app.replicator.status();
+        out.push_str("# HELP tollgate_responses_total Inference responses by status class.\n");
+        out.push_str("# TYPE tollgate_responses_total counter\n");
+        for (i, c) in self.responses.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tollgate_responses_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let gauges: [(&str, &str, &str, u64); 7] = [
+            (
+                "tollgate_upstream_failures_total",
+                "counter",
+                "Provider attempts that failed and were retried or fell back.",
+                self.upstream_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_charges_total",
+                "counter",
+                "Charges sent into the charge pipeline.",
+                self.charges.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_outbox_pending",
+                "gauge",
+                "Charges in the durable outbox not yet known to be applied.",
+                app.outbox.len() as u64,
+            ),
+            (
+                "tollgate_applied_index",
+                "gauge",
+                "Index of the last command applied to the governance state.",
+                status.applied_index,
+            ),
+            (
+                "tollgate_snapshot_index",
+                "gauge",
+                "Index of the last governance snapshot.",
+                status.snapshot_index,
+            ),
+            (
+                "tollgate_storage_bytes",
+                "gauge",
+                "Bytes of governance storage on disk.",
+                status.storage_bytes,
+            ),
+            (
+                "tollgate_ready",
+                "gauge",
+                "1 when the node takes traffic.",
+                u64::from(app.ready.load(Ordering::Acquire)),
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}
