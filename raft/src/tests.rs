@@ -3,10 +3,11 @@
 use crate::codec;
 use crate::state::GovState;
 use crate::store::LocalStore;
+use crate::test_support::block_on;
 use std::collections::BTreeMap;
 use tollgate_proto::*;
 
-const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+pub(crate) const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const MINUTE: u64 = 60_000;
 
 fn key(id: &str, team: Option<&str>, customer: Option<&str>) -> VirtualKey {
@@ -45,7 +46,7 @@ fn budget(id: &str, owner: Owner, limit: u64, reset: ResetDuration) -> Command {
     })
 }
 
-fn charge(req: &str, key: &str, cost: u64, at_ms: u64) -> Charge {
+pub(crate) fn charge(req: &str, key: &str, cost: u64, at_ms: u64) -> Charge {
     Charge {
         request_id: RequestId::from(req),
         key_id: KeyId::from(key),
@@ -62,7 +63,7 @@ fn charge(req: &str, key: &str, cost: u64, at_ms: u64) -> Charge {
 }
 
 /// A customer with a team and two keys, and one budget at every level.
-fn world() -> GovState {
+pub(crate) fn world() -> GovState {
     let mut s = GovState::new();
     let setup = world_commands();
     for c in &setup {
@@ -298,7 +299,7 @@ fn store_recovers_from_snapshot_and_log() {
         index += 1;
         store.append(index, &c).expect("append");
         expect.apply(&c);
-        futures_lite_block_on(store.flush()).expect("flush");
+        block_on(store.flush()).expect("flush");
     }
     let (_store, rec) = LocalStore::open(&dir).expect("reopen");
     assert_eq!(rec.state, expect);
@@ -306,7 +307,7 @@ fn store_recovers_from_snapshot_and_log() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn world_commands() -> Vec<Command> {
+pub(crate) fn world_commands() -> Vec<Command> {
     vec![
         Command::CreateCustomer(Customer {
             id: "cus_a".into(),
@@ -349,25 +350,6 @@ fn world_commands() -> Vec<Command> {
 }
 
 /// Drives a future that never waits on a reactor (sled's flush completes on its own thread).
-fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct ThreadWaker(std::thread::Thread);
-    impl Wake for ThreadWaker {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
 #[test]
 fn chains_follow_budget_and_limit_changes() {
     let mut s = world();
