@@ -1,5 +1,5 @@
 //! Tollgate gateway node: the HTTP proxy and admin API, providers and translation,
-//! enforcement, the charge pipeline and the CLI. Only this crate touches sockets, disks,
+//! enforcement, the charge pipeline, the peer transport and the CLI. Only this crate touches sockets, disks,
 //! environment variables and the wall clock.
 //!
 //! # Layout
@@ -15,6 +15,9 @@
 //! - `mock`, `mock_upstream`: the built-in deterministic provider and its HTTP server.
 //! - `charge`: the batched charge pipeline.
 //! - `replicator`: the write seam (`Replicator`, `LocalReplicator`).
+//! - `transport`: node-to-node RPC (`PeerTransport`, `PeerHandler`) and its QUIC
+//!   implementation with mutual TLS (see its own layout).
+//! - `cert`: the cluster CA and node certificates (`tollgate cert ...`).
 //! - `admin`: the admin API.
 //! - `clock`: the wall-clock seam.
 //! - `error`: gateway errors and their HTTP form in each dialect.
@@ -24,6 +27,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cert;
 pub mod charge;
 pub mod cli;
 pub mod clock;
@@ -40,3 +44,4 @@ pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod translate;
+pub mod transport;
