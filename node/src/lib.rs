@@ -1,5 +1,5 @@
 //! Tollgate gateway node: the HTTP proxy and admin API, providers and translation,
-//! enforcement, the charge pipeline and the CLI. Only this crate touches sockets, disks,
+//! enforcement, the charge pipeline, the peer transport and the CLI. Only this crate touches sockets, disks,
 //! environment variables and the wall clock.
 //!
 //! # Layout
@@ -16,6 +16,9 @@
 //! - `charge`: the two-stage charge pipeline (outbox write, batched proposal).
 //! - `outbox`: the node-local durable outbox of charges.
 //! - `replicator`: the write seam (`Replicator`, `LocalReplicator`).
+//! - `transport`: node-to-node RPC (`PeerTransport`, `PeerHandler`) and its QUIC
+//!   implementation with mutual TLS (see its own layout).
+//! - `cert`: the cluster CA and node certificates (`tollgate cert ...`).
 //! - `admin`: the admin API.
 //! - `clock`: the wall-clock seam.
 //! - `metrics`: Prometheus counters and gauges (`/metrics`).
@@ -26,6 +29,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cert;
 pub mod charge;
 pub mod cli;
 pub mod clock;
@@ -44,3 +48,4 @@ pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod translate;
+pub mod transport;

@@ -1,11 +1,11 @@
-//! The `tollgate` binary: `serve`, `mock-upstream` and `admin`, and the hidden `loadgen`
-//! used by `scripts/bench.sh`.
+//! The `tollgate` binary: `serve`, `mock-upstream`, `admin` and `cert`, and the hidden
+//! `loadgen` used by `scripts/bench.sh`.
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tollgate_node::{app, cli, config::Config, loadgen, mock_upstream, server};
+use tollgate_node::{app, cert, cli, config::Config, loadgen, mock_upstream, server};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,8 @@ enum Command {
     },
     /// Talk to a node's admin API.
     Admin(cli::AdminArgs),
+    /// Make the cluster CA and node certificates for the peer transport.
+    Cert(cert::CertArgs),
     /// Send a fixed POST to a URL at a given concurrency and print latency and
     /// throughput as one line of JSON (used by `scripts/bench.sh`).
     #[command(hide = true)]
@@ -100,6 +102,8 @@ fn main() -> anyhow::Result<()> {
     // The load generator picks its own runtime flavour, so it leaves before the node's.
     let command = match cli.command {
         Command::Loadgen(args) => return run_loadgen(args),
+        // Certificates are made without a runtime: files only, no network.
+        Command::Cert(args) => return Ok(cert::run(args)?),
         other => other,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -127,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Admin(args) => cli::run(args).await,
             Command::Loadgen(_) => anyhow::bail!("loadgen runs on its own runtime"),
+            Command::Cert(_) => anyhow::bail!("cert runs without a runtime"),
         }
     })
 }

@@ -10,12 +10,14 @@
 //! - `model`: the governance model (customers, teams, virtual keys, budgets, ...).
 //! - `usage`: token usage, prices and the cost of a request.
 //! - `command`: the replicated `Command`s and their `Outcome`s.
+//! - `peer`: the versioned envelope of node-to-node RPCs and its error answers.
 
 pub mod command;
 pub mod duration;
 pub mod ids;
 pub mod model;
 pub mod money;
+pub mod peer;
 pub mod usage;
 
 pub use command::{Charge, Command, KeyPatch, Outcome};
@@ -23,4 +25,5 @@ pub use duration::ResetDuration;
 pub use ids::*;
 pub use model::*;
 pub use money::{MoneyError, Usd};
+pub use peer::{Envelope, PeerError};
 pub use usage::{Price, Usage};

@@ -1,0 +1,67 @@
+//! Peer RPC envelopes: the versioned frame every node-to-node request and answer travels in.
+//!
+//! The shape of `Envelope` never changes, whatever the protocol version: a node must be
+//! able to read the version (and the error answer to a version it does not speak) of a
+//! peer that is newer or older than itself. What changes between versions is what the
+//! `body` of each `kind` holds. A node speaks every version from `MIN_PROTOCOL_VERSION`
+//! to `PROTOCOL_VERSION`, so version N and N+1 nodes interoperate during a rolling
+//! upgrade.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build sends.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The oldest protocol version this build still answers.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// Kinds from here up belong to the transport itself; applications use the kinds below.
+pub const FIRST_RESERVED_KIND: u16 = 0xFF00;
+
+/// The kind of an answer whose body is an encoded `PeerError` instead of a result.
+pub const KIND_ERROR: u16 = 0xFFFF;
+
+/// One request or one answer between two nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub protocol_version: u16,
+    /// What `body` holds; the Raft RPCs and forwarded writes each get a kind below
+    /// `FIRST_RESERVED_KIND`.
+    pub kind: u16,
+    pub body: Vec<u8>,
+}
+
+impl Envelope {
+    /// Whether this build can read a message of `version`.
+    pub fn is_supported_version(version: u16) -> bool {
+        (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version)
+    }
+
+    /// Whether `kind` is one of the transport's own kinds.
+    pub fn is_reserved_kind(kind: u16) -> bool {
+        kind >= FIRST_RESERVED_KIND
+    }
+}
+
+/// Why a peer answered a request with an error instead of a result. Sent as the body of a
+/// `KIND_ERROR` envelope; new variants go at the end so older nodes keep decoding the
+/// ones they know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PeerError {
+    #[error("protocol version {received} is not supported (this node speaks {min_supported}..={max_supported})")]
+    UnsupportedVersion {
+        received: u16,
+        min_supported: u16,
+        max_supported: u16,
+    },
+    #[error("message kind {kind} is unknown to this node")]
+    UnknownKind { kind: u16 },
+    #[error("request frame of {len} bytes is larger than the {max} bytes allowed")]
+    FrameTooLarge { len: u64, max: u64 },
+    #[error("request is malformed: {reason}")]
+    Malformed { reason: String },
+    #[error("handler did not answer within {after_ms} ms")]
+    HandlerTimeout { after_ms: u64 },
+    #[error("request rejected: {reason}")]
+    Rejected { reason: String },
+}
