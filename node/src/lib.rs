@@ -21,6 +21,7 @@
 //! - `cert`: the cluster CA and node certificates (`tollgate cert ...`).
 //! - `admin`: the admin API.
 //! - `clock`: the wall-clock seam.
+//! - `cluster`: the Raft network over the peer transport, its RPC handler, `RaftReplicator`.
 //! - `metrics`: Prometheus counters and gauges (`/metrics`).
 //! - `error`: gateway errors and their HTTP form in each dialect.
 //! - `cli`: the `tollgate admin ...` client.
@@ -33,6 +34,7 @@ pub mod cert;
 pub mod charge;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod limits;

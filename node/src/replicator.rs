@@ -20,6 +20,11 @@ impl SharedState {
         SharedState(Arc::new(RwLock::new(state)))
     }
 
+    /// Shares a state another component applies to (the Raft state machine).
+    pub fn from_shared(state: Arc<RwLock<GovState>>) -> Self {
+        SharedState(state)
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, GovState> {
         // A panic while holding the lock cannot leave `GovState` half-applied in a way a
         // reader could misuse more than a crash would, so poisoning is ignored.
@@ -35,6 +40,9 @@ impl SharedState {
 pub enum ReplicateError {
     #[error("storage failed")]
     Storage(#[from] StoreError),
+    /// The cluster could not commit the command (no leader, no quorum, shutting down).
+    #[error("cluster unavailable: {0}")]
+    Cluster(String),
 }
 
 pub type ProposeFuture<'a> =
