@@ -1,6 +1,6 @@
 //! The charge pipeline, in two stages so that charging never adds latency to a request:
 //! 1. the writer makes each charge durable in the node-local outbox (group commit:
-//!    whatever arrived during the previous flush), moments after its answer;
+//!    whatever arrives within 2 ms), moments after its answer;
 //! 2. the proposer proposes charges in batches (a short window, group commit again),
 //!    releases their budget holds once applied, and removes them from the outbox.
 //!
@@ -19,6 +19,11 @@ use tollgate_proto::{Charge, Command, Outcome};
 /// with the request path for the CPU, and a few milliseconds cost a charge nothing (its
 /// hold keeps the budget exact meanwhile).
 const BATCH_WINDOW_MS: u64 = 5;
+
+/// How long the first charge waits for company before the outbox is flushed: one fsync
+/// per request would compete with requests for the CPU, while a charge not yet durable
+/// for 2 ms longer is a crash window of the same order as the fsync itself.
+const WRITE_WINDOW_MS: u64 = 2;
 
 /// Pause before trying storage again after a failure.
 const RETRY_BACKOFF_MS: u64 = 200;
@@ -102,10 +107,15 @@ async fn write_stage(
         };
         let Some(first) = first else { break };
         batch.push(first);
+        let window = tokio::time::sleep(Duration::from_millis(WRITE_WINDOW_MS));
+        tokio::pin!(window);
         while batch.len() < batch_max {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(p) => batch.push(p),
+                    None => break,
+                },
+                _ = &mut window => break,
             }
         }
         let charges: Vec<&Charge> = batch.iter().map(|p| &p.charge).collect();
