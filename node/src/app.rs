@@ -59,16 +59,21 @@ pub struct Started {
     pub charge_close: tokio::sync::oneshot::Sender<()>,
 }
 
-/// Opens the data dir, recovers state and builds the app.
-pub fn start(config: Config) -> anyhow::Result<Started> {
+/// Opens the data dir, recovers state and builds the app. `cluster`: a Raft replicator
+/// already started for this node; without it the node runs alone on a local log.
+pub fn start(config: Config, cluster: Option<Arc<dyn Replicator>>) -> anyhow::Result<Started> {
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let admin_token_sha256 = admin_token(&data_dir)?;
     let providers = Providers::from_specs(&config.providers)?;
-    let replicator: Arc<dyn Replicator> = Arc::new(
-        LocalReplicator::open(&data_dir.join("gov")).context("cannot open the governance store")?,
-    );
+    let replicator: Arc<dyn Replicator> = match cluster {
+        Some(r) => r,
+        None => Arc::new(
+            LocalReplicator::open(&data_dir.join("gov"))
+                .context("cannot open the governance store")?,
+        ),
+    };
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(
             config.limits.upstream_connect_timeout_ms,

@@ -31,6 +31,21 @@ enum Command {
         /// Overrides `server.http_addr`.
         #[arg(long)]
         http_addr: Option<SocketAddr>,
+        /// Cluster mode: this node's Raft id (unique, non-zero).
+        #[arg(long)]
+        node_id: Option<u64>,
+        /// Cluster mode: the QUIC address peers reach this node on.
+        #[arg(long)]
+        raft_addr: Option<SocketAddr>,
+        /// Cluster mode: voters to form the cluster with (this node included).
+        #[arg(long, default_value_t = 0)]
+        bootstrap_expect: usize,
+        /// Cluster mode: another node's raft address (repeat for each).
+        #[arg(long = "peer")]
+        peers: Vec<SocketAddr>,
+        /// Cluster mode: the `tollgate cert node` directory (default DATA_DIR/certs).
+        #[arg(long)]
+        cert_dir: Option<PathBuf>,
     },
     /// Run a fast fake provider (Anthropic JSON/SSE and OpenAI chat completions).
     MockUpstream {
@@ -115,6 +130,11 @@ fn main() -> anyhow::Result<()> {
                 config,
                 data_dir,
                 http_addr,
+                node_id,
+                raft_addr,
+                bootstrap_expect,
+                peers,
+                cert_dir,
             } => {
                 let mut config = Config::load(config.as_deref())?;
                 if let Some(dir) = data_dir {
@@ -123,7 +143,25 @@ fn main() -> anyhow::Result<()> {
                 if let Some(addr) = http_addr {
                     config.server.http_addr = addr;
                 }
-                let started = app::start(config)?;
+                let cluster = match (node_id, raft_addr) {
+                    (Some(node_id), Some(raft_addr)) => {
+                        std::fs::create_dir_all(&config.server.data_dir)?;
+                        let options = tollgate_node::cluster::start::ClusterOptions {
+                            node_id,
+                            raft_addr,
+                            http_addr: config.server.http_addr,
+                            cert_dir: cert_dir
+                                .unwrap_or_else(|| config.server.data_dir.join("certs")),
+                            bootstrap_expect,
+                            peers,
+                            data_dir: config.server.data_dir.clone(),
+                        };
+                        Some(tollgate_node::cluster::start::start(options).await?)
+                    }
+                    (None, None) => None,
+                    _ => anyhow::bail!("cluster mode needs both --node-id and --raft-addr"),
+                };
+                let started = app::start(config, cluster)?;
                 server::serve(started).await
             }
             Command::MockUpstream { addr, latency_ms } => {

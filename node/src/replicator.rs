@@ -56,12 +56,23 @@ pub struct ReplicaStatus {
     pub storage_bytes: u64,
 }
 
+/// Who is in the cluster and who leads, for `/api/v1/cluster`.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// `(id, raft address, http address)` of every member.
+    pub members: Vec<(u64, String, String)>,
+}
+
 pub trait Replicator: Send + Sync + 'static {
     /// Makes `command` durable, applies it and returns its outcome.
     fn propose(&self, command: Command) -> ProposeFuture<'_>;
     /// The applied state.
     fn state(&self) -> &SharedState;
     fn status(&self) -> ReplicaStatus;
+    fn cluster_view(&self) -> ClusterView;
 }
 
 /// A single node: append to the local log, apply, acknowledge after the flush.
@@ -149,6 +160,15 @@ impl Replicator for LocalReplicator {
             applied_index: self.last_index.load(Ordering::Acquire),
             snapshot_index: self.snapshot_index.load(Ordering::Acquire),
             storage_bytes: self.store.size_on_disk(),
+        }
+    }
+
+    fn cluster_view(&self) -> ClusterView {
+        ClusterView {
+            node_id: 1,
+            leader: Some(1),
+            term: 0,
+            members: vec![(1, String::new(), String::new())],
         }
     }
 }

@@ -172,6 +172,7 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     config_path: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 /// A config with the fake as an `anthropic` provider and as an `openai` provider.
@@ -199,6 +200,23 @@ impl Gateway {
         Gateway::start_with_env(config, &[]).await
     }
 
+    /// A gateway started with extra `serve` arguments (cluster flags).
+    pub async fn start_with_args(config: &str, args: Vec<String>) -> Result<Gateway> {
+        let data_dir = temp_dir("gw");
+        let config_path = data_dir.join("tollgate.toml");
+        std::fs::write(&config_path, config)?;
+        let mut gw = Gateway {
+            child: None,
+            port: free_port(),
+            data_dir: data_dir.join("data"),
+            config_path,
+            env: Vec::new(),
+            args,
+        };
+        gw.spawn().await?;
+        Ok(gw)
+    }
+
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Result<Gateway> {
         let data_dir = temp_dir("gw");
         let config_path = data_dir.join("tollgate.toml");
@@ -212,6 +230,7 @@ impl Gateway {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: Vec::new(),
         };
         gw.spawn().await?;
         Ok(gw)
@@ -233,6 +252,7 @@ impl Gateway {
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -517,22 +517,31 @@ pub async fn usage(
 
 // ------------------------------------------------------------------ cluster
 
-/// `GET /api/v1/cluster`: a single node leads itself until Raft arrives.
+/// `GET /api/v1/cluster`: members, leader, term, and this node's replication figures.
 pub async fn cluster(State(app): State<Arc<App>>) -> AdminResult {
     let status = app.replicator.status();
+    let view = app.replicator.cluster_view();
     let ready = app.ready.load(std::sync::atomic::Ordering::Acquire);
+    let nodes: Vec<Value> = view
+        .members
+        .iter()
+        .map(|(id, raft_addr, http_addr)| {
+            let mut node = json!({"id": id, "raft_addr": raft_addr, "http_addr": http_addr});
+            if *id == view.node_id {
+                node["state"] = json!(if ready { "ready" } else { "joining" });
+                node["applied_index"] = json!(status.applied_index);
+                node["snapshot_index"] = json!(status.snapshot_index);
+                node["storage_bytes"] = json!(status.storage_bytes);
+            } else {
+                node["state"] = json!("member");
+            }
+            node
+        })
+        .collect();
     Ok(ok(json!({
-        "node_id": 1,
-        "leader": 1,
-        "term": 0,
-        "mode": "single-node",
-        "nodes": [{
-            "id": 1,
-            "state": if ready { "ready" } else { "joining" },
-            "http_addr": app.config.server.http_addr.to_string(),
-            "applied_index": status.applied_index,
-            "snapshot_index": status.snapshot_index,
-            "storage_bytes": status.storage_bytes,
-        }],
+        "node_id": view.node_id,
+        "leader": view.leader,
+        "term": view.term,
+        "nodes": nodes,
     })))
 }

@@ -7,11 +7,13 @@
 //! - `rpc`: RPC kinds, the forwarded-write reply, and `RaftRpcHandler` (server side).
 //! - `network`: `Network`/`NetworkClient`, openraft's network over `PeerTransport`.
 //! - `replicator`: `RaftReplicator`.
+//! - `start`: starting a clustered node and forming the cluster.
 //! - `mem_transport` (tests): an in-process `PeerTransport` for multi-node tests.
 
 pub mod network;
 pub mod replicator;
 pub mod rpc;
+pub mod start;
 
 #[cfg(test)]
 mod mem_transport;

@@ -2,7 +2,9 @@
 //! leader over the peer transport; the caller never needs to know who leads.
 
 use super::rpc::{write_locally, WriteReply, KIND_WRITE};
-use crate::replicator::{ProposeFuture, ReplicaStatus, ReplicateError, Replicator, SharedState};
+use crate::replicator::{
+    ClusterView, ProposeFuture, ReplicaStatus, ReplicateError, Replicator, SharedState,
+};
 use crate::transport::{PeerRequest, PeerTransport};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +96,22 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
             applied_index: m.last_applied.map_or(0, |l| l.index),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             storage_bytes: 0,
+        }
+    }
+
+    fn cluster_view(&self) -> ClusterView {
+        let m = self.raft.metrics().borrow().clone();
+        let members = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.raft_addr.clone(), node.http_addr.clone()))
+            .collect();
+        ClusterView {
+            node_id: m.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            members,
         }
     }
 }

@@ -17,6 +17,15 @@ pub const KIND_VOTE: u16 = 2;
 pub const KIND_SNAPSHOT: u16 = 3;
 /// A write forwarded by a follower to the leader.
 pub const KIND_WRITE: u16 = 4;
+/// Who are you: answered with this node's id and addresses (cluster formation).
+pub const KIND_HELLO: u16 = 5;
+
+/// The answer to `KIND_HELLO`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub node_id: NodeId,
+    pub node: TollgateNode,
+}
 
 /// The leader's answer to a forwarded write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,14 +38,36 @@ pub enum WriteReply {
     Failed(String),
 }
 
-/// Answers peers' Raft RPCs and forwarded writes with the local Raft.
+/// Answers peers' Raft RPCs and forwarded writes with the local Raft. The transport must
+/// be bound before Raft is made (Raft needs the network), so the Raft is set afterwards;
+/// until then requests are rejected.
 pub struct RaftRpcHandler {
-    raft: Raft,
+    raft: std::sync::OnceLock<Raft>,
+    hello: Hello,
 }
 
 impl RaftRpcHandler {
     pub fn new(raft: Raft) -> Self {
-        RaftRpcHandler { raft }
+        let node_id = raft.metrics().borrow().id;
+        let node = TollgateNode {
+            raft_addr: String::new(),
+            http_addr: String::new(),
+        };
+        let handler = RaftRpcHandler::pending(Hello { node_id, node });
+        handler.set_raft(raft);
+        handler
+    }
+
+    /// A handler whose Raft is set later with `set_raft`.
+    pub fn pending(hello: Hello) -> Self {
+        RaftRpcHandler {
+            raft: std::sync::OnceLock::new(),
+            hello,
+        }
+    }
+
+    pub fn set_raft(&self, raft: Raft) {
+        let _ = self.raft.set(raft);
     }
 }
 
@@ -71,25 +102,36 @@ impl PeerHandler for RaftRpcHandler {
         _context: RequestContext,
         request: PeerRequest,
     ) -> Result<PeerResponse, PeerError> {
+        if request.kind == KIND_HELLO {
+            return Ok(PeerResponse {
+                kind: KIND_HELLO,
+                body: encode(&self.hello)?,
+            });
+        }
+        let Some(raft) = self.raft.get() else {
+            return Err(PeerError::Rejected {
+                reason: "raft is starting".into(),
+            });
+        };
         let body = match request.kind {
             KIND_APPEND => {
                 let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
                     codec::decode(&request.body).map_err(malformed)?;
-                encode(&self.raft.append_entries(rpc).await)?
+                encode(&raft.append_entries(rpc).await)?
             }
             KIND_VOTE => {
                 let rpc: openraft::raft::VoteRequest<NodeId> =
                     codec::decode(&request.body).map_err(malformed)?;
-                encode(&self.raft.vote(rpc).await)?
+                encode(&raft.vote(rpc).await)?
             }
             KIND_SNAPSHOT => {
                 let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> =
                     codec::decode(&request.body).map_err(malformed)?;
-                encode(&self.raft.install_snapshot(rpc).await)?
+                encode(&raft.install_snapshot(rpc).await)?
             }
             KIND_WRITE => {
                 let command: Command = codec::decode(&request.body).map_err(malformed)?;
-                encode(&write_locally(&self.raft, command).await)?
+                encode(&write_locally(raft, command).await)?
             }
             kind => return Err(PeerError::UnknownKind { kind }),
         };

@@ -1,0 +1,122 @@
+//! Starting a clustered node: bind the peer transport, open the durable Raft storage,
+//! make the Raft, and form the cluster (`--bootstrap-expect N` with `--peer` addresses:
+//! once every peer answers, the node with the smallest id initializes the membership).
+
+use super::rpc::{Hello, KIND_HELLO};
+use super::{Network, RaftReplicator, RaftRpcHandler};
+use crate::replicator::{Replicator, SharedState};
+use crate::transport::{NodeIdentity, PeerRequest, PeerTransport, QuicConfig, QuicTransport};
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_raft::codec;
+use tollgate_raft::typ::{NodeId, Raft, TollgateNode};
+
+/// Pause between rounds of asking the peers who they are while forming the cluster.
+const FORMATION_RETRY_MS: u64 = 300;
+/// Deadline of one hello.
+const HELLO_DEADLINE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub node_id: NodeId,
+    pub raft_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// A `tollgate cert node` directory (CA + node certificate + key).
+    pub cert_dir: PathBuf,
+    /// Voters expected at formation (this node included); 0 when joining an existing cluster.
+    pub bootstrap_expect: usize,
+    pub peers: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+}
+
+/// Starts Raft for this node and returns its replicator.
+pub async fn start(options: ClusterOptions) -> anyhow::Result<Arc<dyn Replicator>> {
+    let identity = NodeIdentity::load_dir(&options.cert_dir).with_context(|| {
+        format!(
+            "cannot load node certificates from {}",
+            options.cert_dir.display()
+        )
+    })?;
+    let me = Hello {
+        node_id: options.node_id,
+        node: TollgateNode {
+            raft_addr: options.raft_addr.to_string(),
+            http_addr: options.http_addr.to_string(),
+        },
+    };
+    let handler = Arc::new(RaftRpcHandler::pending(me.clone()));
+    let transport = Arc::new(
+        QuicTransport::bind(
+            QuicConfig::new(options.raft_addr),
+            &identity,
+            Arc::clone(&handler),
+        )
+        .with_context(|| format!("cannot bind the raft address {}", options.raft_addr))?,
+    );
+    let (log, state_machine) = tollgate_raft::open_durable(&options.data_dir.join("raft"))
+        .context("cannot open the raft storage")?;
+    let state = SharedState::from_shared(state_machine.state());
+    let config =
+        Arc::new(tollgate_raft::raft_config("tollgate").map_err(|e| anyhow::anyhow!("{e}"))?);
+    let raft = Raft::new(
+        options.node_id,
+        config,
+        Network::new(Arc::clone(&transport)),
+        log,
+        state_machine,
+    )
+    .await
+    .context("cannot start raft")?;
+    handler.set_raft(raft.clone());
+    if options.bootstrap_expect > 0 {
+        tokio::spawn(form(
+            raft.clone(),
+            Arc::clone(&transport),
+            me,
+            options.peers.clone(),
+            options.bootstrap_expect,
+        ));
+    }
+    tracing::info!(node_id = options.node_id, raft_addr = %options.raft_addr, "raft started");
+    Ok(Arc::new(RaftReplicator::new(raft, state, transport)))
+}
+
+/// Waits until `expect - 1` peers answer, then lets the smallest id initialize.
+async fn form<T: PeerTransport>(
+    raft: Raft,
+    transport: Arc<T>,
+    me: Hello,
+    peers: Vec<SocketAddr>,
+    expect: usize,
+) {
+    loop {
+        let mut members: BTreeMap<NodeId, TollgateNode> = BTreeMap::new();
+        members.insert(me.node_id, me.node.clone());
+        for peer in &peers {
+            let request = PeerRequest {
+                kind: KIND_HELLO,
+                body: Vec::new(),
+            };
+            if let Ok(reply) = transport.call(*peer, request, HELLO_DEADLINE).await {
+                if let Ok(hello) = codec::decode::<Hello>(&reply.body) {
+                    members.insert(hello.node_id, hello.node);
+                }
+            }
+        }
+        if members.len() >= expect {
+            if members.keys().next() == Some(&me.node_id) {
+                match raft.initialize(members).await {
+                    Ok(()) => tracing::info!("cluster formed"),
+                    // Already initialized (a restart): the log holds the membership.
+                    Err(e) => tracing::info!(reason = %e, "cluster already formed"),
+                }
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(FORMATION_RETRY_MS)).await;
+    }
+}
