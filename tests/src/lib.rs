@@ -202,22 +202,22 @@ impl Gateway {
 
     /// A gateway started with extra `serve` arguments (cluster flags).
     pub async fn start_with_args(config: &str, args: Vec<String>) -> Result<Gateway> {
-        let data_dir = temp_dir("gw");
-        let config_path = data_dir.join("tollgate.toml");
-        std::fs::write(&config_path, config)?;
-        let mut gw = Gateway {
-            child: None,
-            port: free_port(),
-            data_dir: data_dir.join("data"),
-            config_path,
-            env: Vec::new(),
-            args,
-        };
-        gw.spawn().await?;
-        Ok(gw)
+        Gateway::launch(config, Vec::new(), args).await
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Result<Gateway> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Gateway::launch(config, env, Vec::new()).await
+    }
+
+    async fn launch(
+        config: &str,
+        env: Vec<(String, String)>,
+        args: Vec<String>,
+    ) -> Result<Gateway> {
         let data_dir = temp_dir("gw");
         let config_path = data_dir.join("tollgate.toml");
         std::fs::write(&config_path, config)?;
@@ -226,11 +226,8 @@ impl Gateway {
             port: free_port(),
             data_dir: data_dir.join("data"),
             config_path,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            args: Vec::new(),
+            env,
+            args,
         };
         gw.spawn().await?;
         Ok(gw)

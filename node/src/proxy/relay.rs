@@ -317,43 +317,43 @@ fn encode_all(events: Vec<SseOut>, out: &mut Vec<u8>) {
     }
 }
 
-/// OpenAI upstream → Anthropic client.
-pub struct OpenAiToAnthropic {
+/// One direction of translation: the translator, its usage tap, and how an upstream
+/// error is told to the client.
+pub trait Direction: Send + 'static {
+    fn observe(&mut self, event: &SseEvent);
+    fn push(&mut self, event: &SseEvent) -> Result<Vec<SseOut>, crate::translate::TranslateError>;
+    /// Closing events still owed when the upstream ended normally.
+    fn close(&mut self) -> Vec<SseOut>;
+    /// The frame that ends the client's stream after an upstream error.
+    fn error_frame(message: &str) -> String;
+    fn usage(&self) -> Usage;
+}
+
+/// A stream translated event by event; after an upstream error it sends the error frame
+/// and nothing more.
+pub struct Translating<D> {
     parser: SseParser,
-    translator: OpenAiToAnthropicStream,
-    tracker: OpenAiUsage,
+    direction: D,
     failed: bool,
 }
 
-impl OpenAiToAnthropic {
-    pub fn new(model: &str, message_id: &str) -> Self {
-        OpenAiToAnthropic {
-            parser: SseParser::new(),
-            translator: OpenAiToAnthropicStream::new(model, message_id),
-            tracker: OpenAiUsage::default(),
-            failed: false,
-        }
-    }
-
+impl<D: Direction> Translating<D> {
     fn feed(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
-        self.tracker.observe(event);
+        self.direction.observe(event);
         if self.failed {
             return;
         }
-        match self.translator.push(&event.data) {
+        match self.direction.push(event) {
             Ok(events) => encode_all(events, out),
             Err(e) => {
-                // An upstream error chunk: end the stream with an Anthropic `error` event,
-                // which Claude Code and the SDKs raise, rather than a normal-looking stop.
                 self.failed = true;
-                let body = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": e.to_string()}});
-                out.extend_from_slice(format!("event: error\ndata: {body}\n\n").as_bytes());
+                out.extend_from_slice(D::error_frame(&e.to_string()).as_bytes());
             }
         }
     }
 }
 
-impl Adapter for OpenAiToAnthropic {
+impl<D: Direction> Adapter for Translating<D> {
     fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
         let mut out = Vec::new();
         for event in self.parser.push(chunk) {
@@ -367,9 +367,52 @@ impl Adapter for OpenAiToAnthropic {
             self.feed(&event, &mut out);
         }
         if !self.failed {
-            encode_all(self.translator.finish(), &mut out);
+            encode_all(self.direction.close(), &mut out);
         }
         Bytes::from(out)
+    }
+    fn usage(&self) -> Usage {
+        self.direction.usage()
+    }
+}
+
+/// OpenAI upstream → Anthropic client.
+pub struct ToAnthropic {
+    translator: OpenAiToAnthropicStream,
+    tracker: OpenAiUsage,
+}
+
+pub type OpenAiToAnthropic = Translating<ToAnthropic>;
+
+impl OpenAiToAnthropic {
+    pub fn new(model: &str, message_id: &str) -> Self {
+        let direction = ToAnthropic {
+            translator: OpenAiToAnthropicStream::new(model, message_id),
+            tracker: OpenAiUsage::default(),
+        };
+        Translating {
+            parser: SseParser::new(),
+            direction,
+            failed: false,
+        }
+    }
+}
+
+impl Direction for ToAnthropic {
+    fn observe(&mut self, event: &SseEvent) {
+        self.tracker.observe(event);
+    }
+    fn push(&mut self, event: &SseEvent) -> Result<Vec<SseOut>, crate::translate::TranslateError> {
+        self.translator.push(&event.data)
+    }
+    fn close(&mut self) -> Vec<SseOut> {
+        self.translator.finish()
+    }
+    /// An Anthropic `error` event, which Claude Code and the SDKs raise, rather than a
+    /// normal-looking stop.
+    fn error_frame(message: &str) -> String {
+        let body = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        format!("event: error\ndata: {body}\n\n")
     }
     fn usage(&self) -> Usage {
         let reported = self.translator.usage();
@@ -382,17 +425,16 @@ impl Adapter for OpenAiToAnthropic {
 }
 
 /// Anthropic upstream → OpenAI client.
-pub struct AnthropicToOpenAi {
-    parser: SseParser,
+pub struct ToOpenAi {
     translator: AnthropicToOpenAiStream,
     tracker: AnthropicUsage,
-    failed: bool,
 }
+
+pub type AnthropicToOpenAi = Translating<ToOpenAi>;
 
 impl AnthropicToOpenAi {
     pub fn new(model: &str, completion_id: &str, created_unix: u64, include_usage: bool) -> Self {
-        AnthropicToOpenAi {
-            parser: SseParser::new(),
+        let direction = ToOpenAi {
             translator: AnthropicToOpenAiStream::new(
                 model,
                 completion_id,
@@ -400,46 +442,29 @@ impl AnthropicToOpenAi {
                 include_usage,
             ),
             tracker: AnthropicUsage::default(),
+        };
+        Translating {
+            parser: SseParser::new(),
+            direction,
             failed: false,
-        }
-    }
-
-    fn feed(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
-        self.tracker.observe(event);
-        if self.failed {
-            return;
-        }
-        match self.translator.push(event.event.as_deref(), &event.data) {
-            Ok(events) => encode_all(events, out),
-            Err(e) => {
-                // An upstream `error` event: OpenAI streams have no error chunk, so the
-                // stream ends here with an error object the OpenAI SDK raises.
-                self.failed = true;
-                let body =
-                    serde_json::json!({"error": {"message": e.to_string(), "type": "api_error"}});
-                out.extend_from_slice(format!("data: {body}\n\n").as_bytes());
-            }
         }
     }
 }
 
-impl Adapter for AnthropicToOpenAi {
-    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
-        let mut out = Vec::new();
-        for event in self.parser.push(chunk) {
-            self.feed(&event, &mut out);
-        }
-        Bytes::from(out)
+impl Direction for ToOpenAi {
+    fn observe(&mut self, event: &SseEvent) {
+        self.tracker.observe(event);
     }
-    fn finish(&mut self) -> Bytes {
-        let mut out = Vec::new();
-        if let Some(event) = self.parser.finish() {
-            self.feed(&event, &mut out);
-        }
-        if !self.failed {
-            encode_all(self.translator.finish(), &mut out);
-        }
-        Bytes::from(out)
+    fn push(&mut self, event: &SseEvent) -> Result<Vec<SseOut>, crate::translate::TranslateError> {
+        self.translator.push(event.event.as_deref(), &event.data)
+    }
+    fn close(&mut self) -> Vec<SseOut> {
+        self.translator.finish()
+    }
+    /// OpenAI streams have no error chunk: an error object the OpenAI SDK raises.
+    fn error_frame(message: &str) -> String {
+        let body = serde_json::json!({"error": {"message": message, "type": "api_error"}});
+        format!("data: {body}\n\n")
     }
     fn usage(&self) -> Usage {
         self.tracker.usage()
