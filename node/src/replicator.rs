@@ -73,6 +73,8 @@ pub trait Replicator: Send + Sync + 'static {
     fn state(&self) -> &SharedState;
     fn status(&self) -> ReplicaStatus;
     fn cluster_view(&self) -> ClusterView;
+    /// Whether this replica's state is current enough to serve from.
+    fn caught_up(&self) -> bool;
 }
 
 /// A single node: append to the local log, apply, acknowledge after the flush.
@@ -161,6 +163,10 @@ impl Replicator for LocalReplicator {
             snapshot_index: self.snapshot_index.load(Ordering::Acquire),
             storage_bytes: self.store.size_on_disk(),
         }
+    }
+
+    fn caught_up(&self) -> bool {
+        true
     }
 
     fn cluster_view(&self) -> ClusterView {

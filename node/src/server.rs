@@ -107,11 +107,20 @@ async fn live() -> &'static str {
     "ok"
 }
 
+/// Ready: serving, not draining, and (in a cluster) following a known leader with its
+/// log applied, so a load balancer sends nothing to a node that would answer from an
+/// old state.
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    if app.ready.load(Ordering::Acquire) {
-        "ready".into_response()
-    } else {
+    if !app.ready.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    } else if !app.replicator.caught_up() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching up with the cluster",
+        )
+            .into_response()
+    } else {
+        "ready".into_response()
     }
 }
 

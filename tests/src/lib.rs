@@ -257,9 +257,16 @@ impl Gateway {
         self.child = Some(child);
         let deadline = Instant::now() + READY_TIMEOUT;
         let client = http();
+        // A cluster node is ready only once the cluster has formed, which needs its
+        // peers: for those, wait until it is alive and let the test wait for readiness.
+        let probe = if self.args.is_empty() {
+            "ready"
+        } else {
+            "live"
+        };
         loop {
             if let Ok(r) = client
-                .get(format!("{}/health/ready", self.url()))
+                .get(format!("{}/health/{probe}", self.url()))
                 .send()
                 .await
             {

@@ -76,6 +76,13 @@ async fn three_nodes_share_keys_and_revocations() -> Result<()> {
             }
         }
         nodes.push(Gateway::start_with_args("", args).await?);
+        if i == 0 {
+            let r = http()
+                .get(format!("{}/health/ready", nodes[0].url()))
+                .send()
+                .await?;
+            assert_eq!(r.status(), 503, "a node without a cluster is not ready");
+        }
     }
     println!("nodes up after {:?}", started.elapsed());
     // A leader, seen the same by every node.
@@ -92,6 +99,16 @@ async fn three_nodes_share_keys_and_revocations() -> Result<()> {
     })
     .await;
     assert!(formed, "no common leader");
+    let ready = eventually(10, || async {
+        let mut all = true;
+        for n in &nodes {
+            let r = http().get(format!("{}/health/ready", n.url())).send().await;
+            all &= r.map(|r| r.status() == 200).unwrap_or(false);
+        }
+        all
+    })
+    .await;
+    assert!(ready, "every node ready once the cluster formed");
     let (_, view) = nodes[0].admin("GET", "/api/v1/cluster", None).await?;
     assert_eq!(view["nodes"].as_array().map(Vec::len), Some(3), "{view}");
 

@@ -16,6 +16,8 @@ use tollgate_raft::typ::Raft;
 const MAX_WRITE_TRIES: usize = 20;
 /// Pause between tries while no leader is known (about one election timeout).
 const NO_LEADER_PAUSE_MS: u64 = 150;
+/// Entries a replica may have logged but not applied and still call itself caught up.
+const MAX_APPLY_LAG: u64 = 64;
 /// Deadline of one forwarded write.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -97,6 +99,14 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             storage_bytes: 0,
         }
+    }
+
+    /// A known leader and at most `MAX_APPLY_LAG` logged entries not yet applied.
+    fn caught_up(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let logged = m.last_log_index.unwrap_or(0);
+        m.current_leader.is_some() && logged.saturating_sub(applied) <= MAX_APPLY_LAG
     }
 
     fn cluster_view(&self) -> ClusterView {
