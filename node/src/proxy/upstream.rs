@@ -129,20 +129,30 @@ fn parse_value(body: &[u8]) -> Result<serde_json::Value, AttemptError> {
     })
 }
 
-pub fn anthropic_headers(route: &Route, client: &HeaderMap) -> HeaderMap {
+/// A JSON request carrying the provider's own credential in `name` (never the client's).
+fn provider_headers(
+    route: &Route,
+    name: header::HeaderName,
+    credential: impl Fn(&str) -> String,
+) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(key) = route
-        .provider
-        .api_key
-        .as_ref()
-        .and_then(|k| HeaderValue::from_str(k.expose()).ok())
-    {
-        h.insert("x-api-key", key);
+    let key = route.provider.api_key.as_ref();
+    if let Some(value) = key.and_then(|k| HeaderValue::from_str(&credential(k.expose())).ok()) {
+        h.insert(name, value);
     }
+    h
+}
+
+pub fn anthropic_headers(route: &Route, client: &HeaderMap) -> HeaderMap {
+    let mut h = provider_headers(
+        route,
+        header::HeaderName::from_static("x-api-key"),
+        str::to_owned,
+    );
     let version = client
         .get("anthropic-version")
         .cloned()
@@ -155,20 +165,7 @@ pub fn anthropic_headers(route: &Route, client: &HeaderMap) -> HeaderMap {
 }
 
 fn openai_headers(route: &Route) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(v) = route
-        .provider
-        .api_key
-        .as_ref()
-        .and_then(|k| HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok())
-    {
-        h.insert(header::AUTHORIZATION, v);
-    }
-    h
+    provider_headers(route, header::AUTHORIZATION, |k| format!("Bearer {k}"))
 }
 
 /// Sends the request and classifies a failure before any byte reached the client.
