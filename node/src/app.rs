@@ -71,7 +71,8 @@ pub fn start(config: Config, cluster: Option<Arc<dyn Replicator>>) -> anyhow::Re
         Some(r) => r,
         None => Arc::new(
             LocalReplicator::open(&data_dir.join("gov"))
-                .context("cannot open the governance store")?,
+                .context("cannot open the governance store")?
+                .with_outbox_dir(data_dir.join("outbox")),
         ),
     };
     let http = reqwest::Client::builder()

@@ -89,12 +89,27 @@ pub enum AdminCommand {
         #[arg(long)]
         model: Option<String>,
     },
-    /// Cluster status.
-    Cluster,
+    /// Cluster status (`tollgate admin cluster`), or a change of its members.
+    Cluster {
+        #[command(subcommand)]
+        action: Option<ClusterCommand>,
+    },
     /// GET any admin path, e.g. `/api/v1/budgets`.
     Get { path: String },
     /// POST a JSON body to any admin path.
     Post { path: String, body: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, leader, term and every node's replication figures.
+    Status {
+        /// Read through the leader (`?consistency=linearizable`).
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Remove a voter from the cluster (stop that node afterwards).
+    Remove { node_id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,7 +259,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
             ("GET", format!("/api/v1/usage{query}"), None)
         }
-        AdminCommand::Cluster => ("GET", "/api/v1/cluster".into(), None),
+        AdminCommand::Cluster { action } => match action {
+            None
+            | Some(ClusterCommand::Status {
+                linearizable: false,
+            }) => ("GET", "/api/v1/cluster".into(), None),
+            Some(ClusterCommand::Status { linearizable: true }) => (
+                "GET",
+                "/api/v1/cluster?consistency=linearizable".into(),
+                None,
+            ),
+            Some(ClusterCommand::Remove { node_id }) => {
+                ("DELETE", format!("/api/v1/cluster/nodes/{node_id}"), None)
+            }
+        },
         AdminCommand::Get { path } => ("GET", path, None),
         AdminCommand::Post { path, body } => ("POST", path, Some(serde_json::from_str(&body)?)),
     };

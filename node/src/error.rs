@@ -57,6 +57,9 @@ pub enum ApiError {
     UpstreamTimeout(String),
     #[error("the gateway is shutting down or overloaded; retry shortly")]
     Unavailable,
+    /// The cluster cannot commit or confirm right now (no leader, no quorum).
+    #[error("{0}")]
+    ClusterUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -83,7 +86,9 @@ impl ApiError {
             }
             ApiError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::ClusterUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,7 +112,7 @@ impl ApiError {
             ApiError::UpstreamFailed(_) | ApiError::UpstreamTimeout(_) | ApiError::Internal(_) => {
                 "api_error"
             }
-            ApiError::Unavailable => "overloaded_error",
+            ApiError::Unavailable | ApiError::ClusterUnavailable(_) => "overloaded_error",
         }
     }
 

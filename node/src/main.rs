@@ -41,8 +41,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         bootstrap_expect: usize,
         /// Cluster mode: another node's raft address (repeat for each).
-        #[arg(long = "peer")]
+        #[arg(long = "peer", conflicts_with = "join")]
         peers: Vec<SocketAddr>,
+        /// Cluster mode: join the cluster through this member's raft address (the node
+        /// enters as a learner and becomes a voter once it has caught up).
+        #[arg(long, conflicts_with = "bootstrap_expect")]
+        join: Option<SocketAddr>,
         /// Cluster mode: the `tollgate cert node` directory (default DATA_DIR/certs).
         #[arg(long)]
         cert_dir: Option<PathBuf>,
@@ -134,6 +138,7 @@ fn main() -> anyhow::Result<()> {
                 raft_addr,
                 bootstrap_expect,
                 peers,
+                join,
                 cert_dir,
             } => {
                 let mut config = Config::load(config.as_deref())?;
@@ -154,6 +159,7 @@ fn main() -> anyhow::Result<()> {
                                 .unwrap_or_else(|| config.server.data_dir.join("certs")),
                             bootstrap_expect,
                             peers,
+                            join,
                             data_dir: config.server.data_dir.clone(),
                         };
                         Some(tollgate_node::cluster::start::start(options).await?)

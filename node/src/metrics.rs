@@ -35,7 +35,7 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        let gauges: [(&str, &str, &str, u64); 7] = [
+        let gauges: [(&str, &str, &str, u64); 10] = [
             (
                 "tollgate_upstream_failures_total",
                 "counter",
@@ -71,6 +71,24 @@ impl Metrics {
                 "gauge",
                 "Bytes of governance storage on disk.",
                 status.storage_bytes,
+            ),
+            (
+                "tollgate_committed_index",
+                "gauge",
+                "Index of the last command known committed.",
+                status.committed_index,
+            ),
+            (
+                "tollgate_raft_term",
+                "gauge",
+                "Current Raft term (0 on a single node).",
+                status.term,
+            ),
+            (
+                "tollgate_staleness_milliseconds",
+                "gauge",
+                "How old this node's governance state may be: on the leader, since a quorum last acknowledged it; elsewhere, since the leader was last heard from.",
+                status.staleness_ms,
             ),
             (
                 "tollgate_ready",

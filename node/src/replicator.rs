@@ -1,6 +1,6 @@
 //! The write seam: every change to governance state goes through a `Replicator`.
-//! `LocalReplicator` applies to a durable local log; the Raft replicator (next issue)
-//! implements the same trait, so nothing above this seam changes when Raft arrives.
+//! `LocalReplicator` applies to a durable local log on a single node;
+//! `cluster::RaftReplicator` proposes through Raft. Nothing above this seam knows which.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,17 +43,46 @@ pub enum ReplicateError {
     /// The cluster could not commit the command (no leader, no quorum, shutting down).
     #[error("cluster unavailable: {0}")]
     Cluster(String),
+    /// The operation was refused: it does not apply (no cluster, not a member).
+    #[error("{0}")]
+    Refused(String),
 }
 
-pub type ProposeFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Outcome, ReplicateError>> + Send + 'a>>;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type ProposeFuture<'a> = BoxFuture<'a, Result<Outcome, ReplicateError>>;
 
-/// Where replication stands, for `/api/v1/cluster`.
-#[derive(Debug, Clone, Copy)]
-pub struct ReplicaStatus {
+/// One node's replication figures, as it reports them itself (also the answer to a
+/// peer's status RPC, hence serializable).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: String,
+    /// Whether the node has caught up with the cluster since it started.
+    pub caught_up: bool,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: u64,
+    pub committed_index: u64,
     pub applied_index: u64,
     pub snapshot_index: u64,
+    /// How old this node's view may be, in milliseconds: on the leader, since a quorum
+    /// last acknowledged it; elsewhere, since the leader was last heard from.
+    pub staleness_ms: u64,
+    /// Bytes on disk of the replicated log and snapshots.
     pub storage_bytes: u64,
+    /// Bytes on disk of the charge outbox.
+    pub outbox_bytes: u64,
+}
+
+/// A member as every node's cluster view lists it, with its own report when it answered.
+#[derive(Debug, Clone)]
+pub struct MemberReport {
+    pub id: u64,
+    pub raft_addr: String,
+    pub http_addr: String,
+    pub voter: bool,
+    pub status: Result<NodeStatus, String>,
 }
 
 /// Who is in the cluster and who leads, for `/api/v1/cluster`.
@@ -64,6 +93,8 @@ pub struct ClusterView {
     pub term: u64,
     /// `(id, raft address, http address)` of every member.
     pub members: Vec<(u64, String, String)>,
+    /// The ids of the voters among them (the rest are learners).
+    pub voters: Vec<u64>,
 }
 
 pub trait Replicator: Send + Sync + 'static {
@@ -71,10 +102,36 @@ pub trait Replicator: Send + Sync + 'static {
     fn propose(&self, command: Command) -> ProposeFuture<'_>;
     /// The applied state.
     fn state(&self) -> &SharedState;
-    fn status(&self) -> ReplicaStatus;
+    /// This node's own figures.
+    fn status(&self) -> NodeStatus;
     fn cluster_view(&self) -> ClusterView;
-    /// Whether this replica's state is current enough to serve from.
+    /// Every member's figures, asked of each (a member that does not answer in time is
+    /// reported with the error).
+    fn member_reports(&self) -> BoxFuture<'_, Vec<MemberReport>>;
+    /// Whether this replica's state is current enough to serve from: it has caught up
+    /// with the cluster once since it started. It stays so when the quorum is lost (the
+    /// node serves on its last applied state; `staleness_ms` says how old that may be).
     fn caught_up(&self) -> bool;
+    /// Returns once the applied state includes every write committed before the call
+    /// (a linearizable read may follow).
+    fn linearize(&self) -> BoxFuture<'_, Result<(), ReplicateError>>;
+    /// Removes a voter from the cluster; returns the voters left.
+    fn remove_node(&self, id: u64) -> BoxFuture<'_, Result<Vec<u64>, ReplicateError>>;
+}
+
+/// Bytes under `dir` (0 when it does not exist), for storage figures.
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// A single node: append to the local log, apply, acknowledge after the flush.
@@ -84,9 +141,16 @@ pub struct LocalReplicator {
     last_index: AtomicU64,
     snapshot_index: Arc<AtomicU64>,
     snapshotting: Arc<AtomicBool>,
+    outbox_dir: Option<std::path::PathBuf>,
 }
 
 impl LocalReplicator {
+    /// Also reports the size of the charge outbox in `dir` in its status.
+    pub fn with_outbox_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.outbox_dir = Some(dir);
+        self
+    }
+
     pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
         let (store, recovered) = LocalStore::open(dir)?;
         tracing::info!(
@@ -100,6 +164,7 @@ impl LocalReplicator {
             last_index: AtomicU64::new(recovered.last_index),
             snapshot_index: Arc::new(AtomicU64::new(recovered.snapshot_index)),
             snapshotting: Arc::new(AtomicBool::new(false)),
+            outbox_dir: None,
         })
     }
 
@@ -157,11 +222,21 @@ impl Replicator for LocalReplicator {
         &self.state
     }
 
-    fn status(&self) -> ReplicaStatus {
-        ReplicaStatus {
-            applied_index: self.last_index.load(Ordering::Acquire),
+    fn status(&self) -> NodeStatus {
+        let applied = self.last_index.load(Ordering::Acquire);
+        NodeStatus {
+            node_id: 1,
+            role: "leader".into(),
+            caught_up: true,
+            term: 0,
+            leader: Some(1),
+            last_log_index: applied,
+            committed_index: applied,
+            applied_index: applied,
             snapshot_index: self.snapshot_index.load(Ordering::Acquire),
+            staleness_ms: 0,
             storage_bytes: self.store.size_on_disk(),
+            outbox_bytes: self.outbox_dir.as_deref().map_or(0, dir_bytes),
         }
     }
 
@@ -175,6 +250,33 @@ impl Replicator for LocalReplicator {
             leader: Some(1),
             term: 0,
             members: vec![(1, String::new(), String::new())],
+            voters: vec![1],
         }
+    }
+
+    fn member_reports(&self) -> BoxFuture<'_, Vec<MemberReport>> {
+        let status = self.status();
+        Box::pin(async move {
+            vec![MemberReport {
+                id: 1,
+                raft_addr: String::new(),
+                http_addr: String::new(),
+                voter: true,
+                status: Ok(status),
+            }]
+        })
+    }
+
+    fn linearize(&self) -> BoxFuture<'_, Result<(), ReplicateError>> {
+        // Every write is applied before its proposal returns.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn remove_node(&self, _id: u64) -> BoxFuture<'_, Result<Vec<u64>, ReplicateError>> {
+        Box::pin(async {
+            Err(ReplicateError::Refused(
+                "this node runs alone (no --node-id/--raft-addr): there is no cluster to remove a node from".into(),
+            ))
+        })
     }
 }

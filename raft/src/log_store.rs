@@ -9,21 +9,39 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use std::fmt::Debug;
 use std::ops::{Bound, Range, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The Raft log of one node. Clones share the backend; openraft's replication tasks read
 /// through clones (`get_log_reader`) while the Raft core writes.
 #[derive(Clone)]
 pub struct LogStore<B: LogBackend> {
     backend: B,
+    /// The last committed index openraft saved (0 before any), for status reports;
+    /// shared by clones.
+    committed: Arc<AtomicU64>,
 }
 
 impl<B: LogBackend> LogStore<B> {
     pub fn new(backend: B) -> LogStore<B> {
-        LogStore { backend }
+        let committed = backend
+            .read_committed()
+            .ok()
+            .flatten()
+            .map_or(0, |l| l.index);
+        LogStore {
+            backend,
+            committed: Arc::new(AtomicU64::new(committed)),
+        }
     }
 
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The index openraft last reported committed.
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
     }
 }
 
@@ -96,7 +114,10 @@ impl<B: LogBackend> RaftLogStorage<TypeConfig> for LogStore<B> {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.backend
             .save_committed(committed.as_ref())
-            .map_err(write_err)
+            .map_err(write_err)?;
+        self.committed
+            .store(committed.map_or(0, |l| l.index), Ordering::Release);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

@@ -47,11 +47,30 @@ pub fn tollgate_bin() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
+            let mut build = Command::new(cargo);
+            build
                 .args(["build", "-q", "-p", "tollgate-node", "--bin", "tollgate"])
-                .current_dir(workspace_dir())
-                .status()
-                .expect("run cargo build");
+                .current_dir(workspace_dir());
+            // What cargo set for this test crate would reach the build scripts of the
+            // nested build (ring's reads CARGO_MANIFEST_DIR) and make it rebuild them
+            // and everything above them, and the next outer build rebuild them again.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if name.starts_with("CARGO_PKG_")
+                    || name.starts_with("CARGO_BIN_")
+                    || matches!(
+                        name.as_ref(),
+                        "CARGO_MANIFEST_DIR"
+                            | "CARGO_MANIFEST_PATH"
+                            | "CARGO_CRATE_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                    )
+                {
+                    build.env_remove(name.as_ref());
+                }
+            }
+            let status = build.status().expect("run cargo build");
             assert!(status.success(), "cargo build of tollgate failed");
             let target = std::env::var("CARGO_TARGET_DIR")
                 .map(PathBuf::from)

@@ -6,6 +6,7 @@ use super::{propose, AdminResult};
 use crate::app::App;
 use crate::auth;
 use crate::error::ApiError;
+use crate::replicator::ReplicateError;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -517,23 +518,50 @@ pub async fn usage(
 
 // ------------------------------------------------------------------ cluster
 
-/// `GET /api/v1/cluster`: members, leader, term, and this node's replication figures.
+/// `GET /api/v1/cluster`: members, leader and term as this node sees them, and every
+/// member's own replication figures (asked of each; one that does not answer is listed
+/// with `"state": "unreachable"` and the error).
 pub async fn cluster(State(app): State<Arc<App>>) -> AdminResult {
-    let status = app.replicator.status();
     let view = app.replicator.cluster_view();
-    let ready = app.ready.load(std::sync::atomic::Ordering::Acquire);
-    let nodes: Vec<Value> = view
-        .members
-        .iter()
-        .map(|(id, raft_addr, http_addr)| {
-            let mut node = json!({"id": id, "raft_addr": raft_addr, "http_addr": http_addr});
-            if *id == view.node_id {
-                node["state"] = json!(if ready { "ready" } else { "joining" });
-                node["applied_index"] = json!(status.applied_index);
-                node["snapshot_index"] = json!(status.snapshot_index);
-                node["storage_bytes"] = json!(status.storage_bytes);
-            } else {
-                node["state"] = json!("member");
+    let reports = app.replicator.member_reports().await;
+    let nodes: Vec<Value> = reports
+        .into_iter()
+        .map(|r| {
+            let mut node = json!({
+                "id": r.id,
+                "raft_addr": r.raft_addr,
+                "http_addr": r.http_addr,
+                "voter": r.voter,
+            });
+            match r.status {
+                Ok(s) => {
+                    let state = if r.id == view.node_id
+                        && !app.ready.load(std::sync::atomic::Ordering::Acquire)
+                        && s.caught_up
+                    {
+                        // Caught up but not taking traffic: starting or draining.
+                        "not_ready"
+                    } else if s.caught_up {
+                        "ready"
+                    } else {
+                        "catching_up"
+                    };
+                    node["state"] = json!(state);
+                    node["role"] = json!(s.role);
+                    node["term"] = json!(s.term);
+                    node["leader"] = json!(s.leader);
+                    node["last_log_index"] = json!(s.last_log_index);
+                    node["committed_index"] = json!(s.committed_index);
+                    node["applied_index"] = json!(s.applied_index);
+                    node["snapshot_index"] = json!(s.snapshot_index);
+                    node["staleness_ms"] = json!(s.staleness_ms);
+                    node["storage_bytes"] = json!(s.storage_bytes);
+                    node["outbox_bytes"] = json!(s.outbox_bytes);
+                }
+                Err(e) => {
+                    node["state"] = json!("unreachable");
+                    node["error"] = json!(e);
+                }
             }
             node
         })
@@ -542,6 +570,24 @@ pub async fn cluster(State(app): State<Arc<App>>) -> AdminResult {
         "node_id": view.node_id,
         "leader": view.leader,
         "term": view.term,
+        "voters": view.voters,
         "nodes": nodes,
     })))
+}
+
+/// `DELETE /api/v1/cluster/nodes/{id}`: removes a voter from the cluster (run by the
+/// leader, whichever node is asked). Stop the removed node afterwards.
+pub async fn remove_node(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("node id `{id}` is not a number")))?;
+    let view = app.replicator.cluster_view();
+    if !view.members.iter().any(|(m, _, _)| *m == id) {
+        return Err(not_found("cluster node", &id.to_string()).into());
+    }
+    match app.replicator.remove_node(id).await {
+        Ok(voters) => Ok(ok(json!({ "removed": id, "voters": voters }))),
+        Err(ReplicateError::Refused(m)) => Err(ApiError::Conflict(m).into()),
+        Err(e) => Err(ApiError::ClusterUnavailable(e.to_string()).into()),
+    }
 }

@@ -12,6 +12,7 @@ pub mod validate;
 
 use crate::app::App;
 use crate::error::{ApiError, Dialect};
+use crate::replicator::ReplicateError;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -65,8 +66,43 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         )
         .route("/api/v1/usage", get(usage))
         .route("/api/v1/cluster", get(cluster))
+        .route(
+            "/api/v1/cluster/nodes/{id}",
+            axum::routing::delete(remove_node),
+        )
         .fallback(admin_not_found)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            consistency,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(app, require_admin))
+}
+
+/// `?consistency=linearizable` on a read: first make sure this node has applied every
+/// write committed before the request (the leader confirms its leadership with a quorum
+/// and names its commit index; this node waits until it has applied that far). Reads
+/// are otherwise answered from the local applied state. `consistency=local` is the
+/// default; any other value is a 400.
+async fn consistency(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let wanted = request.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == "consistency")
+            .map(|(_, v)| v.to_owned())
+    });
+    match wanted.as_deref() {
+        None | Some("local") => next.run(request).await,
+        Some("linearizable") => match app.replicator.linearize().await {
+            Ok(()) => next.run(request).await,
+            Err(e) => ApiError::ClusterUnavailable(format!("linearizable read impossible: {e}"))
+                .into_response_in(Dialect::Admin),
+        },
+        Some(other) => ApiError::InvalidField {
+            field: "consistency".into(),
+            message: format!("consistency must be `local` or `linearizable`, not `{other}`"),
+        }
+        .into_response_in(Dialect::Admin),
+    }
 }
 
 /// Deny by default: every admin route needs the admin bearer token.
@@ -107,11 +143,11 @@ impl IntoResponse for AdminError {
 
 /// Proposes a command and maps a rejection to an HTTP error.
 pub async fn propose(app: &App, command: Command) -> Result<(), ApiError> {
-    let outcome = app
-        .replicator
-        .propose(command)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let outcome = app.replicator.propose(command).await.map_err(|e| match e {
+        ReplicateError::Cluster(_) => ApiError::ClusterUnavailable(e.to_string()),
+        ReplicateError::Refused(m) => ApiError::Conflict(m),
+        ReplicateError::Storage(_) => ApiError::Internal(e.to_string()),
+    })?;
     match outcome {
         Outcome::Done | Outcome::Charged { .. } => Ok(()),
         Outcome::NotFound { what, id } => Err(ApiError::NotFound(format!("{what} {id} not found"))),

@@ -1,38 +1,70 @@
-//! `RaftReplicator`: proposes through Raft. On a follower the write is forwarded to the
-//! leader over the peer transport; the caller never needs to know who leads.
+//! `RaftReplicator`: proposes through Raft. Leader operations (writes, membership
+//! changes, read indexes) run on the leader: a follower forwards them over the peer
+//! transport, so the caller never needs to know who leads.
 
-use super::rpc::{write_locally, WriteReply, KIND_WRITE};
+use super::rpc::{LeaderContact, LeaderOp, LeaderReply, Membership, ReadIndex, KIND_STATUS};
 use crate::replicator::{
-    ClusterView, ProposeFuture, ReplicaStatus, ReplicateError, Replicator, SharedState,
+    dir_bytes, BoxFuture, ClusterView, MemberReport, NodeStatus, ProposeFuture, ReplicateError,
+    Replicator, SharedState,
 };
 use crate::transport::{PeerRequest, PeerTransport};
+use openraft::ServerState;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_proto::{Command, Outcome};
 use tollgate_raft::codec;
-use tollgate_raft::typ::Raft;
+use tollgate_raft::typ::{NodeId, Raft};
 
-/// Tries at a write before giving up: enough to ride out a leader change.
-const MAX_WRITE_TRIES: usize = 20;
+/// Tries at a leader operation before giving up: enough to ride out a leader change.
+const MAX_LEADER_TRIES: usize = 20;
 /// Pause between tries while no leader is known (about one election timeout).
 const NO_LEADER_PAUSE_MS: u64 = 150;
-/// Entries a replica may have logged but not applied and still call itself caught up.
-const MAX_APPLY_LAG: u64 = 64;
-/// Deadline of one forwarded write.
+/// Deadline of one forwarded operation. A join waits for the learner to catch up.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(5);
+const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a linearizable read waits for this node to apply up to the read index.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+/// Deadline of a status question to another member.
+const STATUS_DEADLINE: Duration = Duration::from_millis(800);
+/// Pause between attempts to catch up at start.
+const CATCH_UP_RETRY_MS: u64 = 200;
+
+/// Where this node keeps its data, for storage figures.
+#[derive(Debug, Clone)]
+pub struct DataDirs {
+    pub raft: PathBuf,
+    pub outbox: PathBuf,
+}
 
 pub struct RaftReplicator<T> {
     raft: Raft,
     state: SharedState,
     transport: Arc<T>,
+    contact: Arc<LeaderContact>,
+    committed: Box<dyn Fn() -> u64 + Send + Sync>,
+    dirs: DataDirs,
+    caught_up: AtomicBool,
 }
 
 impl<T: PeerTransport> RaftReplicator<T> {
-    pub fn new(raft: Raft, state: SharedState, transport: Arc<T>) -> Self {
+    pub fn new(
+        raft: Raft,
+        state: SharedState,
+        transport: Arc<T>,
+        contact: Arc<LeaderContact>,
+        committed: impl Fn() -> u64 + Send + Sync + 'static,
+        dirs: DataDirs,
+    ) -> Self {
         RaftReplicator {
             raft,
             state,
             transport,
+            contact,
+            committed: Box::new(committed),
+            dirs,
+            caught_up: AtomicBool::new(false),
         }
     }
 
@@ -40,88 +72,239 @@ impl<T: PeerTransport> RaftReplicator<T> {
         &self.raft
     }
 
-    async fn propose_inner(&self, command: Command) -> Result<Outcome, ReplicateError> {
+    /// Runs `op` on the leader: here if this node leads, else forwarded to the leader
+    /// this node knows of, trying again through leader changes.
+    pub async fn on_leader<Op: LeaderOp>(
+        &self,
+        op: Op,
+        deadline: Duration,
+    ) -> Result<Op::Output, ReplicateError> {
         let mut last = String::from("no leader");
-        for _ in 0..MAX_WRITE_TRIES {
-            let reply = match write_locally(&self.raft, command.clone()).await {
-                WriteReply::NotLeader {
+        for _ in 0..MAX_LEADER_TRIES {
+            let reply = match op.run(&self.raft).await {
+                LeaderReply::NotLeader {
                     leader: Some((id, node)),
-                } => {
+                } if id != self.node_id() => {
                     let addr = node.raft_addr.parse().map_err(|_| {
                         ReplicateError::Cluster(format!("leader {id} has an invalid raft address"))
                     })?;
-                    let body = codec::encode(&command)
-                        .map_err(|e| ReplicateError::Cluster(e.to_string()))?;
-                    match self
-                        .transport
-                        .call(
-                            addr,
-                            PeerRequest {
-                                kind: KIND_WRITE,
-                                body,
-                            },
-                            FORWARD_DEADLINE,
-                        )
-                        .await
-                    {
-                        Ok(r) => codec::decode::<WriteReply>(&r.body).unwrap_or_else(|e| {
-                            WriteReply::Failed(format!("unreadable answer from the leader: {e}"))
-                        }),
-                        Err(e) => WriteReply::Failed(format!("forward to leader {id} failed: {e}")),
-                    }
+                    self.forward(&op, id, addr, deadline).await
                 }
                 other => other,
             };
             match reply {
-                WriteReply::Applied(outcome) => return Ok(outcome),
-                WriteReply::NotLeader { .. } => last = "no leader".into(),
-                WriteReply::Failed(m) => last = m,
+                LeaderReply::Done(output) => return Ok(output),
+                LeaderReply::NotLeader { .. } => last = "no leader".into(),
+                LeaderReply::Failed(m) => last = m,
+                LeaderReply::Refused(m) => return Err(ReplicateError::Refused(m)),
             }
             tokio::time::sleep(Duration::from_millis(NO_LEADER_PAUSE_MS)).await;
         }
         Err(ReplicateError::Cluster(last))
     }
+
+    async fn forward<Op: LeaderOp>(
+        &self,
+        op: &Op,
+        id: NodeId,
+        addr: std::net::SocketAddr,
+        deadline: Duration,
+    ) -> LeaderReply<Op::Output> {
+        let body = match codec::encode(op) {
+            Ok(b) => b,
+            Err(e) => return LeaderReply::Failed(e.to_string()),
+        };
+        let request = PeerRequest {
+            kind: Op::KIND,
+            body,
+        };
+        match self.transport.call(addr, request, deadline).await {
+            Ok(r) => codec::decode(&r.body).unwrap_or_else(|e| {
+                LeaderReply::Failed(format!("unreadable answer from the leader: {e}"))
+            }),
+            Err(e) => LeaderReply::Failed(format!("forward to leader {id} failed: {e}")),
+        }
+    }
+
+    fn node_id(&self) -> NodeId {
+        self.raft.metrics().borrow().id
+    }
+
+    /// Waits until this node has applied everything the leader had committed when asked.
+    async fn linearize_inner(&self) -> Result<(), ReplicateError> {
+        let index = self.on_leader(ReadIndex, FORWARD_DEADLINE).await?;
+        self.raft
+            .wait(Some(APPLY_WAIT))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| ReplicateError::Cluster(format!("not caught up: {e}")))?;
+        Ok(())
+    }
+
+    /// Tries to catch up until it succeeds once; from then on the node is ready.
+    pub async fn catch_up(&self) {
+        loop {
+            match self.linearize_inner().await {
+                Ok(()) => {
+                    self.caught_up.store(true, Ordering::Release);
+                    tracing::info!("caught up with the cluster");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "not caught up yet"),
+            }
+            tokio::time::sleep(Duration::from_millis(CATCH_UP_RETRY_MS)).await;
+        }
+    }
+
+    /// Asks the cluster to make this node a voter (`--join`), through `via` (any member).
+    pub async fn join(&self, hello: super::rpc::Hello, via: std::net::SocketAddr) {
+        let op = Membership::Join(hello);
+        let mut target = (0, via);
+        loop {
+            match self
+                .forward(&op, target.0, target.1, MEMBERSHIP_DEADLINE)
+                .await
+            {
+                LeaderReply::Done(voters) => {
+                    tracing::info!(?voters, "joined the cluster as a voter");
+                    return;
+                }
+                LeaderReply::NotLeader {
+                    leader: Some((id, node)),
+                } => match node.raft_addr.parse() {
+                    Ok(addr) => {
+                        target = (id, addr);
+                        continue;
+                    }
+                    Err(_) => tracing::warn!(leader = id, "leader has an invalid raft address"),
+                },
+                LeaderReply::NotLeader { leader: None } => {
+                    tracing::info!("no leader yet; joining again shortly");
+                    target = (0, via);
+                }
+                LeaderReply::Failed(m) | LeaderReply::Refused(m) => {
+                    tracing::warn!(reason = %m, "join failed; trying again");
+                    target = (0, via);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn own_status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let staleness_ms = if m.state == ServerState::Leader {
+            m.millis_since_quorum_ack
+                .unwrap_or_else(|| self.contact.since_ms())
+        } else {
+            self.contact.since_ms()
+        };
+        NodeStatus {
+            node_id: m.id,
+            role: role.into(),
+            caught_up: self.caught_up.load(Ordering::Acquire),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: (self.committed)(),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            staleness_ms,
+            storage_bytes: dir_bytes(&self.dirs.raft),
+            outbox_bytes: dir_bytes(&self.dirs.outbox),
+        }
+    }
+
+    async fn member_reports_inner(&self) -> Vec<MemberReport> {
+        let view = self.cluster_view();
+        let asks = view.members.iter().map(|(id, raft_addr, http_addr)| {
+            let voter = view.voters.contains(id);
+            async move {
+                let status = if *id == view.node_id {
+                    Ok(self.own_status())
+                } else {
+                    self.ask_status(raft_addr).await
+                };
+                MemberReport {
+                    id: *id,
+                    raft_addr: raft_addr.clone(),
+                    http_addr: http_addr.clone(),
+                    voter,
+                    status,
+                }
+            }
+        });
+        futures_util::future::join_all(asks).await
+    }
+
+    async fn ask_status(&self, raft_addr: &str) -> Result<NodeStatus, String> {
+        let addr = raft_addr
+            .parse()
+            .map_err(|_| format!("invalid raft address {raft_addr}"))?;
+        let request = PeerRequest {
+            kind: KIND_STATUS,
+            body: Vec::new(),
+        };
+        let reply = self
+            .transport
+            .call(addr, request, STATUS_DEADLINE)
+            .await
+            .map_err(|e| e.to_string())?;
+        codec::decode(&reply.body).map_err(|e| e.to_string())
+    }
 }
 
 impl<T: PeerTransport> Replicator for RaftReplicator<T> {
     fn propose(&self, command: Command) -> ProposeFuture<'_> {
-        Box::pin(self.propose_inner(command))
+        Box::pin(async move {
+            let outcome: Outcome = self.on_leader(command, FORWARD_DEADLINE).await?;
+            Ok(outcome)
+        })
     }
 
     fn state(&self) -> &SharedState {
         &self.state
     }
 
-    fn status(&self) -> ReplicaStatus {
-        let m = self.raft.metrics().borrow().clone();
-        ReplicaStatus {
-            applied_index: m.last_applied.map_or(0, |l| l.index),
-            snapshot_index: m.snapshot.map_or(0, |l| l.index),
-            storage_bytes: 0,
-        }
+    fn status(&self) -> NodeStatus {
+        self.own_status()
     }
 
-    /// A known leader and at most `MAX_APPLY_LAG` logged entries not yet applied.
     fn caught_up(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        let applied = m.last_applied.map_or(0, |l| l.index);
-        let logged = m.last_log_index.unwrap_or(0);
-        m.current_leader.is_some() && logged.saturating_sub(applied) <= MAX_APPLY_LAG
+        self.caught_up.load(Ordering::Acquire)
     }
 
     fn cluster_view(&self) -> ClusterView {
         let m = self.raft.metrics().borrow().clone();
-        let members = m
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, node)| (*id, node.raft_addr.clone(), node.http_addr.clone()))
-            .collect();
+        let membership = m.membership_config.membership();
         ClusterView {
             node_id: m.id,
             leader: m.current_leader,
             term: m.current_term,
-            members,
+            members: membership
+                .nodes()
+                .map(|(id, node)| (*id, node.raft_addr.clone(), node.http_addr.clone()))
+                .collect(),
+            voters: membership.voter_ids().collect(),
         }
+    }
+
+    fn member_reports(&self) -> BoxFuture<'_, Vec<MemberReport>> {
+        Box::pin(self.member_reports_inner())
+    }
+
+    fn linearize(&self) -> BoxFuture<'_, Result<(), ReplicateError>> {
+        Box::pin(self.linearize_inner())
+    }
+
+    fn remove_node(&self, id: u64) -> BoxFuture<'_, Result<Vec<u64>, ReplicateError>> {
+        Box::pin(self.on_leader(Membership::Remove(id), MEMBERSHIP_DEADLINE))
     }
 }

@@ -1,9 +1,24 @@
 //! Raft RPCs between nodes: their kinds, and the handler that answers them by calling
 //! the local Raft. Bodies are encoded with `tollgate_raft::codec`; each answer carries
 //! the Raft call's own `Result`, so a remote Raft error reaches the caller typed.
+//!
+//! Besides Raft's own RPCs there are leader operations (`LeaderOp`: a forwarded write, a
+//! membership change, a read index for a linearizable read), which a node runs if it
+//! leads and otherwise answers with the leader it knows of, and `KIND_STATUS`, which any
+//! node answers with its own replication figures for `/api/v1/cluster`.
 
+use crate::replicator::NodeStatus;
 use crate::transport::{PeerHandler, PeerRequest, PeerResponse, RequestContext};
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::raft::AppendEntriesResponse;
+use openraft::ChangeMembers;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 use tollgate_proto::peer::PeerError;
 use tollgate_proto::{Command, Outcome};
 use tollgate_raft::codec;
@@ -19,6 +34,12 @@ pub const KIND_SNAPSHOT: u16 = 3;
 pub const KIND_WRITE: u16 = 4;
 /// Who are you: answered with this node's id and addresses (cluster formation).
 pub const KIND_HELLO: u16 = 5;
+/// This node's replication figures (`NodeStatus`).
+pub const KIND_STATUS: u16 = 6;
+/// A membership change (`Membership`), run by the leader.
+pub const KIND_MEMBERSHIP: u16 = 7;
+/// The leader's read index (`ReadIndex`) for a linearizable read on another node.
+pub const KIND_READ_INDEX: u16 = 8;
 
 /// The answer to `KIND_HELLO`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,15 +48,178 @@ pub struct Hello {
     pub node: TollgateNode,
 }
 
-/// The leader's answer to a forwarded write.
+/// A node's answer to a leader operation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum WriteReply {
-    Applied(Outcome),
+pub enum LeaderReply<T> {
+    Done(T),
     /// This node is not the leader (any more); the leader it knows of, if any.
     NotLeader {
         leader: Option<(NodeId, TollgateNode)>,
     },
+    /// Failed for now (no quorum, leader changed): worth trying again.
     Failed(String),
+    /// Refused for good (it does not apply): not worth trying again.
+    Refused(String),
+}
+
+/// The leader's answer to a forwarded write.
+pub type WriteReply = LeaderReply<Outcome>;
+
+/// Something only the leader can do. A node that does not lead answers `NotLeader`, and
+/// the caller tries again at the leader named there.
+pub trait LeaderOp: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The RPC kind that carries it.
+    const KIND: u16;
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    fn run(&self, raft: &Raft) -> impl Future<Output = LeaderReply<Self::Output>> + Send;
+}
+
+/// Where a leader operation failed: `NotLeader` if the error names another leader.
+fn not_leader_or_failed<T, E>(e: RaftError<NodeId, E>) -> LeaderReply<T>
+where
+    E: std::error::Error + openraft::TryAsRef<ForwardToLeader<NodeId, TollgateNode>>,
+{
+    match e.forward_to_leader() {
+        Some(f) => LeaderReply::NotLeader {
+            leader: f.leader_id.zip(f.leader_node.clone()),
+        },
+        None => LeaderReply::Failed(e.to_string()),
+    }
+}
+
+impl LeaderOp for Command {
+    const KIND: u16 = KIND_WRITE;
+    type Output = Outcome;
+    async fn run(&self, raft: &Raft) -> WriteReply {
+        match raft.client_write(self.clone()).await {
+            Ok(response) => LeaderReply::Done(response.data),
+            Err(e) => not_leader_or_failed(e),
+        }
+    }
+}
+
+/// Asks the leader for its read index: the log index a replica must have applied before
+/// a read on it is linearizable. The leader confirms with a quorum that it still leads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadIndex;
+
+impl LeaderOp for ReadIndex {
+    const KIND: u16 = KIND_READ_INDEX;
+    type Output = u64;
+    async fn run(&self, raft: &Raft) -> LeaderReply<u64> {
+        match raft.get_read_log_id().await {
+            Ok((read, _applied)) => LeaderReply::Done(read.map_or(0, |l| l.index)),
+            Err(e) => not_leader_or_failed(e),
+        }
+    }
+}
+
+/// A change of the voters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Membership {
+    /// Add the node as a learner, wait until it has caught up, then make it a voter.
+    /// Idempotent: a node that already votes is left as it is.
+    Join(Hello),
+    /// Remove the voter (and stop replicating to it). Idempotent.
+    Remove(NodeId),
+}
+
+/// The voters after a membership change.
+pub type Voters = Vec<NodeId>;
+
+fn voters_of(raft: &Raft) -> BTreeSet<NodeId> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
+}
+
+fn membership_reply(
+    result: Result<(), RaftError<NodeId, ClientWriteError<NodeId, TollgateNode>>>,
+    raft: &Raft,
+) -> LeaderReply<Voters> {
+    match result {
+        Ok(()) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
+        Err(e) => not_leader_or_failed(e),
+    }
+}
+
+impl LeaderOp for Membership {
+    const KIND: u16 = KIND_MEMBERSHIP;
+    type Output = Voters;
+    async fn run(&self, raft: &Raft) -> LeaderReply<Voters> {
+        match self {
+            Membership::Join(hello) => {
+                if voters_of(raft).contains(&hello.node_id) {
+                    // Still check leadership, so the answer comes from the leader.
+                    return match raft.get_read_log_id().await {
+                        Ok(_) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
+                        Err(e) => not_leader_or_failed(e),
+                    };
+                }
+                let learner = raft
+                    .add_learner(hello.node_id, hello.node.clone(), true)
+                    .await
+                    .map(|_| ());
+                if learner.is_err() {
+                    return membership_reply(learner, raft);
+                }
+                let voter = raft
+                    .change_membership(
+                        ChangeMembers::AddVoterIds(BTreeSet::from([hello.node_id])),
+                        false,
+                    )
+                    .await
+                    .map(|_| ());
+                membership_reply(voter, raft)
+            }
+            Membership::Remove(id) => {
+                if !voters_of(raft).contains(id) {
+                    return match raft.get_read_log_id().await {
+                        Ok(_) => LeaderReply::Refused(format!("node {id} is not a voter")),
+                        Err(e) => not_leader_or_failed(e),
+                    };
+                }
+                let removed = raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
+                    .await
+                    .map(|_| ());
+                membership_reply(removed, raft)
+            }
+        }
+    }
+}
+
+/// When this node last heard from a leader (milliseconds since the node started), shared
+/// by the RPC handler, which records it, and the replicator, which reports it.
+pub struct LeaderContact {
+    started: Instant,
+    last_ms: AtomicU64,
+}
+
+impl LeaderContact {
+    pub fn new() -> Arc<Self> {
+        Arc::new(LeaderContact {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn heard(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// Milliseconds since the leader was last heard from (since start if never).
+    pub fn since_ms(&self) -> u64 {
+        self.now_ms()
+            .saturating_sub(self.last_ms.load(Ordering::Acquire))
+    }
 }
 
 /// Answers peers' Raft RPCs and forwarded writes with the local Raft. The transport must
@@ -44,6 +228,8 @@ pub enum WriteReply {
 pub struct RaftRpcHandler {
     raft: std::sync::OnceLock<Raft>,
     hello: Hello,
+    contact: Arc<LeaderContact>,
+    status: std::sync::OnceLock<Box<dyn Fn() -> NodeStatus + Send + Sync>>,
 }
 
 impl RaftRpcHandler {
@@ -63,12 +249,30 @@ impl RaftRpcHandler {
         RaftRpcHandler {
             raft: std::sync::OnceLock::new(),
             hello,
+            contact: LeaderContact::new(),
+            status: std::sync::OnceLock::new(),
         }
     }
 
     pub fn set_raft(&self, raft: Raft) {
         let _ = self.raft.set(raft);
     }
+
+    /// Where this node records contact with a leader.
+    pub fn contact(&self) -> Arc<LeaderContact> {
+        Arc::clone(&self.contact)
+    }
+
+    /// How to answer `KIND_STATUS` (set once the replicator exists).
+    pub fn set_status(&self, status: impl Fn() -> NodeStatus + Send + Sync + 'static) {
+        let _ = self.status.set(Box::new(status));
+    }
+}
+
+/// Decodes a leader operation, runs it here, and encodes the reply.
+async fn serve_op<Op: LeaderOp>(raft: &Raft, body: &[u8]) -> Result<Vec<u8>, PeerError> {
+    let op: Op = codec::decode(body).map_err(malformed)?;
+    encode(&op.run(raft).await)
 }
 
 fn malformed(e: codec::CodecError) -> PeerError {
@@ -81,19 +285,6 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PeerError> {
     codec::encode(value).map_err(|e| PeerError::Rejected {
         reason: e.to_string(),
     })
-}
-
-/// Applies a write on this node if it leads, else says who does.
-pub async fn write_locally(raft: &Raft, command: Command) -> WriteReply {
-    match raft.client_write(command).await {
-        Ok(response) => WriteReply::Applied(response.data),
-        Err(e) => match e.forward_to_leader() {
-            Some(f) => WriteReply::NotLeader {
-                leader: f.leader_id.zip(f.leader_node.clone()),
-            },
-            None => WriteReply::Failed(e.to_string()),
-        },
-    }
 }
 
 impl PeerHandler for RaftRpcHandler {
@@ -117,7 +308,14 @@ impl PeerHandler for RaftRpcHandler {
             KIND_APPEND => {
                 let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
                     codec::decode(&request.body).map_err(malformed)?;
-                encode(&raft.append_entries(rpc).await)?
+                let reply = raft.append_entries(rpc).await;
+                if matches!(
+                    reply,
+                    Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+                ) {
+                    self.contact.heard();
+                }
+                encode(&reply)?
             }
             KIND_VOTE => {
                 let rpc: openraft::raft::VoteRequest<NodeId> =
@@ -129,10 +327,17 @@ impl PeerHandler for RaftRpcHandler {
                     codec::decode(&request.body).map_err(malformed)?;
                 encode(&raft.install_snapshot(rpc).await)?
             }
-            KIND_WRITE => {
-                let command: Command = codec::decode(&request.body).map_err(malformed)?;
-                encode(&write_locally(raft, command).await)?
-            }
+            KIND_WRITE => serve_op::<Command>(raft, &request.body).await?,
+            KIND_READ_INDEX => serve_op::<ReadIndex>(raft, &request.body).await?,
+            KIND_MEMBERSHIP => serve_op::<Membership>(raft, &request.body).await?,
+            KIND_STATUS => match self.status.get() {
+                Some(status) => encode(&status())?,
+                None => {
+                    return Err(PeerError::Rejected {
+                        reason: "node is starting".into(),
+                    })
+                }
+            },
             kind => return Err(PeerError::UnknownKind { kind }),
         };
         Ok(PeerResponse {

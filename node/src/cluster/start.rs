@@ -1,7 +1,11 @@
 //! Starting a clustered node: bind the peer transport, open the durable Raft storage,
-//! make the Raft, and form the cluster (`--bootstrap-expect N` with `--peer` addresses:
-//! once every peer answers, the node with the smallest id initializes the membership).
+//! make the Raft, and form or join the cluster: `--bootstrap-expect N` with `--peer`
+//! addresses (once every peer answers, the node with the smallest id initializes the
+//! membership), or `--join ADDR` (the leader adds this node as a learner, waits until it
+//! has caught up, then makes it a voter). Either way the node is ready once it has
+//! applied everything the leader had committed (`RaftReplicator::catch_up`).
 
+use super::replicator::DataDirs;
 use super::rpc::{Hello, KIND_HELLO};
 use super::{Network, RaftReplicator, RaftRpcHandler};
 use crate::replicator::{Replicator, SharedState};
@@ -30,6 +34,8 @@ pub struct ClusterOptions {
     /// Voters expected at formation (this node included); 0 when joining an existing cluster.
     pub bootstrap_expect: usize,
     pub peers: Vec<SocketAddr>,
+    /// A member's raft address to join the cluster through (instead of forming one).
+    pub join: Option<SocketAddr>,
     pub data_dir: PathBuf,
 }
 
@@ -57,8 +63,10 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<Arc<dyn Replicator
         )
         .with_context(|| format!("cannot bind the raft address {}", options.raft_addr))?,
     );
-    let (log, state_machine) = tollgate_raft::open_durable(&options.data_dir.join("raft"))
-        .context("cannot open the raft storage")?;
+    let raft_dir = options.data_dir.join("raft");
+    let (log, state_machine) =
+        tollgate_raft::open_durable(&raft_dir).context("cannot open the raft storage")?;
+    let log_reader = log.clone();
     let state = SharedState::from_shared(state_machine.state());
     let config =
         Arc::new(tollgate_raft::raft_config("tollgate").map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -72,7 +80,23 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<Arc<dyn Replicator
     .await
     .context("cannot start raft")?;
     handler.set_raft(raft.clone());
-    if options.bootstrap_expect > 0 {
+    let replicator = Arc::new(RaftReplicator::new(
+        raft.clone(),
+        state,
+        Arc::clone(&transport),
+        handler.contact(),
+        move || log_reader.committed_index(),
+        DataDirs {
+            raft: raft_dir,
+            outbox: options.data_dir.join("outbox"),
+        },
+    ));
+    let weak = Arc::downgrade(&replicator);
+    handler.set_status(move || weak.upgrade().map(|r| r.status()).unwrap_or_default());
+    if let Some(via) = options.join {
+        let joining = Arc::clone(&replicator);
+        tokio::spawn(async move { joining.join(me, via).await });
+    } else if options.bootstrap_expect > 0 {
         tokio::spawn(form(
             raft.clone(),
             Arc::clone(&transport),
@@ -81,8 +105,10 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<Arc<dyn Replicator
             options.bootstrap_expect,
         ));
     }
+    let catching_up = Arc::clone(&replicator);
+    tokio::spawn(async move { catching_up.catch_up().await });
     tracing::info!(node_id = options.node_id, raft_addr = %options.raft_addr, "raft started");
-    Ok(Arc::new(RaftReplicator::new(raft, state, transport)))
+    Ok(replicator)
 }
 
 /// Waits until `expect - 1` peers answer, then lets the smallest id initialize.

@@ -1,12 +1,15 @@
-//! Three Raft nodes in one process over the in-memory transport: election, writes
-//! through any node (forwarded to the leader), equal state everywhere, and a new leader
-//! after the old one crashes.
+//! Raft nodes in one process over the in-memory transport: election, writes through
+//! any node (forwarded to the leader), equal state everywhere, a new leader after the
+//! old one crashes, linearizable reads on a follower, and joining and removing a node.
 
 use super::mem_transport::MemTransport;
+use super::replicator::DataDirs;
+use super::rpc::Hello;
 use super::{Network, RaftReplicator, RaftRpcHandler};
 use crate::replicator::{Replicator, SharedState};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_proto::{Command, Customer, Outcome};
@@ -33,8 +36,40 @@ async fn node(id: u64, transport: &MemTransport) -> RaftReplicator<MemTransport>
     )
     .await
     .expect("raft");
-    transport.register(addr(id), Arc::new(RaftRpcHandler::new(raft.clone())));
-    RaftReplicator::new(raft, state, Arc::new(transport.clone()))
+    let handler = Arc::new(RaftRpcHandler::new(raft.clone()));
+    transport.register(addr(id), Arc::clone(&handler) as _);
+    RaftReplicator::new(
+        raft,
+        state,
+        Arc::new(transport.clone()),
+        handler.contact(),
+        || 0,
+        DataDirs {
+            raft: PathBuf::new(),
+            outbox: PathBuf::new(),
+        },
+    )
+}
+
+fn member(id: u64) -> TollgateNode {
+    TollgateNode {
+        raft_addr: addr(id).to_string(),
+        http_addr: String::new(),
+    }
+}
+
+async fn formed(transport: &MemTransport) -> Vec<RaftReplicator<MemTransport>> {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(node(id, transport).await);
+    }
+    let members: BTreeMap<u64, TollgateNode> = (1..=3).map(|id| (id, member(id))).collect();
+    nodes[0]
+        .raft()
+        .initialize(members)
+        .await
+        .expect("initialize");
+    nodes
 }
 
 fn customer(n: u32) -> Command {
@@ -67,40 +102,27 @@ async fn wait_equal(nodes: &[&RaftReplicator<MemTransport>], customers: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_writes_made_anywhere() {
     let transport = MemTransport::default();
-    let n1 = node(1, &transport).await;
-    let n2 = node(2, &transport).await;
-    let n3 = node(3, &transport).await;
-    let members: BTreeMap<u64, TollgateNode> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                TollgateNode {
-                    raft_addr: addr(id).to_string(),
-                    http_addr: String::new(),
-                },
-            )
-        })
-        .collect();
-    n1.raft().initialize(members).await.expect("initialize");
+    let nodes = formed(&transport).await;
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
 
     // A write through every node, leader or not, lands once on all three.
-    for (i, n) in [&n1, &n2, &n3].iter().enumerate() {
+    for (i, n) in [n1, n2, n3].iter().enumerate() {
         assert_eq!(
             n.propose(customer(i as u32)).await.expect("propose"),
             Outcome::Done
         );
     }
-    wait_equal(&[&n1, &n2, &n3], 3).await;
+    wait_equal(&[n1, n2, n3], 3).await;
 
     // Crash the leader: the other two elect a new one and keep accepting writes.
     let leader = n1.raft().current_leader().await.expect("leader");
     transport.cut(addr(leader));
-    for n in [&n1, &n2, &n3] {
+    for n in [n1, n2, n3] {
         if n.raft().metrics().borrow().id == leader {
             let _ = n.raft().shutdown().await;
         }
     }
-    let rest: Vec<&RaftReplicator<MemTransport>> = [&n1, &n2, &n3]
+    let rest: Vec<&RaftReplicator<MemTransport>> = [n1, n2, n3]
         .into_iter()
         .filter(|n| n.raft().metrics().borrow().id != leader)
         .collect();
@@ -112,7 +134,76 @@ async fn three_nodes_replicate_writes_made_anywhere() {
         Outcome::Done
     );
     wait_equal(&rest, 4).await;
-    for n in [&n1, &n2, &n3] {
+    for n in [n1, n2, n3] {
+        let _ = n.raft().shutdown().await;
+    }
+}
+
+/// The follower among `nodes` (not the leader).
+async fn a_follower(nodes: &[RaftReplicator<MemTransport>]) -> &RaftReplicator<MemTransport> {
+    let leader = nodes[0].raft().current_leader().await.expect("leader");
+    nodes
+        .iter()
+        .find(|n| n.raft().metrics().borrow().id != leader)
+        .expect("a follower")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_on_a_follower_sees_every_committed_write() {
+    let transport = MemTransport::default();
+    let nodes = formed(&transport).await;
+    let follower = a_follower(&nodes).await;
+    for i in 0..20 {
+        // Written through one node, read right after on a follower.
+        nodes[i % 3]
+            .propose(customer(i as u32))
+            .await
+            .expect("propose");
+        follower.linearize().await.expect("linearize");
+        assert_eq!(follower.state().read().customers().len(), i + 1);
+    }
+    follower.catch_up().await;
+    assert!(follower.caught_up());
+    for n in &nodes {
+        let _ = n.raft().shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_as_learner_then_voter_and_can_be_removed() {
+    let transport = MemTransport::default();
+    let mut nodes = formed(&transport).await;
+    nodes[0].propose(customer(1)).await.expect("propose");
+    let n4 = node(4, &transport).await;
+    assert!(!n4.caught_up());
+    // Joins through a follower, which names the leader.
+    let via = a_follower(&nodes).await.raft().metrics().borrow().id;
+    let hello = Hello {
+        node_id: 4,
+        node: member(4),
+    };
+    tokio::time::timeout(Duration::from_secs(20), n4.join(hello, addr(via)))
+        .await
+        .expect("joined in time");
+    assert!(nodes[0].cluster_view().voters.contains(&4));
+    n4.catch_up().await;
+    assert_eq!(n4.state().read().customers().len(), 1);
+    nodes.push(n4);
+    wait_equal(&nodes.iter().collect::<Vec<_>>(), 1).await;
+
+    // Removed through any node; removing it again is refused as not a voter.
+    let voters = nodes[2].remove_node(4).await.expect("remove");
+    assert_eq!(voters, vec![1, 2, 3]);
+    let again = nodes[1].remove_node(4).await;
+    assert!(
+        matches!(again, Err(crate::replicator::ReplicateError::Refused(_))),
+        "{again:?}"
+    );
+    nodes[0]
+        .propose(customer(2))
+        .await
+        .expect("propose without node 4");
+    for n in &nodes {
         let _ = n.raft().shutdown().await;
     }
 }
