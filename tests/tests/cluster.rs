@@ -1,5 +1,7 @@
-//! Three real nodes forming a Raft cluster over mutual-TLS QUIC: a key created through
-//! one node works through another, and a key revoked through a third is refused by all.
+//! Real nodes forming a Raft cluster over mutual-TLS QUIC: keys and revocations are
+//! shared, reads can be linearizable on any node, `/api/v1/cluster` reports every node,
+//! a node joins as learner then voter and is removed with the CLI, garbage changes
+//! nothing, and a follower killed between answering and committing loses no charge.
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
@@ -7,127 +9,109 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tollgate_tests::*;
 
-fn cert(args: &[&str]) -> Result<()> {
+const MODEL: &str = "claude-x";
+
+fn ask(word: &str) -> Value {
+    json!({"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": format!("ECHO:{word}")}]})
+}
+
+fn admin_cli(gw: &Gateway, args: &[&str]) -> Result<(bool, Value, String)> {
     let out = Command::new(tollgate_bin())
-        .arg("cert")
+        .arg("admin")
+        .args(["--url", &gw.url(), "--token", ADMIN_TOKEN])
         .args(args)
         .output()?;
-    if !out.status.success() {
-        bail!(
-            "tollgate cert {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-fn ask() -> Value {
-    json!({"model": "claude-x", "max_tokens": 16, "messages": [{"role": "user", "content": "ECHO:cluster"}]})
-}
-
-/// Polls until `check` holds, for at most `secs`.
-async fn eventually<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(
-    secs: u64,
-    check: F,
-) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    let body = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    Ok((
+        out.status.success(),
+        body,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 #[tokio::test]
-async fn three_nodes_share_keys_and_revocations() -> Result<()> {
-    let started = Instant::now();
-    let dir = temp_dir("cluster");
-    let ca = dir.join("ca");
-    cert(&["ca", "--out", ca.to_str().unwrap_or_default()])?;
-    let raft: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let certs = dir.join(format!("n{}", i + 1));
-        cert(&[
-            "node",
-            "--ca-dir",
-            ca.to_str().unwrap_or_default(),
-            "--name",
-            &format!("n{}", i + 1),
-            "--out",
-            certs.to_str().unwrap_or_default(),
-        ])?;
-        let mut args = vec![
-            "--node-id".to_string(),
-            (i + 1).to_string(),
-            "--raft-addr".into(),
-            format!("127.0.0.1:{}", raft[i]),
-            "--bootstrap-expect".into(),
-            "3".into(),
-            "--cert-dir".into(),
-            certs.to_string_lossy().into_owned(),
-        ];
-        for (j, port) in raft.iter().enumerate() {
-            if j != i {
-                args.push("--peer".into());
-                args.push(format!("127.0.0.1:{port}"));
-            }
-        }
-        nodes.push(Gateway::start_with_args("", args).await?);
-        if i == 0 {
-            let r = http()
-                .get(format!("{}/health/ready", nodes[0].url()))
-                .send()
-                .await?;
-            assert_eq!(r.status(), 503, "a node without a cluster is not ready");
-        }
-    }
-    println!("nodes up after {:?}", started.elapsed());
-    // A leader, seen the same by every node.
-    let formed = eventually(20, || async {
-        let mut leaders = Vec::new();
-        for n in &nodes {
-            let (_, v) = n
-                .admin("GET", "/api/v1/cluster", None)
-                .await
-                .unwrap_or_default();
-            leaders.push(v["leader"].clone());
-        }
-        leaders[0].is_u64() && leaders.iter().all(|l| *l == leaders[0])
-    })
-    .await;
-    assert!(formed, "no common leader");
-    let ready = eventually(10, || async {
-        let mut all = true;
-        for n in &nodes {
-            let r = http().get(format!("{}/health/ready", n.url())).send().await;
-            all &= r.map(|r| r.status() == 200).unwrap_or(false);
-        }
-        all
-    })
-    .await;
-    assert!(ready, "every node ready once the cluster formed");
-    let (_, view) = nodes[0].admin("GET", "/api/v1/cluster", None).await?;
-    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(3), "{view}");
+async fn a_node_that_never_met_its_peers_is_not_ready() -> Result<()> {
+    let dir = temp_dir("lone");
+    let ca = dir.join("ca").to_string_lossy().into_owned();
+    let certs = dir.join("n1").to_string_lossy().into_owned();
+    cert(&["ca", "--out", &ca])?;
+    cert(&["node", "--ca-dir", &ca, "--name", "n1", "--out", &certs])?;
+    let args = [
+        "--node-id",
+        "1",
+        "--raft-addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--bootstrap-expect",
+        "3",
+        "--peer",
+        &format!("127.0.0.1:{}", free_port()),
+        "--peer",
+        &format!("127.0.0.1:{}", free_port()),
+        "--cert-dir",
+        &certs,
+    ];
+    let gw = Gateway::start_with_args("", args.iter().map(|s| s.to_string()).collect()).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = http()
+        .get(format!("{}/health/ready", gw.url()))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 503, "a node without a cluster is not ready");
+    Ok(())
+}
 
+#[tokio::test]
+async fn three_nodes_share_keys_revocations_and_membership() -> Result<()> {
+    let started = Instant::now();
+    let mut c = Cluster::start("", 3).await?;
+    let leader = c.leader(&[0, 1, 2], 20).await?;
+    for i in 0..3 {
+        c.wait_ready(i, 10).await?;
+    }
     println!("cluster formed after {:?}", started.elapsed());
-    // Created through node 1 (whoever leads), usable through node 3.
-    let (id, secret) = nodes[0].key(json!([{"provider": "mock"}])).await?;
-    let url3 = nodes[2].url();
+
+    // Every node reports every node, each from its own figures.
+    let view = c.view(1).await;
+    let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(nodes.len(), 3, "{view}");
+    for n in &nodes {
+        assert_eq!(n["state"], "ready", "{view}");
+        assert!(n["applied_index"].as_u64() > Some(0), "{view}");
+        assert!(n["committed_index"].as_u64() > Some(0), "{view}");
+        assert!(n["storage_bytes"].as_u64() > Some(0), "{view}");
+        assert!(n["staleness_ms"].as_u64() < Some(5_000), "{view}");
+        assert_eq!(n["leader"], leader, "{view}");
+    }
+    assert_eq!(
+        nodes.iter().filter(|n| n["role"] == "leader").count(),
+        1,
+        "{view}"
+    );
+
+    // Created through node 1, readable at once on node 3 with a linearizable read,
+    // and usable through node 3.
+    let (id, secret) = c.nodes[0].key(json!([{"provider": "mock"}])).await?;
+    let (status, key) = c.nodes[2]
+        .admin(
+            "GET",
+            &format!("/api/v1/virtual-keys/{id}?consistency=linearizable"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "linearizable read on node 3: {key}");
+    let url3 = c.nodes[2].url();
     let works = eventually(5, || async {
-        messages(&url3, &secret, &ask())
+        messages(&url3, &secret, &ask("n3"))
             .await
             .map(|r| r.0 == 200)
             .unwrap_or(false)
     })
     .await;
     assert!(works, "key created on node 1 not accepted by node 3");
-
     println!("key usable on node 3 after {:?}", started.elapsed());
+
     // Revoked through node 2: refused by every node.
-    let (status, _) = nodes[1]
+    let (status, _) = c.nodes[1]
         .admin(
             "PATCH",
             &format!("/api/v1/virtual-keys/{id}"),
@@ -135,10 +119,10 @@ async fn three_nodes_share_keys_and_revocations() -> Result<()> {
         )
         .await?;
     assert_eq!(status, 200);
-    for n in &nodes {
+    for n in &c.nodes {
         let url = n.url();
         let refused = eventually(2, || async {
-            messages(&url, &secret, &ask())
+            messages(&url, &secret, &ask("revoked"))
                 .await
                 .map(|r| r.0 == 401)
                 .unwrap_or(false)
@@ -146,5 +130,148 @@ async fn three_nodes_share_keys_and_revocations() -> Result<()> {
         .await;
         assert!(refused, "revoked key still accepted by {url}");
     }
+
+    // Garbage on the admin API changes nothing.
+    let (_, before) = c.nodes[0]
+        .admin("GET", "/api/v1/virtual-keys", None)
+        .await?;
+    let (status, body) = c.nodes[1]
+        .admin("GET", "/api/v1/cluster?consistency=sometimes", None)
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("consistency"), "{body}");
+    for garbage in [
+        &b"\x00\xff{{{"[..],
+        b"{\"name\": 3}",
+        b"[]",
+        b"{\"name\":\"x\",\"provider_configs\":[],\"bogus\":1}",
+    ] {
+        let r = http()
+            .post(format!("{}/api/v1/virtual-keys", c.nodes[1].url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(garbage.to_vec())
+            .send()
+            .await?;
+        assert_eq!(r.status(), 400, "garbage {garbage:?}");
+    }
+    let r = http()
+        .delete(format!("{}/api/v1/cluster/nodes/1", c.nodes[1].url()))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401, "membership changes need the admin token");
+    let (_, after) = c.nodes[2]
+        .admin("GET", "/api/v1/virtual-keys?consistency=linearizable", None)
+        .await?;
+    assert_eq!(before, after, "garbage changed the keys");
+    assert_eq!(c.view(0).await["voters"], json!([1, 2, 3]));
+
+    // A fourth node joins through node 2: learner, then voter, then ready with the
+    // state everyone has.
+    let joined_at = Instant::now();
+    let n4 = c.join(1).await?;
+    c.wait_ready(n4, 30).await?;
+    let voters = eventually(10, || async {
+        c.view(0).await["voters"] == json!([1, 2, 3, 4])
+    })
+    .await;
+    assert!(voters, "node 4 did not become a voter: {}", c.view(0).await);
+    println!("node 4 joined in {:?}", joined_at.elapsed());
+    let (status, _, _) = messages(&c.nodes[n4].url(), &secret, &ask("n4")).await?;
+    assert_eq!(status, 401, "node 4 knows the revocation");
+
+    // Removed with the CLI through node 3; removing it again is refused.
+    let (ok, body, err) = admin_cli(&c.nodes[2], &["cluster", "remove", "4"])?;
+    assert!(ok, "cluster remove 4: {body} {err}");
+    assert_eq!(body["voters"], json!([1, 2, 3]), "{body}");
+    let (ok, _, err) = admin_cli(&c.nodes[0], &["cluster", "remove", "4"])?;
+    assert!(!ok, "removing a removed node must fail");
+    assert!(err.contains("404") || err.contains("409"), "{err}");
+    let (ok, body, err) = admin_cli(&c.nodes[0], &["cluster", "status", "--linearizable"])?;
+    assert!(ok, "{err}");
+    assert_eq!(body["voters"], json!([1, 2, 3]), "{body}");
+    // The cluster still commits without node 4.
+    c.nodes[n4].kill();
+    let (status, _) = c.nodes[0]
+        .admin("POST", "/api/v1/customers", Some(json!({"name": "after"})))
+        .await?;
+    assert_eq!(status, 201);
+    Ok(())
+}
+
+/// The hook holds a follower's proposals for 5 s: its answered charges sit in its outbox
+/// only; kill -9 it there, and after the restart every charge is applied once, on all.
+#[tokio::test]
+async fn a_follower_killed_between_answer_and_commit_loses_no_charge() -> Result<()> {
+    let mut c = Cluster::start("", 3).await?;
+    let leader = c.leader(&[0, 1, 2], 20).await?;
+    let f = (0..3).find(|i| *i as u64 + 1 != leader).unwrap_or(0);
+    c.nodes[f].set_env(&[("TOLLGATE_TEST_PROPOSE_DELAY_MS", "5000")]);
+    c.nodes[f].restart().await?;
+    for i in 0..3 {
+        c.wait_ready(i, 20).await?;
+    }
+    c.nodes[0]
+        .create(
+            "/api/v1/prices",
+            json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+        )
+        .await?;
+    let (id, secret) = c.nodes[0].key(json!([{"provider": "mock"}])).await?;
+    c.nodes[0]
+        .create(
+            "/api/v1/budgets",
+            json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "10.00", "reset_duration": "1d"}),
+        )
+        .await?;
+    let url = c.nodes[f].url();
+    let known = eventually(5, || async {
+        messages(&url, &secret, &ask("warm"))
+            .await
+            .map(|r| r.0)
+            .ok()
+            == Some(200)
+    })
+    .await;
+    assert!(known, "the follower never accepted the key");
+    for i in 0..4 {
+        let (status, _, _) = messages(&url, &secret, &ask(&format!("c{i}"))).await?;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let committed = c.nodes[(f + 1) % 3].usage(&id).await?;
+    assert_eq!(committed["requests"], 0, "not committed yet: {committed}");
+    c.nodes[f].kill();
+    c.nodes[f].set_env(&[]);
+    c.nodes[f].restart().await?;
+    c.wait_ready(f, 20).await?;
+
+    // Every node reports the five charges, once, with the same spend.
+    let mut figures = Vec::new();
+    for i in 0..3 {
+        let n = &c.nodes[i];
+        let applied = eventually(10, || async {
+            n.usage(&id)
+                .await
+                .map(|u| u["requests"] == 5)
+                .unwrap_or(false)
+        })
+        .await;
+        let usage = n.usage(&id).await?;
+        if !applied {
+            bail!("node {} shows {usage}", i + 1);
+        }
+        figures.push((
+            usage["requests"].clone(),
+            usage["budgets"][0]["spent_usd"].clone(),
+        ));
+    }
+    assert!(figures.iter().all(|f| *f == figures[0]), "{figures:?}");
+    assert!(micros(&figures[0].1) > 0, "{figures:?}");
+    // A further restart replays nothing twice.
+    c.nodes[f].restart().await?;
+    c.wait_ready(f, 20).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.nodes[f].usage(&id).await?["requests"], 5);
     Ok(())
 }
