@@ -1,0 +1,299 @@
+//! Three nodes behind HAProxy (`scripts/cluster.sh`) under steady load through HAProxy;
+//! the leader is killed with SIGKILL and restarted. No client request fails, a new leader
+//! is elected, and afterwards every node reports the same usage and spend for the key,
+//! matching what the clients received and the fake upstream's request log.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tollgate_tests::*;
+
+const MODEL: &str = "claude-x";
+/// Clients sending through HAProxy, each one request at a time.
+const WORKERS: usize = 6;
+
+/// A base port whose neighbours `cluster.sh` uses (TCP BASE..BASE+3 and BASE+10, UDP
+/// BASE+11..BASE+13) are all free.
+fn free_base() -> Result<u16> {
+    for attempt in 0..200u16 {
+        let base = 20_000 + (std::process::id() as u16 % 2_000) * 10 + attempt * 97 % 20_000;
+        let tcp_free = [0, 1, 2, 3, 10]
+            .iter()
+            .all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        let udp_free = [11, 12, 13]
+            .iter()
+            .all(|d| UdpSocket::bind(("127.0.0.1", base + d)).is_ok());
+        if tcp_free && udp_free {
+            return Ok(base);
+        }
+    }
+    bail!("no free base port")
+}
+
+/// The cluster made by `scripts/cluster.sh`; `down` when dropped.
+struct Scripted {
+    dir: PathBuf,
+    base: u16,
+}
+
+impl Scripted {
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("bash")
+            .arg(workspace_dir().join("scripts/cluster.sh"))
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .env("TOLLGATE_BIN", tollgate_bin())
+            .env("TOLLGATE_BASE_PORT", self.base.to_string())
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+            .output()
+            .context("run scripts/cluster.sh")?;
+        if !out.status.success() {
+            bail!(
+                "cluster.sh {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn url(&self, node: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base + node)
+    }
+
+    async fn admin(
+        &self,
+        node: u16,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let client = http();
+        let url = format!("{}{path}", self.url(node));
+        let mut req = match method {
+            "POST" => client.post(url),
+            _ => client.get(url),
+        }
+        .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{method} {path} on {node}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: Vec<String>,
+    /// Usage of one answer (every request is the same size, so all cost the same).
+    usage: Option<Value>,
+}
+
+#[tokio::test]
+async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let dir = temp_dir("ha");
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("tollgate.toml");
+    std::fs::write(&config, fake_config(&fake))?;
+    let cluster = Scripted {
+        dir: dir.join("cluster"),
+        base: free_base()?,
+    };
+    let started = Instant::now();
+    cluster.run(&["up", "--config", &config.to_string_lossy()])?;
+    println!("cluster up after {:?}", started.elapsed());
+
+    cluster
+        .admin(
+            0,
+            "POST",
+            "/api/v1/prices",
+            Some(json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"})),
+        )
+        .await?;
+    let key = cluster
+        .admin(
+            0,
+            "POST",
+            "/api/v1/virtual-keys",
+            Some(json!({"name": "load", "provider_configs": [{"provider": "fake-anthropic"}]})),
+        )
+        .await?;
+    let id = key["id"].as_str().unwrap_or_default().to_owned();
+    let secret = key["secret"].as_str().unwrap_or_default().to_owned();
+    cluster
+        .admin(
+            0,
+            "POST",
+            "/api/v1/budgets",
+            Some(json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "1000.00", "reset_duration": "1d"})),
+        )
+        .await?;
+    // Known on every node before the load starts.
+    for node in 1..=3 {
+        cluster
+            .admin(
+                node,
+                "GET",
+                &format!("/api/v1/virtual-keys/{id}?consistency=linearizable"),
+                None,
+            )
+            .await?;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let (stop, tally, secret, url) = (
+            Arc::clone(&stop),
+            Arc::clone(&tally),
+            secret.clone(),
+            cluster.url(0),
+        );
+        workers.push(tokio::spawn(async move {
+            let client = http();
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                // Same length for every request: same usage, same cost.
+                let word = format!("w{w:02}r{n:06}");
+                n += 1;
+                let body = json!({"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": format!("ECHO:{word}")}]});
+                let result = client
+                    .post(format!("{url}/v1/messages"))
+                    .header("x-api-key", &secret)
+                    .header("anthropic-version", "2023-06-01")
+                    .json(&body)
+                    .send()
+                    .await;
+                let outcome = match result {
+                    Ok(r) if r.status() == 200 => r.json::<Value>().await.map_err(|e| e.to_string()),
+                    Ok(r) => Err(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => Err(e.to_string()),
+                };
+                let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+                match outcome {
+                    Ok(v) => {
+                        t.ok += 1;
+                        t.usage.get_or_insert(v["usage"].clone());
+                    }
+                    Err(e) => t.failed.push(format!("{word}: {e}")),
+                }
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leader = cluster.admin(1, "GET", "/api/v1/cluster", None).await?["leader"]
+        .as_u64()
+        .context("a leader")?;
+    let before_kill = tally.lock().map(|t| t.ok).unwrap_or(0);
+    cluster.run(&["kill", &leader.to_string()])?;
+    println!("killed leader {leader} after {before_kill} answers");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let new_leader = cluster
+        .admin(survivor as u16, "GET", "/api/v1/cluster", None)
+        .await?["leader"]
+        .as_u64()
+        .context("a new leader")?;
+    assert_ne!(new_leader, leader, "a new leader was elected");
+    cluster.run(&["start", &leader.to_string()])?;
+    println!("node {leader} back; new leader {new_leader}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await?;
+    }
+    let (delivered, failed, usage) = {
+        let t = tally.lock().unwrap_or_else(|e| e.into_inner());
+        (t.ok, t.failed.clone(), t.usage.clone().unwrap_or_default())
+    };
+    println!("{delivered} answers, {} failures", failed.len());
+    assert!(
+        failed.is_empty(),
+        "failed requests: {:?}",
+        &failed[..failed.len().min(10)]
+    );
+
+    // Every node converges on the same figures.
+    let unit_micros = usage["input_tokens"].as_u64().unwrap_or(0) * 3
+        + usage["output_tokens"].as_u64().unwrap_or(0) * 15;
+    assert!(unit_micros > 0, "{usage}");
+    let mut settled = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut figures = Vec::new();
+        for node in 1..=3 {
+            let u = cluster
+                .admin(
+                    node,
+                    "GET",
+                    &format!("/api/v1/usage?virtual_key={id}"),
+                    None,
+                )
+                .await?;
+            figures.push(json!([u["requests"], u["budgets"][0]["spent_usd"]]));
+        }
+        let stable = figures.iter().all(|f| *f == figures[0])
+            && figures[0][0].as_u64() >= Some(delivered)
+            && figures[0] == settled;
+        if stable {
+            break;
+        }
+        settled = figures[0].clone();
+        if Instant::now() > deadline {
+            bail!("nodes disagree or lost charges: {figures:?}, delivered {delivered}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let charged = settled[0].as_u64().unwrap_or(0);
+    let spent = micros(&settled[1]);
+    let upstream = fake
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/v1/messages" && r["status"] == 200)
+        .count() as u64;
+    println!(
+        "delivered {delivered}, charged {charged} (spent {spent} micro-USD at {unit_micros} each), upstream answered {upstream}"
+    );
+    assert_eq!(
+        spent,
+        charged * unit_micros,
+        "every charge at the one price"
+    );
+    assert!(charged >= delivered, "a delivered answer was not charged");
+    assert!(
+        charged <= upstream,
+        "charged more than the upstream answered"
+    );
+    // Only requests cut off by the kill may have reached the upstream uncharged: at most
+    // one per client.
+    assert!(
+        upstream - charged <= WORKERS as u64,
+        "{} upstream answers uncharged",
+        upstream - charged
+    );
+    Ok(())
+}
