@@ -3,22 +3,26 @@
 # to a fast mock upstream and through `tollgate serve` with a budgeted, rate-limited
 # virtual key, at concurrency 1 (added latency p50/p99) and at saturation (throughput).
 #
-# Usage: scripts/bench.sh [--quick] [--no-build]
+# Usage: scripts/bench.sh [--quick] [--no-build] [--cluster]
 #   --quick     few requests and one repetition: a smoke test for CI, not a measurement.
 #   --no-build  use the existing release binary instead of running cargo first.
+#   --cluster   also measure three nodes behind HAProxy (scripts/cluster.sh) against the
+#               one node, and how fast the cluster commits the charges.
 #
-# Needs cargo (unless --no-build), curl and python3. Set TOLLGATE_LOG to change the
-# gateway's log filter; by default it runs with its own default.
+# Needs cargo (unless --no-build), curl and python3 (and HAProxy for --cluster). Set
+# TOLLGATE_LOG to change the gateway's log filter; by default it runs with its own default.
 set -euo pipefail
 
-usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 BUILD=1
+CLUSTER=0
 for arg in "$@"; do
 	case "$arg" in
 	--quick) QUICK=1 ;;
 	--no-build) BUILD=0 ;;
+	--cluster) CLUSTER=1 ;;
 	-h | --help)
 		usage
 		exit 0
@@ -83,6 +87,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench.XXXXXX")
 PIDS=()
 cleanup() {
 	local status=$?
+	if [[ -f $WORK/cluster/env ]]; then
+		"$ROOT/scripts/cluster.sh" down --dir "$WORK/cluster" >/dev/null 2>&1 || true
+	fi
 	for pid in ${PIDS[@]+"${PIDS[@]}"}; do
 		kill "$pid" 2>/dev/null || true
 	done
@@ -158,7 +165,7 @@ api() {
 	local args=(-sS -o "$WORK/api.out" -w '%{http_code}' -X "$method"
 		-H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json')
 	[[ -n $body ]] && args+=(--data "$body")
-	code=$(curl "${args[@]}" "$GW/api/v1/$path")
+	code=$(curl "${args[@]}" "${API_BASE:-$GW}/api/v1/$path")
 	if [[ $code != 2* ]]; then
 		echo "bench.sh: $method /api/v1/$path answered $code: $(cat "$WORK/api.out")" >&2
 		return 1
@@ -168,14 +175,49 @@ api() {
 # Prints one top-level field of the JSON on stdin.
 field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
-api POST prices "{\"model\":\"$MODEL\",\"input_per_mtok_usd\":\"3.00\",\"output_per_mtok_usd\":\"15.00\"}" >/dev/null
-KEY_JSON=$(api POST virtual-keys '{"name":"bench","provider_configs":[{"provider":"bench"}]}')
-KEY_ID=$(field id <<<"$KEY_JSON")
-KEY_SECRET=$(field secret <<<"$KEY_JSON")
-# A budget and a rate limit far beyond what the run uses: they are checked and charged
-# on every request, which is the cost being measured, but never refuse one.
-api POST budgets "{\"owner\":{\"kind\":\"virtual_key\",\"id\":\"$KEY_ID\"},\"max_limit_usd\":\"1000000.00\",\"reset_duration\":\"1d\"}" >/dev/null
-api POST rate-limits "{\"owner\":{\"kind\":\"virtual_key\",\"id\":\"$KEY_ID\"},\"request_max\":100000000,\"request_window\":\"1m\"}" >/dev/null
+# Sets up the priced, budgeted, rate-limited key on the gateway at API_BASE; prints
+# "ID SECRET".
+setup_key() {
+	api POST prices "{\"model\":\"$MODEL\",\"input_per_mtok_usd\":\"3.00\",\"output_per_mtok_usd\":\"15.00\"}" >/dev/null
+	local key_json key_id
+	key_json=$(api POST virtual-keys '{"name":"bench","provider_configs":[{"provider":"bench"}]}')
+	key_id=$(field id <<<"$key_json")
+	# A budget and a rate limit far beyond what the run uses: they are checked and
+	# charged on every request, which is the cost being measured, but never refuse one.
+	api POST budgets "{\"owner\":{\"kind\":\"virtual_key\",\"id\":\"$key_id\"},\"max_limit_usd\":\"1000000.00\",\"reset_duration\":\"1d\"}" >/dev/null
+	api POST rate-limits "{\"owner\":{\"kind\":\"virtual_key\",\"id\":\"$key_id\"},\"request_max\":100000000,\"request_window\":\"1m\"}" >/dev/null
+	echo "$key_id $(field secret <<<"$key_json")"
+}
+read -r KEY_ID KEY_SECRET < <(API_BASE=$GW setup_key)
+
+TARGETS=(direct gateway)
+if [[ $CLUSTER == 1 ]]; then
+	# Three nodes behind HAProxy on a free block of ports (BASE..BASE+3, BASE+10..13).
+	CLUSTER_BASE=$(python3 -c '
+import random, socket
+for _ in range(500):
+    base = random.randrange(20000, 60000, 20)
+    try:
+        held = []
+        for d in (0, 1, 2, 3, 10):
+            s = socket.socket(); s.bind(("127.0.0.1", base + d)); held.append(s)
+        for d in (11, 12, 13):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", base + d)); held.append(s)
+    except OSError:
+        continue
+    print(base); break
+')
+	echo "starting three nodes behind HAProxy on $CLUSTER_BASE..." >&2
+	TOLLGATE_BIN=$BIN TOLLGATE_BASE_PORT=$CLUSTER_BASE TOLLGATE_ADMIN_TOKEN=$ADMIN_TOKEN \
+		"$ROOT/scripts/cluster.sh" up --config "$WORK/tollgate.toml" --dir "$WORK/cluster" \
+		>"$WORK/cluster-up.log" 2>&1 || {
+		cat "$WORK/cluster-up.log" >&2
+		exit 1
+	}
+	HA=http://127.0.0.1:$CLUSTER_BASE
+	read -r CLUSTER_KEY_ID CLUSTER_KEY_SECRET < <(API_BASE=$HA setup_key)
+	TARGETS+=(cluster)
+fi
 
 PROMPT='Summarise the toll charges on the A1 for a lorry in one sentence.'
 printf '{"model":"%s","max_tokens":256,"messages":[{"role":"user","content":"%s"}]}' \
@@ -191,18 +233,25 @@ load() {
 	local case=$1 target=$2 body=$3 warmup=$4
 	shift 4
 	local url key
-	if [[ $target == direct ]]; then
+	case $target in
+	direct)
 		url=$MOCK/v1/messages
 		key=$BENCH_UPSTREAM_KEY
-	else
+		;;
+	gateway)
 		url=$GW/v1/messages
 		key=$KEY_SECRET
-	fi
+		;;
+	cluster)
+		url=$HA/v1/messages
+		key=$CLUSTER_KEY_SECRET
+		;;
+	esac
 	local out
 	out=$("$BIN" loadgen --url "$url" --header "x-api-key: $key" \
 		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/$body.body" \
 		--warmup "$warmup" "$@" 2>>"$WORK/loadgen.log")
-	printf '%s\t%s\t%s\t%s\n' "$case" "$target" "$warmup" "$out" >>"$RESULTS"
+	printf '%s\t%s\t%s\t%s\t%s\n' "$case" "$target" "$warmup" "$SECONDS" "$out" >>"$RESULTS"
 	python3 -c '
 import json, sys
 case, target, r = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -216,7 +265,7 @@ echo "direct: $MOCK   gateway: $GW   key: $KEY_ID" >&2
 for ((rep = 1; rep <= REPS; rep++)); do
 	echo "repetition $rep/$REPS, concurrency 1 ($C1_REQUESTS requests after $C1_WARMUP warm-up)" >&2
 	for body in json sse; do
-		for target in direct gateway; do
+		for target in "${TARGETS[@]}"; do
 			load "$body c=1" "$target" "$body" "$C1_WARMUP" --concurrency 1 \
 				--requests "$C1_REQUESTS" --duration-secs "$C1_MAX_SECONDS"
 		done
@@ -225,62 +274,123 @@ done
 for ((rep = 1; rep <= REPS; rep++)); do
 	echo "repetition $rep/$REPS, concurrency $SAT_CONCURRENCY for $SAT_SECONDS s" >&2
 	for body in json sse; do
-		for target in direct gateway; do
+		for target in "${TARGETS[@]}"; do
 			load "$body c=$SAT_CONCURRENCY" "$target" "$body" "$SAT_WARMUP" \
 				--concurrency "$SAT_CONCURRENCY" --duration-secs "$SAT_SECONDS"
 		done
 	done
 done
 
-# Every request through the gateway, warm-up included, must show in the key's usage once
-# the charge batcher has applied it.
-EXPECTED=$(python3 -c '
+# Every request through a gateway, warm-up included, must show in its key's usage once
+# the charge pipeline has applied it. Prints the count sent to TARGET.
+sent_to() {
+	python3 -c '
 import json, sys
 total = 0
 for line in open(sys.argv[1]):
-    case, target, warmup, report = line.rstrip("\n").split("\t", 3)
-    if target == "gateway":
+    case, target, warmup, _at, report = line.rstrip("\n").split("\t", 4)
+    if target == sys.argv[2]:
         total += int(warmup) + json.loads(report)["requests"]
 print(total)
-' "$RESULTS")
-for ((i = 0; i < 50; i++)); do
-	USAGE=$(api GET "usage?virtual_key=$KEY_ID")
-	[[ $(field requests <<<"$USAGE") -ge $EXPECTED ]] && break
-	sleep 0.1
-done
+' "$RESULTS" "$1"
+}
+# Waits (up to 10 s) until the key's usage at API_BASE counts N requests; prints it.
+usage_when() {
+	local key_id=$1 n=$2 usage i
+	for ((i = 0; i < 100; i++)); do
+		usage=$(api GET "usage?virtual_key=$key_id")
+		[[ $(field requests <<<"$usage") -ge $n ]] && break
+		sleep 0.1
+	done
+	echo "$usage"
+}
+EXPECTED=$(sent_to gateway)
+USAGE=$(API_BASE=$GW usage_when "$KEY_ID" "$EXPECTED")
+CLUSTER_EXPECTED=0
+CLUSTER_USAGE='{}'
+COMMIT='{}'
+if [[ $CLUSTER == 1 ]]; then
+	CLUSTER_EXPECTED=$(sent_to cluster)
+	CLUSTER_USAGE=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$CLUSTER_EXPECTED")
+	# Committed charges per second: a saturating load through HAProxy, timed from its
+	# start until the last of its charges is applied (read on node 1).
+	echo "committing: concurrency 64 through HAProxy for $((SAT_SECONDS * 2)) s" >&2
+	before=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$CLUSTER_EXPECTED" | field requests)
+	t0=$(date +%s.%N)
+	out=$("$BIN" loadgen --url "$HA/v1/messages" --header "x-api-key: $CLUSTER_KEY_SECRET" \
+		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/json.body" \
+		--warmup 0 --concurrency 64 --duration-secs $((SAT_SECONDS * 2)) 2>>"$WORK/loadgen.log")
+	t1=$(date +%s.%N)
+	sent=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["requests"] + json.loads(sys.argv[1])["errors"])' "$out")
+	want=$((before + sent))
+	applied=0
+	for ((i = 0; i < 200; i++)); do
+		applied=$(API_BASE=http://127.0.0.1:$((CLUSTER_BASE + 1)) api GET "usage?virtual_key=$CLUSTER_KEY_ID" | field requests)
+		[[ $applied -ge $want ]] && break
+		sleep 0.05
+	done
+	t2=$(date +%s.%N)
+	raft=$(API_BASE=$HA api GET cluster)
+	COMMIT=$(python3 -c '
+import json, sys
+t0, t1, t2, sent, applied, want = map(float, sys.argv[1:7])
+raft = json.loads(sys.argv[7])
+print(json.dumps({"sent": int(sent), "applied": int(applied) - (int(want) - int(sent)),
+                  "load_s": t1 - t0, "until_applied_s": t2 - t0, "lag_s": t2 - t1,
+                  "per_s": (applied - (want - sent)) / (t2 - t0),
+                  "applied_index": max(n.get("applied_index", 0) for n in raft["nodes"])}))
+' "$t0" "$t1" "$t2" "$sent" "$applied" "$want" "$raft")
+	CLUSTER_EXPECTED=$want
+	CLUSTER_USAGE=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$want")
+fi
 
-python3 - "$RESULTS" "$EXPECTED" "$KEY_ID" "$USAGE" "$TARGET_P50_US" "$TARGET_P99_US" "$REPS" <<'PY'
+python3 - "$RESULTS" "$TARGET_P50_US" "$TARGET_P99_US" "$REPS" \
+	"$KEY_ID" "$EXPECTED" "$USAGE" "$CLUSTER_EXPECTED" "$CLUSTER_USAGE" "$COMMIT" <<'PY2'
 import json, sys
 
-results, expected, key_id, usage = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
-target_p50, target_p99, reps = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-best, cases, errors = {}, [], 0
+results = sys.argv[1]
+target_p50, target_p99, reps = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+checks = [("gateway", sys.argv[5], int(sys.argv[6]), json.loads(sys.argv[7]))]
+if int(sys.argv[8]):
+    checks.append(("cluster", "", int(sys.argv[8]), json.loads(sys.argv[9])))
+commit = json.loads(sys.argv[10])
+best, cases, targets, errors = {}, [], [], 0
 for line in open(results):
-    case, target, _warmup, report = line.rstrip("\n").split("\t", 3)
+    case, target, _warmup, _at, report = line.rstrip("\n").split("\t", 4)
     r = json.loads(report)
     errors += r["errors"]
     if case not in cases:
         cases.append(case)
+    if target not in targets:
+        targets.append(target)
     b = best.setdefault((case, target), {"p50": r["p50_us"], "p99": r["p99_us"], "rps": r["rps"]})
     # Noise only adds time, so the least disturbed repetition is the best estimate.
     b["p50"] = min(b["p50"], r["p50_us"])
     b["p99"] = min(b["p99"], r["p99_us"])
     b["rps"] = max(b["rps"], r["rps"])
 
-header = ["case", "direct p50/p99 us", "gateway p50/p99 us", "added p50/p99 us", "direct rps", "gateway rps"]
+header = ["case", "target", "p50 us", "p99 us", "added p50/p99 us", "rps"]
 rows, verdicts = [], []
 for case in cases:
-    d, g = best[(case, "direct")], best[(case, "gateway")]
-    added = (g["p50"] - d["p50"], g["p99"] - d["p99"])
-    rows.append([case, f'{d["p50"]}/{d["p99"]}', f'{g["p50"]}/{g["p99"]}',
-                 f"{added[0]}/{added[1]}", f'{d["rps"]:.0f}', f'{g["rps"]:.0f}'])
-    if case.endswith("c=1"):
-        met = added[0] <= target_p50 and added[1] <= target_p99
-        verdicts.append(f"{case}: added p50 {added[0]} us (target <= {target_p50}), "
-                        f"p99 {added[1]} us (target <= {target_p99}): {'met' if met else 'NOT met'}")
+    d = best[(case, "direct")]
+    for target in targets:
+        g = best[(case, target)]
+        added = (g["p50"] - d["p50"], g["p99"] - d["p99"])
+        rows.append([case, target, g["p50"], g["p99"],
+                     "-" if target == "direct" else f"{added[0]}/{added[1]}", f'{g["rps"]:.0f}'])
+        if target == "gateway" and case.endswith("c=1"):
+            met = added[0] <= target_p50 and added[1] <= target_p99
+            verdicts.append(f"{case}: added p50 {added[0]} us (target <= {target_p50}), "
+                            f"p99 {added[1]} us (target <= {target_p99}): {'met' if met else 'NOT met'}")
+    if "cluster" in targets:
+        one, three = best[(case, "gateway")], best[(case, "cluster")]
+        a1, a3 = one["p50"] - d["p50"], three["p50"] - d["p50"]
+        verdicts.append(f"{case}: 3 nodes behind HAProxy vs 1 node: added p50 {a3} vs {a1} us "
+                        f"({(a3 - a1) / max(a1, 1):+.0%}), throughput {three['rps']:.0f} vs {one['rps']:.0f} rps "
+                        f"({(three['rps'] - one['rps']) / max(one['rps'], 1):+.0%}); target within 10%")
 widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
 def show(cells):
-    print(" | ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))))
+    print(" | ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))))
 print()
 print(f"best of {reps} interleaved repetition(s) per cell; latency in microseconds")
 show(header)
@@ -290,15 +400,22 @@ for row in rows:
 print()
 for v in verdicts:
     print(v)
+if commit:
+    print(f"cluster commit: {commit['applied']} of {commit['sent']} charges applied {commit['until_applied_s']:.2f} s "
+          f"after the load started ({commit['load_s']:.2f} s of load, last charge {commit['lag_s'] * 1000:.0f} ms after it ended): "
+          f"{commit['per_s']:.0f} committed charges/s (target >= 20000); Raft applied index {commit['applied_index']}")
 print()
-budgets = ", ".join(f'{b["spent_usd"]} of {b["max_limit_usd"]} per {b["reset_duration"]}' for b in usage.get("budgets", []))
-print(f"gateway usage for key {key_id}: {usage['requests']} requests counted "
-      f"(sent {expected}), {usage['input_tokens']} input / {usage['output_tokens']} output tokens, "
-      f"spent {usage['spent_usd']} USD; budget spent {budgets or 'none'}")
+failed = bool(errors)
+for name, key_id, expected, usage in checks:
+    budgets = ", ".join(f'{b["spent_usd"]} of {b["max_limit_usd"]} per {b["reset_duration"]}' for b in usage.get("budgets", []))
+    print(f"{name} usage{' for key ' + key_id if key_id else ''}: {usage['requests']} requests counted "
+          f"(sent {expected}), {usage['input_tokens']} input / {usage['output_tokens']} output tokens, "
+          f"spent {usage['spent_usd']} USD; budget spent {budgets or 'none'}")
+    if usage["requests"] != expected:
+        print(f"bench.sh: {name} counted {usage['requests']} requests, {expected} were sent", file=sys.stderr)
+        failed = True
 if errors:
     print(f"bench.sh: {errors} request(s) failed", file=sys.stderr)
+if failed:
     sys.exit(1)
-if usage["requests"] != expected:
-    print(f"bench.sh: the gateway counted {usage['requests']} requests, {expected} were sent", file=sys.stderr)
-    sys.exit(1)
-PY
+PY2
