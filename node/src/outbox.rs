@@ -1,74 +1,841 @@
-//! The node-local durable outbox of charges: a charge is written here (and flushed) right
-//! after its request is answered, and removed once the replicated state has applied it.
-//! A node that crashes in between replays the outbox at start; charges are idempotent by
-//! request id, so a replay can never double a charge.
+//! The node-local outbox of charges: an append-only log of segment files. A charge's
+//! record is written (into the OS, by one `write(2)`) before `ChargeSender::send` returns,
+//! so killing the process loses no charge of an answered request; the writer fsyncs
+//! moments later, off the request path, so power loss costs at most those moments. A
+//! segment is deleted once it is no longer written to and every charge in it is applied.
+//!
+//! At start the outbox replays what follows the last charge known applied. Charges are
+//! idempotent by request id, but the replicated state remembers ids only for
+//! `DEDUP_HORIZON_MS` of charge time, so a replay must not rely on it for old charges:
+//! the position of the last charge applied is kept in `DIR/applied` (charges are
+//! applied in log order), and what precedes it is never replayed.
+//!
+//! A segment is `DIR/NNNNNNNNNNNNNNNNNNNN.log` (its number, zero-padded; numbers only
+//! grow). A record is the payload length (u32 LE), the CRC-32 of the payload (u32 LE),
+//! then the payload, `codec::encode(&Charge)`. Reading a segment stops at its first short
+//! or corrupt record: the torn tail a crash can leave.
 
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tollgate_proto::Charge;
 use tollgate_raft::codec;
 
+/// A segment that has reached this size gets no more records; the next goes to a new one.
+/// Large enough that creating a file (and fsyncing the directory) is rare, tens of
+/// thousands of charges (a record is about 100 bytes); small enough that a segment kept
+/// for one unapplied charge wastes little disk.
+pub const SEGMENT_MAX_BYTES: u64 = 4 << 20;
+
+/// Largest payload of a record. A charge is a few hundred bytes; a larger length read
+/// from a segment is corruption, and must not make the replay allocate without bound.
+const RECORD_MAX_BYTES: usize = 1 << 20;
+
+/// Length and CRC-32, before the payload.
+const HEADER_BYTES: usize = 8;
+
+/// The file holding the position of the last charge applied: segment (u64 LE), offset
+/// past its record (u64 LE), CRC-32 of those 16 bytes (u32 LE). Overwritten in place
+/// after every applied batch and never fsynced: after a power loss it may be a few
+/// seconds stale, which replays only charges recent enough to be recognised.
+const APPLIED_FILE: &str = "applied";
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("outbox i/o failed")]
-    Sled(#[from] sled::Error),
-    #[error("outbox entry is corrupt")]
+    #[error("outbox i/o failed on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("charge cannot be encoded for the outbox")]
     Codec(#[from] codec::CodecError),
+    #[error("charge record of {0} bytes is over the outbox limit")]
+    TooLarge(usize),
+    #[error("outbox sync task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OutboxError + '_ {
+    move |source| OutboxError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The number of a segment, which is also its place in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentId(u64);
+
+impl SegmentId {
+    fn file_name(self) -> String {
+        format!("{:020}.log", self.0)
+    }
+
+    fn parse(file_name: &str) -> Option<SegmentId> {
+        let digits = file_name.strip_suffix(".log")?;
+        if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok().map(SegmentId)
+    }
+}
+
+/// Where a record is in the log: its segment and the offset just past it. Positions
+/// order records as the log does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub segment: SegmentId,
+    pub end: u64,
+}
+
+impl Position {
+    fn encode(self) -> [u8; 20] {
+        let mut bytes = [0u8; 20];
+        bytes[..8].copy_from_slice(&self.segment.0.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.end.to_le_bytes());
+        let crc = crc32(&bytes[..16]);
+        bytes[16..].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Position> {
+        let bytes: &[u8; 20] = bytes.try_into().ok()?;
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let crc = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+        (crc32(&bytes[..16]) == crc).then(|| Position {
+            segment: SegmentId(u64_at(0)),
+            end: u64_at(8),
+        })
+    }
+}
+
+/// One charge's framed record, encoded before the outbox lock is taken.
+pub struct Record(Vec<u8>);
+
+impl Record {
+    pub fn encode(charge: &Charge) -> Result<Record, OutboxError> {
+        let payload = codec::encode(charge)?;
+        if payload.len() > RECORD_MAX_BYTES {
+            return Err(OutboxError::TooLarge(payload.len()));
+        }
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+        // The limit above keeps the length within a u32.
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        Ok(Record(bytes))
+    }
+}
+
+/// A charge found in the outbox at start, and where.
+pub struct Replayed {
+    pub charge: Charge,
+    pub position: Position,
 }
 
 pub struct Outbox {
-    db: sled::Db,
+    dir: PathBuf,
+    segment_max_bytes: u64,
+    log: Mutex<Log>,
+    /// Charges in the outbox not yet known to be applied; read by the metrics without
+    /// taking the lock.
+    pending: AtomicUsize,
+    /// What the outbox held at start, until the proposer takes it.
+    replay: Mutex<Vec<Replayed>>,
+    applied: Mutex<AppliedMark>,
+}
+
+struct Log {
+    /// The segment appends go to. None at start, after a failed write and at rotation:
+    /// the next append creates a new segment, so no record ever follows a torn one.
+    current: Option<Current>,
+    /// Every segment on disk that holds an unapplied charge, and the current one.
+    segments: BTreeMap<SegmentId, Segment>,
+    next: u64,
+    /// A segment was created since the directory was last fsynced.
+    dir_unsynced: bool,
+    /// Segments no longer current and fully applied, deleted by the next `applied` (so no
+    /// request waits for an unlink).
+    doomed: Vec<SegmentId>,
+}
+
+struct Current {
+    id: SegmentId,
+    file: Arc<File>,
+    bytes: u64,
+}
+
+struct Segment {
+    /// Charges in it not yet applied.
+    pending: u64,
+    /// Open for appending if created by this process (the writer fsyncs through it);
+    /// none for a segment found at start.
+    file: Option<Arc<File>>,
+}
+
+/// `APPLIED_FILE`, open, and the position it holds.
+struct AppliedMark {
+    file: File,
+    through: Option<Position>,
+}
+
+/// A panic while holding a lock leaves at worst a count off by one (a segment kept or
+/// replayed once more), never a torn record, so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Outbox {
+    /// Opens (or creates) the outbox in `dir` and reads what follows the last charge
+    /// applied, for `take_replay`. New records go to a new segment after the others.
     pub fn open(dir: &Path) -> Result<Outbox, OutboxError> {
-        Ok(Outbox {
-            db: sled::Config::new()
-                .path(dir)
-                .mode(sled::Mode::HighThroughput)
-                .open()?,
-        })
+        Outbox::open_with(dir, SEGMENT_MAX_BYTES)
     }
 
-    /// Writes charges and waits until they are on disk. Concurrent writers share one
-    /// fsync (sled's group commit).
-    pub async fn put(&self, charges: &[&Charge]) -> Result<(), OutboxError> {
-        let mut batch = sled::Batch::default();
-        for c in charges {
-            batch.insert(c.request_id.as_str().as_bytes(), codec::encode(*c)?);
+    fn open_with(dir: &Path, segment_max_bytes: u64) -> Result<Outbox, OutboxError> {
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        let mark = open_applied_mark(&dir.join(APPLIED_FILE))?;
+        let through = mark.through;
+        let mut found = Vec::new();
+        let mut foreign = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_at(dir))? {
+            let name = entry.map_err(io_at(dir))?.file_name();
+            match name.to_str().and_then(SegmentId::parse) {
+                Some(id) => found.push(id),
+                None if name == APPLIED_FILE => {}
+                None => foreign.push(name),
+            }
         }
-        self.db.apply_batch(batch)?;
-        self.db.flush_async().await?;
-        Ok(())
+        if !foreign.is_empty() {
+            // For instance the sled database an earlier version kept here.
+            tracing::warn!(dir = %dir.display(), files = ?foreign, "files in the outbox directory that are not segments are ignored");
+        }
+        found.sort_unstable();
+        let after = |id: Option<SegmentId>| id.map_or(1, |id| id.0.saturating_add(1));
+        let next = after(found.last().copied()).max(after(through.map(|t| t.segment)));
+        let mut seen = HashSet::new();
+        let mut segments = BTreeMap::new();
+        let mut replay = Vec::new();
+        let mut doomed = Vec::new();
+        for id in found {
+            if through.is_some_and(|t| id < t.segment) {
+                doomed.push(id);
+                continue;
+            }
+            let path = dir.join(id.file_name());
+            let records = match read_segment(&path) {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::error!(error = ?e, "outbox segment unreadable; it stays for the next start");
+                    continue;
+                }
+            };
+            let mut pending = 0;
+            for (charge, end) in records {
+                let position = Position { segment: id, end };
+                if through.is_some_and(|t| position <= t) {
+                    continue;
+                }
+                if seen.insert(charge.request_id.clone()) {
+                    pending += 1;
+                    replay.push(Replayed { charge, position });
+                }
+            }
+            match pending {
+                0 => doomed.push(id),
+                _ => {
+                    segments.insert(
+                        id,
+                        Segment {
+                            pending,
+                            file: None,
+                        },
+                    );
+                }
+            }
+        }
+        let outbox = Outbox {
+            dir: dir.to_owned(),
+            segment_max_bytes,
+            log: Mutex::new(Log {
+                current: None,
+                segments,
+                next,
+                dir_unsynced: false,
+                doomed: Vec::new(),
+            }),
+            pending: AtomicUsize::new(replay.len()),
+            replay: Mutex::new(replay),
+            applied: Mutex::new(mark),
+        };
+        for id in doomed {
+            outbox.delete(id);
+        }
+        Ok(outbox)
     }
 
-    /// Forgets applied charges. Not flushed: an entry that comes back after a crash is
-    /// replayed and ignored as a duplicate.
-    pub fn remove<'a>(
+    /// The charges found at start (once; later calls get none), in log order without
+    /// duplicates. Report each through `applied` once it is.
+    pub fn take_replay(&self) -> Vec<Replayed> {
+        std::mem::take(&mut *lock(&self.replay))
+    }
+
+    /// Appends `record` to the current segment (into the OS; `sync` makes it durable) and
+    /// calls `then` with where it went, or why it could not be written, while still
+    /// holding the lock: the order of `then` calls is the order of the log.
+    pub fn append<R>(
         &self,
-        request_ids: impl Iterator<Item = &'a str>,
-    ) -> Result<(), OutboxError> {
-        let mut batch = sled::Batch::default();
-        for id in request_ids {
-            batch.remove(id.as_bytes());
+        record: &Record,
+        then: impl FnOnce(Result<Position, OutboxError>) -> R,
+    ) -> R {
+        let mut log = lock(&self.log);
+        let written = log.append(&self.dir, self.segment_max_bytes, record);
+        if written.is_ok() {
+            self.pending.fetch_add(1, Ordering::Relaxed);
         }
-        self.db.apply_batch(batch)?;
-        Ok(())
+        then(written)
     }
 
-    /// Every charge not yet known to be applied, in request-id order.
-    pub fn pending(&self) -> Result<Vec<Charge>, OutboxError> {
-        self.db
-            .iter()
-            .values()
-            .map(|v| Ok(codec::decode::<Charge>(&v?)?))
-            .collect()
+    /// Makes the records appended so far to `segments` durable, and the directory entry
+    /// of every segment created since the last sync. The fsyncs run off the async threads.
+    pub async fn sync(&self, segments: &[SegmentId]) -> Result<(), OutboxError> {
+        let (files, dir_unsynced) = {
+            let mut log = lock(&self.log);
+            let files: Vec<(SegmentId, Arc<File>)> = segments
+                .iter()
+                .filter_map(|id| Some((*id, log.segments.get(id)?.file.clone()?)))
+                .collect();
+            (files, std::mem::take(&mut log.dir_unsynced))
+        };
+        if files.is_empty() && !dir_unsynced {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        let synced = tokio::task::spawn_blocking(move || -> Result<(), OutboxError> {
+            if dir_unsynced {
+                File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_at(&dir))?;
+            }
+            for (id, file) in files {
+                file.sync_data().map_err(io_at(&dir.join(id.file_name())))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(OutboxError::Join(e)));
+        if synced.is_err() && dir_unsynced {
+            lock(&self.log).dir_unsynced = true;
+        }
+        synced
     }
 
+    /// Records that the charges at these positions are applied (the proposer applies in
+    /// log order, so the last one says that everything before it is), and deletes every
+    /// segment that is not current and holds no unapplied charge.
+    pub fn applied(&self, positions: impl IntoIterator<Item = Position>) {
+        let mut last = None;
+        let doomed = {
+            let mut log = lock(&self.log);
+            for position in positions {
+                last = last.max(Some(position));
+                let id = position.segment;
+                let Some(segment) = log.segments.get_mut(&id) else {
+                    debug_assert!(false, "applied charge of unknown segment {id:?}");
+                    continue;
+                };
+                segment.pending = segment.pending.saturating_sub(1);
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                if segment.pending == 0 && log.current.as_ref().map(|c| c.id) != Some(id) {
+                    log.segments.remove(&id);
+                    log.doomed.push(id);
+                }
+            }
+            std::mem::take(&mut log.doomed)
+        };
+        if let Some(last) = last {
+            self.mark_applied(last);
+        }
+        for id in doomed {
+            self.delete(id);
+        }
+    }
+
+    fn mark_applied(&self, position: Position) {
+        let mut mark = lock(&self.applied);
+        if mark.through >= Some(position) {
+            debug_assert!(false, "charges applied out of log order at {position:?}");
+            return;
+        }
+        let mut file = &mark.file;
+        let written = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&position.encode()));
+        match written {
+            Ok(()) => mark.through = Some(position),
+            Err(e) => {
+                tracing::warn!(error = %e, "applied position not recorded; a restart replays more charges than it needs")
+            }
+        }
+    }
+
+    /// Stops appending to the current segment, and deletes it if every charge in it is
+    /// applied: called at shutdown, so that a clean stop leaves no segment behind.
+    pub fn seal(&self) {
+        let doomed = {
+            let mut log = lock(&self.log);
+            if let Some(current) = log.current.take() {
+                log.retire(current.id);
+            }
+            std::mem::take(&mut log.doomed)
+        };
+        for id in doomed {
+            self.delete(id);
+        }
+    }
+
+    fn delete(&self, id: SegmentId) {
+        let path = self.dir.join(id.file_name());
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::debug!(segment = %path.display(), "applied outbox segment deleted"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "applied outbox segment not deleted; it is left on disk")
+            }
+        }
+    }
+
+    /// Charges in the outbox not yet known to be applied.
     pub fn len(&self) -> usize {
-        self.db.len()
+        self.pending.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.db.is_empty()
+        self.len() == 0
+    }
+}
+
+impl Log {
+    fn append(
+        &mut self,
+        dir: &Path,
+        segment_max_bytes: u64,
+        record: &Record,
+    ) -> Result<Position, OutboxError> {
+        let mut current = match self.current.take() {
+            Some(current) if current.bytes < segment_max_bytes => current,
+            full => {
+                if let Some(full) = full {
+                    self.retire(full.id);
+                }
+                self.create(dir)?
+            }
+        };
+        if let Err(source) = (&*current.file).write_all(&record.0) {
+            // Part of the record may be in the file: nothing more goes after it.
+            self.retire(current.id);
+            return Err(io_at(&dir.join(current.id.file_name()))(source));
+        }
+        current.bytes += record.0.len() as u64;
+        let position = Position {
+            segment: current.id,
+            end: current.bytes,
+        };
+        match self.segments.get_mut(&current.id) {
+            Some(segment) => segment.pending += 1,
+            None => debug_assert!(false, "current segment {:?} not tracked", current.id),
+        }
+        self.current = Some(current);
+        Ok(position)
+    }
+
+    /// Creates the next segment. Its directory entry is fsynced by the next `sync`, with
+    /// the first records in it, rather than here on the request path.
+    fn create(&mut self, dir: &Path) -> Result<Current, OutboxError> {
+        let id = SegmentId(self.next);
+        self.next = self.next.saturating_add(1);
+        let path = dir.join(id.file_name());
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        let file = Arc::new(file);
+        self.segments.insert(
+            id,
+            Segment {
+                pending: 0,
+                file: Some(Arc::clone(&file)),
+            },
+        );
+        self.dir_unsynced = true;
+        Ok(Current { id, file, bytes: 0 })
+    }
+
+    /// A segment that is no longer current: to be deleted once every charge in it is
+    /// applied (now, if they already are).
+    fn retire(&mut self, id: SegmentId) {
+        if self.segments.get(&id).is_some_and(|s| s.pending == 0) {
+            self.segments.remove(&id);
+            self.doomed.push(id);
+        }
+    }
+}
+
+/// Opens (or creates) `APPLIED_FILE`. Unreadable, it counts as absent: everything in the
+/// outbox is replayed.
+fn open_applied_mark(path: &Path) -> Result<AppliedMark, OutboxError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_at(path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_at(path))?;
+    let through = Position::decode(&bytes);
+    if through.is_none() && !bytes.is_empty() {
+        tracing::warn!(file = %path.display(), "applied position unreadable; every charge in the outbox is replayed");
+    }
+    Ok(AppliedMark { file, through })
+}
+
+/// Reads the charges of one segment, each with the offset past its record, fsyncing the
+/// segment first: a process killed before its last fsync left records only in the OS,
+/// and they are about to be proposed.
+fn read_segment(path: &Path) -> Result<Vec<(Charge, u64)>, OutboxError> {
+    let mut file = File::open(path).map_err(io_at(path))?;
+    if let Err(e) = file.sync_data() {
+        // Still replayed: a power loss before they are applied is the only risk.
+        tracing::warn!(segment = %path.display(), error = %e, "outbox segment not fsynced at start");
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_at(path))?;
+    let (records, intact) = parse_records(&bytes, path);
+    if intact < bytes.len() {
+        tracing::warn!(segment = %path.display(), intact_bytes = intact, ignored_bytes = bytes.len() - intact, "outbox segment ends in a torn or corrupt record; the rest is ignored");
+    }
+    Ok(records)
+}
+
+/// The charges of a segment's bytes (each with the offset past its record) up to the
+/// first short or corrupt record, and the length of that intact prefix.
+fn parse_records(bytes: &[u8], path: &Path) -> (Vec<(Charge, u64)>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + HEADER_BYTES) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        // No charge encodes to nothing, so a zero length is a zero-filled tail (what a
+        // file system may leave after power loss), not an empty record.
+        if len == 0 || len > RECORD_MAX_BYTES {
+            break;
+        }
+        let Some(payload) = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + len) else {
+            break;
+        };
+        if crc32(payload) != crc {
+            break;
+        }
+        let offset = at;
+        at += HEADER_BYTES + len;
+        match codec::decode::<Charge>(payload) {
+            Ok(charge) => records.push((charge, at as u64)),
+            // The CRC vouches for the framing, so the records after this one are read.
+            Err(e) => {
+                tracing::error!(segment = %path.display(), offset, error = ?e, "outbox record intact but not a charge; skipped")
+            }
+        }
+    }
+    (records, at)
+}
+
+/// The table of CRC-32 (IEEE 802.3, as in zlib and gzip). Twenty lines here rather than a
+/// dependency for one function.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            bit += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c = CRC_TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_proto::{RequestId, Usage, Usd};
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-outbox-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn charge(n: u64) -> Charge {
+        Charge {
+            request_id: RequestId(format!("req_{n}")),
+            key_id: "vk_test".into(),
+            provider_config_id: None,
+            model: "claude-test".into(),
+            usage: Usage {
+                input_tokens: n,
+                ..Usage::default()
+            },
+            cost: Usd(n),
+            at_ms: 1_700_000_000_000 + n,
+        }
+    }
+
+    /// Appends charges `ns` and returns the position of each.
+    fn append(outbox: &Outbox, ns: std::ops::Range<u64>) -> Vec<Position> {
+        ns.map(|n| {
+            let record = Record::encode(&charge(n)).expect("encodable");
+            outbox.append(&record, |written| written.expect("written"))
+        })
+        .collect()
+    }
+
+    fn replayed(outbox: &Outbox) -> Vec<u64> {
+        outbox
+            .take_replay()
+            .iter()
+            .map(|r| r.charge.cost.0)
+            .collect()
+    }
+
+    /// The segments on disk, by number.
+    fn segments_on_disk(dir: &Path) -> Vec<u64> {
+        let mut ids: Vec<u64> = std::fs::read_dir(dir)
+            .expect("outbox dir")
+            .filter_map(|e| SegmentId::parse(e.ok()?.file_name().to_str()?))
+            .map(|id| id.0)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[tokio::test]
+    async fn charges_written_and_synced_are_replayed_in_order_then_deleted_once_applied() {
+        let dir = temp_dir("roundtrip");
+        let outbox = Outbox::open(&dir).expect("open");
+        assert!(outbox.take_replay().is_empty());
+        let positions = append(&outbox, 0..3);
+        outbox.sync(&[positions[0].segment]).await.expect("sync");
+        assert_eq!(outbox.len(), 3);
+        drop(outbox);
+
+        let outbox = Outbox::open(&dir).expect("reopen");
+        assert_eq!(outbox.len(), 3);
+        let replay = outbox.take_replay();
+        let costs: Vec<u64> = replay.iter().map(|r| r.charge.cost.0).collect();
+        assert_eq!(costs, [0, 1, 2]);
+        assert_eq!(replay[1].charge, charge(1));
+        assert_eq!(replay[1].position, positions[1]);
+        assert!(outbox.take_replay().is_empty(), "the replay is taken once");
+        // New records go to a new segment after the replayed one.
+        let new = append(&outbox, 3..4);
+        assert_eq!(new[0].segment.0, 2);
+        outbox.applied(replay.iter().map(|r| r.position));
+        assert_eq!(segments_on_disk(&dir), [2]);
+        assert_eq!(outbox.len(), 1);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_loses_only_what_follows_it() {
+        fn check(tag: &str, damage: impl FnOnce(&mut Vec<u8>), expect: &[u64]) {
+            let dir = temp_dir(&format!("torn-{tag}"));
+            let outbox = Outbox::open(&dir).expect("open");
+            let positions = append(&outbox, 0..3);
+            drop(outbox);
+            let path = dir.join(positions[0].segment.file_name());
+            let mut bytes = std::fs::read(&path).expect("segment");
+            damage(&mut bytes);
+            std::fs::write(&path, &bytes).expect("damaged");
+            let outbox = Outbox::open(&dir).expect("reopen");
+            assert_eq!(replayed(&outbox), expect, "{tag}");
+            std::fs::remove_dir_all(&dir).expect("cleanup");
+        }
+        // The three records have the same length.
+        check("short-payload", |b| b.truncate(b.len() - 3), &[0, 1]);
+        check("short-header", |b| b.truncate(b.len() / 3 * 2 + 5), &[0, 1]);
+        check(
+            "garbage",
+            |b| b.extend_from_slice(b"\x17garbage after the end"),
+            &[0, 1, 2],
+        );
+        check(
+            "short-and-garbage",
+            |b| {
+                b.truncate(b.len() - 3);
+                b.extend_from_slice(&[0xAB; 40]);
+            },
+            &[0, 1],
+        );
+        check(
+            "zero-filled",
+            |b| b.extend_from_slice(&[0; 4096]),
+            &[0, 1, 2],
+        );
+        check(
+            "huge-length",
+            |b| b.extend_from_slice(&[0xFF; HEADER_BYTES + 16]),
+            &[0, 1, 2],
+        );
+        check(
+            "flipped-bit",
+            |b| {
+                let record = b.len() / 3;
+                b[record + HEADER_BYTES + 2] ^= 0x10;
+            },
+            &[0],
+        );
+    }
+
+    #[tokio::test]
+    async fn segments_rotate_and_are_deleted_once_not_current_and_applied() {
+        let dir = temp_dir("rotate");
+        let record_bytes = Record::encode(&charge(0)).expect("encodable").0.len() as u64;
+        // Two records fill a segment.
+        let outbox = Outbox::open_with(&dir, record_bytes + 1).expect("open");
+        let p = append(&outbox, 0..5);
+        let ids: Vec<u64> = p.iter().map(|p| p.segment.0).collect();
+        assert_eq!(ids, [1, 1, 2, 2, 3]);
+        assert_eq!(segments_on_disk(&dir), [1, 2, 3]);
+        outbox
+            .sync(&[p[0].segment, p[2].segment, p[4].segment])
+            .await
+            .expect("sync");
+
+        outbox.applied([p[0]]);
+        assert_eq!(
+            segments_on_disk(&dir),
+            [1, 2, 3],
+            "segment 1 holds a charge"
+        );
+        outbox.applied([p[1], p[2]]);
+        assert_eq!(segments_on_disk(&dir), [2, 3]);
+        outbox.applied([p[3], p[4]]);
+        assert_eq!(segments_on_disk(&dir), [3], "the current segment stays");
+        assert!(outbox.is_empty());
+        outbox.seal();
+        assert!(
+            segments_on_disk(&dir).is_empty(),
+            "a clean stop leaves none"
+        );
+        // An append after the seal still lands in a (new) segment.
+        assert_eq!(append(&outbox, 5..6)[0].segment.0, 4);
+        drop(outbox);
+        let outbox = Outbox::open(&dir).expect("reopen");
+        assert_eq!(replayed(&outbox), [5]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_charge_written_but_never_synced_survives_a_killed_process() {
+        let dir = temp_dir("kill");
+        let outbox = Outbox::open(&dir).expect("open");
+        append(&outbox, 0..2);
+        // What `kill -9` leaves: no sync, no seal, the records only in the OS.
+        drop(outbox);
+        let outbox = Outbox::open(&dir).expect("reopen");
+        assert_eq!(replayed(&outbox), [0, 1]);
+        assert_eq!(outbox.len(), 2);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn only_what_follows_the_last_applied_charge_is_replayed() {
+        let dir = temp_dir("mark");
+        let outbox = Outbox::open(&dir).expect("open");
+        let p = append(&outbox, 0..3);
+        outbox.applied([p[0], p[1]]);
+        drop(outbox);
+        let outbox = Outbox::open(&dir).expect("reopen");
+        let replay = outbox.take_replay();
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].charge, charge(2));
+        // Segment numbers keep growing after a clean stop, so no new segment can pass
+        // for one before the applied position.
+        outbox.applied(replay.iter().map(|r| r.position));
+        outbox.seal();
+        drop(outbox);
+        assert!(segments_on_disk(&dir).is_empty());
+        let outbox = Outbox::open(&dir).expect("reopen");
+        assert_eq!(append(&outbox, 3..4)[0].segment.0, 2);
+        drop(outbox);
+        let outbox = Outbox::open(&dir).expect("reopen");
+        assert_eq!(replayed(&outbox), [3]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_charge_in_two_segments_is_replayed_once() {
+        let dir = temp_dir("dedupe");
+        let outbox = Outbox::open(&dir).expect("open");
+        append(&outbox, 0..2);
+        outbox.seal();
+        append(&outbox, 1..3);
+        drop(outbox);
+        let outbox = Outbox::open(&dir).expect("reopen");
+        assert_eq!(replayed(&outbox), [0, 1, 2]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn names_positions_and_checksums() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+        let id = SegmentId(42);
+        assert_eq!(id.file_name(), "00000000000000000042.log");
+        assert_eq!(SegmentId::parse(&id.file_name()), Some(id));
+        for name in [
+            "42.log",
+            "0000000000000000004x.log",
+            "00000000000000000042.tmp",
+            "db",
+            "99999999999999999999.log",
+        ] {
+            assert_eq!(SegmentId::parse(name), None, "{name}");
+        }
+        let position = Position {
+            segment: id,
+            end: 4_000_123,
+        };
+        let mut bytes = position.encode();
+        assert_eq!(Position::decode(&bytes), Some(position));
+        assert_eq!(Position::decode(&bytes[..19]), None);
+        bytes[3] ^= 1;
+        assert_eq!(Position::decode(&bytes), None);
     }
 }
