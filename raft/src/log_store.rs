@@ -10,7 +10,7 @@ use openraft::{OptionalSend, RaftLogReader};
 use std::fmt::Debug;
 use std::ops::{Bound, Range, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 /// The Raft log of one node. Clones share the backend; openraft's replication tasks read
 /// through clones (`get_log_reader`) while the Raft core writes.
@@ -20,6 +20,52 @@ pub struct LogStore<B: LogBackend> {
     /// The last committed index openraft saved (0 before any), for status reports;
     /// shared by clones.
     committed: Arc<AtomicU64>,
+    /// Where appends wait for their flush, when flushing has its own thread.
+    flusher: Option<Arc<Flusher>>,
+}
+
+/// The flush thread's mailbox; dropping the last handle stops the thread and waits for
+/// it, so the backend is closed when the last `LogStore` clone is.
+struct Flusher {
+    tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The flush thread of a durable log: takes every append waiting, flushes once (one fsync
+/// for all of them: group commit), then tells openraft, in order. The Raft core and the
+/// async runtime never wait on the disk. Ends when every `LogStore` clone is gone.
+fn spawn_flusher<B: LogBackend>(backend: B) -> std::io::Result<Flusher> {
+    let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
+    let thread = std::thread::Builder::new()
+        .name("raft-log-flush".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(rx.try_iter());
+                let result = backend.flush();
+                for callback in waiting {
+                    callback.log_io_completed(
+                        result
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|e| std::io::Error::other(e.to_string())),
+                    );
+                }
+            }
+        })?;
+    Ok(Flusher {
+        tx: Some(tx),
+        thread: Some(thread),
+    })
 }
 
 impl<B: LogBackend> LogStore<B> {
@@ -32,7 +78,16 @@ impl<B: LogBackend> LogStore<B> {
         LogStore {
             backend,
             committed: Arc::new(AtomicU64::new(committed)),
+            flusher: None,
         }
+    }
+
+    /// A log whose appends are flushed by a thread of their own (durable storage). Without
+    /// it an append flushes inline, which keeps in-memory logs deterministic.
+    pub fn with_flush_thread(backend: B) -> std::io::Result<LogStore<B>> {
+        let mut store = LogStore::new(backend);
+        store.flusher = Some(Arc::new(spawn_flusher(store.backend.clone())?));
+        Ok(store)
     }
 
     pub fn backend(&self) -> &B {
@@ -124,9 +179,9 @@ impl<B: LogBackend> RaftLogStorage<TypeConfig> for LogStore<B> {
         self.backend.read_committed().map_err(read_err)
     }
 
-    /// Writes and flushes before calling back. The flush blocks this task for one fsync;
-    /// openraft hands over every entry waiting to be appended in one call, so under load
-    /// one fsync covers a whole batch of proposals.
+    /// Writes, then calls back once flushed: on the flush thread when there is one (one
+    /// fsync for every append waiting), else inline. openraft also hands over every entry
+    /// waiting to be appended in one call.
     async fn append<I>(
         &mut self,
         entries: I,
@@ -138,6 +193,14 @@ impl<B: LogBackend> RaftLogStorage<TypeConfig> for LogStore<B> {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         self.backend.append(&entries).map_err(write_err)?;
+        let callback = match self.flusher.as_ref().and_then(|f| f.tx.as_ref()) {
+            Some(flusher) => match flusher.send(callback) {
+                Ok(()) => return Ok(()),
+                // The thread is gone (it only ends with the store): flush here.
+                Err(mpsc::SendError(callback)) => callback,
+            },
+            None => callback,
+        };
         match self.backend.flush() {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

@@ -15,6 +15,8 @@ pub enum OpenError {
     Db(#[from] sled::Error),
     #[error("cannot open the raft log")]
     Log(#[from] LogError),
+    #[error("cannot start the raft log's flush thread")]
+    Thread(#[source] std::io::Error),
     #[error("cannot load the raft snapshot")]
     Snapshot(#[from] SnapshotError),
 }
@@ -24,7 +26,7 @@ pub enum OpenError {
 /// after the snapshot when the Raft starts.
 pub fn open_durable(dir: &Path) -> Result<(LogStore<SledLog>, StateMachineStore), OpenError> {
     let db = open_db(dir)?;
-    let log = LogStore::new(SledLog::open(&db)?);
+    let log = LogStore::with_flush_thread(SledLog::open(&db)?).map_err(OpenError::Thread)?;
     let state_machine = StateMachineStore::resume(SnapshotSlot::durable(&db)?)?;
     Ok((log, state_machine))
 }
