@@ -1,0 +1,249 @@
+//! Unit tests of the outbox: round trips, torn tails, rotation, replay positions.
+
+use super::record::{crc32, HEADER_BYTES};
+use super::*;
+use tollgate_proto::{RequestId, Usage, Usd};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-outbox-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn charge(n: u64) -> Charge {
+    Charge {
+        request_id: RequestId(format!("req_{n}")),
+        key_id: "vk_test".into(),
+        provider_config_id: None,
+        model: "claude-test".into(),
+        usage: Usage {
+            input_tokens: n,
+            ..Usage::default()
+        },
+        cost: Usd(n),
+        at_ms: 1_700_000_000_000 + n,
+    }
+}
+
+/// Appends charges `ns` and returns the position of each.
+fn append(outbox: &Outbox, ns: std::ops::Range<u64>) -> Vec<Position> {
+    ns.map(|n| {
+        let record = Record::encode(&charge(n)).expect("encodable");
+        outbox.append(&record, |written| written.expect("written"))
+    })
+    .collect()
+}
+
+fn replayed(outbox: &Outbox) -> Vec<u64> {
+    outbox
+        .take_replay()
+        .iter()
+        .map(|r| r.charge.cost.0)
+        .collect()
+}
+
+/// The segments on disk, by number.
+fn segments_on_disk(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .expect("outbox dir")
+        .filter_map(|e| SegmentId::parse(e.ok()?.file_name().to_str()?))
+        .map(|id| id.0)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn charges_written_and_synced_are_replayed_in_order_then_deleted_once_applied() {
+    let dir = temp_dir("roundtrip");
+    let outbox = Outbox::open(&dir).expect("open");
+    assert!(outbox.take_replay().is_empty());
+    let positions = append(&outbox, 0..3);
+    outbox.sync(&[positions[0].segment]).await.expect("sync");
+    assert_eq!(outbox.len(), 3);
+    drop(outbox);
+
+    let outbox = Outbox::open(&dir).expect("reopen");
+    assert_eq!(outbox.len(), 3);
+    let replay = outbox.take_replay();
+    let costs: Vec<u64> = replay.iter().map(|r| r.charge.cost.0).collect();
+    assert_eq!(costs, [0, 1, 2]);
+    assert_eq!(replay[1].charge, charge(1));
+    assert_eq!(replay[1].position, positions[1]);
+    assert!(outbox.take_replay().is_empty(), "the replay is taken once");
+    // New records go to a new segment after the replayed one.
+    let new = append(&outbox, 3..4);
+    assert_eq!(new[0].segment.0, 2);
+    outbox.applied(replay.iter().map(|r| r.position));
+    assert_eq!(segments_on_disk(&dir), [2]);
+    assert_eq!(outbox.len(), 1);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_torn_or_corrupt_tail_loses_only_what_follows_it() {
+    fn check(tag: &str, damage: impl FnOnce(&mut Vec<u8>), expect: &[u64]) {
+        let dir = temp_dir(&format!("torn-{tag}"));
+        let outbox = Outbox::open(&dir).expect("open");
+        let positions = append(&outbox, 0..3);
+        drop(outbox);
+        let path = dir.join(positions[0].segment.file_name());
+        let mut bytes = std::fs::read(&path).expect("segment");
+        damage(&mut bytes);
+        std::fs::write(&path, &bytes).expect("damaged");
+        let outbox = Outbox::open(&dir).expect("reopen");
+        assert_eq!(replayed(&outbox), expect, "{tag}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+    // The three records have the same length.
+    check("short-payload", |b| b.truncate(b.len() - 3), &[0, 1]);
+    check("short-header", |b| b.truncate(b.len() / 3 * 2 + 5), &[0, 1]);
+    check(
+        "garbage",
+        |b| b.extend_from_slice(b"\x17garbage after the end"),
+        &[0, 1, 2],
+    );
+    check(
+        "short-and-garbage",
+        |b| {
+            b.truncate(b.len() - 3);
+            b.extend_from_slice(&[0xAB; 40]);
+        },
+        &[0, 1],
+    );
+    check(
+        "zero-filled",
+        |b| b.extend_from_slice(&[0; 4096]),
+        &[0, 1, 2],
+    );
+    check(
+        "huge-length",
+        |b| b.extend_from_slice(&[0xFF; HEADER_BYTES + 16]),
+        &[0, 1, 2],
+    );
+    check(
+        "flipped-bit",
+        |b| {
+            let record = b.len() / 3;
+            b[record + HEADER_BYTES + 2] ^= 0x10;
+        },
+        &[0],
+    );
+}
+
+#[tokio::test]
+async fn segments_rotate_and_are_deleted_once_not_current_and_applied() {
+    let dir = temp_dir("rotate");
+    let record_bytes = Record::encode(&charge(0)).expect("encodable").0.len() as u64;
+    // Two records fill a segment.
+    let outbox = Outbox::open_with(&dir, record_bytes + 1).expect("open");
+    let p = append(&outbox, 0..5);
+    let ids: Vec<u64> = p.iter().map(|p| p.segment.0).collect();
+    assert_eq!(ids, [1, 1, 2, 2, 3]);
+    assert_eq!(segments_on_disk(&dir), [1, 2, 3]);
+    outbox
+        .sync(&[p[0].segment, p[2].segment, p[4].segment])
+        .await
+        .expect("sync");
+
+    outbox.applied([p[0]]);
+    assert_eq!(
+        segments_on_disk(&dir),
+        [1, 2, 3],
+        "segment 1 holds a charge"
+    );
+    outbox.applied([p[1], p[2]]);
+    assert_eq!(segments_on_disk(&dir), [2, 3]);
+    outbox.applied([p[3], p[4]]);
+    assert_eq!(segments_on_disk(&dir), [3], "the current segment stays");
+    assert!(outbox.is_empty());
+    outbox.seal();
+    assert!(
+        segments_on_disk(&dir).is_empty(),
+        "a clean stop leaves none"
+    );
+    // An append after the seal still lands in a (new) segment.
+    assert_eq!(append(&outbox, 5..6)[0].segment.0, 4);
+    drop(outbox);
+    let outbox = Outbox::open(&dir).expect("reopen");
+    assert_eq!(replayed(&outbox), [5]);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_charge_written_but_never_synced_survives_a_killed_process() {
+    let dir = temp_dir("kill");
+    let outbox = Outbox::open(&dir).expect("open");
+    append(&outbox, 0..2);
+    // What `kill -9` leaves: no sync, no seal, the records only in the OS.
+    drop(outbox);
+    let outbox = Outbox::open(&dir).expect("reopen");
+    assert_eq!(replayed(&outbox), [0, 1]);
+    assert_eq!(outbox.len(), 2);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn only_what_follows_the_last_applied_charge_is_replayed() {
+    let dir = temp_dir("mark");
+    let outbox = Outbox::open(&dir).expect("open");
+    let p = append(&outbox, 0..3);
+    outbox.applied([p[0], p[1]]);
+    drop(outbox);
+    let outbox = Outbox::open(&dir).expect("reopen");
+    let replay = outbox.take_replay();
+    assert_eq!(replay.len(), 1);
+    assert_eq!(replay[0].charge, charge(2));
+    // Segment numbers keep growing after a clean stop, so no new segment can pass
+    // for one before the applied position.
+    outbox.applied(replay.iter().map(|r| r.position));
+    outbox.seal();
+    drop(outbox);
+    assert!(segments_on_disk(&dir).is_empty());
+    let outbox = Outbox::open(&dir).expect("reopen");
+    assert_eq!(append(&outbox, 3..4)[0].segment.0, 2);
+    drop(outbox);
+    let outbox = Outbox::open(&dir).expect("reopen");
+    assert_eq!(replayed(&outbox), [3]);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_charge_in_two_segments_is_replayed_once() {
+    let dir = temp_dir("dedupe");
+    let outbox = Outbox::open(&dir).expect("open");
+    append(&outbox, 0..2);
+    outbox.seal();
+    append(&outbox, 1..3);
+    drop(outbox);
+    let outbox = Outbox::open(&dir).expect("reopen");
+    assert_eq!(replayed(&outbox), [0, 1, 2]);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn names_positions_and_checksums() {
+    assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    assert_eq!(crc32(b""), 0);
+    let id = SegmentId(42);
+    assert_eq!(id.file_name(), "00000000000000000042.log");
+    assert_eq!(SegmentId::parse(&id.file_name()), Some(id));
+    for name in [
+        "42.log",
+        "0000000000000000004x.log",
+        "00000000000000000042.tmp",
+        "db",
+        "99999999999999999999.log",
+    ] {
+        assert_eq!(SegmentId::parse(name), None, "{name}");
+    }
+    let position = Position {
+        segment: id,
+        end: 4_000_123,
+    };
+    let mut bytes = position.encode();
+    assert_eq!(Position::decode(&bytes), Some(position));
+    assert_eq!(Position::decode(&bytes[..19]), None);
+    bytes[3] ^= 1;
+    assert_eq!(Position::decode(&bytes), None);
+}
