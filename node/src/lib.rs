@@ -45,6 +45,7 @@ pub mod mock_upstream;
 pub mod outbox;
 pub mod providers;
 pub mod proxy;
+pub mod raftbench;
 pub mod replicator;
 pub mod routing;
 pub mod server;

@@ -66,6 +66,10 @@ enum Command {
     /// throughput as one line of JSON (used by `scripts/bench.sh`).
     #[command(hide = true)]
     Loadgen(LoadgenArgs),
+    /// Start a cluster of nodes in this process on loopback and print how many charges
+    /// per second it commits, as one line of JSON (used by `scripts/bench.sh --cluster`).
+    #[command(hide = true)]
+    RaftBench(tollgate_node::raftbench::RaftBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -174,6 +178,7 @@ fn main() -> anyhow::Result<()> {
                 mock_upstream::run(addr, latency_ms).await
             }
             Command::Admin(args) => cli::run(args).await,
+            Command::RaftBench(args) => tollgate_node::raftbench::run(args).await,
             Command::Loadgen(_) => anyhow::bail!("loadgen runs on its own runtime"),
             Command::Cert(_) => anyhow::bail!("cert runs without a runtime"),
         }
