@@ -275,3 +275,79 @@ async fn a_follower_killed_between_answer_and_commit_loses_no_charge() -> Result
     assert_eq!(c.nodes[f].usage(&id).await?["requests"], 5);
     Ok(())
 }
+
+/// A node cut off from the quorum keeps serving on its last applied state, says how stale
+/// that is, and its charges are committed once the quorum is back.
+#[tokio::test]
+async fn a_node_without_quorum_keeps_serving_and_its_charges_land_later() -> Result<()> {
+    let mut c = Cluster::start("", 3).await?;
+    c.leader(&[0, 1, 2], 20).await?;
+    for i in 0..3 {
+        c.wait_ready(i, 20).await?;
+    }
+    let (id, secret) = c.nodes[0].key(json!([{"provider": "mock"}])).await?;
+    let url = c.nodes[2].url();
+    let known = eventually(5, || async {
+        messages(&url, &secret, &ask("before"))
+            .await
+            .map(|r| r.0)
+            .ok()
+            == Some(200)
+    })
+    .await;
+    assert!(known, "node 3 never accepted the key");
+
+    // Nodes 1 and 2 die: node 3 has no quorum.
+    c.nodes[0].kill();
+    c.nodes[1].kill();
+    for i in 0..3 {
+        let (status, _, _) = messages(&url, &secret, &ask(&format!("alone{i}"))).await?;
+        assert_eq!(status, 200, "node 3 refused a request without a quorum");
+    }
+    let stale = eventually(5, || async {
+        let view = c.view(2).await;
+        view["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["id"] == 3))
+            .and_then(|n| n["staleness_ms"].as_u64())
+            > Some(1_000)
+    })
+    .await;
+    assert!(stale, "staleness not reported: {}", c.view(2).await);
+    let metrics = http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let staleness: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_staleness_milliseconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(staleness > 1_000, "{metrics}");
+    let r = http().get(format!("{url}/health/ready")).send().await?;
+    assert_eq!(
+        r.status(),
+        200,
+        "a caught-up node stays ready without the quorum"
+    );
+
+    // The quorum is back: node 3's charges (1 before, 3 alone) are committed, once.
+    c.nodes[0].restart().await?;
+    c.nodes[1].restart().await?;
+    for i in 0..3 {
+        let n = &c.nodes[i];
+        let applied = eventually(20, || async {
+            n.usage(&id)
+                .await
+                .map(|u| u["requests"] == 4)
+                .unwrap_or(false)
+        })
+        .await;
+        if !applied {
+            bail!("node {} shows {}", i + 1, n.usage(&id).await?);
+        }
+    }
+    Ok(())
+}
