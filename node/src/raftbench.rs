@@ -35,7 +35,7 @@ fn free_udp() -> anyhow::Result<SocketAddr> {
 }
 
 pub async fn run(args: RaftBenchArgs) -> anyhow::Result<()> {
-    if args.nodes == 0 || args.batch == 0 || !(args.seconds > 0.0) {
+    if args.nodes == 0 || args.batch == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
         bail!("--nodes, --batch and --seconds must be positive");
     }
     let dir = std::env::temp_dir().join(format!("tollgate-raft-bench-{}", std::process::id()));
