@@ -5,6 +5,7 @@
 //! # Layout
 //! - `state`: `GovState` and `GovState::apply`, the deterministic state machine.
 //! - `window`: budget and rate-limit window arithmetic (anchored and calendar-aligned).
+//! - `lease`: escrow leases, nodes' slices of a budget's room (issue 4; not yet applied).
 //! - `codec`: the bincode encoding of everything stored or sent.
 //! - `store`: the durable command log and snapshot (sled) of a single node, used until the
 //!   node runs Raft.
@@ -22,6 +23,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod lease;
 pub mod log_backend;
 pub mod log_store;
 pub mod mem_log;
