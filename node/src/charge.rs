@@ -200,7 +200,7 @@ async fn propose_stage(
                 chunk.iter().map(|r| r.charge.clone()).collect(),
             )
             .await;
-            outbox.applied(chunk.iter().map(|r| r.position));
+            mark_applied(&outbox, chunk.iter().map(|r| r.position).collect()).await;
         }
     }
     let mut batch: Vec<Logged> = Vec::with_capacity(config.batch_max);
@@ -225,7 +225,7 @@ async fn propose_stage(
             batch.iter().map(|l| l.pending.charge.clone()).collect(),
         )
         .await;
-        outbox.applied(batch.iter().filter_map(|l| l.position));
+        mark_applied(&outbox, batch.iter().filter_map(|l| l.position).collect()).await;
         // Dropping the holds releases the amounts now counted in the ledgers.
         batch.clear();
     }
@@ -234,6 +234,15 @@ async fn propose_stage(
 }
 
 /// Proposes one batch until it is durable (or rejected, which retrying cannot change).
+/// Tells the outbox these charges are applied. It records (and fsyncs) the position of
+/// the last one and deletes emptied segments, so this runs off the async threads.
+async fn mark_applied(outbox: &Arc<Outbox>, positions: Vec<crate::outbox::Position>) {
+    let outbox = Arc::clone(outbox);
+    if let Err(e) = tokio::task::spawn_blocking(move || outbox.applied(positions)).await {
+        tracing::error!(error = %e, "recording applied charges failed; the next start replays them as duplicates");
+    }
+}
+
 async fn propose(replicator: &Arc<dyn Replicator>, charges: Vec<Charge>) {
     let command = Command::ChargeBatch { charges };
     loop {

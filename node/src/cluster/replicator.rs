@@ -17,12 +17,14 @@ use tollgate_proto::{Command, Outcome};
 use tollgate_raft::codec;
 use tollgate_raft::typ::{NodeId, Raft};
 
-/// Tries at a leader operation before giving up: enough to ride out a leader change.
-const MAX_LEADER_TRIES: usize = 20;
 /// Pause between tries while no leader is known (about one election timeout).
 const NO_LEADER_PAUSE_MS: u64 = 150;
-/// Deadline of one forwarded operation. A join waits for the learner to catch up.
+/// How long a leader operation may take in all, tries through leader changes included:
+/// long enough to ride out an election, short enough that an admin call on a node cut
+/// off from the quorum answers 503 instead of hanging (a leader that lost its quorum
+/// does not step down by itself in openraft 0.9, so its writes would wait for the heal).
 const FORWARD_DEADLINE: Duration = Duration::from_secs(5);
+/// A join waits for the learner to catch up.
 const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a linearizable read waits for this node to apply up to the read index.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
@@ -73,22 +75,34 @@ impl<T: PeerTransport> RaftReplicator<T> {
     }
 
     /// Runs `op` on the leader: here if this node leads, else forwarded to the leader
-    /// this node knows of, trying again through leader changes.
+    /// this node knows of, trying again through leader changes, all within `deadline`.
     pub async fn on_leader<Op: LeaderOp>(
         &self,
         op: Op,
         deadline: Duration,
     ) -> Result<Op::Output, ReplicateError> {
+        let until = tokio::time::Instant::now() + deadline;
         let mut last = String::from("no leader");
-        for _ in 0..MAX_LEADER_TRIES {
-            let reply = match op.run(&self.raft).await {
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(ReplicateError::Cluster(format!(
+                    "{last} (gave up after {} ms)",
+                    deadline.as_millis()
+                )));
+            }
+            let local = tokio::time::timeout(left, op.run(&self.raft))
+                .await
+                .unwrap_or_else(|_| LeaderReply::Failed("no quorum answered in time".into()));
+            let reply = match local {
                 LeaderReply::NotLeader {
                     leader: Some((id, node)),
                 } if id != self.node_id() => {
                     let addr = node.raft_addr.parse().map_err(|_| {
                         ReplicateError::Cluster(format!("leader {id} has an invalid raft address"))
                     })?;
-                    self.forward(&op, id, addr, deadline).await
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    self.forward(&op, id, addr, left).await
                 }
                 other => other,
             };
@@ -100,7 +114,6 @@ impl<T: PeerTransport> RaftReplicator<T> {
             }
             tokio::time::sleep(Duration::from_millis(NO_LEADER_PAUSE_MS)).await;
         }
-        Err(ReplicateError::Cluster(last))
     }
 
     async fn forward<Op: LeaderOp>(
@@ -173,7 +186,10 @@ impl<T: PeerTransport> RaftReplicator<T> {
                     leader: Some((id, node)),
                 } => match node.raft_addr.parse() {
                     Ok(addr) => {
+                        // Straight to the leader named; a short pause so two nodes with
+                        // stale views cannot bounce the request in a tight loop.
                         target = (id, addr);
+                        tokio::time::sleep(Duration::from_millis(NO_LEADER_PAUSE_MS)).await;
                         continue;
                     }
                     Err(_) => tracing::warn!(leader = id, "leader has an invalid raft address"),
@@ -262,9 +278,20 @@ impl<T: PeerTransport> RaftReplicator<T> {
 }
 
 impl<T: PeerTransport> Replicator for RaftReplicator<T> {
+    /// Returns once the command is applied here too, not only on the leader: a write
+    /// made through this node is visible in this node's reads at once, and a charge's
+    /// hold is released only when this node's ledgers count the charge.
     fn propose(&self, command: Command) -> ProposeFuture<'_> {
         Box::pin(async move {
-            let outcome: Outcome = self.on_leader(command, FORWARD_DEADLINE).await?;
+            let (outcome, index): (Outcome, u64) =
+                self.on_leader(command, FORWARD_DEADLINE).await?;
+            self.raft
+                .wait(Some(APPLY_WAIT))
+                .applied_index_at_least(Some(index), "apply a proposal locally")
+                .await
+                .map_err(|e| {
+                    ReplicateError::Cluster(format!("committed, not yet applied here: {e}"))
+                })?;
             Ok(outcome)
         })
     }
@@ -277,8 +304,15 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
         self.own_status()
     }
 
+    /// Caught up once, and still a member as far as this node knows (a removed node that
+    /// saw its removal leaves the load balancer; one that did not, because replication to
+    /// it stopped first, must be stopped by hand, as the docs say).
     fn caught_up(&self) -> bool {
-        self.caught_up.load(Ordering::Acquire)
+        if !self.caught_up.load(Ordering::Acquire) {
+            return false;
+        }
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().get_node(&m.id).is_some()
     }
 
     fn cluster_view(&self) -> ClusterView {

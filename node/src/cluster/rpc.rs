@@ -62,8 +62,9 @@ pub enum LeaderReply<T> {
     Refused(String),
 }
 
-/// The leader's answer to a forwarded write.
-pub type WriteReply = LeaderReply<Outcome>;
+/// The leader's answer to a forwarded write: the outcome and the log index it was
+/// applied at (the caller waits until it has applied that far itself).
+pub type WriteReply = LeaderReply<(Outcome, u64)>;
 
 /// Something only the leader can do. A node that does not lead answers `NotLeader`, and
 /// the caller tries again at the leader named there.
@@ -89,10 +90,10 @@ where
 
 impl LeaderOp for Command {
     const KIND: u16 = KIND_WRITE;
-    type Output = Outcome;
+    type Output = (Outcome, u64);
     async fn run(&self, raft: &Raft) -> WriteReply {
         match raft.client_write(self.clone()).await {
-            Ok(response) => LeaderReply::Done(response.data),
+            Ok(response) => LeaderReply::Done((response.data, response.log_id.index)),
             Err(e) => not_leader_or_failed(e),
         }
     }
@@ -120,7 +121,8 @@ pub enum Membership {
     /// Add the node as a learner, wait until it has caught up, then make it a voter.
     /// Idempotent: a node that already votes is left as it is.
     Join(Hello),
-    /// Remove the voter (and stop replicating to it). Idempotent.
+    /// Remove the node, voter or learner, and stop replicating to it. Idempotent: a node
+    /// already gone is reported removed (a retry after a lost answer must not fail).
     Remove(NodeId),
 }
 
@@ -176,16 +178,26 @@ impl LeaderOp for Membership {
                 membership_reply(voter, raft)
             }
             Membership::Remove(id) => {
-                if !voters_of(raft).contains(id) {
+                let (voter, member) = {
+                    let m = raft.metrics().borrow().clone();
+                    let membership = m.membership_config.membership();
+                    (
+                        membership.voter_ids().any(|v| v == *id),
+                        membership.get_node(id).is_some(),
+                    )
+                };
+                let change = if voter {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([*id]))
+                } else if member {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([*id]))
+                } else {
+                    // Already gone: still answered by the leader, so it is current.
                     return match raft.get_read_log_id().await {
-                        Ok(_) => LeaderReply::Refused(format!("node {id} is not a voter")),
+                        Ok(_) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
                         Err(e) => not_leader_or_failed(e),
                     };
-                }
-                let removed = raft
-                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
-                    .await
-                    .map(|_| ());
+                };
+                let removed = raft.change_membership(change, false).await.map(|_| ());
                 membership_reply(removed, raft)
             }
         }

@@ -43,8 +43,8 @@ pub const SEGMENT_MAX_BYTES: u64 = 4 << 20;
 
 /// The file holding the position of the last charge applied: segment (u64 LE), offset
 /// past its record (u64 LE), CRC-32 of those 16 bytes (u32 LE). Overwritten in place
-/// after every applied batch and never fsynced: after a power loss it may be a few
-/// seconds stale, which replays only charges recent enough to be recognised.
+/// and fsynced after every applied batch (off the async threads), so not even a power
+/// loss can make a later start replay charges the state machine may have forgotten.
 const APPLIED_FILE: &str = "applied";
 
 #[derive(Debug, thiserror::Error)]
@@ -166,13 +166,9 @@ impl Outbox {
                 continue;
             }
             let path = dir.join(id.file_name());
-            let records = match read_segment(&path) {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::error!(error = ?e, "outbox segment unreadable; it stays for the next start");
-                    continue;
-                }
-            };
+            // Never skipped when unreadable: the applied mark would move past its charges
+            // and a later start would delete it unread. The node does not start until it is.
+            let records = read_segment(&path)?;
             let mut pending = 0;
             for (charge, end) in records {
                 let position = Position { segment: id, end };
@@ -311,9 +307,12 @@ impl Outbox {
             return;
         }
         let mut file = &mark.file;
+        // Synced: a mark that power loss takes back would replay charges that may be older
+        // than the state machine's dedup horizon by the time the node is back.
         let written = file
             .seek(SeekFrom::Start(0))
-            .and_then(|_| file.write_all(&position.encode()));
+            .and_then(|_| file.write_all(&position.encode()))
+            .and_then(|_| file.sync_data());
         match written {
             Ok(()) => mark.through = Some(position),
             Err(e) => {
