@@ -91,6 +91,25 @@ pub enum Command {
     ChargeBatch {
         charges: Vec<Charge>,
     },
+    /// Tops a node's escrow lease of a budget up by at most `want`, within the room left
+    /// in the window holding `at_ms`: `limit − spent − Σ leases` (issue 4).
+    GrantLease {
+        budget_id: BudgetId,
+        node: u64,
+        want: Usd,
+        at_ms: UnixMs,
+    },
+    /// A node gives its leases back (of one budget, or all): it drains, or is gone.
+    ReleaseLeases {
+        node: u64,
+        budget_id: Option<BudgetId>,
+    },
+    /// Charges made by one node: applied as `ChargeBatch`, and each consumes that node's
+    /// leases of the budgets it is charged to.
+    NodeChargeBatch {
+        node: u64,
+        charges: Vec<Charge>,
+    },
 }
 
 /// What applying a command did. Rejections are outcomes, not errors: every replica
@@ -98,8 +117,20 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Done,
-    NotFound { what: String, id: String },
+    NotFound {
+        what: String,
+        id: String,
+    },
     Conflict(String),
     Invalid(String),
-    Charged { applied: u32, duplicates: u32 },
+    Charged {
+        applied: u32,
+        duplicates: u32,
+    },
+    /// What the node now holds of the budget, and the window the lease is for.
+    Leased {
+        held: Usd,
+        window_start_ms: UnixMs,
+        window_end_ms: UnixMs,
+    },
 }

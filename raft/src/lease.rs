@@ -1,4 +1,4 @@
-//! Escrow leases (issue 4, not yet wired into `GovState`): slices of a budget's room in
+//! Escrow leases (issue 4; applied by `GovState`, not yet used by nodes): slices of a budget's room in
 //! its current window granted to nodes, so that a node admits requests against its own
 //! slice without a Raft round trip per request, and the nodes together can never reserve
 //! more than is left.
@@ -72,7 +72,12 @@ impl Escrow {
     pub fn grant(&mut self, budget: &BudgetId, node: NodeId, want: Usd, room: Room) -> Usd {
         self.void_if_old(budget, node, room.window_start_ms);
         let granted = want.0.min(self.room(budget, room).0);
-        let lease = self.leases.entry((budget.clone(), node)).or_insert(Lease {
+        let key = (budget.clone(), node);
+        if granted == 0 && !self.leases.contains_key(&key) {
+            // Nothing to hold: no empty lease is recorded.
+            return Usd(0);
+        }
+        let lease = self.leases.entry(key).or_insert(Lease {
             window_start_ms: room.window_start_ms,
             outstanding: Usd(0),
         });

@@ -5,7 +5,8 @@
 //! # Layout
 //! - `state`: `GovState` and `GovState::apply`, the deterministic state machine.
 //! - `window`: budget and rate-limit window arithmetic (anchored and calendar-aligned).
-//! - `lease`: escrow leases, nodes' slices of a budget's room (issue 4; not yet applied).
+//! - `lease`: escrow leases, nodes' slices of a budget's room (issue 4; nodes do not ask
+//!   for them yet).
 //! - `codec`: the bincode encoding of everything stored or sent.
 //! - `store`: the durable command log and snapshot (sled) of a single node, used until the
 //!   node runs Raft.

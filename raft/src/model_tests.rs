@@ -179,8 +179,22 @@ fn random_op(rng: &mut Rng, now: &Observed) -> Op {
     }
 }
 
+/// Opens the log, waiting a little for the lock: sled releases the file lock of a
+/// dropped database from its own background thread, so a reopen right after a drop can
+/// briefly find it still held.
 fn open_sled(dir: &TempDir) -> SledLog {
-    SledLog::open(&open_db(dir.path()).expect("open db")).expect("open log")
+    let mut tries = 0;
+    loop {
+        match open_db(dir.path()) {
+            Ok(db) => return SledLog::open(&db).expect("open log"),
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open db: {e:?}"),
+        }
+    }
 }
 
 fn run_seed(seed: u64) {

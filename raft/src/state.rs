@@ -2,6 +2,7 @@
 //! no I/O, no hash-map order; every replica that applies the same commands in the same
 //! order holds the same state.
 
+use crate::lease::{Escrow, NodeId, Room};
 use crate::window::{window_at, Window};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +37,8 @@ pub struct GovState {
     seen_requests: BTreeMap<RequestId, UnixMs>,
     seen_by_time: BTreeSet<(UnixMs, RequestId)>,
     latest_charge_ms: UnixMs,
+    /// Nodes' slices of budgets' room (issue 4).
+    escrow: Escrow,
 }
 
 /// A budget with its spend in the window that holds a given instant.
@@ -162,6 +165,7 @@ impl GovState {
                 };
                 unindex(&mut self.budgets_by_owner, &b.owner, id);
                 self.ledgers.remove(id);
+                self.escrow.forget_budget(id);
                 Outcome::Done
             }
             Command::CreateRateLimit(r) => {
@@ -193,7 +197,52 @@ impl GovState {
                 Some(_) => Outcome::Done,
                 None => not_found("price", model),
             },
-            Command::ChargeBatch { charges } => self.charge_batch(charges),
+            Command::ChargeBatch { charges } => self.charge_batch(charges, None),
+            Command::NodeChargeBatch { node, charges } => self.charge_batch(charges, Some(*node)),
+            Command::GrantLease {
+                budget_id,
+                node,
+                want,
+                at_ms,
+            } => self.grant_lease(budget_id, *node, *want, *at_ms),
+            Command::ReleaseLeases { node, budget_id } => {
+                match budget_id {
+                    Some(b) => {
+                        self.escrow.release(b, *node);
+                    }
+                    None => self.escrow.release_node(*node),
+                }
+                Outcome::Done
+            }
+        }
+    }
+
+    fn grant_lease(&mut self, id: &BudgetId, node: NodeId, want: Usd, at_ms: UnixMs) -> Outcome {
+        let Some(budget) = self.budgets.get(id) else {
+            return not_found("budget", id.as_str());
+        };
+        let window = window_at(
+            budget.reset,
+            budget.calendar_aligned,
+            budget.created_at_ms,
+            at_ms,
+        );
+        let spent = match self.ledgers.get(id) {
+            Some(l) if l.window_start_ms == window.start_ms => l.spent,
+            Some(l) if l.window_start_ms > window.start_ms => {
+                return Outcome::Invalid(format!("budget {id}: the window holding {at_ms} is over"))
+            }
+            _ => Usd::ZERO,
+        };
+        let room = Room {
+            limit: budget.limit,
+            spent,
+            window_start_ms: window.start_ms,
+        };
+        Outcome::Leased {
+            held: self.escrow.grant(id, node, want, room),
+            window_start_ms: window.start_ms,
+            window_end_ms: window.end_ms,
         }
     }
 
@@ -439,7 +488,8 @@ impl GovState {
         Outcome::Done
     }
 
-    fn charge_batch(&mut self, charges: &[Charge]) -> Outcome {
+    /// Applies charges idempotently; `node` made them, so they consume its leases.
+    fn charge_batch(&mut self, charges: &[Charge], node: Option<NodeId>) -> Outcome {
         let (mut applied, mut duplicates) = (0u32, 0u32);
         for charge in charges {
             if self.seen_requests.contains_key(&charge.request_id) {
@@ -451,7 +501,7 @@ impl GovState {
             self.seen_by_time
                 .insert((charge.at_ms, charge.request_id.clone()));
             self.latest_charge_ms = self.latest_charge_ms.max(charge.at_ms);
-            self.apply_charge(charge);
+            self.apply_charge(charge, node);
             applied += 1;
         }
         self.forget_old_requests();
@@ -461,7 +511,7 @@ impl GovState {
         }
     }
 
-    fn apply_charge(&mut self, charge: &Charge) {
+    fn apply_charge(&mut self, charge: &Charge, node: Option<NodeId>) {
         let add = |totals: &mut UsageTotals| {
             // Upstream-reported figures: saturate rather than overflow, so no charge can
             // make `apply` panic (and every replay of the log with it).
@@ -496,7 +546,7 @@ impl GovState {
                 budget.created_at_ms,
                 charge.at_ms,
             );
-            let ledger = self.ledgers.entry(id).or_default();
+            let ledger = self.ledgers.entry(id.clone()).or_default();
             if window.start_ms > ledger.window_start_ms {
                 *ledger = Ledger {
                     window_start_ms: window.start_ms,
@@ -506,6 +556,9 @@ impl GovState {
             // A charge from a window that already ended is kept in the totals only.
             if window.start_ms == ledger.window_start_ms {
                 ledger.spent = Usd(ledger.spent.0.saturating_add(charge.cost.0));
+                if let Some(node) = node {
+                    self.escrow.consume(&id, node, charge.cost, window.start_ms);
+                }
             }
         }
     }
@@ -637,6 +690,11 @@ impl GovState {
     pub fn keys(&self) -> &BTreeMap<KeyId, VirtualKey> {
         &self.keys
     }
+    /// Every node's escrow leases.
+    pub fn escrow(&self) -> &Escrow {
+        &self.escrow
+    }
+
     pub fn budgets(&self) -> &BTreeMap<BudgetId, Budget> {
         &self.budgets
     }

@@ -149,7 +149,7 @@ pub async fn propose(app: &App, command: Command) -> Result<(), ApiError> {
         ReplicateError::Storage(_) => ApiError::Internal(e.to_string()),
     })?;
     match outcome {
-        Outcome::Done | Outcome::Charged { .. } => Ok(()),
+        Outcome::Done | Outcome::Charged { .. } | Outcome::Leased { .. } => Ok(()),
         Outcome::NotFound { what, id } => Err(ApiError::NotFound(format!("{what} {id} not found"))),
         Outcome::Conflict(m) => Err(ApiError::Conflict(m)),
         Outcome::Invalid(m) => Err(ApiError::BadRequest(m)),
