@@ -218,25 +218,20 @@ impl GovState {
     }
 
     fn grant_lease(&mut self, id: &BudgetId, node: NodeId, want: Usd, at_ms: UnixMs) -> Outcome {
-        let Some(budget) = self.budgets.get(id) else {
+        let Some(status) = self.budget_status(id, at_ms) else {
             return not_found("budget", id.as_str());
         };
-        let window = window_at(
-            budget.reset,
-            budget.calendar_aligned,
-            budget.created_at_ms,
-            at_ms,
-        );
-        let spent = match self.ledgers.get(id) {
-            Some(l) if l.window_start_ms == window.start_ms => l.spent,
-            Some(l) if l.window_start_ms > window.start_ms => {
-                return Outcome::Invalid(format!("budget {id}: the window holding {at_ms} is over"))
-            }
-            _ => Usd::ZERO,
-        };
+        let window = status.window;
+        if self
+            .ledgers
+            .get(id)
+            .is_some_and(|l| l.window_start_ms > window.start_ms)
+        {
+            return Outcome::Invalid(format!("budget {id}: the window holding {at_ms} is over"));
+        }
         let room = Room {
-            limit: budget.limit,
-            spent,
+            limit: status.budget.limit,
+            spent: status.spent,
             window_start_ms: window.start_ms,
         };
         Outcome::Leased {
