@@ -40,9 +40,12 @@ impl Drop for Flusher {
     }
 }
 
-/// The flush thread of a durable log: takes every append waiting, flushes once (one fsync
-/// for all of them: group commit), then tells openraft, in order. The Raft core and the
-/// async runtime never wait on the disk. Ends when every `LogStore` clone is gone.
+/// The flush thread of a durable log: flushes what is waiting (everything appended before
+/// the flush, in one fsync) and then tells openraft, in order, so the Raft core and the
+/// async runtime never wait on the disk. openraft 0.9 waits for an append's callback
+/// before its next log write, so at most one append is waiting at a time, and truncate,
+/// purge and vote writes (flushed inline) never overtake one. Ends when every
+/// `LogStore` clone is gone.
 fn spawn_flusher<B: LogBackend>(backend: B) -> std::io::Result<Flusher> {
     let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
     let thread = std::thread::Builder::new()
@@ -179,9 +182,9 @@ impl<B: LogBackend> RaftLogStorage<TypeConfig> for LogStore<B> {
         self.backend.read_committed().map_err(read_err)
     }
 
-    /// Writes, then calls back once flushed: on the flush thread when there is one (one
-    /// fsync for every append waiting), else inline. openraft also hands over every entry
-    /// waiting to be appended in one call.
+    /// Writes, then calls back once flushed: on the flush thread when there is one, else
+    /// inline. openraft hands over every entry waiting to be appended in one call, so
+    /// under load one fsync covers a whole batch of proposals.
     async fn append<I>(
         &mut self,
         entries: I,

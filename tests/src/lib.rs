@@ -366,22 +366,7 @@ impl Gateway {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value)> {
-        let client = http();
-        let url = format!("{}{path}", self.url());
-        let mut req = match method {
-            "POST" => client.post(url),
-            "PATCH" => client.patch(url),
-            "DELETE" => client.delete(url),
-            _ => client.get(url),
-        }
-        .bearer_auth(ADMIN_TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        admin_at(&self.url(), method, path, body).await
     }
 
     /// POST that must succeed; returns the body.
@@ -419,6 +404,32 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Calls the admin API at `base` with the test admin token; returns the status and the
+/// JSON body (`null` when the body is not JSON).
+pub async fn admin_at(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value)> {
+    let client = http();
+    let url = format!("{base}{path}");
+    let mut req = match method {
+        "POST" => client.post(url),
+        "PATCH" => client.patch(url),
+        "DELETE" => client.delete(url),
+        _ => client.get(url),
+    }
+    .bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await?;
+    let status = r.status().as_u16();
+    let text = r.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
 /// Sends an Anthropic Messages request with `x-api-key`; returns status, headers and body.

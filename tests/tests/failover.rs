@@ -75,20 +75,8 @@ impl Scripted {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value> {
-        let client = http();
-        let url = format!("{}{path}", self.url(node));
-        let mut req = match method {
-            "POST" => client.post(url),
-            _ => client.get(url),
-        }
-        .bearer_auth(ADMIN_TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await?;
-        let status = r.status();
-        let v: Value = r.json().await.unwrap_or_default();
-        if !status.is_success() {
+        let (status, v) = admin_at(&self.url(node), method, path, body).await?;
+        if !(200..300).contains(&status) {
             bail!("{method} {path} on {node}: {status} {v}");
         }
         Ok(v)
