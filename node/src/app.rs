@@ -3,7 +3,8 @@
 use crate::charge::{self, ChargeSender};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::limits::{Admission, RateLimiter};
+use crate::admission::{self, Admission};
+use crate::limits::RateLimiter;
 use crate::providers::Providers;
 use crate::replicator::{LocalReplicator, Replicator, SharedState};
 use crate::routing::PatternCache;
@@ -57,6 +58,8 @@ pub struct Started {
     pub app: Arc<App>,
     pub charge_task: tokio::task::JoinHandle<()>,
     pub charge_close: tokio::sync::oneshot::Sender<()>,
+    /// The escrow lease maintenance task (aborted at shutdown).
+    pub maintenance: tokio::task::JoinHandle<()>,
 }
 
 /// Opens the data dir, recovers state and builds the app. `cluster`: a Raft replicator
@@ -89,6 +92,27 @@ pub fn start(config: Config, cluster: Option<Arc<dyn Replicator>>) -> anyhow::Re
         crate::outbox::Outbox::open(&data_dir.join("outbox"))
             .context("cannot open the charge outbox")?,
     );
+    let offset_ms = std::env::var("TOLLGATE_CLOCK_OFFSET_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let system_clock = Arc::new(SystemClock::with_offset_ms(offset_ms));
+    if let Some(path) = std::env::var_os("TOLLGATE_TEST_CLOCK_FILE") {
+        follow_clock_file(Arc::clone(&system_clock), path.into());
+    }
+    let clock: Arc<dyn Clock> = system_clock;
+    let mode = if std::env::var("TOLLGATE_TEST_NAIVE_BUDGETS").is_ok_and(|v| v == "1") {
+        tracing::warn!("TOLLGATE_TEST_NAIVE_BUDGETS=1: budgets are checked naively and can be overspent (a test hook)");
+        admission::Mode::Naive
+    } else {
+        admission::Mode::Leases
+    };
+    let admission = Admission::new(
+        replicator.cluster_view().node_id,
+        mode,
+        Arc::clone(&replicator),
+        Arc::clone(&clock),
+    );
     let propose_delay_ms: u64 = std::env::var("TOLLGATE_TEST_PROPOSE_DELAY_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -104,12 +128,10 @@ pub fn start(config: Config, cluster: Option<Arc<dyn Replicator>>) -> anyhow::Re
     } = charge::spawn(
         Arc::clone(&replicator),
         Arc::clone(&outbox),
+        Arc::clone(&admission),
         pipeline_config,
     );
-    let offset_ms = std::env::var("TOLLGATE_CLOCK_OFFSET_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let maintenance = admission.spawn_maintenance();
     let mut base = [0u8; 8];
     getrandom::fill(&mut base).map_err(|e| anyhow::anyhow!("os random source failed: {e}"))?;
     let app = App {
@@ -118,10 +140,10 @@ pub fn start(config: Config, cluster: Option<Arc<dyn Replicator>>) -> anyhow::Re
         providers,
         http,
         limiter: RateLimiter::default(),
-        admission: Arc::new(Admission::default()),
+        admission,
         charges,
         admin_token_sha256,
-        clock: Arc::new(SystemClock::with_offset_ms(offset_ms)),
+        clock,
         patterns: PatternCache::default(),
         ready: AtomicBool::new(false),
         outbox,
@@ -133,7 +155,31 @@ pub fn start(config: Config, cluster: Option<Arc<dyn Replicator>>) -> anyhow::Re
         app: Arc::new(app),
         charge_task,
         charge_close,
+        maintenance,
     })
+}
+
+/// Test hook (`TOLLGATE_TEST_CLOCK_FILE=PATH`): the clock's offset follows the signed
+/// milliseconds written in `path` (read every 50 ms; a missing or unreadable file leaves
+/// the offset as it was), so a test can move every node of a cluster across a window
+/// boundary at once.
+fn follow_clock_file(clock: Arc<SystemClock>, path: std::path::PathBuf) {
+    tracing::warn!(path = %path.display(), "TOLLGATE_TEST_CLOCK_FILE: the clock follows a file (a test hook)");
+    let read = move |clock: &SystemClock| {
+        if let Some(offset) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+        {
+            clock.set_offset_ms(offset);
+        }
+    };
+    read(&clock);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            read(&clock);
+        }
+    });
 }
 
 /// The admin token's hash: from `TOLLGATE_ADMIN_TOKEN`, else a token generated once and

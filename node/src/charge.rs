@@ -11,8 +11,8 @@
 //! At start the proposer first replays what the outbox holds after the last charge it
 //! knows applied.
 
-use crate::limits::Hold;
-use crate::outbox::{Outbox, OutboxError, Position, Record, SegmentId};
+use crate::admission::{Admission, Hold};
+use crate::outbox::{Outbox, OutboxError, Position, Record, Replayed, SegmentId};
 use crate::replicator::Replicator;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,8 +110,27 @@ pub struct PipelineConfig {
 pub fn spawn(
     replicator: Arc<dyn Replicator>,
     outbox: Arc<Outbox>,
+    admission: Arc<Admission>,
     config: PipelineConfig,
 ) -> ChargePipeline {
+    // Charges to replay hold their costs until applied, from before the first request
+    // is admitted: applying them consumes this node's leases.
+    let replay: Vec<(Replayed, Hold)> = {
+        let records = outbox.take_replay();
+        let state = replicator.state().read();
+        records
+            .into_iter()
+            .map(|r| {
+                let chain = state.budget_chain(
+                    &r.charge.key_id,
+                    r.charge.provider_config_id.as_ref(),
+                );
+                let hold = admission.hold_replayed(&chain, r.charge.cost);
+                (r, hold)
+            })
+            .collect()
+    };
+    let node = admission.node();
     let (tx, rx) = mpsc::unbounded_channel::<Logged>();
     let (durable_tx, durable_rx) = mpsc::unbounded_channel::<Logged>();
     let (close, close_rx) = oneshot::channel::<()>();
@@ -123,8 +142,9 @@ pub fn spawn(
         config.batch_max,
     ));
     let task = tokio::spawn(propose_stage(
-        replicator,
+        Proposer { replicator, node },
         Arc::clone(&outbox),
+        replay,
         durable_rx,
         config,
     ));
@@ -186,21 +206,23 @@ async fn write_stage(
 /// Proposes one batch at a time, in queue order, which is the outbox's log order: the
 /// outbox relies on it to know every charge before the last one applied is applied too.
 async fn propose_stage(
-    replicator: Arc<dyn Replicator>,
+    proposer: Proposer,
     outbox: Arc<Outbox>,
+    mut replay: Vec<(Replayed, Hold)>,
     mut rx: mpsc::UnboundedReceiver<Logged>,
     config: PipelineConfig,
 ) {
-    let replay = outbox.take_replay();
     if !replay.is_empty() {
         tracing::info!(charges = replay.len(), "replaying the charge outbox");
-        for chunk in replay.chunks(config.batch_max.max(1)) {
-            propose(
-                &replicator,
-                chunk.iter().map(|r| r.charge.clone()).collect(),
-            )
-            .await;
-            mark_applied(&outbox, chunk.iter().map(|r| r.position).collect()).await;
+        while !replay.is_empty() {
+            let chunk: Vec<(Replayed, Hold)> = replay
+                .drain(..replay.len().min(config.batch_max.max(1)))
+                .collect();
+            proposer
+                .propose(chunk.iter().map(|(r, _)| r.charge.clone()).collect())
+                .await;
+            mark_applied(&outbox, chunk.iter().map(|(r, _)| r.position).collect()).await;
+            // Dropping the holds releases the amounts now counted in the ledgers.
         }
     }
     let mut batch: Vec<Logged> = Vec::with_capacity(config.batch_max);
@@ -220,11 +242,9 @@ async fn propose_stage(
         if !config.propose_delay.is_zero() {
             tokio::time::sleep(config.propose_delay).await;
         }
-        propose(
-            &replicator,
-            batch.iter().map(|l| l.pending.charge.clone()).collect(),
-        )
-        .await;
+        proposer
+            .propose(batch.iter().map(|l| l.pending.charge.clone()).collect())
+            .await;
         mark_applied(&outbox, batch.iter().filter_map(|l| l.position).collect()).await;
         // Dropping the holds releases the amounts now counted in the ledgers.
         batch.clear();
@@ -233,7 +253,6 @@ async fn propose_stage(
     outbox.seal();
 }
 
-/// Proposes one batch until it is durable (or rejected, which retrying cannot change).
 /// Tells the outbox these charges are applied. It records (and fsyncs) the position of
 /// the last one and deletes emptied segments, so this runs off the async threads.
 async fn mark_applied(outbox: &Arc<Outbox>, positions: Vec<crate::outbox::Position>) {
@@ -243,8 +262,24 @@ async fn mark_applied(outbox: &Arc<Outbox>, positions: Vec<crate::outbox::Positi
     }
 }
 
-async fn propose(replicator: &Arc<dyn Replicator>, charges: Vec<Charge>) {
-    let command = Command::ChargeBatch { charges };
+/// Proposes this node's charges: each consumes the node's leases of its budgets.
+struct Proposer {
+    replicator: Arc<dyn Replicator>,
+    node: u64,
+}
+
+impl Proposer {
+    /// Proposes one batch until it is durable (or rejected, which retrying cannot change).
+    async fn propose(&self, charges: Vec<Charge>) {
+        propose(&self.replicator, Command::NodeChargeBatch {
+            node: self.node,
+            charges,
+        })
+        .await
+    }
+}
+
+async fn propose(replicator: &Arc<dyn Replicator>, command: Command) {
     loop {
         match replicator.propose(command.clone()).await {
             Ok(Outcome::Charged {
@@ -269,7 +304,6 @@ async fn propose(replicator: &Arc<dyn Replicator>, charges: Vec<Charge>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::Admission;
     use crate::replicator::LocalReplicator;
     use std::path::PathBuf;
     use tollgate_proto::{KeyId, RequestId, Usage, Usd};
@@ -281,7 +315,16 @@ mod tests {
         dir
     }
 
-    fn pending(admission: &Arc<Admission>, n: u64) -> PendingCharge {
+    fn admission(replicator: &Arc<dyn Replicator>) -> Arc<Admission> {
+        Admission::new(
+            1,
+            crate::admission::Mode::Leases,
+            Arc::clone(replicator),
+            Arc::new(crate::clock::SystemClock::default()),
+        )
+    }
+
+    fn pending(n: u64) -> PendingCharge {
         PendingCharge {
             charge: Charge {
                 request_id: RequestId(format!("req_{n:020}")),
@@ -296,7 +339,7 @@ mod tests {
                 cost: Usd(10_500),
                 at_ms: 1_700_000_000_000 + n,
             },
-            hold: Hold::none(admission),
+            hold: Hold::none(),
         }
     }
 
@@ -322,13 +365,13 @@ mod tests {
         let pipeline = spawn(
             Arc::clone(&replicator),
             Arc::clone(&outbox),
+            admission(&replicator),
             PipelineConfig {
                 batch_max: 512,
                 propose_delay: Duration::ZERO,
             },
         );
-        let admission = Arc::new(Admission::default());
-        let charges: Vec<PendingCharge> = (0..N).map(|n| pending(&admission, n)).collect();
+        let charges: Vec<PendingCharge> = (0..N).map(pending).collect();
         let started = std::time::Instant::now();
         for p in charges {
             pipeline.sender.send(p);
@@ -375,11 +418,15 @@ mod tests {
             propose_delay: Duration::ZERO,
         };
         let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
-        let pipeline = spawn(Arc::clone(&replicator), Arc::clone(&outbox), config());
-        let admission = Arc::new(Admission::default());
-        let mut late = pending(&admission, 1);
+        let pipeline = spawn(
+            Arc::clone(&replicator),
+            Arc::clone(&outbox),
+            admission(&replicator),
+            config(),
+        );
+        let mut late = pending(1);
         late.charge.at_ms += tollgate_raft::state::DEDUP_HORIZON_MS + 1;
-        pipeline.sender.send(pending(&admission, 0));
+        pipeline.sender.send(pending(0));
         pipeline.sender.send(late);
         let key = KeyId::from("vk_test");
         let usage = || replicator.state().read().usage_of_key(&key).requests;
@@ -393,7 +440,12 @@ mod tests {
         // The kill: the pipeline stops without sealing the outbox.
         pipeline.task.abort();
         let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
-        let pipeline = spawn(Arc::clone(&replicator), Arc::clone(&outbox), config());
+        let pipeline = spawn(
+            Arc::clone(&replicator),
+            Arc::clone(&outbox),
+            admission(&replicator),
+            config(),
+        );
         pipeline.close.send(()).expect("pipeline running");
         pipeline.task.await.expect("pipeline task");
         assert_eq!(usage(), 2, "no applied charge counted twice");

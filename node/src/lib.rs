@@ -28,6 +28,7 @@
 //! - `loadgen`: the `tollgate loadgen` HTTP load generator used by `scripts/bench.sh`.
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cert;

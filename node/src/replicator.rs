@@ -104,6 +104,9 @@ pub trait Replicator: Send + Sync + 'static {
     fn state(&self) -> &SharedState;
     /// This node's own figures.
     fn status(&self) -> NodeStatus;
+    /// `NodeStatus::staleness_ms` alone, cheap enough for every request: how long since
+    /// this node last heard from the cluster (a leader: from a quorum).
+    fn staleness_ms(&self) -> u64;
     fn cluster_view(&self) -> ClusterView;
     /// Every member's figures, asked of each (a member that does not answer in time is
     /// reported with the error).
@@ -238,6 +241,10 @@ impl Replicator for LocalReplicator {
             storage_bytes: self.store.size_on_disk(),
             outbox_bytes: self.outbox_dir.as_deref().map_or(0, dir_bytes),
         }
+    }
+
+    fn staleness_ms(&self) -> u64 {
+        0
     }
 
     fn caught_up(&self) -> bool {

@@ -126,12 +126,17 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 
 /// Serves until SIGINT/SIGTERM, then stops taking requests, lets in-flight ones finish,
 /// and applies every queued charge before returning.
+/// How long a stopping node tries to give its escrow leases back.
+const LEASE_RETURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub async fn serve(started: Started) -> anyhow::Result<()> {
     let Started {
         app,
         charge_task,
         charge_close,
+        maintenance,
     } = started;
+    let admission = Arc::clone(&app.admission);
     let addr = app.config.server.http_addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -176,6 +181,14 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "charge pipeline ended abnormally"),
         Err(_) => tracing::error!("charge pipeline did not drain in time; queued charges are lost"),
+    }
+    // Every charge is applied and nothing is in flight: the leases go back to the
+    // cluster for the other nodes.
+    maintenance.abort();
+    match tokio::time::timeout(LEASE_RETURN_TIMEOUT, admission.release_all()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "leases not given back; the leader reclaims them"),
+        Err(_) => tracing::warn!("giving leases back timed out; the leader reclaims them"),
     }
     tracing::info!("stopped");
     Ok(())

@@ -110,6 +110,23 @@ pub enum Command {
         node: u64,
         charges: Vec<Charge>,
     },
+    /// `GrantLease` that also says what the node needs now: a grant leaving the node
+    /// with less than `need` is recorded as a shortfall, which asks the other nodes to
+    /// give back what they hold and do not use.
+    RequestLease {
+        budget_id: BudgetId,
+        node: u64,
+        need: Usd,
+        want: Usd,
+        at_ms: UnixMs,
+    },
+    /// A node gives back part of its lease of a budget (what it holds beyond its
+    /// requests in flight).
+    ReturnLease {
+        budget_id: BudgetId,
+        node: u64,
+        amount: Usd,
+    },
 }
 
 /// What applying a command did. Rejections are outcomes, not errors: every replica

@@ -1,5 +1,4 @@
-//! Escrow leases (issue 4; applied by `GovState`, not yet used by nodes): slices of a budget's room in
-//! its current window granted to nodes, so that a node admits requests against its own
+//! Escrow leases: slices of a budget's room in its current window granted to nodes, so that a node admits requests against its own
 //! slice without a Raft round trip per request, and the nodes together can never reserve
 //! more than is left.
 //!
@@ -14,7 +13,10 @@
 //!   the only way spend can pass the limit;
 //! - a lease from an older window is void: the node's next grant starts from zero;
 //! - a node returns its lease when it drains, and the leader reclaims the leases of a node
-//!   reported gone; its late charges are still applied and consume nothing.
+//!   reported gone; its late charges are still applied and consume nothing;
+//! - a grant that leaves a node with less than it needs is a *shortfall*, recorded per
+//!   budget with a sequence number, so the other nodes see it and give back what they
+//!   hold beyond their requests in flight.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,6 +38,16 @@ pub struct Lease {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Escrow {
     leases: BTreeMap<(BudgetId, NodeId), Lease>,
+    /// The last shortfall of each budget: which node was short, and a number that grows
+    /// with every shortfall so nodes can tell a new one from one they already answered.
+    shortfalls: BTreeMap<BudgetId, Shortfall>,
+}
+
+/// A node was granted less than it needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shortfall {
+    pub node: NodeId,
+    pub seq: u64,
 }
 
 /// A budget as the escrow needs it: its limit and its spend in the window starting at
@@ -85,6 +97,56 @@ impl Escrow {
         lease.outstanding
     }
 
+    /// Tops `node`'s lease up by `want`, or more if it needs to hold `need` in all;
+    /// records a shortfall when the node is left holding less than `need`.
+    pub fn grant_for(
+        &mut self,
+        budget: &BudgetId,
+        node: NodeId,
+        need: Usd,
+        want: Usd,
+        room: Room,
+    ) -> Usd {
+        let current = self.lease_of(budget, node, room.window_start_ms);
+        let ask = want.0.max(need.0.saturating_sub(current.0));
+        let held = self.grant(budget, node, Usd(ask), room);
+        if held.0 < need.0 {
+            let seq = self.shortfalls.get(budget).map_or(0, |s| s.seq) + 1;
+            self.shortfalls
+                .insert(budget.clone(), Shortfall { node, seq });
+        }
+        held
+    }
+
+    /// The last shortfall of `budget`, if any.
+    pub fn shortfall(&self, budget: &BudgetId) -> Option<Shortfall> {
+        self.shortfalls.get(budget).copied()
+    }
+
+    /// `node` gives back up to `amount` of its lease of `budget`; returns what it holds
+    /// after.
+    pub fn give_back(&mut self, budget: &BudgetId, node: NodeId, amount: Usd) -> Usd {
+        let key = (budget.clone(), node);
+        let Some(lease) = self.leases.get_mut(&key) else {
+            return Usd(0);
+        };
+        lease.outstanding = Usd(lease.outstanding.0.saturating_sub(amount.0));
+        let left = lease.outstanding;
+        if left.0 == 0 {
+            self.leases.remove(&key);
+        }
+        left
+    }
+
+    /// What `node` holds of `budget` for the window starting at `window_start_ms` (zero
+    /// for a lease of another window).
+    pub fn lease_of(&self, budget: &BudgetId, node: NodeId, window_start_ms: UnixMs) -> Usd {
+        match self.leases.get(&(budget.clone(), node)) {
+            Some(l) if l.window_start_ms == window_start_ms => l.outstanding,
+            _ => Usd(0),
+        }
+    }
+
     /// A charge of `cost` from `node`, in the window starting at `window_start_ms`, was
     /// applied: the node's lease shrinks by it (not below zero).
     pub fn consume(&mut self, budget: &BudgetId, node: NodeId, cost: Usd, window_start_ms: UnixMs) {
@@ -108,9 +170,24 @@ impl Escrow {
         self.leases.retain(|(_, n), _| *n != node);
     }
 
-    /// A deleted budget's leases go with it.
+    /// A deleted or changed budget's leases go with it.
     pub fn forget_budget(&mut self, budget: &BudgetId) {
         self.leases.retain(|(b, _), _| b != budget);
+        self.shortfalls.remove(budget);
+    }
+
+    /// The leases `node` holds, by budget.
+    pub fn of_node(&self, node: NodeId) -> Vec<(BudgetId, Lease)> {
+        self.leases
+            .iter()
+            .filter(|((_, n), _)| *n == node)
+            .map(|((b, _), l)| (b.clone(), *l))
+            .collect()
+    }
+
+    /// Every node holding a lease.
+    pub fn nodes(&self) -> std::collections::BTreeSet<NodeId> {
+        self.leases.keys().map(|(_, n)| *n).collect()
     }
 
     /// The leases of `budget`, by node.
@@ -209,6 +286,41 @@ mod tests {
         assert_eq!(e.outstanding(&two, 0), Usd(0));
         e.forget_budget(&one);
         assert_eq!(e.of_budget(&one).count(), 0);
+    }
+
+    #[test]
+    fn a_short_grant_is_recorded_and_give_back_is_partial() {
+        let mut e = Escrow::default();
+        let budget = b("bud_1");
+        assert_eq!(
+            e.grant_for(&budget, 1, Usd(100), Usd(900), room(1_000, 0, 0)),
+            Usd(900)
+        );
+        assert_eq!(e.shortfall(&budget), None, "enough: no shortfall");
+        assert_eq!(
+            e.grant_for(&budget, 2, Usd(200), Usd(300), room(1_000, 0, 0)),
+            Usd(100)
+        );
+        assert_eq!(e.shortfall(&budget), Some(Shortfall { node: 2, seq: 1 }));
+        // Node 1 keeps what its requests in flight need and gives the rest back.
+        assert_eq!(e.give_back(&budget, 1, Usd(700)), Usd(200));
+        assert_eq!(
+            e.grant_for(&budget, 2, Usd(200), Usd(300), room(1_000, 0, 0)),
+            Usd(400)
+        );
+        assert_eq!(e.shortfall(&budget).map(|s| s.seq), Some(1));
+        // Asking for little but needing more in all: topped up to the need.
+        assert_eq!(
+            e.grant_for(&budget, 2, Usd(500), Usd(10), room(1_000, 0, 0)),
+            Usd(500)
+        );
+        assert_eq!(e.lease_of(&budget, 2, 0), Usd(500));
+        assert_eq!(e.lease_of(&budget, 2, 86_400_000), Usd(0), "other window");
+        // Giving back more than is held empties the lease, never below zero.
+        assert_eq!(e.give_back(&budget, 1, Usd(5_000)), Usd(0));
+        assert_eq!(e.of_budget(&budget).count(), 1);
+        e.forget_budget(&budget);
+        assert_eq!(e.shortfall(&budget), None);
     }
 
     /// Seeded random grants, charges and releases from four nodes: grants never take the

@@ -143,6 +143,9 @@ impl GovState {
                 if let Some(aligned) = calendar_aligned {
                     b.calendar_aligned = *aligned;
                 }
+                // Leases were cut from the old limit and window: void them; nodes ask
+                // again within the new shape.
+                self.escrow.forget_budget(id);
                 if reset.is_some() || calendar_aligned.is_some() {
                     // The new shape's window may start before the old ledger's; re-base the
                     // ledger on it, keeping what was spent, or later charges would be taken
@@ -205,6 +208,21 @@ impl GovState {
                 want,
                 at_ms,
             } => self.grant_lease(budget_id, *node, *want, *at_ms),
+            Command::RequestLease {
+                budget_id,
+                node,
+                need,
+                want,
+                at_ms,
+            } => self.request_lease(budget_id, *node, *need, *want, *at_ms),
+            Command::ReturnLease {
+                budget_id,
+                node,
+                amount,
+            } => {
+                self.escrow.give_back(budget_id, *node, *amount);
+                Outcome::Done
+            }
             Command::ReleaseLeases { node, budget_id } => {
                 match budget_id {
                     Some(b) => {
@@ -218,6 +236,17 @@ impl GovState {
     }
 
     fn grant_lease(&mut self, id: &BudgetId, node: NodeId, want: Usd, at_ms: UnixMs) -> Outcome {
+        self.request_lease(id, node, Usd::ZERO, want, at_ms)
+    }
+
+    fn request_lease(
+        &mut self,
+        id: &BudgetId,
+        node: NodeId,
+        need: Usd,
+        want: Usd,
+        at_ms: UnixMs,
+    ) -> Outcome {
         let Some(status) = self.budget_status(id, at_ms) else {
             return not_found("budget", id.as_str());
         };
@@ -235,7 +264,7 @@ impl GovState {
             window_start_ms: window.start_ms,
         };
         Outcome::Leased {
-            held: self.escrow.grant(id, node, want, room),
+            held: self.escrow.grant_for(id, node, need, want, room),
             window_start_ms: window.start_ms,
             window_end_ms: window.end_ms,
         }

@@ -4,12 +4,13 @@
 //! # Layout
 //! - `Gateway`: a `tollgate serve` child with its own data dir and port.
 //! - `Cluster`: several gateways forming a Raft cluster (certificates, flags, joining).
+//! - `Scripted`: the three-node cluster behind HAProxy made by `scripts/cluster.sh`.
 //! - `FakeUpstream`: `fake_anthropic.py` with its JSONL request log.
 //! - `kit_dir`, `tollgate_bin`: where the real-client kit and the binary are.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -609,5 +610,105 @@ impl Cluster {
             bail!("node {} not ready within {secs} s", i + 1);
         }
         Ok(())
+    }
+}
+
+/// A base port whose neighbours `scripts/cluster.sh` uses (TCP BASE..BASE+3 and BASE+10,
+/// UDP BASE+11..BASE+13) are all free.
+pub fn free_base() -> Result<u16> {
+    for attempt in 0..200u16 {
+        let base = 20_000 + (std::process::id() as u16 % 2_000) * 10 + attempt * 97 % 20_000;
+        let tcp_free = [0, 1, 2, 3, 10]
+            .iter()
+            .all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        let udp_free = [11, 12, 13]
+            .iter()
+            .all(|d| UdpSocket::bind(("127.0.0.1", base + d)).is_ok());
+        if tcp_free && udp_free {
+            return Ok(base);
+        }
+    }
+    bail!("no free base port")
+}
+
+/// The three-node cluster behind HAProxy that `scripts/cluster.sh` makes: HAProxy on
+/// `base`, node N's HTTP on `base + N`. Every `cluster.sh` call gets the test binary, the
+/// admin token, the upstream key and the extra environment given with `env`, which the
+/// nodes it starts inherit (`up` and `start N`). `down` when dropped.
+pub struct Scripted {
+    pub dir: PathBuf,
+    pub base: u16,
+    env: Vec<(String, String)>,
+}
+
+impl Scripted {
+    /// A cluster to be made in `dir` on a free base port (nothing runs until `up`).
+    pub fn new(dir: PathBuf) -> Result<Scripted> {
+        Ok(Scripted {
+            dir,
+            base: free_base()?,
+            env: Vec::new(),
+        })
+    }
+
+    /// Adds an environment variable for every node started from now on.
+    pub fn env(mut self, name: &str, value: &str) -> Scripted {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// `cluster.sh up --config CONFIG`: returns once all three nodes and HAProxy are ready.
+    pub fn up(&self, config: &Path) -> Result<String> {
+        self.run(&["up", "--config", &config.to_string_lossy()])
+    }
+
+    /// Runs `scripts/cluster.sh ARGS --dir DIR`; fails with its output unless it succeeds.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("bash")
+            .arg(workspace_dir().join("scripts/cluster.sh"))
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .env("TOLLGATE_BIN", tollgate_bin())
+            .env("TOLLGATE_BASE_PORT", self.base.to_string())
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .context("run scripts/cluster.sh")?;
+        if !out.status.success() {
+            bail!(
+                "cluster.sh {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// HAProxy's address for `node` 0, node N's own HTTP address for 1..=3.
+    pub fn url(&self, node: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base + node)
+    }
+
+    /// An admin call at `node` (0: through HAProxy) that must answer 2xx; returns the body.
+    pub async fn admin(
+        &self,
+        node: u16,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let (status, v) = admin_at(&self.url(node), method, path, body).await?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path} on {node}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
     }
 }

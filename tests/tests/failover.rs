@@ -5,9 +5,6 @@
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,78 +13,6 @@ use tollgate_tests::*;
 const MODEL: &str = "claude-x";
 /// Clients sending through HAProxy, each one request at a time.
 const WORKERS: usize = 6;
-
-/// A base port whose neighbours `cluster.sh` uses (TCP BASE..BASE+3 and BASE+10, UDP
-/// BASE+11..BASE+13) are all free.
-fn free_base() -> Result<u16> {
-    for attempt in 0..200u16 {
-        let base = 20_000 + (std::process::id() as u16 % 2_000) * 10 + attempt * 97 % 20_000;
-        let tcp_free = [0, 1, 2, 3, 10]
-            .iter()
-            .all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
-        let udp_free = [11, 12, 13]
-            .iter()
-            .all(|d| UdpSocket::bind(("127.0.0.1", base + d)).is_ok());
-        if tcp_free && udp_free {
-            return Ok(base);
-        }
-    }
-    bail!("no free base port")
-}
-
-/// The cluster made by `scripts/cluster.sh`; `down` when dropped.
-struct Scripted {
-    dir: PathBuf,
-    base: u16,
-}
-
-impl Scripted {
-    fn run(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("bash")
-            .arg(workspace_dir().join("scripts/cluster.sh"))
-            .args(args)
-            .arg("--dir")
-            .arg(&self.dir)
-            .env("TOLLGATE_BIN", tollgate_bin())
-            .env("TOLLGATE_BASE_PORT", self.base.to_string())
-            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
-            .output()
-            .context("run scripts/cluster.sh")?;
-        if !out.status.success() {
-            bail!(
-                "cluster.sh {args:?} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn url(&self, node: u16) -> String {
-        format!("http://127.0.0.1:{}", self.base + node)
-    }
-
-    async fn admin(
-        &self,
-        node: u16,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
-        let (status, v) = admin_at(&self.url(node), method, path, body).await?;
-        if !(200..300).contains(&status) {
-            bail!("{method} {path} on {node}: {status} {v}");
-        }
-        Ok(v)
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        let _ = self.run(&["down"]);
-    }
-}
 
 #[derive(Default)]
 struct Tally {
@@ -104,12 +29,9 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("tollgate.toml");
     std::fs::write(&config, fake_config(&fake))?;
-    let cluster = Scripted {
-        dir: dir.join("cluster"),
-        base: free_base()?,
-    };
+    let cluster = Scripted::new(dir.join("cluster"))?;
     let started = Instant::now();
-    cluster.run(&["up", "--config", &config.to_string_lossy()])?;
+    cluster.up(&config)?;
     println!("cluster up after {:?}", started.elapsed());
 
     cluster

@@ -256,15 +256,28 @@ pub async fn delete_key(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
 
 // ------------------------------------------------------------------ budgets
 
-/// A budget with its live figures: spend in the current window and amounts held by
-/// requests in flight on this node.
+/// A budget with its live figures in the current window: spend, the nodes' escrow
+/// leases (`reserved_usd` is their sum; both replicated, so the same on every node), and
+/// what requests in flight on this node hold (`held_here_usd`).
 fn budget_view(app: &App, state: &tollgate_raft::GovState, id: &BudgetId) -> Option<Value> {
     let status = state.budget_status(id, app.now_ms())?;
     let mut m = budget_base_view(&status.budget);
     m.insert("spent_usd".into(), json!(status.spent.to_string()));
+    let window = status.window.start_ms;
+    let leases: Vec<Value> = state
+        .escrow()
+        .of_budget(id)
+        .filter(|(_, l)| l.window_start_ms == window)
+        .map(|(node, l)| json!({"node": node, "outstanding_usd": l.outstanding.to_string()}))
+        .collect();
     m.insert(
         "reserved_usd".into(),
-        json!(app.admission.held_on(id).to_string()),
+        json!(state.escrow().outstanding(id, window).to_string()),
+    );
+    m.insert("leases".into(), Value::Array(leases));
+    m.insert(
+        "held_here_usd".into(),
+        json!(app.admission.local_figures(id).held.to_string()),
     );
     m.insert(
         "window_start".into(),

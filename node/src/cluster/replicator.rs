@@ -207,6 +207,15 @@ impl<T: PeerTransport> RaftReplicator<T> {
         }
     }
 
+    fn staleness_of(&self, m: &openraft::RaftMetrics<NodeId, tollgate_raft::typ::TollgateNode>) -> u64 {
+        if m.state == ServerState::Leader {
+            m.millis_since_quorum_ack
+                .unwrap_or_else(|| self.contact.since_ms())
+        } else {
+            self.contact.since_ms()
+        }
+    }
+
     fn own_status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
         let role = match m.state {
@@ -216,12 +225,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
-        let staleness_ms = if m.state == ServerState::Leader {
-            m.millis_since_quorum_ack
-                .unwrap_or_else(|| self.contact.since_ms())
-        } else {
-            self.contact.since_ms()
-        };
+        let staleness_ms = self.staleness_of(&m);
         NodeStatus {
             node_id: m.id,
             role: role.into(),
@@ -302,6 +306,10 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
 
     fn status(&self) -> NodeStatus {
         self.own_status()
+    }
+
+    fn staleness_ms(&self) -> u64 {
+        self.staleness_of(&self.raft.metrics().borrow())
     }
 
     /// Caught up once, and still a member as far as this node knows (a removed node that

@@ -5,7 +5,7 @@
 
 use crate::app::App;
 use crate::charge::PendingCharge;
-use crate::limits::Hold;
+use crate::admission::Hold;
 use std::sync::Arc;
 use tollgate_proto::{Charge, KeyId, Price, ProviderConfigId, RateLimit, RequestId, Usage, Usd};
 

@@ -139,7 +139,7 @@ async fn run(
         if refused[i] {
             continue;
         }
-        let billing = match admit(app, &key, route, &inbound) {
+        let billing = match admit(app, &key, route, &inbound).await {
             Ok(b) => b,
             Err(e) => {
                 refused[i] = true;
@@ -168,27 +168,30 @@ async fn run(
 
 /// Checks price, provider-config rate limits and every budget of the chain for one route,
 /// and reserves the request's estimated cost.
-fn admit(
+async fn admit(
     app: &Arc<App>,
     key: &VirtualKey,
     route: &Route,
     inbound: &Inbound,
 ) -> Result<Billing, ApiError> {
     let now_ms = app.now_ms();
-    let state = app.state().read();
-    let chain = state.budget_chain(&key.id, Some(&route.config.id));
-    let price = state.price_for(&route.upstream_model).cloned();
+    let (chain, price, all_limits) = {
+        let state = app.state().read();
+        let chain = state.budget_chain(&key.id, Some(&route.config.id));
+        let price = state.price_for(&route.upstream_model).cloned();
+        let all_limits: Vec<RateLimit> = state
+            .rate_limit_chain(&key.id, Some(&route.config.id))
+            .into_iter()
+            .cloned()
+            .collect();
+        (chain, price, all_limits)
+    };
     if price.is_none() && !chain.is_empty() {
         return Err(ApiError::PermissionDenied(format!(
             "model '{}' has no price and virtual key {} spends against a budget; ask your gateway admin to set a price for it or a default price (model \"*\")",
             route.upstream_model, key.id
         )));
     }
-    let all_limits: Vec<RateLimit> = state
-        .rate_limit_chain(&key.id, Some(&route.config.id))
-        .into_iter()
-        .cloned()
-        .collect();
     // The estimate: every four body bytes a prompt token, and every completion at its cap.
     let estimated_usage = Usage {
         input_tokens: (inbound.body.len() as u64).div_ceil(4),
@@ -202,8 +205,7 @@ fn admit(
     let estimate = price
         .as_ref()
         .map_or(Usd::ZERO, |p| p.cost(&estimated_usage));
-    let hold = app.admission.reserve(&state, &chain, estimate, now_ms)?;
-    drop(state);
+    let hold = app.admission.reserve(&chain, estimate).await?;
     let config_limits: Vec<RateLimit> = all_limits
         .iter()
         .filter(|l| matches!(l.owner, Owner::ProviderConfig(_)))

@@ -1,0 +1,1315 @@
+//! Issue 4, exact budgets across the cluster via escrow leases, black-box: three nodes
+//! behind HAProxy (`scripts/cluster.sh`) and the fake upstream on loopback.
+//!
+//! - a $1.00 key budget under 200 concurrent clients through HAProxy is never overspent
+//!   by more than the largest estimate error, is really used, and every node agrees;
+//!   the same workload with naive check-then-charge admission shows the overshoot;
+//! - a team budget is one budget whatever node its keys' requests reach;
+//! - a provider config whose budget is exhausted hands its requests to the key's next
+//!   provider config without the client noticing;
+//! - a calendar-aligned daily budget rolls over at UTC midnight on every node at once
+//!   (the nodes' clocks moved with `TOLLGATE_TEST_CLOCK_FILE`), old leases void.
+//!
+//! Every request here has a known estimate and a known true cost: input and output
+//! tokens cost the same (100 µ$ a token), admission reserves `ceil(body bytes / 4) +
+//! max_tokens` tokens, and the fake reports `len(json.dumps(prompt)) // 4` input tokens
+//! (a little less than our compact body's quarter) and `len(json.dumps(content)) // 4`
+//! output tokens (9 for the 7-character words used here, below `MAX_TOKENS`). So the
+//! estimate is never below the true cost; the tests still compute the largest estimate
+//! error from the answers' usage and allow exactly that.
+//!
+//! `cargo test -p tollgate-tests --test budgets -- --nocapture` prints the figures.
+
+use anyhow::{bail, ensure, Context, Result};
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tollgate_tests::*;
+
+const MODEL: &str = "claude-budget";
+/// Dollars per million tokens, input and output alike: a token costs exactly 100 µ$.
+const PRICE_PER_MTOK: &str = "100";
+const MICROS_PER_TOKEN: u64 = 100;
+/// Above the fake's 9 output tokens for a 7-character word, so the estimate covers them.
+const MAX_TOKENS: u64 = 12;
+const DAY_MS: u64 = 86_400_000;
+const NODES: [u16; 3] = [1, 2, 3];
+/// Bounds of every client loop: requests per client and time.
+const MAX_REQUESTS_PER_CLIENT: u32 = 50;
+const CLIENT_DEADLINE: Duration = Duration::from_secs(30);
+/// How long the nodes get to agree on the figures after the load.
+const SETTLE_SECS: u64 = 20;
+
+/// Each test runs three nodes, HAProxy and up to 200 clients: on a small machine two at
+/// once would skew each other's timing, so they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ------------------------------------------------------------------ requests
+
+/// One request: its word (`ECHO:` makes the fake answer it, and it finds the request in
+/// the fake's log), its exact bytes and what admission reserves for it in micro-dollars.
+struct Ask {
+    word: String,
+    bytes: Vec<u8>,
+    estimate: u64,
+}
+
+/// A request answered with `word` whose prompt is padded by `pad` bytes.
+fn ask(word: &str, pad: usize) -> Ask {
+    let body = json!({
+        "model": MODEL,
+        "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "user", "content": format!("ECHO:{word} {}", "x".repeat(pad))}],
+    });
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let estimate = ((bytes.len() as u64).div_ceil(4) + MAX_TOKENS) * MICROS_PER_TOKEN;
+    Ask {
+        word: word.to_owned(),
+        bytes,
+        estimate,
+    }
+}
+
+/// The true cost of an answer in micro-dollars, from the usage it reports (`None` when it
+/// reports none, or cache tokens, which these tests do not price).
+fn true_cost(usage: &Value) -> Option<u64> {
+    let input = usage["input_tokens"].as_u64()?;
+    let output = usage["output_tokens"].as_u64()?;
+    let cache = usage["cache_creation_input_tokens"].as_u64().unwrap_or(0)
+        + usage["cache_read_input_tokens"].as_u64().unwrap_or(0);
+    (cache == 0).then_some((input + output) * MICROS_PER_TOKEN)
+}
+
+/// A pad between `lo` and `hi` that varies with the client and its request number.
+fn pad(client: usize, n: u32, (lo, hi): (usize, usize)) -> usize {
+    let mut x = (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (u64::from(n) + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 29;
+    lo + (x % (hi - lo + 1) as u64) as usize
+}
+
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    ask: &Ask,
+) -> Result<(u16, HeaderMap, Value)> {
+    let r = client
+        .post(format!("{url}/v1/messages"))
+        .header("x-api-key", secret)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(ask.bytes.clone())
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await?;
+    Ok((
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// Where one group of clients sends, with which key; `tag` starts each request's word so
+/// the fake's log tells the groups apart.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    secret: String,
+    tag: char,
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Tally {
+    /// Words answered 200, by tag.
+    answered: BTreeMap<char, Vec<String>>,
+    /// Σ true costs of the answered requests.
+    true_cost: u64,
+    /// max(true cost − estimate, 0) over the answered requests.
+    max_error: u64,
+    /// Largest estimate of any request sent.
+    max_estimate: u64,
+    /// Every 402: tag, headers, body.
+    refusals: Vec<(char, HeaderMap, Value)>,
+    /// Anything that is neither 200 nor 402, or a 200 without usage.
+    failures: Vec<String>,
+    /// Clients that stopped at a bound instead of a 402.
+    unfinished: u64,
+}
+
+impl Tally {
+    fn ok(&self) -> u64 {
+        self.answered.values().map(|w| w.len() as u64).sum()
+    }
+
+    fn ok_of(&self, tag: char) -> u64 {
+        self.answered.get(&tag).map_or(0, |w| w.len() as u64)
+    }
+
+    fn words(&self) -> BTreeSet<String> {
+        self.answered.values().flatten().cloned().collect()
+    }
+
+    /// Records one answer; returns whether it was a 402.
+    fn record(&mut self, tag: char, ask: &Ask, answer: Result<(u16, HeaderMap, Value)>) -> bool {
+        self.max_estimate = self.max_estimate.max(ask.estimate);
+        match answer {
+            Ok((200, _, body)) => match true_cost(&body["usage"]) {
+                Some(cost) => {
+                    self.true_cost += cost;
+                    self.max_error = self.max_error.max(cost.saturating_sub(ask.estimate));
+                    self.answered.entry(tag).or_default().push(ask.word.clone());
+                }
+                None => self
+                    .failures
+                    .push(format!("{}: 200 without usage: {body}", ask.word)),
+            },
+            Ok((402, headers, body)) => {
+                self.refusals.push((tag, headers, body));
+                return true;
+            }
+            Ok((status, _, body)) => self.failures.push(format!("{}: {status} {body}", ask.word)),
+            Err(e) => self.failures.push(format!("{}: {e:#}", ask.word)),
+        }
+        false
+    }
+}
+
+/// `clients` clients per target, each sending requests padded within `pads` one at a
+/// time until it gets a 402 (at most `MAX_REQUESTS_PER_CLIENT` requests and
+/// `CLIENT_DEADLINE`). Any other failure also ends a client.
+async fn drain(targets: &[Target], clients: usize, pads: (usize, usize)) -> Result<Tally> {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut tasks = Vec::new();
+    for target in targets {
+        for c in 0..clients {
+            let (target, tally) = (target.clone(), Arc::clone(&tally));
+            tasks.push(tokio::spawn(async move {
+                let client = http();
+                let started = Instant::now();
+                for n in 0..MAX_REQUESTS_PER_CLIENT {
+                    if started.elapsed() > CLIENT_DEADLINE {
+                        break;
+                    }
+                    let ask = ask(&format!("{}{c:03}r{n:02}", target.tag), pad(c, n, pads));
+                    let answer = send(&client, &target.url, &target.secret, &ask).await;
+                    let failed = matches!(&answer, Ok((s, _, _)) if *s != 200 && *s != 402)
+                        || answer.is_err();
+                    let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+                    if t.record(target.tag, &ask, answer) || failed {
+                        return;
+                    }
+                }
+                tally.lock().unwrap_or_else(|e| e.into_inner()).unfinished += 1;
+            }));
+        }
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(tally)
+}
+
+/// What a 402 must say.
+struct Refusal {
+    budget: String,
+    /// `"<kind> <id>"` of the budget's owner.
+    owner: String,
+    /// The limit as the node prints it, `"1.00"`.
+    limit: String,
+    /// RFC 3339 end of the budget's window.
+    resets_at: String,
+}
+
+/// Checks one 402: Anthropic `billing_error` naming the budget, its owner, its limit and
+/// its reset time, with `x-should-retry: false`.
+fn check_refusal(headers: &HeaderMap, body: &Value, want: &Refusal) -> Result<(), String> {
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    let problems: Vec<&str> = [
+        (body["type"] == "error", "type is not error"),
+        (
+            body["error"]["type"] == "billing_error",
+            "error.type is not billing_error",
+        ),
+        (
+            message.contains(&format!("budget {} of {}", want.budget, want.owner)),
+            "does not name the budget and its owner",
+        ),
+        (
+            message.contains(&format!("limit ${}", want.limit)),
+            "does not name the limit",
+        ),
+        (
+            message.contains(&format!("resets at {}", want.resets_at)),
+            "does not name the reset time",
+        ),
+        (
+            headers.get("x-should-retry").map(|v| v.as_bytes()) == Some(&b"false"[..]),
+            "no x-should-retry: false",
+        ),
+    ]
+    .into_iter()
+    .filter(|(ok, _)| !ok)
+    .map(|(_, what)| what)
+    .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{problems:?}: {body}"))
+    }
+}
+
+/// Every 402 of `tally` checked against `want`; fails naming the first few bad ones.
+fn check_refusals(tally: &Tally, want: &Refusal) -> Result<()> {
+    let bad: Vec<String> = tally
+        .refusals
+        .iter()
+        .filter_map(|(tag, h, b)| {
+            check_refusal(h, b, want)
+                .err()
+                .map(|e| format!("{tag}: {e}"))
+        })
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "{} of {} refusals malformed, e.g. {:?}",
+        bad.len(),
+        tally.refusals.len(),
+        &bad[..bad.len().min(3)]
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ cluster figures
+
+/// One node's view of one budget.
+#[derive(Debug, Clone, PartialEq)]
+struct Figures {
+    spent: u64,
+    reserved: u64,
+    /// Node-local: reservations of requests in flight there.
+    held_here: u64,
+    /// Σ outstanding_usd of the listed leases.
+    leases_sum: u64,
+    leases: Value,
+    window_start: String,
+    window_end: String,
+    /// `requests` of the usage answer asked with the budget.
+    requests: u64,
+}
+
+impl Figures {
+    /// What every node must agree on (`held_here` is the node's own).
+    fn replicated(&self) -> (u64, u64, &Value, &str, &str, u64) {
+        (
+            self.spent,
+            self.reserved,
+            &self.leases,
+            &self.window_start,
+            &self.window_end,
+            self.requests,
+        )
+    }
+}
+
+/// Budget `id` and the usage of `usage_query` (`virtual_key=ID`, `team=ID`; `None`: no
+/// usage, `requests` 0) as `node` answers them, linearizably.
+async fn figures(
+    cluster: &Scripted,
+    node: u16,
+    id: &str,
+    usage_query: Option<&str>,
+) -> Result<Figures> {
+    let b = cluster
+        .admin(
+            node,
+            "GET",
+            &format!("/api/v1/budgets/{id}?consistency=linearizable"),
+            None,
+        )
+        .await?;
+    let requests = match usage_query {
+        Some(q) => cluster
+            .admin(
+                node,
+                "GET",
+                &format!("/api/v1/usage?{q}&consistency=linearizable"),
+                None,
+            )
+            .await?["requests"]
+            .as_u64()
+            .unwrap_or(0),
+        None => 0,
+    };
+    let leases = b["leases"].clone();
+    ensure!(
+        leases.is_array() && b["held_here_usd"].is_string() && b["reserved_usd"].is_string(),
+        "node {node}: budget view without leases/held_here_usd/reserved_usd: {b}"
+    );
+    let leases_sum = leases
+        .as_array()
+        .map(|l| l.iter().map(|x| micros(&x["outstanding_usd"])).sum())
+        .unwrap_or(0);
+    Ok(Figures {
+        spent: micros(&b["spent_usd"]),
+        reserved: micros(&b["reserved_usd"]),
+        held_here: micros(&b["held_here_usd"]),
+        leases_sum,
+        leases,
+        window_start: b["window_start"].as_str().unwrap_or_default().to_owned(),
+        window_end: b["window_end"].as_str().unwrap_or_default().to_owned(),
+        requests,
+    })
+}
+
+/// Polls every node until all report the same replicated figures for budget `id` with
+/// `requests` charged requests in `usage_query`, spend `spent` (when given) and nothing
+/// held anywhere. Returns the last figures of every node and whether they settled.
+async fn settle(
+    cluster: &Scripted,
+    id: &str,
+    usage_query: Option<&str>,
+    requests: u64,
+    spent: Option<u64>,
+) -> Result<(Vec<Figures>, bool)> {
+    let deadline = Instant::now() + Duration::from_secs(SETTLE_SECS);
+    loop {
+        let mut all = Vec::new();
+        for node in NODES {
+            all.push(figures(cluster, node, id, usage_query).await?);
+        }
+        let agreed = all.iter().all(|f| f.replicated() == all[0].replicated())
+            && all[0].requests == requests
+            && spent.is_none_or(|s| all[0].spent == s)
+            && all.iter().all(|f| f.held_here == 0);
+        if agreed || Instant::now() > deadline {
+            return Ok((all, agreed));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The word a logged model request was asked to echo.
+fn logged_word(row: &Value) -> Option<String> {
+    let content = row["body"]["messages"][0]["content"].as_str()?;
+    let rest = content.strip_prefix("ECHO:")?;
+    Some(rest.split_whitespace().next()?.to_owned())
+}
+
+/// The words of the model requests `fake` answered, once their count holds still.
+async fn upstream_words(fake: &FakeUpstream, expect: usize) -> Vec<String> {
+    let words = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r["path"] == "/v1/messages")
+            .filter_map(logged_word)
+            .collect::<Vec<_>>()
+    };
+    // The fake logs a request just after answering it.
+    eventually(5, || async { words().len() >= expect }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    words()
+}
+
+// ------------------------------------------------------------------ setup
+
+/// A config file in `dir` with `text`.
+fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+async fn set_price(cluster: &Scripted) -> Result<()> {
+    cluster
+        .admin(
+            1,
+            "POST",
+            "/api/v1/prices",
+            Some(json!({"model": MODEL, "input_per_mtok_usd": PRICE_PER_MTOK, "output_per_mtok_usd": PRICE_PER_MTOK})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates a key; returns its create answer.
+async fn create_key(cluster: &Scripted, body: Value) -> Result<Value> {
+    let key = cluster
+        .admin(1, "POST", "/api/v1/virtual-keys", Some(body))
+        .await?;
+    ensure!(key["secret"].is_string(), "no secret: {key}");
+    Ok(key)
+}
+
+/// Creates a budget; returns its id once every node knows it.
+async fn create_budget(
+    cluster: &Scripted,
+    kind: &str,
+    owner: &str,
+    limit: &str,
+    calendar_aligned: bool,
+) -> Result<String> {
+    let b = cluster
+        .admin(
+            1,
+            "POST",
+            "/api/v1/budgets",
+            Some(json!({"owner": {"kind": kind, "id": owner}, "max_limit_usd": limit, "reset_duration": "1d", "calendar_aligned": calendar_aligned})),
+        )
+        .await?;
+    let id = b["id"].as_str().context("budget id")?.to_owned();
+    for node in NODES {
+        cluster
+            .admin(
+                node,
+                "GET",
+                &format!("/api/v1/budgets/{id}?consistency=linearizable"),
+                None,
+            )
+            .await?;
+    }
+    Ok(id)
+}
+
+fn usd(micros: u64) -> String {
+    format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+/// `ms` as the nodes print times: `2025-01-31T00:00:00Z`.
+fn rfc3339(ms: u64) -> String {
+    let days = (ms / DAY_MS) as i64;
+    let secs = ms % DAY_MS / 1000;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn rfc3339_formats_like_the_nodes() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(1_735_689_599_000), "2024-12-31T23:59:59Z");
+    assert_eq!(rfc3339(4_107_542_400_000), "2100-03-01T00:00:00Z");
+}
+
+// ------------------------------------------------------------------ 1: $1.00, 200 clients
+
+/// Clients of test 1, all through HAProxy.
+const CLIENTS: usize = 200;
+/// Prompt pads of test 1: true costs from about $0.0106 to $0.0499.
+const PADS_1: (usize, usize) = (300, 1_850);
+
+/// Figures of one run of test 1's workload.
+struct Run {
+    limit: u64,
+    spent: u64,
+    ok: u64,
+    refused: usize,
+    max_error: u64,
+    max_estimate: u64,
+    took: Duration,
+}
+
+/// Test 1's workload on a fresh cluster (`naive`: started with
+/// `TOLLGATE_TEST_NAIVE_BUDGETS=1`). With escrow, asserts everything; naive, only that
+/// something was spent.
+async fn one_dollar_run(naive: bool) -> Result<Run> {
+    let label = if naive { "naive" } else { "escrow" };
+    let fake = FakeUpstream::start(&[])?;
+    let dir = temp_dir(&format!("budget-{label}"));
+    let config = write_config(&dir, &fake_config(&fake))?;
+    let mut cluster = Scripted::new(dir.join("cluster"))?;
+    if naive {
+        cluster = cluster.env("TOLLGATE_TEST_NAIVE_BUDGETS", "1");
+    }
+    let started = Instant::now();
+    cluster.up(&config)?;
+    println!("[{label}] cluster up after {:?}", started.elapsed());
+
+    set_price(&cluster).await?;
+    let key = create_key(
+        &cluster,
+        json!({"name": "dollar", "provider_configs": [{"provider": "fake-anthropic"}]}),
+    )
+    .await?;
+    let key_id = key["id"].as_str().unwrap_or_default().to_owned();
+    let secret = key["secret"].as_str().unwrap_or_default().to_owned();
+    let budget = create_budget(&cluster, "virtual_key", &key_id, "1.00", false).await?;
+    let limit = 1_000_000;
+
+    let started = Instant::now();
+    let target = Target {
+        url: cluster.url(0),
+        secret,
+        tag: 'w',
+    };
+    let tally = drain(&[target], CLIENTS, PADS_1).await?;
+    let took = started.elapsed();
+    let ok = tally.ok();
+    println!(
+        "[{label}] {CLIENTS} clients: {ok} answered, {} refused, {} failed, {} unfinished in {took:?}; largest estimate {} error {}",
+        tally.refusals.len(),
+        tally.failures.len(),
+        tally.unfinished,
+        usd(tally.max_estimate),
+        usd(tally.max_error),
+    );
+
+    let usage_query = format!("virtual_key={key_id}");
+    let (all, agreed) = settle(&cluster, &budget, Some(&usage_query), ok, None).await?;
+    let spent = all[0].spent;
+    let run = Run {
+        limit,
+        spent,
+        ok,
+        refused: tally.refusals.len(),
+        max_error: tally.max_error,
+        max_estimate: tally.max_estimate,
+        took,
+    };
+    for (node, f) in NODES.iter().zip(&all) {
+        println!(
+            "[{label}] node {node}: spent {} reserved {} held here {} requests {} leases {}",
+            usd(f.spent),
+            usd(f.reserved),
+            usd(f.held_here),
+            f.requests,
+            f.leases
+        );
+    }
+    if naive {
+        ensure!(spent > 0, "naive run spent nothing");
+        return Ok(run);
+    }
+
+    ensure!(
+        tally.failures.is_empty(),
+        "{} requests neither 200 nor 402, e.g. {:?}",
+        tally.failures.len(),
+        &tally.failures[..tally.failures.len().min(5)]
+    );
+    ensure!(
+        tally.unfinished == 0,
+        "{} clients never got a 402",
+        tally.unfinished
+    );
+    ensure!(
+        agreed,
+        "nodes did not agree on {ok} charged requests: {all:#?}"
+    );
+    check_refusals(
+        &tally,
+        &Refusal {
+            budget: budget.clone(),
+            owner: format!("virtual_key {key_id}"),
+            limit: "1.00".into(),
+            resets_at: all[0].window_end.clone(),
+        },
+    )?;
+    ensure!(
+        spent <= limit + tally.max_error,
+        "overspent: {} > {} + largest estimate error {}",
+        usd(spent),
+        usd(limit),
+        usd(tally.max_error)
+    );
+    ensure!(
+        spent + 100_000 >= limit,
+        "budget not used: spent only {}",
+        usd(spent)
+    );
+    ensure!(
+        spent == tally.true_cost,
+        "spent {} but the answers' usage adds up to {}",
+        usd(spent),
+        usd(tally.true_cost)
+    );
+    for (node, f) in NODES.iter().zip(&all) {
+        ensure!(
+            f.leases_sum == f.reserved,
+            "node {node}: reserved {} but leases add up to {}",
+            usd(f.reserved),
+            usd(f.leases_sum)
+        );
+        ensure!(
+            f.spent + f.reserved <= limit + tally.max_error,
+            "node {node}: spent {} + leased {} beyond the limit",
+            usd(f.spent),
+            usd(f.reserved)
+        );
+    }
+    let upstream = upstream_words(&fake, ok as usize).await;
+    ensure!(
+        upstream.len() as u64 == ok,
+        "the upstream answered {} model requests, the clients got {ok}",
+        upstream.len()
+    );
+    ensure!(
+        upstream.iter().cloned().collect::<BTreeSet<_>>() == tally.words(),
+        "the upstream's requests are not the answered ones"
+    );
+    Ok(run)
+}
+
+#[tokio::test]
+async fn one_dollar_budget_holds_across_three_nodes() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let escrow = one_dollar_run(false).await?;
+    let naive = one_dollar_run(true).await?;
+    let overshoot = |r: &Run| r.spent as i64 - r.limit as i64;
+    for (label, r) in [("escrow", &escrow), ("naive", &naive)] {
+        println!(
+            "{label:>6}: limit {} spent {} overshoot {}{} ({} answered, {} refused, largest estimate {}, largest estimate error {}, {:?})",
+            usd(r.limit),
+            usd(r.spent),
+            if overshoot(r) < 0 { "-" } else { "" },
+            usd(overshoot(r).unsigned_abs()),
+            r.ok,
+            r.refused,
+            usd(r.max_estimate),
+            usd(r.max_error),
+            r.took,
+        );
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ 2: team budget
+
+/// Clients per key in test 2.
+const TEAM_CLIENTS: usize = 20;
+/// Prompt pads of test 2: true costs from about $0.0056 to $0.0156.
+const PADS_2: (usize, usize) = (100, 500);
+
+#[tokio::test]
+async fn team_budget_is_one_budget_across_nodes() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let fake = FakeUpstream::start(&[])?;
+    let dir = temp_dir("budget-team");
+    let config = write_config(&dir, &fake_config(&fake))?;
+    let cluster = Scripted::new(dir.join("cluster"))?;
+    cluster.up(&config)?;
+    set_price(&cluster).await?;
+    let team = cluster
+        .admin(1, "POST", "/api/v1/teams", Some(json!({"name": "team"})))
+        .await?;
+    let team_id = team["id"].as_str().context("team id")?.to_owned();
+    let mut keys = Vec::new();
+    for name in ["a", "b"] {
+        keys.push(
+            create_key(
+                &cluster,
+                json!({"name": name, "team_id": team_id, "provider_configs": [{"provider": "fake-anthropic"}]}),
+            )
+            .await?,
+        );
+    }
+    let budget = create_budget(&cluster, "team", &team_id, "0.30", false).await?;
+    let limit = 300_000;
+
+    // Key A only ever reaches node 1, key B only node 2.
+    let targets = [
+        Target {
+            url: cluster.url(1),
+            secret: keys[0]["secret"].as_str().unwrap_or_default().into(),
+            tag: 'a',
+        },
+        Target {
+            url: cluster.url(2),
+            secret: keys[1]["secret"].as_str().unwrap_or_default().into(),
+            tag: 'b',
+        },
+    ];
+    let started = Instant::now();
+    let tally = drain(&targets, TEAM_CLIENTS, PADS_2).await?;
+    let ok = tally.ok();
+    let refused_of = |tag| tally.refusals.iter().filter(|(t, _, _)| *t == tag).count();
+    println!(
+        "key A on node 1: {} answered, {} refused; key B on node 2: {} answered, {} refused; {} failed, {} unfinished in {:?}; largest estimate {} error {}",
+        tally.ok_of('a'),
+        refused_of('a'),
+        tally.ok_of('b'),
+        refused_of('b'),
+        tally.failures.len(),
+        tally.unfinished,
+        started.elapsed(),
+        usd(tally.max_estimate),
+        usd(tally.max_error),
+    );
+    ensure!(
+        tally.failures.is_empty(),
+        "requests neither 200 nor 402: {:?}",
+        &tally.failures[..tally.failures.len().min(5)]
+    );
+    ensure!(
+        tally.unfinished == 0,
+        "{} clients never got a 402",
+        tally.unfinished
+    );
+    ensure!(
+        refused_of('a') > 0 && refused_of('b') > 0,
+        "both keys end refused"
+    );
+
+    let (all, agreed) = settle(
+        &cluster,
+        &budget,
+        Some(&format!("team={team_id}")),
+        ok,
+        Some(tally.true_cost),
+    )
+    .await?;
+    for (node, f) in NODES.iter().zip(&all) {
+        println!(
+            "node {node}: team spent {} of {} reserved {} held here {} requests {} leases {}",
+            usd(f.spent),
+            usd(limit),
+            usd(f.reserved),
+            usd(f.held_here),
+            f.requests,
+            f.leases
+        );
+    }
+    ensure!(
+        agreed,
+        "nodes did not agree on {ok} requests costing {}: {all:#?}",
+        usd(tally.true_cost)
+    );
+    let spent = all[0].spent;
+    ensure!(
+        spent <= limit + tally.max_error,
+        "team overspent: {} > {} + {}",
+        usd(spent),
+        usd(limit),
+        usd(tally.max_error)
+    );
+    ensure!(
+        spent * 2 >= limit,
+        "team budget hardly used: {}",
+        usd(spent)
+    );
+    for (node, f) in NODES.iter().zip(&all) {
+        ensure!(
+            f.leases_sum == f.reserved && f.spent + f.reserved <= limit + tally.max_error,
+            "node {node}: spent {} reserved {} leases {}",
+            usd(f.spent),
+            usd(f.reserved),
+            f.leases
+        );
+    }
+    check_refusals(
+        &tally,
+        &Refusal {
+            budget: budget.clone(),
+            owner: format!("team {team_id}"),
+            limit: "0.30".into(),
+            resets_at: all[0].window_end.clone(),
+        },
+    )?;
+    // Each key's own usage, as the third node sees it.
+    for (key, tag) in keys.iter().zip(['a', 'b']) {
+        let id = key["id"].as_str().unwrap_or_default();
+        let u = cluster
+            .admin(
+                3,
+                "GET",
+                &format!("/api/v1/usage?virtual_key={id}&consistency=linearizable"),
+                None,
+            )
+            .await?;
+        ensure!(
+            u["requests"].as_u64() == Some(tally.ok_of(tag)),
+            "key {tag}: {} charged, {} answered",
+            u["requests"],
+            tally.ok_of(tag)
+        );
+    }
+    let upstream = upstream_words(&fake, ok as usize).await;
+    ensure!(
+        upstream.len() as u64 == ok
+            && upstream.iter().cloned().collect::<BTreeSet<_>>() == tally.words(),
+        "the upstream answered {} model requests, the clients got {ok}",
+        upstream.len()
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ 3: provider config
+
+/// Sequential requests in test 3.
+const SEQUENTIAL: u32 = 24;
+
+#[tokio::test]
+async fn provider_config_budget_exhausted_fails_over() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let primary = FakeUpstream::start(&[])?;
+    let secondary = FakeUpstream::start(&[])?;
+    let dir = temp_dir("budget-pc");
+    let config = write_config(
+        &dir,
+        &format!(
+            "[[providers]]\nname = \"primary\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n\n\
+             [[providers]]\nname = \"secondary\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n",
+            primary.base_url(),
+            secondary.base_url()
+        ),
+    )?;
+    let cluster = Scripted::new(dir.join("cluster"))?;
+    cluster.up(&config)?;
+    set_price(&cluster).await?;
+    // The weighted pick uses the request's sequence number modulo the total weight: with
+    // these weights the primary comes first for the first million requests of a node.
+    let key = create_key(
+        &cluster,
+        json!({"name": "pc", "provider_configs": [
+            {"provider": "primary", "weight": 1000},
+            {"provider": "secondary", "weight": 0.001},
+        ]}),
+    )
+    .await?;
+    let key_id = key["id"].as_str().unwrap_or_default().to_owned();
+    let secret = key["secret"].as_str().unwrap_or_default().to_owned();
+    let pc = key["provider_configs"]
+        .as_array()
+        .and_then(|pcs| pcs.iter().find(|pc| pc["provider"] == "primary"))
+        .and_then(|pc| pc["id"].as_str())
+        .with_context(|| format!("no primary provider config id in {key}"))?
+        .to_owned();
+    // Four requests' worth (each costs $0.0106, reserves $0.0111).
+    let budget = create_budget(&cluster, "provider_config", &pc, "0.05", false).await?;
+    let limit = 50_000;
+
+    let client = http();
+    let mut tally = Tally::default();
+    let mut asks = Vec::new();
+    let mut costs = BTreeMap::new();
+    for n in 0..SEQUENTIAL {
+        let a = ask(&format!("p{n:06}"), 300);
+        let answer = send(&client, &cluster.url(0), &secret, &a).await;
+        if let Ok((200, _, body)) = &answer {
+            costs.insert(a.word.clone(), true_cost(&body["usage"]).unwrap_or(0));
+        }
+        tally.record('p', &a, answer);
+        asks.push(a);
+    }
+    ensure!(
+        tally.failures.is_empty() && tally.refusals.is_empty(),
+        "every request answered 200: failures {:?}, refusals {:?}",
+        tally.failures,
+        tally
+            .refusals
+            .iter()
+            .map(|(_, _, b)| b.to_string())
+            .collect::<Vec<_>>()
+    );
+
+    // Both fakes log a request just after answering it.
+    let total = SEQUENTIAL as usize;
+    let logged = |fake: &FakeUpstream| -> BTreeSet<String> {
+        fake.requests()
+            .iter()
+            .filter(|r| r["path"] == "/v1/messages")
+            .filter_map(logged_word)
+            .collect()
+    };
+    eventually(5, || async {
+        logged(&primary).len() + logged(&secondary).len() >= total
+    })
+    .await;
+    let (from_primary, from_secondary) = (logged(&primary), logged(&secondary));
+    let mut path = String::new();
+    let mut primary_spend = 0u64;
+    let mut exhausted_at = None;
+    for (i, a) in asks.iter().enumerate() {
+        let (p, s) = (
+            from_primary.contains(&a.word),
+            from_secondary.contains(&a.word),
+        );
+        ensure!(
+            p != s,
+            "{} reached primary {p}, secondary {s}: exactly one, once",
+            a.word
+        );
+        if p {
+            path.push('P');
+            ensure!(
+                exhausted_at.is_none(),
+                "request {i} reached the primary after its budget was exhausted at request {exhausted_at:?}: {path}"
+            );
+            primary_spend += costs[&a.word];
+            // No room left for another request of this size.
+            if primary_spend + a.estimate > limit {
+                exhausted_at = Some(i);
+            }
+        } else {
+            path.push('S');
+        }
+    }
+    println!(
+        "route of each request: {path} (primary spend {}, limit {}, estimate {}, error {})",
+        usd(primary_spend),
+        usd(limit),
+        usd(tally.max_estimate),
+        usd(tally.max_error)
+    );
+    ensure!(
+        from_primary.len() + from_secondary.len() == total,
+        "{} + {} upstream requests for {total} answers",
+        from_primary.len(),
+        from_secondary.len()
+    );
+    ensure!(
+        path.starts_with('P'),
+        "the first request went to the primary: {path}"
+    );
+    ensure!(
+        path.ends_with('S'),
+        "the last request went to the secondary: {path}"
+    );
+    ensure!(
+        exhausted_at.is_some(),
+        "the primary's budget was never used up ({} of {}): {path}",
+        usd(primary_spend),
+        usd(limit)
+    );
+
+    let (all, agreed) = settle(&cluster, &budget, None, 0, Some(primary_spend)).await?;
+    for (node, f) in NODES.iter().zip(&all) {
+        println!(
+            "node {node}: pc budget spent {} reserved {} held here {} leases {}",
+            usd(f.spent),
+            usd(f.reserved),
+            usd(f.held_here),
+            f.leases
+        );
+    }
+    ensure!(
+        agreed,
+        "nodes did not agree on the primary's spend {}: {all:#?}",
+        usd(primary_spend)
+    );
+    ensure!(
+        all[0].spent <= limit + tally.max_error,
+        "pc budget overspent: {}",
+        usd(all[0].spent)
+    );
+    let usage = cluster
+        .admin(
+            2,
+            "GET",
+            &format!("/api/v1/usage?virtual_key={key_id}&consistency=linearizable"),
+            None,
+        )
+        .await?;
+    ensure!(
+        usage["requests"].as_u64() == Some(u64::from(SEQUENTIAL)),
+        "every answer charged to the key once: {usage}"
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ 4: calendar rollover
+
+/// How far before midnight the nodes' clocks are put: enough to exhaust the budget
+/// through three nodes (a second or two) with a margin for a slow machine.
+const LEAD_MS: u64 = 20_000;
+/// Test 4's requests: estimate (39 + 12) tokens = $0.0051, true cost about $0.0046.
+const PAD_4: usize = 60;
+
+/// Writes the nodes' clock offset, atomically (they reread the file every ~50 ms).
+fn set_offset(file: &Path, offset_ms: i64) -> Result<()> {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, offset_ms.to_string())?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// Sends round-robin to nodes 1–3 until all three refuse in one round (at most
+/// `rounds`); returns what the clients saw.
+async fn exhaust_round_robin(
+    cluster: &Scripted,
+    secret: &str,
+    tag: char,
+    rounds: u32,
+) -> Result<Tally> {
+    let client = http();
+    let mut tally = Tally::default();
+    for round in 0..rounds {
+        let mut refused = 0;
+        for node in NODES {
+            let a = ask(&format!("{tag}{node:02}r{round:03}"), PAD_4);
+            let answer = send(&client, &cluster.url(node), secret, &a).await;
+            if tally.record(tag, &a, answer) {
+                refused += 1;
+            }
+        }
+        if refused == NODES.len() {
+            return Ok(tally);
+        }
+    }
+    bail!(
+        "after {rounds} rounds some node still admits: {} answered",
+        tally.ok()
+    )
+}
+
+#[tokio::test]
+async fn budget_window_rolls_over_at_calendar_boundary_on_all_nodes() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let fake = FakeUpstream::start(&[])?;
+    let dir = temp_dir("budget-midnight");
+    let config = write_config(&dir, &fake_config(&fake))?;
+    let clock = dir.join("clock-offset");
+    let cluster = Scripted::new(dir.join("cluster"))?
+        .env("TOLLGATE_TEST_CLOCK_FILE", &clock.to_string_lossy());
+    // No file yet: the nodes start at the real time.
+    cluster.up(&config)?;
+
+    // A midnight at least a day ahead, so the clocks only ever move forward.
+    let midnight = (now_ms() / DAY_MS + 2) * DAY_MS;
+    let before = midnight as i64 - now_ms() as i64 - LEAD_MS as i64;
+    set_offset(&clock, before)?;
+    let moved = Instant::now();
+    let (old_start, old_end) = (rfc3339(midnight - DAY_MS), rfc3339(midnight));
+    let (new_start, new_end) = (rfc3339(midnight), rfc3339(midnight + DAY_MS));
+    println!("nodes' clocks moved to {LEAD_MS} ms before {old_end}");
+
+    set_price(&cluster).await?;
+    let key = create_key(
+        &cluster,
+        json!({"name": "daily", "provider_configs": [{"provider": "fake-anthropic"}]}),
+    )
+    .await?;
+    let key_id = key["id"].as_str().unwrap_or_default().to_owned();
+    let secret = key["secret"].as_str().unwrap_or_default().to_owned();
+    let budget = create_budget(&cluster, "virtual_key", &key_id, "0.05", true).await?;
+    let limit = 50_000;
+    let usage_query = format!("virtual_key={key_id}");
+    // Every node reads the moved clock: the window it shows ends at that midnight.
+    for node in NODES {
+        let shows_old = eventually(5, || async {
+            figures(&cluster, node, &budget, None)
+                .await
+                .is_ok_and(|f| f.window_start == old_start && f.window_end == old_end)
+        })
+        .await;
+        ensure!(
+            shows_old,
+            "node {node} never showed the window {old_start}..{old_end}"
+        );
+    }
+
+    // Exhaust the old window through every node.
+    let old = exhaust_round_robin(&cluster, &secret, 'o', 40).await?;
+    let exhausted_after = moved.elapsed();
+    ensure!(
+        exhausted_after < Duration::from_millis(LEAD_MS),
+        "exhausting took {exhausted_after:?}, past the nodes' midnight: raise LEAD_MS"
+    );
+    ensure!(old.failures.is_empty(), "old window: {:?}", old.failures);
+    check_refusals(
+        &old,
+        &Refusal {
+            budget: budget.clone(),
+            owner: format!("virtual_key {key_id}"),
+            limit: "0.05".into(),
+            resets_at: old_end.clone(),
+        },
+    )?;
+    let (old_figures, agreed) = settle(
+        &cluster,
+        &budget,
+        Some(&usage_query),
+        old.ok(),
+        Some(old.true_cost),
+    )
+    .await?;
+    ensure!(agreed, "old window: nodes disagree: {old_figures:#?}");
+    let old_spent = old_figures[0].spent;
+    println!(
+        "old window: {} answered, {} refused, spent {} reserved {} leases {} (checked {exhausted_after:?} after the move)",
+        old.ok(),
+        old.refusals.len(),
+        usd(old_spent),
+        usd(old_figures[0].reserved),
+        old_figures[0].leases
+    );
+    ensure!(
+        old_spent <= limit + old.max_error,
+        "old window overspent: {}",
+        usd(old_spent)
+    );
+    ensure!(
+        old_spent + 3 * old.max_estimate >= limit,
+        "old window hardly used: {}",
+        usd(old_spent)
+    );
+    ensure!(
+        moved.elapsed() < Duration::from_millis(LEAD_MS),
+        "checking the old window ran past the nodes' midnight: raise LEAD_MS"
+    );
+
+    // Past midnight on every node.
+    let after = midnight as i64 - now_ms() as i64 + 1_000;
+    set_offset(&clock, after)?;
+    let rolled = Instant::now();
+    for node in NODES {
+        let shows_new = eventually(5, || async {
+            figures(&cluster, node, &budget, None)
+                .await
+                .is_ok_and(|f| f.window_start == new_start && f.window_end == new_end)
+        })
+        .await;
+        let f = figures(&cluster, node, &budget, None).await?;
+        ensure!(
+            shows_new,
+            "node {node} did not roll over to {new_start}: {f:?}"
+        );
+        // Nothing asked for in the new window yet: no spend, and the old window's leases
+        // do not count.
+        ensure!(
+            f.spent == 0 && f.reserved == 0,
+            "node {node} at {new_start}: spent {} reserved {} leases {}",
+            usd(f.spent),
+            usd(f.reserved),
+            f.leases
+        );
+    }
+    println!(
+        "every node in the new window {:?} after the move",
+        rolled.elapsed()
+    );
+
+    // Every node admits again, within a short bound.
+    let client = http();
+    let mut new = Tally::default();
+    for node in NODES {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut n = 0;
+        loop {
+            let a = ask(&format!("n{node:02}r{n:03}"), PAD_4);
+            n += 1;
+            let answer = send(&client, &cluster.url(node), &secret, &a).await;
+            let refused = new.record('n', &a, answer);
+            ensure!(new.failures.is_empty(), "new window: {:?}", new.failures);
+            if !refused {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "node {node} still refuses after the rollover: {:?}",
+                new.refusals.last().map(|(_, _, b)| b.to_string())
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!(
+        "every node admitted again {:?} after the move ({} refused on the way)",
+        rolled.elapsed(),
+        new.refusals.len()
+    );
+    let total_requests = old.ok() + new.ok();
+    let (all, agreed) = settle(
+        &cluster,
+        &budget,
+        Some(&usage_query),
+        total_requests,
+        Some(new.true_cost),
+    )
+    .await?;
+    for (node, f) in NODES.iter().zip(&all) {
+        println!(
+            "node {node}: window {}..{} spent {} reserved {} leases {}",
+            f.window_start,
+            f.window_end,
+            usd(f.spent),
+            usd(f.reserved),
+            f.leases
+        );
+    }
+    ensure!(
+        agreed,
+        "new window: nodes disagree or count old spend (new spend {}): {all:#?}",
+        usd(new.true_cost)
+    );
+    for (node, f) in NODES.iter().zip(&all) {
+        ensure!(
+            f.window_start == new_start && f.spent + f.reserved <= limit,
+            "node {node}: {f:?}"
+        );
+    }
+
+    // The whole new window's room is there: exhaust it again.
+    let again = exhaust_round_robin(&cluster, &secret, 'm', 40).await?;
+    ensure!(
+        again.failures.is_empty(),
+        "new window: {:?}",
+        again.failures
+    );
+    check_refusals(
+        &again,
+        &Refusal {
+            budget: budget.clone(),
+            owner: format!("virtual_key {key_id}"),
+            limit: "0.05".into(),
+            resets_at: new_end.clone(),
+        },
+    )?;
+    let new_spend = new.true_cost + again.true_cost;
+    let (all, agreed) = settle(
+        &cluster,
+        &budget,
+        Some(&usage_query),
+        total_requests + again.ok(),
+        Some(new_spend),
+    )
+    .await?;
+    ensure!(agreed, "new window exhausted: nodes disagree: {all:#?}");
+    let max_error = new.max_error.max(again.max_error);
+    println!(
+        "new window exhausted: spent {} of {} ({} more answered)",
+        usd(all[0].spent),
+        usd(limit),
+        again.ok()
+    );
+    ensure!(
+        all[0].spent <= limit + max_error,
+        "new window overspent: {}",
+        usd(all[0].spent)
+    );
+    ensure!(
+        all[0].spent + 3 * again.max_estimate >= limit,
+        "new window hardly usable ({}): old leases still count?",
+        usd(all[0].spent)
+    );
+    Ok(())
+}
