@@ -30,6 +30,12 @@ const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 /// Deadline of a status question to another member.
 const STATUS_DEADLINE: Duration = Duration::from_millis(800);
+/// A node whose replication has not advanced for this long (while the leader's log did)
+/// loses its escrow leases to the others. Well past `admission::LEASE_TRUST_MS`, after
+/// which the node itself stopped admitting on them.
+pub const RECLAIM_AFTER_MS: u64 = 15_000;
+/// How often the leader looks for such nodes.
+const RECLAIM_CHECK_MS: u64 = 1_000;
 /// Pause between attempts to catch up at start.
 const CATCH_UP_RETRY_MS: u64 = 200;
 
@@ -216,6 +222,46 @@ impl<T: PeerTransport> RaftReplicator<T> {
         }
     }
 
+    /// On the leader, gives back the leases of nodes it has not heard from: a node whose
+    /// replication has not advanced for `RECLAIM_AFTER_MS` while the log moved on. (The
+    /// node itself stops admitting on its leases after `admission::LEASE_TRUST_MS` without
+    /// the leader, well before.) Runs until the node stops.
+    pub async fn reclaim_leases(self: Arc<Self>) {
+        use std::collections::BTreeMap;
+        // Per node: the last matched index seen and when it last changed.
+        let mut progress: BTreeMap<NodeId, (Option<u64>, tokio::time::Instant)> = BTreeMap::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(RECLAIM_CHECK_MS)).await;
+            let m = self.raft.metrics().borrow().clone();
+            let Some(replication) = m.replication.filter(|_| m.state == ServerState::Leader)
+            else {
+                progress.clear();
+                continue;
+            };
+            let now = tokio::time::Instant::now();
+            let last_log = m.last_log_index.unwrap_or(0);
+            let holders = self.state.read().escrow().nodes();
+            for (node, matched) in replication {
+                let matched = matched.map(|l| l.index);
+                let entry = progress.entry(node).or_insert((matched, now));
+                if entry.0 != matched {
+                    *entry = (matched, now);
+                }
+                let silent = now.duration_since(entry.1) >= Duration::from_millis(RECLAIM_AFTER_MS);
+                if silent && matched.unwrap_or(0) < last_log && holders.contains(&node) {
+                    tracing::warn!(node, "reclaiming the leases of a node not heard from");
+                    let command = Command::ReleaseLeases {
+                        node,
+                        budget_id: None,
+                    };
+                    if let Err(e) = self.propose(command).await {
+                        tracing::warn!(node, error = %e, "lease reclaim failed; trying again");
+                    }
+                }
+            }
+        }
+    }
+
     fn own_status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
         let role = match m.state {
@@ -347,6 +393,18 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
     }
 
     fn remove_node(&self, id: u64) -> BoxFuture<'_, Result<Vec<u64>, ReplicateError>> {
-        Box::pin(self.on_leader(Membership::Remove(id), MEMBERSHIP_DEADLINE))
+        Box::pin(async move {
+            let voters = self
+                .on_leader(Membership::Remove(id), MEMBERSHIP_DEADLINE)
+                .await?;
+            // A removed node's leases go back to the others (its late charges, if it
+            // still sends any, are applied and consume nothing).
+            self.propose(Command::ReleaseLeases {
+                node: id,
+                budget_id: None,
+            })
+            .await?;
+            Ok(voters)
+        })
     }
 }

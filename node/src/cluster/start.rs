@@ -107,6 +107,7 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<Arc<dyn Replicator
     }
     let catching_up = Arc::clone(&replicator);
     tokio::spawn(async move { catching_up.catch_up().await });
+    tokio::spawn(Arc::clone(&replicator).reclaim_leases());
     tracing::info!(node_id = options.node_id, raft_addr = %options.raft_addr, "raft started");
     Ok(replicator)
 }
