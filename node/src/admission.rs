@@ -40,7 +40,7 @@ const DEMAND_BUCKET_MS: u64 = 250;
 const IDLE_RETURN_MS: u64 = 3_000;
 /// A node that has not heard from the cluster (follower: from the leader; leader: from a
 /// quorum) for this long stops admitting on its leases. The leader reclaims a silent
-/// node's leases only after `cluster::RECLAIM_AFTER_MS`, well past this.
+/// node's leases only after `cluster::replicator::RECLAIM_AFTER_MS`, well past this.
 pub const LEASE_TRUST_MS: u64 = 5_000;
 /// How long a request that found the room in other nodes' leases waits for them to give
 /// it back (they do within one maintenance tick of seeing the shortfall).
