@@ -53,6 +53,9 @@ pub const MAINTENANCE_MS: u64 = 100;
 /// Deadline of a lease request on the request path.
 const GRANT_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Lock order, everywhere: the replicated state's read lock first, then `local` (the
+/// admin view reads `local` under the state lock; the other order could deadlock behind
+/// a waiting writer).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -215,8 +218,8 @@ impl Admission {
     ) -> Result<Hold, Vec<Short>> {
         let now_ms = self.clock.now_ms();
         let trusted = self.replicator.staleness_ms() <= LEASE_TRUST_MS;
-        let mut local = lock(&self.local);
         let state = self.replicator.state().read();
+        let mut local = lock(&self.local);
         let mut shorts = Vec::new();
         let mut present = Vec::with_capacity(chain.len());
         for id in chain {
@@ -266,8 +269,8 @@ impl Admission {
     /// back: its limit minus its spend minus what this node holds is less.
     fn hopeless(&self, shorts: &[Short], amount: Usd) -> Option<ApiError> {
         let now_ms = self.clock.now_ms();
-        let local = lock(&self.local);
         let state = self.replicator.state().read();
+        let local = lock(&self.local);
         for s in shorts {
             let Some(status) = state.budget_status(&s.id, now_ms) else {
                 continue;
@@ -336,8 +339,8 @@ impl Admission {
     fn sized_request(&self, id: &BudgetId, amount: u64) -> Option<Command> {
         let now_ms = self.clock.now_ms();
         let voters = self.replicator.cluster_view().voters.len().max(1) as u64;
-        let local = lock(&self.local);
         let state = self.replicator.state().read();
+        let local = lock(&self.local);
         let status = state.budget_status(id, now_ms)?;
         let lease = state
             .escrow()
@@ -396,8 +399,8 @@ impl Admission {
             let mut grantable = true;
             let mut others_hold = false;
             {
-                let local = lock(&self.local);
                 let state = self.replicator.state().read();
+                let local = lock(&self.local);
                 for id in chain {
                     let Some(status) = state.budget_status(id, now_ms) else {
                         continue;
@@ -489,8 +492,8 @@ impl Admission {
         let mut give_back: Vec<(BudgetId, u64)> = Vec::new();
         let mut top_up: Vec<BudgetId> = Vec::new();
         {
-            let mut local = lock(&self.local);
             let state = self.replicator.state().read();
+            let mut local = lock(&self.local);
             // Budgets this node leases, whether or not it used them since it started.
             for (id, _) in state.escrow().of_node(self.node) {
                 local.entry(id).or_default();

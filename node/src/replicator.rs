@@ -145,6 +145,8 @@ pub struct LocalReplicator {
     snapshot_index: Arc<AtomicU64>,
     snapshotting: Arc<AtomicBool>,
     outbox_dir: Option<std::path::PathBuf>,
+    /// The last index known durable; its lock makes flushes one at a time.
+    flushed: tokio::sync::Mutex<u64>,
 }
 
 impl LocalReplicator {
@@ -168,6 +170,7 @@ impl LocalReplicator {
             snapshot_index: Arc::new(AtomicU64::new(recovered.snapshot_index)),
             snapshotting: Arc::new(AtomicBool::new(false)),
             outbox_dir: None,
+            flushed: tokio::sync::Mutex::new(recovered.last_index),
         })
     }
 
@@ -181,11 +184,27 @@ impl LocalReplicator {
             self.last_index.store(index, Ordering::Release);
             (index, outcome)
         };
-        self.store.flush().await?;
+        self.flush_through(index).await?;
         if index - self.snapshot_index.load(Ordering::Acquire) >= SNAPSHOT_EVERY {
             self.snapshot_in_background(index);
         }
         Ok(outcome)
+    }
+
+    /// Returns once the log is durable through `index`. Group commit: one flush at a
+    /// time, off the async threads, each covering everything appended before it began.
+    async fn flush_through(&self, index: u64) -> Result<(), ReplicateError> {
+        let mut flushed = self.flushed.lock().await;
+        if *flushed >= index {
+            return Ok(());
+        }
+        let through = self.last_index.load(Ordering::Acquire);
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| ReplicateError::Cluster(format!("flush task failed: {e}")))??;
+        *flushed = through;
+        Ok(())
     }
 
     fn snapshot_in_background(&self, index: u64) {

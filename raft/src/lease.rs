@@ -151,9 +151,14 @@ impl Escrow {
     /// applied: the node's lease shrinks by it (not below zero).
     pub fn consume(&mut self, budget: &BudgetId, node: NodeId, cost: Usd, window_start_ms: UnixMs) {
         self.void_if_old(budget, node, window_start_ms);
-        if let Some(lease) = self.leases.get_mut(&(budget.clone(), node)) {
+        let key = (budget.clone(), node);
+        if let Some(lease) = self.leases.get_mut(&key) {
             if lease.window_start_ms == window_start_ms {
                 lease.outstanding = Usd(lease.outstanding.0.saturating_sub(cost.0));
+                if lease.outstanding.0 == 0 {
+                    // Nothing left to hold: no empty lease is kept.
+                    self.leases.remove(&key);
+                }
             }
         }
     }

@@ -75,10 +75,11 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Waits until everything appended so far is on disk. Concurrent callers share one
-    /// fsync (sled's group commit).
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+    /// Blocks until everything appended so far is on disk. Callers run it off the async
+    /// threads and one at a time: sled's `flush_async` deadlocks once concurrent flushes
+    /// occupy every thread of its pool (each waits for a write queued behind the others).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
         Ok(())
     }
 

@@ -299,7 +299,7 @@ fn store_recovers_from_snapshot_and_log() {
         index += 1;
         store.append(index, &c).expect("append");
         expect.apply(&c);
-        block_on(store.flush()).expect("flush");
+        store.flush().expect("flush");
     }
     let (_store, rec) = LocalStore::open(&dir).expect("reopen");
     assert_eq!(rec.state, expect);

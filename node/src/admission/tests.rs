@@ -88,6 +88,10 @@ impl Drop for World {
     }
 }
 
+fn now_ms() -> UnixMs {
+    SystemClock::default().now_ms()
+}
+
 fn chain() -> Vec<BudgetId> {
     vec![BudgetId("bud_k".into())]
 }
@@ -212,4 +216,84 @@ async fn replayed_charges_hold_their_cost_until_applied() {
     ));
     assert_eq!(world.applied(), applied);
     drop(replayed);
+}
+
+/// Four nodes over one replicated state, 40 clients each sending to a random node,
+/// real costs at or below the estimate except for a few above it, every node's
+/// maintenance running: the applied spend never passes the limit by more than the sum
+/// of real costs above their estimates, and the budget is used nearly to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_together_never_spend_past_the_limit() {
+    const LIMIT: u64 = 1_000_000;
+    let world = World::new("together", LIMIT).await;
+    let nodes: Vec<Arc<Admission>> = (1..=4).map(|id| world.node(id)).collect();
+    let maintenance: Vec<_> = nodes.iter().map(|n| n.spawn_maintenance()).collect();
+    let excess = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clients = (0..40u64).map(|client| {
+        let nodes = nodes.clone();
+        let replicator = Arc::clone(&world.replicator);
+        let excess = Arc::clone(&excess);
+        let refused = Arc::clone(&refused);
+        tokio::spawn(async move {
+            let mut rng = client.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            for i in 0..60u64 {
+                let node = &nodes[next(4) as usize];
+                let estimate = 10_000 + next(40_000);
+                let Ok(hold) = node.reserve(&chain(), Usd(estimate)).await else {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                };
+                tokio::time::sleep(Duration::from_millis(next(5))).await;
+                // One request in twenty costs more than its estimate.
+                let cost = if next(20) == 0 {
+                    estimate + next(5_000)
+                } else {
+                    estimate - next(estimate / 2)
+                };
+                excess.fetch_add(cost.saturating_sub(estimate), std::sync::atomic::Ordering::Relaxed);
+                let hold = hold.settle(Usd(cost));
+                let charge = tollgate_proto::Charge {
+                    request_id: tollgate_proto::RequestId(format!("req_{client}_{i}")),
+                    key_id: KeyId::from("vk_1"),
+                    provider_config_id: None,
+                    model: "m".into(),
+                    usage: tollgate_proto::Usage::default(),
+                    cost: Usd(cost),
+                    at_ms: now_ms(),
+                };
+                replicator
+                    .propose(Command::NodeChargeBatch {
+                        node: node.node(),
+                        charges: vec![charge],
+                    })
+                    .await
+                    .expect("charged");
+                drop(hold);
+            }
+        })
+    });
+    for c in futures_util::future::join_all(clients).await {
+        c.expect("client");
+    }
+    for m in maintenance {
+        m.abort();
+    }
+    let state = world.replicator.state().read();
+    let status = state
+        .budget_status(&chain()[0], now_ms())
+        .expect("budget");
+    let (spent, excess) = (status.spent.0, excess.load(std::sync::atomic::Ordering::Relaxed));
+    println!(
+        "spent {spent} of {LIMIT}, real costs above estimates {excess}, refused {}",
+        refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(spent <= LIMIT + excess, "spent {spent} > {LIMIT} + {excess}");
+    assert!(spent >= LIMIT - 4 * 50_000, "only {spent} of {LIMIT} used");
 }
