@@ -26,6 +26,7 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::replicator::{ReplicateError, Replicator};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tollgate_proto::{BudgetId, Command, Outcome, UnixMs, Usd};
@@ -50,8 +51,13 @@ const CONTENTION_WAIT_MS: u64 = 400;
 const YIELD_AFTER_SHORTFALL_MS: u64 = 1_000;
 /// Period of the maintenance task (top-ups, give-backs).
 pub const MAINTENANCE_MS: u64 = 100;
-/// Deadline of a lease request on the request path.
+/// Deadline of a lease request on the request path, waiting for its turn included.
 const GRANT_DEADLINE: Duration = Duration::from_secs(5);
+/// After a lease request failed, requests for the same budget fail at once for this long
+/// instead of each waiting for its own failure.
+const GRANT_FAILURE_HOLD_MS: u64 = 1_000;
+/// Period of the task that decides whether this node trusts its leases.
+const TRUST_CHECK_MS: u64 = 50;
 
 /// Lock order, everywhere: the replicated state's read lock first, then `local` (the
 /// admin view reads `local` under the state lock; the other order could deadlock behind
@@ -111,6 +117,11 @@ struct Local {
     last_use_ms: UnixMs,
     /// Sequence of the last shortfall this node answered.
     answered_shortfall: u64,
+    /// The give-back proposed and not yet seen applied: its sequence number and amount
+    /// (counted in `returning` until the state shows a return of that number or later).
+    pending_return: Option<(u64, u64)>,
+    /// When a lease request for this budget last failed.
+    grant_failed_at_ms: UnixMs,
     /// Until when this node does not top its lease up: another node fell short, and a
     /// top-up would take the room it waits for.
     yield_until_ms: UnixMs,
@@ -132,6 +143,26 @@ pub struct Admission {
     replicator: Arc<dyn Replicator>,
     clock: Arc<dyn Clock>,
     local: Mutex<HashMap<BudgetId, Local>>,
+    /// Whether this node may admit on its leases: caught up since it started, and it
+    /// heard from the cluster within `LEASE_TRUST_MS` (refreshed every `TRUST_CHECK_MS`).
+    trusted: AtomicBool,
+    /// Sequence numbers of give-backs: above every number a previous run of this node
+    /// used (they start from the wall clock in microseconds-ish, and from the state's
+    /// last applied return).
+    next_return: AtomicU64,
+}
+
+/// The local side of one budget, made on first use: a shortfall recorded before this
+/// node looked is not taken for a new one.
+fn entry<'a>(
+    local: &'a mut HashMap<BudgetId, Local>,
+    state: &GovState,
+    id: &BudgetId,
+) -> &'a mut Local {
+    local.entry(id.clone()).or_insert_with(|| Local {
+        answered_shortfall: state.escrow().shortfall(id).map_or(0, |s| s.seq),
+        ..Local::default()
+    })
 }
 
 /// Amounts one request holds, per budget. Dropping it releases them.
@@ -152,13 +183,28 @@ impl Admission {
         replicator: Arc<dyn Replicator>,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
-        Arc::new(Admission {
+        let last_return = replicator.state().read().escrow().last_return(node);
+        let first_return = clock
+            .now_ms()
+            .saturating_mul(1_024)
+            .max(last_return.saturating_add(1));
+        let admission = Admission {
             node,
             mode,
+            trusted: AtomicBool::new(false),
+            next_return: AtomicU64::new(first_return),
             replicator,
             clock,
             local: Mutex::new(HashMap::new()),
-        })
+        };
+        admission.check_trust();
+        Arc::new(admission)
+    }
+
+    fn check_trust(&self) {
+        let trusted =
+            self.replicator.staleness_ms() <= LEASE_TRUST_MS && self.replicator.caught_up();
+        self.trusted.store(trusted, Ordering::Release);
     }
 
     pub fn node(&self) -> u64 {
@@ -180,6 +226,12 @@ impl Admission {
                 Ok(hold) => return Ok(hold),
                 Err(shorts) => shorts,
             };
+            if !self.trusted.load(Ordering::Acquire) {
+                return Err(ApiError::ClusterUnavailable(format!(
+                    "this node has not heard from the cluster for over {} s (or has not caught up since it started), so it cannot reserve budget; try another node",
+                    LEASE_TRUST_MS / 1000
+                )));
+            }
             // Refuse without a round trip what no lease could make room for.
             if let Some(e) = self.hopeless(&shorts, amount) {
                 return Err(e);
@@ -217,7 +269,7 @@ impl Admission {
         count_demand: bool,
     ) -> Result<Hold, Vec<Short>> {
         let now_ms = self.clock.now_ms();
-        let trusted = self.replicator.staleness_ms() <= LEASE_TRUST_MS;
+        let trusted = self.trusted.load(Ordering::Acquire);
         let state = self.replicator.state().read();
         let mut local = lock(&self.local);
         let mut shorts = Vec::new();
@@ -241,10 +293,9 @@ impl Admission {
                 shorts.push(Short { id: id.clone() });
             }
         }
-        drop(state);
         // Demand counts every request, admitted or not: it sizes the next lease.
         for id in &present {
-            let l = local.entry((*id).clone()).or_default();
+            let l = entry(&mut local, &state, id);
             if count_demand {
                 l.demand.add(now_ms, amount.0);
             }
@@ -255,7 +306,7 @@ impl Admission {
         }
         let mut items = Vec::with_capacity(present.len());
         for id in present {
-            let l = local.entry(id.clone()).or_default();
+            let l = entry(&mut local, &state, id);
             l.held = l.held.saturating_add(amount.0);
             items.push((id.clone(), amount.0));
         }
@@ -314,22 +365,32 @@ impl Admission {
     /// for another's grant first checks whether that one made room.
     async fn ask(&self, id: &BudgetId, amount: Usd) -> Result<(), ReplicateError> {
         let granting = {
+            let state = self.replicator.state().read();
             let mut local = lock(&self.local);
-            let l = local.entry(id.clone()).or_default();
+            let l = entry(&mut local, &state, id);
+            if self.clock.now_ms().saturating_sub(l.grant_failed_at_ms) < GRANT_FAILURE_HOLD_MS {
+                return Err(ReplicateError::Cluster(
+                    "a lease request for this budget failed just now".into(),
+                ));
+            }
             l.waiting = l.waiting.saturating_add(amount.0);
             Arc::clone(&l.granting)
         };
-        let result = async {
+        let result = tokio::time::timeout(GRANT_DEADLINE, async {
             let _turn = granting.lock().await;
             let Some(ask) = self.sized_request(id, amount.0) else {
                 return Ok(()); // someone else's grant made the room
             };
             self.propose_grant(ask).await
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(ReplicateError::Cluster("lease request timed out".into())));
         let mut local = lock(&self.local);
         if let Some(l) = local.get_mut(id) {
             l.waiting = l.waiting.saturating_sub(amount.0);
+            if result.is_err() {
+                l.grant_failed_at_ms = self.clock.now_ms();
+            }
         }
         result
     }
@@ -349,7 +410,7 @@ impl Admission {
         let l = local.get(id);
         let used = l.map_or(0, |l| l.held.saturating_add(l.returning));
         let available = lease.saturating_sub(used);
-        if amount > 0 && available >= amount && self.replicator.staleness_ms() <= LEASE_TRUST_MS {
+        if amount > 0 && available >= amount {
             return None;
         }
         let waiting = l.map_or(0, |l| l.waiting);
@@ -376,13 +437,15 @@ impl Admission {
     }
 
     async fn propose_grant(&self, command: Command) -> Result<(), ReplicateError> {
-        let outcome = tokio::time::timeout(GRANT_DEADLINE, self.replicator.propose(command))
-            .await
-            .map_err(|_| ReplicateError::Cluster("lease request timed out".into()))??;
-        match outcome {
+        match self.replicator.propose(command).await? {
             Outcome::Leased { .. } => Ok(()),
-            // The budget went away or its window ended meanwhile: the retry sees it.
-            Outcome::NotFound { .. } | Outcome::Invalid(_) => Ok(()),
+            // The budget went away meanwhile: the retry sees it.
+            Outcome::NotFound { .. } => Ok(()),
+            // The window of this node's clock is over in the replicated state: its clock
+            // is behind the cluster's.
+            Outcome::Invalid(m) => Err(ReplicateError::Cluster(format!(
+                "{m}: this node's clock is behind the cluster's"
+            ))),
             other => Err(ReplicateError::Refused(format!(
                 "unexpected lease outcome {other:?}"
             ))),
@@ -449,10 +512,11 @@ impl Admission {
     /// Holds `amount` on every budget of `chain` without asking for room: the charges of
     /// an outbox being replayed, which consume this node's leases when applied.
     pub fn hold_replayed(self: &Arc<Self>, chain: &[BudgetId], amount: Usd) -> Hold {
+        let state = self.replicator.state().read();
         let mut local = lock(&self.local);
         let mut items = Vec::with_capacity(chain.len());
         for id in chain {
-            let l = local.entry(id.clone()).or_default();
+            let l = entry(&mut local, &state, id);
             l.held = l.held.saturating_add(amount.0);
             items.push((id.clone(), amount.0));
         }
@@ -488,19 +552,33 @@ impl Admission {
             return;
         }
         let now_ms = self.clock.now_ms();
-        let trusted = self.replicator.staleness_ms() <= LEASE_TRUST_MS;
-        let mut give_back: Vec<(BudgetId, u64)> = Vec::new();
+        let trusted = self.trusted.load(Ordering::Acquire);
+        // Give-backs to propose (sequence number, budget, amount): new ones, and those
+        // not yet seen applied (proposed again with the same number, so at most once).
+        let mut give_back: Vec<(u64, BudgetId, u64)> = Vec::new();
         let mut top_up: Vec<BudgetId> = Vec::new();
         {
             let state = self.replicator.state().read();
             let mut local = lock(&self.local);
+            let last_return = state.escrow().last_return(self.node);
             // Budgets this node leases, whether or not it used them since it started.
             for (id, _) in state.escrow().of_node(self.node) {
-                local.entry(id).or_default();
+                entry(&mut local, &state, &id);
             }
             local.retain(|id, l| {
+                if let Some((seq, amount)) = l.pending_return {
+                    if last_return >= seq {
+                        // Applied (or overtaken by a later return: then the lease was
+                        // not reduced and is still this node's).
+                        l.pending_return = None;
+                        l.returning = l.returning.saturating_sub(amount);
+                    } else {
+                        give_back.push((seq, id.clone(), amount));
+                    }
+                }
                 let Some(status) = state.budget_status(id, now_ms) else {
-                    return l.held > 0; // deleted: keep only until holds are released
+                    // Deleted: keep only until holds are released.
+                    return l.held > 0 || l.pending_return.is_some();
                 };
                 let lease = state
                     .escrow()
@@ -509,9 +587,8 @@ impl Admission {
                 let used = l.held.saturating_add(l.returning);
                 let available = lease.saturating_sub(used);
                 let shortfall = state.escrow().shortfall(id);
-                let other_short = shortfall.is_some_and(|s| {
-                    s.seq > l.answered_shortfall && s.node != self.node
-                });
+                let other_short = shortfall
+                    .is_some_and(|s| s.seq > l.answered_shortfall && s.node != self.node);
                 if let Some(s) = shortfall {
                     l.answered_shortfall = l.answered_shortfall.max(s.seq);
                 }
@@ -519,9 +596,11 @@ impl Admission {
                     l.yield_until_ms = now_ms.saturating_add(YIELD_AFTER_SHORTFALL_MS);
                 }
                 let idle = now_ms.saturating_sub(l.last_use_ms) >= IDLE_RETURN_MS;
-                if available > 0 && (other_short || idle) {
+                if available > 0 && (other_short || idle) && l.pending_return.is_none() {
+                    let seq = self.next_return.fetch_add(1, Ordering::Relaxed);
+                    l.pending_return = Some((seq, available));
                     l.returning = l.returning.saturating_add(available);
-                    give_back.push((id.clone(), available));
+                    give_back.push((seq, id.clone(), available));
                 } else if trusted && !idle && now_ms >= l.yield_until_ms {
                     let demand = l.demand.per_horizon(now_ms);
                     if demand > 0 && available < demand / 2 {
@@ -531,19 +610,23 @@ impl Admission {
                 lease > 0 || l.held > 0 || l.returning > 0 || !idle
             });
         }
-        let returns = give_back.into_iter().map(|(id, amount)| async move {
-            let command = Command::ReturnLease {
-                budget_id: id.clone(),
-                node: self.node,
-                amount: Usd(amount),
-            };
-            if let Err(e) = self.replicator.propose(command).await {
-                tracing::debug!(budget = %id, error = %e, "lease give-back not applied");
+        // In sequence order, one at a time: a later number applied first would make the
+        // earlier one a no-op.
+        give_back.sort_by_key(|(seq, _, _)| *seq);
+        let returns = async {
+            for (seq, id, amount) in give_back {
+                let command = Command::ReturnLease {
+                    budget_id: id.clone(),
+                    node: self.node,
+                    amount: Usd(amount),
+                    seq,
+                };
+                // Whatever the answer, `returning` stays until the state shows it.
+                if let Err(e) = self.replicator.propose(command).await {
+                    tracing::debug!(budget = %id, error = %e, "lease give-back not applied yet");
+                }
             }
-            if let Some(l) = lock(&self.local).get_mut(&id) {
-                l.returning = l.returning.saturating_sub(amount);
-            }
-        });
+        };
         let top_ups = top_up.into_iter().map(|id| async move {
             let granting = match lock(&self.local).get(&id) {
                 Some(l) => Arc::clone(&l.granting),
@@ -557,17 +640,22 @@ impl Admission {
                 }
             }
         });
-        futures_util::future::join(
-            futures_util::future::join_all(returns),
-            futures_util::future::join_all(top_ups),
-        )
-        .await;
+        futures_util::future::join(returns, futures_util::future::join_all(top_ups)).await;
     }
 
-    /// Runs `maintain` every `MAINTENANCE_MS` until the node stops.
+    /// Runs `maintain` every `MAINTENANCE_MS`, and refreshes whether this node trusts its
+    /// leases every `TRUST_CHECK_MS`, until the node stops.
     pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
+        let trust = Arc::clone(self);
         tokio::spawn(async move {
+            let trust_task = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(TRUST_CHECK_MS)).await;
+                    trust.check_trust();
+                }
+            });
+            let _abort_trust = AbortOnDrop(trust_task);
             let mut tick = tokio::time::interval(Duration::from_millis(MAINTENANCE_MS));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -602,6 +690,15 @@ impl Admission {
     }
 }
 
+/// Aborts a task when dropped (the trust task ends with the maintenance task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The 402 naming the budget, its limit and figures, and when it resets.
 fn exhausted_error(state: &GovState, id: &BudgetId, amount: Usd, now_ms: UnixMs) -> ApiError {
     let Some(status) = state.budget_status(id, now_ms) else {
@@ -609,7 +706,7 @@ fn exhausted_error(state: &GovState, id: &BudgetId, amount: Usd, now_ms: UnixMs)
     };
     let leased = state.escrow().outstanding(id, status.window.start_ms);
     ApiError::BudgetExhausted(format!(
-        "budget {id} of {} {} is exhausted: limit ${} per {}, spent ${}, reserved ${}, this request may cost up to ${}; it resets at {}",
+        "budget {id} of {} {} is exhausted: limit ${} per {}, spent ${}, leased to nodes for requests ${}, this request may cost up to ${}; it resets at {}",
         status.budget.owner.kind(),
         status.budget.owner.id(),
         status.budget.limit,

@@ -117,14 +117,19 @@ pub fn spawn(
     // is admitted: applying them consumes this node's leases.
     let replay: Vec<(Replayed, Hold)> = {
         let records = outbox.take_replay();
-        let state = replicator.state().read();
+        let chains: Vec<_> = {
+            let state = replicator.state().read();
+            records
+                .iter()
+                .map(|r| {
+                    state.budget_chain(&r.charge.key_id, r.charge.provider_config_id.as_ref())
+                })
+                .collect()
+        };
         records
             .into_iter()
-            .map(|r| {
-                let chain = state.budget_chain(
-                    &r.charge.key_id,
-                    r.charge.provider_config_id.as_ref(),
-                );
+            .zip(chains)
+            .map(|(r, chain)| {
                 let hold = admission.hold_replayed(&chain, r.charge.cost);
                 (r, hold)
             })
@@ -221,8 +226,10 @@ async fn propose_stage(
             proposer
                 .propose(chunk.iter().map(|(r, _)| r.charge.clone()).collect())
                 .await;
-            mark_applied(&outbox, chunk.iter().map(|(r, _)| r.position).collect()).await;
+            let positions = chunk.iter().map(|(r, _)| r.position).collect();
             // Dropping the holds releases the amounts now counted in the ledgers.
+            drop(chunk);
+            mark_applied(&outbox, positions).await;
         }
     }
     let mut batch: Vec<Logged> = Vec::with_capacity(config.batch_max);
@@ -245,9 +252,10 @@ async fn propose_stage(
         proposer
             .propose(batch.iter().map(|l| l.pending.charge.clone()).collect())
             .await;
-        mark_applied(&outbox, batch.iter().filter_map(|l| l.position).collect()).await;
+        let positions = batch.iter().filter_map(|l| l.position).collect();
         // Dropping the holds releases the amounts now counted in the ledgers.
         batch.clear();
+        mark_applied(&outbox, positions).await;
     }
     // Everything queued is applied: a clean stop leaves nothing to replay.
     outbox.seal();

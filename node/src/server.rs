@@ -177,18 +177,27 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     drop(server);
     drop(app);
     let _ = charge_close.send(());
-    match tokio::time::timeout(CHARGE_FLUSH_TIMEOUT, charge_task).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "charge pipeline ended abnormally"),
-        Err(_) => tracing::error!("charge pipeline did not drain in time; queued charges are lost"),
-    }
-    // Every charge is applied and nothing is in flight: the leases go back to the
-    // cluster for the other nodes.
+    let drained = match tokio::time::timeout(CHARGE_FLUSH_TIMEOUT, charge_task).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "charge pipeline ended abnormally");
+            false
+        }
+        Err(_) => {
+            tracing::error!("charge pipeline did not drain in time; its charges stay in the outbox for the next start");
+            false
+        }
+    };
     maintenance.abort();
-    match tokio::time::timeout(LEASE_RETURN_TIMEOUT, admission.release_all()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "leases not given back; the leader reclaims them"),
-        Err(_) => tracing::warn!("giving leases back timed out; the leader reclaims them"),
+    if drained {
+        // Every charge is applied and nothing is in flight: the leases go back to the
+        // cluster for the other nodes. (Not otherwise: charges still to come would
+        // consume leases handed to others.)
+        match tokio::time::timeout(LEASE_RETURN_TIMEOUT, admission.release_all()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "leases not given back; the leader reclaims them"),
+            Err(_) => tracing::warn!("giving leases back timed out; the leader reclaims them"),
+        }
     }
     tracing::info!("stopped");
     Ok(())

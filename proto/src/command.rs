@@ -121,11 +121,14 @@ pub enum Command {
         at_ms: UnixMs,
     },
     /// A node gives back part of its lease of a budget (what it holds beyond its
-    /// requests in flight).
+    /// requests in flight). Applied only if `seq` is above every return of this node
+    /// applied before, so a retried or late duplicate never gives back twice; the node
+    /// counts the amount as gone until its own state shows a return of `seq` or later.
     ReturnLease {
         budget_id: BudgetId,
         node: u64,
         amount: Usd,
+        seq: u64,
     },
 }
 

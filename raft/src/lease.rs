@@ -41,6 +41,8 @@ pub struct Escrow {
     /// The last shortfall of each budget: which node was short, and a number that grows
     /// with every shortfall so nodes can tell a new one from one they already answered.
     shortfalls: BTreeMap<BudgetId, Shortfall>,
+    /// Per node, the sequence number of the last return applied.
+    returns: BTreeMap<NodeId, u64>,
 }
 
 /// A node was granted less than it needed.
@@ -110,7 +112,11 @@ impl Escrow {
         let current = self.lease_of(budget, node, room.window_start_ms);
         let ask = want.0.max(need.0.saturating_sub(current.0));
         let held = self.grant(budget, node, Usd(ask), room);
-        if held.0 < need.0 {
+        // A shortfall asks the others to give back; only worth it when they hold some.
+        let others_hold = self
+            .of_budget(budget)
+            .any(|(n, l)| n != node && l.window_start_ms == room.window_start_ms && l.outstanding.0 > 0);
+        if held.0 < need.0 && others_hold {
             let seq = self.shortfalls.get(budget).map_or(0, |s| s.seq) + 1;
             self.shortfalls
                 .insert(budget.clone(), Shortfall { node, seq });
@@ -118,15 +124,26 @@ impl Escrow {
         held
     }
 
+    /// The sequence number of the last return of `node` applied (0: none).
+    pub fn last_return(&self, node: NodeId) -> u64 {
+        self.returns.get(&node).copied().unwrap_or(0)
+    }
+
     /// The last shortfall of `budget`, if any.
     pub fn shortfall(&self, budget: &BudgetId) -> Option<Shortfall> {
         self.shortfalls.get(budget).copied()
     }
 
-    /// `node` gives back up to `amount` of its lease of `budget`; returns what it holds
-    /// after.
-    pub fn give_back(&mut self, budget: &BudgetId, node: NodeId, amount: Usd) -> Usd {
+    /// `node` gives back up to `amount` of its lease of `budget`, if `seq` is above its
+    /// last applied return (else nothing: a duplicate or a late retry); returns what it
+    /// holds after.
+    pub fn give_back(&mut self, budget: &BudgetId, node: NodeId, amount: Usd, seq: u64) -> Usd {
         let key = (budget.clone(), node);
+        let last = self.returns.entry(node).or_insert(0);
+        if seq <= *last {
+            return self.leases.get(&key).map_or(Usd(0), |l| l.outstanding);
+        }
+        *last = seq;
         let Some(lease) = self.leases.get_mut(&key) else {
             return Usd(0);
         };
@@ -307,8 +324,12 @@ mod tests {
             Usd(100)
         );
         assert_eq!(e.shortfall(&budget), Some(Shortfall { node: 2, seq: 1 }));
-        // Node 1 keeps what its requests in flight need and gives the rest back.
-        assert_eq!(e.give_back(&budget, 1, Usd(700)), Usd(200));
+        // Node 1 keeps what its requests in flight need and gives the rest back, once:
+        // the same return again (a retry) or an older one changes nothing.
+        assert_eq!(e.give_back(&budget, 1, Usd(700), 5), Usd(200));
+        assert_eq!(e.give_back(&budget, 1, Usd(700), 5), Usd(200));
+        assert_eq!(e.give_back(&budget, 1, Usd(700), 4), Usd(200));
+        assert_eq!(e.last_return(1), 5);
         assert_eq!(
             e.grant_for(&budget, 2, Usd(200), Usd(300), room(1_000, 0, 0)),
             Usd(400)
@@ -322,8 +343,13 @@ mod tests {
         assert_eq!(e.lease_of(&budget, 2, 0), Usd(500));
         assert_eq!(e.lease_of(&budget, 2, 86_400_000), Usd(0), "other window");
         // Giving back more than is held empties the lease, never below zero.
-        assert_eq!(e.give_back(&budget, 1, Usd(5_000)), Usd(0));
+        assert_eq!(e.give_back(&budget, 1, Usd(5_000), 6), Usd(0));
         assert_eq!(e.of_budget(&budget).count(), 1);
+        // Alone, a node granted less than it needs records no shortfall: nobody could
+        // give anything back.
+        let alone = b("bud_alone");
+        e.grant_for(&alone, 1, Usd(2_000), Usd(2_000), room(1_000, 0, 0));
+        assert_eq!(e.shortfall(&alone), None);
         e.forget_budget(&budget);
         assert_eq!(e.shortfall(&budget), None);
     }

@@ -134,6 +134,15 @@ impl GovState {
                 let Some(b) = self.budgets.get_mut(id) else {
                     return not_found("budget", id.as_str());
                 };
+                // Leases were cut from the old limit and window: a lower limit or a new
+                // window shape voids them (nodes ask again within the new one); a raised
+                // limit leaves them valid.
+                if limit.is_some_and(|l| l.0 < b.limit.0)
+                    || reset.is_some()
+                    || calendar_aligned.is_some()
+                {
+                    self.escrow.forget_budget(id);
+                }
                 if let Some(limit) = limit {
                     b.limit = *limit;
                 }
@@ -143,9 +152,6 @@ impl GovState {
                 if let Some(aligned) = calendar_aligned {
                     b.calendar_aligned = *aligned;
                 }
-                // Leases were cut from the old limit and window: void them; nodes ask
-                // again within the new shape.
-                self.escrow.forget_budget(id);
                 if reset.is_some() || calendar_aligned.is_some() {
                     // The new shape's window may start before the old ledger's; re-base the
                     // ledger on it, keeping what was spent, or later charges would be taken
@@ -219,8 +225,9 @@ impl GovState {
                 budget_id,
                 node,
                 amount,
+                seq,
             } => {
-                self.escrow.give_back(budget_id, *node, *amount);
+                self.escrow.give_back(budget_id, *node, *amount, *seq);
                 Outcome::Done
             }
             Command::ReleaseLeases { node, budget_id } => {
@@ -468,6 +475,7 @@ impl GovState {
         for id in self.budgets_by_owner.remove(owner).unwrap_or_default() {
             self.budgets.remove(&id);
             self.ledgers.remove(&id);
+            self.escrow.forget_budget(&id);
         }
         for id in self.rate_limits_by_owner.remove(owner).unwrap_or_default() {
             self.rate_limits.remove(&id);

@@ -8,7 +8,9 @@
 //! - a provider config whose budget is exhausted hands its requests to the key's next
 //!   provider config without the client noticing;
 //! - a calendar-aligned daily budget rolls over at UTC midnight on every node at once
-//!   (the nodes' clocks moved with `TOLLGATE_TEST_CLOCK_FILE`), old leases void.
+//!   (the nodes' clocks moved with `TOLLGATE_TEST_CLOCK_FILE`), old leases void;
+//! - a node stopped with SIGTERM gives its leases back, and the leader reclaims those of
+//!   a node killed with SIGKILL, so the others can spend the whole budget.
 //!
 //! Every request here has a known estimate and a known true cost: input and output
 //! tokens cost the same (100 µ$ a token), admission reserves `ceil(body bytes / 4) +
@@ -1308,6 +1310,118 @@ async fn budget_window_rolls_over_at_calendar_boundary_on_all_nodes() -> Result<
         all[0].spent + 3 * again.max_estimate >= limit,
         "new window hardly usable ({}): old leases still count?",
         usd(all[0].spent)
+    );
+    Ok(())
+}
+
+// ------------------------------------------------- leases come back from gone nodes
+
+/// The nodes holding a lease of `budget`, as `node` reports them (linearizable).
+async fn lease_holders(cluster: &Scripted, node: u16, budget: &str) -> Result<BTreeSet<u64>> {
+    let view = cluster
+        .admin(
+            node,
+            "GET",
+            &format!("/api/v1/budgets/{budget}?consistency=linearizable"),
+            None,
+        )
+        .await?;
+    Ok(view["leases"]
+        .as_array()
+        .context("leases")?
+        .iter()
+        .filter(|l| micros(&l["outstanding_usd"]) > 0)
+        .filter_map(|l| l["node"].as_u64())
+        .collect())
+}
+
+#[tokio::test]
+async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let fake = FakeUpstream::start(&[])?;
+    let dir = temp_dir("budget-reclaim");
+    let config = write_config(&dir, &fake_config(&fake))?;
+    let cluster = Scripted::new(dir.join("cluster"))?;
+    cluster.up(&config)?;
+    set_price(&cluster).await?;
+    let key = create_key(
+        &cluster,
+        json!({"name": "k", "provider_configs": [{"provider": "fake-anthropic"}]}),
+    )
+    .await?;
+    let secret = key["secret"].as_str().context("secret")?.to_owned();
+    let budget = create_budget(&cluster, "virtual_key", key["id"].as_str().context("id")?, "0.50", false).await?;
+    let client = http();
+    let mut n = 0u32;
+    let mut one = |node: u16| {
+        n += 1;
+        let url = cluster.url(node);
+        let ask = ask(&format!("r{n:06}"), 200);
+        let (client, secret) = (client.clone(), secret.clone());
+        async move { send(&client, &url, &secret, &ask).await.map(|(status, _, _)| status) }
+    };
+    // Nodes 2 and 3 serve a few requests each, so both hold leases.
+    for node in [2, 3, 2, 3] {
+        ensure!(one(node).await? == 200, "request on node {node} refused");
+    }
+    let holders = lease_holders(&cluster, 1, &budget).await?;
+    ensure!(
+        holders.contains(&2) && holders.contains(&3),
+        "nodes 2 and 3 should hold leases: {holders:?}"
+    );
+
+    // SIGTERM: node 2 drains and gives its leases back before it exits.
+    cluster.run(&["stop", "2"])?;
+    let holders = lease_holders(&cluster, 1, &budget).await?;
+    println!("after node 2 stopped: leases held by {holders:?}");
+    ensure!(!holders.contains(&2), "a drained node gave its leases back");
+    cluster.run(&["start", "2"])?;
+
+    // SIGKILL: node 3 cannot give anything back; the leader reclaims its leases once its
+    // replication has not moved for 15 s while requests keep the log moving.
+    cluster.run(&["kill", "3"])?;
+    let killed = Instant::now();
+    let mut reclaimed = None;
+    while killed.elapsed() < Duration::from_secs(45) {
+        ensure!(one(1).await? == 200, "a request on node 1 refused while room is left");
+        if !lease_holders(&cluster, 1, &budget).await?.contains(&3) {
+            reclaimed = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let reclaimed = reclaimed.context("node 3's leases were never reclaimed")?;
+    println!("node 3's leases reclaimed {reclaimed:?} after its kill");
+    ensure!(
+        reclaimed >= Duration::from_secs(5),
+        "reclaimed after {reclaimed:?}: before the node itself stops trusting its leases (5 s)"
+    );
+
+    // The room node 3 held is usable again: nodes 1 and 2 spend the budget to its end.
+    let mut refused = 0;
+    for i in 0..200 {
+        match one(1 + (i % 2) as u16).await? {
+            200 => {}
+            402 => {
+                refused += 1;
+                if refused == 2 {
+                    break;
+                }
+            }
+            other => bail!("unexpected status {other}"),
+        }
+    }
+    let view = cluster
+        .admin(1, "GET", &format!("/api/v1/budgets/{budget}?consistency=linearizable"), None)
+        .await?;
+    let spent = micros(&view["spent_usd"]);
+    let largest = ask("r000000", 200).estimate;
+    println!("spent {} of $0.50 after the reclaim (largest estimate {})", usd(spent), usd(largest));
+    ensure!(spent <= 500_000, "spent {} past the limit", usd(spent));
+    ensure!(
+        spent + 2 * largest >= 500_000,
+        "only {} of $0.50 spent: room is still locked in a lease",
+        usd(spent)
     );
     Ok(())
 }

@@ -34,6 +34,8 @@ const STATUS_DEADLINE: Duration = Duration::from_millis(800);
 /// loses its escrow leases to the others. Well past `admission::LEASE_TRUST_MS`, after
 /// which the node itself stopped admitting on them.
 pub const RECLAIM_AFTER_MS: u64 = 15_000;
+/// A removed node's leases are released this long after it stopped trusting them.
+const RELEASE_MARGIN_MS: u64 = 1_000;
 /// How often the leader looks for such nodes.
 const RECLAIM_CHECK_MS: u64 = 1_000;
 /// Pause between attempts to catch up at start.
@@ -230,17 +232,32 @@ impl<T: PeerTransport> RaftReplicator<T> {
         use std::collections::BTreeMap;
         // Per node: the last matched index seen and when it last changed.
         let mut progress: BTreeMap<NodeId, (Option<u64>, tokio::time::Instant)> = BTreeMap::new();
+        // Per node no longer a member but holding leases: since when it is seen so.
+        let mut removed: BTreeMap<NodeId, tokio::time::Instant> = BTreeMap::new();
         loop {
             tokio::time::sleep(Duration::from_millis(RECLAIM_CHECK_MS)).await;
             let m = self.raft.metrics().borrow().clone();
             let Some(replication) = m.replication.filter(|_| m.state == ServerState::Leader)
             else {
                 progress.clear();
+                removed.clear();
                 continue;
             };
             let now = tokio::time::Instant::now();
             let last_log = m.last_log_index.unwrap_or(0);
             let holders = self.state.read().escrow().nodes();
+            // Nodes no longer members: their leases go once they stopped trusting them.
+            let membership = m.membership_config.membership();
+            for node in holders.iter().filter(|n| membership.get_node(n).is_none()) {
+                let since = *removed.entry(*node).or_insert(now);
+                let trust_over = Duration::from_millis(
+                    crate::admission::LEASE_TRUST_MS + RELEASE_MARGIN_MS,
+                );
+                if now.duration_since(since) >= trust_over {
+                    self.release_leases_of(*node).await;
+                }
+            }
+            removed.retain(|n, _| holders.contains(n));
             for (node, matched) in replication {
                 let matched = matched.map(|l| l.index);
                 let entry = progress.entry(node).or_insert((matched, now));
@@ -250,15 +267,19 @@ impl<T: PeerTransport> RaftReplicator<T> {
                 let silent = now.duration_since(entry.1) >= Duration::from_millis(RECLAIM_AFTER_MS);
                 if silent && matched.unwrap_or(0) < last_log && holders.contains(&node) {
                     tracing::warn!(node, "reclaiming the leases of a node not heard from");
-                    let command = Command::ReleaseLeases {
-                        node,
-                        budget_id: None,
-                    };
-                    if let Err(e) = self.propose(command).await {
-                        tracing::warn!(node, error = %e, "lease reclaim failed; trying again");
-                    }
+                    self.release_leases_of(node).await;
                 }
             }
+        }
+    }
+
+    async fn release_leases_of(&self, node: NodeId) {
+        let command = Command::ReleaseLeases {
+            node,
+            budget_id: None,
+        };
+        if let Err(e) = self.propose(command).await {
+            tracing::warn!(node, error = %e, "lease reclaim failed; trying again");
         }
     }
 
@@ -397,13 +418,8 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
             let voters = self
                 .on_leader(Membership::Remove(id), MEMBERSHIP_DEADLINE)
                 .await?;
-            // A removed node's leases go back to the others (its late charges, if it
-            // still sends any, are applied and consume nothing).
-            self.propose(Command::ReleaseLeases {
-                node: id,
-                budget_id: None,
-            })
-            .await?;
+            // A removed node's leases go back to the others through `reclaim_leases`,
+            // once it has stopped trusting them even if it never learned of its removal.
             Ok(voters)
         })
     }

@@ -141,7 +141,16 @@ async fn three_nodes_replicate_writes_made_anywhere() {
 
 /// The follower among `nodes` (not the leader).
 async fn a_follower(nodes: &[RaftReplicator<MemTransport>]) -> &RaftReplicator<MemTransport> {
-    let leader = nodes[0].raft().current_leader().await.expect("leader");
+    // Formation may still be electing: wait (bounded) until the node knows a leader.
+    let mut leader = None;
+    for _ in 0..200 {
+        leader = nodes[0].raft().current_leader().await;
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let leader = leader.expect("leader");
     nodes
         .iter()
         .find(|n| n.raft().metrics().borrow().id != leader)
