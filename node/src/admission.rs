@@ -213,7 +213,11 @@ impl Admission {
 
     /// Reserves `amount` on every budget of `chain`, or on none: from this node's leases,
     /// asking for more through the replicated state where one is short.
-    pub async fn reserve(self: &Arc<Self>, chain: &[BudgetId], amount: Usd) -> Result<Hold, ApiError> {
+    pub async fn reserve(
+        self: &Arc<Self>,
+        chain: &[BudgetId],
+        amount: Usd,
+    ) -> Result<Hold, ApiError> {
         if chain.is_empty() {
             return Ok(Hold::none());
         }
@@ -423,7 +427,9 @@ impl Admission {
             .max(amount.saturating_mul(2))
             .saturating_add(waiting)
             .min(fair_share.max(amount));
-        let want = target.saturating_sub(available).max(amount.saturating_sub(available));
+        let want = target
+            .saturating_sub(available)
+            .max(amount.saturating_sub(available));
         if want == 0 {
             return None;
         }
@@ -483,10 +489,9 @@ impl Admission {
                         continue;
                     }
                     grantable = false;
-                    others_hold |= state
-                        .escrow()
-                        .of_budget(id)
-                        .any(|(n, l)| n != self.node && l.window_start_ms == w && l.outstanding.0 > 0);
+                    others_hold |= state.escrow().of_budget(id).any(|(n, l)| {
+                        n != self.node && l.window_start_ms == w && l.outstanding.0 > 0
+                    });
                 }
             }
             if grantable || !others_hold || tokio::time::Instant::now() >= deadline {
@@ -587,8 +592,8 @@ impl Admission {
                 let used = l.held.saturating_add(l.returning);
                 let available = lease.saturating_sub(used);
                 let shortfall = state.escrow().shortfall(id);
-                let other_short = shortfall
-                    .is_some_and(|s| s.seq > l.answered_shortfall && s.node != self.node);
+                let other_short =
+                    shortfall.is_some_and(|s| s.seq > l.answered_shortfall && s.node != self.node);
                 if let Some(s) = shortfall {
                     l.answered_shortfall = l.answered_shortfall.max(s.seq);
                 }
@@ -633,7 +638,9 @@ impl Admission {
                 None => return,
             };
             // A request is asking already: its grant is sized for the demand too.
-            let Ok(_turn) = granting.try_lock() else { return };
+            let Ok(_turn) = granting.try_lock() else {
+                return;
+            };
             if let Some(command) = self.sized_request(&id, 0) {
                 if let Err(e) = self.propose_grant(command).await {
                     tracing::debug!(budget = %id, error = %e, "lease top-up failed");

@@ -1,9 +1,9 @@
 //! The node's shared state (`App`) and its start-up and shutdown sequence.
 
+use crate::admission::{self, Admission};
 use crate::charge::{self, ChargeSender};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::admission::{self, Admission};
 use crate::limits::RateLimiter;
 use crate::providers::Providers;
 use crate::replicator::{LocalReplicator, Replicator, SharedState};

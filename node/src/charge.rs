@@ -121,9 +121,7 @@ pub fn spawn(
             let state = replicator.state().read();
             records
                 .iter()
-                .map(|r| {
-                    state.budget_chain(&r.charge.key_id, r.charge.provider_config_id.as_ref())
-                })
+                .map(|r| state.budget_chain(&r.charge.key_id, r.charge.provider_config_id.as_ref()))
                 .collect()
         };
         records
@@ -279,10 +277,13 @@ struct Proposer {
 impl Proposer {
     /// Proposes one batch until it is durable (or rejected, which retrying cannot change).
     async fn propose(&self, charges: Vec<Charge>) {
-        propose(&self.replicator, Command::NodeChargeBatch {
-            node: self.node,
-            charges,
-        })
+        propose(
+            &self.replicator,
+            Command::NodeChargeBatch {
+                node: self.node,
+                charges,
+            },
+        )
         .await
     }
 }

@@ -195,7 +195,9 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         // consume leases handed to others.)
         match tokio::time::timeout(LEASE_RETURN_TIMEOUT, admission.release_all()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "leases not given back; the leader reclaims them"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "leases not given back; the leader reclaims them")
+            }
             Err(_) => tracing::warn!("giving leases back timed out; the leader reclaims them"),
         }
     }

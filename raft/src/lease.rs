@@ -113,9 +113,9 @@ impl Escrow {
         let ask = want.0.max(need.0.saturating_sub(current.0));
         let held = self.grant(budget, node, Usd(ask), room);
         // A shortfall asks the others to give back; only worth it when they hold some.
-        let others_hold = self
-            .of_budget(budget)
-            .any(|(n, l)| n != node && l.window_start_ms == room.window_start_ms && l.outstanding.0 > 0);
+        let others_hold = self.of_budget(budget).any(|(n, l)| {
+            n != node && l.window_start_ms == room.window_start_ms && l.outstanding.0 > 0
+        });
         if held.0 < need.0 && others_hold {
             let seq = self.shortfalls.get(budget).map_or(0, |s| s.seq) + 1;
             self.shortfalls

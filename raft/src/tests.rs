@@ -3,7 +3,6 @@
 use crate::codec;
 use crate::state::GovState;
 use crate::store::LocalStore;
-use crate::test_support::block_on;
 use std::collections::BTreeMap;
 use tollgate_proto::*;
 

@@ -1350,7 +1350,14 @@ async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
     )
     .await?;
     let secret = key["secret"].as_str().context("secret")?.to_owned();
-    let budget = create_budget(&cluster, "virtual_key", key["id"].as_str().context("id")?, "0.50", false).await?;
+    let budget = create_budget(
+        &cluster,
+        "virtual_key",
+        key["id"].as_str().context("id")?,
+        "0.50",
+        false,
+    )
+    .await?;
     let client = http();
     let mut n = 0u32;
     let mut one = |node: u16| {
@@ -1358,7 +1365,11 @@ async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
         let url = cluster.url(node);
         let ask = ask(&format!("r{n:06}"), 200);
         let (client, secret) = (client.clone(), secret.clone());
-        async move { send(&client, &url, &secret, &ask).await.map(|(status, _, _)| status) }
+        async move {
+            send(&client, &url, &secret, &ask)
+                .await
+                .map(|(status, _, _)| status)
+        }
     };
     // Nodes 2 and 3 serve a few requests each, so both hold leases.
     for node in [2, 3, 2, 3] {
@@ -1383,7 +1394,10 @@ async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
     let killed = Instant::now();
     let mut reclaimed = None;
     while killed.elapsed() < Duration::from_secs(45) {
-        ensure!(one(1).await? == 200, "a request on node 1 refused while room is left");
+        ensure!(
+            one(1).await? == 200,
+            "a request on node 1 refused while room is left"
+        );
         if !lease_holders(&cluster, 1, &budget).await?.contains(&3) {
             reclaimed = Some(killed.elapsed());
             break;
@@ -1412,11 +1426,20 @@ async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
         }
     }
     let view = cluster
-        .admin(1, "GET", &format!("/api/v1/budgets/{budget}?consistency=linearizable"), None)
+        .admin(
+            1,
+            "GET",
+            &format!("/api/v1/budgets/{budget}?consistency=linearizable"),
+            None,
+        )
         .await?;
     let spent = micros(&view["spent_usd"]);
     let largest = ask("r000000", 200).estimate;
-    println!("spent {} of $0.50 after the reclaim (largest estimate {})", usd(spent), usd(largest));
+    println!(
+        "spent {} of $0.50 after the reclaim (largest estimate {})",
+        usd(spent),
+        usd(largest)
+    );
     ensure!(spent <= 500_000, "spent {} past the limit", usd(spent));
     ensure!(
         spent + 2 * largest >= 500_000,

@@ -14,10 +14,8 @@ struct World {
 
 impl World {
     async fn new(tag: &str, limit: u64) -> World {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-admission-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-admission-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let replicator: Arc<dyn Replicator> =
             Arc::new(LocalReplicator::open(&dir).expect("local store"));
@@ -107,8 +105,15 @@ async fn a_lease_admits_many_requests_with_one_grant() {
     while world.lease(1) - 1_000 * holds.len() as u64 >= 1_000 {
         holds.push(node.reserve(&chain(), Usd(1_000)).await.expect("admitted"));
     }
-    assert_eq!(world.applied(), after_grant, "no round trip while the lease lasts");
-    assert_eq!(node.local_figures(&chain()[0]).held.0, 1_000 * holds.len() as u64);
+    assert_eq!(
+        world.applied(),
+        after_grant,
+        "no round trip while the lease lasts"
+    );
+    assert_eq!(
+        node.local_figures(&chain()[0]).held.0,
+        1_000 * holds.len() as u64
+    );
     drop(holds);
     assert_eq!(node.local_figures(&chain()[0]).held.0, 0);
 }
@@ -191,10 +196,16 @@ async fn a_new_window_voids_the_old_lease() {
         .await
         .expect("charged");
     drop(holds);
-    assert!(node.reserve(&chain(), Usd(1)).await.is_err(), "spent in full");
+    assert!(
+        node.reserve(&chain(), Usd(1)).await.is_err(),
+        "spent in full"
+    );
     // A day later: a new window, and the old lease counts for nothing.
     world.clock.set_offset_ms(86_400_000);
-    let hold = node.reserve(&chain(), Usd(5_000)).await.expect("new window");
+    let hold = node
+        .reserve(&chain(), Usd(5_000))
+        .await
+        .expect("new window");
     drop(hold);
 }
 
@@ -257,7 +268,10 @@ async fn nodes_together_never_spend_past_the_limit() {
                 } else {
                     estimate - next(estimate / 2)
                 };
-                excess.fetch_add(cost.saturating_sub(estimate), std::sync::atomic::Ordering::Relaxed);
+                excess.fetch_add(
+                    cost.saturating_sub(estimate),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let hold = hold.settle(Usd(cost));
                 let charge = tollgate_proto::Charge {
                     request_id: tollgate_proto::RequestId(format!("req_{client}_{i}")),
@@ -286,14 +300,18 @@ async fn nodes_together_never_spend_past_the_limit() {
         m.abort();
     }
     let state = world.replicator.state().read();
-    let status = state
-        .budget_status(&chain()[0], now_ms())
-        .expect("budget");
-    let (spent, excess) = (status.spent.0, excess.load(std::sync::atomic::Ordering::Relaxed));
+    let status = state.budget_status(&chain()[0], now_ms()).expect("budget");
+    let (spent, excess) = (
+        status.spent.0,
+        excess.load(std::sync::atomic::Ordering::Relaxed),
+    );
     println!(
         "spent {spent} of {LIMIT}, real costs above estimates {excess}, refused {}",
         refused.load(std::sync::atomic::Ordering::Relaxed)
     );
-    assert!(spent <= LIMIT + excess, "spent {spent} > {LIMIT} + {excess}");
+    assert!(
+        spent <= LIMIT + excess,
+        "spent {spent} > {LIMIT} + {excess}"
+    );
     assert!(spent >= LIMIT - 4 * 50_000, "only {spent} of {LIMIT} used");
 }

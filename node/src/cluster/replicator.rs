@@ -215,7 +215,10 @@ impl<T: PeerTransport> RaftReplicator<T> {
         }
     }
 
-    fn staleness_of(&self, m: &openraft::RaftMetrics<NodeId, tollgate_raft::typ::TollgateNode>) -> u64 {
+    fn staleness_of(
+        &self,
+        m: &openraft::RaftMetrics<NodeId, tollgate_raft::typ::TollgateNode>,
+    ) -> u64 {
         if m.state == ServerState::Leader {
             m.millis_since_quorum_ack
                 .unwrap_or_else(|| self.contact.since_ms())
@@ -225,9 +228,10 @@ impl<T: PeerTransport> RaftReplicator<T> {
     }
 
     /// On the leader, gives back the leases of nodes it has not heard from: a node whose
-    /// replication has not advanced for `RECLAIM_AFTER_MS` while the log moved on. (The
-    /// node itself stops admitting on its leases after `admission::LEASE_TRUST_MS` without
-    /// the leader, well before.) Runs until the node stops.
+    /// replication has not advanced for `RECLAIM_AFTER_MS` while the log moved on, and a
+    /// node no longer a member once `admission::LEASE_TRUST_MS` (+ a margin) passed since
+    /// it was seen so (a removed node that missed its removal stops trusting its leases
+    /// by then). Runs until the node stops.
     pub async fn reclaim_leases(self: Arc<Self>) {
         use std::collections::BTreeMap;
         // Per node: the last matched index seen and when it last changed.
@@ -237,8 +241,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
         loop {
             tokio::time::sleep(Duration::from_millis(RECLAIM_CHECK_MS)).await;
             let m = self.raft.metrics().borrow().clone();
-            let Some(replication) = m.replication.filter(|_| m.state == ServerState::Leader)
-            else {
+            let Some(replication) = m.replication.filter(|_| m.state == ServerState::Leader) else {
                 progress.clear();
                 removed.clear();
                 continue;
@@ -250,9 +253,8 @@ impl<T: PeerTransport> RaftReplicator<T> {
             let membership = m.membership_config.membership();
             for node in holders.iter().filter(|n| membership.get_node(n).is_none()) {
                 let since = *removed.entry(*node).or_insert(now);
-                let trust_over = Duration::from_millis(
-                    crate::admission::LEASE_TRUST_MS + RELEASE_MARGIN_MS,
-                );
+                let trust_over =
+                    Duration::from_millis(crate::admission::LEASE_TRUST_MS + RELEASE_MARGIN_MS);
                 if now.duration_since(since) >= trust_over {
                     self.release_leases_of(*node).await;
                 }

@@ -3,9 +3,9 @@
 //! provider answered is always charged, even if the answer is then lost (client gone,
 //! answer unreadable): for the usage seen, else for its estimate.
 
+use crate::admission::Hold;
 use crate::app::App;
 use crate::charge::PendingCharge;
-use crate::admission::Hold;
 use std::sync::Arc;
 use tollgate_proto::{Charge, KeyId, Price, ProviderConfigId, RateLimit, RequestId, Usage, Usd};
 
