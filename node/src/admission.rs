@@ -150,6 +150,9 @@ pub struct Admission {
     /// used (they start from the wall clock in microseconds-ish, and from the state's
     /// last applied return).
     next_return: AtomicU64,
+    /// Lease requests and give-backs proposed, for `/metrics`.
+    pub lease_requests: AtomicU64,
+    pub lease_returns: AtomicU64,
 }
 
 /// The local side of one budget, made on first use: a shortfall recorded before this
@@ -193,6 +196,8 @@ impl Admission {
             mode,
             trusted: AtomicBool::new(false),
             next_return: AtomicU64::new(first_return),
+            lease_requests: AtomicU64::new(0),
+            lease_returns: AtomicU64::new(0),
             replicator,
             clock,
             local: Mutex::new(HashMap::new()),
@@ -443,6 +448,7 @@ impl Admission {
     }
 
     async fn propose_grant(&self, command: Command) -> Result<(), ReplicateError> {
+        self.lease_requests.fetch_add(1, Ordering::Relaxed);
         match self.replicator.propose(command).await? {
             Outcome::Leased { .. } => Ok(()),
             // The budget went away meanwhile: the retry sees it.
@@ -627,6 +633,7 @@ impl Admission {
                     seq,
                 };
                 // Whatever the answer, `returning` stays until the state shows it.
+                self.lease_returns.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = self.replicator.propose(command).await {
                     tracing::debug!(budget = %id, error = %e, "lease give-back not applied yet");
                 }

@@ -35,7 +35,7 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        let gauges: [(&str, &str, &str, u64); 10] = [
+        let gauges: [(&str, &str, &str, u64); 12] = [
             (
                 "tollgate_upstream_failures_total",
                 "counter",
@@ -89,6 +89,18 @@ impl Metrics {
                 "gauge",
                 "How old this node's governance state may be: on the leader, since a quorum last acknowledged it; elsewhere, since the leader was last heard from.",
                 status.staleness_ms,
+            ),
+            (
+                "tollgate_lease_requests_total",
+                "counter",
+                "Escrow lease requests this node proposed (on a request's shortfall or a top-up).",
+                app.admission.lease_requests.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_lease_returns_total",
+                "counter",
+                "Escrow lease give-backs this node proposed (idle, another node short).",
+                app.admission.lease_returns.load(Ordering::Relaxed),
             ),
             (
                 "tollgate_ready",
