@@ -366,6 +366,11 @@ print(json.dumps({"sent": int(sent), "applied": int(applied) - (int(want) - int(
 ' "$t0" "$t1" "$t2" "$sent" "$applied" "$want" "$raft")
 	CLUSTER_EXPECTED=$want
 	CLUSTER_USAGE=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$want")
+	# Escrow lease traffic: lease requests and give-backs the three nodes proposed for
+	# every request they admitted against the budget (admission is local otherwise).
+	LEASES=$(for p in 1 2 3; do curl -s "http://127.0.0.1:$((CLUSTER_BASE + p))/metrics"; done |
+		awk '/^tollgate_lease_requests_total/ {r += $2} /^tollgate_lease_returns_total/ {g += $2} END {printf "{\"requests\": %d, \"returns\": %d}", r, g}')
+	COMMIT=$(python3 -c 'import json, sys; c = json.loads(sys.argv[1]); c["leases"] = json.loads(sys.argv[2]); print(json.dumps(c))' "$COMMIT" "$LEASES")
 	# The commit path alone (no HTTP, no proxy): three nodes in one process with their own
 	# QUIC endpoints and sled storage, each proposing full charge batches.
 	echo "commit path alone: raft-bench for $((SAT_SECONDS * 2)) s" >&2
@@ -433,6 +438,10 @@ if commit:
     print(f"cluster commit: {commit['applied']} of {commit['sent']} charges applied {commit['until_applied_s']:.2f} s "
           f"after the load started ({commit['load_s']:.2f} s of load, last charge {commit['lag_s'] * 1000:.0f} ms after it ended): "
           f"{commit['per_s']:.0f} committed charges/s through the proxy; Raft applied index {commit['applied_index']}")
+    leases, counted = commit.get("leases", {}), json.loads(sys.argv[9]).get("requests", 0)
+    if leases and counted:
+        print(f"escrow leases: {leases['requests']} lease requests and {leases['returns']} give-backs for "
+              f"{counted} budgeted requests ({1000 * (leases['requests'] + leases['returns']) / counted:.2f} per 1000 requests)")
 if raft_bench:
     print(f"commit path alone ({raft_bench['nodes']} nodes, batches of {raft_bench['batch']}): "
           f"{raft_bench['charges_per_s']:.0f} committed charges/s (target >= 20000), "

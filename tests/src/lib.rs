@@ -439,10 +439,23 @@ pub async fn messages(
     secret: &str,
     body: &Value,
 ) -> Result<(u16, reqwest::header::HeaderMap, Value)> {
-    let r = http()
+    messages_raw(&http(), url, secret, serde_json::to_vec(body)?).await
+}
+
+/// `messages` with the exact body bytes and a client of the caller's (kept alive across
+/// requests).
+pub async fn messages_raw(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: Vec<u8>,
+) -> Result<(u16, reqwest::header::HeaderMap, Value)> {
+    let r = client
         .post(format!("{url}/v1/messages"))
         .header("x-api-key", secret)
-        .json(body)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(body)
         .send()
         .await?;
     let status = r.status().as_u16();

@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tollgate_raft::rfc3339;
 use tollgate_tests::*;
 
 const MODEL: &str = "claude-budget";
@@ -101,22 +102,7 @@ async fn send(
     secret: &str,
     ask: &Ask,
 ) -> Result<(u16, HeaderMap, Value)> {
-    let r = client
-        .post(format!("{url}/v1/messages"))
-        .header("x-api-key", secret)
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(ask.bytes.clone())
-        .send()
-        .await?;
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await?;
-    Ok((
-        status,
-        headers,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
+    messages_raw(client, url, secret, ask.bytes.clone()).await
 }
 
 /// Where one group of clients sends, with which key; `tag` starts each request's word so
@@ -482,30 +468,26 @@ async fn create_budget(
     Ok(id)
 }
 
-fn usd(micros: u64) -> String {
-    format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000)
+/// A key on the fake provider with a daily budget of `limit`: its id, secret and budget id.
+async fn budgeted_key(
+    cluster: &Scripted,
+    name: &str,
+    limit: &str,
+    calendar_aligned: bool,
+) -> Result<(String, String, String)> {
+    let key = create_key(
+        cluster,
+        json!({"name": name, "provider_configs": [{"provider": "fake-anthropic"}]}),
+    )
+    .await?;
+    let key_id = key["id"].as_str().context("key id")?.to_owned();
+    let secret = key["secret"].as_str().context("secret")?.to_owned();
+    let budget = create_budget(cluster, "virtual_key", &key_id, limit, calendar_aligned).await?;
+    Ok((key_id, secret, budget))
 }
 
-/// `ms` as the nodes print times: `2025-01-31T00:00:00Z`.
-fn rfc3339(ms: u64) -> String {
-    let days = (ms / DAY_MS) as i64;
-    let secs = ms % DAY_MS / 1000;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+fn usd(micros: u64) -> String {
+    format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
 fn now_ms() -> u64 {
@@ -513,14 +495,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-#[test]
-fn rfc3339_formats_like_the_nodes() {
-    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-    assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-    assert_eq!(rfc3339(1_735_689_599_000), "2024-12-31T23:59:59Z");
-    assert_eq!(rfc3339(4_107_542_400_000), "2100-03-01T00:00:00Z");
 }
 
 // ------------------------------------------------------------------ 1: $1.00, 200 clients
@@ -558,14 +532,7 @@ async fn one_dollar_run(naive: bool) -> Result<Run> {
     println!("[{label}] cluster up after {:?}", started.elapsed());
 
     set_price(&cluster).await?;
-    let key = create_key(
-        &cluster,
-        json!({"name": "dollar", "provider_configs": [{"provider": "fake-anthropic"}]}),
-    )
-    .await?;
-    let key_id = key["id"].as_str().unwrap_or_default().to_owned();
-    let secret = key["secret"].as_str().unwrap_or_default().to_owned();
-    let budget = create_budget(&cluster, "virtual_key", &key_id, "1.00", false).await?;
+    let (key_id, secret, budget) = budgeted_key(&cluster, "dollar", "1.00", false).await?;
     let limit = 1_000_000;
 
     let started = Instant::now();
@@ -1104,14 +1071,7 @@ async fn budget_window_rolls_over_at_calendar_boundary_on_all_nodes() -> Result<
     println!("nodes' clocks moved to {LEAD_MS} ms before {old_end}");
 
     set_price(&cluster).await?;
-    let key = create_key(
-        &cluster,
-        json!({"name": "daily", "provider_configs": [{"provider": "fake-anthropic"}]}),
-    )
-    .await?;
-    let key_id = key["id"].as_str().unwrap_or_default().to_owned();
-    let secret = key["secret"].as_str().unwrap_or_default().to_owned();
-    let budget = create_budget(&cluster, "virtual_key", &key_id, "0.05", true).await?;
+    let (key_id, secret, budget) = budgeted_key(&cluster, "daily", "0.05", true).await?;
     let limit = 50_000;
     let usage_query = format!("virtual_key={key_id}");
     // Every node reads the moved clock: the window it shows ends at that midnight.
@@ -1344,20 +1304,7 @@ async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
     let cluster = Scripted::new(dir.join("cluster"))?;
     cluster.up(&config)?;
     set_price(&cluster).await?;
-    let key = create_key(
-        &cluster,
-        json!({"name": "k", "provider_configs": [{"provider": "fake-anthropic"}]}),
-    )
-    .await?;
-    let secret = key["secret"].as_str().context("secret")?.to_owned();
-    let budget = create_budget(
-        &cluster,
-        "virtual_key",
-        key["id"].as_str().context("id")?,
-        "0.50",
-        false,
-    )
-    .await?;
+    let (_, secret, budget) = budgeted_key(&cluster, "k", "0.50", false).await?;
     let client = http();
     let mut n = 0u32;
     let mut one = |node: u16| {
