@@ -278,8 +278,9 @@ load() {
 	python3 -c '
 import json, sys
 case, target, r = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-print("  %-10s %-8s p50 %6d us  p99 %6d us  %8.0f rps  n %7d  errors %d"
-      % (case, target, r["p50_us"], r["p99_us"], r["rps"], r["requests"], r["errors"]),
+why = " (" + ", ".join(f"{k}: {v}" for k, v in r.get("failures", {}).items()) + ")" if r["errors"] else ""
+print("  %-10s %-8s p50 %6d us  p99 %6d us  %8.0f rps  n %7d  errors %d%s"
+      % (case, target, r["p50_us"], r["p99_us"], r["rps"], r["requests"], r["errors"], why),
       file=sys.stderr)
 ' "$case" "$target" "$out"
 }
@@ -345,7 +346,7 @@ if [[ $CLUSTER == 1 ]]; then
 		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/json.body" \
 		--warmup 0 --concurrency 64 --duration-secs $((SAT_SECONDS * 2)) 2>>"$WORK/loadgen.log")
 	t1=$(date +%s.%N)
-	sent=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["requests"] + json.loads(sys.argv[1])["errors"])' "$out")
+	sent=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["requests"])' "$out")
 	want=$((before + sent))
 	applied=0
 	for ((i = 0; i < 200; i++)); do

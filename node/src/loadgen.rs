@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +61,9 @@ pub struct Report {
     pub p90_us: u32,
     pub p99_us: u32,
     pub max_us: u32,
+    /// Why requests failed: `"503"` for a status, `"send"` for a request that got no
+    /// answer, `"body"` for an answer whose body broke off.
+    pub failures: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,7 @@ pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), LoadgenErro
 struct TaskResult {
     latencies_us: Vec<u32>,
     errors: u64,
+    failures: BTreeMap<String, u64>,
 }
 
 /// Runs the plan: warm-up, then the measured phase, and reports on the latter.
@@ -151,10 +156,14 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
     let started = Instant::now();
     let mut latencies: Vec<u32> = Vec::new();
     let mut errors = 0u64;
+    let mut failures = BTreeMap::new();
     for task in tasks {
         let result = task.await.map_err(LoadgenError::Task)?;
         latencies.extend_from_slice(&result.latencies_us);
         errors += result.errors;
+        for (why, n) in result.failures {
+            *failures.entry(why).or_insert(0) += n;
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
@@ -172,6 +181,7 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
         p90_us: percentile(&latencies, 90.0),
         p99_us: percentile(&latencies, 99.0),
         max_us: latencies.last().copied().unwrap_or(0),
+        failures,
     })
 }
 
@@ -201,8 +211,8 @@ struct Task {
 }
 
 impl Task {
-    /// Sends the request once and reads the whole answer; true if it succeeded.
-    async fn once(&self) -> bool {
+    /// Sends the request once and reads the whole answer; why it failed, if it did.
+    async fn once(&self) -> Result<(), String> {
         let sent = self
             .client
             .post(&*self.url)
@@ -210,13 +220,14 @@ impl Task {
             .body(self.body.clone())
             .send()
             .await;
-        let Ok(response) = sent else {
-            return false;
-        };
-        let status_ok = response.status() == reqwest::StatusCode::OK;
+        let response = sent.map_err(|_| "send".to_owned())?;
+        let status = response.status();
         // The body is read even after a bad status so the connection can be reused.
-        let body_ok = response.bytes().await.is_ok();
-        status_ok && body_ok
+        let body = response.bytes().await;
+        if status != reqwest::StatusCode::OK {
+            return Err(status.as_u16().to_string());
+        }
+        body.map(|_| ()).map_err(|_| "body".to_owned())
     }
 
     async fn measure(&self, stop: Stop, concurrency: usize, claimed: &AtomicU64) -> TaskResult {
@@ -227,6 +238,7 @@ impl Task {
         let mut result = TaskResult {
             latencies_us: Vec::with_capacity(reserve),
             errors: 0,
+            failures: BTreeMap::new(),
         };
         let deadline = stop.duration.map(|d| Instant::now() + d);
         // A timed run keeps its samples within the same bound as a counted one.
@@ -243,12 +255,14 @@ impl Task {
                 break;
             }
             let t0 = Instant::now();
-            let ok = self.once().await;
+            let outcome = self.once().await;
             let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
-            if ok {
-                result.latencies_us.push(us);
-            } else {
-                result.errors += 1;
+            match outcome {
+                Ok(()) => result.latencies_us.push(us),
+                Err(why) => {
+                    result.errors += 1;
+                    *result.failures.entry(why).or_insert(0) += 1;
+                }
             }
         }
         result
