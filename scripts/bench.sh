@@ -367,6 +367,17 @@ print(json.dumps({"sent": int(sent), "applied": int(applied) - (int(want) - int(
 ' "$t0" "$t1" "$t2" "$sent" "$applied" "$want" "$raft")
 	CLUSTER_EXPECTED=$want
 	CLUSTER_USAGE=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$want")
+	# Where failed requests came from: HAProxy's health checks (a node taken out, none
+	# left) and each node's own refusals by status.
+	if ! curl -s "http://127.0.0.1:$((CLUSTER_BASE + 10))/;csv" |
+		awk -F, 'NR > 1 && $1 == "nodes" && $2 != "BACKEND" { printf "  haproxy %s: status %s, checks failed %s, went down %s, 5xx answered %s\n", $2, $18, $22, $23, $44 } $1 == "nodes" && $2 == "BACKEND" { printf "  haproxy backend: went down %s, 5xx %s\n", $23, $44 } $1 == "tollgate" && $2 == "FRONTEND" { printf "  haproxy frontend: 5xx sent to clients %s\n", $44 }' >&2; then
+		echo "  (no HAProxy stats)" >&2
+	fi
+	for p in 1 2 3; do
+		grep -h "request refused" "$WORK/cluster/node$p/log" 2>/dev/null |
+			sed -E 's/.*status=([0-9]+).*error=(.{0,100}).*/\1 \2/' | sort | uniq -c |
+			sed "s/^/  node $p refused: /" >&2 || true
+	done
 	# Escrow lease traffic: lease requests and give-backs the three nodes proposed for
 	# every request they admitted against the budget (admission is local otherwise).
 	LEASES=$(for p in 1 2 3; do curl -s "http://127.0.0.1:$((CLUSTER_BASE + p))/metrics"; done |

@@ -278,7 +278,11 @@ defaults
     timeout client 600s
     timeout server 600s
     timeout http-request 30s
-    timeout check 1s
+    # A health check answers in microseconds, but on a small machine saturated by the
+    # load itself (HAProxy, nodes and clients sharing two cores) a check can wait over a
+    # second; with 1 s, all three nodes were now and then taken out at once (HAProxy
+    # then answers 503). A dead node refuses the connection and fails at once anyway.
+    timeout check 3s
     # A request to a node that refused the connection, closed it without an answer or
     # never answered is re-sent, to another node each time (redispatch 1).
     retries 3
