@@ -50,6 +50,7 @@ pub mod raftbench;
 pub mod replicator;
 pub mod routing;
 pub mod server;
+pub mod shared_limits;
 pub mod sse;
 pub mod translate;
 pub mod transport;
