@@ -110,7 +110,7 @@ mod tests {
         let busy = window((0, 100), &[(0, 0), (0, 0)]).allowance(600);
         assert!(busy >= 500, "busy node may admit {busy}");
         let idle = window((0, 0), &[(0, 100), (0, 0)]).allowance(600);
-        assert!(idle >= 1 && idle < 60, "idle node may admit {idle}");
+        assert!((1..60).contains(&idle), "idle node may admit {idle}");
     }
 
     #[test]
@@ -168,7 +168,7 @@ mod tests {
                     counts[node] += 1;
                 }
                 step += 1;
-                if step % delay == 0 {
+                if step.is_multiple_of(delay) {
                     heard = [counts; 3];
                 }
             }
