@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tollgate_proto::{BudgetId, Command, Outcome, UnixMs, Usd};
-use tollgate_raft::{rfc3339, GovState};
+use tollgate_raft::{rfc3339, BudgetStatus, GovState};
 
 /// How much demand a lease is sized for.
 const LEASE_HORIZON_MS: u64 = 2_000;
@@ -131,11 +131,6 @@ struct Local {
     granting: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// A budget this request could not reserve on.
-struct Short {
-    id: BudgetId,
-}
-
 /// Budget admission of this node.
 pub struct Admission {
     node: u64,
@@ -156,27 +151,40 @@ pub struct Admission {
 }
 
 /// The local side of one budget, made on first use: a shortfall recorded before this
-/// node looked is not taken for a new one.
+/// node looked is not taken for a new one. (The id is cloned only to make the entry.)
 fn entry<'a>(
     local: &'a mut HashMap<BudgetId, Local>,
     state: &GovState,
     id: &BudgetId,
 ) -> &'a mut Local {
-    local.entry(id.clone()).or_insert_with(|| Local {
-        answered_shortfall: state.escrow().shortfall(id).map_or(0, |s| s.seq),
-        ..Local::default()
-    })
+    if !local.contains_key(id) {
+        let fresh = Local {
+            answered_shortfall: state.escrow().shortfall(id).map_or(0, |s| s.seq),
+            ..Local::default()
+        };
+        local.insert(id.clone(), fresh);
+    }
+    local.get_mut(id).expect("the entry was just made")
+}
+
+/// This node's side of one budget in one window: its lease, and what it uses of it
+/// (held by requests, or being given back).
+struct Here {
+    lease: u64,
+    used: u64,
+}
+
+impl Here {
+    /// What this node may still reserve.
+    fn free(&self) -> u64 {
+        self.lease.saturating_sub(self.used)
+    }
 }
 
 /// Amounts one request holds, per budget. Dropping it releases them.
 pub struct Hold {
     admission: Option<Arc<Admission>>,
     items: Vec<(BudgetId, u64)>,
-}
-
-/// What the budget view shows of this node's side.
-pub struct LocalFigures {
-    pub held: Usd,
 }
 
 impl Admission {
@@ -216,6 +224,17 @@ impl Admission {
         self.node
     }
 
+    /// This node's lease of the budget of `status` (its current window) and its use.
+    fn here(&self, state: &GovState, l: Option<&Local>, status: &BudgetStatus) -> Here {
+        Here {
+            lease: state
+                .escrow()
+                .lease_of(&status.budget.id, self.node, status.window.start_ms)
+                .0,
+            used: l.map_or(0, |l| l.held.saturating_add(l.returning)),
+        }
+    }
+
     /// Reserves `amount` on every budget of `chain`, or on none: from this node's leases,
     /// asking for more through the replicated state where one is short.
     pub async fn reserve(
@@ -251,7 +270,7 @@ impl Admission {
             if round == 1 && !grantable {
                 break;
             }
-            let asks = shorts.iter().map(|s| self.ask(&s.id, amount));
+            let asks = shorts.iter().map(|id| self.ask(id, amount));
             for r in futures_util::future::join_all(asks).await {
                 if let Err(e) = r {
                     return Err(ApiError::ClusterUnavailable(format!(
@@ -276,7 +295,7 @@ impl Admission {
         chain: &[BudgetId],
         amount: Usd,
         count_demand: bool,
-    ) -> Result<Hold, Vec<Short>> {
+    ) -> Result<Hold, Vec<BudgetId>> {
         let now_ms = self.clock.now_ms();
         let trusted = self.trusted.load(Ordering::Acquire);
         let state = self.replicator.state().read();
@@ -288,27 +307,20 @@ impl Admission {
                 continue;
             };
             present.push(id);
-            let lease = if trusted {
-                state
-                    .escrow()
-                    .lease_of(id, self.node, status.window.start_ms)
-                    .0
-            } else {
-                0
-            };
-            let l = local.get(id);
-            let used = l.map_or(0, |l| l.held.saturating_add(l.returning));
-            if lease.saturating_sub(used) < amount.0 {
-                shorts.push(Short { id: id.clone() });
-            }
-        }
-        // Demand counts every request, admitted or not: it sizes the next lease.
-        for id in &present {
             let l = entry(&mut local, &state, id);
+            // Demand counts every request, admitted or not: it sizes the next lease.
             if count_demand {
                 l.demand.add(now_ms, amount.0);
             }
             l.last_use_ms = now_ms;
+            let free = if trusted {
+                self.here(&state, Some(l), &status).free()
+            } else {
+                0
+            };
+            if free < amount.0 {
+                shorts.push(id.clone());
+            }
         }
         if !shorts.is_empty() {
             return Err(shorts);
@@ -327,15 +339,15 @@ impl Admission {
 
     /// A refusal when some short budget cannot fit `amount` even if every lease came
     /// back: its limit minus its spend minus what this node holds is less.
-    fn hopeless(&self, shorts: &[Short], amount: Usd) -> Option<ApiError> {
+    fn hopeless(&self, shorts: &[BudgetId], amount: Usd) -> Option<ApiError> {
         let now_ms = self.clock.now_ms();
         let state = self.replicator.state().read();
         let local = lock(&self.local);
-        for s in shorts {
-            let Some(status) = state.budget_status(&s.id, now_ms) else {
+        for id in shorts {
+            let Some(status) = state.budget_status(id, now_ms) else {
                 continue;
             };
-            let held = local.get(&s.id).map_or(0, |l| l.held);
+            let held = local.get(id).map_or(0, |l| l.held);
             let left = status
                 .budget
                 .limit
@@ -343,7 +355,7 @@ impl Admission {
                 .saturating_sub(status.spent.0)
                 .saturating_sub(held);
             if left < amount.0 {
-                return Some(exhausted_error(&state, &s.id, amount, now_ms));
+                return Some(exhausted_error(&state, id, amount, now_ms));
             }
         }
         None
@@ -357,13 +369,9 @@ impl Admission {
         let id = chain
             .iter()
             .find(|id| {
-                state.budget_status(id, now_ms).is_some_and(|s| {
-                    let lease = state.escrow().lease_of(id, self.node, s.window.start_ms).0;
-                    let used = local
-                        .get(*id)
-                        .map_or(0, |l| l.held.saturating_add(l.returning));
-                    lease.saturating_sub(used) < amount.0
-                })
+                state
+                    .budget_status(id, now_ms)
+                    .is_some_and(|s| self.here(&state, local.get(*id), &s).free() < amount.0)
             })
             .unwrap_or(&chain[0]);
         exhausted_error(&state, id, amount, now_ms)
@@ -412,13 +420,9 @@ impl Admission {
         let state = self.replicator.state().read();
         let local = lock(&self.local);
         let status = state.budget_status(id, now_ms)?;
-        let lease = state
-            .escrow()
-            .lease_of(id, self.node, status.window.start_ms)
-            .0;
         let l = local.get(id);
-        let used = l.map_or(0, |l| l.held.saturating_add(l.returning));
-        let available = lease.saturating_sub(used);
+        let here = self.here(&state, l, &status);
+        let (used, available) = (here.used, here.free());
         if amount > 0 && available >= amount {
             return None;
         }
@@ -481,17 +485,8 @@ impl Admission {
                         continue;
                     };
                     let w = status.window.start_ms;
-                    let mine = state.escrow().lease_of(id, self.node, w).0;
-                    let used = local
-                        .get(id)
-                        .map_or(0, |l| l.held.saturating_add(l.returning));
-                    let free = status
-                        .budget
-                        .limit
-                        .0
-                        .saturating_sub(status.spent.0)
-                        .saturating_sub(state.escrow().outstanding(id, w).0);
-                    if mine.saturating_sub(used).saturating_add(free) >= amount.0 {
+                    let mine = self.here(&state, local.get(id), &status).free();
+                    if mine.saturating_add(state.lease_room(&status).0) >= amount.0 {
                         continue;
                     }
                     grantable = false;
@@ -549,11 +544,9 @@ impl Admission {
         }
     }
 
-    /// This node's side of one budget, for the admin view.
-    pub fn local_figures(&self, id: &BudgetId) -> LocalFigures {
-        LocalFigures {
-            held: Usd(lock(&self.local).get(id).map_or(0, |l| l.held)),
-        }
+    /// What requests in flight on this node hold of one budget, for the admin view.
+    pub fn held_here(&self, id: &BudgetId) -> Usd {
+        Usd(lock(&self.local).get(id).map_or(0, |l| l.held))
     }
 
     /// One maintenance pass: gives back what is unused when another node fell short or
@@ -591,12 +584,8 @@ impl Admission {
                     // Deleted: keep only until holds are released.
                     return l.held > 0 || l.pending_return.is_some();
                 };
-                let lease = state
-                    .escrow()
-                    .lease_of(id, self.node, status.window.start_ms)
-                    .0;
-                let used = l.held.saturating_add(l.returning);
-                let available = lease.saturating_sub(used);
+                let here = self.here(&state, Some(l), &status);
+                let (lease, available) = (here.lease, here.free());
                 let shortfall = state.escrow().shortfall(id);
                 let other_short =
                     shortfall.is_some_and(|s| s.seq > l.answered_shortfall && s.node != self.node);

@@ -277,34 +277,27 @@ struct Proposer {
 impl Proposer {
     /// Proposes one batch until it is durable (or rejected, which retrying cannot change).
     async fn propose(&self, charges: Vec<Charge>) {
-        propose(
-            &self.replicator,
-            Command::NodeChargeBatch {
-                node: self.node,
-                charges,
-            },
-        )
-        .await
-    }
-}
-
-async fn propose(replicator: &Arc<dyn Replicator>, command: Command) {
-    loop {
-        match replicator.propose(command.clone()).await {
-            Ok(Outcome::Charged {
-                applied,
-                duplicates,
-            }) => {
-                tracing::debug!(applied, duplicates, "charge batch applied");
-                break;
-            }
-            Ok(other) => {
-                tracing::error!(outcome = ?other, "charge batch rejected");
-                break;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "charge batch not durable; retrying");
-                tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
+        let command = Command::NodeChargeBatch {
+            node: self.node,
+            charges,
+        };
+        loop {
+            match self.replicator.propose(command.clone()).await {
+                Ok(Outcome::Charged {
+                    applied,
+                    duplicates,
+                }) => {
+                    tracing::debug!(applied, duplicates, "charge batch applied");
+                    break;
+                }
+                Ok(other) => {
+                    tracing::error!(outcome = ?other, "charge batch rejected");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "charge batch not durable; retrying");
+                    tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
+                }
             }
         }
     }

@@ -265,13 +265,10 @@ impl GovState {
         {
             return Outcome::Invalid(format!("budget {id}: the window holding {at_ms} is over"));
         }
-        let room = Room {
-            limit: status.budget.limit,
-            spent: status.spent,
-            window_start_ms: window.start_ms,
-        };
         Outcome::Leased {
-            held: self.escrow.grant_for(id, node, need, want, room),
+            held: self
+                .escrow
+                .grant_for(id, node, need, want, Room::of(&status)),
             window_start_ms: window.start_ms,
             window_end_ms: window.end_ms,
         }
@@ -725,6 +722,12 @@ impl GovState {
     /// Every node's escrow leases.
     pub fn escrow(&self) -> &Escrow {
         &self.escrow
+    }
+
+    /// What could still be leased of the budget of `status` in its window:
+    /// `limit − spent − Σ leases`.
+    pub fn lease_room(&self, status: &BudgetStatus) -> Usd {
+        self.escrow.room(&status.budget.id, Room::of(status))
     }
 
     pub fn budgets(&self) -> &BTreeMap<BudgetId, Budget> {

@@ -429,6 +429,17 @@ async fn set_price(cluster: &Scripted) -> Result<()> {
     Ok(())
 }
 
+/// A fake upstream and a three-node cluster on it, with the test price set.
+async fn priced_cluster(tag: &str) -> Result<(FakeUpstream, Scripted)> {
+    let fake = FakeUpstream::start(&[])?;
+    let dir = temp_dir(tag);
+    let config = write_config(&dir, &fake_config(&fake))?;
+    let cluster = Scripted::new(dir.join("cluster"))?;
+    cluster.up(&config)?;
+    set_price(&cluster).await?;
+    Ok((fake, cluster))
+}
+
 /// Creates a key; returns its create answer.
 async fn create_key(cluster: &Scripted, body: Value) -> Result<Value> {
     let key = cluster
@@ -682,12 +693,7 @@ const PADS_2: (usize, usize) = (100, 500);
 #[tokio::test]
 async fn team_budget_is_one_budget_across_nodes() -> Result<()> {
     let _turn = SERIAL.lock().await;
-    let fake = FakeUpstream::start(&[])?;
-    let dir = temp_dir("budget-team");
-    let config = write_config(&dir, &fake_config(&fake))?;
-    let cluster = Scripted::new(dir.join("cluster"))?;
-    cluster.up(&config)?;
-    set_price(&cluster).await?;
+    let (fake, cluster) = priced_cluster("budget-team").await?;
     let team = cluster
         .admin(1, "POST", "/api/v1/teams", Some(json!({"name": "team"})))
         .await?;
@@ -1298,12 +1304,7 @@ async fn lease_holders(cluster: &Scripted, node: u16, budget: &str) -> Result<BT
 #[tokio::test]
 async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
     let _turn = SERIAL.lock().await;
-    let fake = FakeUpstream::start(&[])?;
-    let dir = temp_dir("budget-reclaim");
-    let config = write_config(&dir, &fake_config(&fake))?;
-    let cluster = Scripted::new(dir.join("cluster"))?;
-    cluster.up(&config)?;
-    set_price(&cluster).await?;
+    let (_fake, cluster) = priced_cluster("budget-reclaim").await?;
     let (_, secret, budget) = budgeted_key(&cluster, "k", "0.50", false).await?;
     let client = http();
     let mut n = 0u32;

@@ -277,7 +277,7 @@ fn budget_view(app: &App, state: &tollgate_raft::GovState, id: &BudgetId) -> Opt
     m.insert("leases".into(), Value::Array(leases));
     m.insert(
         "held_here_usd".into(),
-        json!(app.admission.local_figures(id).held.to_string()),
+        json!(app.admission.held_here(id).to_string()),
     );
     m.insert(
         "window_start".into(),

@@ -110,12 +110,9 @@ async fn a_lease_admits_many_requests_with_one_grant() {
         after_grant,
         "no round trip while the lease lasts"
     );
-    assert_eq!(
-        node.local_figures(&chain()[0]).held.0,
-        1_000 * holds.len() as u64
-    );
+    assert_eq!(node.held_here(&chain()[0]).0, 1_000 * holds.len() as u64);
     drop(holds);
-    assert_eq!(node.local_figures(&chain()[0]).held.0, 0);
+    assert_eq!(node.held_here(&chain()[0]).0, 0);
 }
 
 #[tokio::test]

@@ -415,14 +415,9 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
         Box::pin(self.linearize_inner())
     }
 
+    /// The removed node's leases go back to the others through `reclaim_leases`, once it
+    /// has stopped trusting them even if it never learned of its removal.
     fn remove_node(&self, id: u64) -> BoxFuture<'_, Result<Vec<u64>, ReplicateError>> {
-        Box::pin(async move {
-            let voters = self
-                .on_leader(Membership::Remove(id), MEMBERSHIP_DEADLINE)
-                .await?;
-            // A removed node's leases go back to the others through `reclaim_leases`,
-            // once it has stopped trusting them even if it never learned of its removal.
-            Ok(voters)
-        })
+        Box::pin(self.on_leader(Membership::Remove(id), MEMBERSHIP_DEADLINE))
     }
 }
