@@ -56,6 +56,8 @@ const GRANT_DEADLINE: Duration = Duration::from_secs(5);
 /// After a lease request failed, requests for the same budget fail at once for this long
 /// instead of each waiting for its own failure.
 const GRANT_FAILURE_HOLD_MS: u64 = 1_000;
+/// How long a refusal waits for the charges held before it to be applied.
+const SETTLE_WAIT_MS: u64 = 1_000;
 /// Period of the task that decides whether this node trusts its leases.
 const TRUST_CHECK_MS: u64 = 50;
 
@@ -148,6 +150,11 @@ pub struct Admission {
     /// Lease requests and give-backs proposed, for `/metrics`.
     pub lease_requests: AtomicU64,
     pub lease_returns: AtomicU64,
+    /// Holds of charges on their way to the ledgers (settled or replayed), and how many
+    /// of them were released once applied. Between a charge's apply and its release its
+    /// cost counts twice (spent and held), so a refusal first waits for those.
+    charges_held: AtomicU64,
+    charges_released: AtomicU64,
 }
 
 /// The local side of one budget, made on first use: a shortfall recorded before this
@@ -185,6 +192,8 @@ impl Here {
 pub struct Hold {
     admission: Option<Arc<Admission>>,
     items: Vec<(BudgetId, u64)>,
+    /// The hold of a charge on its way to the ledgers (counted in `charges_held`).
+    charge: bool,
 }
 
 impl Admission {
@@ -206,6 +215,8 @@ impl Admission {
             next_return: AtomicU64::new(first_return),
             lease_requests: AtomicU64::new(0),
             lease_returns: AtomicU64::new(0),
+            charges_held: AtomicU64::new(0),
+            charges_released: AtomicU64::new(0),
             replicator,
             clock,
             local: Mutex::new(HashMap::new()),
@@ -248,9 +259,37 @@ impl Admission {
         if self.mode == Mode::Naive {
             return self.reserve_naive(chain);
         }
+        let refused = match self.reserve_rounds(chain, amount, true).await {
+            Err(e @ ApiError::BudgetExhausted(_)) => e,
+            other => return other,
+        };
+        // Charges applied but not yet released count twice (spent and held): a refusal
+        // decided meanwhile may be spurious. Wait (bounded) until every charge held
+        // before it is released, then decide once more.
+        let held_before = self.charges_held.load(Ordering::Acquire);
+        if self.charges_released.load(Ordering::Acquire) >= held_before {
+            return Err(refused);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(SETTLE_WAIT_MS);
+        while self.charges_released.load(Ordering::Acquire) < held_before
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.reserve_rounds(chain, amount, false).await
+    }
+
+    /// The rounds of `reserve`: reserve from the leases, ask for more, wait for others
+    /// to give back, refuse.
+    async fn reserve_rounds(
+        self: &Arc<Self>,
+        chain: &[BudgetId],
+        amount: Usd,
+        count_demand: bool,
+    ) -> Result<Hold, ApiError> {
         let mut grantable = false;
         for round in 0..3 {
-            let shorts = match self.try_reserve(chain, amount, round == 0) {
+            let shorts = match self.try_reserve(chain, amount, count_demand && round == 0) {
                 Ok(hold) => return Ok(hold),
                 Err(shorts) => shorts,
             };
@@ -334,6 +373,7 @@ impl Admission {
         Ok(Hold {
             admission: Some(Arc::clone(self)),
             items,
+            charge: false,
         })
     }
 
@@ -526,9 +566,11 @@ impl Admission {
             l.held = l.held.saturating_add(amount.0);
             items.push((id.clone(), amount.0));
         }
+        self.charges_held.fetch_add(1, Ordering::AcqRel);
         Hold {
             admission: Some(Arc::clone(self)),
             items,
+            charge: true,
         }
     }
 
@@ -727,6 +769,7 @@ impl Hold {
         Hold {
             admission: None,
             items: Vec::new(),
+            charge: false,
         }
     }
 
@@ -738,11 +781,15 @@ impl Hold {
         if let Some(admission) = &admission {
             let mut local = lock(&admission.local);
             for (id, reserved) in &items {
-                let l = local.entry(id.clone()).or_default();
-                l.held = l.held.saturating_sub(*reserved).saturating_add(cost.0);
+                // The entry is there: `maintain` keeps entries that hold something.
+                if let Some(l) = local.get_mut(id) {
+                    l.held = l.held.saturating_sub(*reserved).saturating_add(cost.0);
+                }
             }
+            admission.charges_held.fetch_add(1, Ordering::AcqRel);
         }
         Hold {
+            charge: admission.is_some(),
             admission,
             items: items.into_iter().map(|(id, _)| (id, cost.0)).collect(),
         }
@@ -753,6 +800,9 @@ impl Drop for Hold {
     fn drop(&mut self) {
         if let Some(admission) = &self.admission {
             admission.release(&self.items);
+            if self.charge {
+                admission.charges_released.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 }
