@@ -4,6 +4,9 @@ use crate::admission::{self, Admission};
 use crate::charge::{self, ChargeSender};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::breaker::Breakers;
+use crate::cluster::start::ClusterNode;
+use crate::gossip::Gossip;
 use crate::limits::RateLimiter;
 use crate::providers::Providers;
 use crate::replicator::{LocalReplicator, Replicator, SharedState};
@@ -23,13 +26,17 @@ pub struct App {
     pub replicator: Arc<dyn Replicator>,
     pub providers: Providers,
     pub http: reqwest::Client,
-    pub limiter: RateLimiter,
+    pub limiter: Arc<RateLimiter>,
+    pub breakers: Breakers,
+    pub gossip: Arc<Gossip>,
     pub admission: Arc<Admission>,
     pub charges: ChargeSender,
     pub admin_token_sha256: [u8; 32],
     pub clock: Arc<dyn Clock>,
     pub patterns: PatternCache,
     pub ready: AtomicBool,
+    /// Set at the shutdown signal (gossiped as `draining`).
+    pub draining: AtomicBool,
     pub outbox: Arc<crate::outbox::Outbox>,
     pub metrics: crate::metrics::Metrics,
     /// Makes request ids unique across restarts of this node.
@@ -62,22 +69,26 @@ pub struct Started {
     pub maintenance: tokio::task::JoinHandle<()>,
 }
 
-/// Opens the data dir, recovers state and builds the app. `cluster`: a Raft replicator
-/// already started for this node; without it the node runs alone on a local log.
-pub fn start(config: Config, cluster: Option<Arc<dyn Replicator>>) -> anyhow::Result<Started> {
+/// Opens the data dir, recovers state and builds the app. `cluster`: Raft and gossip
+/// already started for this node; without them the node runs alone on a local log.
+pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Started> {
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let admin_token_sha256 = admin_token(&data_dir)?;
     let providers = Providers::from_specs(&config.providers)?;
-    let replicator: Arc<dyn Replicator> = match cluster {
-        Some(r) => r,
-        None => Arc::new(
-            LocalReplicator::open(&data_dir.join("gov"))
-                .context("cannot open the governance store")?
-                .with_outbox_dir(data_dir.join("outbox")),
+    let (replicator, gossip): (Arc<dyn Replicator>, Option<Arc<Gossip>>) = match cluster {
+        Some(node) => (node.replicator, Some(node.gossip)),
+        None => (
+            Arc::new(
+                LocalReplicator::open(&data_dir.join("gov"))
+                    .context("cannot open the governance store")?
+                    .with_outbox_dir(data_dir.join("outbox")),
+            ),
+            None,
         ),
     };
+    let gossip = gossip.unwrap_or_else(|| Gossip::alone(replicator.cluster_view().node_id));
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(
             config.limits.upstream_connect_timeout_ms,
@@ -134,18 +145,22 @@ pub fn start(config: Config, cluster: Option<Arc<dyn Replicator>>) -> anyhow::Re
     let maintenance = admission.spawn_maintenance();
     let mut base = [0u8; 8];
     getrandom::fill(&mut base).map_err(|e| anyhow::anyhow!("os random source failed: {e}"))?;
+    let breakers = Breakers::new(config.breaker.clone(), Arc::clone(&gossip));
     let app = App {
         config,
         replicator,
         providers,
         http,
-        limiter: RateLimiter::default(),
+        limiter: RateLimiter::new(Arc::clone(&gossip), Arc::clone(&clock)),
+        breakers,
+        gossip,
         admission,
         charges,
         admin_token_sha256,
         clock,
         patterns: PatternCache::default(),
         ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         outbox,
         metrics: crate::metrics::Metrics::default(),
         request_id_base: u64::from_le_bytes(base),

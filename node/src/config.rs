@@ -23,6 +23,59 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub providers: Vec<ProviderSpec>,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    #[serde(default)]
+    pub gossip: GossipConfig,
+}
+
+/// When a provider config's circuit breaker opens, and for how long (`[breaker]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failed attempts (connect errors, timeouts, 5xx, refused credentials)
+    /// that open the breaker.
+    pub consecutive_failures: u32,
+    /// Or: at least this share of attempts failed (percent) ...
+    pub error_rate_percent: u32,
+    /// ... among at least this many attempts ...
+    pub min_requests: u32,
+    /// ... in a window of this length.
+    pub window_ms: u64,
+    /// How long an open breaker stays open before one probe request may try again.
+    pub open_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            error_rate_percent: 50,
+            min_requests: 20,
+            window_ms: 10_000,
+            open_ms: 5_000,
+        }
+    }
+}
+
+/// Gossip timing (`[gossip]`); only used in a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipConfig {
+    /// A gossip round: each node exchanges state with up to three others this often.
+    pub interval_ms: u64,
+    /// phi-accrual threshold: a node is dead once its silence exceeds this many times
+    /// its usual heartbeat interval (about `interval_ms`).
+    pub phi_threshold: f64,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            interval_ms: 100,
+            phi_threshold: 12.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +198,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("provider {provider}: {message}")]
     Provider { provider: String, message: String },
+    #[error("{field}: {message}")]
+    Field { field: &'static str, message: String },
 }
 
 impl Config {
@@ -164,6 +219,8 @@ impl Config {
                 server: ServerConfig::default(),
                 limits: Limits::default(),
                 providers: Vec::new(),
+                breaker: BreakerConfig::default(),
+                gossip: GossipConfig::default(),
             },
         };
         if !config.providers.iter().any(|p| p.name == BUILTIN_MOCK) {
@@ -181,6 +238,34 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let field = |field: &'static str, message: &str| {
+            Err(ConfigError::Field {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        let b = &self.breaker;
+        if b.consecutive_failures == 0 {
+            return field("breaker.consecutive_failures", "must be at least 1");
+        }
+        if !(1..=100).contains(&b.error_rate_percent) {
+            return field("breaker.error_rate_percent", "must be 1 to 100");
+        }
+        if b.min_requests == 0 {
+            return field("breaker.min_requests", "must be at least 1");
+        }
+        if !(100..=3_600_000).contains(&b.window_ms) {
+            return field("breaker.window_ms", "must be 100 ms to 1 hour");
+        }
+        if !(100..=3_600_000).contains(&b.open_ms) {
+            return field("breaker.open_ms", "must be 100 ms to 1 hour");
+        }
+        if !(10..=10_000).contains(&self.gossip.interval_ms) {
+            return field("gossip.interval_ms", "must be 10 ms to 10 s");
+        }
+        if !(self.gossip.phi_threshold >= 2.0 && self.gossip.phi_threshold <= 1000.0) {
+            return field("gossip.phi_threshold", "must be 2 to 1000");
+        }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.providers {
             let fail = |message: &str| ConfigError::Provider {

@@ -57,6 +57,9 @@ pub enum ApiError {
     UpstreamTimeout(String),
     #[error("the gateway is shutting down or overloaded; retry shortly")]
     Unavailable,
+    /// Every provider config the request could use has its circuit breaker open.
+    #[error("{message}")]
+    ProvidersUnavailable { message: String, retry_after_s: u64 },
     /// The cluster cannot commit or confirm right now (no leader, no quorum).
     #[error("{0}")]
     ClusterUnavailable(String),
@@ -86,9 +89,9 @@ impl ApiError {
             }
             ApiError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Unavailable | ApiError::ClusterUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable
+            | ApiError::ClusterUnavailable(_)
+            | ApiError::ProvidersUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,7 +115,9 @@ impl ApiError {
             ApiError::UpstreamFailed(_) | ApiError::UpstreamTimeout(_) | ApiError::Internal(_) => {
                 "api_error"
             }
-            ApiError::Unavailable | ApiError::ClusterUnavailable(_) => "overloaded_error",
+            ApiError::Unavailable
+            | ApiError::ClusterUnavailable(_)
+            | ApiError::ProvidersUnavailable { .. } => "overloaded_error",
         }
     }
 
@@ -155,7 +160,8 @@ impl ApiError {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
         if let ApiError::RateLimited { retry_after_s, .. }
-        | ApiError::UpstreamRateLimited(_, retry_after_s) = &self
+        | ApiError::UpstreamRateLimited(_, retry_after_s)
+        | ApiError::ProvidersUnavailable { retry_after_s, .. } = &self
         {
             if let Ok(v) = HeaderValue::from_str(&retry_after_s.max(&1).to_string()) {
                 headers.insert(header::RETRY_AFTER, v);

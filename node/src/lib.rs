@@ -8,7 +8,11 @@
 //! - `config`: TOML config and provider credential references.
 //! - `auth`: virtual keys and admin tokens (hashed, constant-time).
 //! - `routing`: model → provider configs (weights, allowlists, aliases).
-//! - `limits`: rate limits and budget reservations.
+//! - `limits`: rate limits, counted here and shared by gossip (`shared_limits`: the claim
+//!   rule and its bound); budget reservations are `admission`.
+//! - `breaker`: circuit breakers per provider config, shared by gossip.
+//! - `gossip`: chitchat membership and failure detection over the QUIC transport; its
+//!   keys, typed view and membership changes.
 //! - `proxy`: the inference request path (see its own layout).
 //! - `translate`: Anthropic ⇄ OpenAI translation, requests, responses and streams.
 //! - `sse`: incremental Server-Sent-Events parser.
@@ -31,6 +35,7 @@ pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod breaker;
 pub mod cert;
 pub mod charge;
 pub mod cli;
@@ -38,6 +43,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod gossip;
 pub mod limits;
 pub mod loadgen;
 pub mod metrics;

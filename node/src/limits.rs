@@ -1,132 +1,384 @@
-//! Node-side request and token rate limits (budget admission is `admission.rs`).
+//! Node-side request and token rate limits (budget admission is `admission.rs`), shared
+//! by the cluster through gossip.
+//!
+//! A node admits against its **claim** on each limit's current window and claims more
+//! when it has used it: `shared_limits::next_claim` splits what no node holds among the
+//! live nodes, as far as gossip has told this node. Claims and counts are gossiped (at
+//! once when a claim changes, otherwise every `PUBLISH_EVERY_MS`). The bound this gives
+//! is in `shared_limits`. A node running alone claims the whole limit at once, which is
+//! a plain fixed-window counter.
 
+use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::gossip::keys::{rate_key, Dimension, RateClaim};
+use crate::gossip::Gossip;
+use crate::shared_limits::{next_claim, trimmed};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
-use tollgate_proto::{RateLimit, RateLimitId, UnixMs};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tollgate_proto::{RateLimit, RateLimitId, ResetDuration, UnixMs};
 use tollgate_raft::window_at;
+
+/// A node claims at most once per round, so that claims made at about the same time
+/// have reached every node (about one gossip interval) before it claims again.
+pub const CLAIM_ROUND_MS: u64 = 500;
+/// A node keeps what its recent demand would use over this long.
+const CLAIM_HORIZON_MS: u64 = 2 * CLAIM_ROUND_MS;
+/// A node that has not asked for a limit this long gives back what it claimed unused.
+const IDLE_RELEASE_MS: u64 = 2_000;
+/// Counts reach gossip this often (claims at once).
+const PUBLISH_EVERY_MS: u64 = 50;
+/// A window's slot is dropped this long after the window ended.
+const FORGET_AFTER_MS: u64 = 60_000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct WindowCount {
-    start_ms: UnixMs,
-    count: u64,
-}
-
-impl WindowCount {
-    /// The count in the window starting at `start_ms` (zero if the stored one ended).
-    fn current(&self, start_ms: UnixMs) -> u64 {
-        if self.start_ms == start_ms {
-            self.count
-        } else {
-            0
-        }
-    }
-
-    fn add(&mut self, start_ms: UnixMs, n: u64) {
-        if self.start_ms != start_ms {
-            *self = WindowCount { start_ms, count: 0 };
-        }
-        self.count = self.count.saturating_add(n);
-    }
-}
-
+/// This node's side of one dimension of one limit.
 #[derive(Debug, Default)]
-struct Counters {
-    requests: WindowCount,
-    tokens: WindowCount,
+struct Slot {
+    claim: RateClaim,
+    window_end_ms: UnixMs,
+    /// When this window's last claim was made (None: not yet in this window).
+    round_start_ms: Option<UnixMs>,
+    /// The last claim in any window, and the asks since: the demand estimate.
+    last_claim_ms: Option<UnixMs>,
+    asks_since_claim: u64,
+    last_ask_ms: UnixMs,
+    /// What gossip was last told.
+    published: Option<RateClaim>,
 }
 
-/// Fixed-window request and token counters, aligned to UTC boundaries.
-#[derive(Default)]
+impl Slot {
+    /// Moves the slot to the window holding `now_ms` (count and claim start at zero).
+    fn roll(&mut self, window: ResetDuration, now_ms: UnixMs) {
+        let w = window_at(window, true, 0, now_ms);
+        if self.claim.window_start_ms != w.start_ms || self.window_end_ms == 0 {
+            self.claim = RateClaim {
+                window_start_ms: w.start_ms,
+                count: 0,
+                claim: 0,
+            };
+            self.window_end_ms = w.end_ms;
+            self.round_start_ms = None;
+        }
+    }
+
+    /// What the demand since the last claim would use over `CLAIM_HORIZON_MS`.
+    fn want(&self, now_ms: UnixMs) -> u64 {
+        match self.last_claim_ms {
+            None => u64::MAX,
+            Some(t) => {
+                let elapsed = now_ms.saturating_sub(t).max(1);
+                let per_horizon =
+                    u128::from(self.asks_since_claim) * u128::from(CLAIM_HORIZON_MS) / u128::from(elapsed);
+                u64::try_from(per_horizon).unwrap_or(u64::MAX)
+            }
+        }
+    }
+}
+
+/// Why a slot has no room.
+enum Refusal {
+    /// Every node's claims together hold the whole limit: wait for the next window.
+    Exhausted,
+    /// Room may be free but this node claimed less than a round ago.
+    Wait(u64),
+}
+
 pub struct RateLimiter {
-    counters: Mutex<HashMap<RateLimitId, Counters>>,
+    slots: Mutex<HashMap<(RateLimitId, Dimension), Slot>>,
+    gossip: Arc<Gossip>,
+    clock: Arc<dyn Clock>,
 }
 
 impl RateLimiter {
+    pub fn new(gossip: Arc<Gossip>, clock: Arc<dyn Clock>) -> Arc<RateLimiter> {
+        let limiter = Arc::new(RateLimiter {
+            slots: Mutex::new(HashMap::new()),
+            gossip,
+            clock,
+        });
+        if limiter.gossip.clustered() {
+            let weak = Arc::downgrade(&limiter);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(PUBLISH_EVERY_MS)).await;
+                    let Some(limiter) = weak.upgrade() else { return };
+                    limiter.publish(limiter.clock.now_ms());
+                }
+            });
+        }
+        limiter
+    }
+
     /// Admits one request against every limit or none: counts are only taken when all
-    /// limits have room, so a rejected request uses nothing.
+    /// limits have room, so a rejected request uses nothing (claims it made stay).
     pub fn admit(&self, limits: &[RateLimit], now_ms: UnixMs) -> Result<(), ApiError> {
         if limits.is_empty() {
             return Ok(());
         }
-        let mut counters = lock(&self.counters);
+        let view = self.gossip.view();
+        let live = view.live_count();
+        let mut slots = lock(&self.slots);
+        let mut claimed = false;
         for limit in limits {
-            let c = counters.get(&limit.id);
-            if let (Some(max), Some(window)) = (limit.request_max, limit.request_window) {
-                let w = window_at(window, true, 0, now_ms);
-                if c.map_or(0, |c| c.requests.current(w.start_ms)) >= max {
-                    return Err(limited(
-                        limit,
-                        "requests",
-                        max,
-                        window.as_str(),
-                        w.end_ms,
-                        now_ms,
-                    ));
+            for (dimension, max, window) in dimensions(limit) {
+                let slot = slots.entry((limit.id.clone(), dimension)).or_default();
+                slot.roll(window, now_ms);
+                slot.last_ask_ms = now_ms;
+                slot.asks_since_claim += 1;
+                if slot.claim.count < slot.claim.claim {
+                    continue;
                 }
-            }
-            if let (Some(max), Some(window)) = (limit.token_max, limit.token_window) {
-                let w = window_at(window, true, 0, now_ms);
-                if c.map_or(0, |c| c.tokens.current(w.start_ms)) >= max {
-                    return Err(limited(
-                        limit,
-                        "tokens",
-                        max,
-                        window.as_str(),
-                        w.end_ms,
-                        now_ms,
-                    ));
+                let others: u64 = view
+                    .peer_claims(limit.id.as_str(), dimension)
+                    .iter()
+                    .filter(|p| p.claim.window_start_ms == slot.claim.window_start_ms)
+                    .map(|p| p.claim.held())
+                    .fold(0, u64::saturating_add);
+                let within_round = slot
+                    .round_start_ms
+                    .filter(|t| now_ms.saturating_sub(*t) < CLAIM_ROUND_MS);
+                let refusal = match next_claim(max, slot.claim, others, live) {
+                    None => Refusal::Exhausted,
+                    Some(_) if within_round.is_some() => {
+                        Refusal::Wait(within_round.unwrap_or(now_ms) + CLAIM_ROUND_MS)
+                    }
+                    Some(c) => {
+                        slot.claim.claim = c;
+                        slot.round_start_ms = Some(now_ms);
+                        slot.last_claim_ms = Some(now_ms);
+                        slot.asks_since_claim = 0;
+                        claimed = true;
+                        if slot.claim.count < slot.claim.claim {
+                            continue;
+                        }
+                        Refusal::Wait(now_ms + CLAIM_ROUND_MS)
+                    }
+                };
+                let end_ms = slot.window_end_ms;
+                drop(slots);
+                if claimed {
+                    self.publish(now_ms);
                 }
+                return Err(limited(limit, dimension, max, window, refusal, end_ms, now_ms));
             }
         }
         for limit in limits {
             if let (Some(_), Some(window)) = (limit.request_max, limit.request_window) {
-                let w = window_at(window, true, 0, now_ms);
-                counters
-                    .entry(limit.id.clone())
-                    .or_default()
-                    .requests
-                    .add(w.start_ms, 1);
+                let slot = slots
+                    .entry((limit.id.clone(), Dimension::Requests))
+                    .or_default();
+                slot.roll(window, now_ms);
+                slot.claim.count += 1;
             }
+        }
+        drop(slots);
+        if claimed {
+            self.publish(now_ms);
         }
         Ok(())
     }
 
     /// Counts the tokens a completed request used against the token windows of `limits`.
     pub fn add_tokens(&self, limits: &[RateLimit], tokens: u64, now_ms: UnixMs) {
-        let mut counters = lock(&self.counters);
+        let mut slots = lock(&self.slots);
         for limit in limits {
             if let (Some(_), Some(window)) = (limit.token_max, limit.token_window) {
-                let w = window_at(window, true, 0, now_ms);
-                counters
-                    .entry(limit.id.clone())
-                    .or_default()
-                    .tokens
-                    .add(w.start_ms, tokens);
+                let slot = slots
+                    .entry((limit.id.clone(), Dimension::Tokens))
+                    .or_default();
+                slot.roll(window, now_ms);
+                slot.claim.count = slot.claim.count.saturating_add(tokens);
             }
         }
     }
+
+    /// Gives back idle claims, forgets old windows, and tells gossip what changed.
+    fn publish(&self, now_ms: UnixMs) {
+        if !self.gossip.clustered() {
+            return;
+        }
+        let mut changed = Vec::new();
+        {
+            let mut slots = lock(&self.slots);
+            slots.retain(|_, s| now_ms < s.window_end_ms.saturating_add(FORGET_AFTER_MS));
+            for ((id, dimension), slot) in slots.iter_mut() {
+                if now_ms.saturating_sub(slot.last_ask_ms) >= IDLE_RELEASE_MS
+                    && slot.claim.claim > slot.claim.count
+                {
+                    slot.claim.claim = slot.claim.count;
+                } else if slot
+                    .last_claim_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= CLAIM_ROUND_MS)
+                {
+                    if let Some(keep) = trimmed(slot.claim, slot.want(now_ms)) {
+                        slot.claim.claim = keep;
+                    }
+                }
+                if slot.published != Some(slot.claim) {
+                    slot.published = Some(slot.claim);
+                    changed.push((rate_key(id.as_str(), *dimension), slot.claim.encode()));
+                }
+            }
+        }
+        for (key, value) in changed {
+            self.gossip.publish(key, value);
+        }
+    }
+
+    /// This node's claims in current windows, for the admin API.
+    pub fn own_claims(&self) -> Vec<(RateLimitId, Dimension, RateClaim)> {
+        let slots = lock(&self.slots);
+        let mut out: Vec<_> = slots
+            .iter()
+            .map(|((id, d), s)| (id.clone(), *d, s.claim))
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+}
+
+/// The dimensions a limit sets: (what, max, window).
+fn dimensions(limit: &RateLimit) -> impl Iterator<Item = (Dimension, u64, ResetDuration)> {
+    let requests = limit
+        .request_max
+        .zip(limit.request_window)
+        .map(|(m, w)| (Dimension::Requests, m, w));
+    let tokens = limit
+        .token_max
+        .zip(limit.token_window)
+        .map(|(m, w)| (Dimension::Tokens, m, w));
+    requests.into_iter().chain(tokens)
 }
 
 fn limited(
     limit: &RateLimit,
-    what: &str,
+    dimension: Dimension,
     max: u64,
-    window: &str,
+    window: ResetDuration,
+    refusal: Refusal,
     end_ms: UnixMs,
     now_ms: UnixMs,
 ) -> ApiError {
-    let retry_after_s = end_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
+    let (until_ms, why) = match refusal {
+        Refusal::Exhausted => (end_ms, "exceeded"),
+        Refusal::Wait(at) => (at, "in use on the other nodes of the cluster"),
+    };
+    let retry_after_s = until_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
     ApiError::RateLimited {
         message: format!(
-            "rate limit {} of {} {max} {what} per {window} exceeded; retry after {retry_after_s}s",
+            "rate limit {} of {} {max} {} per {} {why}; retry after {retry_after_s}s",
             limit.id,
             limit.owner.kind(),
+            dimension.as_str(),
+            window.as_str(),
         ),
         retry_after_s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::{PeerClaim, View};
+    use tollgate_proto::{KeyId, Owner};
+
+    fn limit(max: u64) -> RateLimit {
+        RateLimit {
+            id: RateLimitId::from("rl_t"),
+            owner: Owner::VirtualKey(KeyId::from("vk_t")),
+            request_max: Some(max),
+            request_window: Some(ResetDuration::Minute),
+            token_max: None,
+            token_window: None,
+            created_at_ms: 0,
+        }
+    }
+
+    fn admitted(limiter: &RateLimiter, limits: &[RateLimit], n: usize, now_ms: u64) -> usize {
+        (0..n)
+            .filter(|_| limiter.admit(limits, now_ms).is_ok())
+            .count()
+    }
+
+    #[tokio::test]
+    async fn alone_the_whole_limit_and_a_new_window_starts_over() {
+        let limiter = RateLimiter::new(Gossip::alone(1), Arc::new(crate::clock::SystemClock::default()));
+        let limits = [limit(10)];
+        assert_eq!(admitted(&limiter, &limits, 15, 60_000), 10);
+        match limiter.admit(&limits, 60_001) {
+            Err(ApiError::RateLimited { retry_after_s, message }) => {
+                assert_eq!(retry_after_s, 60, "{message}");
+                assert!(message.contains("10 requests per 1m exceeded"), "{message}");
+            }
+            other => panic!("expected a 429, got {other:?}"),
+        }
+        assert_eq!(admitted(&limiter, &limits, 15, 120_000), 10);
+    }
+
+    #[tokio::test]
+    async fn with_peers_a_node_claims_its_share_then_what_they_leave() {
+        let gossip = Gossip::alone(1);
+        let limiter = RateLimiter::new(Arc::clone(&gossip), Arc::new(crate::clock::SystemClock::default()));
+        let limits = [limit(600)];
+        let peers = |held: u64| {
+            let mut view = View::default();
+            for node in [2u64, 3] {
+                view.members.push(crate::gossip::Member {
+                    node_id: node,
+                    generation: 1,
+                    gossip_addr: ([127, 0, 0, 1], 1).into(),
+                    live: true,
+                    state: None,
+                    version: None,
+                    http_addr: None,
+                });
+            }
+            view.members.push(crate::gossip::Member {
+                node_id: 1,
+                generation: 1,
+                gossip_addr: ([127, 0, 0, 1], 1).into(),
+                live: true,
+                state: None,
+                version: None,
+                http_addr: None,
+            });
+            view.rates.insert(
+                ("rl_t".into(), Dimension::Requests),
+                [2u64, 3]
+                    .iter()
+                    .map(|&node_id| PeerClaim {
+                        node_id,
+                        generation: 1,
+                        live: true,
+                        claim: RateClaim {
+                            window_start_ms: 60_000,
+                            count: held,
+                            claim: held,
+                        },
+                    })
+                    .collect(),
+            );
+            view
+        };
+        gossip.set_view_for_test(peers(0));
+        assert_eq!(admitted(&limiter, &limits, 300, 60_000), 200, "a third");
+        // Within the round: no new claim, and the refusal says to come back soon.
+        match limiter.admit(&limits, 60_100) {
+            Err(ApiError::RateLimited { retry_after_s, .. }) => assert_eq!(retry_after_s, 1),
+            other => panic!("expected a 429, got {other:?}"),
+        }
+        // The peers used 150 each: a third of the 100 left.
+        gossip.set_view_for_test(peers(150));
+        assert_eq!(admitted(&limiter, &limits, 300, 60_000 + CLAIM_ROUND_MS), 34);
+        // The peers hold the rest: exhausted until the window ends.
+        gossip.set_view_for_test(peers(183));
+        match limiter.admit(&limits, 60_000 + 2 * CLAIM_ROUND_MS) {
+            Err(ApiError::RateLimited { retry_after_s, .. }) => assert_eq!(retry_after_s, 60),
+            other => panic!("expected a 429, got {other:?}"),
+        }
     }
 }

@@ -165,6 +165,7 @@ fn main() -> anyhow::Result<()> {
                             peers,
                             join,
                             data_dir: config.server.data_dir.clone(),
+                            gossip: config.gossip.clone(),
                         };
                         Some(tollgate_node::cluster::start::start(options).await?)
                     }

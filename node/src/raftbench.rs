@@ -72,8 +72,9 @@ async fn bench(args: &RaftBenchArgs, dir: &std::path::Path) -> anyhow::Result<se
             peers: addrs.iter().filter(|a| *a != addr).copied().collect(),
             join: None,
             data_dir: dir.join(format!("data{}", i + 1)),
+            gossip: crate::config::GossipConfig::default(),
         };
-        nodes.push(start(options).await.context("start a node")?);
+        nodes.push(start(options).await.context("start a node")?.replicator);
     }
     let formed = Instant::now() + Duration::from_secs(30);
     while !nodes.iter().all(|n| n.caught_up()) {

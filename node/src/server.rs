@@ -3,6 +3,7 @@
 use crate::admin;
 use crate::app::{App, Started};
 use crate::error::{ApiError, Dialect};
+use crate::gossip::keys::NodeState;
 use crate::proxy;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
@@ -129,6 +130,9 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 /// How long a stopping node tries to give its escrow leases back.
 const LEASE_RETURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How often the node's gossiped state is rechecked.
+const NODE_STATE_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub async fn serve(started: Started) -> anyhow::Result<()> {
     let Started {
         app,
@@ -155,9 +159,13 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     let router = router(Arc::clone(&app));
     let shutdown_app = Arc::clone(&app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let state_task = tokio::spawn(publish_node_state(Arc::clone(&app)));
+    let gossip = Arc::clone(&app.gossip);
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
         shutdown_app.ready.store(false, Ordering::Release);
+        shutdown_app.draining.store(true, Ordering::Release);
+        shutdown_app.gossip.set_state(NodeState::Draining);
         tracing::info!("shutting down: finishing requests in flight");
         let _ = signalled_tx.send(());
     });
@@ -175,6 +183,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     // Stop serving (a stream cut by the drain timeout is charged as its relay drops),
     // then close the pipeline and apply everything queued before exiting.
     drop(server);
+    state_task.abort();
     drop(app);
     let _ = charge_close.send(());
     let drained = match tokio::time::timeout(CHARGE_FLUSH_TIMEOUT, charge_task).await {
@@ -201,8 +210,35 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
             Err(_) => tracing::warn!("giving leases back timed out; the leader reclaims them"),
         }
     }
+    gossip.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps this node's `node.state` in gossip current: `joining` until it serves with its
+/// log caught up, `ready`, then `draining` from the shutdown signal on.
+async fn publish_node_state(app: Arc<App>) {
+    let mut changes = app.gossip.subscribe();
+    let mut last = None;
+    loop {
+        let state = if app.draining.load(Ordering::Acquire) {
+            NodeState::Draining
+        } else if app.ready.load(Ordering::Acquire) && app.replicator.caught_up() {
+            NodeState::Ready
+        } else {
+            NodeState::Joining
+        };
+        if last != Some(state) {
+            app.gossip.set_state(state);
+            last = Some(state);
+        }
+        // Membership changes are logged as they come; the state is rechecked meanwhile.
+        if let Ok(Ok(change)) =
+            tokio::time::timeout(NODE_STATE_CHECK, changes.recv()).await
+        {
+            tracing::info!(?change, "gossip membership");
+        }
+    }
 }
 
 async fn shutdown_signal() {

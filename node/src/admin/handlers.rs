@@ -585,7 +585,98 @@ pub async fn cluster(State(app): State<Arc<App>>) -> AdminResult {
         "term": view.term,
         "voters": view.voters,
         "nodes": nodes,
+        "gossip": gossip_view(&app),
     })))
+}
+
+/// The gossip part of `GET /api/v1/cluster`: every node gossip knows (live or dead, with
+/// state and version), the breakers open as this node sees them, and each rate limit's
+/// use in its current window per node.
+fn gossip_view(app: &App) -> Value {
+    let view = app.gossip.view();
+    let now = app.now_ms();
+    let nodes: Vec<Value> = view
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "node_id": m.node_id,
+                "generation": m.generation,
+                "live": m.live,
+                "state": m.state.map(|s| s.as_str()),
+                "version": m.version,
+                "http_addr": m.http_addr,
+                "gossip_addr": m.gossip_addr.to_string(),
+            })
+        })
+        .collect();
+    let breakers: Vec<Value> = app
+        .breakers
+        .not_closed()
+        .into_iter()
+        .filter_map(|b| match b.event {
+            crate::gossip::keys::BreakerEvent::Open { at_ms, until_ms } => Some(json!({
+                "provider_config": b.provider_config,
+                "state": if now < until_ms { "open" } else { "half_open" },
+                "opened_at": rfc3339(at_ms),
+                "open_until": rfc3339(until_ms),
+                "reported_by": b.reported_by,
+            })),
+            crate::gossip::keys::BreakerEvent::Closed { .. } => None,
+        })
+        .collect();
+    // Rate limits: this node's own slots and every peer's claims, in the latest window
+    // any node reported for each limit.
+    type Windows = BTreeMap<u64, Vec<Value>>;
+    let (me, _) = app.gossip.me();
+    let mut limits: BTreeMap<(String, &'static str), Windows> = BTreeMap::new();
+    let entry = |live: bool, node: u64, c: crate::gossip::keys::RateClaim| {
+        (
+            c.window_start_ms,
+            json!({"node_id": node, "live": live, "count": c.count, "claim": c.claim}),
+        )
+    };
+    for (id, dimension, claim) in app.limiter.own_claims() {
+        let (start, v) = entry(true, me, claim);
+        limits
+            .entry((id.as_str().to_owned(), dimension.as_str()))
+            .or_default()
+            .entry(start)
+            .or_default()
+            .push(v);
+    }
+    for ((id, dimension), peers) in &view.rates {
+        for peer in peers {
+            let (start, v) = entry(peer.live, peer.node_id, peer.claim);
+            limits
+                .entry((id.clone(), dimension.as_str()))
+                .or_default()
+                .entry(start)
+                .or_default()
+                .push(v);
+        }
+    }
+    let rate_limits: Vec<Value> = limits
+        .into_iter()
+        .filter_map(|((id, dimension), windows)| {
+            let (start, nodes) = windows.into_iter().next_back()?;
+            let total: u64 = nodes.iter().filter_map(|n| n["count"].as_u64()).sum();
+            Some(json!({
+                "rate_limit": id,
+                "dimension": dimension,
+                "window_start": rfc3339(start),
+                "total": total,
+                "nodes": nodes,
+            }))
+        })
+        .collect();
+    json!({
+        "enabled": app.gossip.clustered(),
+        "live_nodes": view.members.iter().filter(|m| m.live).count(),
+        "nodes": nodes,
+        "open_breakers": breakers,
+        "rate_limits": rate_limits,
+    })
 }
 
 /// `DELETE /api/v1/cluster/nodes/{id}`: removes a voter from the cluster (run by the

@@ -40,6 +40,8 @@ pub const KIND_STATUS: u16 = 6;
 pub const KIND_MEMBERSHIP: u16 = 7;
 /// The leader's read index (`ReadIndex`) for a linearizable read on another node.
 pub const KIND_READ_INDEX: u16 = 8;
+/// A chitchat gossip message (one-way; the answer is empty).
+pub const KIND_GOSSIP: u16 = 9;
 
 /// The answer to `KIND_HELLO`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -242,6 +244,7 @@ pub struct RaftRpcHandler {
     hello: Hello,
     contact: Arc<LeaderContact>,
     status: std::sync::OnceLock<Box<dyn Fn() -> NodeStatus + Send + Sync>>,
+    gossip: std::sync::OnceLock<crate::gossip::GossipInbox>,
 }
 
 impl RaftRpcHandler {
@@ -263,6 +266,7 @@ impl RaftRpcHandler {
             hello,
             contact: LeaderContact::new(),
             status: std::sync::OnceLock::new(),
+            gossip: std::sync::OnceLock::new(),
         }
     }
 
@@ -273,6 +277,11 @@ impl RaftRpcHandler {
     /// Where this node records contact with a leader.
     pub fn contact(&self) -> Arc<LeaderContact> {
         Arc::clone(&self.contact)
+    }
+
+    /// Where `KIND_GOSSIP` messages go (set when gossip starts; dropped before).
+    pub fn set_gossip(&self, inbox: crate::gossip::GossipInbox) {
+        let _ = self.gossip.set(inbox);
     }
 
     /// How to answer `KIND_STATUS` (set once the replicator exists).
@@ -305,6 +314,17 @@ impl PeerHandler for RaftRpcHandler {
         _context: RequestContext,
         request: PeerRequest,
     ) -> Result<PeerResponse, PeerError> {
+        if request.kind == KIND_GOSSIP {
+            if let Some(inbox) = self.gossip.get() {
+                inbox
+                    .deliver(&request.body)
+                    .map_err(|reason| PeerError::Malformed { reason })?;
+            }
+            return Ok(PeerResponse {
+                kind: KIND_GOSSIP,
+                body: Vec::new(),
+            });
+        }
         if request.kind == KIND_HELLO {
             return Ok(PeerResponse {
                 kind: KIND_HELLO,

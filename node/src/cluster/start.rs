@@ -8,6 +8,8 @@
 use super::replicator::DataDirs;
 use super::rpc::{Hello, KIND_HELLO};
 use super::{Network, RaftReplicator, RaftRpcHandler};
+use crate::config::GossipConfig;
+use crate::gossip::{Gossip, GossipOptions};
 use crate::replicator::{Replicator, SharedState};
 use crate::transport::{NodeIdentity, PeerRequest, PeerTransport, QuicConfig, QuicTransport};
 use anyhow::Context;
@@ -37,10 +39,17 @@ pub struct ClusterOptions {
     /// A member's raft address to join the cluster through (instead of forming one).
     pub join: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    pub gossip: GossipConfig,
 }
 
-/// Starts Raft for this node and returns its replicator.
-pub async fn start(options: ClusterOptions) -> anyhow::Result<Arc<dyn Replicator>> {
+/// A started cluster node: its replicated state and its gossip.
+pub struct ClusterNode {
+    pub replicator: Arc<dyn Replicator>,
+    pub gossip: Arc<Gossip>,
+}
+
+/// Starts Raft and gossip for this node.
+pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     let identity = NodeIdentity::load_dir(&options.cert_dir).with_context(|| {
         format!(
             "cannot load node certificates from {}",
@@ -109,7 +118,31 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<Arc<dyn Replicator
     tokio::spawn(async move { catching_up.catch_up().await });
     tokio::spawn(Arc::clone(&replicator).reclaim_leases());
     tracing::info!(node_id = options.node_id, raft_addr = %options.raft_addr, "raft started");
-    Ok(replicator)
+    let seeds: Vec<SocketAddr> = options
+        .peers
+        .iter()
+        .copied()
+        .chain(options.join)
+        .filter(|a| *a != options.raft_addr)
+        .collect();
+    let gossip_handler = Arc::clone(&handler);
+    let gossip = Gossip::start(
+        GossipOptions {
+            node_id: options.node_id,
+            gossip_addr: options.raft_addr,
+            http_addr: options.http_addr,
+            seeds,
+            config: options.gossip.clone(),
+        },
+        Arc::clone(&transport),
+        move |inbox| gossip_handler.set_gossip(inbox),
+    )
+    .await
+    .context("cannot start gossip")?;
+    Ok(ClusterNode {
+        replicator,
+        gossip,
+    })
 }
 
 /// Waits until `expect - 1` peers answer, then lets the smallest id initialize.

@@ -14,6 +14,7 @@ pub mod upstream;
 
 use crate::app::App;
 use crate::auth;
+use crate::breaker::{Gate, Outcome};
 use crate::config::ProviderKind;
 use crate::error::{ApiError, Dialect};
 use crate::mock;
@@ -139,9 +140,27 @@ async fn run(
         if refused[i] {
             continue;
         }
+        let pc = &route.config.id;
+        let gate = app.breakers.gate(pc, app.now_ms());
+        if let Gate::Open { until_ms } = gate {
+            // Routed around: another attempt goes to the next provider config.
+            refused[i] = true;
+            let retry_after_s = until_ms.saturating_sub(app.now_ms()).div_ceil(1000).max(1);
+            if last_error.is_none() {
+                last_error = Some(ApiError::ProvidersUnavailable {
+                    message: format!(
+                        "provider {} (provider config {pc}) is failing and its circuit breaker is open, and no other provider config of this key could take the request; retry after {retry_after_s}s",
+                        route.provider.name
+                    ),
+                    retry_after_s,
+                });
+            }
+            continue;
+        }
         let billing = match admit(app, &key, route, &inbound).await {
             Ok(b) => b,
             Err(e) => {
+                app.breakers.record(pc, gate, Outcome::Neutral, app.now_ms());
                 refused[i] = true;
                 last_error = Some(e);
                 continue;
@@ -151,7 +170,17 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(SAME_ROUTE_RETRY_PAUSE_MS)).await;
         }
         attempts += 1;
-        match upstream::attempt(app, &inbound, route, billing).await {
+        let result = upstream::attempt(app, &inbound, route, billing).await;
+        let outcome = match &result {
+            Ok(_) | Err(AttemptError::Fatal(ApiError::UpstreamRejected { .. })) => {
+                Outcome::Answered
+            }
+            Err(AttemptError::Retry(ApiError::UpstreamRateLimited(..)))
+            | Err(AttemptError::Fatal(_)) => Outcome::Neutral,
+            Err(AttemptError::Retry(_)) => Outcome::Failed,
+        };
+        app.breakers.record(pc, gate, outcome, app.now_ms());
+        match result {
             Ok(response) => return Ok(response),
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Retry(e)) => {
