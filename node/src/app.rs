@@ -1,11 +1,11 @@
 //! The node's shared state (`App`) and its start-up and shutdown sequence.
 
 use crate::admission::{self, Admission};
+use crate::breaker::Breakers;
 use crate::charge::{self, ChargeSender};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
-use crate::breaker::Breakers;
 use crate::cluster::start::ClusterNode;
+use crate::config::Config;
 use crate::gossip::Gossip;
 use crate::limits::RateLimiter;
 use crate::providers::Providers;

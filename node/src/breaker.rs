@@ -83,7 +83,11 @@ impl Breakers {
     }
 
     /// The newest event for `pc` among this node's and the others'.
-    fn effective(&self, pc: &ProviderConfigId, local: Option<&Local>) -> Option<(BreakerEvent, u64)> {
+    fn effective(
+        &self,
+        pc: &ProviderConfigId,
+        local: Option<&Local>,
+    ) -> Option<(BreakerEvent, u64)> {
         let view = self.gossip.view();
         let mut best: Option<(BreakerEvent, u64)> = local
             .and_then(|l| l.event)
@@ -226,7 +230,11 @@ mod tests {
         for t in 5..9 {
             b.record(&pc, Gate::Closed, Outcome::Failed, t);
         }
-        assert_eq!(b.gate(&pc, 9), Gate::Closed, "four in a row after a success");
+        assert_eq!(
+            b.gate(&pc, 9),
+            Gate::Closed,
+            "four in a row after a success"
+        );
         b.record(&pc, Gate::Closed, Outcome::Failed, 9);
         assert_eq!(b.gate(&pc, 10), Gate::Open { until_ms: 5_009 });
         // Half-open: one probe; the others wait for it.
@@ -250,7 +258,11 @@ mod tests {
         assert_eq!(b.gate(&pc, 100), Gate::Closed);
         // Alternating: never 5 in a row, but half of 20 attempts failed.
         for t in 0..19u64 {
-            let outcome = if t % 2 == 0 { Outcome::Answered } else { Outcome::Failed };
+            let outcome = if t % 2 == 0 {
+                Outcome::Answered
+            } else {
+                Outcome::Failed
+            };
             b.record(&pc, Gate::Closed, outcome, 200 + t);
         }
         assert_eq!(b.gate(&pc, 300), Gate::Closed, "9 of 19");

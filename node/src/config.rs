@@ -199,7 +199,10 @@ pub enum ConfigError {
     #[error("provider {provider}: {message}")]
     Provider { provider: String, message: String },
     #[error("{field}: {message}")]
-    Field { field: &'static str, message: String },
+    Field {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl Config {

@@ -71,8 +71,8 @@ impl Slot {
             None => u64::MAX,
             Some(t) => {
                 let elapsed = now_ms.saturating_sub(t).max(1);
-                let per_horizon =
-                    u128::from(self.asks_since_claim) * u128::from(CLAIM_HORIZON_MS) / u128::from(elapsed);
+                let per_horizon = u128::from(self.asks_since_claim) * u128::from(CLAIM_HORIZON_MS)
+                    / u128::from(elapsed);
                 u64::try_from(per_horizon).unwrap_or(u64::MAX)
             }
         }
@@ -105,7 +105,9 @@ impl RateLimiter {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(PUBLISH_EVERY_MS)).await;
-                    let Some(limiter) = weak.upgrade() else { return };
+                    let Some(limiter) = weak.upgrade() else {
+                        return;
+                    };
                     limiter.publish(limiter.clock.now_ms());
                 }
             });
@@ -163,7 +165,9 @@ impl RateLimiter {
                 if claimed {
                     self.publish(now_ms);
                 }
-                return Err(limited(limit, dimension, max, window, refusal, end_ms, now_ms));
+                return Err(limited(
+                    limit, dimension, max, window, refusal, end_ms, now_ms,
+                ));
             }
         }
         for limit in limits {
@@ -306,11 +310,17 @@ mod tests {
 
     #[tokio::test]
     async fn alone_the_whole_limit_and_a_new_window_starts_over() {
-        let limiter = RateLimiter::new(Gossip::alone(1), Arc::new(crate::clock::SystemClock::default()));
+        let limiter = RateLimiter::new(
+            Gossip::alone(1),
+            Arc::new(crate::clock::SystemClock::default()),
+        );
         let limits = [limit(10)];
         assert_eq!(admitted(&limiter, &limits, 15, 60_000), 10);
         match limiter.admit(&limits, 60_001) {
-            Err(ApiError::RateLimited { retry_after_s, message }) => {
+            Err(ApiError::RateLimited {
+                retry_after_s,
+                message,
+            }) => {
                 assert_eq!(retry_after_s, 60, "{message}");
                 assert!(message.contains("10 requests per 1m exceeded"), "{message}");
             }
@@ -322,7 +332,10 @@ mod tests {
     #[tokio::test]
     async fn with_peers_a_node_claims_its_share_then_what_they_leave() {
         let gossip = Gossip::alone(1);
-        let limiter = RateLimiter::new(Arc::clone(&gossip), Arc::new(crate::clock::SystemClock::default()));
+        let limiter = RateLimiter::new(
+            Arc::clone(&gossip),
+            Arc::new(crate::clock::SystemClock::default()),
+        );
         let limits = [limit(600)];
         let peers = |held: u64| {
             let mut view = View::default();
@@ -373,11 +386,16 @@ mod tests {
         }
         // The peers used 150 each: a third of the 100 left.
         gossip.set_view_for_test(peers(150));
-        assert_eq!(admitted(&limiter, &limits, 300, 60_000 + CLAIM_ROUND_MS), 34);
+        assert_eq!(
+            admitted(&limiter, &limits, 300, 60_000 + CLAIM_ROUND_MS),
+            34
+        );
         // The peers hold the rest: exhausted until the window ends.
         gossip.set_view_for_test(peers(183));
         match limiter.admit(&limits, 60_000 + 2 * CLAIM_ROUND_MS) {
-            Err(ApiError::RateLimited { retry_after_s, .. }) => assert_eq!(retry_after_s, 60),
+            Err(ApiError::RateLimited { retry_after_s, .. }) => {
+                assert_eq!(retry_after_s, (60_000 - 2 * CLAIM_ROUND_MS).div_ceil(1000))
+            }
             other => panic!("expected a 429, got {other:?}"),
         }
     }

@@ -35,7 +35,9 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        let gauges: [(&str, &str, &str, u64); 12] = [
+        let gossip = app.gossip.view();
+        let live = gossip.members.iter().filter(|m| m.live).count() as u64;
+        let gauges: [(&str, &str, &str, u64); 15] = [
             (
                 "tollgate_upstream_failures_total",
                 "counter",
@@ -107,6 +109,24 @@ impl Metrics {
                 "gauge",
                 "1 when the node takes traffic.",
                 u64::from(app.ready.load(Ordering::Acquire)),
+            ),
+            (
+                "tollgate_gossip_live_nodes",
+                "gauge",
+                "Nodes gossip sees live, this one included (0 when running alone).",
+                live,
+            ),
+            (
+                "tollgate_gossip_dead_nodes",
+                "gauge",
+                "Nodes (generations) gossip has marked dead and still remembers.",
+                gossip.members.len() as u64 - live,
+            ),
+            (
+                "tollgate_breakers_open",
+                "gauge",
+                "Provider configs whose circuit breaker is open or half-open here.",
+                app.breakers.not_closed().len() as u64,
             ),
         ];
         for (name, kind, help, value) in gauges {

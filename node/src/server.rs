@@ -233,9 +233,7 @@ async fn publish_node_state(app: Arc<App>) {
             last = Some(state);
         }
         // Membership changes are logged as they come; the state is rechecked meanwhile.
-        if let Ok(Ok(change)) =
-            tokio::time::timeout(NODE_STATE_CHECK, changes.recv()).await
-        {
+        if let Ok(Ok(change)) = tokio::time::timeout(NODE_STATE_CHECK, changes.recv()).await {
             tracing::info!(?change, "gossip membership");
         }
     }

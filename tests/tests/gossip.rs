@@ -40,10 +40,7 @@ fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
 
 /// The `gossip` part of `GET /api/v1/cluster` on `node`.
 async fn gossip_view(cluster: &Scripted, node: u16) -> Result<Value> {
-    Ok(cluster
-        .admin(node, "GET", "/api/v1/cluster", None)
-        .await?["gossip"]
-        .clone())
+    Ok(cluster.admin(node, "GET", "/api/v1/cluster", None).await?["gossip"].clone())
 }
 
 /// (node id, generation, live, state) of every member in a gossip view.
@@ -206,7 +203,10 @@ async fn limit_use(cluster: &Scripted, node: u16, limit: &str) -> (u64, Vec<(u64
     };
     let Some(entry) = view["rate_limits"]
         .as_array()
-        .and_then(|l| l.iter().find(|e| e["rate_limit"] == limit && e["dimension"] == "requests"))
+        .and_then(|l| {
+            l.iter()
+                .find(|e| e["rate_limit"] == limit && e["dimension"] == "requests")
+        })
         .cloned()
     else {
         return (0, Vec::new());
@@ -239,8 +239,8 @@ async fn a_request_limit_holds_across_the_cluster_in_every_window() -> Result<()
     let dir = temp_dir("gossip-rate");
     let config = write_config(&dir, "")?;
     let clock = dir.join("clock-offset");
-    let cluster =
-        Scripted::new(dir.join("cluster"))?.env("TOLLGATE_TEST_CLOCK_FILE", &clock.to_string_lossy());
+    let cluster = Scripted::new(dir.join("cluster"))?
+        .env("TOLLGATE_TEST_CLOCK_FILE", &clock.to_string_lossy());
     cluster.up(&config)?;
     all_live_and_ready(&cluster, 20).await?;
     let (key, secret) = create_key(&cluster, json!([{"provider": "mock"}])).await?;
@@ -274,7 +274,10 @@ async fn a_request_limit_holds_across_the_cluster_in_every_window() -> Result<()
         tokio::time::sleep(Duration::from_millis(300)).await;
         let seen = hammer(&cluster.url(0), &secret, CLIENTS, HAMMER).await;
         // The gossip view agrees with the clients once counts have spread.
-        eventually(5, || async { limit_use(&cluster, 2, &limit_id).await.0 == seen.ok }).await;
+        eventually(5, || async {
+            limit_use(&cluster, 2, &limit_id).await.0 == seen.ok
+        })
+        .await;
         let gossiped = limit_use(&cluster, 2, &limit_id).await;
         println!(
             "window {window}: admitted {} of {LIMIT}, refused {} (retry-after {:?} s), per node (id, count, claim) as node 2 sees it: {:?}",
@@ -307,7 +310,10 @@ async fn a_request_limit_holds_across_the_cluster_in_every_window() -> Result<()
     std::fs::write(&clock, offset.to_string())?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = hammer(&cluster.url(1), &secret, CLIENTS, Duration::from_secs(9)).await;
-    eventually(5, || async { limit_use(&cluster, 2, &limit_id).await.0 == seen.ok }).await;
+    eventually(5, || async {
+        limit_use(&cluster, 2, &limit_id).await.0 == seen.ok
+    })
+    .await;
     let gossiped = limit_use(&cluster, 2, &limit_id).await;
     println!(
         "window 3, all demand on node 1: admitted {} of {LIMIT}, the last {:?} into the window, per node: {:?}",
@@ -315,7 +321,11 @@ async fn a_request_limit_holds_across_the_cluster_in_every_window() -> Result<()
         seen.last_ok,
         gossiped.1
     );
-    ensure!(seen.failures.is_empty(), "window 3: {:?}", seen.failures.iter().take(3).collect::<Vec<_>>());
+    ensure!(
+        seen.failures.is_empty(),
+        "window 3: {:?}",
+        seen.failures.iter().take(3).collect::<Vec<_>>()
+    );
     ensure!(
         (LIMIT * 95 / 100..=LIMIT + LIMIT / 20).contains(&seen.ok),
         "window 3: the one busy node was admitted {} of {LIMIT}",
@@ -403,10 +413,15 @@ async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Res
     // 1. Healthy: every node sends to the primary.
     for node in NODES {
         for i in 0..3 {
-            send(node, format!("n{node}-healthy-{i}")).await.map_err(anyhow::Error::msg)?;
+            send(node, format!("n{node}-healthy-{i}"))
+                .await
+                .map_err(anyhow::Error::msg)?;
         }
     }
-    ensure!(logged(&primary, 200).len() == 9, "healthy traffic goes to the primary");
+    ensure!(
+        logged(&primary, 200).len() == 9,
+        "healthy traffic goes to the primary"
+    );
 
     // 2. The primary fails. Only node 1 sends, until its breaker opens; its clients
     //    never notice (each request falls back to the secondary).
@@ -415,8 +430,14 @@ async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Res
         .await?;
     let mut opened = None;
     for i in 0..30 {
-        send(1, format!("n1-failing-{i}")).await.map_err(anyhow::Error::msg)?;
-        if open_breakers(&cluster, 1).await.iter().any(|(p, _)| *p == pc) {
+        send(1, format!("n1-failing-{i}"))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if open_breakers(&cluster, 1)
+            .await
+            .iter()
+            .any(|(p, _)| *p == pc)
+        {
             opened = Some(Instant::now());
             break;
         }
@@ -432,11 +453,20 @@ async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Res
     let phase = Instant::now();
     while phase.elapsed() < Duration::from_millis(2500) {
         for node in NODES {
-            if let Err(e) = send(node, format!("n{node}-open-{}", phase.elapsed().as_millis())).await {
+            if let Err(e) = send(
+                node,
+                format!("n{node}-open-{}", phase.elapsed().as_millis()),
+            )
+            .await
+            {
                 failures.push(e);
             }
             let i = usize::from(node - 1);
-            if heard[i].is_none() && open_breakers(&cluster, node).await.contains(&(pc.clone(), 1)) {
+            if heard[i].is_none()
+                && open_breakers(&cluster, node)
+                    .await
+                    .contains(&(pc.clone(), 1))
+            {
                 heard[i] = Some(opened.elapsed());
             }
         }
@@ -453,7 +483,10 @@ async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Res
     println!(
         "breaker open on nodes 1..3 {heard:?} after node 1 opened it; requests of nodes 2 and 3 that still reached the primary (node, ms): {reached_primary:?}"
     );
-    ensure!(failures.is_empty(), "requests failed while the breaker was open: {failures:?}");
+    ensure!(
+        failures.is_empty(),
+        "requests failed while the breaker was open: {failures:?}"
+    );
     for (i, h) in heard.iter().enumerate() {
         ensure!(
             h.is_some_and(|d| d <= Duration::from_secs(2)),
@@ -495,7 +528,10 @@ async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Res
         tokio::time::sleep(PAUSE).await;
     }
     println!("after the primary recovered, nodes 1..3 sent to it again after {back:?}");
-    ensure!(failures.is_empty(), "requests failed around recovery: {failures:?}");
+    ensure!(
+        failures.is_empty(),
+        "requests failed around recovery: {failures:?}"
+    );
     ensure!(
         back.iter().all(Option::is_some),
         "traffic did not return to the primary on every node: {back:?}"
@@ -698,7 +734,10 @@ async fn gossip_without_the_clusters_credentials_changes_nothing() -> Result<()>
     for node in NODES {
         let view = gossip_view(&cluster, node).await?;
         let ids: Vec<u64> = members(&view).iter().map(|m| m.0).collect();
-        ensure!(ids == [1, 2, 3], "node {node} lists members {ids:?}: {view}");
+        ensure!(
+            ids == [1, 2, 3],
+            "node {node} lists members {ids:?}: {view}"
+        );
         ensure!(
             view["open_breakers"].as_array().is_some_and(Vec::is_empty),
             "node {node} took a rogue breaker: {view}"
@@ -707,14 +746,15 @@ async fn gossip_without_the_clusters_credentials_changes_nothing() -> Result<()>
             messages_raw(&http(), &cluster.url(node), &secret, request("still-fine")).await?;
         ensure!(status == 200, "node {node} answered {status} {body}");
     }
-    let plain_heard = plain
-        .with_chitchat(|c| c.live_nodes().count())
-        .await;
+    let plain_heard = plain.with_chitchat(|c| c.live_nodes().count()).await;
     let foreign_heard = foreign.view().members.len();
     println!(
         "rogue peers heard nothing from the cluster: plain UDP sees {plain_heard} live node(s) (itself), foreign CA sees {foreign_heard} member(s)"
     );
-    ensure!(plain_heard <= 1 && foreign_heard <= 1, "a rogue peer heard the cluster");
+    ensure!(
+        plain_heard <= 1 && foreign_heard <= 1,
+        "a rogue peer heard the cluster"
+    );
     let _ = plain.shutdown().await;
     foreign.shutdown().await;
 

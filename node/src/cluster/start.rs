@@ -139,10 +139,7 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     )
     .await
     .context("cannot start gossip")?;
-    Ok(ClusterNode {
-        replicator,
-        gossip,
-    })
+    Ok(ClusterNode { replicator, gossip })
 }
 
 /// Waits until `expect - 1` peers answer, then lets the smallest id initialize.

@@ -13,8 +13,8 @@ pub mod transport;
 
 use crate::config::GossipConfig;
 use crate::transport::PeerTransport;
-use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId};
 use chitchat::FailureDetectorConfig;
+use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId};
 use keys::{BreakerEvent, Dimension, NodeState, RateClaim};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -186,7 +186,10 @@ impl Gossip {
                 keys::NODE_VERSION.to_owned(),
                 env!("CARGO_PKG_VERSION").to_owned(),
             ),
-            (keys::NODE_HTTP_ADDR.to_owned(), options.http_addr.to_string()),
+            (
+                keys::NODE_HTTP_ADDR.to_owned(),
+                options.http_addr.to_string(),
+            ),
             (keys::NODE_PROTOCOL.to_owned(), PROTOCOL_RANGE.to_owned()),
         ];
         let handle = spawn_chitchat(config, initial, &quic).await?;
@@ -264,7 +267,8 @@ impl Gossip {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.refresh_every) => {}
             }
-            let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+            let pending =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
             let view = {
                 let mut guard = chitchat.lock().await;
                 let own = guard.self_node_state();
@@ -280,7 +284,12 @@ impl Gossip {
                 let _ = self.changes.send(change);
             }
             *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
-            if self.handle.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            if self
+                .handle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+            {
                 return;
             }
         }
@@ -337,8 +346,7 @@ fn build_view(chitchat: &Chitchat) -> View {
             }
         }
     }
-    view.members
-        .sort_by_key(|m| (m.node_id, m.generation));
+    view.members.sort_by_key(|m| (m.node_id, m.generation));
     view
 }
 

@@ -161,7 +161,10 @@ mod tests {
     fn garbage_is_refused() {
         assert!(decode(&[]).is_err());
         assert!(decode(&[200, 0, b'x']).is_err());
-        let mut body = encode("127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()), &ChitchatMessage::BadCluster);
+        let mut body = encode(
+            "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
+            &ChitchatMessage::BadCluster,
+        );
         body.truncate(body.len() - 1);
         assert!(decode(&body).is_err());
         assert!(decode(&vec![0u8; MAX_GOSSIP_BYTES + 1]).is_err());

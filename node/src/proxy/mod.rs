@@ -160,7 +160,8 @@ async fn run(
         let billing = match admit(app, &key, route, &inbound).await {
             Ok(b) => b,
             Err(e) => {
-                app.breakers.record(pc, gate, Outcome::Neutral, app.now_ms());
+                app.breakers
+                    .record(pc, gate, Outcome::Neutral, app.now_ms());
                 refused[i] = true;
                 last_error = Some(e);
                 continue;
