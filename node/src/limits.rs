@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::gossip::keys::{rate_key, Dimension, RateClaim};
 use crate::gossip::Gossip;
-use crate::shared_limits::{next_claim, trimmed};
+use crate::shared_limits::{next_claim, trimmed, Claim};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -42,6 +42,8 @@ struct Slot {
     window_end_ms: UnixMs,
     /// When this window's last claim was made (None: not yet in this window).
     round_start_ms: Option<UnixMs>,
+    /// Since when this node's share of the free room has been empty (left to others).
+    tail_since_ms: Option<UnixMs>,
     /// The last claim in any window, and the asks since: the demand estimate.
     last_claim_ms: Option<UnixMs>,
     asks_since_claim: u64,
@@ -62,6 +64,7 @@ impl Slot {
             };
             self.window_end_ms = w.end_ms;
             self.round_start_ms = None;
+            self.tail_since_ms = None;
         }
     }
 
@@ -122,7 +125,7 @@ impl RateLimiter {
             return Ok(());
         }
         let view = self.gossip.view();
-        let live = view.live_count();
+        let (live, rank) = view.live_rank(self.gossip.node_id());
         let mut slots = lock(&self.slots);
         let mut claimed = false;
         for limit in limits {
@@ -143,16 +146,24 @@ impl RateLimiter {
                 let within_round = slot
                     .round_start_ms
                     .filter(|t| now_ms.saturating_sub(*t) < CLAIM_ROUND_MS);
-                let refusal = match next_claim(max, slot.claim, others, live) {
-                    None => Refusal::Exhausted,
-                    Some(_) if within_round.is_some() => {
+                let tail_waited = slot
+                    .tail_since_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= CLAIM_ROUND_MS);
+                let refusal = match next_claim(max, slot.claim, others, live, rank, tail_waited) {
+                    Claim::Exhausted => Refusal::Exhausted,
+                    Claim::To(_) | Claim::Later if within_round.is_some() => {
                         Refusal::Wait(within_round.unwrap_or(now_ms) + CLAIM_ROUND_MS)
                     }
-                    Some(c) => {
+                    Claim::Later => {
+                        let since = *slot.tail_since_ms.get_or_insert(now_ms);
+                        Refusal::Wait(since + CLAIM_ROUND_MS)
+                    }
+                    Claim::To(c) => {
                         slot.claim.claim = c;
                         slot.round_start_ms = Some(now_ms);
                         slot.last_claim_ms = Some(now_ms);
                         slot.asks_since_claim = 0;
+                        slot.tail_since_ms = None;
                         claimed = true;
                         if slot.claim.count < slot.claim.claim {
                             continue;

@@ -9,12 +9,15 @@
 //! with more demand keeps claiming what the quieter ones give back.
 //!
 //! **Bound.** Claims that no node had heard of when it made its own ("concurrent") each
-//! take at most `1/n` of the free room they saw, so together at most all of it, plus
-//! less than one each from rounding up. A node's two successive claims cannot both be
-//! concurrent with the same claim of another node as long as a claim reaches every node
-//! within half a claim round (`CLAIM_ROUND_MS` in `limits.rs`, 500 ms; gossip takes
-//! about one interval, 100 ms). Then the cluster admits at most `limit + n − 1` requests
-//! in a window (n nodes). When gossip is slower than that, each extra half round of
+//! take their rank's part of `1/n` of the free room they saw (`free / n`, the first
+//! `free mod n` nodes by id one more), so claims on the same view add up to exactly the
+//! free room, and claims on different views to at most it plus less than one each. A
+//! node's two successive claims cannot both be concurrent with the same claim of another
+//! node as long as a claim reaches every node within half a claim round (`CLAIM_ROUND_MS`
+//! in `limits.rs`, 500 ms; gossip takes about one interval, 100 ms). Then the cluster
+//! admits at most `limit + n − 1` requests in a window (n nodes), and exactly `limit`
+//! when the nodes' views agree. (Room left to nodes that do not want it goes to the
+//! others a round later, one unit at a time, which the same bound covers.) When gossip is slower than that, each extra half round of
 //! delay can let each node take `1/n` of the same room once more. Tokens are counted
 //! when a request completes, so a token limit is also passed by what the requests in
 //! flight use. A node restarted within a window starts its own count from zero; the
@@ -22,15 +25,46 @@
 
 use crate::gossip::keys::RateClaim;
 
-/// The claim a node should hold after claiming once more, or `None` when nothing is free.
-/// `others_held`: Σ held by the other nodes in the same window, as last heard.
-pub fn next_claim(limit: u64, own: RateClaim, others_held: u64, live_nodes: usize) -> Option<u64> {
+/// What claiming once more gives a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Nothing is free: the window is used up.
+    Exhausted,
+    /// The node's new claim.
+    To(u64),
+    /// Room is free, but for now it is the other nodes' share.
+    Later,
+}
+
+/// Claims once more. `others_held`: Σ held by the other nodes in the same window, as
+/// last heard. `rank`: this node's place (0-based) among the `live_nodes` by id, so that
+/// nodes claiming the same free room at once split it exactly: each takes `free / n`,
+/// and the first `free mod n` one more. `tail_waited`: this node found its share empty a
+/// round ago and room is still free (the nodes it was left to did not want it), so it
+/// takes one.
+pub fn next_claim(
+    limit: u64,
+    own: RateClaim,
+    others_held: u64,
+    live_nodes: usize,
+    rank: usize,
+    tail_waited: bool,
+) -> Claim {
     let held = own.held().saturating_add(others_held);
     let free = limit.saturating_sub(held);
     if free == 0 {
-        return None;
+        return Claim::Exhausted;
     }
-    Some(own.held() + free.div_ceil(live_nodes.max(1) as u64))
+    let n = live_nodes.max(1) as u64;
+    let mut share = free / n + u64::from((rank as u64) < free % n);
+    if share == 0 && tail_waited {
+        share = 1;
+    }
+    if share == 0 {
+        Claim::Later
+    } else {
+        Claim::To(own.held() + share)
+    }
 }
 
 /// The claim a node keeps when its demand will use less than it holds: `want` is what
@@ -61,13 +95,31 @@ mod tests {
 
     #[test]
     fn a_node_alone_claims_everything_and_three_split_evenly() {
-        assert_eq!(next_claim(600, own(0, 0), 0, 1), Some(600));
-        assert_eq!(next_claim(600, own(0, 0), 0, 3), Some(200));
-        assert_eq!(next_claim(600, own(200, 200), 400, 3), None);
+        assert_eq!(next_claim(600, own(0, 0), 0, 1, 0, false), Claim::To(600));
+        assert_eq!(next_claim(600, own(0, 0), 0, 3, 2, false), Claim::To(200));
+        assert_eq!(
+            next_claim(600, own(200, 200), 400, 3, 0, false),
+            Claim::Exhausted
+        );
         // A node that used its claim while the others idle claims a third of the rest.
-        assert_eq!(next_claim(600, own(200, 200), 20, 3), Some(200 + 127));
+        assert_eq!(
+            next_claim(600, own(200, 200), 20, 3, 1, false),
+            Claim::To(200 + 127)
+        );
+        // Three nodes claiming 10 at once take exactly 10.
+        let split: Vec<Claim> = (0..3)
+            .map(|r| next_claim(10, own(0, 0), 0, 3, r, false))
+            .collect();
+        assert_eq!(split, [Claim::To(4), Claim::To(3), Claim::To(3)]);
+        // The last unit is the first node's; another takes it only a round later.
+        assert_eq!(next_claim(10, own(3, 3), 6, 3, 0, false), Claim::To(4));
+        assert_eq!(next_claim(10, own(3, 3), 6, 3, 2, false), Claim::Later);
+        assert_eq!(next_claim(10, own(3, 3), 6, 3, 2, true), Claim::To(4));
         // Tokens counted past the claim hold what they used.
-        assert_eq!(next_claim(600, own(650, 200), 0, 3), None);
+        assert_eq!(
+            next_claim(600, own(650, 200), 0, 3, 0, false),
+            Claim::Exhausted
+        );
         // A quiet node keeps what it will use; a steady one keeps its claim.
         assert_eq!(trimmed(own(10, 200), 7), Some(17));
         assert_eq!(trimmed(own(10, 200), 0), Some(11));
@@ -101,6 +153,7 @@ mod tests {
                 let mut history: Vec<[RateClaim; 3]> = Vec::new();
                 let mut now = [own(0, 0); 3];
                 let mut round_start = [None::<usize>; 3];
+                let mut tail = [None::<usize>; 3];
                 for _ in 0..2_000 {
                     for node in 0..n {
                         // Demand: node 0 gets 6 requests a step, node 1 three, node 2 one.
@@ -118,11 +171,17 @@ mod tests {
                                     .filter(|&o| o != node)
                                     .map(|o| heard.map_or(0, |h| h[o].held()))
                                     .sum();
-                                if let Some(c) = next_claim(limit, now[node], others, n) {
-                                    now[node].claim = c;
-                                    claimed_at[node] = Some(step);
-                                    round_start[node] = Some(step);
-                                    asked[node] = 0;
+                                let waited = tail[node].is_some_and(|t| step - t >= round);
+                                match next_claim(limit, now[node], others, n, node, waited) {
+                                    Claim::To(c) => {
+                                        now[node].claim = c;
+                                        claimed_at[node] = Some(step);
+                                        round_start[node] = Some(step);
+                                        asked[node] = 0;
+                                        tail[node] = None;
+                                    }
+                                    Claim::Later if tail[node].is_none() => tail[node] = Some(step),
+                                    Claim::Later | Claim::Exhausted => {}
                                 }
                             }
                             if now[node].count < now[node].claim {

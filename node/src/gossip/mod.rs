@@ -73,6 +73,21 @@ impl View {
         self.members.iter().filter(|m| m.live).count().max(1)
     }
 
+    /// The live node count (at least 1) and `node_id`'s place among the live nodes by
+    /// id (0 when it is not among them).
+    pub fn live_rank(&self, node_id: u64) -> (usize, usize) {
+        let mut live: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|m| m.live)
+            .map(|m| m.node_id)
+            .collect();
+        live.sort_unstable();
+        live.dedup();
+        let rank = live.iter().position(|&id| id == node_id).unwrap_or(0);
+        (live.len().max(1), rank)
+    }
+
     pub fn peer_claims(&self, limit_id: &str, dimension: Dimension) -> &[PeerClaim] {
         self.rates
             .get(&(limit_id.to_owned(), dimension))
