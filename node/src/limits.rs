@@ -350,7 +350,7 @@ mod tests {
         let limits = [limit(600)];
         let peers = |held: u64| {
             let mut view = View::default();
-            for node in [2u64, 3] {
+            for node in [2u64, 3, 1] {
                 view.members.push(crate::gossip::Member {
                     node_id: node,
                     generation: 1,
@@ -361,15 +361,6 @@ mod tests {
                     http_addr: None,
                 });
             }
-            view.members.push(crate::gossip::Member {
-                node_id: 1,
-                generation: 1,
-                gossip_addr: ([127, 0, 0, 1], 1).into(),
-                live: true,
-                state: None,
-                version: None,
-                http_addr: None,
-            });
             view.rates.insert(
                 ("rl_t".into(), Dimension::Requests),
                 [2u64, 3]

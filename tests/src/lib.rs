@@ -197,6 +197,30 @@ pub struct Gateway {
 }
 
 /// A config with the fake as an `anthropic` provider and as an `openai` provider.
+/// `[[providers]]` entries named `primary` and `secondary`, Anthropic-kind, on two fakes.
+pub fn primary_secondary_config(primary: &FakeUpstream, secondary: &FakeUpstream) -> String {
+    ["primary", "secondary"]
+        .iter()
+        .zip([primary, secondary])
+        .map(|(name, fake)| {
+            format!(
+                "[[providers]]\nname = \"{name}\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n\n",
+                fake.base_url()
+            )
+        })
+        .collect()
+}
+
+/// The id of the provider config of `key` (a create answer) on `provider`.
+pub fn provider_config_id(key: &Value, provider: &str) -> Result<String> {
+    key["provider_configs"]
+        .as_array()
+        .and_then(|pcs| pcs.iter().find(|pc| pc["provider"] == provider))
+        .and_then(|pc| pc["id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no {provider} provider config id in {key}"))
+}
+
 pub fn fake_config(fake: &FakeUpstream) -> String {
     format!(
         r#"
@@ -717,6 +741,23 @@ impl Scripted {
             bail!("{method} {path} on {node}: {status} {v}");
         }
         Ok(v)
+    }
+}
+
+impl Scripted {
+    /// Reads `path` (an admin resource just written) on every node with a linearizable
+    /// read, so each node has applied the write before the test goes on.
+    pub async fn known_everywhere(&self, path: &str) -> Result<()> {
+        for node in 1..=3 {
+            self.admin(
+                node,
+                "GET",
+                &format!("{path}?consistency=linearizable"),
+                None,
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
 

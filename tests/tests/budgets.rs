@@ -466,16 +466,9 @@ async fn create_budget(
         )
         .await?;
     let id = b["id"].as_str().context("budget id")?.to_owned();
-    for node in NODES {
-        cluster
-            .admin(
-                node,
-                "GET",
-                &format!("/api/v1/budgets/{id}?consistency=linearizable"),
-                None,
-            )
-            .await?;
-    }
+    cluster
+        .known_everywhere(&format!("/api/v1/budgets/{id}"))
+        .await?;
     Ok(id)
 }
 
@@ -849,15 +842,7 @@ async fn provider_config_budget_exhausted_fails_over() -> Result<()> {
     let primary = FakeUpstream::start(&[])?;
     let secondary = FakeUpstream::start(&[])?;
     let dir = temp_dir("budget-pc");
-    let config = write_config(
-        &dir,
-        &format!(
-            "[[providers]]\nname = \"primary\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n\n\
-             [[providers]]\nname = \"secondary\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n",
-            primary.base_url(),
-            secondary.base_url()
-        ),
-    )?;
+    let config = write_config(&dir, &primary_secondary_config(&primary, &secondary))?;
     let cluster = Scripted::new(dir.join("cluster"))?;
     cluster.up(&config)?;
     set_price(&cluster).await?;
@@ -873,12 +858,7 @@ async fn provider_config_budget_exhausted_fails_over() -> Result<()> {
     .await?;
     let key_id = key["id"].as_str().unwrap_or_default().to_owned();
     let secret = key["secret"].as_str().unwrap_or_default().to_owned();
-    let pc = key["provider_configs"]
-        .as_array()
-        .and_then(|pcs| pcs.iter().find(|pc| pc["provider"] == "primary"))
-        .and_then(|pc| pc["id"].as_str())
-        .with_context(|| format!("no primary provider config id in {key}"))?
-        .to_owned();
+    let pc = provider_config_id(&key, "primary")?;
     // Four requests' worth (each costs $0.0106, reserves $0.0111).
     let budget = create_budget(&cluster, "provider_config", &pc, "0.05", false).await?;
     let limit = 50_000;

@@ -61,16 +61,9 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
         )
         .await?;
     // Known on every node before the load starts.
-    for node in 1..=3 {
-        cluster
-            .admin(
-                node,
-                "GET",
-                &format!("/api/v1/virtual-keys/{id}?consistency=linearizable"),
-                None,
-            )
-            .await?;
-    }
+    cluster
+        .known_everywhere(&format!("/api/v1/virtual-keys/{id}"))
+        .await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));

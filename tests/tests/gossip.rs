@@ -102,17 +102,10 @@ async fn create_key(cluster: &Scripted, provider_configs: Value) -> Result<(Valu
         )
         .await?;
     let secret = key["secret"].as_str().context("secret")?.to_owned();
-    let id = key["id"].as_str().context("key id")?.to_owned();
-    for node in NODES {
-        cluster
-            .admin(
-                node,
-                "GET",
-                &format!("/api/v1/virtual-keys/{id}?consistency=linearizable"),
-                None,
-            )
-            .await?;
-    }
+    let id = key["id"].as_str().context("key id")?;
+    cluster
+        .known_everywhere(&format!("/api/v1/virtual-keys/{id}"))
+        .await?;
     Ok((key, secret))
 }
 
@@ -228,10 +221,30 @@ async fn limit_use(cluster: &Scripted, node: u16, limit: &str) -> (u64, Vec<(u64
     (entry["total"].as_u64().unwrap_or(0), nodes)
 }
 
+/// Moves every node's clock to `at_ms` (through the clock file the nodes reread every
+/// 50 ms), hammers `url` for `length`, and returns what the clients saw with the gossiped
+/// use of `limit_id` as node 2 sees it once the counts have spread.
+async fn at_window(
+    cluster: &Scripted,
+    clock: &Path,
+    limit_id: &str,
+    at_ms: u64,
+    (url, secret, length): (String, &str, Duration),
+) -> Result<(Hammered, (u64, Vec<(u64, u64, u64)>))> {
+    const CLIENTS: usize = 24;
+    std::fs::write(clock, (at_ms as i64 - now_ms() as i64).to_string())?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = hammer(&url, secret, CLIENTS, length).await;
+    eventually(5, || async {
+        limit_use(cluster, 2, limit_id).await.0 == seen.ok
+    })
+    .await;
+    Ok((seen, limit_use(cluster, 2, limit_id).await))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_limit_holds_across_the_cluster_in_every_window() -> Result<()> {
     const LIMIT: u64 = 600;
-    const CLIENTS: usize = 24;
     const HAMMER: Duration = Duration::from_secs(5);
     /// How far into a fresh window the nodes' clocks are put.
     const LEAD_MS: u64 = 300;
@@ -253,32 +266,22 @@ async fn a_request_limit_holds_across_the_cluster_in_every_window() -> Result<()
         )
         .await?;
     let limit_id = limit["id"].as_str().context("rate limit id")?.to_owned();
-    for node in NODES {
-        cluster
-            .admin(
-                node,
-                "GET",
-                &format!("/api/v1/rate-limits/{limit_id}?consistency=linearizable"),
-                None,
-            )
-            .await?;
-    }
+    cluster
+        .known_everywhere(&format!("/api/v1/rate-limits/{limit_id}"))
+        .await?;
 
     // Each window: move every node's clock just past a minute boundary (a minute at
     // least one ahead, so clocks only move forward), then hammer through HAProxy.
     let mut window_start = (now_ms() / 60_000 + 2) * 60_000;
     for window in 1..=2 {
-        let offset = (window_start + LEAD_MS) as i64 - now_ms() as i64;
-        std::fs::write(&clock, offset.to_string())?;
-        // The nodes reread the file every 50 ms.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let seen = hammer(&cluster.url(0), &secret, CLIENTS, HAMMER).await;
-        // The gossip view agrees with the clients once counts have spread.
-        eventually(5, || async {
-            limit_use(&cluster, 2, &limit_id).await.0 == seen.ok
-        })
-        .await;
-        let gossiped = limit_use(&cluster, 2, &limit_id).await;
+        let (seen, gossiped) = at_window(
+            &cluster,
+            &clock,
+            &limit_id,
+            window_start + LEAD_MS,
+            (cluster.url(0), &secret, HAMMER),
+        )
+        .await?;
         println!(
             "window {window}: admitted {} of {LIMIT}, refused {} (retry-after {:?} s), per node (id, count, claim) as node 2 sees it: {:?}",
             seen.ok, seen.limited, seen.retry_after_s, gossiped.1
@@ -306,15 +309,14 @@ async fn a_request_limit_holds_across_the_cluster_in_every_window() -> Result<()
     // A third window with all the demand on node 1 (straight to it, not through
     // HAProxy): the idle nodes claim nothing, so node 1 claims its way to the whole
     // limit, a third of what is left every claim round.
-    let offset = (window_start + LEAD_MS) as i64 - now_ms() as i64;
-    std::fs::write(&clock, offset.to_string())?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let seen = hammer(&cluster.url(1), &secret, CLIENTS, Duration::from_secs(9)).await;
-    eventually(5, || async {
-        limit_use(&cluster, 2, &limit_id).await.0 == seen.ok
-    })
-    .await;
-    let gossiped = limit_use(&cluster, 2, &limit_id).await;
+    let (seen, gossiped) = at_window(
+        &cluster,
+        &clock,
+        &limit_id,
+        window_start + LEAD_MS,
+        (cluster.url(1), &secret, Duration::from_secs(9)),
+    )
+    .await?;
     println!(
         "window 3, all demand on node 1: admitted {} of {LIMIT}, the last {:?} into the window, per node: {:?}",
         seen.ok,
@@ -376,11 +378,8 @@ async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Res
     let config = write_config(
         &dir,
         &format!(
-            "[breaker]\nopen_ms = 3000\n\n\
-             [[providers]]\nname = \"primary\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n\n\
-             [[providers]]\nname = \"secondary\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n",
-            primary.base_url(),
-            secondary.base_url()
+            "[breaker]\nopen_ms = 3000\n\n{}",
+            primary_secondary_config(&primary, &secondary)
         ),
     )?;
     let cluster = Scripted::new(dir.join("cluster"))?;
@@ -392,12 +391,7 @@ async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Res
         json!([{"provider": "primary", "weight": 1000}, {"provider": "secondary", "weight": 0.001}]),
     )
     .await?;
-    let pc = key["provider_configs"]
-        .as_array()
-        .and_then(|pcs| pcs.iter().find(|pc| pc["provider"] == "primary"))
-        .and_then(|pc| pc["id"].as_str())
-        .context("primary provider config id")?
-        .to_owned();
+    let pc = provider_config_id(&key, "primary")?;
     let client = http();
     let send = |node: u16, word: String| {
         let (client, url, secret) = (client.clone(), cluster.url(node), secret.clone());
