@@ -146,12 +146,18 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
     let mut base = [0u8; 8];
     getrandom::fill(&mut base).map_err(|e| anyhow::anyhow!("os random source failed: {e}"))?;
     let breakers = Breakers::new(config.breaker.clone(), Arc::clone(&gossip));
+    let voters = Arc::clone(&replicator);
+    let limiter = RateLimiter::new(
+        Arc::clone(&gossip),
+        Arc::clone(&clock),
+        Box::new(move || voters.cluster_view().voters.len()),
+    );
     let app = App {
         config,
         replicator,
         providers,
         http,
-        limiter: RateLimiter::new(Arc::clone(&gossip), Arc::clone(&clock)),
+        limiter,
         breakers,
         gossip,
         admission,

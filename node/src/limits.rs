@@ -90,18 +90,33 @@ enum Refusal {
     Wait(u64),
 }
 
+/// How many nodes the cluster has by its configuration (Raft voters).
+pub type MemberCount = Box<dyn Fn() -> usize + Send + Sync>;
+
 pub struct RateLimiter {
     slots: Mutex<HashMap<(RateLimitId, Dimension), Slot>>,
     gossip: Arc<Gossip>,
     clock: Arc<dyn Clock>,
+    /// Claims split the free room among at least this many nodes (the voters, refreshed
+    /// by the publish task): a node that gossip wrongly thinks dead, or that is down,
+    /// still has its share held back, so nodes never split among fewer than they are.
+    members: MemberCount,
+    min_split: std::sync::atomic::AtomicUsize,
 }
 
 impl RateLimiter {
-    pub fn new(gossip: Arc<Gossip>, clock: Arc<dyn Clock>) -> Arc<RateLimiter> {
+    pub fn new(
+        gossip: Arc<Gossip>,
+        clock: Arc<dyn Clock>,
+        members: MemberCount,
+    ) -> Arc<RateLimiter> {
+        let min_split = std::sync::atomic::AtomicUsize::new(members());
         let limiter = Arc::new(RateLimiter {
             slots: Mutex::new(HashMap::new()),
             gossip,
             clock,
+            members,
+            min_split,
         });
         if limiter.gossip.clustered() {
             let weak = Arc::downgrade(&limiter);
@@ -126,6 +141,7 @@ impl RateLimiter {
         }
         let view = self.gossip.view();
         let (live, rank) = view.live_rank(self.gossip.node_id());
+        let live = live.max(self.min_split.load(std::sync::atomic::Ordering::Relaxed));
         let mut slots = lock(&self.slots);
         let mut claimed = false;
         for limit in limits {
@@ -216,6 +232,8 @@ impl RateLimiter {
         if !self.gossip.clustered() {
             return;
         }
+        self.min_split
+            .store((self.members)(), std::sync::atomic::Ordering::Relaxed);
         let mut changed = Vec::new();
         {
             let mut slots = lock(&self.slots);
@@ -324,6 +342,7 @@ mod tests {
         let limiter = RateLimiter::new(
             Gossip::alone(1),
             Arc::new(crate::clock::SystemClock::default()),
+            Box::new(|| 1),
         );
         let limits = [limit(10)];
         assert_eq!(admitted(&limiter, &limits, 15, 60_000), 10);
@@ -341,11 +360,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_that_hears_nobody_still_leaves_the_voters_their_shares() {
+        // Gossip has not (yet, or wrongly) heard the two other voters.
+        let limiter = RateLimiter::new(
+            Gossip::alone(1),
+            Arc::new(crate::clock::SystemClock::default()),
+            Box::new(|| 3),
+        );
+        assert_eq!(admitted(&limiter, &[limit(600)], 300, 60_000), 200);
+    }
+
+    #[tokio::test]
     async fn with_peers_a_node_claims_its_share_then_what_they_leave() {
         let gossip = Gossip::alone(1);
         let limiter = RateLimiter::new(
             Arc::clone(&gossip),
             Arc::new(crate::clock::SystemClock::default()),
+            Box::new(|| 3),
         );
         let limits = [limit(600)];
         let peers = |held: u64| {

@@ -1,7 +1,8 @@
 //! Cluster-wide rate limits, the pure part: how much of a limit's window a node claims.
 //!
 //! Each node admits only against its own **claim** on the window, and gossips its claim
-//! and count. A node that has used its claim takes a new one: `1/n` (n = live nodes) of
+//! and count. A node that has used its claim takes a new one: `1/n` (n = live nodes, never
+//! fewer than the Raft voters, so a node wrongly thought dead keeps its share) of
 //! what no node holds as far as it has heard, `limit − Σ held`, where a node holds the
 //! larger of its claim and its count. A node gives back what its recent demand will not
 //! use (`trimmed`), and all of it when idle. So nodes under equal pressure split the
