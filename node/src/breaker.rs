@@ -52,6 +52,40 @@ struct Local {
     event: Option<BreakerEvent>,
     /// When this node's probe started, while it runs.
     probe_since_ms: Option<u64>,
+    /// The event in force when the counts above started: when another node opens or
+    /// closes the breaker, this node counts afresh.
+    counting_since: Option<BreakerEvent>,
+}
+
+/// One attempt let through by `Breakers::gate`: `finish` records its outcome. Dropped
+/// unfinished (the request was cancelled, e.g. its client went away), a probe gives its
+/// slot back so the next request can probe.
+pub struct Attempt<'a> {
+    breakers: &'a Breakers,
+    pc: ProviderConfigId,
+    gate: Gate,
+    finished: bool,
+}
+
+impl<'a> Attempt<'a> {
+    pub fn gate(&self) -> Gate {
+        self.gate
+    }
+
+    pub fn finish(mut self, outcome: Outcome, now_ms: u64) {
+        self.finished = true;
+        self.breakers.record(&self.pc, self.gate, outcome, now_ms);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.gate == Gate::Probe {
+            // A neutral outcome only frees the probe slot (the time is not used).
+            self.breakers
+                .record(&self.pc, self.gate, Outcome::Neutral, 0);
+        }
+    }
 }
 
 /// A provider config's breaker as this node sees it, for the admin API.
@@ -125,6 +159,20 @@ impl Breakers {
         }
     }
 
+    /// `gate` as an `Attempt` that records its outcome (or frees a probe slot when
+    /// dropped); `Err` with the time the breaker opens again when it is open.
+    pub fn attempt(&self, pc: &ProviderConfigId, now_ms: u64) -> Result<Attempt<'_>, u64> {
+        match self.gate(pc, now_ms) {
+            Gate::Open { until_ms } => Err(until_ms),
+            gate => Ok(Attempt {
+                breakers: self,
+                pc: pc.clone(),
+                gate,
+                finished: false,
+            }),
+        }
+    }
+
     /// Records the outcome of an attempt let through by `gate`.
     pub fn record(&self, pc: &ProviderConfigId, gate: Gate, outcome: Outcome, now_ms: u64) {
         let mut map = self.lock();
@@ -147,12 +195,17 @@ impl Breakers {
         if outcome == Outcome::Neutral {
             return;
         }
-        let closed = matches!(
-            self.effective(pc, map.get(pc)),
-            None | Some((BreakerEvent::Closed { .. }, _))
-        );
+        let effective = self.effective(pc, map.get(pc)).map(|(e, _)| e);
+        let closed = matches!(effective, None | Some(BreakerEvent::Closed { .. }));
         let config = &self.config;
         let local = map.entry(pc.clone()).or_default();
+        if local.counting_since != effective {
+            local.counting_since = effective;
+            local.consecutive = 0;
+            local.window_start_ms = now_ms;
+            local.attempts = 0;
+            local.failures = 0;
+        }
         if now_ms.saturating_sub(local.window_start_ms) >= config.window_ms {
             local.window_start_ms = now_ms;
             local.attempts = 0;
@@ -177,6 +230,7 @@ impl Breakers {
 
     fn set(&self, pc: &ProviderConfigId, local: &mut Local, event: BreakerEvent) {
         local.event = Some(event);
+        local.counting_since = Some(event);
         local.consecutive = 0;
         local.attempts = 0;
         local.failures = 0;
@@ -246,6 +300,39 @@ mod tests {
         b.record(&pc, Gate::Probe, Outcome::Answered, 10_030);
         assert_eq!(b.gate(&pc, 10_031), Gate::Closed);
         assert!(b.not_closed().is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_probe_frees_its_slot() {
+        let b = breakers();
+        let pc = ProviderConfigId::from("pc_d");
+        for t in 0..5 {
+            b.record(&pc, Gate::Closed, Outcome::Failed, t);
+        }
+        let probe = b.attempt(&pc, 5_004).expect("half-open");
+        assert_eq!(probe.gate(), Gate::Probe);
+        assert!(b.attempt(&pc, 5_005).is_err(), "one probe at a time");
+        drop(probe);
+        let again = b.attempt(&pc, 5_006).expect("the slot is free again");
+        assert_eq!(again.gate(), Gate::Probe);
+        again.finish(Outcome::Answered, 5_007);
+        assert_eq!(b.gate(&pc, 5_008), Gate::Closed);
+    }
+
+    #[test]
+    fn counts_start_afresh_when_another_node_changes_the_state() {
+        let b = breakers();
+        let pc = ProviderConfigId::from("pc_e");
+        for t in 0..4 {
+            b.record(&pc, Gate::Closed, Outcome::Failed, t);
+        }
+        // Another node opened and then closed it: this node's four failures are history.
+        let mut view = View::default();
+        view.breakers
+            .insert("pc_e".into(), vec![(2, BreakerEvent::Closed { at_ms: 10 })]);
+        b.gossip.set_view_for_test(view);
+        b.record(&pc, Gate::Closed, Outcome::Failed, 20);
+        assert_eq!(b.gate(&pc, 21), Gate::Closed);
     }
 
     #[test]

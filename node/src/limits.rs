@@ -20,10 +20,11 @@ use tollgate_proto::{RateLimit, RateLimitId, ResetDuration, UnixMs};
 use tollgate_raft::window_at;
 
 /// A node claims at most once per round, so that claims made at about the same time
-/// have reached every node (about one gossip interval) before it claims again.
+/// have reached every node (about one gossip interval) before it claims again: the
+/// round is this, or five gossip intervals if that is longer.
 pub const CLAIM_ROUND_MS: u64 = 500;
-/// A node keeps what its recent demand would use over this long.
-const CLAIM_HORIZON_MS: u64 = 2 * CLAIM_ROUND_MS;
+/// Claim rounds per horizon: a node keeps what its recent demand would use over two.
+const HORIZON_ROUNDS: u64 = 2;
 /// A node that has not asked for a limit this long gives back what it claimed unused.
 const IDLE_RELEASE_MS: u64 = 2_000;
 /// Counts reach gossip this often (claims at once).
@@ -53,10 +54,12 @@ struct Slot {
 }
 
 impl Slot {
-    /// Moves the slot to the window holding `now_ms` (count and claim start at zero).
+    /// Moves the slot forward to the window holding `now_ms` (count and claim start at
+    /// zero). A time in an earlier window (a request that read the clock before the
+    /// boundary) counts in the current one: a slot never moves back.
     fn roll(&mut self, window: ResetDuration, now_ms: UnixMs) {
         let w = window_at(window, true, 0, now_ms);
-        if self.claim.window_start_ms != w.start_ms || self.window_end_ms == 0 {
+        if w.start_ms > self.claim.window_start_ms || self.window_end_ms == 0 {
             self.claim = RateClaim {
                 window_start_ms: w.start_ms,
                 count: 0,
@@ -68,13 +71,13 @@ impl Slot {
         }
     }
 
-    /// What the demand since the last claim would use over `CLAIM_HORIZON_MS`.
-    fn want(&self, now_ms: UnixMs) -> u64 {
+    /// What the demand since the last claim would use over `horizon_ms`.
+    fn want(&self, now_ms: UnixMs, horizon_ms: u64) -> u64 {
         match self.last_claim_ms {
             None => u64::MAX,
             Some(t) => {
                 let elapsed = now_ms.saturating_sub(t).max(1);
-                let per_horizon = u128::from(self.asks_since_claim) * u128::from(CLAIM_HORIZON_MS)
+                let per_horizon = u128::from(self.asks_since_claim) * u128::from(horizon_ms)
                     / u128::from(elapsed);
                 u64::try_from(per_horizon).unwrap_or(u64::MAX)
             }
@@ -102,6 +105,8 @@ pub struct RateLimiter {
     /// still has its share held back, so nodes never split among fewer than they are.
     members: MemberCount,
     min_split: std::sync::atomic::AtomicUsize,
+    /// `CLAIM_ROUND_MS`, or five gossip intervals if that is longer.
+    round_ms: u64,
 }
 
 impl RateLimiter {
@@ -111,25 +116,26 @@ impl RateLimiter {
         members: MemberCount,
     ) -> Arc<RateLimiter> {
         let min_split = std::sync::atomic::AtomicUsize::new(members());
+        let round_ms = CLAIM_ROUND_MS.max(5 * gossip.interval_ms());
         let limiter = Arc::new(RateLimiter {
             slots: Mutex::new(HashMap::new()),
             gossip,
             clock,
             members,
             min_split,
+            round_ms,
         });
-        if limiter.gossip.clustered() {
-            let weak = Arc::downgrade(&limiter);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(PUBLISH_EVERY_MS)).await;
-                    let Some(limiter) = weak.upgrade() else {
-                        return;
-                    };
-                    limiter.publish(limiter.clock.now_ms());
-                }
-            });
-        }
+        // Publishes (in a cluster) and forgets ended windows (everywhere).
+        let weak = Arc::downgrade(&limiter);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(PUBLISH_EVERY_MS)).await;
+                let Some(limiter) = weak.upgrade() else {
+                    return;
+                };
+                limiter.publish(limiter.clock.now_ms());
+            }
+        });
         limiter
     }
 
@@ -150,7 +156,8 @@ impl RateLimiter {
                 slot.roll(window, now_ms);
                 slot.last_ask_ms = now_ms;
                 slot.asks_since_claim += 1;
-                if slot.claim.count < slot.claim.claim {
+                // A claim made under a higher limit does not outlive a lowered one.
+                if slot.claim.count < slot.claim.claim.min(max) {
                     continue;
                 }
                 let others: u64 = view
@@ -161,18 +168,18 @@ impl RateLimiter {
                     .fold(0, u64::saturating_add);
                 let within_round = slot
                     .round_start_ms
-                    .filter(|t| now_ms.saturating_sub(*t) < CLAIM_ROUND_MS);
+                    .filter(|t| now_ms.saturating_sub(*t) < self.round_ms);
                 let tail_waited = slot
                     .tail_since_ms
-                    .is_some_and(|t| now_ms.saturating_sub(t) >= CLAIM_ROUND_MS);
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= self.round_ms);
                 let refusal = match next_claim(max, slot.claim, others, live, rank, tail_waited) {
                     Claim::Exhausted => Refusal::Exhausted,
                     Claim::To(_) | Claim::Later if within_round.is_some() => {
-                        Refusal::Wait(within_round.unwrap_or(now_ms) + CLAIM_ROUND_MS)
+                        Refusal::Wait(within_round.unwrap_or(now_ms) + self.round_ms)
                     }
                     Claim::Later => {
                         let since = *slot.tail_since_ms.get_or_insert(now_ms);
-                        Refusal::Wait(since + CLAIM_ROUND_MS)
+                        Refusal::Wait(since + self.round_ms)
                     }
                     Claim::To(c) => {
                         slot.claim.claim = c;
@@ -181,10 +188,10 @@ impl RateLimiter {
                         slot.asks_since_claim = 0;
                         slot.tail_since_ms = None;
                         claimed = true;
-                        if slot.claim.count < slot.claim.claim {
+                        if slot.claim.count < slot.claim.claim.min(max) {
                             continue;
                         }
-                        Refusal::Wait(now_ms + CLAIM_ROUND_MS)
+                        Refusal::Wait(now_ms + self.round_ms)
                     }
                 };
                 let end_ms = slot.window_end_ms;
@@ -229,25 +236,39 @@ impl RateLimiter {
 
     /// Gives back idle claims, forgets old windows, and tells gossip what changed.
     fn publish(&self, now_ms: UnixMs) {
-        if !self.gossip.clustered() {
-            return;
+        let clustered = self.gossip.clustered();
+        if clustered {
+            self.min_split
+                .store((self.members)(), std::sync::atomic::Ordering::Relaxed);
         }
-        self.min_split
-            .store((self.members)(), std::sync::atomic::Ordering::Relaxed);
         let mut changed = Vec::new();
+        let mut forgotten = Vec::new();
         {
             let mut slots = lock(&self.slots);
-            slots.retain(|_, s| now_ms < s.window_end_ms.saturating_add(FORGET_AFTER_MS));
+            slots.retain(|(id, dimension), s| {
+                let keep = now_ms < s.window_end_ms.saturating_add(FORGET_AFTER_MS);
+                if !keep && s.published.is_some() {
+                    forgotten.push(rate_key(id.as_str(), *dimension));
+                }
+                keep
+            });
+            if !clustered {
+                return;
+            }
             for ((id, dimension), slot) in slots.iter_mut() {
                 if now_ms.saturating_sub(slot.last_ask_ms) >= IDLE_RELEASE_MS
                     && slot.claim.claim > slot.claim.count
                 {
                     slot.claim.claim = slot.claim.count;
-                } else if slot
-                    .last_claim_ms
-                    .is_some_and(|t| now_ms.saturating_sub(t) >= CLAIM_ROUND_MS)
+                } else if *dimension == Dimension::Requests
+                    && slot
+                        .last_claim_ms
+                        .is_some_and(|t| now_ms.saturating_sub(t) >= self.round_ms)
                 {
-                    if let Some(keep) = trimmed(slot.claim, slot.want(now_ms)) {
+                    // (Token demand is not known in advance, so token claims are only
+                    // given back when idle.)
+                    let want = slot.want(now_ms, HORIZON_ROUNDS * self.round_ms);
+                    if let Some(keep) = trimmed(slot.claim, want) {
                         slot.claim.claim = keep;
                     }
                 }
@@ -259,6 +280,9 @@ impl RateLimiter {
         }
         for (key, value) in changed {
             self.gossip.publish(key, value);
+        }
+        for key in forgotten {
+            self.gossip.unpublish(key);
         }
     }
 
@@ -357,6 +381,23 @@ mod tests {
             other => panic!("expected a 429, got {other:?}"),
         }
         assert_eq!(admitted(&limiter, &limits, 15, 120_000), 10);
+    }
+
+    #[tokio::test]
+    async fn a_late_clock_reading_never_moves_a_window_back_and_a_lower_limit_holds() {
+        let limiter = RateLimiter::new(
+            Gossip::alone(1),
+            Arc::new(crate::clock::SystemClock::default()),
+            Box::new(|| 1),
+        );
+        assert_eq!(admitted(&limiter, &[limit(10)], 6, 120_000), 6);
+        // A request that read the clock before the boundary counts in the new window.
+        assert_eq!(admitted(&limiter, &[limit(10)], 15, 119_999), 4);
+        assert_eq!(admitted(&limiter, &[limit(10)], 1, 120_001), 0);
+        // The limit is lowered mid-window: the claim made under the old one does not
+        // outlive it.
+        assert_eq!(admitted(&limiter, &[limit(20)], 5, 180_000), 5);
+        assert_eq!(admitted(&limiter, &[limit(8)], 10, 180_001), 3);
     }
 
     #[tokio::test]

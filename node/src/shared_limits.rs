@@ -15,14 +15,17 @@
 //! free room, and claims on different views to at most it plus less than one each. A
 //! node's two successive claims cannot both be concurrent with the same claim of another
 //! node as long as a claim reaches every node within half a claim round (`CLAIM_ROUND_MS`
-//! in `limits.rs`, 500 ms; gossip takes about one interval, 100 ms). Then the cluster
+//! in `limits.rs`, 500 ms or five gossip intervals; gossip takes about one interval,
+//! 100 ms). Then the cluster
 //! admits at most `limit + n − 1` requests in a window (n nodes), and exactly `limit`
 //! when the nodes' views agree. (Room left to nodes that do not want it goes to the
 //! others a round later, one unit at a time, which the same bound covers.) When gossip is slower than that, each extra half round of
 //! delay can let each node take `1/n` of the same room once more. Tokens are counted
 //! when a request completes, so a token limit is also passed by what the requests in
 //! flight use. A node restarted within a window starts its own count from zero; the
-//! claims its previous run gossiped still count until the window ends.
+//! claims its previous run gossiped still count for at least 12 hours (gossip keeps a
+//! dead generation 25 hours and passes it on for half of that), so for windows longer
+//! than a day a restart can pass the bound by what that node had admitted.
 
 use crate::gossip::keys::RateClaim;
 

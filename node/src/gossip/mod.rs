@@ -25,9 +25,10 @@ pub use transport::{GossipInbox, QuicGossip};
 
 /// The chitchat cluster id: nodes of another cluster id ignore each other.
 const CLUSTER_ID: &str = "tollgate";
-/// A dead node's state is kept this long (its rate-limit claims still count), then
-/// forgotten.
-const DEAD_NODE_GRACE: Duration = Duration::from_secs(3600);
+/// A dead node's state is kept this long (its rate-limit claims still count: a day's
+/// window is covered), then forgotten. chitchat stops passing it on to nodes that do
+/// not have it after half of this.
+const DEAD_NODE_GRACE: Duration = Duration::from_secs(25 * 3600);
 /// Typed membership changes buffered for a slow subscriber.
 const CHANGES_CAPACITY: usize = 256;
 /// The peer protocol versions this build speaks.
@@ -128,17 +129,19 @@ pub struct Gossip {
     chitchat: Option<Arc<tokio::sync::Mutex<Chitchat>>>,
     handle: Mutex<Option<ChitchatHandle>>,
     view: RwLock<Arc<View>>,
-    /// Values to write to this node's gossip state at the next refresh.
-    pending: Mutex<BTreeMap<String, String>>,
+    /// Values to write to this node's gossip state at the next refresh (`None`: delete).
+    pending: Mutex<BTreeMap<String, Option<String>>>,
     wake: Notify,
     changes: broadcast::Sender<ClusterChange>,
     refresh_every: Duration,
+    interval_ms: u64,
 }
 
 impl Gossip {
     /// The gossip of a node running alone: nothing to hear, nothing to tell.
     pub fn alone(node_id: u64) -> Arc<Gossip> {
-        Arc::new(Gossip::new(node_id, 0, None, None, Duration::from_secs(1)))
+        let interval = Duration::from_millis(GossipConfig::default().interval_ms);
+        Arc::new(Gossip::new(node_id, 0, None, None, interval))
     }
 
     fn new(
@@ -146,7 +149,7 @@ impl Gossip {
         generation: u64,
         chitchat: Option<Arc<tokio::sync::Mutex<Chitchat>>>,
         handle: Option<ChitchatHandle>,
-        refresh_every: Duration,
+        interval: Duration,
     ) -> Gossip {
         Gossip {
             node_id,
@@ -157,7 +160,8 @@ impl Gossip {
             pending: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             changes: broadcast::channel(CHANGES_CAPACITY).0,
-            refresh_every,
+            refresh_every: interval / 2,
+            interval_ms: interval.as_millis() as u64,
         }
     }
 
@@ -214,7 +218,7 @@ impl Gossip {
             generation,
             Some(chitchat),
             Some(handle),
-            interval / 2,
+            interval,
         ));
         tokio::spawn(Arc::clone(&gossip).run());
         tracing::info!(node_id = options.node_id, generation, addr = %options.gossip_addr, "gossip started");
@@ -223,6 +227,11 @@ impl Gossip {
 
     pub fn node_id(&self) -> u64 {
         self.node_id
+    }
+
+    /// The gossip round length.
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms
     }
 
     /// Whether this node gossips with others (false when running alone).
@@ -238,6 +247,16 @@ impl Gossip {
     /// Sets one of this node's values; it is written at once (without waiting for the
     /// next refresh) and reaches the others with the next gossip round.
     pub fn publish(&self, key: String, value: String) {
+        self.queue(key, Some(value));
+    }
+
+    /// Deletes one of this node's values (the others drop it after chitchat's grace
+    /// period for deleted keys).
+    pub fn unpublish(&self, key: String) {
+        self.queue(key, None);
+    }
+
+    fn queue(&self, key: String, value: Option<String>) {
         if self.chitchat.is_none() {
             return;
         }
@@ -276,6 +295,9 @@ impl Gossip {
         let Some(chitchat) = self.chitchat.clone() else {
             return;
         };
+        // Members seen live at least once (chitchat lists a new node as dead until it
+        // has heard two heartbeats: its first live sighting is a join, not a revival).
+        let mut ever_live = BTreeSet::new();
         loop {
             tokio::select! {
                 biased;
@@ -288,14 +310,17 @@ impl Gossip {
                 let mut guard = chitchat.lock().await;
                 let own = guard.self_node_state();
                 for (key, value) in pending {
-                    if own.get(&key) != Some(value.as_str()) {
-                        own.set(key, value);
+                    match value {
+                        Some(value) if own.get(&key) != Some(value.as_str()) => own.set(key, value),
+                        Some(_) => {}
+                        None if own.get(&key).is_some() => own.delete(&key),
+                        None => {}
                     }
                 }
                 build_view(&guard)
             };
             let old = self.view();
-            for change in diff(&old.members, &view.members) {
+            for change in diff(&old.members, &view.members, &mut ever_live) {
                 let _ = self.changes.send(change);
             }
             *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
@@ -365,15 +390,21 @@ fn build_view(chitchat: &Chitchat) -> View {
     view
 }
 
-/// The typed changes between two member lists.
-fn diff(old: &[Member], new: &[Member]) -> Vec<ClusterChange> {
+/// The typed changes between two member lists; `ever_live` remembers which members
+/// have been live before.
+fn diff(
+    old: &[Member],
+    new: &[Member],
+    ever_live: &mut BTreeSet<(u64, u64)>,
+) -> Vec<ClusterChange> {
     let key = |m: &Member| (m.node_id, m.generation);
     let old_by: BTreeMap<_, _> = old.iter().map(|m| (key(m), m)).collect();
     let new_by: BTreeMap<_, _> = new.iter().map(|m| (key(m), m)).collect();
     let mut changes = Vec::new();
     for (k, m) in &new_by {
+        let first_time = m.live && ever_live.insert(*k);
         match old_by.get(k) {
-            None if m.live => changes.push(ClusterChange::Joined((*m).clone())),
+            _ if first_time => changes.push(ClusterChange::Joined((*m).clone())),
             None => {}
             Some(before) if before.live && !m.live => {
                 changes.push(ClusterChange::Dead((*m).clone()))
@@ -389,6 +420,7 @@ fn diff(old: &[Member], new: &[Member]) -> Vec<ClusterChange> {
     }
     for (node_id, generation) in old_by.keys() {
         if !new_by.contains_key(&(*node_id, *generation)) {
+            ever_live.remove(&(*node_id, *generation));
             changes.push(ClusterChange::Left {
                 node_id: *node_id,
                 generation: *generation,
@@ -428,8 +460,9 @@ mod tests {
             member(3, true, NodeState::Ready),
             member(5, true, NodeState::Joining),
         ];
+        let mut ever_live: BTreeSet<(u64, u64)> = [1, 2, 3, 4].map(|id| (id, 1)).into();
         assert_eq!(
-            diff(&before, &after),
+            diff(&before, &after, &mut ever_live),
             vec![
                 ClusterChange::StateChanged(member(1, true, NodeState::Draining)),
                 ClusterChange::Dead(member(2, false, NodeState::Ready)),

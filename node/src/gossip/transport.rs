@@ -20,8 +20,9 @@ const SEND_DEADLINE: Duration = Duration::from_secs(1);
 /// Gossip messages received and not yet read by chitchat; more are dropped (gossip is
 /// lossy by design, and a flood must not grow memory).
 const INBOX_CAPACITY: usize = 1024;
-/// Largest gossip message accepted (chitchat keeps its own under a UDP datagram).
-pub const MAX_GOSSIP_BYTES: usize = 65_536;
+/// Largest gossip message accepted: chitchat keeps its own within a UDP datagram
+/// (65,507 bytes); ours adds the sender's address (2 + at most 64 bytes).
+pub const MAX_GOSSIP_BYTES: usize = 65_507 + 2 + 64;
 
 /// The receiving end: the peer handler pushes decoded messages here.
 #[derive(Clone)]

@@ -14,7 +14,7 @@ pub mod upstream;
 
 use crate::app::App;
 use crate::auth;
-use crate::breaker::{Gate, Outcome};
+use crate::breaker::Outcome;
 use crate::config::ProviderKind;
 use crate::error::{ApiError, Dialect};
 use crate::mock;
@@ -141,27 +141,28 @@ async fn run(
             continue;
         }
         let pc = &route.config.id;
-        let gate = app.breakers.gate(pc, app.now_ms());
-        if let Gate::Open { until_ms } = gate {
-            // Routed around: another attempt goes to the next provider config.
-            refused[i] = true;
-            let retry_after_s = until_ms.saturating_sub(app.now_ms()).div_ceil(1000).max(1);
-            if last_error.is_none() {
-                last_error = Some(ApiError::ProvidersUnavailable {
-                    message: format!(
-                        "provider {} (provider config {pc}) is failing and its circuit breaker is open, and no other provider config of this key could take the request; retry after {retry_after_s}s",
-                        route.provider.name
-                    ),
-                    retry_after_s,
-                });
+        let attempt = match app.breakers.attempt(pc, app.now_ms()) {
+            Ok(attempt) => attempt,
+            Err(until_ms) => {
+                // Routed around: another attempt goes to the next provider config.
+                refused[i] = true;
+                let retry_after_s = until_ms.saturating_sub(app.now_ms()).div_ceil(1000).max(1);
+                if last_error.is_none() {
+                    last_error = Some(ApiError::ProvidersUnavailable {
+                        message: format!(
+                            "provider {} (provider config {pc}) is failing and its circuit breaker is open, and no other provider config of this key could take the request; retry after {retry_after_s}s",
+                            route.provider.name
+                        ),
+                        retry_after_s,
+                    });
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let billing = match admit(app, &key, route, &inbound).await {
             Ok(b) => b,
             Err(e) => {
-                app.breakers
-                    .record(pc, gate, Outcome::Neutral, app.now_ms());
+                attempt.finish(Outcome::Neutral, app.now_ms());
                 refused[i] = true;
                 last_error = Some(e);
                 continue;
@@ -176,11 +177,16 @@ async fn run(
             Ok(_) | Err(AttemptError::Fatal(ApiError::UpstreamRejected { .. })) => {
                 Outcome::Answered
             }
-            Err(AttemptError::Retry(ApiError::UpstreamRateLimited(..)))
-            | Err(AttemptError::Fatal(_)) => Outcome::Neutral,
-            Err(AttemptError::Retry(_)) => Outcome::Failed,
+            Err(AttemptError::Retry(ApiError::UpstreamRateLimited(..))) => Outcome::Neutral,
+            // A provider that fails after its headers (a broken or unreadable body, a
+            // timeout while reading it) is failing too.
+            Err(AttemptError::Retry(_))
+            | Err(AttemptError::Fatal(
+                ApiError::UpstreamFailed(_) | ApiError::UpstreamTimeout(_),
+            )) => Outcome::Failed,
+            Err(AttemptError::Fatal(_)) => Outcome::Neutral,
         };
-        app.breakers.record(pc, gate, outcome, app.now_ms());
+        attempt.finish(outcome, app.now_ms());
         match result {
             Ok(response) => return Ok(response),
             Err(AttemptError::Fatal(e)) => return Err(e),
@@ -204,7 +210,6 @@ async fn admit(
     route: &Route,
     inbound: &Inbound,
 ) -> Result<Billing, ApiError> {
-    let now_ms = app.now_ms();
     let (chain, price, all_limits) = {
         let state = app.state().read();
         let chain = state.budget_chain(&key.id, Some(&route.config.id));
@@ -241,7 +246,8 @@ async fn admit(
         .filter(|l| matches!(l.owner, Owner::ProviderConfig(_)))
         .cloned()
         .collect();
-    app.limiter.admit(&config_limits, now_ms)?;
+    // The time again: the reservation above may have waited.
+    app.limiter.admit(&config_limits, app.now_ms())?;
     Ok(Billing {
         app: Arc::clone(app),
         request_id: inbound.request_id.as_str().into(),
