@@ -355,6 +355,15 @@ mod tests {
         }
     }
 
+    /// A limiter whose gossip hears nobody, in a cluster of `voters`.
+    fn alone_with_voters(voters: usize) -> Arc<RateLimiter> {
+        RateLimiter::new(
+            Gossip::alone(1),
+            Arc::new(crate::clock::SystemClock::default()),
+            Box::new(move || voters),
+        )
+    }
+
     fn admitted(limiter: &RateLimiter, limits: &[RateLimit], n: usize, now_ms: u64) -> usize {
         (0..n)
             .filter(|_| limiter.admit(limits, now_ms).is_ok())
@@ -363,11 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn alone_the_whole_limit_and_a_new_window_starts_over() {
-        let limiter = RateLimiter::new(
-            Gossip::alone(1),
-            Arc::new(crate::clock::SystemClock::default()),
-            Box::new(|| 1),
-        );
+        let limiter = alone_with_voters(1);
         let limits = [limit(10)];
         assert_eq!(admitted(&limiter, &limits, 15, 60_000), 10);
         match limiter.admit(&limits, 60_001) {
@@ -385,11 +390,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_clock_reading_never_moves_a_window_back_and_a_lower_limit_holds() {
-        let limiter = RateLimiter::new(
-            Gossip::alone(1),
-            Arc::new(crate::clock::SystemClock::default()),
-            Box::new(|| 1),
-        );
+        let limiter = alone_with_voters(1);
         assert_eq!(admitted(&limiter, &[limit(10)], 6, 120_000), 6);
         // A request that read the clock before the boundary counts in the new window.
         assert_eq!(admitted(&limiter, &[limit(10)], 15, 119_999), 4);
@@ -403,11 +404,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_that_hears_nobody_still_leaves_the_voters_their_shares() {
         // Gossip has not (yet, or wrongly) heard the two other voters.
-        let limiter = RateLimiter::new(
-            Gossip::alone(1),
-            Arc::new(crate::clock::SystemClock::default()),
-            Box::new(|| 3),
-        );
+        let limiter = alone_with_voters(3);
         assert_eq!(admitted(&limiter, &[limit(600)], 300, 60_000), 200);
     }
 
