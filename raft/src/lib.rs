@@ -28,6 +28,7 @@ pub mod lease;
 pub mod log_backend;
 pub mod log_store;
 pub mod mem_log;
+pub mod runtime;
 pub mod sled_log;
 pub mod snapshot;
 pub mod state;

@@ -28,6 +28,7 @@ openraft::declare_raft_types!(
         Node = TollgateNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = crate::runtime::SeededRuntime,
 );
 
 /// A Raft member's id.
