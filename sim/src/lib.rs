@@ -6,13 +6,13 @@
 //!   production `RaftRpcHandler`;
 //! - `run(seed)`: 3 to 5 simulated nodes form a Raft cluster and commit writes through
 //!   whichever node leads; the leader is cut off from the others for a while, then
-//!   healed; checked throughout: at most one leader per term; at the end: every node
+//!   healed; one node crashes and restarts from its disk; checked throughout: at most one leader per term; at the end: every node
 //!   applied the same log and holds the same governance state. The trace of a run
 //!   depends only on its seed (openraft's election timeouts come from
 //!   `tollgate_raft::runtime`, seeded here; turmoil's network from the same seed).
 //! - `main.rs`: `--seed N`, `--seeds A..B`, `--reproduce N`.
 //!
-//! Still to come (see the issue): crashes with loss of unflushed state, clock skew,
+//! Still to come (see the issue): loss of unflushed writes at a crash, clock skew,
 //! rolling upgrades, the gateway workload (budgets, charges, keys), the remaining
 //! invariants, and gossip under simulation.
 
@@ -26,6 +26,7 @@ use std::time::Duration;
 use tollgate_node::cluster::rpc::{Hello, RaftRpcHandler};
 use tollgate_node::cluster::Network;
 use tollgate_proto::{Command, Customer};
+use tollgate_raft::log_backend::LogBackend;
 use tollgate_raft::mem_log::MemLog;
 use tollgate_raft::snapshot::SnapshotSlot;
 use tollgate_raft::typ::{Raft, TollgateNode};
@@ -36,6 +37,9 @@ const PEER_PORT: u16 = 7000;
 const WRITES: u32 = 5;
 
 type Rafts = Arc<Mutex<BTreeMap<u64, (Raft, tollgate_raft::SharedGovState)>>>;
+/// Each node's "disk": the log and snapshot slot survive a crash (every write to them is
+/// durable at once; the state machine in memory is lost and rebuilt from them).
+type Disks = Arc<Mutex<BTreeMap<u64, (MemLog, SnapshotSlot)>>>;
 
 fn host(id: u64) -> String {
     format!("n{id}")
@@ -45,10 +49,17 @@ fn peer_addr(id: u64) -> SocketAddr {
     SocketAddr::new(turmoil::lookup(host(id)), PEER_PORT)
 }
 
-/// One node: in-memory Raft storage, the production handler served over `net`.
-async fn node(id: u64, nodes: u64, rafts: Rafts) -> turmoil::Result {
-    let (log, sm) =
-        tollgate_raft::storage::open_in_memory(MemLog::default(), SnapshotSlot::in_memory())?;
+/// One node: in-memory Raft storage on its "disk", the production handler served over
+/// `net`. Started again after a crash, it recovers from the same disk.
+async fn node(id: u64, nodes: u64, rafts: Rafts, disks: Disks) -> turmoil::Result {
+    let (disk_log, disk_snapshots) = disks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(id)
+        .or_insert_with(|| (MemLog::default(), SnapshotSlot::in_memory()))
+        .clone();
+    let restarted = disk_log.read_vote()?.is_some() || disk_log.last_log_id()?.is_some();
+    let (log, sm) = tollgate_raft::storage::open_in_memory(disk_log, disk_snapshots)?;
     let config = Arc::new(tollgate_raft::config::raft_config("sim").map_err(|e| e.to_string())?);
     let me = TollgateNode {
         raft_addr: peer_addr(id).to_string(),
@@ -65,7 +76,7 @@ async fn node(id: u64, nodes: u64, rafts: Rafts) -> turmoil::Result {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id, (raft.clone(), state));
-    if id == 1 {
+    if id == 1 && !restarted {
         let members: BTreeMap<u64, TollgateNode> = (1..=nodes)
             .map(|n| {
                 (
@@ -77,7 +88,8 @@ async fn node(id: u64, nodes: u64, rafts: Rafts) -> turmoil::Result {
                 )
             })
             .collect();
-        raft.initialize(members).await?;
+        // Refused if a vote was cast meanwhile: then the cluster forms anyway.
+        let _ = raft.initialize(members).await;
     }
     net::serve(SocketAddr::from(([0, 0, 0, 0], PEER_PORT)), handler).await?;
     Ok(())
@@ -113,8 +125,8 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// One seeded run: 3 to 5 nodes form a cluster; writes go through whichever node leads;
 /// after a few, the leader is cut off from every other node for 1 to 3 s, then healed;
-/// the run ends when every write is committed and every node's governance state is the
-/// same. Checked after every poll: at most one leader per term. Returns the trace (what
+/// one node crashes at a random time and restarts from its disk a while later; the run
+/// ends when every write is committed and every node's governance state is the same. Checked after every poll: at most one leader per term. Returns the trace (what
 /// happened, on simulated time), or the violation with the trace so far.
 pub fn run(seed: u64) -> Result<Vec<String>, String> {
     tollgate_raft::runtime::seed_this_thread(seed);
@@ -122,17 +134,25 @@ pub fn run(seed: u64) -> Result<Vec<String>, String> {
     let nodes = 3 + choices.below(3);
     let cut_after = 1 + choices.below(WRITES as u64 - 1) as u32;
     let cut_ms = 1000 + choices.below(2000);
+    let crash_node = 1 + choices.below(nodes);
+    let crash_at = Duration::from_millis(500 + choices.below(4000));
+    let down_for = Duration::from_millis(200 + choices.below(3000));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .simulation_duration(Duration::from_secs(120))
         .build();
     let rafts: Rafts = Arc::default();
+    let disks: Disks = Arc::default();
     for id in 1..=nodes {
-        let rafts = Arc::clone(&rafts);
-        sim.host(host(id), move || node(id, nodes, Arc::clone(&rafts)));
+        let (rafts, disks) = (Arc::clone(&rafts), Arc::clone(&disks));
+        sim.host(host(id), move || {
+            node(id, nodes, Arc::clone(&rafts), Arc::clone(&disks))
+        });
     }
     let trace = Arc::new(Mutex::new(vec![format!(
-        "seed {seed}: {nodes} nodes, leader cut off for {cut_ms} ms after {cut_after} writes"
+        "seed {seed}: {nodes} nodes, leader cut off for {cut_ms} ms after {cut_after} writes, n{crash_node} crashed at {} ms for {} ms",
+        crash_at.as_millis(),
+        down_for.as_millis()
     )]));
     let client_trace = Arc::clone(&trace);
     let client_rafts = Arc::clone(&rafts);
@@ -245,7 +265,37 @@ pub fn run(seed: u64) -> Result<Vec<String>, String> {
         }
         Ok(())
     });
-    let result = sim.run();
+    // The driver: steps the world and crashes and restarts a node on schedule.
+    let note = |line: String, at: Duration| {
+        trace
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("{:>6} ms {line}", at.as_millis()));
+    };
+    let mut crashed = false;
+    let mut restarted = false;
+    let result = loop {
+        match sim.step() {
+            Ok(true) => break Ok(()),
+            Ok(false) => {}
+            Err(e) => break Err(e),
+        }
+        let now = sim.elapsed();
+        if !crashed && now >= crash_at {
+            sim.crash(host(crash_node));
+            rafts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&crash_node);
+            note(format!("n{crash_node} crashed"), now);
+            crashed = true;
+        }
+        if crashed && !restarted && now >= crash_at + down_for {
+            sim.bounce(host(crash_node));
+            note(format!("n{crash_node} restarted"), now);
+            restarted = true;
+        }
+    };
     let trace = trace.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match result {
         Ok(()) => Ok(trace),
