@@ -10,7 +10,7 @@
 
 use crate::config::BreakerConfig;
 use crate::gossip::keys::{BreakerEvent, BREAKER_PREFIX};
-use crate::gossip::Gossip;
+use crate::gossip::{Gossip, View};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tollgate_proto::ProviderConfigId;
@@ -116,13 +116,13 @@ impl Breakers {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The newest event for `pc` among this node's and the others'.
+    /// The newest event for `pc` among this node's and the others' (in `view`).
     fn effective(
         &self,
+        view: &View,
         pc: &ProviderConfigId,
         local: Option<&Local>,
     ) -> Option<(BreakerEvent, u64)> {
-        let view = self.gossip.view();
         let mut best: Option<(BreakerEvent, u64)> = local
             .and_then(|l| l.event)
             .map(|e| (e, self.gossip.node_id()));
@@ -139,7 +139,7 @@ impl Breakers {
     pub fn gate(&self, pc: &ProviderConfigId, now_ms: u64) -> Gate {
         let mut map = self.lock();
         let local = map.get(pc);
-        match self.effective(pc, local) {
+        match self.effective(&self.gossip.view(), pc, local) {
             None | Some((BreakerEvent::Closed { .. }, _)) => Gate::Closed,
             Some((BreakerEvent::Open { until_ms, .. }, _)) if now_ms < until_ms => {
                 Gate::Open { until_ms }
@@ -195,7 +195,9 @@ impl Breakers {
         if outcome == Outcome::Neutral {
             return;
         }
-        let effective = self.effective(pc, map.get(pc)).map(|(e, _)| e);
+        let effective = self
+            .effective(&self.gossip.view(), pc, map.get(pc))
+            .map(|(e, _)| e);
         let closed = matches!(effective, None | Some(BreakerEvent::Closed { .. }));
         let config = &self.config;
         let local = map.entry(pc.clone()).or_default();
@@ -250,7 +252,7 @@ impl Breakers {
         pcs.into_iter()
             .filter_map(|pc| {
                 let id = ProviderConfigId::from(pc.as_str());
-                match self.effective(&id, map.get(&id)) {
+                match self.effective(&view, &id, map.get(&id)) {
                     Some((event @ BreakerEvent::Open { .. }, reported_by)) => Some(BreakerStatus {
                         provider_config: pc,
                         event,
@@ -266,7 +268,6 @@ impl Breakers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::View;
 
     fn breakers() -> Breakers {
         Breakers::new(BreakerConfig::default(), Gossip::alone(1))
