@@ -25,7 +25,7 @@
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::replicator::{ReplicateError, Replicator};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -139,7 +139,7 @@ pub struct Admission {
     mode: Mode,
     replicator: Arc<dyn Replicator>,
     clock: Arc<dyn Clock>,
-    local: Mutex<HashMap<BudgetId, Local>>,
+    local: Mutex<BTreeMap<BudgetId, Local>>,
     /// Whether this node may admit on its leases: caught up since it started, and it
     /// heard from the cluster within `LEASE_TRUST_MS` (refreshed every `TRUST_CHECK_MS`).
     trusted: AtomicBool,
@@ -160,7 +160,7 @@ pub struct Admission {
 /// The local side of one budget, made on first use: a shortfall recorded before this
 /// node looked is not taken for a new one. (The id is cloned only to make the entry.)
 fn entry<'a>(
-    local: &'a mut HashMap<BudgetId, Local>,
+    local: &'a mut BTreeMap<BudgetId, Local>,
     state: &GovState,
     id: &BudgetId,
 ) -> &'a mut Local {
@@ -219,7 +219,7 @@ impl Admission {
             charges_released: AtomicU64::new(0),
             replicator,
             clock,
-            local: Mutex::new(HashMap::new()),
+            local: Mutex::new(BTreeMap::new()),
         };
         admission.check_trust();
         Arc::new(admission)

@@ -44,6 +44,11 @@ pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
 /// The enabled virtual key the request presents.
 pub fn authenticate(state: &GovState, headers: &HeaderMap) -> Result<VirtualKey, ApiError> {
     let secret = presented_secret(headers).ok_or(ApiError::MissingKey)?;
+    key_for_secret(state, secret)
+}
+
+/// The enabled virtual key whose secret this is.
+pub fn key_for_secret(state: &GovState, secret: &str) -> Result<VirtualKey, ApiError> {
     let hash = sha256(secret);
     let key = state
         .key_by_secret_hash(&hash)

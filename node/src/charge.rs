@@ -116,7 +116,14 @@ pub fn spawn(
     // Charges to replay hold their costs until applied, from before the first request
     // is admitted: applying them consumes this node's leases.
     let replay: Vec<(Replayed, Hold)> = {
-        let records = outbox.take_replay();
+        #[cfg_attr(not(feature = "sim-bugs"), allow(unused_mut))]
+        let mut records = outbox.take_replay();
+        #[cfg(feature = "sim-bugs")]
+        if crate::sim_bugs::active(crate::sim_bugs::KnownBug::ReplayWithNewId) {
+            for r in &mut records {
+                r.charge.request_id = format!("{}-replayed", r.charge.request_id).as_str().into();
+            }
+        }
         let chains: Vec<_> = {
             let state = replicator.state().read();
             records
@@ -262,6 +269,10 @@ async fn propose_stage(
 /// Tells the outbox these charges are applied. It records (and fsyncs) the position of
 /// the last one and deletes emptied segments, so this runs off the async threads.
 async fn mark_applied(outbox: &Arc<Outbox>, positions: Vec<crate::outbox::Position>) {
+    if outbox.is_simulated() {
+        outbox.applied(positions);
+        return;
+    }
     let outbox = Arc::clone(outbox);
     if let Err(e) = tokio::task::spawn_blocking(move || outbox.applied(positions)).await {
         tracing::error!(error = %e, "recording applied charges failed; the next start replays them as duplicates");

@@ -57,6 +57,8 @@ pub mod replicator;
 pub mod routing;
 pub mod server;
 pub mod shared_limits;
+#[cfg(feature = "sim-bugs")]
+pub mod sim_bugs;
 pub mod sse;
 pub mod translate;
 pub mod transport;

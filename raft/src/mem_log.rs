@@ -1,6 +1,7 @@
 //! `MemLog`: the in-memory `LogBackend` for the simulator and unit tests. Clones share one
 //! log, so a simulated node "restarts" by building a new `LogStore` over a clone: the log
-//! survives like a disk would.
+//! survives like a disk would, except for what was written since the last `flush`, which
+//! `crash` throws away (a power loss).
 
 use crate::log_backend::{LogBackend, LogError};
 use crate::typ::{Entry, LogId, Vote};
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct MemInner {
     entries: BTreeMap<u64, Entry>,
     vote: Option<Vote>,
@@ -16,11 +17,59 @@ struct MemInner {
     last_purged: Option<LogId>,
 }
 
-/// Every write is "durable" at once, so `flush` has nothing to do. (Losing unflushed
-/// writes in a simulated crash is the simulator's to model.)
+/// A write to the "disk" not yet flushed.
+#[derive(Clone)]
+enum Write {
+    Append(Vec<Entry>),
+    TruncateFrom(u64),
+    PurgeUpto(u64),
+    Vote(Vote),
+    Committed(Option<LogId>),
+    LastPurged(LogId),
+}
+
+impl MemInner {
+    fn write(&mut self, write: Write) {
+        match write {
+            Write::Append(entries) => {
+                for entry in entries {
+                    self.entries.insert(entry.log_id.index, entry);
+                }
+            }
+            Write::TruncateFrom(index) => {
+                self.entries.split_off(&index);
+            }
+            Write::PurgeUpto(index) => {
+                self.entries = match index.checked_add(1) {
+                    Some(first_kept) => self.entries.split_off(&first_kept),
+                    None => BTreeMap::new(),
+                };
+            }
+            Write::Vote(vote) => self.vote = Some(vote),
+            Write::Committed(committed) => self.committed = committed,
+            Write::LastPurged(log_id) => self.last_purged = Some(log_id),
+        }
+    }
+}
+
+/// What reads see, what a flush has made durable, and the writes in between.
+#[derive(Default)]
+struct Disk {
+    live: MemInner,
+    durable: MemInner,
+    unflushed: Vec<Write>,
+}
+
+impl Disk {
+    fn write(&mut self, write: Write) {
+        self.live.write(write.clone());
+        self.unflushed.push(write);
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct MemLog {
-    inner: Arc<Mutex<MemInner>>,
+    inner: Arc<Mutex<Disk>>,
 }
 
 impl MemLog {
@@ -28,31 +77,41 @@ impl MemLog {
         MemLog::default()
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, MemInner>, LogError> {
+    fn lock(&self) -> Result<MutexGuard<'_, Disk>, LogError> {
         self.inner.lock().map_err(|_| LogError::Poisoned)
+    }
+
+    /// A power loss: every write since the last `flush` is lost. Call it only while no
+    /// `LogStore` uses the log (the simulator calls it as it crashes the node).
+    pub fn crash(&self) {
+        let mut disk = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        disk.unflushed.clear();
+        disk.live = disk.durable.clone();
+    }
+
+    /// Writes made since the last flush (what a crash would lose now).
+    pub fn unflushed(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unflushed
+            .len()
     }
 }
 
 impl LogBackend for MemLog {
     fn append(&self, entries: &[Entry]) -> Result<(), LogError> {
-        let mut inner = self.lock()?;
-        for entry in entries {
-            inner.entries.insert(entry.log_id.index, entry.clone());
-        }
+        self.lock()?.write(Write::Append(entries.to_vec()));
         Ok(())
     }
 
     fn truncate_from(&self, index: u64) -> Result<(), LogError> {
-        self.lock()?.entries.split_off(&index);
+        self.lock()?.write(Write::TruncateFrom(index));
         Ok(())
     }
 
     fn purge_upto(&self, index: u64) -> Result<(), LogError> {
-        let mut inner = self.lock()?;
-        inner.entries = match index.checked_add(1) {
-            Some(first_kept) => inner.entries.split_off(&first_kept),
-            None => BTreeMap::new(),
-        };
+        self.lock()?.write(Write::PurgeUpto(index));
         Ok(())
     }
 
@@ -63,6 +122,7 @@ impl LogBackend for MemLog {
         }
         Ok(self
             .lock()?
+            .live
             .entries
             .range(range)
             .map(|(_, e)| e.clone())
@@ -70,37 +130,50 @@ impl LogBackend for MemLog {
     }
 
     fn last_log_id(&self) -> Result<Option<LogId>, LogError> {
-        Ok(self.lock()?.entries.values().next_back().map(|e| e.log_id))
+        Ok(self
+            .lock()?
+            .live
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id))
     }
 
     fn save_vote(&self, vote: &Vote) -> Result<(), LogError> {
-        self.lock()?.vote = Some(*vote);
+        self.lock()?.write(Write::Vote(*vote));
         Ok(())
     }
 
     fn read_vote(&self) -> Result<Option<Vote>, LogError> {
-        Ok(self.lock()?.vote)
+        Ok(self.lock()?.live.vote)
     }
 
     fn save_committed(&self, committed: Option<&LogId>) -> Result<(), LogError> {
-        self.lock()?.committed = committed.copied();
+        self.lock()?.write(Write::Committed(committed.copied()));
         Ok(())
     }
 
     fn read_committed(&self) -> Result<Option<LogId>, LogError> {
-        Ok(self.lock()?.committed)
+        Ok(self.lock()?.live.committed)
     }
 
     fn save_last_purged(&self, log_id: &LogId) -> Result<(), LogError> {
-        self.lock()?.last_purged = Some(*log_id);
+        self.lock()?.write(Write::LastPurged(*log_id));
         Ok(())
     }
 
     fn read_last_purged(&self) -> Result<Option<LogId>, LogError> {
-        Ok(self.lock()?.last_purged)
+        Ok(self.lock()?.live.last_purged)
     }
 
     fn flush(&self) -> Result<(), LogError> {
+        let mut disk = self.lock()?;
+        let Disk {
+            durable, unflushed, ..
+        } = &mut *disk;
+        for write in unflushed.drain(..) {
+            durable.write(write);
+        }
         Ok(())
     }
 }

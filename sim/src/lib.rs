@@ -1,344 +1,454 @@
-//! Tollgate's deterministic simulator (issue 6; started, not done): production Raft and
-//! governance code on turmoil's simulated hosts, network and time, replayable by seed.
+//! Tollgate's deterministic simulator: production Raft, replicator, admission (escrow
+//! leases), charge pipeline and outbox on turmoil's simulated hosts, network and time,
+//! replayable by seed.
 //!
-//! What is here so far:
-//! - `net`: the `PeerTransport` seam over turmoil's simulated TCP, served by the
-//!   production `RaftRpcHandler`;
-//! - `run(seed)`: 3 to 5 simulated nodes form a Raft cluster and commit writes through
-//!   whichever node leads; the leader is cut off from the others for a while, then
-//!   healed; one node crashes and restarts from its disk; checked throughout: at most one leader per term; at the end: every node
-//!   applied the same log and holds the same governance state. The trace of a run
-//!   depends only on its seed (openraft's election timeouts come from
-//!   `tollgate_raft::runtime`, seeded here; turmoil's network from the same seed).
-//! - `main.rs`: `--seed N`, `--seeds A..B`, `--reproduce N`.
+//! - `plan`: one `u64` seed gives the cluster size (3–5), the scenario and its fault
+//!   schedule, the workload and its timings;
+//! - `node`: one simulated node, built from production parts through their seams
+//!   (`PeerTransport` over simulated TCP, the in-memory Raft log that loses unflushed
+//!   writes at a crash, a `Clock` on simulated time with per-node skew, openraft's
+//!   runtime with a seeded RNG, the outbox without fsync or blocking threads);
+//! - `workload`: the admin's setup and writes, clients through random nodes with retry;
+//! - `invariants`: one file per invariant, checked after every step, and at the end;
+//! - this file: the driver, which steps the world and applies the faults on schedule.
 //!
-//! Still to come (see the issue): loss of unflushed writes at a crash, clock skew,
-//! rolling upgrades, the gateway workload (budgets, charges, keys), the remaining
-//! invariants, and gossip under simulation.
+//! Gossip (chitchat) is not simulated: its peer selection uses an RNG we cannot seed.
 
+pub mod gateway;
+pub mod invariants;
 pub mod net;
+pub mod node;
+pub mod plan;
+pub mod workload;
+pub mod world;
 
-use net::SimTransport;
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use invariants::Invariants;
+use node::host;
+use plan::{Choices, Fault, Plan};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tollgate_node::cluster::rpc::{Hello, RaftRpcHandler};
-use tollgate_node::cluster::Network;
-use tollgate_proto::{Command, Customer};
-use tollgate_raft::log_backend::LogBackend;
-use tollgate_raft::mem_log::MemLog;
-use tollgate_raft::snapshot::SnapshotSlot;
-use tollgate_raft::typ::{Raft, TollgateNode};
+use tollgate_node::admission::Mode;
+pub use tollgate_node::sim_bugs::KnownBug;
+use world::World;
 
-/// The port every simulated node serves peers on.
-const PEER_PORT: u16 = 7000;
-/// Writes a run commits.
-const WRITES: u32 = 5;
-
-type Rafts = Arc<Mutex<BTreeMap<u64, (Raft, tollgate_raft::SharedGovState)>>>;
-/// Each node's "disk": the log and snapshot slot survive a crash (every write to them is
-/// durable at once; the state machine in memory is lost and rebuilt from them).
-type Disks = Arc<Mutex<BTreeMap<u64, (MemLog, SnapshotSlot)>>>;
-
-fn host(id: u64) -> String {
-    format!("n{id}")
+/// How one run is set up besides its seed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A known bug put back (see `tollgate_node::sim_bugs`).
+    pub bug: Option<KnownBug>,
+    /// Admission by check-then-charge instead of escrow leases (the known overshoot of
+    /// other gateways, `TOLLGATE_TEST_NAIVE_BUDGETS`).
+    pub naive_budgets: bool,
 }
 
-fn peer_addr(id: u64) -> SocketAddr {
-    SocketAddr::new(turmoil::lookup(host(id)), PEER_PORT)
+/// What a run did, whether or not it held.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub trace: Vec<String>,
+    pub violations: Vec<String>,
+    /// Client requests and how they ended.
+    pub requests: u64,
+    pub failed: u64,
 }
 
-/// One node: in-memory Raft storage on its "disk", the production handler served over
-/// `net`. Started again after a crash, it recovers from the same disk.
-async fn node(id: u64, nodes: u64, rafts: Rafts, disks: Disks) -> turmoil::Result {
-    let (disk_log, disk_snapshots) = disks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(id)
-        .or_insert_with(|| (MemLog::default(), SnapshotSlot::in_memory()))
-        .clone();
-    let restarted = disk_log.read_vote()?.is_some() || disk_log.last_log_id()?.is_some();
-    let (log, sm) = tollgate_raft::storage::open_in_memory(disk_log, disk_snapshots)?;
-    let config = Arc::new(tollgate_raft::config::raft_config("sim").map_err(|e| e.to_string())?);
-    let me = TollgateNode {
-        raft_addr: peer_addr(id).to_string(),
-        http_addr: String::new(),
-    };
-    let handler = Arc::new(RaftRpcHandler::pending(Hello {
-        node_id: id,
-        node: me,
-    }));
-    let state = sm.state();
-    let raft = Raft::new(id, config, Network::new(Arc::new(SimTransport)), log, sm).await?;
-    handler.set_raft(raft.clone());
-    rafts
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, (raft.clone(), state));
-    if id == 1 && !restarted {
-        let members: BTreeMap<u64, TollgateNode> = (1..=nodes)
-            .map(|n| {
-                (
-                    n,
-                    TollgateNode {
-                        raft_addr: peer_addr(n).to_string(),
-                        http_addr: String::new(),
-                    },
-                )
-            })
-            .collect();
-        // Refused if a vote was cast meanwhile: then the cluster forms anyway.
-        let _ = raft.initialize(members).await;
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
     }
-    net::serve(SocketAddr::from(([0, 0, 0, 0], PEER_PORT)), handler).await?;
-    Ok(())
+
+    /// The failure as printed: the first violation, the replay command and the trace.
+    pub fn failure(&self) -> String {
+        format!(
+            "seed {}: {}\nreplay: cargo run -p tollgate-sim --release -- --reproduce {}\n{}",
+            self.seed,
+            self.violations.first().map_or("", String::as_str),
+            self.seed,
+            self.trace.join("\n")
+        )
+    }
 }
 
-fn customer(n: u32) -> Command {
-    Command::CreateCustomer(Customer {
-        id: format!("cus_{n}").as_str().into(),
-        name: format!("c{n}"),
-        created_at_ms: 1,
+/// One seeded run with the production code as it is. `Ok` is the trace; `Err` the
+/// failure with the seed, the replay command and the trace.
+pub fn run(seed: u64) -> Result<Vec<String>, String> {
+    let report = run_with(seed, Options::default());
+    match report.ok() {
+        true => Ok(report.trace),
+        false => Err(report.failure()),
+    }
+}
+
+/// Where runs keep their outboxes (memory-backed where the machine has it).
+fn run_dir(seed: u64) -> PathBuf {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let shm = PathBuf::from("/dev/shm");
+    let base = if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!(
+        "tollgate-sim-{}-{seed}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// A fault's progress.
+enum Stage {
+    Pending,
+    /// Started; ends at the time given (with what it needs to undo).
+    Active(Duration, Undo),
+    Done,
+}
+
+enum Undo {
+    Repair(Vec<(u64, u64)>),
+    RepairOneWay(Vec<(u64, u64)>),
+    Restart(u64),
+    Provider,
+    /// Rolling upgrade: the node being upgraded and its step.
+    Rolling(u64, Roll),
+}
+
+#[derive(Clone, Copy)]
+enum Roll {
+    Draining,
+    /// Stopped; restarts at the time given.
+    Stopped(Duration),
+    /// Restarted; ready once it applied what the others had then.
+    Starting(u64),
+}
+
+/// The running node that leads in the highest term, by its own metrics.
+fn leader(world: &World) -> Option<u64> {
+    world
+        .running()
+        .values()
+        .map(|n| n.raft.metrics().borrow().clone())
+        .filter(|m| m.current_leader == Some(m.id))
+        .max_by_key(|m| m.current_term)
+        .map(|m| m.id)
+}
+
+fn applied(world: &World, id: u64) -> Option<u64> {
+    world.running().get(&id).map(|n| {
+        n.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
     })
 }
 
-/// A small deterministic generator for the scenario's own choices (splitmix64).
-struct Choices(u64);
-
-impl Choices {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// Deadline of one write through a node that believes it leads.
-const WRITE_DEADLINE: Duration = Duration::from_secs(2);
-
-/// One seeded run: 3 to 5 nodes form a cluster; writes go through whichever node leads;
-/// after a few, the leader is cut off from every other node for 1 to 3 s, then healed;
-/// one node crashes at a random time and restarts from its disk a while later; the run
-/// ends when every write is committed and every node's governance state is the same. Checked after every poll: at most one leader per term. Returns the trace (what
-/// happened, on simulated time), or the violation with the trace so far.
-pub fn run(seed: u64) -> Result<Vec<String>, String> {
+/// One seeded run; the report says what held.
+pub fn run_with(seed: u64, options: Options) -> Report {
     tollgate_raft::runtime::seed_this_thread(seed);
-    let mut choices = Choices(seed);
-    let nodes = 3 + choices.below(3);
-    let cut_after = 1 + choices.below(WRITES as u64 - 1) as u32;
-    let cut_ms = 1000 + choices.below(2000);
-    let crash_node = 1 + choices.below(nodes);
-    let crash_at = Duration::from_millis(500 + choices.below(4000));
-    let down_for = Duration::from_millis(200 + choices.below(3000));
+    tollgate_node::sim_bugs::set(options.bug);
+    let plan = Arc::new(Plan::of_seed(seed));
+    let dir = run_dir(seed);
+    let world = World::new(dir.clone());
+    world.note(Duration::ZERO, plan.summary());
+    if let Some(bug) = options.bug {
+        world.note(Duration::ZERO, format!("known bug put back: {bug:?}"));
+    }
+    let mode = if options.naive_budgets {
+        Mode::Naive
+    } else {
+        Mode::Leases
+    };
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
-        .simulation_duration(Duration::from_secs(120))
+        .simulation_duration(Duration::from_secs(240))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(plan.max_latency)
+        .fail_rate(plan.fail_rate)
+        .repair_rate(0.5)
         .build();
-    let rafts: Rafts = Arc::default();
-    let disks: Disks = Arc::default();
-    for id in 1..=nodes {
-        let (rafts, disks) = (Arc::clone(&rafts), Arc::clone(&disks));
+    for id in 1..=plan.nodes {
+        let (plan, world) = (Arc::clone(&plan), world.clone());
         sim.host(host(id), move || {
-            node(id, nodes, Arc::clone(&rafts), Arc::clone(&disks))
+            node::run(id, Arc::clone(&plan), world.clone(), mode)
         });
     }
-    let trace = Arc::new(Mutex::new(vec![format!(
-        "seed {seed}: {nodes} nodes, leader cut off for {cut_ms} ms after {cut_after} writes, n{crash_node} crashed at {} ms for {} ms",
-        crash_at.as_millis(),
-        down_for.as_millis()
-    )]));
-    let client_trace = Arc::clone(&trace);
-    let client_rafts = Arc::clone(&rafts);
-    sim.client("client", async move {
-        let log = |line: String| {
-            client_trace
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!("{:>6} ms {line}", turmoil::elapsed().as_millis()));
-        };
-        let all = || {
-            client_rafts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        };
-        // term → the node that led it: two leaders in one term is a violation.
-        let mut leaders: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut check = |log: &dyn Fn(String)| -> Result<Option<(Raft, u64)>, String> {
-            let mut current = None;
-            for (raft, _) in all().values() {
-                let m = raft.metrics().borrow().clone();
-                if m.current_leader == Some(m.id) {
-                    match leaders.insert(m.current_term, m.id) {
-                        Some(other) if other != m.id => {
-                            return Err(format!(
-                                "two leaders in term {}: n{other} and n{}",
-                                m.current_term, m.id
-                            ))
-                        }
-                        None => log(format!("leader n{} term {}", m.id, m.current_term)),
-                        Some(_) => {}
-                    }
-                    if current.as_ref().is_none_or(|(_, t)| m.current_term > *t) {
-                        current = Some((raft.clone(), m.current_term));
-                    }
-                }
-            }
-            Ok(current)
-        };
-        let mut cut: Option<(u64, tokio::time::Instant)> = None;
-        let mut did_cut = false;
-        let mut written = 0;
-        while written < WRITES {
-            if let Some((id, until)) = cut {
-                if tokio::time::Instant::now() >= until {
-                    for other in (1..=nodes).filter(|o| *o != id) {
-                        turmoil::repair(host(id), host(other));
-                    }
-                    log(format!("n{id} healed"));
-                    cut = None;
-                }
-            }
-            let Some((leader, _)) = check(&log)? else {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            if written == cut_after && !did_cut {
-                did_cut = true;
-                let id = leader.metrics().borrow().id;
-                for other in (1..=nodes).filter(|o| *o != id) {
-                    turmoil::partition(host(id), host(other));
-                }
-                log(format!("n{id} cut off"));
-                cut = Some((
-                    id,
-                    tokio::time::Instant::now() + Duration::from_millis(cut_ms),
-                ));
-                continue;
-            }
-            match tokio::time::timeout(WRITE_DEADLINE, leader.client_write(customer(written))).await
-            {
-                Ok(Ok(w)) => {
-                    log(format!("write {written} at log index {}", w.log_id.index));
-                    written += 1;
-                }
-                Ok(Err(e)) => log(format!("write {written} refused: {e}")),
-                Err(_) => log(format!("write {written} timed out")),
-            }
-        }
-        if let Some((id, _)) = cut {
-            for other in (1..=nodes).filter(|o| *o != id) {
-                turmoil::repair(host(id), host(other));
-            }
-            log(format!("n{id} healed"));
-        }
-        // Liveness: every node applies the same log and holds the same state.
-        loop {
-            check(&log)?;
-            let nodes_now = all();
-            let applied: Vec<Option<u64>> = nodes_now
-                .values()
-                .map(|(r, _)| r.metrics().borrow().last_applied.map(|l| l.index))
-                .collect();
-            if applied.len() == nodes as usize && applied.iter().all(|a| *a == applied[0]) {
-                let states: Vec<tollgate_raft::GovState> = nodes_now
-                    .values()
-                    .map(|(_, s)| s.read().unwrap_or_else(|e| e.into_inner()).clone())
-                    .collect();
-                if states.iter().all(|s| *s == states[0]) {
-                    log(format!(
-                        "every node applied through {:?}, {} customers, states identical",
-                        applied[0],
-                        states[0].customers().len()
-                    ));
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
-    });
-    // The driver: steps the world and crashes and restarts a node on schedule.
-    let note = |line: String, at: Duration| {
-        trace
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(format!("{:>6} ms {line}", at.as_millis()));
-    };
-    let mut crashed = false;
-    let mut restarted = false;
+    {
+        let (plan, world) = (Arc::clone(&plan), world.clone());
+        sim.client("clients", workload::run(plan, world));
+    }
+    let mut invariants = Invariants::default();
+    let mut stages: Vec<Stage> = plan.faults.iter().map(|_| Stage::Pending).collect();
+    let mut choices = Choices::new(seed ^ 0xD21E);
+    let mut flaky = plan.fail_rate > 0.0;
     let result = loop {
         match sim.step() {
             Ok(true) => break Ok(()),
             Ok(false) => {}
-            Err(e) => break Err(e),
+            Err(e) => break Err(e.to_string()),
         }
         let now = sim.elapsed();
-        if !crashed && now >= crash_at {
-            sim.crash(host(crash_node));
-            rafts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&crash_node);
-            note(format!("n{crash_node} crashed"), now);
-            crashed = true;
+        invariants.after_step(&world, now);
+        if flaky && now >= plan.flaky_until {
+            sim.set_fail_rate(0.0);
+            sim.set_max_message_latency(Duration::from_millis(2));
+            world.note(now, "network no longer flaky");
+            flaky = false;
         }
-        if crashed && !restarted && now >= crash_at + down_for {
-            sim.bounce(host(crash_node));
-            note(format!("n{crash_node} restarted"), now);
-            restarted = true;
+        for (fault, stage) in plan.faults.iter().zip(stages.iter_mut()) {
+            drive(
+                &mut sim,
+                &world,
+                &mut invariants,
+                &mut choices,
+                now,
+                fault,
+                stage,
+            );
+        }
+        if !world.lock().healed
+            && !flaky
+            && stages.iter().all(|s| matches!(s, Stage::Done))
+            && world.running().len() as u64 == plan.nodes
+        {
+            world.lock().healed = true;
+            world.note(now, "every fault healed");
         }
     };
-    let result = result.map_err(|e| e.to_string()).and_then(|()| {
-        let matched = logs_match(&disks)?;
-        note(
-            format!("every node's log holds the same entries through index {matched}"),
-            sim.elapsed(),
-        );
-        Ok(())
-    });
-    let trace = trace.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    match result {
-        Ok(()) => Ok(trace),
-        Err(e) => Err(format!("{e}\n{}", trace.join("\n"))),
+    let end = sim.elapsed();
+    if let Err(e) = result {
+        world.violation(end, format!("simulation error: {e}"));
+    }
+    Invariants::at_end(&world, &plan, end);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&dir);
+    tollgate_node::sim_bugs::set(None);
+    let w = world.lock();
+    let requests: u64 = w.endings.values().sum();
+    Report {
+        seed,
+        trace: w.trace.clone(),
+        violations: w.violations.clone(),
+        requests,
+        failed: w.endings.get(&world::Ending::Failed).copied().unwrap_or(0),
     }
 }
 
-/// Log matching: through the shortest node's log, every node holds the same log id at
-/// every index (what was committed was never changed or lost). Returns that index.
-fn logs_match(disks: &Disks) -> Result<u64, String> {
-    let disks = disks.lock().unwrap_or_else(|e| e.into_inner());
-    let mut logs = Vec::new();
-    for (id, (log, _)) in disks.iter() {
-        let last = log
-            .last_log_id()
-            .map_err(|e| e.to_string())?
-            .map_or(0, |l| l.index);
-        let ids: Vec<tollgate_raft::typ::LogId> = log
-            .read_range(0..last + 1)
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|e| e.log_id)
-            .collect();
-        logs.push((*id, ids));
-    }
-    let shortest = logs.iter().map(|(_, l)| l.len()).min().unwrap_or(0);
-    for (id, log) in logs.iter().skip(1) {
-        if log[..shortest] != logs[0].1[..shortest] {
-            return Err(format!(
-                "n{id}'s log differs from n{}'s within the first {shortest} entries",
-                logs[0].0
-            ));
+/// Moves one fault along its schedule.
+fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    invariants: &mut Invariants,
+    choices: &mut Choices,
+    now: Duration,
+    fault: &Fault,
+    stage: &mut Stage,
+) {
+    let nodes = (1..=world.lock().disks.len() as u64).collect::<Vec<_>>();
+    match stage {
+        Stage::Done => {}
+        Stage::Pending => {
+            let (at, length) = match fault {
+                Fault::IsolateLeader { at, length }
+                | Fault::DeafLeader { at, length }
+                | Fault::Split { at, length, .. }
+                | Fault::Crash { at, length, .. }
+                | Fault::ProviderOutage { at, length }
+                | Fault::SlowProvider { at, length, .. } => (*at, *length),
+                Fault::RollingUpgrade { at } => (*at, Duration::ZERO),
+            };
+            if now < at || !world.lock().ready {
+                return;
+            }
+            let undo = match fault {
+                Fault::IsolateLeader { .. } | Fault::DeafLeader { .. } => {
+                    let Some(l) = leader(world) else { return };
+                    let pairs: Vec<(u64, u64)> =
+                        nodes.iter().filter(|o| **o != l).map(|o| (*o, l)).collect();
+                    if matches!(fault, Fault::IsolateLeader { .. }) {
+                        for (a, b) in &pairs {
+                            sim.partition(host(*a), host(*b));
+                        }
+                        world.note(now, format!("n{l} (leader) cut off"));
+                        Undo::Repair(pairs)
+                    } else {
+                        for (a, b) in &pairs {
+                            sim.partition_oneway(host(*a), host(*b));
+                        }
+                        world.note(now, format!("n{l} (leader) hears nobody"));
+                        Undo::RepairOneWay(pairs)
+                    }
+                }
+                Fault::Split { minority, .. } => {
+                    let pairs: Vec<(u64, u64)> = minority
+                        .iter()
+                        .flat_map(|m| {
+                            nodes
+                                .iter()
+                                .filter(|o| !minority.contains(o))
+                                .map(move |o| (*m, *o))
+                        })
+                        .collect();
+                    for (a, b) in &pairs {
+                        sim.partition(host(*a), host(*b));
+                    }
+                    world.note(now, format!("{minority:?} split from the rest"));
+                    Undo::Repair(pairs)
+                }
+                Fault::Crash { node, .. } => {
+                    if !world.lock().running.contains_key(node) {
+                        return;
+                    }
+                    crash(sim, world, invariants, *node, true);
+                    world.note(now, format!("n{node} crashed"));
+                    Undo::Restart(*node)
+                }
+                Fault::ProviderOutage { .. } => {
+                    world.lock().provider_out = true;
+                    world.note(now, "provider out");
+                    Undo::Provider
+                }
+                Fault::SlowProvider { extra, .. } => {
+                    world.lock().provider_extra = *extra;
+                    world.note(now, format!("provider slow (+{} ms)", extra.as_millis()));
+                    Undo::Provider
+                }
+                Fault::RollingUpgrade { .. } => {
+                    world.lock().drain.insert(1);
+                    world.note(now, "rolling upgrade: n1 asked to drain");
+                    Undo::Rolling(1, Roll::Draining)
+                }
+            };
+            *stage = Stage::Active(now + length, undo);
+        }
+        Stage::Active(until, undo) => {
+            if let Undo::Rolling(node, roll) = undo {
+                match roll_on(sim, world, invariants, choices, now, *node, *roll) {
+                    Some((n, r)) => (*node, *roll) = (n, r),
+                    None => *stage = Stage::Done,
+                }
+                return;
+            }
+            if now < *until {
+                return;
+            }
+            match undo {
+                Undo::Repair(pairs) => {
+                    for (a, b) in pairs.iter() {
+                        sim.repair(host(*a), host(*b));
+                    }
+                    world.note(now, "partition healed");
+                }
+                Undo::RepairOneWay(pairs) => {
+                    for (a, b) in pairs.iter() {
+                        sim.repair_oneway(host(*a), host(*b));
+                    }
+                    world.note(now, "one-way partition healed");
+                }
+                Undo::Restart(node) => {
+                    sim.bounce(host(*node));
+                    world.note(now, format!("n{node} restarted"));
+                }
+                Undo::Provider => {
+                    let mut w = world.lock();
+                    w.provider_out = false;
+                    w.provider_extra = Duration::ZERO;
+                    drop(w);
+                    world.note(now, "provider healthy");
+                }
+                Undo::Rolling(..) => {}
+            }
+            *stage = Stage::Done;
         }
     }
-    Ok(shortest.saturating_sub(1) as u64)
+}
+
+/// Stops a node: its process is gone, and with `power_loss` so is what its log had not
+/// flushed.
+fn crash(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    invariants: &mut Invariants,
+    node: u64,
+    power_loss: bool,
+) {
+    sim.crash(host(node));
+    let mut w = world.lock();
+    w.running.remove(&node);
+    let lost = match (power_loss, w.disks.get(&node)) {
+        (true, Some(disk)) => {
+            let lost = disk.log.unflushed();
+            disk.log.crash();
+            lost
+        }
+        _ => 0,
+    };
+    drop(w);
+    if lost > 0 {
+        world.note(
+            sim.elapsed(),
+            format!("n{node} lost {lost} unflushed log writes"),
+        );
+    }
+    invariants.crashed(world, node);
+}
+
+/// One step of the rolling upgrade: drain, stop, restart ("as version N+1"), wait until
+/// caught up, then the next node. Returns the next step, or none when every node is done.
+fn roll_on(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    invariants: &mut Invariants,
+    choices: &mut Choices,
+    now: Duration,
+    id: u64,
+    roll: Roll,
+) -> Option<(u64, Roll)> {
+    match roll {
+        Roll::Draining => {
+            if !world.lock().drained.contains(&id) {
+                return Some((id, roll));
+            }
+            crash(sim, world, invariants, id, false);
+            let mut w = world.lock();
+            w.drain.remove(&id);
+            w.drained.remove(&id);
+            drop(w);
+            world.note(now, format!("n{id} stopped after its drain"));
+            Some((
+                id,
+                Roll::Stopped(now + Duration::from_millis(100 + choices.below(400))),
+            ))
+        }
+        Roll::Stopped(at) => {
+            if now < at {
+                return Some((id, roll));
+            }
+            let target = world
+                .running()
+                .keys()
+                .filter_map(|o| applied(world, *o))
+                .max()
+                .unwrap_or(0);
+            sim.bounce(host(id));
+            world.note(now, format!("n{id} restarted as the new version"));
+            Some((id, Roll::Starting(target)))
+        }
+        Roll::Starting(target) => {
+            if !applied(world, id).is_some_and(|a| a >= target) {
+                return Some((id, roll));
+            }
+            world.note(now, format!("n{id} caught up"));
+            if id == world.lock().disks.len() as u64 {
+                world.note(now, "rolling upgrade done");
+                return None;
+            }
+            world.lock().drain.insert(id + 1);
+            world.note(now, format!("n{} asked to drain", id + 1));
+            Some((id + 1, Roll::Draining))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -352,30 +462,9 @@ mod tests {
         println!("{}", first.join("\n"));
         assert_eq!(first, again, "same seed, same trace");
         assert!(first.iter().any(|l| l.contains("leader")), "{first:?}");
-        assert!(
-            first.iter().any(|l| l.contains("states identical")),
-            "{first:?}"
-        );
-        assert!(
-            first.last().is_some_and(|l| l.contains("same entries")),
-            "{first:?}"
-        );
+        assert!(first.iter().any(|l| l.contains("settled")), "{first:?}");
         // The trace does depend on the seed (so the comparison above can fail).
-        let others: Vec<Vec<String>> = (1..=5).map(|s| run(s).expect("run")).collect();
-        assert!(
-            others.iter().any(|t| *t != first),
-            "every seed gave {first:?}"
-        );
-        for t in &others {
-            println!("{}", t.first().map_or("", String::as_str));
-        }
-    }
-
-    #[test]
-    fn a_sweep_of_seeds_keeps_one_leader_per_term_and_converges() {
-        let failed: Vec<String> = (100..140)
-            .filter_map(|seed| run(seed).err().map(|e| format!("seed {seed}: {e}")))
-            .collect();
-        assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+        let other = run(43).expect("run");
+        assert_ne!(first, other);
     }
 }

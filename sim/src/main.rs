@@ -4,64 +4,105 @@
 //! - `--seeds A..B`: every seed from A to B (exclusive); prints a summary and, for each
 //!   failure, the seed and the command that replays it.
 //! - `--reproduce N`: one run with its full trace, for a failure found by a sweep.
+//!
+//! Either may add `--bug replay-with-new-id` (a known bug put back) or
+//! `--naive-budgets` (check-then-charge admission), to see the invariants catch them.
 
 use std::process::ExitCode;
 use std::time::Instant;
+use tollgate_sim::{KnownBug, Options};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: tollgate-sim --seed N | --seeds A..B | --reproduce N");
+    eprintln!(
+        "usage: tollgate-sim (--seed N | --seeds A..B | --reproduce N) [--bug replay-with-new-id] [--naive-budgets]"
+    );
     ExitCode::from(2)
 }
 
-fn one(seed: u64) -> ExitCode {
-    match tollgate_sim::run(seed) {
-        Ok(trace) => {
-            println!("{}", trace.join("\n"));
-            println!("seed {seed}: ok");
-            ExitCode::SUCCESS
+fn replay(seed: u64, options: Options) -> String {
+    let mut command = format!("cargo run -p tollgate-sim --release -- --reproduce {seed}");
+    if options.bug == Some(KnownBug::ReplayWithNewId) {
+        command.push_str(" --bug replay-with-new-id");
+    }
+    if options.naive_budgets {
+        command.push_str(" --naive-budgets");
+    }
+    command
+}
+
+fn one(seed: u64, options: Options) -> ExitCode {
+    let report = tollgate_sim::run_with(seed, options);
+    println!("{}", report.trace.join("\n"));
+    if report.ok() {
+        println!("seed {seed}: ok");
+        ExitCode::SUCCESS
+    } else {
+        for v in &report.violations {
+            println!("violation: {v}");
         }
-        Err(failure) => {
-            println!("{failure}");
-            println!("seed {seed}: FAILED; replay: cargo run -p tollgate-sim --release -- --reproduce {seed}");
-            ExitCode::FAILURE
+        println!("seed {seed}: FAILED; replay: {}", replay(seed, options));
+        ExitCode::FAILURE
+    }
+}
+
+fn sweep(a: u64, b: u64, options: Options) -> ExitCode {
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    let (mut requests, mut lost) = (0, 0);
+    for seed in a..b {
+        let report = tollgate_sim::run_with(seed, options);
+        requests += report.requests;
+        lost += report.failed;
+        if !report.ok() {
+            let first = report.violations.first().map_or("", String::as_str);
+            println!(
+                "seed {seed}: FAILED: {first}; replay: {}",
+                replay(seed, options)
+            );
+            failed.push(seed);
         }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let runs = b.saturating_sub(a);
+    println!(
+        "{runs} seeds in {secs:.1} s ({:.1} seeds/s), {requests} client requests ({lost} unanswered after retries), {} failed {failed:?}",
+        runs as f64 / secs.max(1e-9),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut options = Options::default();
+    let mut take = |flag: &str| {
+        let found = args.iter().position(|a| a == flag);
+        found.map(|i| args.remove(i)).is_some()
+    };
+    options.naive_budgets = take("--naive-budgets");
+    if let Some(i) = args.iter().position(|a| a == "--bug") {
+        match args.get(i + 1).map(String::as_str) {
+            Some("replay-with-new-id") => options.bug = Some(KnownBug::ReplayWithNewId),
+            _ => return usage(),
+        }
+        args.drain(i..i + 2);
+    }
     match args.as_slice() {
         [flag, n] if flag == "--seed" || flag == "--reproduce" => match n.parse() {
-            Ok(seed) => one(seed),
+            Ok(seed) => one(seed, options),
             Err(_) => usage(),
         },
         [flag, range] if flag == "--seeds" => {
-            let Some((a, b)) = range
+            match range
                 .split_once("..")
                 .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-            else {
-                return usage();
-            };
-            let started = Instant::now();
-            let mut failed = Vec::new();
-            for seed in a..b {
-                if let Err(failure) = tollgate_sim::run(seed) {
-                    let first = failure.lines().next().unwrap_or("").to_owned();
-                    println!("seed {seed}: FAILED: {first}; replay: cargo run -p tollgate-sim --release -- --reproduce {seed}");
-                    failed.push(seed);
-                }
-            }
-            let secs = started.elapsed().as_secs_f64();
-            let runs = b.saturating_sub(a);
-            println!(
-                "{runs} seeds in {secs:.1} s ({:.1} seeds/s), {} failed {failed:?}",
-                runs as f64 / secs.max(1e-9),
-                failed.len()
-            );
-            if failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            {
+                Some((a, b)) => sweep(a, b, options),
+                None => usage(),
             }
         }
         _ => usage(),

@@ -1,0 +1,50 @@
+//! The invariants, one file each. `after_step` runs the safety checks after every step
+//! of the simulation; `at_end` the ones that hold once the faults are healed and the
+//! cluster has settled. A breach is recorded in the world (and ends the run as failed).
+
+pub mod budget_never_overspent;
+pub mod charges_exactly_once;
+pub mod committed_entries_never_change;
+pub mod no_failed_requests;
+pub mod one_leader_per_term;
+pub mod revoked_key_refused;
+pub mod states_converge;
+
+use crate::plan::Plan;
+use crate::world::World;
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Invariants {
+    leaders: one_leader_per_term::Leaders,
+    committed: committed_entries_never_change::Committed,
+}
+
+impl Invariants {
+    pub fn after_step(&mut self, world: &World, at: Duration) {
+        let running = world.running();
+        self.leaders.check(world, &running, at);
+        self.committed.check(world, &running, at);
+        charges_exactly_once::check_step(world, &running, at);
+        budget_never_overspent::check(world, &running, at);
+        revoked_key_refused::observe(world, &running);
+    }
+
+    /// A node stopped: forget what its process had shown.
+    pub fn crashed(&mut self, world: &World, node: u64) {
+        self.committed.restarted(node);
+        revoked_key_refused::crashed(world, node);
+    }
+
+    /// Once the cluster settled: `Err` says what has not (yet) converged.
+    pub fn settled(world: &World, nodes: u64) -> Result<String, String> {
+        let running = world.running();
+        let summary = states_converge::check(&running, nodes)?;
+        charges_exactly_once::check_end(world, &running)?;
+        Ok(summary)
+    }
+
+    pub fn at_end(world: &World, plan: &Plan, at: Duration) {
+        no_failed_requests::check(world, plan, at);
+    }
+}

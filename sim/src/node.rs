@@ -1,0 +1,291 @@
+//! One simulated node: the production Raft, replicator, admission (escrow leases) and
+//! charge pipeline (with its outbox), on the node's "disk", serving peers through the
+//! production `RaftRpcHandler` and clients through `gateway`. Started again after a
+//! crash, it recovers from the same disk, as `tollgate serve` does from its data dir.
+
+use crate::gateway::{self, Answer, Request, GATEWAY_PORT};
+use crate::net::{self, SimTransport};
+use crate::plan::Plan;
+use crate::world::{self, Running, World};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_node::admission::{Admission, Mode};
+use tollgate_node::charge::{self, ChargeSender, PendingCharge, PipelineConfig};
+use tollgate_node::clock::Clock;
+use tollgate_node::cluster::replicator::DataDirs;
+use tollgate_node::cluster::rpc::{Hello, RaftRpcHandler};
+use tollgate_node::cluster::{Network, RaftReplicator};
+use tollgate_node::outbox::Outbox;
+use tollgate_node::replicator::{Replicator, SharedState};
+use tollgate_proto::{Charge, UnixMs, Usage, Usd};
+use tollgate_raft::typ::{Raft, TollgateNode};
+use turmoil::net::TcpListener;
+
+/// The port every simulated node serves peers on.
+pub const PEER_PORT: u16 = 7000;
+/// The simulated clocks start at 2026-01-01T12:00:00Z (mid-day: day windows never roll
+/// over during a run).
+pub const EPOCH_MS: u64 = 1_767_268_800_000;
+/// Bounds of the drain steps, as in `tollgate serve`.
+const DRAIN_REQUESTS: Duration = Duration::from_secs(20);
+const DRAIN_CHARGES: Duration = Duration::from_secs(10);
+const DRAIN_LEASES: Duration = Duration::from_secs(5);
+
+pub fn host(id: u64) -> String {
+    format!("n{id}")
+}
+
+pub fn peer_addr(id: u64) -> SocketAddr {
+    SocketAddr::new(turmoil::lookup(host(id)), PEER_PORT)
+}
+
+pub fn gateway_addr(id: u64) -> SocketAddr {
+    SocketAddr::new(turmoil::lookup(host(id)), GATEWAY_PORT)
+}
+
+/// Simulated time since `EPOCH_MS`, plus this node's skew.
+struct SimClock {
+    skew_ms: i64,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> UnixMs {
+        let at = EPOCH_MS as i64 + world::now().as_millis() as i64 + self.skew_ms;
+        at.max(0) as u64
+    }
+}
+
+fn node_info(id: u64) -> TollgateNode {
+    TollgateNode {
+        raft_addr: peer_addr(id).to_string(),
+        http_addr: gateway_addr(id).to_string(),
+    }
+}
+
+/// The host's software: runs until the host is crashed.
+pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil::Result {
+    let disk = world.disk(id);
+    let fresh = disk.log_is_empty()?;
+    let (log, sm) =
+        tollgate_raft::storage::open_in_memory(disk.log.clone(), disk.snapshots.clone())?;
+    let committed = log.clone();
+    let config = Arc::new(tollgate_raft::raft_config("sim").map_err(|e| e.to_string())?);
+    let handler = Arc::new(RaftRpcHandler::pending(Hello {
+        node_id: id,
+        node: node_info(id),
+    }));
+    let state = SharedState::from_shared(sm.state());
+    let transport = Arc::new(SimTransport);
+    let raft = Raft::new(id, config, Network::new(Arc::clone(&transport)), log, sm).await?;
+    handler.set_raft(raft.clone());
+    let replicator = Arc::new(RaftReplicator::new(
+        raft.clone(),
+        state.clone(),
+        transport,
+        handler.contact(),
+        move || committed.committed_index(),
+        DataDirs {
+            raft: disk.outbox.clone(),
+            outbox: disk.outbox.clone(),
+        },
+    ));
+    let weak = Arc::downgrade(&replicator);
+    handler.set_status(move || weak.upgrade().map(|r| r.status()).unwrap_or_default());
+    if id == 1 && fresh {
+        let members: BTreeMap<u64, TollgateNode> =
+            (1..=plan.nodes).map(|n| (n, node_info(n))).collect();
+        // Refused if a vote was cast meanwhile: then the cluster forms anyway.
+        let _ = raft.initialize(members).await;
+    }
+    let catching_up = Arc::clone(&replicator);
+    tokio::spawn(async move { catching_up.catch_up().await });
+    tokio::spawn(Arc::clone(&replicator).reclaim_leases());
+    let replicator: Arc<dyn Replicator> = replicator;
+    let clock: Arc<dyn Clock> = Arc::new(SimClock {
+        skew_ms: plan.skew_ms[(id - 1) as usize],
+    });
+    let admission = Admission::new(id, mode, Arc::clone(&replicator), Arc::clone(&clock));
+    admission.spawn_maintenance();
+    let outbox = Arc::new(Outbox::open_simulated(&disk.outbox).map_err(|e| e.to_string())?);
+    let pipeline = charge::spawn(
+        Arc::clone(&replicator),
+        outbox,
+        Arc::clone(&admission),
+        PipelineConfig {
+            batch_max: 256,
+            propose_delay: Duration::ZERO,
+        },
+    );
+    world.lock().running.insert(id, Running { raft, state });
+    tokio::spawn(net::serve(
+        SocketAddr::from(([0, 0, 0, 0], PEER_PORT)),
+        handler,
+    ));
+    let gateway = Arc::new(Gateway {
+        id,
+        world: world.clone(),
+        replicator: Arc::clone(&replicator),
+        admission: Arc::clone(&admission),
+        charges: pipeline.sender.clone(),
+        clock,
+        draining: AtomicBool::new(false),
+        in_flight: AtomicU64::new(0),
+    });
+    let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], GATEWAY_PORT))).await?;
+    let serving = Arc::clone(&gateway);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let gateway = Arc::clone(&serving);
+            tokio::spawn(async move {
+                gateway::answer(
+                    stream,
+                    |request| async move { gateway.handle(request).await },
+                )
+                .await
+            });
+        }
+    });
+    // Until asked to drain.
+    while !world.lock().drain.contains(&id) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The drain of `tollgate serve`: refuse new requests (the client goes to another
+    // node), let those in flight finish, apply every charge, give the leases back.
+    gateway.draining.store(true, Ordering::Release);
+    world.note(world::now(), format!("n{id} draining"));
+    let until = tokio::time::Instant::now() + DRAIN_REQUESTS;
+    while gateway.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = pipeline.close.send(());
+    let drained = tokio::time::timeout(DRAIN_CHARGES, pipeline.task)
+        .await
+        .is_ok();
+    let returned = drained
+        && matches!(
+            tokio::time::timeout(DRAIN_LEASES, admission.release_all()).await,
+            Ok(Ok(()))
+        );
+    world.note(
+        world::now(),
+        format!("n{id} drained (charges applied: {drained}, leases returned: {returned})"),
+    );
+    world.lock().drained.insert(id);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+struct Gateway {
+    id: u64,
+    world: World,
+    replicator: Arc<dyn Replicator>,
+    admission: Arc<Admission>,
+    charges: ChargeSender,
+    clock: Arc<dyn Clock>,
+    draining: AtomicBool,
+    in_flight: AtomicU64,
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn refused(status: u16, message: impl Into<String>) -> Answer {
+    Answer::Refused {
+        status,
+        message: message.into(),
+    }
+}
+
+impl Gateway {
+    async fn handle(&self, request: Request) -> Answer {
+        if self.draining.load(Ordering::Acquire) {
+            return refused(503, "draining");
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(&self.in_flight);
+        match request {
+            Request::Admin(command) => Answer::Admin(
+                self.replicator
+                    .propose(command)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            Request::Proxy {
+                secret,
+                request_id,
+                estimate,
+                cost,
+                upstream_ms,
+            } => self
+                .proxy(&secret, request_id, estimate, cost, upstream_ms)
+                .await
+                .unwrap_or_else(|a| a),
+        }
+    }
+
+    /// The proxy's steps, in its order.
+    async fn proxy(
+        &self,
+        secret: &str,
+        request_id: String,
+        estimate: u64,
+        cost: u64,
+        upstream_ms: u64,
+    ) -> Result<Answer, Answer> {
+        if !self.replicator.caught_up() {
+            return Err(refused(503, "not caught up"));
+        }
+        let (key, chain) = {
+            let state = self.replicator.state().read();
+            let key = tollgate_node::auth::key_for_secret(&state, secret)
+                .map_err(|e| refused(e.status_code().as_u16(), e.to_string()))?;
+            let chain = state.budget_chain(&key.id, None);
+            (key, chain)
+        };
+        crate::invariants::revoked_key_refused::on_admit(&self.world, self.id, &key.id);
+        let hold = self
+            .admission
+            .reserve(&chain, Usd(estimate))
+            .await
+            .map_err(|e| refused(e.status_code().as_u16(), e.to_string()))?;
+        let (out, extra) = {
+            let w = self.world.lock();
+            (w.provider_out, w.provider_extra)
+        };
+        tokio::time::sleep(Duration::from_millis(upstream_ms) + extra).await;
+        if out || self.world.lock().provider_out {
+            // The provider failed: nothing to charge; dropping the hold frees it.
+            return Err(refused(502, "provider failed"));
+        }
+        let cost = Usd(cost.min(estimate));
+        let charge = Charge {
+            request_id: request_id.as_str().into(),
+            key_id: key.id.clone(),
+            provider_config_id: None,
+            model: "sim".into(),
+            usage: Usage::default(),
+            cost,
+            at_ms: self.clock.now_ms(),
+        };
+        crate::invariants::charges_exactly_once::on_acknowledge(
+            &self.world,
+            &request_id,
+            &key.id,
+            cost,
+        );
+        self.charges.send(PendingCharge {
+            charge,
+            hold: hold.settle(cost),
+        });
+        Ok(Answer::Ok)
+    }
+}
