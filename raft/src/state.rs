@@ -730,6 +730,11 @@ impl GovState {
         self.escrow.room(&status.budget.id, Room::of(status))
     }
 
+    /// The spend of a budget in the latest window it was charged in.
+    pub fn ledger(&self, id: &BudgetId) -> Option<&Ledger> {
+        self.ledgers.get(id)
+    }
+
     pub fn budgets(&self) -> &BTreeMap<BudgetId, Budget> {
         &self.budgets
     }

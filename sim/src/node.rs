@@ -26,9 +26,6 @@ use turmoil::net::TcpListener;
 
 /// The port every simulated node serves peers on.
 pub const PEER_PORT: u16 = 7000;
-/// The simulated clocks start at 2026-01-01T12:00:00Z (mid-day: day windows never roll
-/// over during a run).
-pub const EPOCH_MS: u64 = 1_767_268_800_000;
 /// Bounds of the drain steps, as in `tollgate serve`.
 const DRAIN_REQUESTS: Duration = Duration::from_secs(20);
 const DRAIN_CHARGES: Duration = Duration::from_secs(10);
@@ -46,14 +43,15 @@ pub fn gateway_addr(id: u64) -> SocketAddr {
     SocketAddr::new(turmoil::lookup(host(id)), GATEWAY_PORT)
 }
 
-/// Simulated time since `EPOCH_MS`, plus this node's skew.
+/// The plan's wall clock on simulated time, plus this node's skew.
 struct SimClock {
+    plan: Arc<Plan>,
     skew_ms: i64,
 }
 
 impl Clock for SimClock {
     fn now_ms(&self) -> UnixMs {
-        let at = EPOCH_MS as i64 + world::now().as_millis() as i64 + self.skew_ms;
+        let at = self.plan.wall_ms(world::now()) as i64 + self.skew_ms;
         at.max(0) as u64
     }
 }
@@ -103,9 +101,13 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     let catching_up = Arc::clone(&replicator);
     tokio::spawn(async move { catching_up.catch_up().await });
     tokio::spawn(Arc::clone(&replicator).reclaim_leases());
+    tokio::spawn(tollgate_node::cluster::elect::break_split_votes(
+        raft.clone(),
+    ));
     let replicator: Arc<dyn Replicator> = replicator;
     let clock: Arc<dyn Clock> = Arc::new(SimClock {
         skew_ms: plan.skew_ms[(id - 1) as usize],
+        plan: Arc::clone(&plan),
     });
     let admission = Admission::new(id, mode, Arc::clone(&replicator), Arc::clone(&clock));
     admission.spawn_maintenance();

@@ -2,6 +2,10 @@
 //! workload and its timings, all drawn from one `u64`.
 
 use std::time::Duration;
+use tollgate_proto::ResetDuration;
+
+/// The simulated clocks start at 2026-01-01T12:00:00Z, plus `Plan::epoch_offset`.
+pub const EPOCH_MS: u64 = 1_767_268_800_000;
 
 /// A small deterministic generator for the scenario's own choices (splitmix64).
 #[derive(Debug, Clone)]
@@ -130,6 +134,12 @@ pub struct Plan {
     pub revoke_at: Duration,
     /// Upstream latency of a request.
     pub upstream: (u64, u64),
+    /// The budgets' window: a day (never rolls over in a run) or a minute, with the
+    /// clocks starting a few seconds before a minute ends, so the windows roll over
+    /// while the traffic flows (and the skewed clocks disagree about when).
+    pub reset: ResetDuration,
+    /// Simulated time 0 is `EPOCH_MS + epoch_offset_ms` on an unskewed clock.
+    pub epoch_offset_ms: u64,
 }
 
 impl Plan {
@@ -200,6 +210,17 @@ impl Plan {
                 });
             }
         }
+        let minute = c.below(3) == 0;
+        let reset = if minute {
+            ResetDuration::Minute
+        } else {
+            ResetDuration::Day
+        };
+        let epoch_offset_ms = if minute {
+            60_000 - 1_000 - c.below(5_000)
+        } else {
+            0
+        };
         let clients = 2 + c.below(3);
         let requests = 40 + c.below(40);
         // Requests cost 1 000 to 10 000 µ$ (estimate 10 000). Every client but the first
@@ -223,21 +244,30 @@ impl Plan {
             raise_by: budget_limit / 4,
             revoke_at: c.ms(1_000, 6_000),
             upstream: (5, 30 + c.below(100)),
+            reset,
+            epoch_offset_ms,
         }
     }
 
     /// One line: what this seed runs.
+    /// The unskewed wall clock at simulated time `at`.
+    pub fn wall_ms(&self, at: Duration) -> u64 {
+        EPOCH_MS + self.epoch_offset_ms + at.as_millis() as u64
+    }
+
     pub fn summary(&self) -> String {
         format!(
-            "seed {}: {:?}, {} nodes, {} clients × {} requests, key budget {} µ$ (+{} at {} ms), revoke at {} ms, faults {:?}, skew {:?} ms, fail rate {}, latency ≤ {} ms",
+            "seed {}: {:?}, {} nodes, {} clients × {} requests, key budget {} µ$ per {:?} (+{} at {} ms), clocks start {} ms past 12:00, revoke at {} ms, faults {:?}, skew {:?} ms, fail rate {}, latency ≤ {} ms",
             self.seed,
             self.scenario,
             self.nodes,
             self.clients,
             self.requests,
             self.budget_limit,
+            self.reset,
             self.raise_by,
             self.raise_at.as_millis(),
+            self.epoch_offset_ms,
             self.revoke_at.as_millis(),
             self.faults,
             self.skew_ms,

@@ -7,15 +7,14 @@
 
 use crate::gateway::{self, Answer, Request};
 use crate::invariants::Invariants;
-use crate::node::{gateway_addr, EPOCH_MS};
+use crate::node::gateway_addr;
+use crate::plan::EPOCH_MS;
 use crate::plan::{Choices, Plan};
 use crate::world::{self, Ending, World};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_node::auth::sha256;
-use tollgate_proto::{
-    Budget, Command, Customer, Outcome, Owner, ResetDuration, Team, Usd, VirtualKey,
-};
+use tollgate_proto::{Budget, Command, Customer, Outcome, Owner, Team, Usd, VirtualKey};
 
 /// Deadline of one exchange with a node.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
@@ -53,7 +52,7 @@ fn setup(plan: &Plan) -> Vec<Command> {
             id: id.into(),
             owner,
             limit: Usd(limit),
-            reset: ResetDuration::Day,
+            reset: plan.reset,
             calendar_aligned: true,
             created_at_ms: EPOCH_MS,
         })
@@ -102,7 +101,13 @@ async fn admin(world: &World, plan: &Plan, choices: &mut Choices, command: Comma
                 world.violation(world::now(), format!("admin write refused: {other:?}"));
                 return;
             }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => {
+                world.note(
+                    world::now(),
+                    format!("admin write through n{node}: {other:?}; trying again"),
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
         }
     }
     world.violation(
@@ -140,6 +145,10 @@ async fn client(world: World, plan: Arc<Plan>, n: u64, secret: &'static str) {
             if ending.is_some() {
                 break;
             }
+            world.note(
+                world::now(),
+                format!("client {n} request {r}: {last_error}; trying another node"),
+            );
             // Another node, after a pause.
             node = 1 + (node + choices.below(plan.nodes - 1)) % plan.nodes;
             tokio::time::sleep(Duration::from_millis(50 + choices.below(100))).await;
@@ -167,7 +176,7 @@ async fn admin_during(world: World, plan: Arc<Plan>) {
                 limit: Some(Usd(plan.budget_limit + plan.raise_by)),
                 reset: None,
                 calendar_aligned: None,
-                at_ms: EPOCH_MS,
+                at_ms: EPOCH_MS + plan.epoch_offset_ms + plan.raise_at.as_millis() as u64,
             },
         ),
         (
@@ -231,20 +240,22 @@ pub async fn run(plan: Arc<Plan>, world: World) -> turmoil::Result {
     while !world.lock().healed {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let healed_at = world::now();
+    let healed_at = world.lock().healed_at;
+    let settling = world::now();
     loop {
         match Invariants::settled(&world, plan.nodes) {
             Ok(summary) => {
                 world.note(
                     world::now(),
                     format!(
-                        "settled {} ms after healing: {summary}",
-                        (world::now() - healed_at).as_millis()
+                        "settled {} ms after the faults were healed and {} ms after the traffic ended: {summary}",
+                        (world::now() - healed_at).as_millis(),
+                        (world::now() - settling).as_millis()
                     ),
                 );
                 break;
             }
-            Err(e) if world::now() - healed_at > SETTLE_WITHIN => {
+            Err(e) if world::now() - settling > SETTLE_WITHIN => {
                 world.violation(
                     world::now(),
                     format!(

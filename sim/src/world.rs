@@ -77,6 +77,7 @@ pub struct Inner {
     pub ready: bool,
     /// Every fault is over and every node runs: the liveness phase.
     pub healed: bool,
+    pub healed_at: Duration,
     pub run_dir: PathBuf,
 }
 

@@ -8,8 +8,10 @@
 //! - `network`: `Network`/`NetworkClient`, openraft's network over `PeerTransport`.
 //! - `replicator`: `RaftReplicator`.
 //! - `start`: starting a clustered node and forming the cluster.
+//! - `elect`: a watch that breaks split votes openraft 0.9 can fall into.
 //! - `mem_transport` (tests): an in-process `PeerTransport` for multi-node tests.
 
+pub mod elect;
 pub mod network;
 pub mod replicator;
 pub mod rpc;

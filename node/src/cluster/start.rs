@@ -117,6 +117,7 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     let catching_up = Arc::clone(&replicator);
     tokio::spawn(async move { catching_up.catch_up().await });
     tokio::spawn(Arc::clone(&replicator).reclaim_leases());
+    tokio::spawn(super::elect::break_split_votes(raft.clone()));
     tracing::info!(node_id = options.node_id, raft_addr = %options.raft_addr, "raft started");
     let seeds: Vec<SocketAddr> = options
         .peers

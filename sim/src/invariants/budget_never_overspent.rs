@@ -1,27 +1,28 @@
 //! Spend never exceeds a budget. The simulated provider never costs more than the
 //! estimate admission reserved, so the estimate error is zero and the bound is exact:
-//! in every node's applied state, at every step, each budget's spend in its window is at
-//! most its limit (the admin only ever raises limits in the workload).
+//! in every node's applied state, at every step, each budget's spend in the window it
+//! was last charged in is at most its limit (the admin only ever raises limits).
 
-use crate::node::EPOCH_MS;
 use crate::world::{Running, World};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub fn check(world: &World, running: &BTreeMap<u64, Running>, at: Duration) {
-    let now_ms = EPOCH_MS + at.as_millis() as u64;
     for (id, node) in running {
         let over: Vec<String> = {
             let state = node.state.read();
             state
                 .budgets()
-                .keys()
-                .filter_map(|b| state.budget_status(b, now_ms))
-                .filter(|s| s.spent > s.budget.limit)
-                .map(|s| {
+                .values()
+                .filter_map(|b| Some((b, state.ledger(&b.id)?)))
+                .filter(|(b, l)| l.spent > b.limit)
+                .map(|(b, l)| {
                     format!(
-                        "n{id}: budget {} spent {} µ$ of {} µ$",
-                        s.budget.id, s.spent.0, s.budget.limit.0
+                        "n{id}: budget {} spent {} µ$ of {} µ$ in the window from {}",
+                        b.id,
+                        l.spent.0,
+                        b.limit.0,
+                        tollgate_raft::rfc3339(l.window_start_ms)
                     )
                 })
                 .collect()
