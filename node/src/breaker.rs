@@ -331,7 +331,7 @@ mod tests {
         let mut view = View::default();
         view.breakers
             .insert("pc_e".into(), vec![(2, BreakerEvent::Closed { at_ms: 10 })]);
-        b.gossip.set_view_for_test(view);
+        b.gossip.set_view(view);
         b.record(&pc, Gate::Closed, Outcome::Failed, 20);
         assert_eq!(b.gate(&pc, 21), Gate::Closed);
     }
@@ -368,7 +368,7 @@ mod tests {
         };
         let mut view = View::default();
         view.breakers.insert("pc_c".into(), vec![(2, open)]);
-        b.gossip.set_view_for_test(view);
+        b.gossip.set_view(view);
         assert_eq!(b.gate(&pc, 2_000), Gate::Open { until_ms: 6_000 });
         assert_eq!(b.not_closed().first().map(|s| s.reported_by), Some(2));
         // Another node closed it later: closed here too.
@@ -377,7 +377,7 @@ mod tests {
             "pc_c".into(),
             vec![(2, open), (3, BreakerEvent::Closed { at_ms: 7_000 })],
         );
-        b.gossip.set_view_for_test(view);
+        b.gossip.set_view(view);
         assert_eq!(b.gate(&pc, 7_001), Gate::Closed);
         // An old local event does not override a newer remote one.
         assert_eq!(b.gate(&pc, 6_500), Gate::Closed);

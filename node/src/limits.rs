@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::gossip::keys::{rate_key, Dimension, RateClaim};
 use crate::gossip::Gossip;
 use crate::shared_limits::{next_claim, trimmed, Claim};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tollgate_proto::{RateLimit, RateLimitId, ResetDuration, UnixMs};
@@ -97,7 +97,7 @@ enum Refusal {
 pub type MemberCount = Box<dyn Fn() -> usize + Send + Sync>;
 
 pub struct RateLimiter {
-    slots: Mutex<HashMap<(RateLimitId, Dimension), Slot>>,
+    slots: Mutex<BTreeMap<(RateLimitId, Dimension), Slot>>,
     gossip: Arc<Gossip>,
     clock: Arc<dyn Clock>,
     /// Claims split the free room among at least this many nodes (the voters, refreshed
@@ -118,7 +118,7 @@ impl RateLimiter {
         let min_split = std::sync::atomic::AtomicUsize::new(members());
         let round_ms = CLAIM_ROUND_MS.max(5 * gossip.interval_ms());
         let limiter = Arc::new(RateLimiter {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(BTreeMap::new()),
             gossip,
             clock,
             members,
@@ -166,6 +166,12 @@ impl RateLimiter {
                     .filter(|p| p.claim.window_start_ms == slot.claim.window_start_ms)
                     .map(|p| p.claim.held())
                     .fold(0, u64::saturating_add);
+                #[cfg(feature = "sim-bugs")]
+                let others =
+                    match crate::sim_bugs::active(crate::sim_bugs::KnownBug::RateClaimsIgnored) {
+                        true => 0,
+                        false => others,
+                    };
                 let within_round = slot
                     .round_start_ms
                     .filter(|t| now_ms.saturating_sub(*t) < self.round_ms);
@@ -448,7 +454,7 @@ mod tests {
             );
             view
         };
-        gossip.set_view_for_test(peers(0));
+        gossip.set_view(peers(0));
         assert_eq!(admitted(&limiter, &limits, 300, 60_000), 200, "a third");
         // Within the round: no new claim, and the refusal says to come back soon.
         match limiter.admit(&limits, 60_100) {
@@ -456,13 +462,13 @@ mod tests {
             other => panic!("expected a 429, got {other:?}"),
         }
         // The peers used 150 each: a third of the 100 left.
-        gossip.set_view_for_test(peers(150));
+        gossip.set_view(peers(150));
         assert_eq!(
             admitted(&limiter, &limits, 300, 60_000 + CLAIM_ROUND_MS),
             34
         );
         // The peers hold the rest: exhausted until the window ends.
-        gossip.set_view_for_test(peers(183));
+        gossip.set_view(peers(183));
         match limiter.admit(&limits, 60_000 + 2 * CLAIM_ROUND_MS) {
             Err(ApiError::RateLimited { retry_after_s, .. }) => {
                 assert_eq!(retry_after_s, (60_000 - 2 * CLAIM_ROUND_MS).div_ceil(1000))

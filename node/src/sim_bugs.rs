@@ -11,6 +11,9 @@ pub enum KnownBug {
     /// ledgers' de-duplication cannot tell it from the first proposal and a charge that
     /// was applied before the crash is applied again.
     ReplayWithNewId,
+    /// The rate limiter does not count the claims other nodes gossip: each node admits as
+    /// if it were alone (the per-replica counters of other gateways).
+    RateClaimsIgnored,
 }
 
 thread_local! {

@@ -15,6 +15,7 @@
 //! Gossip (chitchat) is not simulated: its peer selection uses an RNG we cannot seed.
 
 pub mod gateway;
+pub mod gossip;
 pub mod invariants;
 pub mod net;
 pub mod node;
@@ -32,6 +33,9 @@ use std::time::Duration;
 use tollgate_node::admission::Mode;
 pub use tollgate_node::sim_bugs::KnownBug;
 use world::World;
+
+/// The gossip round (the production `[gossip] interval_ms`).
+const GOSSIP_ROUND_MS: u128 = 100;
 
 /// How one run is set up besides its seed.
 #[derive(Debug, Clone, Copy, Default)]
@@ -179,9 +183,12 @@ pub fn run_with(seed: u64, options: Options) -> Report {
         sim.client("clients", workload::run(plan, world));
     }
     let mut invariants = Invariants::default();
+    let mut board = gossip::Board::default();
     let mut stages: Vec<Stage> = plan.faults.iter().map(|_| Stage::Pending).collect();
     let mut choices = Choices::new(seed ^ 0xD21E);
     let mut flaky = plan.fail_rate > 0.0;
+    // `SIM_DEBUG=1`: every node's Raft metrics on stderr once a simulated second.
+    let debug = std::env::var_os("SIM_DEBUG").is_some();
     let result = loop {
         match sim.step() {
             Ok(true) => break Ok(()),
@@ -189,22 +196,23 @@ pub fn run_with(seed: u64, options: Options) -> Report {
             Err(e) => break Err(e.to_string()),
         }
         let now = sim.elapsed();
-        if std::env::var_os("SIM_DEBUG").is_some() && now.as_millis() % 5000 == 0 {
-            for (id, n) in world.running() {
-                let m = n.raft.metrics().borrow().clone();
-                eprintln!(
-                    "{} ms n{id}: {:?} term {} leader {:?} vote {} last_log {:?} applied {:?}",
-                    now.as_millis(),
-                    m.state,
-                    m.current_term,
-                    m.current_leader,
-                    m.vote,
-                    m.last_log_index,
-                    m.last_applied
-                );
-            }
+        if debug && now.as_millis() % 1000 == 0 {
+            dump_metrics(&world, now);
         }
         invariants.after_step(&world, now);
+        if now.as_millis() % GOSSIP_ROUND_MS == 0 {
+            let speakers: Vec<gossip::Speaker> = world
+                .running()
+                .into_iter()
+                .map(|(node, r)| gossip::Speaker {
+                    node,
+                    generation: r.generation,
+                    gossip: r.gossip,
+                })
+                .collect();
+            let cut = world.lock().cut.clone();
+            board.round(&speakers, &cut);
+        }
         if flaky && now >= plan.flaky_until {
             sim.set_fail_rate(0.0);
             sim.set_max_message_latency(Duration::from_millis(2));
@@ -216,6 +224,7 @@ pub fn run_with(seed: u64, options: Options) -> Report {
                 &mut sim,
                 &world,
                 &mut invariants,
+                &mut board,
                 &mut choices,
                 now,
                 fault,
@@ -253,11 +262,29 @@ pub fn run_with(seed: u64, options: Options) -> Report {
     }
 }
 
+fn dump_metrics(world: &World, now: Duration) {
+    for (id, n) in world.running() {
+        let m = n.raft.metrics().borrow().clone();
+        eprintln!(
+            "{} ms n{id}: {:?} term {} leader {:?} vote {} last log {:?} applied {:?}",
+            now.as_millis(),
+            m.state,
+            m.current_term,
+            m.current_leader,
+            m.vote,
+            m.last_log_index,
+            m.last_applied.map(|l| l.index)
+        );
+    }
+}
+
 /// Moves one fault along its schedule.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     sim: &mut turmoil::Sim<'_>,
     world: &World,
     invariants: &mut Invariants,
+    board: &mut gossip::Board,
     choices: &mut Choices,
     now: Duration,
     fault: &Fault,
@@ -286,13 +313,13 @@ fn drive(
                         nodes.iter().filter(|o| **o != l).map(|o| (*o, l)).collect();
                     if matches!(fault, Fault::IsolateLeader { .. }) {
                         for (a, b) in &pairs {
-                            sim.partition(host(*a), host(*b));
+                            cut_link(sim, world, now, *a, *b, false);
                         }
                         world.note(now, format!("n{l} (leader) cut off"));
                         Undo::Repair(pairs)
                     } else {
                         for (a, b) in &pairs {
-                            sim.partition_oneway(host(*a), host(*b));
+                            cut_link(sim, world, now, *a, *b, true);
                         }
                         world.note(now, format!("n{l} (leader) hears nobody"));
                         Undo::RepairOneWay(pairs)
@@ -309,7 +336,7 @@ fn drive(
                         })
                         .collect();
                     for (a, b) in &pairs {
-                        sim.partition(host(*a), host(*b));
+                        cut_link(sim, world, now, *a, *b, false);
                     }
                     world.note(now, format!("{minority:?} split from the rest"));
                     Undo::Repair(pairs)
@@ -318,7 +345,7 @@ fn drive(
                     if !world.lock().running.contains_key(node) {
                         return;
                     }
-                    crash(sim, world, invariants, *node, true);
+                    crash(sim, world, invariants, board, *node, true);
                     world.note(now, format!("n{node} crashed"));
                     Undo::Restart(*node)
                 }
@@ -342,7 +369,7 @@ fn drive(
         }
         Stage::Active(until, undo) => {
             if let Undo::Rolling(node, roll) = undo {
-                match roll_on(sim, world, invariants, choices, now, *node, *roll) {
+                match roll_on(sim, world, invariants, board, choices, now, *node, *roll) {
                     Some((n, r)) => (*node, *roll) = (n, r),
                     None => *stage = Stage::Done,
                 }
@@ -354,18 +381,19 @@ fn drive(
             match undo {
                 Undo::Repair(pairs) => {
                     for (a, b) in pairs.iter() {
-                        sim.repair(host(*a), host(*b));
+                        mend_link(sim, world, now, *a, *b, false);
                     }
                     world.note(now, "partition healed");
                 }
                 Undo::RepairOneWay(pairs) => {
                     for (a, b) in pairs.iter() {
-                        sim.repair_oneway(host(*a), host(*b));
+                        mend_link(sim, world, now, *a, *b, true);
                     }
                     world.note(now, "one-way partition healed");
                 }
                 Undo::Restart(node) => {
                     sim.bounce(host(*node));
+                    world.lock().restarts.push(now);
                     world.note(now, format!("n{node} restarted"));
                 }
                 Undo::Provider => {
@@ -382,12 +410,58 @@ fn drive(
     }
 }
 
+/// Cuts the link a → b (and b → a unless `oneway`), for the network and for gossip.
+fn cut_link(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    now: Duration,
+    a: u64,
+    b: u64,
+    oneway: bool,
+) {
+    let mut w = world.lock();
+    if oneway {
+        sim.partition_oneway(host(a), host(b));
+    } else {
+        sim.partition(host(a), host(b));
+        w.cut.insert((b, a));
+    }
+    w.cut.insert((a, b));
+    if !w.cut_spans.last().is_some_and(|(_, until)| until.is_none()) {
+        w.cut_spans.push((now, None));
+    }
+}
+
+fn mend_link(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    now: Duration,
+    a: u64,
+    b: u64,
+    oneway: bool,
+) {
+    let mut w = world.lock();
+    if oneway {
+        sim.repair_oneway(host(a), host(b));
+    } else {
+        sim.repair(host(a), host(b));
+        w.cut.remove(&(b, a));
+    }
+    w.cut.remove(&(a, b));
+    if w.cut.is_empty() {
+        if let Some((_, until)) = w.cut_spans.last_mut() {
+            until.get_or_insert(now);
+        }
+    }
+}
+
 /// Stops a node: its process is gone, and with `power_loss` so is what its log had not
 /// flushed.
 fn crash(
     sim: &mut turmoil::Sim<'_>,
     world: &World,
     invariants: &mut Invariants,
+    board: &mut gossip::Board,
     node: u64,
     power_loss: bool,
 ) {
@@ -403,6 +477,7 @@ fn crash(
         _ => 0,
     };
     drop(w);
+    board.forget(node);
     if lost > 0 {
         world.note(
             sim.elapsed(),
@@ -414,10 +489,12 @@ fn crash(
 
 /// One step of the rolling upgrade: drain, stop, restart ("as version N+1"), wait until
 /// caught up, then the next node. Returns the next step, or none when every node is done.
+#[allow(clippy::too_many_arguments)]
 fn roll_on(
     sim: &mut turmoil::Sim<'_>,
     world: &World,
     invariants: &mut Invariants,
+    board: &mut gossip::Board,
     choices: &mut Choices,
     now: Duration,
     id: u64,
@@ -428,7 +505,7 @@ fn roll_on(
             if !world.lock().drained.contains(&id) {
                 return Some((id, roll));
             }
-            crash(sim, world, invariants, id, false);
+            crash(sim, world, invariants, board, id, false);
             let mut w = world.lock();
             w.drain.remove(&id);
             w.drained.remove(&id);
@@ -450,11 +527,12 @@ fn roll_on(
                 .max()
                 .unwrap_or(0);
             sim.bounce(host(id));
+            world.lock().restarts.push(now);
             world.note(now, format!("n{id} restarted as the new version"));
             Some((id, Roll::Starting(target)))
         }
         Roll::Starting(target) => {
-            if !applied(world, id).is_some_and(|a| a >= target) {
+            if applied(world, id).is_none_or(|a| a < target) {
                 return Some((id, roll));
             }
             world.note(now, format!("n{id} caught up"));
@@ -505,6 +583,19 @@ mod tests {
         let (seed, violation) = caught.expect("the bug is caught within 120 seeds");
         assert!(violation.contains("more than once"), "{violation}");
         // And the same seed passes without the bug.
+        assert!(run_with(seed, Options::default()).ok());
+    }
+
+    #[test]
+    fn a_rate_limiter_that_ignores_other_nodes_is_caught() {
+        let options = Options {
+            bug: Some(KnownBug::RateClaimsIgnored),
+            ..Options::default()
+        };
+        let caught = first_catch(options, 0, 60);
+        println!("rate-claims-ignored caught: {caught:?}");
+        let (seed, violation) = caught.expect("the bug is caught within 60 seeds");
+        assert!(violation.contains("over its bound"), "{violation}");
         assert!(run_with(seed, Options::default()).ok());
     }
 

@@ -5,7 +5,8 @@
 //!   failure, the seed and the command that replays it.
 //! - `--reproduce N`: one run with its full trace, for a failure found by a sweep.
 //!
-//! Either may add `--bug replay-with-new-id` (a known bug put back) or
+//! Either may add `--bug replay-with-new-id` or `--bug rate-claims-ignored` (a known bug
+//! put back, `tollgate_node::sim_bugs`) or
 //! `--naive-budgets` (check-then-charge admission), to see the invariants catch them.
 
 use std::process::ExitCode;
@@ -14,15 +15,17 @@ use tollgate_sim::{KnownBug, Options};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: tollgate-sim (--seed N | --seeds A..B | --reproduce N) [--bug replay-with-new-id] [--naive-budgets]"
+        "usage: tollgate-sim (--seed N | --seeds A..B | --reproduce N) [--bug replay-with-new-id|rate-claims-ignored] [--naive-budgets]"
     );
     ExitCode::from(2)
 }
 
 fn replay(seed: u64, options: Options) -> String {
     let mut command = format!("cargo run -p tollgate-sim --release -- --reproduce {seed}");
-    if options.bug == Some(KnownBug::ReplayWithNewId) {
-        command.push_str(" --bug replay-with-new-id");
+    match options.bug {
+        Some(KnownBug::ReplayWithNewId) => command.push_str(" --bug replay-with-new-id"),
+        Some(KnownBug::RateClaimsIgnored) => command.push_str(" --bug rate-claims-ignored"),
+        None => {}
     }
     if options.naive_budgets {
         command.push_str(" --naive-budgets");
@@ -79,14 +82,14 @@ fn sweep(a: u64, b: u64, options: Options) -> ExitCode {
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut options = Options::default();
-    let mut take = |flag: &str| {
-        let found = args.iter().position(|a| a == flag);
-        found.map(|i| args.remove(i)).is_some()
-    };
-    options.naive_budgets = take("--naive-budgets");
+    if let Some(i) = args.iter().position(|a| a == "--naive-budgets") {
+        args.remove(i);
+        options.naive_budgets = true;
+    }
     if let Some(i) = args.iter().position(|a| a == "--bug") {
         match args.get(i + 1).map(String::as_str) {
             Some("replay-with-new-id") => options.bug = Some(KnownBug::ReplayWithNewId),
+            Some("rate-claims-ignored") => options.bug = Some(KnownBug::RateClaimsIgnored),
             _ => return usage(),
         }
         args.drain(i..i + 2);

@@ -43,7 +43,6 @@ impl PeerTransport for SimTransport {
         request: PeerRequest,
         deadline: Duration,
     ) -> Result<PeerResponse, TransportError> {
-        let kind = request.kind;
         let exchange = async {
             let mut stream =
                 TcpStream::connect(peer)
@@ -77,24 +76,13 @@ impl PeerTransport for SimTransport {
                 Err(error) => Err(TransportError::Remote { peer, error }),
             }
         };
-        let r = match tokio::time::timeout(deadline, exchange).await {
+        match tokio::time::timeout(deadline, exchange).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout {
                 peer,
                 deadline_ms: deadline.as_millis() as u64,
             }),
-        };
-        if std::env::var_os("SIM_DEBUG").is_some() {
-            let now = turmoil::sim_elapsed().unwrap_or_default().as_millis();
-            if (4400..5200).contains(&now) {
-                eprintln!(
-                    "{now} ms call {kind} -> {peer}: {:?} ({} ms deadline)",
-                    r.as_ref().map(|_| "ok"),
-                    deadline.as_millis()
-                );
-            }
         }
-        r
     }
 }
 

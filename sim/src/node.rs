@@ -18,6 +18,8 @@ use tollgate_node::clock::Clock;
 use tollgate_node::cluster::replicator::DataDirs;
 use tollgate_node::cluster::rpc::{Hello, RaftRpcHandler};
 use tollgate_node::cluster::{Network, RaftReplicator};
+use tollgate_node::gossip::Gossip;
+use tollgate_node::limits::RateLimiter;
 use tollgate_node::outbox::Outbox;
 use tollgate_node::replicator::{Replicator, SharedState};
 use tollgate_proto::{Charge, UnixMs, Usage, Usd};
@@ -111,6 +113,24 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     });
     let admission = Admission::new(id, mode, Arc::clone(&replicator), Arc::clone(&clock));
     admission.spawn_maintenance();
+    // Gossip in its simulated mode (the driver carries it; see `crate::gossip`), read by
+    // the production rate limiter, which splits limits among the Raft voters at least.
+    let generation = world::now().as_millis() as u64 + 1;
+    let gossip = Gossip::simulated(id, generation);
+    let voters = raft.clone();
+    let limiter = RateLimiter::new(
+        Arc::clone(&gossip),
+        Arc::clone(&clock),
+        Box::new(move || {
+            voters
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .count()
+        }),
+    );
     let outbox = Arc::new(Outbox::open_simulated(&disk.outbox).map_err(|e| e.to_string())?);
     let pipeline = charge::spawn(
         Arc::clone(&replicator),
@@ -121,7 +141,15 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
             propose_delay: Duration::ZERO,
         },
     );
-    world.lock().running.insert(id, Running { raft, state });
+    world.lock().running.insert(
+        id,
+        Running {
+            raft,
+            state,
+            gossip,
+            generation,
+        },
+    );
     tokio::spawn(net::serve(
         SocketAddr::from(([0, 0, 0, 0], PEER_PORT)),
         handler,
@@ -131,6 +159,7 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
         world: world.clone(),
         replicator: Arc::clone(&replicator),
         admission: Arc::clone(&admission),
+        limiter,
         charges: pipeline.sender.clone(),
         clock,
         draining: AtomicBool::new(false),
@@ -185,6 +214,7 @@ struct Gateway {
     world: World,
     replicator: Arc<dyn Replicator>,
     admission: Arc<Admission>,
+    limiter: Arc<RateLimiter>,
     charges: ChargeSender,
     clock: Arc<dyn Clock>,
     draining: AtomicBool,
@@ -246,14 +276,24 @@ impl Gateway {
         if !self.replicator.caught_up() {
             return Err(refused(503, "not caught up"));
         }
-        let (key, chain) = {
+        let (key, chain, limits) = {
             let state = self.replicator.state().read();
             let key = tollgate_node::auth::key_for_secret(&state, secret)
                 .map_err(|e| refused(e.status_code().as_u16(), e.to_string()))?;
             let chain = state.budget_chain(&key.id, None);
-            (key, chain)
+            let limits: Vec<_> = state
+                .rate_limit_chain(&key.id, None)
+                .into_iter()
+                .cloned()
+                .collect();
+            (key, chain, limits)
         };
         crate::invariants::revoked_key_refused::on_admit(&self.world, self.id, &key.id);
+        let now_ms = self.clock.now_ms();
+        self.limiter
+            .admit(&limits, now_ms)
+            .map_err(|e| refused(e.status_code().as_u16(), e.to_string()))?;
+        crate::invariants::rate_limit_within_bound::on_admit(&self.world, &limits, now_ms);
         let hold = self
             .admission
             .reserve(&chain, Usd(estimate))

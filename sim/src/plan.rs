@@ -16,7 +16,7 @@ impl Choices {
         Choices(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -26,7 +26,7 @@ impl Choices {
 
     /// In `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.draw() % n.max(1)
     }
 
     /// In `lo..=hi` milliseconds.
@@ -127,6 +127,8 @@ pub struct Plan {
     pub requests: u64,
     /// The key budget's limit in micro-dollars; the workload asks for more than that.
     pub budget_limit: u64,
+    /// The first key's rate limit: requests per minute, below what its clients send.
+    pub rate_limit: u64,
     /// When the admin raises the key budget's limit, and by how much.
     pub raise_at: Duration,
     pub raise_by: u64,
@@ -240,6 +242,7 @@ impl Plan {
             clients,
             requests,
             budget_limit,
+            rate_limit: (clients - 1) * requests * (30 + c.below(60)) / 100,
             raise_at: c.ms(2_000, 8_000),
             raise_by: budget_limit / 4,
             revoke_at: c.ms(1_000, 6_000),
@@ -257,7 +260,7 @@ impl Plan {
 
     pub fn summary(&self) -> String {
         format!(
-            "seed {}: {:?}, {} nodes, {} clients × {} requests, key budget {} µ$ per {:?} (+{} at {} ms), clocks start {} ms past 12:00, revoke at {} ms, faults {:?}, skew {:?} ms, fail rate {}, latency ≤ {} ms",
+            "seed {}: {:?}, {} nodes, {} clients × {} requests, key budget {} µ$ per {:?} (+{} at {} ms), clocks start {} ms past 12:00, rate limit {}/min, revoke at {} ms, faults {:?}, skew {:?} ms, fail rate {}, latency ≤ {} ms",
             self.seed,
             self.scenario,
             self.nodes,
@@ -268,6 +271,7 @@ impl Plan {
             self.raise_by,
             self.raise_at.as_millis(),
             self.epoch_offset_ms,
+            self.rate_limit,
             self.revoke_at.as_millis(),
             self.faults,
             self.skew_ms,

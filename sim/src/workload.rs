@@ -14,7 +14,9 @@ use crate::world::{self, Ending, World};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_node::auth::sha256;
-use tollgate_proto::{Budget, Command, Customer, Outcome, Owner, Team, Usd, VirtualKey};
+use tollgate_proto::{
+    Budget, Command, Customer, Outcome, Owner, RateLimit, ResetDuration, Team, Usd, VirtualKey,
+};
 
 /// Deadline of one exchange with a node.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
@@ -76,6 +78,15 @@ fn setup(plan: &Plan) -> Vec<Command> {
             Owner::VirtualKey("vk_1".into()),
             plan.budget_limit,
         ),
+        Command::CreateRateLimit(RateLimit {
+            id: "rl_key1".into(),
+            owner: Owner::VirtualKey("vk_1".into()),
+            request_max: Some(plan.rate_limit),
+            request_window: Some(ResetDuration::Minute),
+            token_max: None,
+            token_window: None,
+            created_at_ms: EPOCH_MS,
+        }),
         budget(
             "bud_team1",
             Owner::Team("team_1".into()),
@@ -138,6 +149,7 @@ async fn client(world: World, plan: Arc<Plan>, n: u64, secret: &'static str) {
                 Ok(Answer::Ok) => ending = Some(Ending::Ok),
                 Ok(Answer::Refused { status: 402, .. }) => ending = Some(Ending::BudgetRefused),
                 Ok(Answer::Refused { status: 401, .. }) => ending = Some(Ending::KeyRefused),
+                Ok(Answer::Refused { status: 429, .. }) => ending = Some(Ending::RateRefused),
                 Ok(Answer::Refused { status: 502, .. }) => ending = Some(Ending::ProviderFailed),
                 Ok(other) => last_error = format!("n{node}: {other:?}"),
                 Err(e) => last_error = format!("n{node}: {e}"),
@@ -207,7 +219,7 @@ pub async fn run(plan: Arc<Plan>, world: World) -> turmoil::Result {
         let everywhere = running.len() as u64 == plan.nodes
             && running.values().all(|n| {
                 let s = n.state.read();
-                s.keys().len() == 2 && s.budgets().len() == 2
+                s.keys().len() == 2 && s.budgets().len() == 2 && s.rate_limits().len() == 1
             });
         if everywhere {
             break;

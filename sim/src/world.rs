@@ -35,6 +35,9 @@ impl Disk {
 pub struct Running {
     pub raft: Raft,
     pub state: SharedState,
+    pub gossip: Arc<tollgate_node::gossip::Gossip>,
+    /// This process's gossip generation.
+    pub generation: u64,
 }
 
 /// One request a client sent, and how it ended.
@@ -43,6 +46,8 @@ pub enum Ending {
     Ok,
     /// 402: the budget is spent.
     BudgetRefused,
+    /// 429: over the rate limit.
+    RateRefused,
     /// 401: the key is revoked.
     KeyRefused,
     /// The provider failed (an outage), answered as such.
@@ -79,6 +84,16 @@ pub struct Inner {
     pub healed: bool,
     pub healed_at: Duration,
     pub run_dir: PathBuf,
+    /// Directed links (from, to) the driver has cut now.
+    pub cut: BTreeSet<(u64, u64)>,
+    /// When links were cut (from, until; until is `None` while still cut).
+    pub cut_spans: Vec<(Duration, Option<Duration>)>,
+    /// When nodes started again after a crash or a stop.
+    pub restarts: Vec<Duration>,
+    /// Requests admitted by the rate limit, per (limit, window start by the admitting
+    /// node's clock), and each limit's maximum.
+    pub rate_admitted: BTreeMap<(String, u64), u64>,
+    pub rate_max: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Default)]

@@ -135,6 +135,21 @@ pub struct Gossip {
     changes: broadcast::Sender<ClusterChange>,
     refresh_every: Duration,
     interval_ms: u64,
+    /// Under the simulator: this node's values, which the simulator's own deterministic
+    /// exchange carries to the other nodes' views (chitchat's peer selection cannot be
+    /// seeded). `None` in production.
+    simulated: Option<Mutex<BTreeMap<String, String>>>,
+}
+
+/// One node's gossiped values, as a view is built from them.
+pub struct NodeValues<'a> {
+    pub node_id: u64,
+    pub generation: u64,
+    pub gossip_addr: SocketAddr,
+    /// Live by the failure detector (or this node itself).
+    pub live: bool,
+    pub is_me: bool,
+    pub values: Vec<(&'a str, &'a str)>,
 }
 
 impl Gossip {
@@ -162,7 +177,31 @@ impl Gossip {
             changes: broadcast::channel(CHANGES_CAPACITY).0,
             refresh_every: interval / 2,
             interval_ms: interval.as_millis() as u64,
+            simulated: None,
         }
+    }
+
+    /// The gossip of a simulated node: `publish` keeps this node's values for the
+    /// simulator to carry (`own_values`), and the simulator sets what this node has
+    /// heard (`set_view`).
+    pub fn simulated(node_id: u64, generation: u64) -> Arc<Gossip> {
+        let interval = Duration::from_millis(GossipConfig::default().interval_ms);
+        let mut gossip = Gossip::new(node_id, generation, None, None, interval);
+        gossip.simulated = Some(Mutex::new(BTreeMap::new()));
+        Arc::new(gossip)
+    }
+
+    /// A simulated node's own values (empty otherwise).
+    pub fn own_values(&self) -> BTreeMap<String, String> {
+        self.simulated
+            .as_ref()
+            .map(|v| v.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Sets what this node has heard (the simulator's exchange; tests).
+    pub fn set_view(&self, view: View) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
     }
 
     /// Starts chitchat over `transport` and returns the gossip and the inbox the peer
@@ -236,7 +275,7 @@ impl Gossip {
 
     /// Whether this node gossips with others (false when running alone).
     pub fn clustered(&self) -> bool {
-        self.chitchat.is_some()
+        self.chitchat.is_some() || self.simulated.is_some()
     }
 
     /// The last snapshot of what gossip says.
@@ -257,6 +296,14 @@ impl Gossip {
     }
 
     fn queue(&self, key: String, value: Option<String>) {
+        if let Some(own) = &self.simulated {
+            let mut own = own.lock().unwrap_or_else(|e| e.into_inner());
+            match value {
+                Some(value) => own.insert(key, value),
+                None => own.remove(&key),
+            };
+            return;
+        }
         if self.chitchat.is_none() {
             return;
         }
@@ -284,11 +331,6 @@ impl Gossip {
                 tracing::debug!(error = %e, "gossip shutdown");
             }
         }
-    }
-
-    #[cfg(test)]
-    pub fn set_view_for_test(&self, view: View) {
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
     }
 
     async fn run(self: Arc<Self>) {
@@ -344,26 +386,43 @@ impl Gossip {
 fn build_view(chitchat: &Chitchat) -> View {
     let me = chitchat.self_chitchat_id().clone();
     let live: BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
-    let mut view = View::default();
-    for (id, state) in chitchat.node_states() {
-        let Ok(node_id) = id.node_id.parse::<u64>() else {
-            continue;
-        };
+    build_view_from(chitchat.node_states().iter().filter_map(|(id, state)| {
         let is_me = *id == me;
-        let live = is_me || live.contains(id);
-        view.members.push(Member {
-            node_id,
+        Some(NodeValues {
+            node_id: id.node_id.parse::<u64>().ok()?,
             generation: id.generation_id,
             gossip_addr: id.gossip_advertise_addr,
-            live,
-            state: state.get(keys::NODE_STATE).and_then(NodeState::parse),
-            version: state.get(keys::NODE_VERSION).map(str::to_owned),
-            http_addr: state.get(keys::NODE_HTTP_ADDR).map(str::to_owned),
+            live: is_me || live.contains(id),
+            is_me,
+            values: state.key_values().collect(),
+        })
+    }))
+}
+
+/// The view built from the nodes' gossiped values (chitchat's, or the simulator's).
+pub fn build_view_from<'a>(nodes: impl Iterator<Item = NodeValues<'a>>) -> View {
+    let mut view = View::default();
+    for node in nodes {
+        let get = |wanted: &str| {
+            node.values
+                .iter()
+                .find(|(k, _)| *k == wanted)
+                .map(|(_, v)| *v)
+        };
+        let node_id = node.node_id;
+        view.members.push(Member {
+            node_id,
+            generation: node.generation,
+            gossip_addr: node.gossip_addr,
+            live: node.live,
+            state: get(keys::NODE_STATE).and_then(NodeState::parse),
+            version: get(keys::NODE_VERSION).map(str::to_owned),
+            http_addr: get(keys::NODE_HTTP_ADDR).map(str::to_owned),
         });
-        if is_me {
+        if node.is_me {
             continue;
         }
-        for (key, value) in state.key_values() {
+        for (key, value) in &node.values {
             if let Some(pc) = key.strip_prefix(keys::BREAKER_PREFIX) {
                 if let Some(event) = BreakerEvent::decode(value) {
                     view.breakers
@@ -378,8 +437,8 @@ fn build_view(chitchat: &Chitchat) -> View {
                         .or_default()
                         .push(PeerClaim {
                             node_id,
-                            generation: id.generation_id,
-                            live,
+                            generation: node.generation,
+                            live: node.live,
                             claim,
                         });
                 }

@@ -7,6 +7,7 @@ pub mod charges_exactly_once;
 pub mod committed_entries_never_change;
 pub mod no_failed_requests;
 pub mod one_leader_per_term;
+pub mod rate_limit_within_bound;
 pub mod revoked_key_refused;
 pub mod states_converge;
 
@@ -46,5 +47,6 @@ impl Invariants {
 
     pub fn at_end(world: &World, plan: &Plan, at: Duration) {
         no_failed_requests::check(world, plan, at);
+        rate_limit_within_bound::check(world, plan, at);
     }
 }
