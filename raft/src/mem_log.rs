@@ -177,3 +177,41 @@ impl LogBackend for MemLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::typ::EntryPayload;
+    use openraft::CommittedLeaderId;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[test]
+    fn a_crash_loses_exactly_what_was_not_flushed() {
+        let log = MemLog::new();
+        log.append(&[entry(1), entry(2)]).unwrap();
+        log.save_vote(&Vote::new(1, 1)).unwrap();
+        log.flush().unwrap();
+        log.append(&[entry(3)]).unwrap();
+        log.truncate_from(2).unwrap();
+        log.save_committed(Some(&entry(1).log_id)).unwrap();
+        assert_eq!(log.unflushed(), 3);
+        assert_eq!(log.last_log_id().unwrap(), Some(entry(1).log_id));
+        log.crash();
+        assert_eq!(log.unflushed(), 0);
+        assert_eq!(log.last_log_id().unwrap(), Some(entry(2).log_id));
+        assert_eq!(log.read_committed().unwrap(), None);
+        assert_eq!(log.read_vote().unwrap(), Some(Vote::new(1, 1)));
+        // A clone is the same disk.
+        let again = log.clone();
+        again.append(&[entry(3)]).unwrap();
+        again.flush().unwrap();
+        log.crash();
+        assert_eq!(log.read_range(1..4).unwrap().len(), 3);
+    }
+}
