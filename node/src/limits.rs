@@ -11,7 +11,7 @@
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::gossip::keys::{rate_key, Dimension, RateClaim};
-use crate::gossip::Gossip;
+use crate::gossip::{Gossip, PeerClaim};
 use crate::shared_limits::{next_claim, trimmed, Claim};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +51,11 @@ struct Slot {
     last_ask_ms: UnixMs,
     /// What gossip was last told.
     published: Option<RateClaim>,
+    /// Other node generations' latest claims for this slot's window. A node whose clock
+    /// runs ahead moves on to the next window and gossips its claim for that one
+    /// instead; what it held of this window still counts here (the simulator found
+    /// windows overshot by that node's count under clock skew, seed 855).
+    peers: BTreeMap<(u64, u64), RateClaim>,
 }
 
 impl Slot {
@@ -68,7 +73,22 @@ impl Slot {
             self.window_end_ms = w.end_ms;
             self.round_start_ms = None;
             self.tail_since_ms = None;
+            self.peers.clear();
         }
+    }
+
+    /// Takes in the peers' claims gossip shows now, and returns what they hold of this
+    /// slot's window: the latest claim seen from each for it.
+    fn others_held(&mut self, claims: &[PeerClaim]) -> u64 {
+        for p in claims {
+            if p.claim.window_start_ms == self.claim.window_start_ms {
+                self.peers.insert((p.node_id, p.generation), p.claim);
+            }
+        }
+        self.peers
+            .values()
+            .map(|c| c.held())
+            .fold(0, u64::saturating_add)
     }
 
     /// What the demand since the last claim would use over `horizon_ms`.
@@ -160,12 +180,7 @@ impl RateLimiter {
                 if slot.claim.count < slot.claim.claim.min(max) {
                     continue;
                 }
-                let others: u64 = view
-                    .peer_claims(limit.id.as_str(), dimension)
-                    .iter()
-                    .filter(|p| p.claim.window_start_ms == slot.claim.window_start_ms)
-                    .map(|p| p.claim.held())
-                    .fold(0, u64::saturating_add);
+                let others = slot.others_held(view.peer_claims(limit.id.as_str(), dimension));
                 #[cfg(feature = "sim-bugs")]
                 let others =
                     match crate::sim_bugs::active(crate::sim_bugs::KnownBug::RateClaimsIgnored) {
@@ -423,7 +438,7 @@ mod tests {
             Box::new(|| 3),
         );
         let limits = [limit(600)];
-        let peers = |held: u64| {
+        let peers_in = |window_start_ms: u64, held: u64| {
             let mut view = View::default();
             for node in [2u64, 3, 1] {
                 view.members.push(crate::gossip::Member {
@@ -445,7 +460,7 @@ mod tests {
                         generation: 1,
                         live: true,
                         claim: RateClaim {
-                            window_start_ms: 60_000,
+                            window_start_ms,
                             count: held,
                             claim: held,
                         },
@@ -454,6 +469,7 @@ mod tests {
             );
             view
         };
+        let peers = |held: u64| peers_in(60_000, held);
         gossip.set_view(peers(0));
         assert_eq!(admitted(&limiter, &limits, 300, 60_000), 200, "a third");
         // Within the round: no new claim, and the refusal says to come back soon.
@@ -475,5 +491,12 @@ mod tests {
             }
             other => panic!("expected a 429, got {other:?}"),
         }
+        // The peers' clocks run ahead: they gossip claims for the next window now. What
+        // they held of this one still counts here.
+        gossip.set_view(peers_in(120_000, 0));
+        assert_eq!(
+            admitted(&limiter, &limits, 10, 60_000 + 4 * CLAIM_ROUND_MS),
+            0
+        );
     }
 }

@@ -564,39 +564,43 @@ mod tests {
         assert_ne!(first, other);
     }
 
-    /// The first seed from `from` that catches `options`' bug, within `limit` seeds.
-    fn first_catch(options: Options, from: u64, limit: u64) -> Option<(u64, String)> {
-        (from..from + limit).find_map(|seed| {
+    /// Runs seeds from 0 with `options` until one fails: it must within `within` seeds,
+    /// with a violation naming `what`, and the same seed must pass without the bug.
+    fn assert_caught(options: Options, within: u64, what: &str) {
+        let caught = (0..within).find_map(|seed| {
             let report = run_with(seed, options);
             (!report.ok()).then(|| (seed, report.violations[0].clone()))
-        })
+        });
+        println!("{options:?} caught: {caught:?}");
+        let (seed, violation) = caught.expect("the bug is caught");
+        assert!(violation.contains(what), "{violation}");
+        assert!(run_with(seed, Options::default()).ok());
     }
 
     #[test]
     fn a_charge_applied_twice_on_outbox_replay_is_caught() {
-        let options = Options {
-            bug: Some(KnownBug::ReplayWithNewId),
-            ..Options::default()
-        };
-        let caught = first_catch(options, 0, 120);
-        println!("replay-with-new-id caught: {caught:?}");
-        let (seed, violation) = caught.expect("the bug is caught within 120 seeds");
-        assert!(violation.contains("more than once"), "{violation}");
-        // And the same seed passes without the bug.
-        assert!(run_with(seed, Options::default()).ok());
+        let bug = Some(KnownBug::ReplayWithNewId);
+        assert_caught(
+            Options {
+                bug,
+                ..Options::default()
+            },
+            120,
+            "more than once",
+        );
     }
 
     #[test]
     fn a_rate_limiter_that_ignores_other_nodes_is_caught() {
-        let options = Options {
-            bug: Some(KnownBug::RateClaimsIgnored),
-            ..Options::default()
-        };
-        let caught = first_catch(options, 0, 60);
-        println!("rate-claims-ignored caught: {caught:?}");
-        let (seed, violation) = caught.expect("the bug is caught within 60 seeds");
-        assert!(violation.contains("over its bound"), "{violation}");
-        assert!(run_with(seed, Options::default()).ok());
+        let bug = Some(KnownBug::RateClaimsIgnored);
+        assert_caught(
+            Options {
+                bug,
+                ..Options::default()
+            },
+            60,
+            "over its bound",
+        );
     }
 
     #[test]
@@ -605,10 +609,6 @@ mod tests {
             naive_budgets: true,
             ..Options::default()
         };
-        let caught = first_catch(options, 0, 30);
-        println!("naive budgets caught: {caught:?}");
-        let (seed, violation) = caught.expect("the overshoot is caught within 30 seeds");
-        assert!(violation.contains("overspent"), "{violation}");
-        assert!(run_with(seed, Options::default()).ok());
+        assert_caught(options, 30, "overspent");
     }
 }
