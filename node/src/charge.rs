@@ -174,7 +174,10 @@ async fn write_stage(
 ) {
     let mut batch: Vec<Logged> = Vec::with_capacity(batch_max);
     loop {
+        // `biased`: the branches are polled in order, so a run replays exactly (the
+        // simulator) and queued charges are taken before the close.
         let first = tokio::select! {
+            biased;
             first = rx.recv() => first,
             _ = &mut close_rx, if !close_rx.is_terminated() => {
                 // Refuse new charges; those already queued are still received.
@@ -188,6 +191,7 @@ async fn write_stage(
         tokio::pin!(window);
         while batch.len() < batch_max {
             tokio::select! {
+                biased;
                 next = rx.recv() => match next {
                     Some(l) => batch.push(l),
                     None => break,
@@ -244,6 +248,7 @@ async fn propose_stage(
         tokio::pin!(window);
         while batch.len() < config.batch_max {
             tokio::select! {
+                biased;
                 next = rx.recv() => match next {
                     Some(l) => batch.push(l),
                     None => break,

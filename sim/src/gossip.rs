@@ -1,102 +1,99 @@
 //! Gossip under simulation. chitchat itself cannot run here deterministically: it picks
 //! peers from a `HashSet` (std seeds its hasher from the OS) and shuffles with rand's
 //! thread generator, neither of which can be seeded from outside. So each node runs the
-//! production `Gossip` facade in its simulated mode, and this module does what chitchat
-//! does between nodes, deterministically: every round (the production interval, 100 ms)
-//! each node hears, from every node whose link to it is up, everything that node knows
-//! (so news travels transitively, one hop a round), newest heartbeat winning. A node
-//! generation is live to a listener while its heartbeat is at most `DEAD_AFTER_ROUNDS`
-//! old. The views are then built by the production `build_view_from`, and the
-//! production `RateLimiter` reads them.
+//! production `Gossip` facade in its simulated mode, and this task does between nodes
+//! what chitchat does, deterministically, over the simulated network (UDP, like
+//! chitchat): every round (the production interval, 100 ms) the node sends everything
+//! it knows to every other node; what it receives is merged, the newest heartbeat
+//! winning, so news travels transitively. A node generation is live to a listener while
+//! its heartbeat is at most `DEAD_AFTER_MS` old. Partitions, loss and delay are
+//! turmoil's; a crash loses what the process knew. Each round the view is built by the
+//! production `build_view_from` and read by the production `RateLimiter`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use crate::node::host;
+use crate::world;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tollgate_node::gossip::{build_view_from, Gossip, NodeValues};
+use tollgate_raft::codec;
+use turmoil::net::UdpSocket;
 
-/// Rounds without news after which a node generation is dead to a listener (1 s).
-const DEAD_AFTER_ROUNDS: u64 = 10;
+pub const GOSSIP_PORT: u16 = 7001;
+/// The production `[gossip] interval_ms`.
+const ROUND: Duration = Duration::from_millis(100);
+/// A node generation not heard of for this long is dead to a listener.
+const DEAD_AFTER_MS: u64 = 1_000;
+/// chitchat's largest message.
+const MAX_DATAGRAM: usize = 65_507;
 
 /// One node generation's state as known somewhere.
-#[derive(Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Known {
+    /// When its node last wrote it (simulated ms).
     heartbeat: u64,
     values: BTreeMap<String, String>,
 }
 
-/// What every listener knows: listener id → (node id, generation) → state.
-#[derive(Default)]
-pub struct Board {
-    knowledge: BTreeMap<u64, BTreeMap<(u64, u64), Known>>,
-    round: u64,
-}
+type Knowledge = BTreeMap<(u64, u64), Known>;
 
-/// A running node's gossip facade and its generation.
-pub struct Speaker {
-    pub node: u64,
-    pub generation: u64,
-    pub gossip: Arc<Gossip>,
-}
-
-impl Board {
-    /// A node restarted: its new process knows nothing yet.
-    pub fn forget(&mut self, node: u64) {
-        self.knowledge.remove(&node);
-    }
-
-    /// One round: `cut` holds the directed links (from, to) that deliver nothing.
-    pub fn round(&mut self, speakers: &[Speaker], cut: &BTreeSet<(u64, u64)>) {
-        self.round += 1;
-        let round = self.round;
-        for s in speakers {
-            self.knowledge.entry(s.node).or_default().insert(
-                (s.node, s.generation),
-                Known {
-                    heartbeat: round,
-                    values: s.gossip.own_values(),
-                },
-            );
-        }
-        // One hop a round: everyone hears from the state before the round.
-        let before = self.knowledge.clone();
-        for to in speakers {
-            for from in speakers {
-                if from.node == to.node || cut.contains(&(from.node, to.node)) {
-                    continue;
+/// Gossips for node `me` (generation `generation`) with nodes `1..=nodes` until the host
+/// is crashed.
+pub async fn run(me: u64, generation: u64, nodes: u64, gossip: Arc<Gossip>) -> std::io::Result<()> {
+    let socket = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], GOSSIP_PORT))).await?;
+    let mut known = Knowledge::new();
+    let mut round = tokio::time::interval(ROUND);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            biased;
+            _ = round.tick() => {
+                let now = world::now().as_millis() as u64;
+                known.insert(
+                    (me, generation),
+                    Known { heartbeat: now, values: gossip.own_values() },
+                );
+                if let Ok(message) = codec::encode(&known) {
+                    for peer in (1..=nodes).filter(|p| *p != me) {
+                        let to = SocketAddr::new(turmoil::lookup(host(peer)), GOSSIP_PORT);
+                        // Lost like a datagram when the peer is down or cut off.
+                        let _ = socket.send_to(&message, to).await;
+                    }
                 }
-                let Some(theirs) = before.get(&from.node) else {
-                    continue;
-                };
-                let mine = self.knowledge.entry(to.node).or_default();
-                for (id, known) in theirs {
-                    let newer = mine.get(id).is_none_or(|k| k.heartbeat < known.heartbeat);
-                    if newer {
-                        mine.insert(*id, known.clone());
+                gossip.set_view(view(me, generation, &known, now));
+            }
+            received = socket.recv_from(&mut buf) => {
+                let Ok((len, _)) = received else { continue };
+                let Ok(theirs) = codec::decode::<Knowledge>(&buf[..len]) else { continue };
+                for (id, k) in theirs {
+                    if id == (me, generation) {
+                        continue;
+                    }
+                    if known.get(&id).is_none_or(|mine| mine.heartbeat < k.heartbeat) {
+                        known.insert(id, k);
                     }
                 }
             }
         }
-        for s in speakers {
-            let Some(known) = self.knowledge.get(&s.node) else {
-                continue;
-            };
-            let addr = SocketAddr::from(([10, 0, 0, s.node as u8], 7000));
-            let nodes = known.iter().map(|((node, generation), k)| {
-                let is_me = (*node, *generation) == (s.node, s.generation);
-                NodeValues {
-                    node_id: *node,
-                    generation: *generation,
-                    gossip_addr: addr,
-                    live: is_me || round - k.heartbeat <= DEAD_AFTER_ROUNDS,
-                    is_me,
-                    values: k
-                        .values
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect(),
-                }
-            });
-            s.gossip.set_view(build_view_from(nodes));
-        }
     }
+}
+
+fn view(me: u64, generation: u64, known: &Knowledge, now: u64) -> tollgate_node::gossip::View {
+    build_view_from(known.iter().map(|((node, gen), k)| {
+        let is_me = (*node, *gen) == (me, generation);
+        NodeValues {
+            node_id: *node,
+            generation: *gen,
+            gossip_addr: SocketAddr::from(([10, 0, 0, *node as u8], GOSSIP_PORT)),
+            live: is_me || now.saturating_sub(k.heartbeat) <= DEAD_AFTER_MS,
+            is_me,
+            values: k
+                .values
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        }
+    }))
 }

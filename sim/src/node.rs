@@ -113,8 +113,8 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     });
     let admission = Admission::new(id, mode, Arc::clone(&replicator), Arc::clone(&clock));
     admission.spawn_maintenance();
-    // Gossip in its simulated mode (the driver carries it; see `crate::gossip`), read by
-    // the production rate limiter, which splits limits among the Raft voters at least.
+    // Gossip in its simulated mode (carried by `crate::gossip` over simulated UDP), read
+    // by the production rate limiter, which splits limits among the Raft voters at least.
     let generation = world::now().as_millis() as u64 + 1;
     let gossip = Gossip::simulated(id, generation);
     let voters = raft.clone();
@@ -131,6 +131,12 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
                 .count()
         }),
     );
+    tokio::spawn(crate::gossip::run(
+        id,
+        generation,
+        plan.nodes,
+        Arc::clone(&gossip),
+    ));
     let outbox = Arc::new(Outbox::open_simulated(&disk.outbox).map_err(|e| e.to_string())?);
     let pipeline = charge::spawn(
         Arc::clone(&replicator),

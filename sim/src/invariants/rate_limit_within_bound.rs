@@ -1,10 +1,11 @@
 //! Rate-limit admission stays within its stated bound. The cluster-wide limit admits at
 //! most `limit + n − 1` requests per window while every claim reaches every node within
-//! half a claim round (`tollgate_node::shared_limits`). The simulated gossip delivers in
-//! one 100 ms round, so that holds in any window no cut link touched. A node that starts
-//! again in a window claims once before it has heard the others' claims: each restart
-//! in the window adds one share, `⌈limit / n⌉`. Windows that a cut link touched have no
-//! bound to check (each side claims on a stale view); their counts go to the trace.
+//! half a claim round (`tollgate_node::shared_limits`). Simulated gossip delivers within
+//! one 100 ms round while no link is cut or flaky, so the bound holds in any window such
+//! a fault did not touch. A node that starts again in a window claims once before it has
+//! heard the others' claims: each restart in the window adds one share, `⌈limit / n⌉`.
+//! Windows a cut or flaky link touched have no bound to check (each side claims on a
+//! stale view); their counts go to the trace.
 
 use crate::plan::Plan;
 use crate::world::World;
