@@ -398,7 +398,8 @@ fn drive(
     }
 }
 
-/// Cuts the link a → b (and b → a unless `oneway`), for the network and for gossip.
+/// Cuts the link a → b (and b → a unless `oneway`), and records when links were cut (the
+/// rate-limit bound does not hold across a cut).
 fn cut_link(
     sim: &mut turmoil::Sim<'_>,
     world: &World,
@@ -420,6 +421,7 @@ fn cut_link(
     }
 }
 
+/// Repairs what `cut_link` cut.
 fn mend_link(
     sim: &mut turmoil::Sim<'_>,
     world: &World,

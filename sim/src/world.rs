@@ -84,7 +84,7 @@ pub struct Inner {
     pub healed: bool,
     pub healed_at: Duration,
     pub run_dir: PathBuf,
-    /// Directed links (from, to) the driver has cut now.
+    /// Directed links (from, to) the driver has cut now (turmoil holds the real cut).
     pub cut: BTreeSet<(u64, u64)>,
     /// When links were cut (from, until; until is `None` while still cut).
     pub cut_spans: Vec<(Duration, Option<Duration>)>,
