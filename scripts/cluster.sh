@@ -8,12 +8,12 @@
 #                       else the embedded defaults; '' for those) and HAProxy, wait until
 #                       all are ready, print the addresses. What already runs is left
 #                       alone and only what does not is started, so `up` also revives.
-#   down                SIGTERM every node (they drain), SIGKILL what is left after 45 s,
-#                       then stop HAProxy.
+#   down                SIGTERM every node (they drain), SIGKILL what is left after 330 s
+#                       (a node waits for its streams in flight), then stop HAProxy.
 #   status              per node: process, /health/ready; HAProxy and its view of the
 #                       nodes; /api/v1/cluster from a ready node. Exits 1 unless all is up.
 #   kill N              SIGKILL node N (1-3).
-#   stop N              SIGTERM node N and wait until it has exited (SIGKILL after 45 s).
+#   stop N              SIGTERM node N and wait until it has exited (SIGKILL after 330 s).
 #   start N             start node N again with the same flags and data (it rejoins with
 #                       its log); waits until it is ready.
 #
@@ -34,9 +34,10 @@ usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BA
 # Seconds `up` and `start` wait for readiness: election, catching up and HAProxy's first
 # health checks take a few seconds; a minute means something is wrong.
 READY_TIMEOUT_S=60
-# Seconds a SIGTERMed node gets before SIGKILL: the node's own drain bound (30 s for
-# requests in flight, 10 s to apply queued charges) plus some slack.
-STOP_TIMEOUT_S=45
+# Seconds a SIGTERMed node gets before SIGKILL: the node's own drain bounds (2 s of
+# grace, 300 s for requests and streams in flight, 10 s to apply queued charges, 3 s to
+# give leases back, 3 s to hand leadership over) plus some slack.
+STOP_TIMEOUT_S=330
 # Seconds HAProxy gets to exit after SIGTERM (a hard stop, so it is quick).
 HAPROXY_STOP_TIMEOUT_S=5
 # Readiness polls (a quarter second apart) in a row that count as ready: about one

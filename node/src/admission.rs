@@ -715,23 +715,28 @@ impl Admission {
         if self.mode == Mode::Naive {
             return Ok(());
         }
-        let holds_any = !self
-            .replicator
-            .state()
-            .read()
-            .escrow()
-            .of_node(self.node)
-            .is_empty();
-        if !holds_any {
-            return Ok(());
-        }
-        self.replicator
-            .propose(Command::ReleaseLeases {
+        let (holds_any, version) = {
+            let state = self.replicator.state().read();
+            (
+                !state.escrow().of_node(self.node).is_empty(),
+                state.protocol_version(),
+            )
+        };
+        // From protocol 2 the cluster also records the drain.
+        let command = if version >= 2 {
+            Command::NodeDrained {
+                node: self.node,
+                at_ms: self.clock.now_ms(),
+            }
+        } else if holds_any {
+            Command::ReleaseLeases {
                 node: self.node,
                 budget_id: None,
-            })
-            .await
-            .map(|_| ())
+            }
+        } else {
+            return Ok(());
+        };
+        self.replicator.propose(command).await.map(|_| ())
     }
 }
 

@@ -35,8 +35,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub patterns: PatternCache,
     pub ready: AtomicBool,
-    /// Set at the shutdown signal (gossiped as `draining`).
-    pub draining: AtomicBool,
+    /// Started by SIGTERM/SIGINT or `admin drain` (gossiped as `draining`).
+    pub drain: Arc<crate::drain::Drain>,
     pub outbox: Arc<crate::outbox::Outbox>,
     pub metrics: crate::metrics::Metrics,
     /// Makes request ids unique across restarts of this node.
@@ -77,8 +77,8 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let admin_token_sha256 = admin_token(&data_dir)?;
     let providers = Providers::from_specs(&config.providers)?;
-    let (replicator, gossip): (Arc<dyn Replicator>, Option<Arc<Gossip>>) = match cluster {
-        Some(node) => (node.replicator, Some(node.gossip)),
+    let (replicator, gossip, drain): (Arc<dyn Replicator>, Option<Arc<Gossip>>, _) = match cluster {
+        Some(node) => (node.replicator, Some(node.gossip), node.drain),
         None => (
             Arc::new(
                 LocalReplicator::open(&data_dir.join("gov"))
@@ -86,6 +86,7 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
                     .with_outbox_dir(data_dir.join("outbox")),
             ),
             None,
+            crate::drain::Drain::new(),
         ),
     };
     let gossip = gossip.unwrap_or_else(|| Gossip::alone(replicator.cluster_view().node_id));
@@ -166,7 +167,7 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
         clock,
         patterns: PatternCache::default(),
         ready: AtomicBool::new(false),
-        draining: AtomicBool::new(false),
+        drain,
         outbox,
         metrics: crate::metrics::Metrics::default(),
         request_id_base: u64::from_le_bytes(base),

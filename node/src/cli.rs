@@ -89,6 +89,9 @@ pub enum AdminCommand {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Drain node N (as `cluster drain N`): it stops taking traffic, finishes what is
+    /// in flight, hands leadership over if it leads, gives its leases back and exits.
+    Drain { node_id: u64 },
     /// Cluster status (`tollgate admin cluster`), or a change of its members.
     Cluster {
         #[command(subcommand)]
@@ -110,6 +113,9 @@ pub enum ClusterCommand {
     },
     /// Remove a voter from the cluster (stop that node afterwards).
     Remove { node_id: u64 },
+    /// Drain a node: it stops taking traffic, finishes what is in flight, hands
+    /// leadership over if it leads, gives its leases back and exits (as on SIGTERM).
+    Drain { node_id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +265,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
             ("GET", format!("/api/v1/usage{query}"), None)
         }
+        AdminCommand::Drain { node_id } => (
+            "POST",
+            format!("/api/v1/cluster/nodes/{node_id}/drain"),
+            None,
+        ),
         AdminCommand::Cluster { action } => match action {
             None
             | Some(ClusterCommand::Status {
@@ -272,6 +283,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             Some(ClusterCommand::Remove { node_id }) => {
                 ("DELETE", format!("/api/v1/cluster/nodes/{node_id}"), None)
             }
+            Some(ClusterCommand::Drain { node_id }) => (
+                "POST",
+                format!("/api/v1/cluster/nodes/{node_id}/drain"),
+                None,
+            ),
         },
         AdminCommand::Get { path } => ("GET", path, None),
         AdminCommand::Post { path, body } => ("POST", path, Some(serde_json::from_str(&body)?)),

@@ -127,6 +127,13 @@ pub struct Limits {
     pub charge_batch_max: usize,
     /// Output tokens assumed for a reservation when the request sets no `max_tokens`.
     pub default_max_tokens: u64,
+    /// At SIGTERM or `admin drain`, how long the node still takes new requests after
+    /// `/health/ready` turned 503: a load balancer needs a few health checks to notice
+    /// (HAProxy in `scripts/cluster.sh`: two failed checks at most 500 ms apart).
+    pub drain_grace_ms: u64,
+    /// Then, how long requests and streams in flight get to finish before they are cut:
+    /// a long Claude Code answer streams for minutes.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -140,6 +147,8 @@ impl Default for Limits {
             max_attempts: 3,
             charge_batch_max: 1024,
             default_max_tokens: 4096,
+            drain_grace_ms: 2_000,
+            drain_timeout_ms: 300_000,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - `app`: shared state (`App`) and start-up.
 //! - `server`: the router, layer by layer, and graceful shutdown.
 //! - `config`: TOML config and provider credential references.
+//! - `drain`: the drain signal (SIGTERM or `admin drain`) the server and cluster act on.
 //! - `auth`: virtual keys and admin tokens (hashed, constant-time).
 //! - `routing`: model → provider configs (weights, allowlists, aliases).
 //! - `limits`: rate limits, counted here and shared by gossip (`shared_limits`: the claim
@@ -19,6 +20,7 @@
 //! - `mock`, `mock_upstream`: the built-in deterministic provider and its HTTP server.
 //! - `charge`: the two-stage charge pipeline (outbox write, batched proposal).
 //! - `outbox`: the node-local durable outbox of charges.
+//! - `protocol`: the peer protocol versions this node speaks; raising the cluster's.
 //! - `replicator`: the write seam (`Replicator`, `LocalReplicator`).
 //! - `transport`: node-to-node RPC (`PeerTransport`, `PeerHandler`) and its QUIC
 //!   implementation with mutual TLS (see its own layout).
@@ -42,6 +44,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod gossip;
 pub mod limits;
@@ -50,6 +53,7 @@ pub mod metrics;
 pub mod mock;
 pub mod mock_upstream;
 pub mod outbox;
+pub mod protocol;
 pub mod providers;
 pub mod proxy;
 pub mod raftbench;

@@ -50,6 +50,10 @@ enum Command {
         /// Cluster mode: the `tollgate cert node` directory (default DATA_DIR/certs).
         #[arg(long)]
         cert_dir: Option<PathBuf>,
+        /// Speak peer protocol versions only up to this one (default: the newest this
+        /// build speaks), so this build stands in for an older one in upgrade tests.
+        #[arg(long, env = "TOLLGATE_PROTOCOL_VERSION")]
+        protocol_version: Option<u16>,
     },
     /// Run a fast fake provider (Anthropic JSON/SSE and OpenAI chat completions).
     MockUpstream {
@@ -144,7 +148,19 @@ fn main() -> anyhow::Result<()> {
                 peers,
                 join,
                 cert_dir,
+                protocol_version,
             } => {
+                if let Some(max) = protocol_version {
+                    let range =
+                        tollgate_proto::peer::ProtocolRange::capped(max).ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "--protocol-version {max}: this build speaks protocol versions {}",
+                                tollgate_proto::peer::ProtocolRange::BUILD
+                            )
+                        })?;
+                    tollgate_node::protocol::set_local(range);
+                    tracing::info!(%range, "speaking a capped protocol range");
+                }
                 let mut config = Config::load(config.as_deref())?;
                 if let Some(dir) = data_dir {
                     config.server.data_dir = dir;

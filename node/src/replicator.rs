@@ -53,7 +53,7 @@ pub type ProposeFuture<'a> = BoxFuture<'a, Result<Outcome, ReplicateError>>;
 
 /// One node's replication figures, as it reports them itself (also the answer to a
 /// peer's status RPC, hence serializable).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeStatus {
     pub node_id: u64,
     /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
@@ -73,6 +73,28 @@ pub struct NodeStatus {
     pub storage_bytes: u64,
     /// Bytes on disk of the charge outbox.
     pub outbox_bytes: u64,
+    /// The peer protocol versions the node speaks.
+    pub protocol: tollgate_proto::peer::ProtocolRange,
+}
+
+impl Default for NodeStatus {
+    fn default() -> Self {
+        NodeStatus {
+            node_id: 0,
+            role: String::new(),
+            caught_up: false,
+            term: 0,
+            leader: None,
+            last_log_index: 0,
+            committed_index: 0,
+            applied_index: 0,
+            snapshot_index: 0,
+            staleness_ms: 0,
+            storage_bytes: 0,
+            outbox_bytes: 0,
+            protocol: crate::protocol::local(),
+        }
+    }
 }
 
 /// A member as every node's cluster view lists it, with its own report when it answered.
@@ -120,6 +142,14 @@ pub trait Replicator: Send + Sync + 'static {
     fn linearize(&self) -> BoxFuture<'_, Result<(), ReplicateError>>;
     /// Removes a voter from the cluster; returns the voters left.
     fn remove_node(&self, id: u64) -> BoxFuture<'_, Result<Vec<u64>, ReplicateError>>;
+    /// Asks member `id` (another node; this node drains itself) to start draining.
+    fn drain_member(&self, id: u64) -> BoxFuture<'_, Result<(), ReplicateError>> {
+        Box::pin(async move {
+            Err(ReplicateError::Refused(format!(
+                "this node runs alone: there is no node {id} to drain"
+            )))
+        })
+    }
 }
 
 /// Bytes under `dir` (0 when it does not exist), for storage figures.
@@ -259,6 +289,7 @@ impl Replicator for LocalReplicator {
             staleness_ms: 0,
             storage_bytes: self.store.size_on_disk(),
             outbox_bytes: self.outbox_dir.as_deref().map_or(0, dir_bytes),
+            protocol: crate::protocol::local(),
         }
     }
 

@@ -14,9 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-/// Longest wait for in-flight requests and streams at shutdown before they are cut.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Longest wait for queued charges to be applied at shutdown (storage that cannot take
 /// a write for this long will not take it by waiting longer).
 const CHARGE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -108,31 +105,65 @@ async fn live() -> &'static str {
     "ok"
 }
 
-/// Ready: serving, not draining, and (in a cluster) following a known leader with its
-/// log applied, so a load balancer sends nothing to a node that would answer from an
-/// old state.
+/// Ready: serving, not draining, and (in a cluster) caught up with the leader's commit
+/// index and hearing a majority of the voters in gossip, so a load balancer sends
+/// nothing to a node that would answer from an old state or count rate limits alone.
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    if !app.ready.load(Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-    } else if !app.replicator.caught_up() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "catching up with the cluster",
-        )
-            .into_response()
-    } else {
-        "ready".into_response()
+    match readiness(&app) {
+        Ok(()) => "ready".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }
 
-/// Serves until SIGINT/SIGTERM, then stops taking requests, lets in-flight ones finish,
-/// and applies every queued charge before returning.
+/// Why this node should not take traffic, if it should not.
+fn readiness(app: &App) -> Result<(), &'static str> {
+    if app.drain.is_draining() {
+        Err("draining")
+    } else if !app.ready.load(Ordering::Acquire) {
+        Err("not ready")
+    } else if !app.replicator.caught_up() {
+        Err("catching up with the cluster")
+    } else if !sees_cluster(app) {
+        Err("waiting to hear a majority of the cluster in gossip")
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether gossip shows a majority of the voters live (this node included). A node
+/// restarted a moment ago has heard nobody yet: it would count rate limits as if alone
+/// and route around no one's open breakers.
+fn sees_cluster(app: &App) -> bool {
+    if !app.gossip.clustered() {
+        return true;
+    }
+    let view = app.replicator.cluster_view();
+    let gossip = app.gossip.view();
+    let live: std::collections::BTreeSet<u64> = gossip
+        .members
+        .iter()
+        .filter(|m| m.live && view.voters.contains(&m.node_id))
+        .map(|m| m.node_id)
+        .chain(std::iter::once(view.node_id))
+        .collect();
+    live.len() * 2 > view.voters.len()
+}
+
 /// How long a stopping node tries to give its escrow leases back.
 const LEASE_RETURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long a stopping node that still leads waits for its hand-over before exiting.
+const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How often the node's gossiped state is rechecked.
 const NODE_STATE_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Serves until the drain starts (SIGTERM, SIGINT or `admin drain`), then drains:
+/// `/health/ready` answers 503 at once and gossip says `draining` (a leader hands its
+/// leadership over meanwhile, `cluster::handover`); new requests are still taken for
+/// `drain_grace_ms`, while the load balancer notices; then no new connection is
+/// accepted and requests and streams in flight get `drain_timeout_ms` to finish; every
+/// queued charge is applied, the escrow leases go back, and gossip stops.
 pub async fn serve(started: Started) -> anyhow::Result<()> {
     let Started {
         app,
@@ -142,6 +173,8 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     } = started;
     let admission = Arc::clone(&app.admission);
     let addr = app.config.server.http_addr;
+    let grace = std::time::Duration::from_millis(app.config.limits.drain_grace_ms);
+    let drain_timeout = std::time::Duration::from_millis(app.config.limits.drain_timeout_ms);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -156,17 +189,22 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     app.ready.store(true, Ordering::Release);
     tracing::info!(addr = %local, data_dir = %app.config.server.data_dir.display(), "tollgate listening");
     eprintln!("tollgate listening on http://{local}");
+    tokio::spawn(drain_on_signal(Arc::clone(&app.drain)));
     let router = router(Arc::clone(&app));
     let shutdown_app = Arc::clone(&app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let state_task = tokio::spawn(publish_node_state(Arc::clone(&app)));
     let gossip = Arc::clone(&app.gossip);
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        shutdown_app.drain.started().await;
         shutdown_app.ready.store(false, Ordering::Release);
-        shutdown_app.draining.store(true, Ordering::Release);
         shutdown_app.gossip.set_state(NodeState::Draining);
-        tracing::info!("shutting down: finishing requests in flight");
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "draining: /health/ready answers 503; still taking requests for the grace period"
+        );
+        tokio::time::sleep(grace).await;
+        tracing::info!("draining: no new connections; finishing requests in flight");
         let _ = signalled_tx.send(());
     });
     let mut server = Box::pin(std::future::IntoFuture::into_future(server));
@@ -174,16 +212,18 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         result = &mut server => result?,
         _ = signalled_rx => {
             // In-flight requests and streams get a bounded time to finish.
-            match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+            match tokio::time::timeout(drain_timeout, &mut server).await {
                 Ok(result) => result?,
-                Err(_) => tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "drain timed out; closing open streams"),
+                Err(_) => tracing::warn!(timeout_s = drain_timeout.as_secs(), "drain timed out; closing open streams"),
             }
         }
     }
+    tracing::info!("draining: requests finished; applying queued charges");
     // Stop serving (a stream cut by the drain timeout is charged as its relay drops),
     // then close the pipeline and apply everything queued before exiting.
     drop(server);
     state_task.abort();
+    let replicator = Arc::clone(&app.replicator);
     drop(app);
     let _ = charge_close.send(());
     let drained = match tokio::time::timeout(CHARGE_FLUSH_TIMEOUT, charge_task).await {
@@ -210,20 +250,30 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
             Err(_) => tracing::warn!("giving leases back timed out; the leader reclaims them"),
         }
     }
+    // A leader that could not hand over yet (say it was elected during the drain) gets
+    // a moment more: leaving as leader costs the cluster an election timeout.
+    let deadline = tokio::time::Instant::now() + HANDOVER_TIMEOUT;
+    while gossip.clustered() && tokio::time::Instant::now() < deadline {
+        let view = replicator.cluster_view();
+        if view.leader != Some(view.node_id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     gossip.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Keeps this node's `node.state` in gossip current: `joining` until it serves with its
-/// log caught up, `ready`, then `draining` from the shutdown signal on.
+/// Keeps this node's `node.state` in gossip current: `joining` until it is ready to
+/// take traffic, `ready`, then `draining` from the start of the drain on.
 async fn publish_node_state(app: Arc<App>) {
     let mut changes = app.gossip.subscribe();
     let mut last = None;
     loop {
-        let state = if app.draining.load(Ordering::Acquire) {
+        let state = if app.drain.is_draining() {
             NodeState::Draining
-        } else if app.ready.load(Ordering::Acquire) && app.replicator.caught_up() {
+        } else if readiness(&app).is_ok() {
             NodeState::Ready
         } else {
             NodeState::Joining
@@ -237,6 +287,19 @@ async fn publish_node_state(app: Arc<App>) {
             tracing::info!(?change, "gossip membership");
         }
     }
+}
+
+/// The first SIGTERM or SIGINT starts the drain. During the drain a SIGINT (a second
+/// Ctrl-C) exits at once (charges not yet applied stay in the outbox and are replayed
+/// at the next start); more SIGTERMs are ignored, as process managers repeat them.
+async fn drain_on_signal(drain: Arc<crate::drain::Drain>) {
+    shutdown_signal().await;
+    if drain.start() {
+        tracing::info!("shutdown signal: draining");
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::warn!("interrupted during the drain: exiting without finishing it");
+    std::process::exit(130);
 }
 
 async fn shutdown_signal() {

@@ -130,6 +130,29 @@ pub enum Command {
         amount: Usd,
         seq: u64,
     },
+    /// Raises the protocol version the cluster writes (never lowers it). The leader
+    /// proposes it once every member speaks `version`; from then on entries of that
+    /// version may be proposed (`Command::since_version`).
+    SetProtocolVersion {
+        version: u16,
+    },
+    /// Protocol 2. A node finished draining: its leases go back (as `ReleaseLeases` of
+    /// every budget) and the cluster records when it drained.
+    NodeDrained {
+        node: u64,
+        at_ms: UnixMs,
+    },
+}
+
+impl Command {
+    /// The protocol version that introduced this kind of entry: a node speaking less
+    /// cannot read it, so it is proposed only once the cluster's version is this high.
+    pub fn since_version(&self) -> u16 {
+        match self {
+            Command::NodeDrained { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// What applying a command did. Rejections are outcomes, not errors: every replica

@@ -9,11 +9,52 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this build sends.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks.
+///
+/// History (what each version added; a node speaks every version of its range):
+/// - 1: the first cluster protocol.
+/// - 2: the `Command::NodeDrained` log entry (a drained node gives its leases back and
+///   the cluster records when). The cluster proposes it only once every member speaks 2
+///   (`Command::SetProtocolVersion`, raised by the leader).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The oldest protocol version this build still answers.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// The protocol versions one node speaks, `min..=max`. A build speaks
+/// `MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION`; a node may be told to speak less (the
+/// `--protocol-version` switch, which makes a new build behave as an old one in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl ProtocolRange {
+    /// Every version this build speaks.
+    pub const BUILD: ProtocolRange = ProtocolRange {
+        min: MIN_PROTOCOL_VERSION,
+        max: PROTOCOL_VERSION,
+    };
+
+    /// This build capped at `max`; `None` if the build does not speak `max`.
+    pub fn capped(max: u16) -> Option<ProtocolRange> {
+        Self::BUILD.speaks(max).then_some(ProtocolRange {
+            min: MIN_PROTOCOL_VERSION,
+            max,
+        })
+    }
+
+    pub fn speaks(self, version: u16) -> bool {
+        (self.min..=self.max).contains(&version)
+    }
+}
+
+impl std::fmt::Display for ProtocolRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
 
 /// Kinds from here up belong to the transport itself; applications use the kinds below.
 pub const FIRST_RESERVED_KIND: u16 = 0xFF00;

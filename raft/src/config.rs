@@ -25,3 +25,32 @@ pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, Box<openraft:
     .validate()
     .map_err(Box::new)
 }
+
+/// Raft timing for nodes on a real network (`with_node_timing`); the simulator keeps
+/// openraft's defaults (heartbeat 50 ms, elections 150–300 ms), which elect more often
+/// and so test the protocol harder.
+///
+/// openraft 0.9 gives each AppendEntries the heartbeat interval as its deadline, and that
+/// includes the follower's fsync of the entries. Under load on a small machine (two
+/// cores shared by the nodes, HAProxy, clients and Claude Code) 50 ms was missed for
+/// seconds on end: the leader counted its followers unreachable, they elected, and
+/// requests needing the leader failed for seconds. 150 ms rides through such spells.
+pub const NODE_HEARTBEAT_MS: u64 = 150;
+/// Elections: a follower waits the leader lease (`election_timeout_max`) plus a random
+/// timeout in this range after the last heartbeat, so a crashed leader is replaced
+/// within about 1.2–2.4 s; a draining leader hands over at once (`cluster::handover`).
+pub const NODE_ELECTION_TIMEOUT_MS: (u64, u64) = (600, 1_200);
+
+/// `config` with `NODE_HEARTBEAT_MS` and `NODE_ELECTION_TIMEOUT_MS`.
+pub fn with_node_timing(
+    config: openraft::Config,
+) -> Result<openraft::Config, Box<openraft::ConfigError>> {
+    openraft::Config {
+        heartbeat_interval: NODE_HEARTBEAT_MS,
+        election_timeout_min: NODE_ELECTION_TIMEOUT_MS.0,
+        election_timeout_max: NODE_ELECTION_TIMEOUT_MS.1,
+        ..config
+    }
+    .validate()
+    .map_err(Box::new)
+}

@@ -39,6 +39,10 @@ pub struct GovState {
     latest_charge_ms: UnixMs,
     /// Nodes' slices of budgets' room (issue 4).
     escrow: Escrow,
+    /// The protocol version the cluster writes (0 before any `SetProtocolVersion`: 1).
+    protocol_version: u16,
+    /// When each node last finished a drain (`Command::NodeDrained`).
+    drained_at: BTreeMap<NodeId, UnixMs>,
 }
 
 /// A budget with its spend in the window that holds a given instant.
@@ -70,8 +74,25 @@ impl GovState {
         Self::default()
     }
 
+    /// The protocol version the cluster writes: entries of a later version are refused.
+    pub fn protocol_version(&self) -> u16 {
+        self.protocol_version.max(1)
+    }
+
+    /// When each node last finished a drain.
+    pub fn drained_at(&self) -> &BTreeMap<NodeId, UnixMs> {
+        &self.drained_at
+    }
+
     /// Applies one command. Rejections are returned as outcomes and change nothing.
     pub fn apply(&mut self, command: &Command) -> Outcome {
+        if command.since_version() > self.protocol_version() {
+            return Outcome::Invalid(format!(
+                "entry of protocol {} in a cluster at protocol {}",
+                command.since_version(),
+                self.protocol_version()
+            ));
+        }
         match command {
             Command::CreateCustomer(c) => {
                 if self.customers.contains_key(&c.id) {
@@ -237,6 +258,15 @@ impl GovState {
                     }
                     None => self.escrow.release_node(*node),
                 }
+                Outcome::Done
+            }
+            Command::SetProtocolVersion { version } => {
+                self.protocol_version = self.protocol_version().max(*version);
+                Outcome::Done
+            }
+            Command::NodeDrained { node, at_ms } => {
+                self.escrow.release_node(*node);
+                self.drained_at.insert(*node, *at_ms);
                 Outcome::Done
             }
         }

@@ -676,6 +676,8 @@ pub struct Scripted {
     pub dir: PathBuf,
     pub base: u16,
     env: Vec<(String, String)>,
+    /// Whether dropping this handle takes the cluster down (not for `attach`ed ones).
+    owner: bool,
 }
 
 impl Scripted {
@@ -685,7 +687,19 @@ impl Scripted {
             dir,
             base: free_base()?,
             env: Vec::new(),
+            owner: true,
         })
+    }
+
+    /// Another handle on the same cluster (for a thread running a script), which leaves
+    /// the cluster running when dropped.
+    pub fn attach(other: &Scripted) -> Scripted {
+        Scripted {
+            dir: other.dir.clone(),
+            base: other.base,
+            env: other.env.clone(),
+            owner: false,
+        }
     }
 
     /// Adds an environment variable for every node started from now on.
@@ -701,8 +715,15 @@ impl Scripted {
 
     /// Runs `scripts/cluster.sh ARGS --dir DIR`; fails with its output unless it succeeds.
     pub fn run(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("bash")
-            .arg(workspace_dir().join("scripts/cluster.sh"))
+        self.script("cluster.sh", args, &[])
+    }
+
+    /// Runs `scripts/SCRIPT ARGS --dir DIR` with the cluster's environment, less the
+    /// variables named in `without` (e.g. to restart nodes without a test switch).
+    pub fn script(&self, script: &str, args: &[&str], without: &[&str]) -> Result<String> {
+        let mut command = Command::new("bash");
+        command
+            .arg(workspace_dir().join("scripts").join(script))
             .args(args)
             .arg("--dir")
             .arg(&self.dir)
@@ -710,17 +731,34 @@ impl Scripted {
             .env("TOLLGATE_BASE_PORT", self.base.to_string())
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(k, _)| !without.contains(&k.as_str()))
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+        for name in without {
+            command.env_remove(name);
+        }
+        let out = command
             .output()
-            .context("run scripts/cluster.sh")?;
+            .with_context(|| format!("run scripts/{script}"))?;
         if !out.status.success() {
             bail!(
-                "cluster.sh {args:?} failed: {}{}",
+                "{script} {args:?} failed: {}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Node N's process id, as `cluster.sh` recorded it.
+    pub fn pid(&self, node: u16) -> Result<u32> {
+        let path = self.dir.join(format!("node{node}/pid"));
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        Ok(text.trim().parse()?)
     }
 
     /// HAProxy's address for `node` 0, node N's own HTTP address for 1..=3.
@@ -763,6 +801,8 @@ impl Scripted {
 
 impl Drop for Scripted {
     fn drop(&mut self) {
-        let _ = self.run(&["down"]);
+        if self.owner {
+            let _ = self.run(&["down"]);
+        }
     }
 }

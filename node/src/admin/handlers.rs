@@ -548,11 +548,13 @@ pub async fn cluster(State(app): State<Arc<App>>) -> AdminResult {
             });
             match r.status {
                 Ok(s) => {
-                    let state = if r.id == view.node_id
+                    let state = if r.id == view.node_id && app.drain.is_draining() {
+                        "draining"
+                    } else if r.id == view.node_id
                         && !app.ready.load(std::sync::atomic::Ordering::Acquire)
                         && s.caught_up
                     {
-                        // Caught up but not taking traffic: starting or draining.
+                        // Caught up but not taking traffic: starting.
                         "not_ready"
                     } else if s.caught_up {
                         "ready"
@@ -570,6 +572,7 @@ pub async fn cluster(State(app): State<Arc<App>>) -> AdminResult {
                     node["staleness_ms"] = json!(s.staleness_ms);
                     node["storage_bytes"] = json!(s.storage_bytes);
                     node["outbox_bytes"] = json!(s.outbox_bytes);
+                    node["protocol"] = json!({"min": s.protocol.min, "max": s.protocol.max});
                 }
                 Err(e) => {
                     node["state"] = json!("unreachable");
@@ -579,11 +582,25 @@ pub async fn cluster(State(app): State<Arc<App>>) -> AdminResult {
             node
         })
         .collect();
+    let (protocol_version, drained) = {
+        let state = app.state().read();
+        let drained: BTreeMap<String, String> = state
+            .drained_at()
+            .iter()
+            .map(|(node, at)| (node.to_string(), rfc3339(*at)))
+            .collect();
+        (state.protocol_version(), drained)
+    };
     Ok(ok(json!({
         "node_id": view.node_id,
         "leader": view.leader,
         "term": view.term,
         "voters": view.voters,
+        // The protocol version the cluster writes; it rises once every member speaks
+        // a newer one.
+        "protocol_version": protocol_version,
+        // When each node last finished a drain (recorded from protocol 2 on).
+        "last_drained": drained,
         "nodes": nodes,
         "gossip": gossip_view(&app),
     })))
@@ -681,6 +698,35 @@ fn gossip_view(app: &App) -> Value {
 
 /// `DELETE /api/v1/cluster/nodes/{id}`: removes a voter from the cluster (run by the
 /// leader, whichever node is asked). Stop the removed node afterwards.
+/// `POST /api/v1/cluster/nodes/{id}/drain`: starts node `id`'s drain (this node's, or
+/// another's over the peer transport) and answers 202 at once; the node stops taking
+/// traffic, finishes what is in flight, hands leadership over if it leads, and exits.
+pub async fn drain_node(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("node id `{id}` is not a number")))?;
+    let view = app.replicator.cluster_view();
+    if id == view.node_id {
+        if app.drain.start() {
+            tracing::info!("drain requested through the admin API");
+        }
+    } else {
+        if !view.members.iter().any(|(m, _, _)| *m == id) {
+            return Err(not_found("cluster node", &id.to_string()).into());
+        }
+        match app.replicator.drain_member(id).await {
+            Ok(()) => {}
+            Err(ReplicateError::Refused(m)) => return Err(ApiError::Conflict(m).into()),
+            Err(e) => return Err(ApiError::ClusterUnavailable(e.to_string()).into()),
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "node_id": id, "state": "draining" })),
+    )
+        .into_response())
+}
+
 pub async fn remove_node(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
     let id: u64 = id
         .parse()

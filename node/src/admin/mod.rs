@@ -70,6 +70,10 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
             "/api/v1/cluster/nodes/{id}",
             axum::routing::delete(remove_node),
         )
+        .route(
+            "/api/v1/cluster/nodes/{id}/drain",
+            axum::routing::post(drain_node),
+        )
         .fallback(admin_not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),

@@ -15,14 +15,16 @@ use tollgate_raft::typ::Raft;
 
 /// How often the watch looks.
 const CHECK_MS: u64 = 50;
-/// Leaderless for this long (beyond openraft's longest election timeout plus a few
-/// rounds) before the watch steps in.
-const LEADERLESS_MS: u64 = 1_000;
-/// The random pause before the nudge, wider than a tick so two nodes rarely nudge together.
-const JITTER_MS: u64 = 300;
+/// Leaderless for the longest election timeout plus this long (a few rounds) before the
+/// watch steps in: 1 s with openraft's default timing.
+const LEADERLESS_EXTRA_MS: u64 = 700;
 
 /// Runs until the Raft shuts down.
 pub async fn break_split_votes(raft: Raft) {
+    // The random pause before the nudge is the longest election timeout, wider than a
+    // tick, so two nodes rarely nudge together.
+    let jitter_ms = raft.config().election_timeout_max.max(1);
+    let leaderless_ms = jitter_ms + LEADERLESS_EXTRA_MS;
     let mut leaderless_for = 0u64;
     loop {
         tokio::time::sleep(Duration::from_millis(CHECK_MS)).await;
@@ -40,15 +42,15 @@ pub async fn break_split_votes(raft: Raft) {
             continue;
         }
         leaderless_for += CHECK_MS;
-        if leaderless_for < LEADERLESS_MS {
+        if leaderless_for < leaderless_ms {
             continue;
         }
         leaderless_for = 0;
-        let pause = <SeededRuntime as openraft::AsyncRuntime>::thread_rng().gen_range(0..JITTER_MS);
+        let pause = <SeededRuntime as openraft::AsyncRuntime>::thread_rng().gen_range(0..jitter_ms);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         if raft.metrics().borrow().current_leader.is_none() {
             tracing::info!(
-                leaderless_ms = LEADERLESS_MS + pause,
+                leaderless_ms = leaderless_ms + pause,
                 "no leader for a while; starting an election off the tick"
             );
             let _ = raft.trigger().elect().await;

@@ -9,9 +9,11 @@
 //! - `replicator`: `RaftReplicator`.
 //! - `start`: starting a clustered node and forming the cluster.
 //! - `elect`: a watch that breaks split votes openraft 0.9 can fall into.
+//! - `handover`: a draining leader hands leadership to a caught-up follower.
 //! - `mem_transport` (tests): an in-process `PeerTransport` for multi-node tests.
 
 pub mod elect;
+pub mod handover;
 pub mod network;
 pub mod replicator;
 pub mod rpc;

@@ -2,7 +2,9 @@
 //! changes, read indexes) run on the leader: a follower forwards them over the peer
 //! transport, so the caller never needs to know who leads.
 
-use super::rpc::{LeaderContact, LeaderOp, LeaderReply, Membership, ReadIndex, KIND_STATUS};
+use super::rpc::{
+    run_op, LeaderContact, LeaderOp, LeaderReply, Membership, ReadIndex, KIND_DRAIN, KIND_STATUS,
+};
 use crate::replicator::{
     dir_bytes, BoxFuture, ClusterView, MemberReport, NodeStatus, ProposeFuture, ReplicateError,
     Replicator, SharedState,
@@ -56,6 +58,7 @@ pub struct RaftReplicator<T> {
     committed: Box<dyn Fn() -> u64 + Send + Sync>,
     dirs: DataDirs,
     caught_up: AtomicBool,
+    yielding: Arc<super::handover::Yielding>,
 }
 
 impl<T: PeerTransport> RaftReplicator<T> {
@@ -75,7 +78,15 @@ impl<T: PeerTransport> RaftReplicator<T> {
             committed: Box::new(committed),
             dirs,
             caught_up: AtomicBool::new(false),
+            yielding: Arc::default(),
         }
+    }
+
+    /// Shares the hand-over flag of this node's RPC handler, so local leader operations
+    /// also wait for the successor while this node hands leadership over.
+    pub fn with_yielding(mut self, yielding: Arc<super::handover::Yielding>) -> Self {
+        self.yielding = yielding;
+        self
     }
 
     pub fn raft(&self) -> &Raft {
@@ -99,7 +110,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
                     deadline.as_millis()
                 )));
             }
-            let local = tokio::time::timeout(left, op.run(&self.raft))
+            let local = tokio::time::timeout(left, run_op(&op, &self.raft, &self.yielding))
                 .await
                 .unwrap_or_else(|_| LeaderReply::Failed("no quorum answered in time".into()));
             let reply = match local {
@@ -220,8 +231,16 @@ impl<T: PeerTransport> RaftReplicator<T> {
         m: &openraft::RaftMetrics<NodeId, tollgate_raft::typ::TollgateNode>,
     ) -> u64 {
         if m.state == ServerState::Leader {
-            m.millis_since_quorum_ack
-                .unwrap_or_else(|| self.contact.since_ms())
+            match m.millis_since_quorum_ack {
+                Some(ms) => {
+                    // A quorum acknowledging this leader is hearing from the cluster: a
+                    // leader that steps down (a hand-over) is not stale as a follower
+                    // while the new leader's first heartbeat is on its way.
+                    self.contact.heard_ago(ms);
+                    ms
+                }
+                None => self.contact.since_ms(),
+            }
         } else {
             self.contact.since_ms()
         }
@@ -308,6 +327,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
             staleness_ms,
             storage_bytes: dir_bytes(&self.dirs.raft),
             outbox_bytes: dir_bytes(&self.dirs.outbox),
+            protocol: crate::protocol::local(),
         }
     }
 
@@ -413,6 +433,29 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
 
     fn linearize(&self) -> BoxFuture<'_, Result<(), ReplicateError>> {
         Box::pin(self.linearize_inner())
+    }
+
+    fn drain_member(&self, id: u64) -> BoxFuture<'_, Result<(), ReplicateError>> {
+        Box::pin(async move {
+            let view = self.cluster_view();
+            let Some((_, raft_addr, _)) = view.members.iter().find(|(m, _, _)| *m == id) else {
+                return Err(ReplicateError::Refused(format!(
+                    "node {id} is not a member of this cluster"
+                )));
+            };
+            let addr = raft_addr.parse().map_err(|_| {
+                ReplicateError::Cluster(format!("node {id} has an invalid raft address"))
+            })?;
+            let request = PeerRequest {
+                kind: KIND_DRAIN,
+                body: Vec::new(),
+            };
+            self.transport
+                .call(addr, request, STATUS_DEADLINE)
+                .await
+                .map(|_| ())
+                .map_err(|e| ReplicateError::Cluster(format!("node {id} did not answer: {e}")))
+        })
     }
 
     /// The removed node's leases go back to the others through `reclaim_leases`, once it

@@ -42,6 +42,12 @@ pub const KIND_MEMBERSHIP: u16 = 7;
 pub const KIND_READ_INDEX: u16 = 8;
 /// A chitchat gossip message (one-way; the answer is empty).
 pub const KIND_GOSSIP: u16 = 9;
+/// From a draining leader to a caught-up follower: start an election now (leadership
+/// hand-over; the answer is empty).
+pub const KIND_ELECT: u16 = 10;
+/// Start draining this node (`tollgate admin drain N` sent to another node; the answer
+/// is empty).
+pub const KIND_DRAIN: u16 = 11;
 
 /// The answer to `KIND_HELLO`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +235,12 @@ impl LeaderContact {
         self.last_ms.store(self.now_ms(), Ordering::Release);
     }
 
+    /// Records contact `ago_ms` milliseconds ago, unless a later one is recorded.
+    pub fn heard_ago(&self, ago_ms: u64) {
+        self.last_ms
+            .fetch_max(self.now_ms().saturating_sub(ago_ms), Ordering::AcqRel);
+    }
+
     /// Milliseconds since the leader was last heard from (since start if never).
     pub fn since_ms(&self) -> u64 {
         self.now_ms()
@@ -245,6 +257,8 @@ pub struct RaftRpcHandler {
     contact: Arc<LeaderContact>,
     status: std::sync::OnceLock<Box<dyn Fn() -> NodeStatus + Send + Sync>>,
     gossip: std::sync::OnceLock<crate::gossip::GossipInbox>,
+    drain: std::sync::OnceLock<Arc<crate::drain::Drain>>,
+    yielding: Arc<super::handover::Yielding>,
 }
 
 impl RaftRpcHandler {
@@ -267,7 +281,25 @@ impl RaftRpcHandler {
             contact: LeaderContact::new(),
             status: std::sync::OnceLock::new(),
             gossip: std::sync::OnceLock::new(),
+            drain: std::sync::OnceLock::new(),
+            yielding: Arc::default(),
         }
+    }
+
+    /// Set while this node hands its leadership over (shared with the replicator and
+    /// the hand-over task).
+    pub fn yielding(&self) -> Arc<super::handover::Yielding> {
+        Arc::clone(&self.yielding)
+    }
+
+    /// The drain `KIND_DRAIN` starts and `KIND_ELECT` respects (a draining node does not
+    /// take leadership).
+    pub fn set_drain(&self, drain: Arc<crate::drain::Drain>) {
+        let _ = self.drain.set(drain);
+    }
+
+    fn draining(&self) -> bool {
+        self.drain.get().is_some_and(|d| d.is_draining())
     }
 
     pub fn set_raft(&self, raft: Raft) {
@@ -290,10 +322,56 @@ impl RaftRpcHandler {
     }
 }
 
+/// Refuses entries of a protocol version this node does not speak, as an older build
+/// would (it could not decode them). The cluster never sends them while it has such a
+/// member (`protocol::raise_when_supported`); this is the guard if it did.
+fn unreadable_entries(entries: &[openraft::Entry<TypeConfig>]) -> Result<(), PeerError> {
+    let speaks = crate::protocol::local();
+    for entry in entries {
+        if let openraft::EntryPayload::Normal(command) = &entry.payload {
+            if command.since_version() > speaks.max {
+                tracing::error!(
+                    index = entry.log_id.index,
+                    version = command.since_version(),
+                    speaks = %speaks,
+                    "log entry of a protocol version this node does not speak"
+                );
+                return Err(PeerError::Malformed {
+                    reason: format!(
+                        "log entry {} is of protocol {}; this node speaks {speaks}",
+                        entry.log_id.index,
+                        command.since_version()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decodes a leader operation, runs it here, and encodes the reply.
-async fn serve_op<Op: LeaderOp>(raft: &Raft, body: &[u8]) -> Result<Vec<u8>, PeerError> {
+async fn serve_op<Op: LeaderOp>(
+    raft: &Raft,
+    yielding: &super::handover::Yielding,
+    body: &[u8],
+) -> Result<Vec<u8>, PeerError> {
     let op: Op = codec::decode(body).map_err(malformed)?;
-    encode(&op.run(raft).await)
+    encode(&run_op(&op, raft, yielding).await)
+}
+
+/// Runs a leader operation here, unless this node is handing its leadership over: then
+/// the caller is sent to the successor once it leads.
+pub async fn run_op<Op: LeaderOp>(
+    op: &Op,
+    raft: &Raft,
+    yielding: &super::handover::Yielding,
+) -> LeaderReply<Op::Output> {
+    if yielding.is_set() {
+        return LeaderReply::NotLeader {
+            leader: super::handover::successor(raft).await,
+        };
+    }
+    op.run(raft).await
 }
 
 fn malformed(e: codec::CodecError) -> PeerError {
@@ -311,7 +389,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PeerError> {
 impl PeerHandler for RaftRpcHandler {
     async fn handle(
         &self,
-        _context: RequestContext,
+        context: RequestContext,
         request: PeerRequest,
     ) -> Result<PeerResponse, PeerError> {
         if request.kind == KIND_GOSSIP {
@@ -340,6 +418,7 @@ impl PeerHandler for RaftRpcHandler {
             KIND_APPEND => {
                 let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
                     codec::decode(&request.body).map_err(malformed)?;
+                unreadable_entries(&rpc.entries)?;
                 let reply = raft.append_entries(rpc).await;
                 if matches!(
                     reply,
@@ -359,9 +438,9 @@ impl PeerHandler for RaftRpcHandler {
                     codec::decode(&request.body).map_err(malformed)?;
                 encode(&raft.install_snapshot(rpc).await)?
             }
-            KIND_WRITE => serve_op::<Command>(raft, &request.body).await?,
-            KIND_READ_INDEX => serve_op::<ReadIndex>(raft, &request.body).await?,
-            KIND_MEMBERSHIP => serve_op::<Membership>(raft, &request.body).await?,
+            KIND_WRITE => serve_op::<Command>(raft, &self.yielding, &request.body).await?,
+            KIND_READ_INDEX => serve_op::<ReadIndex>(raft, &self.yielding, &request.body).await?,
+            KIND_MEMBERSHIP => serve_op::<Membership>(raft, &self.yielding, &request.body).await?,
             KIND_STATUS => match self.status.get() {
                 Some(status) => encode(&status())?,
                 None => {
@@ -370,6 +449,35 @@ impl PeerHandler for RaftRpcHandler {
                     })
                 }
             },
+            KIND_ELECT => {
+                if self.draining() {
+                    return Err(PeerError::Rejected {
+                        reason: "this node is draining".into(),
+                    });
+                }
+                raft.trigger()
+                    .elect()
+                    .await
+                    .map_err(|e| PeerError::Rejected {
+                        reason: e.to_string(),
+                    })?;
+                Vec::new()
+            }
+            KIND_DRAIN => {
+                match self.drain.get() {
+                    Some(drain) => {
+                        if drain.start() {
+                            tracing::info!(peer = %context.from, "drain requested by a peer");
+                        }
+                    }
+                    None => {
+                        return Err(PeerError::Rejected {
+                            reason: "node is starting".into(),
+                        })
+                    }
+                }
+                Vec::new()
+            }
             kind => return Err(PeerError::UnknownKind { kind }),
         };
         Ok(PeerResponse {

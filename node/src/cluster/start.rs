@@ -42,10 +42,12 @@ pub struct ClusterOptions {
     pub gossip: GossipConfig,
 }
 
-/// A started cluster node: its replicated state and its gossip.
+/// A started cluster node: its replicated state, its gossip, and the drain signal its
+/// peers can start (`KIND_DRAIN`) and its leadership hand-over follows.
 pub struct ClusterNode {
     pub replicator: Arc<dyn Replicator>,
     pub gossip: Arc<Gossip>,
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 /// Starts Raft and gossip for this node.
@@ -64,6 +66,8 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
         },
     };
     let handler = Arc::new(RaftRpcHandler::pending(me.clone()));
+    let drain = crate::drain::Drain::new();
+    handler.set_drain(Arc::clone(&drain));
     let transport = Arc::new(
         QuicTransport::bind(
             QuicConfig::new(options.raft_addr),
@@ -77,8 +81,19 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
         tollgate_raft::open_durable(&raft_dir).context("cannot open the raft storage")?;
     let log_reader = log.clone();
     let state = SharedState::from_shared(state_machine.state());
-    let config =
-        Arc::new(tollgate_raft::raft_config("tollgate").map_err(|e| anyhow::anyhow!("{e}"))?);
+    // A downgrade after the cluster moved to a newer protocol: this build could not read
+    // the log it would be sent.
+    let cluster_version = state.read().protocol_version();
+    let speaks = crate::protocol::local();
+    if cluster_version > speaks.max {
+        anyhow::bail!(
+            "this cluster uses protocol version {cluster_version}, and this node speaks {speaks}: run a build that speaks {cluster_version}"
+        );
+    }
+    let config = tollgate_raft::raft_config("tollgate")
+        .and_then(tollgate_raft::config::with_node_timing)
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let raft = Raft::new(
         options.node_id,
         config,
@@ -89,17 +104,20 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     .await
     .context("cannot start raft")?;
     handler.set_raft(raft.clone());
-    let replicator = Arc::new(RaftReplicator::new(
-        raft.clone(),
-        state,
-        Arc::clone(&transport),
-        handler.contact(),
-        move || log_reader.committed_index(),
-        DataDirs {
-            raft: raft_dir,
-            outbox: options.data_dir.join("outbox"),
-        },
-    ));
+    let replicator = Arc::new(
+        RaftReplicator::new(
+            raft.clone(),
+            state,
+            Arc::clone(&transport),
+            handler.contact(),
+            move || log_reader.committed_index(),
+            DataDirs {
+                raft: raft_dir,
+                outbox: options.data_dir.join("outbox"),
+            },
+        )
+        .with_yielding(handler.yielding()),
+    );
     let weak = Arc::downgrade(&replicator);
     handler.set_status(move || weak.upgrade().map(|r| r.status()).unwrap_or_default());
     if let Some(via) = options.join {
@@ -118,6 +136,9 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     tokio::spawn(async move { catching_up.catch_up().await });
     tokio::spawn(Arc::clone(&replicator).reclaim_leases());
     tokio::spawn(super::elect::break_split_votes(raft.clone()));
+    tokio::spawn(crate::protocol::raise_when_supported(
+        Arc::clone(&replicator) as Arc<dyn Replicator>,
+    ));
     tracing::info!(node_id = options.node_id, raft_addr = %options.raft_addr, "raft started");
     let seeds: Vec<SocketAddr> = options
         .peers
@@ -140,7 +161,18 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     )
     .await
     .context("cannot start gossip")?;
-    Ok(ClusterNode { replicator, gossip })
+    tokio::spawn(super::handover::hand_over_at_drain(
+        raft,
+        transport,
+        Arc::clone(&gossip),
+        Arc::clone(&drain),
+        handler.yielding(),
+    ));
+    Ok(ClusterNode {
+        replicator,
+        gossip,
+        drain,
+    })
 }
 
 /// Waits until `expect - 1` peers answer, then lets the smallest id initialize.

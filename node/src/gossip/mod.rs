@@ -31,8 +31,6 @@ const CLUSTER_ID: &str = "tollgate";
 const DEAD_NODE_GRACE: Duration = Duration::from_secs(25 * 3600);
 /// Typed membership changes buffered for a slow subscriber.
 const CHANGES_CAPACITY: usize = 256;
-/// The peer protocol versions this build speaks.
-pub const PROTOCOL_RANGE: &str = "1-1";
 
 /// One node as gossip knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,7 +246,10 @@ impl Gossip {
                 keys::NODE_HTTP_ADDR.to_owned(),
                 options.http_addr.to_string(),
             ),
-            (keys::NODE_PROTOCOL.to_owned(), PROTOCOL_RANGE.to_owned()),
+            (
+                keys::NODE_PROTOCOL.to_owned(),
+                crate::protocol::local().to_string(),
+            ),
         ];
         let handle = spawn_chitchat(config, initial, &quic).await?;
         let chitchat = handle.chitchat();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tollgate_proto::peer::{Envelope, PeerError, KIND_ERROR, PROTOCOL_VERSION};
+use tollgate_proto::peer::{Envelope, PeerError, KIND_ERROR};
 use tollgate_raft::codec;
 
 /// Calls in flight on one connection, each direction. A peer's Raft traffic is a few
@@ -95,7 +95,14 @@ pub struct QuicTransport {
     connections: Mutex<HashMap<SocketAddr, Slot>>,
     server: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// Peers that answered `UnsupportedVersion`: the newest version each speaks, and
+    /// when that was learned (forgotten after `PEER_VERSION_TTL`: the peer may upgrade).
+    peer_versions: Mutex<HashMap<SocketAddr, (u16, std::time::Instant)>>,
 }
+
+/// How long a peer's older protocol version is remembered before the newest is tried
+/// again.
+const PEER_VERSION_TTL: Duration = Duration::from_secs(10);
 
 impl QuicTransport {
     /// Binds the endpoint and starts serving requests with `handler`. Must run inside a
@@ -145,6 +152,7 @@ impl QuicTransport {
             connections: Mutex::new(HashMap::new()),
             server: Mutex::new(Some(server)),
             closed: AtomicBool::new(false),
+            peer_versions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -290,13 +298,50 @@ impl PeerTransport for QuicTransport {
         request: PeerRequest,
         deadline: Duration,
     ) -> Result<PeerResponse, TransportError> {
-        let envelope = Envelope {
-            protocol_version: PROTOCOL_VERSION,
+        let started = tokio::time::Instant::now();
+        let mut envelope = Envelope {
+            protocol_version: self.version_for(peer),
             kind: request.kind,
             body: request.body,
         };
         let reply = self.call_envelope(peer, &envelope, deadline).await?;
-        interpret_reply(peer, reply)
+        match interpret_reply(peer, reply) {
+            // An older peer: write to it in the newest version both speak, from now on.
+            Err(TransportError::Remote {
+                error: PeerError::UnsupportedVersion { max_supported, .. },
+                ..
+            }) if max_supported < envelope.protocol_version
+                && crate::protocol::local().speaks(max_supported) =>
+            {
+                tracing::debug!(%peer, version = max_supported, "peer speaks an older protocol");
+                if let Ok(mut versions) = self.peer_versions.lock() {
+                    versions.insert(peer, (max_supported, std::time::Instant::now()));
+                }
+                envelope.protocol_version = max_supported;
+                let left = deadline.saturating_sub(started.elapsed());
+                let reply = self.call_envelope(peer, &envelope, left).await?;
+                interpret_reply(peer, reply)
+            }
+            other => other,
+        }
+    }
+}
+
+impl QuicTransport {
+    /// The version to write to `peer` in: ours, unless it told us it speaks less.
+    fn version_for(&self, peer: SocketAddr) -> u16 {
+        let ours = crate::protocol::local().max;
+        let Ok(mut versions) = self.peer_versions.lock() else {
+            return ours;
+        };
+        match versions.get(&peer) {
+            Some((v, at)) if at.elapsed() < PEER_VERSION_TTL => (*v).min(ours),
+            Some(_) => {
+                versions.remove(&peer);
+                ours
+            }
+            None => ours,
+        }
     }
 }
 
@@ -310,7 +355,7 @@ pub fn interpret_reply(peer: SocketAddr, reply: Envelope) -> Result<PeerResponse
             })?;
         return Err(TransportError::Remote { peer, error });
     }
-    if !Envelope::is_supported_version(reply.protocol_version) {
+    if !crate::protocol::local().speaks(reply.protocol_version) {
         return Err(TransportError::BadReply {
             peer,
             reason: format!(

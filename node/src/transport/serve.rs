@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
-use tollgate_proto::peer::{
-    Envelope, PeerError, KIND_ERROR, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-};
+use tollgate_proto::peer::{Envelope, PeerError, KIND_ERROR};
 use tollgate_raft::codec;
 
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +116,8 @@ async fn answer<H: PeerHandler>(
     handler: &H,
     limits: ServeLimits,
 ) -> Option<(u16, Result<PeerResponse, PeerError>)> {
-    let refuse = |error: PeerError| Some((PROTOCOL_VERSION, Err(error)));
+    let speaks = crate::protocol::local();
+    let refuse = |error: PeerError| Some((speaks.max, Err(error)));
     let bytes = match read_frame(recv, limits.max_frame_bytes).await {
         Ok(bytes) => bytes,
         Err(FrameError::TooLarge { len, max }) => {
@@ -139,12 +138,13 @@ async fn answer<H: PeerHandler>(
             });
         }
     };
-    if !Envelope::is_supported_version(envelope.protocol_version) {
-        tracing::warn!(peer = %from, version = envelope.protocol_version, "peer protocol version unsupported");
+    if !speaks.speaks(envelope.protocol_version) {
+        // A newer peer learns from this answer to write in our version; not a warning.
+        tracing::debug!(peer = %from, version = envelope.protocol_version, "peer protocol version unsupported");
         return refuse(PeerError::UnsupportedVersion {
             received: envelope.protocol_version,
-            min_supported: MIN_PROTOCOL_VERSION,
-            max_supported: PROTOCOL_VERSION,
+            min_supported: speaks.min,
+            max_supported: speaks.max,
         });
     }
     if Envelope::is_reserved_kind(envelope.kind) {

@@ -1,0 +1,113 @@
+//! The peer protocol versions this node speaks, and how the cluster moves to a newer one.
+//!
+//! A build speaks `ProtocolRange::BUILD`; `serve --protocol-version N` caps it at `N`, so
+//! one binary can play the old build of a rolling upgrade in tests. What the range
+//! governs:
+//! - peer envelopes: a node answers only versions it speaks, and writes to each peer in
+//!   the newest version both speak (`transport::quic` learns a peer's maximum from its
+//!   `UnsupportedVersion` answer);
+//! - log entries: an entry kind of a version the node does not speak is refused where it
+//!   arrives (`cluster::rpc`), as an old build would fail to decode it; so the cluster
+//!   proposes it only once every member speaks its version: the leader raises the
+//!   replicated `GovState::protocol_version` (`raise_when_supported`) once every member
+//!   reports it, and proposers check that version first.
+//! - joining: a node whose range ends below the cluster's version is refused, and a
+//!   node restarted with such a range (a downgrade after the cluster moved on) will not
+//!   start.
+
+use crate::replicator::{ReplicateError, Replicator};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tollgate_proto::peer::ProtocolRange;
+use tollgate_proto::Command;
+
+static LOCAL: OnceLock<ProtocolRange> = OnceLock::new();
+
+/// Sets this process's range once, at start (`--protocol-version`); later calls are
+/// ignored. Without a call the node speaks `ProtocolRange::BUILD`.
+pub fn set_local(range: ProtocolRange) {
+    let _ = LOCAL.set(range);
+}
+
+/// The versions this node speaks.
+pub fn local() -> ProtocolRange {
+    *LOCAL.get().unwrap_or(&ProtocolRange::BUILD)
+}
+
+/// How often the leader checks whether every member speaks a newer version.
+const RAISE_CHECK: Duration = Duration::from_secs(1);
+
+/// The version the cluster can move to: the newest every member speaks, if above
+/// `current`. `None` when a member's range is unknown (it did not answer): a member
+/// that is down may be an old build.
+pub fn supported_by_all(
+    current: u16,
+    ranges: impl IntoIterator<Item = Option<ProtocolRange>>,
+) -> Option<u16> {
+    let mut newest = local().max;
+    for range in ranges {
+        newest = newest.min(range?.max);
+    }
+    (newest > current).then_some(newest)
+}
+
+/// Runs on every node; acts while it leads: raises the cluster's protocol version once
+/// every member (voters and learners, which also read the log) speaks a newer one.
+pub async fn raise_when_supported(replicator: std::sync::Arc<dyn Replicator>) {
+    loop {
+        tokio::time::sleep(RAISE_CHECK).await;
+        let view = replicator.cluster_view();
+        if view.leader != Some(view.node_id) {
+            continue;
+        }
+        let current = replicator.state().read().protocol_version();
+        if current >= local().max {
+            continue;
+        }
+        let reports = replicator.member_reports().await;
+        let ranges = reports
+            .iter()
+            .map(|r| r.status.as_ref().ok().map(|s| s.protocol));
+        let Some(version) = supported_by_all(current, ranges) else {
+            continue;
+        };
+        match replicator
+            .propose(Command::SetProtocolVersion { version })
+            .await
+        {
+            Ok(_) => tracing::info!(
+                from = current,
+                to = version,
+                "cluster protocol version raised"
+            ),
+            Err(ReplicateError::Cluster(e)) => {
+                tracing::debug!(error = %e, "protocol version not raised yet")
+            }
+            Err(e) => tracing::warn!(error = %e, "protocol version not raised"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(min: u16, max: u16) -> Option<ProtocolRange> {
+        Some(ProtocolRange { min, max })
+    }
+
+    #[test]
+    fn the_cluster_moves_only_to_what_every_member_speaks() {
+        let top = local().max;
+        assert_eq!(
+            supported_by_all(1, [range(1, top), range(1, top)]),
+            (top > 1).then_some(top)
+        );
+        // One old member holds the cluster back.
+        assert_eq!(supported_by_all(1, [range(1, top), range(1, 1)]), None);
+        // A member that did not answer may be old.
+        assert_eq!(supported_by_all(1, [range(1, top), None]), None);
+        // Never down.
+        assert_eq!(supported_by_all(top, [range(1, top)]), None);
+    }
+}
