@@ -35,6 +35,9 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub patterns: PatternCache,
     pub ready: AtomicBool,
+    /// Set once gossip has shown a majority of the voters since the start (readiness
+    /// waits for it once, as for catching up).
+    pub heard_cluster: AtomicBool,
     /// Started by SIGTERM/SIGINT or `admin drain` (gossiped as `draining`).
     pub drain: Arc<crate::drain::Drain>,
     pub outbox: Arc<crate::outbox::Outbox>,
@@ -168,6 +171,7 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
         patterns: PatternCache::default(),
         ready: AtomicBool::new(false),
         drain,
+        heard_cluster: AtomicBool::new(false),
         outbox,
         metrics: crate::metrics::Metrics::default(),
         request_id_base: u64::from_le_bytes(base),

@@ -123,18 +123,20 @@ fn readiness(app: &App) -> Result<(), &'static str> {
         Err("not ready")
     } else if !app.replicator.caught_up() {
         Err("catching up with the cluster")
-    } else if !sees_cluster(app) {
+    } else if !heard_cluster(app) {
         Err("waiting to hear a majority of the cluster in gossip")
     } else {
         Ok(())
     }
 }
 
-/// Whether gossip shows a majority of the voters live (this node included). A node
-/// restarted a moment ago has heard nobody yet: it would count rate limits as if alone
-/// and route around no one's open breakers.
-fn sees_cluster(app: &App) -> bool {
-    if !app.gossip.clustered() {
+/// Whether gossip has shown a majority of the voters live (this node included) since
+/// the start. A node restarted a moment ago has heard nobody yet: it would count rate
+/// limits as if alone and route around no one's open breakers. Once heard, like caught
+/// up, it stays so: a node that loses the others later keeps serving (its staleness
+/// says how old its view may be).
+fn heard_cluster(app: &App) -> bool {
+    if app.heard_cluster.load(Ordering::Acquire) || !app.gossip.clustered() {
         return true;
     }
     let view = app.replicator.cluster_view();
@@ -146,7 +148,11 @@ fn sees_cluster(app: &App) -> bool {
         .map(|m| m.node_id)
         .chain(std::iter::once(view.node_id))
         .collect();
-    live.len() * 2 > view.voters.len()
+    let heard = live.len() * 2 > view.voters.len();
+    if heard {
+        app.heard_cluster.store(true, Ordering::Release);
+    }
+    heard
 }
 
 /// How long a stopping node tries to give its escrow leases back.

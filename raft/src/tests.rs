@@ -539,3 +539,35 @@ fn leases_start_from_zero_in_a_new_window_and_go_with_their_budget() {
     let back: GovState = codec::decode(&bytes).expect("decode");
     assert_eq!(back, s);
 }
+
+#[test]
+fn entries_of_a_later_protocol_wait_for_the_cluster_version() {
+    let mut s = world();
+    assert_eq!(s.protocol_version(), 1);
+    held(&grant(&mut s, "bud_vk1", 1, 200, T0 + 1));
+    let drained = Command::NodeDrained {
+        node: 1,
+        at_ms: T0 + 2,
+    };
+    assert_eq!(drained.since_version(), 2);
+    // Refused, and nothing changes, while the cluster writes protocol 1.
+    let before = s.clone();
+    assert!(matches!(s.apply(&drained), Outcome::Invalid(_)));
+    assert_eq!(s, before);
+    // Raised, it applies: the node's leases go back and its drain is recorded.
+    assert_eq!(
+        s.apply(&Command::SetProtocolVersion { version: 2 }),
+        Outcome::Done
+    );
+    assert_eq!(s.apply(&drained), Outcome::Done);
+    assert!(s.escrow().of_node(1).is_empty());
+    assert_eq!(s.drained_at().get(&1), Some(&(T0 + 2)));
+    // Never lowered.
+    s.apply(&Command::SetProtocolVersion { version: 1 });
+    assert_eq!(s.protocol_version(), 2);
+    // And it survives a snapshot.
+    let bytes = codec::encode(&s).expect("encode");
+    let back: GovState = codec::decode(&bytes).expect("decode");
+    assert_eq!(back.protocol_version(), 2);
+    assert_eq!(back, s);
+}

@@ -83,6 +83,28 @@ pub fn run(seed: u64) -> Result<Vec<String>, String> {
     }
 }
 
+/// The trace with the lines of each simulated millisecond in text order. Within one
+/// millisecond the order of notes from different hosts can vary between runs in one
+/// process: a crashed host's tasks are dropped in an order that depends on tokio's
+/// process-wide task ids, so its peers see the closed connections in that order.
+/// Everything else (which events, at which millisecond) must replay exactly.
+fn canonical(trace: &[String]) -> Vec<String> {
+    let mut lines: Vec<(u128, &String)> = trace
+        .iter()
+        .map(|l| {
+            let ms = l
+                .trim_start()
+                .split(' ')
+                .next()
+                .and_then(|t| t.parse().ok());
+            (ms.unwrap_or(0), l)
+        })
+        .collect();
+    // Stable, and by time first: the run's own order of milliseconds stays.
+    lines.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    lines.into_iter().map(|(_, l)| l.clone()).collect()
+}
+
 /// Where runs keep their outboxes (memory-backed where the machine has it).
 fn run_dir(seed: u64) -> PathBuf {
     static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -245,7 +267,7 @@ pub fn run_with(seed: u64, options: Options) -> Report {
     let requests: u64 = w.endings.values().sum();
     Report {
         seed,
-        trace: w.trace.clone(),
+        trace: canonical(&w.trace),
         violations: w.violations.clone(),
         requests,
         failed: w.endings.get(&world::Ending::Failed).copied().unwrap_or(0),

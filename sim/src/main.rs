@@ -80,6 +80,15 @@ fn sweep(a: u64, b: u64, options: Options) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // SIM_LOG=filter (e.g. `info` or `tollgate_node=info,openraft=info`) prints the
+    // nodes' own logs to stderr, interleaved in simulated order.
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut options = Options::default();
     if let Some(i) = args.iter().position(|a| a == "--naive-budgets") {

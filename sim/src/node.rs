@@ -32,6 +32,8 @@ pub const PEER_PORT: u16 = 7000;
 const DRAIN_REQUESTS: Duration = Duration::from_secs(20);
 const DRAIN_CHARGES: Duration = Duration::from_secs(10);
 const DRAIN_LEASES: Duration = Duration::from_secs(5);
+/// How long a drained leader waits for its hand-over before it counts as drained.
+const DRAIN_HANDOVER: Duration = Duration::from_secs(3);
 
 pub fn host(id: u64) -> String {
     format!("n{id}")
@@ -81,17 +83,24 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     let transport = Arc::new(SimTransport);
     let raft = Raft::new(id, config, Network::new(Arc::clone(&transport)), log, sm).await?;
     handler.set_raft(raft.clone());
-    let replicator = Arc::new(RaftReplicator::new(
-        raft.clone(),
-        state.clone(),
-        transport,
-        handler.contact(),
-        move || committed.committed_index(),
-        DataDirs {
-            raft: disk.outbox.clone(),
-            outbox: disk.outbox.clone(),
-        },
-    ));
+    // The drain signal, as `tollgate serve` has it: the RPC handler refuses to take
+    // leadership while it is set, and the hand-over task acts on it.
+    let drain = tollgate_node::drain::Drain::new();
+    handler.set_drain(Arc::clone(&drain));
+    let replicator = Arc::new(
+        RaftReplicator::new(
+            raft.clone(),
+            state.clone(),
+            Arc::clone(&transport),
+            handler.contact(),
+            move || committed.committed_index(),
+            DataDirs {
+                raft: disk.outbox.clone(),
+                outbox: disk.outbox.clone(),
+            },
+        )
+        .with_yielding(handler.yielding()),
+    );
     let weak = Arc::downgrade(&replicator);
     handler.set_status(move || weak.upgrade().map(|r| r.status()).unwrap_or_default());
     if id == 1 && fresh {
@@ -137,6 +146,14 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
         plan.nodes,
         Arc::clone(&gossip),
     ));
+    // A draining leader hands its leadership over, as in production.
+    tokio::spawn(tollgate_node::cluster::handover::hand_over_at_drain(
+        raft.clone(),
+        Arc::clone(&transport),
+        Arc::clone(&gossip),
+        Arc::clone(&drain),
+        handler.yielding(),
+    ));
     let outbox = Arc::new(Outbox::open_simulated(&disk.outbox).map_err(|e| e.to_string())?);
     let pipeline = charge::spawn(
         Arc::clone(&replicator),
@@ -150,9 +167,9 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     world.lock().running.insert(
         id,
         Running {
-            raft,
+            raft: raft.clone(),
             state,
-            gossip,
+            gossip: Arc::clone(&gossip),
             generation,
         },
     );
@@ -192,6 +209,8 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     // The drain of `tollgate serve`: refuse new requests (the client goes to another
     // node), let those in flight finish, apply every charge, give the leases back.
     gateway.draining.store(true, Ordering::Release);
+    gossip.set_state(tollgate_node::gossip::keys::NodeState::Draining);
+    drain.start();
     world.note(world::now(), format!("n{id} draining"));
     let until = tokio::time::Instant::now() + DRAIN_REQUESTS;
     while gateway.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
@@ -206,9 +225,26 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
             tokio::time::timeout(DRAIN_LEASES, admission.release_all()).await,
             Ok(Ok(()))
         );
+    // A leader that has not handed over yet gets a moment more, as `tollgate serve`.
+    let until = tokio::time::Instant::now() + DRAIN_HANDOVER;
+    while raft.metrics().borrow().current_leader == Some(id) && tokio::time::Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leads = raft.metrics().borrow().current_leader == Some(id);
+    if leads {
+        // A drained leader must have handed its leadership over (`cluster::handover`).
+        world.violation(
+            world::now(),
+            format!(
+                "n{id} still leads {} s after its drain",
+                DRAIN_HANDOVER.as_secs()
+            ),
+        );
+    }
     world.note(
         world::now(),
-        format!("n{id} drained (charges applied: {drained}, leases returned: {returned})"),
+        format!("n{id} drained (charges applied: {drained}, leases returned: {returned}, still leading: {leads})"),
     );
     world.lock().drained.insert(id);
     std::future::pending::<()>().await;

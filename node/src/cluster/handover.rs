@@ -24,7 +24,7 @@ use crate::gossip::keys::NodeState;
 use crate::gossip::Gossip;
 use crate::transport::{PeerRequest, PeerTransport};
 use openraft::RaftMetrics;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_raft::typ::{NodeId, Raft, TollgateNode};
@@ -37,21 +37,50 @@ const CATCH_UP_WAIT: Duration = Duration::from_millis(500);
 const ELECT_DEADLINE: Duration = Duration::from_millis(500);
 /// How long the leader waits for the successor to win.
 const WIN_WAIT: Duration = Duration::from_secs(1);
-/// While draining, how often the node checks whether it leads (it may win an election
-/// during the drain: it votes and campaigns like any voter).
+/// How often the node checks whether it leads (it may win an election during the drain:
+/// it votes and campaigns like any voter).
 const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// Beyond the leader lease, how long a new leader waits before handing over.
+const LEASE_MARGIN: Duration = Duration::from_millis(50);
 
 /// Set while this node hands leadership over: leader operations wait for the successor.
+/// Also counts the leader operations running here, so the hand-over can wait until the
+/// last entry they append is in the log.
 #[derive(Default)]
-pub struct Yielding(AtomicBool);
+pub struct Yielding {
+    on: AtomicBool,
+    active: AtomicUsize,
+}
+
+/// A leader operation running here (see `Yielding::enter`).
+pub struct Active<'a>(&'a Yielding);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl Yielding {
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// Counts a leader operation about to run here; `None` while yielding. (Counted
+    /// first, checked after: a hand-over that sets the flag then sees the count at zero
+    /// knows no operation can still start.)
+    pub fn enter(&self) -> Option<Active<'_>> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let active = Active(self);
+        (!self.is_set()).then_some(active)
     }
 
     fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Release);
+        self.on.store(on, Ordering::Release);
+    }
+
+    fn idle(&self) -> bool {
+        self.active.load(Ordering::Acquire) == 0
     }
 }
 
@@ -94,19 +123,29 @@ pub fn pick_successor(
         .map(|(_, std::cmp::Reverse(id), node)| (id, node))
 }
 
-/// Nodes gossip shows draining or dead.
+/// Nodes whose newest generation gossip shows draining or dead (a restarted node's
+/// earlier generation stays listed, dead, for a while).
 fn unavailable(gossip: &Gossip) -> Vec<NodeId> {
-    gossip
-        .view()
-        .members
-        .iter()
+    let view = gossip.view();
+    let mut newest: std::collections::BTreeMap<NodeId, &crate::gossip::Member> =
+        std::collections::BTreeMap::new();
+    for m in &view.members {
+        let entry = newest.entry(m.node_id).or_insert(m);
+        if m.generation > entry.generation {
+            *entry = m;
+        }
+    }
+    newest
+        .values()
         .filter(|m| !m.live || m.state == Some(NodeState::Draining))
         .map(|m| m.node_id)
         .collect()
 }
 
-/// Runs for the node's life: once the drain starts, hands leadership over whenever this
-/// node leads.
+/// Runs for the node's life: notes when this node became leader, and once the drain
+/// starts, hands leadership over whenever this node leads. Not before its own vote is
+/// older than the leader lease (`election_timeout_max`): until then it would refuse the
+/// successor's vote itself.
 pub async fn hand_over_at_drain<T: PeerTransport>(
     raft: Raft,
     transport: Arc<T>,
@@ -114,14 +153,27 @@ pub async fn hand_over_at_drain<T: PeerTransport>(
     drain: Arc<Drain>,
     yielding: Arc<Yielding>,
 ) {
-    drain.started().await;
+    let lease = Duration::from_millis(raft.config().election_timeout_max) + LEASE_MARGIN;
+    // The term this node leads in, and since when.
+    let mut leading: Option<(u64, tokio::time::Instant)> = None;
     loop {
         let m = raft.metrics().borrow().clone();
+        if m.state == openraft::ServerState::Shutdown {
+            return;
+        }
         if m.current_leader == Some(m.id) {
+            if leading.is_none_or(|(term, _)| term != m.current_term) {
+                leading = Some((m.current_term, tokio::time::Instant::now()));
+            }
+        } else {
+            leading = None;
+        }
+        let settled = leading.is_some_and(|(_, since)| since.elapsed() >= lease);
+        if drain.is_draining() && settled {
             if let Some((to, node)) = pick_successor(&m, &unavailable(&gossip)) {
                 let started = tokio::time::Instant::now();
                 yielding.set(true);
-                let handed = hand_over(&raft, &*transport, to, &node).await;
+                let handed = hand_over(&raft, &*transport, &yielding, to, &node).await;
                 yielding.set(false);
                 match handed {
                     Ok(()) => tracing::info!(
@@ -137,9 +189,6 @@ pub async fn hand_over_at_drain<T: PeerTransport>(
                 tracing::debug!("draining leader has no follower to hand over to");
             }
         }
-        if m.state == openraft::ServerState::Shutdown {
-            return;
-        }
         tokio::time::sleep(CHECK_EVERY).await;
     }
 }
@@ -147,10 +196,17 @@ pub async fn hand_over_at_drain<T: PeerTransport>(
 async fn hand_over<T: PeerTransport>(
     raft: &Raft,
     transport: &T,
+    yielding: &Yielding,
     to: NodeId,
     node: &TollgateNode,
 ) -> Result<(), String> {
-    // No new entry starts here now; let the successor receive all there is.
+    // No new operation starts here now; those running append their entries first (a
+    // successor one entry short would lose the vote).
+    let until = tokio::time::Instant::now() + CATCH_UP_WAIT;
+    while !yielding.idle() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Let the successor receive all there is.
     raft.wait(Some(CATCH_UP_WAIT))
         .metrics(
             |m| {
@@ -177,8 +233,53 @@ async fn hand_over<T: PeerTransport>(
         .await
         .map_err(|e| e.to_string())?;
     raft.wait(Some(WIN_WAIT))
-        .metrics(|m| m.current_leader != Some(m.id), "leadership moved")
+        .metrics(
+            |m| m.current_leader.is_some_and(|l| l != m.id),
+            "another node leads",
+        )
         .await
-        .map_err(|e| format!("still leading: {e}"))?;
+        .map_err(|e| format!("no other leader: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn log_id(index: u64) -> Option<LogId<NodeId>> {
+        Some(LogId::new(CommittedLeaderId::new(1, 1), index))
+    }
+
+    /// Node 1 leads voters 1-3 (and learner 4); `matched` is each follower's replication.
+    fn metrics(matched: &[(NodeId, u64)]) -> RaftMetrics<NodeId, TollgateNode> {
+        let node = |id: NodeId| TollgateNode {
+            raft_addr: format!("127.0.0.1:{}", 9000 + id),
+            http_addr: String::new(),
+        };
+        let nodes: BTreeMap<NodeId, TollgateNode> = (1..=4).map(|id| (id, node(id))).collect();
+        let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
+        let mut m = RaftMetrics::new_initial(1);
+        m.membership_config = Arc::new(StoredMembership::new(None, membership));
+        m.replication = Some(matched.iter().map(|(id, i)| (*id, log_id(*i))).collect());
+        m
+    }
+
+    #[test]
+    fn the_successor_is_the_furthest_replicated_available_voter() {
+        let m = metrics(&[(2, 10), (3, 12), (4, 20)]);
+        // The learner is further, but only a voter can lead.
+        assert_eq!(pick_successor(&m, &[]).map(|(id, _)| id), Some(3));
+        // Draining or dead in gossip: not chosen.
+        assert_eq!(pick_successor(&m, &[3]).map(|(id, _)| id), Some(2));
+        assert_eq!(pick_successor(&m, &[2, 3]), None);
+        // A tie goes to the smallest id.
+        let m = metrics(&[(2, 12), (3, 12)]);
+        assert_eq!(pick_successor(&m, &[]).map(|(id, _)| id), Some(2));
+        // Not leading (no replication figures): nobody.
+        let mut m = metrics(&[(2, 12)]);
+        m.replication = None;
+        assert_eq!(pick_successor(&m, &[]), None);
+    }
 }

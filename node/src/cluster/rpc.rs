@@ -18,7 +18,8 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+// tokio's clock: the simulator's virtual time reaches it.
+use tokio::time::Instant;
 use tollgate_proto::peer::PeerError;
 use tollgate_proto::{Command, Outcome};
 use tollgate_raft::codec;
@@ -366,11 +367,11 @@ pub async fn run_op<Op: LeaderOp>(
     raft: &Raft,
     yielding: &super::handover::Yielding,
 ) -> LeaderReply<Op::Output> {
-    if yielding.is_set() {
+    let Some(_active) = yielding.enter() else {
         return LeaderReply::NotLeader {
             leader: super::handover::successor(raft).await,
         };
-    }
+    };
     op.run(raft).await
 }
 
