@@ -293,41 +293,43 @@ async fn key_with_budget(cluster: &Scripted) -> Result<(String, String)> {
 }
 
 /// Every node counts the same requests and spend for the key (read through the leader),
-/// and that is every answer the upstream gave.
+/// and that is every answer the upstream gave. Charges of the last answers may still be
+/// on their way from the outboxes, so this waits up to 10 s for them.
 async fn ledgers_agree(cluster: &Scripted, key_id: &str, fake: &FakeUpstream) -> Result<u64> {
-    let mut seen: Vec<Value> = Vec::new();
-    for node in 1..=3u16 {
-        let usage = cluster
-            .admin(
-                node,
-                "GET",
-                &format!("/api/v1/usage?virtual_key={key_id}&consistency=linearizable"),
-                None,
-            )
-            .await?;
-        let figures = json!({
-            "requests": usage["requests"],
-            "input_tokens": usage["input_tokens"],
-            "output_tokens": usage["output_tokens"],
-            "spent": usage["budgets"][0]["spent_usd"],
-        });
-        seen.push(figures);
-    }
-    ensure!(
-        seen.iter().all(|s| *s == seen[0]),
-        "the nodes' ledgers differ: {seen:?}"
-    );
     let answered = fake
         .requests()
         .iter()
         .filter(|r| r["path"] == "/v1/messages" || r["path"] == "/v1/chat/completions")
         .count() as u64;
-    let charged = seen[0]["requests"].as_u64().unwrap_or(0);
-    ensure!(
-        charged == answered,
-        "the upstream answered {answered} requests, the ledgers charge {charged}"
-    );
-    Ok(charged)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut seen: Vec<Value> = Vec::new();
+        for node in 1..=3u16 {
+            let usage = cluster
+                .admin(
+                    node,
+                    "GET",
+                    &format!("/api/v1/usage?virtual_key={key_id}&consistency=linearizable"),
+                    None,
+                )
+                .await?;
+            seen.push(json!({
+                "requests": usage["requests"],
+                "input_tokens": usage["input_tokens"],
+                "output_tokens": usage["output_tokens"],
+                "spent": usage["budgets"][0]["spent_usd"],
+            }));
+        }
+        let charged = seen[0]["requests"].as_u64().unwrap_or(0);
+        if seen.iter().all(|s| *s == seen[0]) && charged == answered {
+            return Ok(charged);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "after 10 s the ledgers still differ from each other or from the {answered} answers of the upstream: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Fails if any node logged that it received a log entry it cannot read.
