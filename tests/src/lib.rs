@@ -783,6 +783,35 @@ impl Scripted {
 }
 
 impl Scripted {
+    /// Creates a key with these provider configs and a $1000 daily budget on it, known
+    /// on every node before this returns; returns (key id, secret).
+    pub async fn key_with_budget(
+        &self,
+        name: &str,
+        provider_configs: Value,
+    ) -> Result<(String, String)> {
+        let key = self
+            .admin(
+                0,
+                "POST",
+                "/api/v1/virtual-keys",
+                Some(json!({"name": name, "provider_configs": provider_configs})),
+            )
+            .await?;
+        let id = key["id"].as_str().context("key id")?.to_owned();
+        let secret = key["secret"].as_str().context("secret")?.to_owned();
+        self.admin(
+            0,
+            "POST",
+            "/api/v1/budgets",
+            Some(json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "1000.00", "reset_duration": "1d"})),
+        )
+        .await?;
+        self.known_everywhere(&format!("/api/v1/virtual-keys/{id}"))
+            .await?;
+        Ok((id, secret))
+    }
+
     /// Reads `path` (an admin resource just written) on every node with a linearizable
     /// read, so each node has applied the write before the test goes on.
     pub async fn known_everywhere(&self, path: &str) -> Result<()> {

@@ -42,27 +42,9 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
             Some(json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"})),
         )
         .await?;
-    let key = cluster
-        .admin(
-            0,
-            "POST",
-            "/api/v1/virtual-keys",
-            Some(json!({"name": "load", "provider_configs": [{"provider": "fake-anthropic"}]})),
-        )
-        .await?;
-    let id = key["id"].as_str().unwrap_or_default().to_owned();
-    let secret = key["secret"].as_str().unwrap_or_default().to_owned();
-    cluster
-        .admin(
-            0,
-            "POST",
-            "/api/v1/budgets",
-            Some(json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "1000.00", "reset_duration": "1d"})),
-        )
-        .await?;
     // Known on every node before the load starts.
-    cluster
-        .known_everywhere(&format!("/api/v1/virtual-keys/{id}"))
+    let (id, secret) = cluster
+        .key_with_budget("load", json!([{"provider": "fake-anthropic"}]))
         .await?;
 
     let stop = Arc::new(AtomicBool::new(false));

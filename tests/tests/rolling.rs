@@ -254,8 +254,8 @@ fn write_config(dir: &Path, fake: &FakeUpstream) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// A key for the fake upstream with a budget (so leases are taken and returned at each
-/// drain); returns (key id, secret).
+/// A default price, and a key for the fake upstream with a budget (so leases are taken
+/// and returned at each drain); returns (key id, secret).
 async fn key_with_budget(cluster: &Scripted) -> Result<(String, String)> {
     cluster
         .admin(
@@ -267,29 +267,12 @@ async fn key_with_budget(cluster: &Scripted) -> Result<(String, String)> {
             ),
         )
         .await?;
-    let key = cluster
-        .admin(
-            0,
-            "POST",
-            "/api/v1/virtual-keys",
-            Some(json!({"name": "roller", "provider_configs": [
-                {"provider": "fake-anthropic", "allowed_models": ["regex:^claude-"]}]})),
-        )
-        .await?;
-    let id = key["id"].as_str().context("key id")?.to_owned();
-    let secret = key["secret"].as_str().context("secret")?.to_owned();
     cluster
-        .admin(
-            0,
-            "POST",
-            "/api/v1/budgets",
-            Some(json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "1000.00", "reset_duration": "1d"})),
+        .key_with_budget(
+            "roller",
+            json!([{"provider": "fake-anthropic", "allowed_models": ["regex:^claude-"]}]),
         )
-        .await?;
-    cluster
-        .known_everywhere(&format!("/api/v1/virtual-keys/{id}"))
-        .await?;
-    Ok((id, secret))
+        .await
 }
 
 /// Every node counts the same requests and spend for the key (read through the leader),
@@ -344,17 +327,29 @@ fn no_unreadable_entries(cluster: &Scripted) -> Result<()> {
     Ok(())
 }
 
+/// The slow fake upstream and a cluster on it (nodes started with `env`), with a key.
+async fn setup(
+    tag: &str,
+    env: &[(&str, &str)],
+) -> Result<(FakeUpstream, Scripted, String, String)> {
+    let fake = FakeUpstream::start(&["--stream-delay", STREAM_DELAY_S])?;
+    let dir = temp_dir(tag);
+    let mut cluster = Scripted::new(dir.join("cluster"))?;
+    for (name, value) in env {
+        cluster = cluster.env(name, value);
+    }
+    cluster.up(&write_config(&dir, &fake)?)?;
+    let (key_id, secret) = key_with_budget(&cluster).await?;
+    Ok((fake, cluster, key_id, secret))
+}
+
 async fn cluster_json(cluster: &Scripted) -> Result<Value> {
     cluster.admin(0, "GET", "/api/v1/cluster", None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_twice_under_traffic_fails_nothing() -> Result<()> {
-    let fake = FakeUpstream::start(&["--stream-delay", STREAM_DELAY_S])?;
-    let dir = temp_dir("rolling");
-    let cluster = Scripted::new(dir.join("cluster"))?;
-    cluster.up(&write_config(&dir, &fake)?)?;
-    let (key_id, secret) = key_with_budget(&cluster).await?;
+    let (fake, cluster, key_id, secret) = setup("rolling", &[]).await?;
 
     let traffic = Traffic::start(&cluster.url(0), &secret, true);
     tokio::time::sleep(STEADY).await;
@@ -383,12 +378,9 @@ async fn rolling_restart_twice_under_traffic_fails_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_version_rolling_upgrade_fails_nothing() -> Result<()> {
-    let fake = FakeUpstream::start(&["--stream-delay", STREAM_DELAY_S])?;
-    let dir = temp_dir("upgrade");
     // Version N: every node speaks protocol 1 only, as the previous build would.
-    let cluster = Scripted::new(dir.join("cluster"))?.env("TOLLGATE_PROTOCOL_VERSION", "1");
-    cluster.up(&write_config(&dir, &fake)?)?;
-    let (key_id, secret) = key_with_budget(&cluster).await?;
+    let (fake, cluster, key_id, secret) =
+        setup("upgrade", &[("TOLLGATE_PROTOCOL_VERSION", "1")]).await?;
     let before = cluster_json(&cluster).await?;
     ensure!(before["protocol_version"] == 1, "{before}");
 
@@ -450,11 +442,7 @@ async fn mixed_version_rolling_upgrade_fails_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_the_leader_hands_over_without_a_failed_request() -> Result<()> {
-    let fake = FakeUpstream::start(&["--stream-delay", STREAM_DELAY_S])?;
-    let dir = temp_dir("leader-term");
-    let cluster = Scripted::new(dir.join("cluster"))?;
-    cluster.up(&write_config(&dir, &fake)?)?;
-    let (_, secret) = key_with_budget(&cluster).await?;
+    let (_fake, cluster, _, secret) = setup("leader-term", &[]).await?;
     let c = cluster_json(&cluster).await?;
     let leader = c["leader"].as_u64().context("no leader")? as u16;
     let survivor = if leader == 1 { 2 } else { 1 };
