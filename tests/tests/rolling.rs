@@ -18,6 +18,10 @@ use tollgate_tests::*;
 const STREAM_DELAY_S: &str = "0.4";
 /// A request slower than this counts as stalled (a slow stream takes about 4 s).
 const STALL: Duration = Duration::from_secs(20);
+/// The tests run one at a time: each takes a cluster's worth of ports (picked free, so
+/// two picking at once could pick the same) and most of this machine's two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Steady-state traffic measured before the roll, as the baseline.
 const STEADY: Duration = Duration::from_secs(8);
 
@@ -349,6 +353,7 @@ async fn cluster_json(cluster: &Scripted) -> Result<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_twice_under_traffic_fails_nothing() -> Result<()> {
+    let _turn = SERIAL.lock().await;
     let (fake, cluster, key_id, secret) = setup("rolling", &[]).await?;
 
     let traffic = Traffic::start(&cluster.url(0), &secret, true);
@@ -378,6 +383,7 @@ async fn rolling_restart_twice_under_traffic_fails_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_version_rolling_upgrade_fails_nothing() -> Result<()> {
+    let _turn = SERIAL.lock().await;
     // Version N: every node speaks protocol 1 only, as the previous build would.
     let (fake, cluster, key_id, secret) =
         setup("upgrade", &[("TOLLGATE_PROTOCOL_VERSION", "1")]).await?;
@@ -442,6 +448,7 @@ async fn mixed_version_rolling_upgrade_fails_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_the_leader_hands_over_without_a_failed_request() -> Result<()> {
+    let _turn = SERIAL.lock().await;
     let (_fake, cluster, _, secret) = setup("leader-term", &[]).await?;
     let c = cluster_json(&cluster).await?;
     let leader = c["leader"].as_u64().context("no leader")? as u16;
