@@ -722,12 +722,13 @@ impl Admission {
                 state.protocol_version(),
             )
         };
-        // From protocol 2 the cluster also records the drain.
-        let command = if version >= 2 {
-            Command::NodeDrained {
-                node: self.node,
-                at_ms: self.clock.now_ms(),
-            }
+        // Once the cluster writes `NodeDrained`, it also records the drain.
+        let drained = Command::NodeDrained {
+            node: self.node,
+            at_ms: self.clock.now_ms(),
+        };
+        let command = if drained.since_version() <= version {
+            drained
         } else if holds_any {
             Command::ReleaseLeases {
                 node: self.node,

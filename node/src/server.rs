@@ -142,8 +142,7 @@ fn heard_cluster(app: &App) -> bool {
     let view = app.replicator.cluster_view();
     let gossip = app.gossip.view();
     let live: std::collections::BTreeSet<u64> = gossip
-        .members
-        .iter()
+        .newest()
         .filter(|m| m.live && view.voters.contains(&m.node_id))
         .map(|m| m.node_id)
         .chain(std::iter::once(view.node_id))

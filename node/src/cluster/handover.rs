@@ -123,20 +123,11 @@ pub fn pick_successor(
         .map(|(_, std::cmp::Reverse(id), node)| (id, node))
 }
 
-/// Nodes whose newest generation gossip shows draining or dead (a restarted node's
-/// earlier generation stays listed, dead, for a while).
+/// Nodes whose newest generation gossip shows draining or dead.
 fn unavailable(gossip: &Gossip) -> Vec<NodeId> {
-    let view = gossip.view();
-    let mut newest: std::collections::BTreeMap<NodeId, &crate::gossip::Member> =
-        std::collections::BTreeMap::new();
-    for m in &view.members {
-        let entry = newest.entry(m.node_id).or_insert(m);
-        if m.generation > entry.generation {
-            *entry = m;
-        }
-    }
-    newest
-        .values()
+    gossip
+        .view()
+        .newest()
         .filter(|m| !m.live || m.state == Some(NodeState::Draining))
         .map(|m| m.node_id)
         .collect()

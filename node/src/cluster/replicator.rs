@@ -354,19 +354,27 @@ impl<T: PeerTransport> RaftReplicator<T> {
     }
 
     async fn ask_status(&self, raft_addr: &str) -> Result<NodeStatus, String> {
+        let reply = self.ask_member(raft_addr, KIND_STATUS).await?;
+        codec::decode(&reply.body).map_err(|e| e.to_string())
+    }
+
+    /// A request of `kind` with an empty body to the member at `raft_addr`.
+    async fn ask_member(
+        &self,
+        raft_addr: &str,
+        kind: u16,
+    ) -> Result<crate::transport::PeerResponse, String> {
         let addr = raft_addr
             .parse()
             .map_err(|_| format!("invalid raft address {raft_addr}"))?;
         let request = PeerRequest {
-            kind: KIND_STATUS,
+            kind,
             body: Vec::new(),
         };
-        let reply = self
-            .transport
+        self.transport
             .call(addr, request, STATUS_DEADLINE)
             .await
-            .map_err(|e| e.to_string())?;
-        codec::decode(&reply.body).map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -443,15 +451,7 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
                     "node {id} is not a member of this cluster"
                 )));
             };
-            let addr = raft_addr.parse().map_err(|_| {
-                ReplicateError::Cluster(format!("node {id} has an invalid raft address"))
-            })?;
-            let request = PeerRequest {
-                kind: KIND_DRAIN,
-                body: Vec::new(),
-            };
-            self.transport
-                .call(addr, request, STATUS_DEADLINE)
+            self.ask_member(raft_addr, KIND_DRAIN)
                 .await
                 .map(|_| ())
                 .map_err(|e| ReplicateError::Cluster(format!("node {id} did not answer: {e}")))

@@ -67,6 +67,20 @@ pub struct View {
 }
 
 impl View {
+    /// Each node's newest generation (a restarted node's earlier one stays listed, dead,
+    /// for a while). `members` is sorted by (node id, generation).
+    pub fn newest(&self) -> impl Iterator<Item = &Member> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| {
+                self.members
+                    .get(i + 1)
+                    .is_none_or(|next| next.node_id != m.node_id)
+            })
+            .map(|(_, m)| m)
+    }
+
     /// Live nodes, this one included (at least 1).
     pub fn live_count(&self) -> usize {
         self.members.iter().filter(|m| m.live).count().max(1)
@@ -534,5 +548,23 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn newest_takes_each_nodes_latest_generation() {
+        let restarted = Member {
+            generation: 2,
+            ..member(1, true, NodeState::Ready)
+        };
+        let view = View {
+            members: vec![
+                member(1, false, NodeState::Draining),
+                restarted.clone(),
+                member(2, true, NodeState::Ready),
+            ],
+            ..View::default()
+        };
+        let newest: Vec<&Member> = view.newest().collect();
+        assert_eq!(newest, vec![&restarted, &view.members[2]]);
     }
 }
