@@ -9,13 +9,15 @@
 #                       all are ready, print the addresses. What already runs is left
 #                       alone and only what does not is started, so `up` also revives.
 #   down                SIGTERM every node (they drain), SIGKILL what is left after 330 s
-#                       (a node waits for its streams in flight), then stop HAProxy.
+#                       (a node waits for its streams in flight; TOLLGATE_STOP_TIMEOUT_S
+#                       sets it, for a config with a longer drain), then stop HAProxy.
 #   status              per node: process, /health/ready; HAProxy and its view of the
 #                       nodes; /api/v1/cluster from a ready node. Exits 1 unless all is up.
 #   kill N              SIGKILL node N (1-3).
 #   stop N              SIGTERM node N and wait until it has exited (SIGKILL after 330 s).
 #   start N             start node N again with the same flags and data (it rejoins with
-#                       its log); waits until it is ready.
+#                       its log); waits until it is ready. With TOLLGATE_BIN, with that
+#                       binary, which DIR/env then records for later commands (an upgrade).
 #
 # DIR defaults to ./tollgate-cluster. Ports: HAProxy on BASE, node N's HTTP on BASE+N and
 # its Raft/QUIC (UDP) on BASE+10+N, HAProxy's stats page on BASE+10, where BASE is
@@ -37,7 +39,8 @@ READY_TIMEOUT_S=60
 # Seconds a SIGTERMed node gets before SIGKILL: the node's own drain bounds (2 s of
 # grace, 300 s for requests and streams in flight, 10 s to apply queued charges, 3 s to
 # give leases back, 3 s to hand leadership over) plus some slack.
-STOP_TIMEOUT_S=330
+STOP_TIMEOUT_S=${TOLLGATE_STOP_TIMEOUT_S:-330}
+[[ $STOP_TIMEOUT_S =~ ^[0-9]+$ ]] || { echo "cluster.sh: TOLLGATE_STOP_TIMEOUT_S must be a number of seconds" >&2; exit 1; }
 # Seconds HAProxy gets to exit after SIGTERM (a hard stop, so it is quick).
 HAPROXY_STOP_TIMEOUT_S=5
 # Readiness polls (a quarter second apart) in a row that count as ready: about one
@@ -550,7 +553,8 @@ cmd_status() {
 	if [[ -n $ready_url ]]; then
 		if token=$(admin_token 2>/dev/null) && [[ -n $token ]]; then
 			echo "cluster (from $ready_url):"
-			curl -s --max-time 2 -H "authorization: Bearer $token" "$ready_url/api/v1/cluster" |
+			# The header from a file descriptor, not the command line (`ps` shows that).
+			curl -s --max-time 2 -H @<(printf 'authorization: Bearer %s\n' "$token") "$ready_url/api/v1/cluster" |
 				{ python3 -m json.tool 2>/dev/null || cat; }
 			echo
 		else
@@ -582,7 +586,13 @@ cmd_stop() {
 cmd_start() {
 	local started
 	require_cluster
-	[[ -z ${TOLLGATE_BIN:-} ]] || BIN=$(absolute "$TOLLGATE_BIN")
+	if [[ -n ${TOLLGATE_BIN:-} ]]; then
+		BIN=$(absolute "$TOLLGATE_BIN")
+		[[ -x $BIN ]] || die "$BIN is not an executable"
+		# Later commands (`up` reviving a node, a restart without the variable) use the
+		# upgraded binary too: a node on the old one could not read the newer log.
+		write_env
+	fi
 	[[ -x $BIN ]] || die "$BIN is not an executable (set TOLLGATE_BIN)"
 	if node_pid "$NODE" >/dev/null; then
 		echo "node $NODE already running"

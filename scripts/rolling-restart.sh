@@ -12,7 +12,8 @@
 # DIR defaults to ./tollgate-cluster, as for cluster.sh. To upgrade, set TOLLGATE_BIN to
 # the new binary: each node restarts with it (cluster.sh start N). Environment meant for
 # the nodes (e.g. TOLLGATE_PROTOCOL_VERSION) reaches the restarted ones. Exits 1 when a
-# node does not come back within cluster.sh's limits, leaving the rest as they are.
+# node does not come back within cluster.sh's limits, leaving the rest as they are, and
+# at the end when a node had to be killed before its drain finished.
 set -euo pipefail
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
@@ -88,17 +89,21 @@ wait_healthy() {
 }
 
 started=$SECONDS
+unfinished=()
 for n in $NODES; do
 	wait_healthy
 	echo "node $n: draining"
 	"$CLUSTER" stop "$n" --dir "$DIR"
-	if tail -n 5 "$DIR/node$n/log" | grep -q 'stopped'; then
+	# The node's last words after a complete drain.
+	if tail -n 20 "$DIR/node$n/log" | grep -q 'tollgate_node::server: stopped$'; then
 		echo "node $n: drained and exited"
 	else
 		echo "node $n: exited without finishing its drain; last lines of its log:" >&2
 		tail -n 5 "$DIR/node$n/log" >&2
+		unfinished+=("$n")
 	fi
 	"$CLUSTER" start "$n" --dir "$DIR"
 done
 wait_healthy
 echo "rolling restart of nodes $NODES done in $((SECONDS - started))s"
+((${#unfinished[@]} == 0)) || die "node(s) ${unfinished[*]} did not finish their drain (see their logs)"

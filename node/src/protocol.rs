@@ -11,11 +11,14 @@
 //!   proposes it only once every member speaks its version: the leader raises the
 //!   replicated `GovState::protocol_version` (`raise_when_supported`) once every member
 //!   reports it, and proposers check that version first.
-//! - joining: a node whose range ends below the cluster's version is refused, and a
-//!   node restarted with such a range (a downgrade after the cluster moved on) will not
-//!   start.
+//! - a node behind the cluster: a node whose range ends below the cluster's version
+//!   (one restarted with an older build after the cluster moved on, or an old build
+//!   joining) will not start if its stored state shows it, and otherwise drains and
+//!   exits 1 as soon as it meets the newer version (`stop_when_outdated`: in the state
+//!   it applied, from its own log or a snapshot, or in entries it refused).
 
-use crate::replicator::{ReplicateError, Replicator};
+use crate::replicator::{ReplicateError, Replicator, SharedState};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tollgate_proto::peer::ProtocolRange;
@@ -36,6 +39,42 @@ pub fn local() -> ProtocolRange {
 
 /// How often the leader checks whether every member speaks a newer version.
 const RAISE_CHECK: Duration = Duration::from_secs(1);
+
+/// How often a node checks whether the cluster moved beyond what it speaks.
+const OUTDATED_CHECK: Duration = Duration::from_millis(500);
+
+/// The newest protocol version this node met in the cluster's log or state.
+static MET: AtomicU16 = AtomicU16::new(0);
+
+/// Notes that the cluster uses protocol `version` (from an entry or the state).
+pub fn note_cluster_version(version: u16) {
+    MET.fetch_max(version, Ordering::SeqCst);
+}
+
+/// The cluster's protocol version if this node met one newer than it speaks.
+pub fn outdated() -> Option<u16> {
+    let met = MET.load(Ordering::SeqCst);
+    (met > local().max).then_some(met)
+}
+
+/// Runs on every node: once the cluster uses a version this node does not speak, it
+/// cannot follow the log, so it drains (requests in flight finish, charges are applied)
+/// and the server exits 1 (`server::serve` asks `outdated`).
+pub async fn stop_when_outdated(state: SharedState, drain: std::sync::Arc<crate::drain::Drain>) {
+    loop {
+        note_cluster_version(state.read().protocol_version());
+        if let Some(version) = outdated() {
+            tracing::error!(
+                cluster = version,
+                speaks = %local(),
+                "the cluster uses a protocol version this node does not speak; draining (run a build that speaks it)"
+            );
+            drain.start();
+            return;
+        }
+        tokio::time::sleep(OUTDATED_CHECK).await;
+    }
+}
 
 /// The version the cluster can move to: the newest every member speaks, if above
 /// `current`. `None` when a member's range is unknown (it did not answer): a member

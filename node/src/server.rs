@@ -154,6 +154,10 @@ fn heard_cluster(app: &App) -> bool {
     heard
 }
 
+/// After the drain timeout cuts the open streams: how long the last requests get to end
+/// (a non-streaming one still waits for its provider, bounded by its own timeout).
+const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long a stopping node tries to give its escrow leases back.
 const LEASE_RETURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -213,19 +217,27 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         let _ = signalled_tx.send(());
     });
     let mut server = Box::pin(std::future::IntoFuture::into_future(server));
+    // Whether every request ended before the pipeline closes (their charges in it).
+    let mut all_ended = true;
     tokio::select! {
         result = &mut server => result?,
         _ = signalled_rx => {
             // In-flight requests and streams get a bounded time to finish.
-            match tokio::time::timeout(drain_timeout, &mut server).await {
-                Ok(result) => result?,
-                Err(_) => tracing::warn!(timeout_s = drain_timeout.as_secs(), "drain timed out; closing open streams"),
+            if tokio::time::timeout(drain_timeout, &mut server).await.is_err() {
+                tracing::warn!(timeout_s = drain_timeout.as_secs(), "drain timed out; cutting open streams");
+                app.drain.cut_streams();
+                match tokio::time::timeout(CUT_WAIT, &mut server).await {
+                    Ok(result) => result?,
+                    Err(_) => {
+                        tracing::warn!("requests still open after the cut; they end with the process, and this node keeps its leases until they expire");
+                        all_ended = false;
+                    }
+                }
             }
         }
     }
     tracing::info!("draining: requests finished; applying queued charges");
-    // Stop serving (a stream cut by the drain timeout is charged as its relay drops),
-    // then close the pipeline and apply everything queued before exiting.
+    // Stop serving, then close the pipeline and apply everything queued before exiting.
     drop(server);
     state_task.abort();
     let replicator = Arc::clone(&app.replicator);
@@ -243,7 +255,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         }
     };
     maintenance.abort();
-    if drained {
+    if drained && all_ended {
         // Every charge is applied and nothing is in flight: the leases go back to the
         // cluster for the other nodes. (Not otherwise: charges still to come would
         // consume leases handed to others.)
@@ -267,6 +279,12 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     }
     gossip.shutdown().await;
     tracing::info!("stopped");
+    if let Some(version) = crate::protocol::outdated() {
+        anyhow::bail!(
+            "the cluster uses protocol version {version}, and this node speaks {}: run a build that speaks {version}",
+            crate::protocol::local()
+        );
+    }
     Ok(())
 }
 
@@ -298,16 +316,21 @@ async fn publish_node_state(app: Arc<App>) {
 /// Ctrl-C) exits at once (charges not yet applied stay in the outbox and are replayed
 /// at the next start); more SIGTERMs are ignored, as process managers repeat them.
 async fn drain_on_signal(drain: Arc<crate::drain::Drain>) {
-    shutdown_signal().await;
-    if drain.start() {
+    let interrupted = shutdown_signal().await;
+    let started_here = drain.start();
+    if started_here {
         tracing::info!("shutdown signal: draining");
     }
-    let _ = tokio::signal::ctrl_c().await;
+    // A Ctrl-C during a drain that `admin drain` started is already the second.
+    if started_here || !interrupted {
+        let _ = tokio::signal::ctrl_c().await;
+    }
     tracing::warn!("interrupted during the drain: exiting without finishing it");
     std::process::exit(130);
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT (`true`) or SIGTERM (`false`).
+async fn shutdown_signal() -> bool {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -322,5 +345,5 @@ async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tokio::select! { _ = ctrl_c => true, _ = term => false }
 }

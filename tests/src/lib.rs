@@ -373,6 +373,13 @@ impl Gateway {
         }
     }
 
+    /// The exit status, once the process has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
         self.child

@@ -592,6 +592,54 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_keeps_its_charge() -> Result
 }
 
 #[tokio::test]
+async fn a_stream_longer_than_the_drain_timeout_is_cut_and_charged() -> Result<()> {
+    // About a second between events: the stream outlasts the 500 ms drain timeout.
+    let fake = FakeUpstream::start(&["--stream-delay", "1.0"])?;
+    let config = format!(
+        "[limits]\ndrain_grace_ms = 100\ndrain_timeout_ms = 500\n\n{}",
+        fake_config(&fake)
+    );
+    let mut gw = Gateway::start(&config).await?;
+    let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+    let mut body = ask("ECHO:cut by the drain timeout");
+    body["stream"] = json!(true);
+    let mut resp = http()
+        .post(format!("{}/v1/messages", gw.url()))
+        .header("x-api-key", &secret)
+        .json(&body)
+        .send()
+        .await?;
+    let mut all = resp.chunk().await?.unwrap_or_default().to_vec();
+    let sent = Instant::now();
+    gw.signal_term();
+    while let Ok(Some(c)) = resp.chunk().await {
+        all.extend_from_slice(&c);
+    }
+    let cut_after = sent.elapsed();
+    let text = String::from_utf8_lossy(&all);
+    assert!(!text.contains("event: message_stop"), "not cut: {text}");
+    assert!(
+        cut_after < Duration::from_secs(3),
+        "cut {cut_after:?} after SIGTERM"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.exited() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gw.exited(), "node exits once the stream is cut");
+    let log = std::fs::read_to_string(gw.data_dir.with_extension("log"))?;
+    assert!(log.contains("cutting open streams"), "{log}");
+    assert!(!log.contains("requests still open after the cut"), "{log}");
+    gw.restart().await?;
+    assert_eq!(
+        gw.usage(&id).await?["requests"],
+        1,
+        "the cut stream was charged before exit"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn patching_a_keys_provider_configs_keeps_their_budgets() -> Result<()> {
     let gw = Gateway::start("").await?;
     let key = gw

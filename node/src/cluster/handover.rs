@@ -42,14 +42,21 @@ const WIN_WAIT: Duration = Duration::from_secs(1);
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Beyond the leader lease, how long a new leader waits before handing over.
 const LEASE_MARGIN: Duration = Duration::from_millis(50);
+/// After a failed attempt: the pause before the next, and how long its successor is
+/// passed over (another voter gets the next attempt, if there is one).
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+const PASS_OVER: Duration = Duration::from_secs(2);
 
 /// Set while this node hands leadership over: leader operations wait for the successor.
 /// Also counts the leader operations running here, so the hand-over can wait until the
-/// last entry they append is in the log.
+/// last entry they append is in the log. (Both sides store one atomic, then load the
+/// other: only sequentially consistent ordering makes one of them see the other's store.)
 #[derive(Default)]
 pub struct Yielding {
     on: AtomicBool,
     active: AtomicUsize,
+    /// Wakes operations waiting at a yield when it ends.
+    ended: tokio::sync::Notify,
 }
 
 /// A leader operation running here (see `Yielding::enter`).
@@ -57,30 +64,47 @@ pub struct Active<'a>(&'a Yielding);
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Yielding {
     pub fn is_set(&self) -> bool {
-        self.on.load(Ordering::Acquire)
+        self.on.load(Ordering::SeqCst)
     }
 
     /// Counts a leader operation about to run here; `None` while yielding. (Counted
     /// first, checked after: a hand-over that sets the flag then sees the count at zero
     /// knows no operation can still start.)
     pub fn enter(&self) -> Option<Active<'_>> {
-        self.active.fetch_add(1, Ordering::AcqRel);
+        self.active.fetch_add(1, Ordering::SeqCst);
         let active = Active(self);
         (!self.is_set()).then_some(active)
     }
 
+    /// Resolves once this node does not yield (at once if it does not).
+    pub async fn ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check, so a yield ending in between still wakes it.
+            ended.as_mut().enable();
+            if !self.is_set() {
+                return;
+            }
+            ended.await;
+        }
+    }
+
     fn set(&self, on: bool) {
-        self.on.store(on, Ordering::Release);
+        self.on.store(on, Ordering::SeqCst);
+        if !on {
+            self.ended.notify_waiters();
+        }
     }
 
     fn idle(&self) -> bool {
-        self.active.load(Ordering::Acquire) == 0
+        self.active.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -147,6 +171,8 @@ pub async fn hand_over_at_drain<T: PeerTransport>(
     let lease = Duration::from_millis(raft.config().election_timeout_max) + LEASE_MARGIN;
     // The term this node leads in, and since when.
     let mut leading: Option<(u64, tokio::time::Instant)> = None;
+    // The successor of the last failed attempt, and when it failed.
+    let mut failed: Option<(NodeId, tokio::time::Instant)> = None;
     loop {
         let m = raft.metrics().borrow().clone();
         if m.state == openraft::ServerState::Shutdown {
@@ -161,7 +187,13 @@ pub async fn hand_over_at_drain<T: PeerTransport>(
         }
         let settled = leading.is_some_and(|(_, since)| since.elapsed() >= lease);
         if drain.is_draining() && settled {
-            if let Some((to, node)) = pick_successor(&m, &unavailable(&gossip)) {
+            let mut passed_over = unavailable(&gossip);
+            passed_over.extend(
+                failed
+                    .filter(|(_, at)| at.elapsed() < PASS_OVER)
+                    .map(|(id, _)| id),
+            );
+            if let Some((to, node)) = pick_successor(&m, &passed_over) {
                 let started = tokio::time::Instant::now();
                 yielding.set(true);
                 let handed = hand_over(&raft, &*transport, &yielding, to, &node).await;
@@ -173,7 +205,9 @@ pub async fn hand_over_at_drain<T: PeerTransport>(
                         "leadership handed over"
                     ),
                     Err(e) => {
-                        tracing::warn!(to, error = %e, "leadership hand-over failed; trying again")
+                        tracing::warn!(to, error = %e, "leadership hand-over failed; trying again");
+                        failed = Some((to, tokio::time::Instant::now()));
+                        tokio::time::sleep(RETRY_AFTER).await;
                     }
                 }
             } else {
@@ -194,7 +228,12 @@ async fn hand_over<T: PeerTransport>(
     // No new operation starts here now; those running append their entries first (a
     // successor one entry short would lose the vote).
     let until = tokio::time::Instant::now() + CATCH_UP_WAIT;
-    while !yielding.idle() && tokio::time::Instant::now() < until {
+    while !yielding.idle() {
+        if tokio::time::Instant::now() >= until {
+            // One (a membership change, say) could still append after the successor
+            // caught up, and the leader would then refuse its vote.
+            return Err("leader operations still running".into());
+        }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     // Let the successor receive all there is.

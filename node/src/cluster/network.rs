@@ -85,9 +85,13 @@ impl<T: PeerTransport> NetworkClient<T> {
             .await
             .map_err(|e| {
                 // Unreachable makes openraft back off; anything else is retried at once.
+                // A peer that refuses (still starting, or a log entry it cannot read)
+                // would refuse the same call again: back off from it too.
                 match e {
                     crate::transport::TransportError::Timeout { .. }
-                    | crate::transport::TransportError::Connect { .. } => {
+                    | crate::transport::TransportError::Connect { .. }
+                    | crate::transport::TransportError::Remote { .. }
+                    | crate::transport::TransportError::BadReply { .. } => {
                         RPCError::Unreachable(Unreachable::new(&e))
                     }
                     _ => RPCError::Network(NetworkError::new(&e)),

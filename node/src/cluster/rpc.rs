@@ -324,27 +324,35 @@ impl RaftRpcHandler {
 }
 
 /// Refuses entries of a protocol version this node does not speak, as an older build
-/// would (it could not decode them). The cluster never sends them while it has such a
-/// member (`protocol::raise_when_supported`); this is the guard if it did.
+/// would (it could not decode them), including the raise to such a version. The cluster
+/// raises its version only once every member speaks it (`protocol::raise_when_supported`),
+/// so this meets only a node behind the cluster (an old build joining, or a downgrade):
+/// noted, so `protocol::stop_when_outdated` drains it.
 fn unreadable_entries(entries: &[openraft::Entry<TypeConfig>]) -> Result<(), PeerError> {
     let speaks = crate::protocol::local();
     for entry in entries {
-        if let openraft::EntryPayload::Normal(command) = &entry.payload {
-            if command.since_version() > speaks.max {
-                tracing::error!(
-                    index = entry.log_id.index,
-                    version = command.since_version(),
-                    speaks = %speaks,
-                    "log entry of a protocol version this node does not speak"
-                );
-                return Err(PeerError::Malformed {
-                    reason: format!(
-                        "log entry {} is of protocol {}; this node speaks {speaks}",
-                        entry.log_id.index,
-                        command.since_version()
-                    ),
-                });
-            }
+        let openraft::EntryPayload::Normal(command) = &entry.payload else {
+            continue;
+        };
+        let version = match command {
+            // Readable itself, but what follows it would not be: stop following here.
+            Command::SetProtocolVersion { version } => *version,
+            _ => command.since_version(),
+        };
+        crate::protocol::note_cluster_version(version);
+        if version > speaks.max {
+            tracing::error!(
+                index = entry.log_id.index,
+                version,
+                speaks = %speaks,
+                "log entry of a protocol version this node does not speak"
+            );
+            return Err(PeerError::Malformed {
+                reason: format!(
+                    "log entry {} is of protocol {version}; this node speaks {speaks}",
+                    entry.log_id.index,
+                ),
+            });
         }
     }
     Ok(())
@@ -367,12 +375,19 @@ pub async fn run_op<Op: LeaderOp>(
     raft: &Raft,
     yielding: &super::handover::Yielding,
 ) -> LeaderReply<Op::Output> {
-    let Some(_active) = yielding.enter() else {
-        return LeaderReply::NotLeader {
-            leader: super::handover::successor(raft).await,
-        };
-    };
-    op.run(raft).await
+    if let Some(_active) = yielding.enter() {
+        return op.run(raft).await;
+    }
+    // Yielding: the caller goes to the successor once it leads, or the operation runs
+    // here if the hand-over fails first.
+    tokio::select! {
+        leader = super::handover::successor(raft) => return LeaderReply::NotLeader { leader },
+        _ = yielding.ended() => {}
+    }
+    match yielding.enter() {
+        Some(_active) => op.run(raft).await,
+        None => LeaderReply::NotLeader { leader: None },
+    }
 }
 
 fn malformed(e: codec::CodecError) -> PeerError {

@@ -139,6 +139,10 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     tokio::spawn(crate::protocol::raise_when_supported(
         Arc::clone(&replicator) as Arc<dyn Replicator>,
     ));
+    tokio::spawn(crate::protocol::stop_when_outdated(
+        replicator.state().clone(),
+        Arc::clone(&drain),
+    ));
     tracing::info!(node_id = options.node_id, raft_addr = %options.raft_addr, "raft started");
     let seeds: Vec<SocketAddr> = options
         .peers

@@ -493,6 +493,8 @@ struct RelayState {
     adapter: Box<dyn Adapter>,
     billing: Option<Billing>,
     idle: Duration,
+    /// Set when a drain times out: the stream ends at its next step.
+    cut: tokio::sync::watch::Receiver<bool>,
     ended: bool,
 }
 
@@ -514,18 +516,21 @@ impl Drop for RelayState {
     }
 }
 
-/// The client body relaying `upstream` through `adapter`, charged through `billing`.
+/// The client body relaying `upstream` through `adapter`, charged through `billing`;
+/// `cut` (from `Drain::cut_signal`) ends it early, charged for what was used.
 pub fn relay(
     upstream: ByteStream,
     adapter: Box<dyn Adapter>,
     billing: Billing,
     idle: Duration,
+    cut: tokio::sync::watch::Receiver<bool>,
 ) -> axum::body::Body {
     let state = RelayState {
         upstream,
         adapter,
         billing: Some(billing),
         idle,
+        cut,
         ended: false,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
@@ -533,7 +538,20 @@ pub fn relay(
             return None;
         }
         loop {
-            match tokio::time::timeout(st.idle, st.upstream.next()).await {
+            let next = tokio::select! {
+                biased;
+                // A dropped sender (no drain any more) never cuts.
+                Ok(_) = st.cut.wait_for(|cut| *cut) => None,
+                next = tokio::time::timeout(st.idle, st.upstream.next()) => Some(next),
+            };
+            let Some(next) = next else {
+                tracing::warn!("drain timed out; stream cut");
+                st.ended = true;
+                let tail = st.adapter.finish();
+                st.settle();
+                return (!tail.is_empty()).then_some((Ok(tail), st));
+            };
+            match next {
                 Ok(Some(Ok(chunk))) => {
                     let out = st.adapter.on_chunk(&chunk);
                     if !out.is_empty() {

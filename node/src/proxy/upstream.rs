@@ -345,7 +345,11 @@ async fn finish(
         );
         let idle = Duration::from_millis(app.config.limits.stream_idle_timeout_ms);
         return Ok(event_stream_response(relay::relay(
-            upstream, adapter, billing, idle,
+            upstream,
+            adapter,
+            billing,
+            idle,
+            app.drain.cut_signal(),
         )));
     }
     let status = resp.status();
@@ -512,6 +516,7 @@ async fn mock_answer(
             Box::new(relay::Fixed(usage)),
             billing,
             idle,
+            app.drain.cut_signal(),
         )));
     }
     let body = if openai {
