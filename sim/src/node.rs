@@ -116,6 +116,11 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
         raft.clone(),
     ));
     let replicator: Arc<dyn Replicator> = replicator;
+    // Every simulated node speaks this build's range: the cluster moves to its newest
+    // version once the leader has every member's report, so drains write `NodeDrained`.
+    tokio::spawn(tollgate_node::protocol::raise_when_supported(Arc::clone(
+        &replicator,
+    )));
     let clock: Arc<dyn Clock> = Arc::new(SimClock {
         skew_ms: plan.skew_ms[(id - 1) as usize],
         plan: Arc::clone(&plan),
