@@ -571,3 +571,21 @@ fn entries_of_a_later_protocol_wait_for_the_cluster_version() {
     assert_eq!(back.protocol_version(), 2);
     assert_eq!(back, s);
 }
+
+/// A node of the previous protocol version reads log entries by their variant index:
+/// a new kind goes at the end of `Command`, and no kind moves (one that moved would be
+/// read as another kind by such a node, not refused).
+#[test]
+fn log_entry_kinds_keep_their_wire_tags() {
+    let tag = |command: &Command| codec::encode(command).expect("encodes")[0];
+    assert_eq!(tag(&Command::DeleteCustomer { id: "c".into() }), 2);
+    assert_eq!(
+        tag(&Command::ReleaseLeases {
+            node: 1,
+            budget_id: None
+        }),
+        20
+    );
+    assert_eq!(tag(&Command::SetProtocolVersion { version: 2 }), 24);
+    assert_eq!(tag(&Command::NodeDrained { node: 1, at_ms: 0 }), 25);
+}
