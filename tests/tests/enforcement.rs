@@ -545,20 +545,39 @@ async fn a_provider_that_does_not_answer_in_time_gives_504() -> Result<()> {
     Ok(())
 }
 
+/// Starts a streamed request and reads its first chunk.
+async fn stream_started(
+    gw: &Gateway,
+    secret: &str,
+    text: &str,
+) -> Result<(reqwest::Response, Vec<u8>)> {
+    let mut body = ask(text);
+    body["stream"] = json!(true);
+    let mut resp = http()
+        .post(format!("{}/v1/messages", gw.url()))
+        .header("x-api-key", secret)
+        .json(&body)
+        .send()
+        .await?;
+    let first = resp.chunk().await?.unwrap_or_default().to_vec();
+    Ok((resp, first))
+}
+
+/// Waits up to 10 s for the node's process to exit.
+async fn wait_exited(gw: &mut Gateway) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.exited() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.exited()
+}
+
 #[tokio::test]
 async fn sigterm_lets_a_stream_in_flight_finish_and_keeps_its_charge() -> Result<()> {
     let fake = FakeUpstream::start(&["--stream-delay", "0.3"])?;
     let mut gw = Gateway::start(&fake_config(&fake)).await?;
     let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
-    let mut body = ask("ECHO:draining");
-    body["stream"] = json!(true);
-    let mut resp = http()
-        .post(format!("{}/v1/messages", gw.url()))
-        .header("x-api-key", &secret)
-        .json(&body)
-        .send()
-        .await?;
-    let mut all = resp.chunk().await?.unwrap_or_default().to_vec();
+    let (mut resp, mut all) = stream_started(&gw, &secret, "ECHO:draining").await?;
     gw.signal_term();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ready = http()
@@ -577,11 +596,10 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_keeps_its_charge() -> Result
         text.contains("event: message_stop") && text.matches("text_delta").count() >= 4,
         "{text}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.exited() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gw.exited(), "node exits once the stream is done");
+    assert!(
+        wait_exited(&mut gw).await,
+        "node exits once the stream is done"
+    );
     gw.restart().await?;
     assert_eq!(
         gw.usage(&id).await?["requests"],
@@ -601,15 +619,7 @@ async fn a_stream_longer_than_the_drain_timeout_is_cut_and_charged() -> Result<(
     );
     let mut gw = Gateway::start(&config).await?;
     let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
-    let mut body = ask("ECHO:cut by the drain timeout");
-    body["stream"] = json!(true);
-    let mut resp = http()
-        .post(format!("{}/v1/messages", gw.url()))
-        .header("x-api-key", &secret)
-        .json(&body)
-        .send()
-        .await?;
-    let mut all = resp.chunk().await?.unwrap_or_default().to_vec();
+    let (mut resp, mut all) = stream_started(&gw, &secret, "ECHO:cut by the drain timeout").await?;
     let sent = Instant::now();
     gw.signal_term();
     while let Ok(Some(c)) = resp.chunk().await {
@@ -622,11 +632,10 @@ async fn a_stream_longer_than_the_drain_timeout_is_cut_and_charged() -> Result<(
         cut_after < Duration::from_secs(3),
         "cut {cut_after:?} after SIGTERM"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.exited() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gw.exited(), "node exits once the stream is cut");
+    assert!(
+        wait_exited(&mut gw).await,
+        "node exits once the stream is cut"
+    );
     let log = std::fs::read_to_string(gw.data_dir.with_extension("log"))?;
     assert!(log.contains("cutting open streams"), "{log}");
     assert!(!log.contains("requests still open after the cut"), "{log}");
