@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 /// - 1: the first cluster protocol.
 /// - 2: the `Command::NodeDrained` log entry (a drained node gives its leases back and
 ///   the cluster records when). The cluster proposes it only once every member speaks 2
-///   (`Command::SetProtocolVersion`, raised by the leader).
+///   (`Command::SetProtocolVersion`, raised by the leader). `SetProtocolVersion` itself
+///   is a version 1 kind (a node of the old range reads it, and stops: see
+///   `tollgate_node::protocol::stop_when_outdated`); `GovState` and `NodeStatus` gained
+///   fields, so builds from before this numbering cannot be upgraded in place.
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The oldest protocol version this build still answers.
@@ -73,11 +76,6 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Whether this build can read a message of `version`.
-    pub fn is_supported_version(version: u16) -> bool {
-        (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version)
-    }
-
     /// Whether `kind` is one of the transport's own kinds.
     pub fn is_reserved_kind(kind: u16) -> bool {
         kind >= FIRST_RESERVED_KIND
