@@ -597,6 +597,11 @@ impl Cluster {
 
     /// Starts one more node that joins through node `via`; returns its index.
     pub async fn join(&mut self, via: usize) -> Result<usize> {
+        self.join_with_args(via, &[]).await
+    }
+
+    /// `join` with more `serve` flags for the new node (`--protocol-version 1`, say).
+    pub async fn join_with_args(&mut self, via: usize, extra: &[&str]) -> Result<usize> {
         let i = self.nodes.len();
         self.raft_ports.push(free_port());
         let mut args = self.node_args(i)?;
@@ -604,6 +609,7 @@ impl Cluster {
             "--join".into(),
             format!("127.0.0.1:{}", self.raft_ports[via]),
         ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         self.nodes
             .push(Gateway::start_with_args(&self.config, args).await?);
         Ok(i)

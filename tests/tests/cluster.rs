@@ -396,3 +396,59 @@ async fn a_node_restarted_below_the_clusters_protocol_version_stops() -> Result<
     }
     Ok(())
 }
+
+/// An old build (protocol 1) joining a cluster at protocol 2 is sent the raise with the
+/// log, stops (drain, exit 1), and holds nothing up: the leader's wait for the learner
+/// is bounded and outside the hand-over's gate, so the leader still hands over at once
+/// when it drains.
+#[tokio::test]
+async fn an_old_build_joining_a_newer_cluster_stops_and_holds_nothing_up() -> Result<()> {
+    let mut cluster = Cluster::start("", 3).await?;
+    for i in 0..3 {
+        cluster.wait_ready(i, 30).await?;
+    }
+    let raised = eventually(15, || async {
+        cluster.view(0).await["protocol_version"] == 2
+    })
+    .await;
+    assert!(raised, "not raised: {}", cluster.view(0).await);
+    let old = cluster
+        .join_with_args(0, &["--protocol-version", "1"])
+        .await?;
+    let node = &mut cluster.nodes[old];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.exited() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = node.exit_status();
+    let log = std::fs::read_to_string(node.data_dir.with_extension("log"))?;
+    assert!(
+        status.is_some_and(|s| s.code() == Some(1)),
+        "exit {status:?}; log: {log}"
+    );
+    assert!(
+        log.contains("uses protocol version 2, and this node speaks 1-1"),
+        "{log}"
+    );
+    let leader = cluster.leader(&[0, 1, 2], 10).await? as usize - 1;
+    let gw = &mut cluster.nodes[leader];
+    gw.signal_term();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gw.exited() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(gw.data_dir.with_extension("log"))?;
+    assert!(log.contains("leadership handed over"), "{log}");
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (status, body) = cluster.nodes[others[0]]
+        .admin(
+            "POST",
+            "/api/v1/customers",
+            Some(json!({"name": "after the old build left"})),
+        )
+        .await?;
+    if status != 201 {
+        bail!("write after the hand-over: {status} {body}");
+    }
+    Ok(())
+}

@@ -7,6 +7,7 @@
 //! leads and otherwise answers with the leader it knows of, and `KIND_STATUS`, which any
 //! node answers with its own replication figures for `/api/v1/cluster`.
 
+use super::handover::Yielding;
 use crate::replicator::NodeStatus;
 use crate::transport::{PeerHandler, PeerRequest, PeerResponse, RequestContext};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
@@ -81,7 +82,28 @@ pub trait LeaderOp: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
     /// The RPC kind that carries it.
     const KIND: u16;
     type Output: Serialize + DeserializeOwned + Send + 'static;
-    fn run(&self, raft: &Raft) -> impl Future<Output = LeaderReply<Self::Output>> + Send;
+    /// Runs it on this node; whatever appends to the log runs inside `gated(gate, ..)`,
+    /// so a hand-over knows when the last entry is in.
+    fn run(
+        &self,
+        raft: &Raft,
+        gate: &Yielding,
+    ) -> impl Future<Output = LeaderReply<Self::Output>> + Send;
+}
+
+/// Runs `work` as a leader operation counted by the hand-over gate; while this node
+/// hands its leadership over, sends the caller to the successor instead.
+async fn gated<T>(
+    raft: &Raft,
+    gate: &Yielding,
+    work: impl Future<Output = LeaderReply<T>>,
+) -> LeaderReply<T> {
+    match gate.enter() {
+        Some(_active) => work.await,
+        None => LeaderReply::NotLeader {
+            leader: super::handover::successor(raft).await,
+        },
+    }
 }
 
 /// Where a leader operation failed: `NotLeader` if the error names another leader.
@@ -100,11 +122,14 @@ where
 impl LeaderOp for Command {
     const KIND: u16 = KIND_WRITE;
     type Output = (Outcome, u64);
-    async fn run(&self, raft: &Raft) -> WriteReply {
-        match raft.client_write(self.clone()).await {
-            Ok(response) => LeaderReply::Done((response.data, response.log_id.index)),
-            Err(e) => not_leader_or_failed(e),
-        }
+    async fn run(&self, raft: &Raft, gate: &Yielding) -> WriteReply {
+        gated(raft, gate, async {
+            match raft.client_write(self.clone()).await {
+                Ok(response) => LeaderReply::Done((response.data, response.log_id.index)),
+                Err(e) => not_leader_or_failed(e),
+            }
+        })
+        .await
     }
 }
 
@@ -116,11 +141,14 @@ pub struct ReadIndex;
 impl LeaderOp for ReadIndex {
     const KIND: u16 = KIND_READ_INDEX;
     type Output = u64;
-    async fn run(&self, raft: &Raft) -> LeaderReply<u64> {
-        match raft.get_read_log_id().await {
-            Ok((read, _applied)) => LeaderReply::Done(read.map_or(0, |l| l.index)),
-            Err(e) => not_leader_or_failed(e),
-        }
+    async fn run(&self, raft: &Raft, gate: &Yielding) -> LeaderReply<u64> {
+        gated(raft, gate, async {
+            match raft.get_read_log_id().await {
+                Ok((read, _applied)) => LeaderReply::Done(read.map_or(0, |l| l.index)),
+                Err(e) => not_leader_or_failed(e),
+            }
+        })
+        .await
     }
 }
 
@@ -157,60 +185,100 @@ fn membership_reply(
     }
 }
 
+/// How long the leader waits for a joining node to catch up as a learner before it
+/// answers "not yet" (the joiner asks again; within its 60 s call deadline).
+const LEARNER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(45);
+
 impl LeaderOp for Membership {
     const KIND: u16 = KIND_MEMBERSHIP;
     type Output = Voters;
-    async fn run(&self, raft: &Raft) -> LeaderReply<Voters> {
+    async fn run(&self, raft: &Raft, gate: &Yielding) -> LeaderReply<Voters> {
         match self {
-            Membership::Join(hello) => {
-                if voters_of(raft).contains(&hello.node_id) {
-                    // Still check leadership, so the answer comes from the leader.
-                    return match raft.get_read_log_id().await {
-                        Ok(_) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
-                        Err(e) => not_leader_or_failed(e),
-                    };
-                }
-                let learner = raft
-                    .add_learner(hello.node_id, hello.node.clone(), true)
-                    .await
-                    .map(|_| ());
-                if learner.is_err() {
-                    return membership_reply(learner, raft);
-                }
-                let voter = raft
-                    .change_membership(
-                        ChangeMembers::AddVoterIds(BTreeSet::from([hello.node_id])),
-                        false,
-                    )
-                    .await
-                    .map(|_| ());
-                membership_reply(voter, raft)
-            }
-            Membership::Remove(id) => {
-                let (voter, member) = {
-                    let m = raft.metrics().borrow().clone();
-                    let membership = m.membership_config.membership();
-                    (
-                        membership.voter_ids().any(|v| v == *id),
-                        membership.get_node(id).is_some(),
-                    )
-                };
-                let change = if voter {
-                    ChangeMembers::RemoveVoters(BTreeSet::from([*id]))
-                } else if member {
-                    ChangeMembers::RemoveNodes(BTreeSet::from([*id]))
-                } else {
-                    // Already gone: still answered by the leader, so it is current.
-                    return match raft.get_read_log_id().await {
-                        Ok(_) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
-                        Err(e) => not_leader_or_failed(e),
-                    };
-                };
-                let removed = raft.change_membership(change, false).await.map(|_| ());
-                membership_reply(removed, raft)
-            }
+            Membership::Join(hello) => join(raft, gate, hello).await,
+            Membership::Remove(id) => gated(raft, gate, remove(raft, *id)).await,
         }
     }
+}
+
+/// `Membership::Join`: the learner is added and made a voter under the gate; the wait
+/// for it to catch up in between is not (it may take long, and a hand-over must not
+/// wait for it) and ends early if this node starts handing over.
+async fn join(raft: &Raft, gate: &Yielding, hello: &Hello) -> LeaderReply<Voters> {
+    let id = hello.node_id;
+    if voters_of(raft).contains(&id) {
+        // Still check leadership, so the answer comes from the leader.
+        return gated(raft, gate, async {
+            match raft.get_read_log_id().await {
+                Ok(_) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
+                Err(e) => not_leader_or_failed(e),
+            }
+        })
+        .await;
+    }
+    // Not openraft's blocking add: it waits for the learner without a bound, and a
+    // learner that never catches up (it died, or cannot read the log) would hold this
+    // operation for good.
+    let added = gated(raft, gate, async {
+        match raft.add_learner(id, hello.node.clone(), false).await {
+            Ok(added) => LeaderReply::Done(added.log_id.index),
+            Err(e) => not_leader_or_failed(e),
+        }
+    })
+    .await;
+    let added = match added {
+        LeaderReply::Done(index) => index,
+        LeaderReply::NotLeader { leader } => return LeaderReply::NotLeader { leader },
+        LeaderReply::Failed(m) => return LeaderReply::Failed(m),
+        LeaderReply::Refused(m) => return LeaderReply::Refused(m),
+    };
+    let deadline = Instant::now() + LEARNER_CATCH_UP;
+    loop {
+        let m = raft.metrics().borrow().clone();
+        let Some(replication) = m.replication.as_ref() else {
+            break; // No longer leading: the voter change below says where to go.
+        };
+        let matched = replication.get(&id).copied().flatten();
+        if matched.is_some_and(|l| l.index >= added) {
+            break;
+        }
+        if gate.is_set() || Instant::now() >= deadline {
+            return LeaderReply::Failed(format!("node {id} has not caught up as a learner yet"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gated(raft, gate, async {
+        let voter = raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map(|_| ());
+        membership_reply(voter, raft)
+    })
+    .await
+}
+
+/// `Membership::Remove`.
+async fn remove(raft: &Raft, id: NodeId) -> LeaderReply<Voters> {
+    let (voter, member) = {
+        let m = raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        (
+            membership.voter_ids().any(|v| v == id),
+            membership.get_node(&id).is_some(),
+        )
+    };
+    let change = if voter {
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else if member {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    } else {
+        // Already gone: still answered by the leader, so it is current.
+        return match raft.get_read_log_id().await {
+            Ok(_) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
+            Err(e) => not_leader_or_failed(e),
+        };
+    };
+    let removed = raft.change_membership(change, false).await.map(|_| ());
+    membership_reply(removed, raft)
 }
 
 /// When this node last heard from a leader (milliseconds since the node started), shared
@@ -375,19 +443,15 @@ pub async fn run_op<Op: LeaderOp>(
     raft: &Raft,
     yielding: &super::handover::Yielding,
 ) -> LeaderReply<Op::Output> {
-    if let Some(_active) = yielding.enter() {
-        return op.run(raft).await;
+    if yielding.is_set() {
+        // The caller goes to the successor once it leads, or the operation runs here if
+        // the hand-over fails first.
+        tokio::select! {
+            leader = super::handover::successor(raft) => return LeaderReply::NotLeader { leader },
+            _ = yielding.ended() => {}
+        }
     }
-    // Yielding: the caller goes to the successor once it leads, or the operation runs
-    // here if the hand-over fails first.
-    tokio::select! {
-        leader = super::handover::successor(raft) => return LeaderReply::NotLeader { leader },
-        _ = yielding.ended() => {}
-    }
-    match yielding.enter() {
-        Some(_active) => op.run(raft).await,
-        None => LeaderReply::NotLeader { leader: None },
-    }
+    op.run(raft, yielding).await
 }
 
 fn malformed(e: codec::CodecError) -> PeerError {
