@@ -380,6 +380,15 @@ impl Gateway {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Waits up to `secs` for the process to exit; whether it did.
+    pub async fn wait_exited(&mut self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.exited() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.exited()
+    }
+
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
         self.child

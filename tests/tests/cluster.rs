@@ -352,12 +352,9 @@ async fn a_node_without_quorum_keeps_serving_and_its_charges_land_later() -> Res
     Ok(())
 }
 
-/// A node restarted with a build behind the cluster's protocol version (a downgrade after
-/// the cluster moved to version 2) meets the raise in its own log and stops: it drains
-/// and exits 1, naming the version to run. The others go on.
-#[tokio::test]
-async fn a_node_restarted_below_the_clusters_protocol_version_stops() -> Result<()> {
-    let mut cluster = Cluster::start("", 3).await?;
+/// Three ready nodes, once the cluster has moved to protocol 2.
+async fn cluster_at_protocol_2() -> Result<Cluster> {
+    let cluster = Cluster::start("", 3).await?;
     for i in 0..3 {
         cluster.wait_ready(i, 30).await?;
     }
@@ -365,15 +362,15 @@ async fn a_node_restarted_below_the_clusters_protocol_version_stops() -> Result<
         cluster.view(0).await["protocol_version"] == 2
     })
     .await;
-    assert!(raised, "not raised: {}", cluster.view(0).await);
-    let node = &mut cluster.nodes[2];
-    node.set_env(&[("TOLLGATE_PROTOCOL_VERSION", "1")]);
-    // It may refuse at once or stop once it has replayed its log.
-    let _ = node.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !node.exited() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if !raised {
+        bail!("not raised: {}", cluster.view(0).await);
     }
+    Ok(cluster)
+}
+
+/// Asserts that a node capped at protocol 1 stops on its own (exit 1) and says why.
+async fn assert_stops_behind_version_2(node: &mut Gateway) -> Result<()> {
+    node.wait_exited(20).await;
     let status = node.exit_status();
     let log = std::fs::read_to_string(node.data_dir.with_extension("log"))?;
     assert!(
@@ -384,17 +381,32 @@ async fn a_node_restarted_below_the_clusters_protocol_version_stops() -> Result<
         log.contains("uses protocol version 2, and this node speaks 1-1"),
         "{log}"
     );
-    let (status, body) = cluster.nodes[0]
-        .admin(
-            "POST",
-            "/api/v1/customers",
-            Some(json!({"name": "after the downgrade"})),
-        )
+    Ok(())
+}
+
+/// A write through `gw` succeeds.
+async fn write_through(gw: &Gateway, name: &str) -> Result<()> {
+    let (status, body) = gw
+        .admin("POST", "/api/v1/customers", Some(json!({ "name": name })))
         .await?;
     if status != 201 {
-        bail!("write after the downgrade: {status} {body}");
+        bail!("write {name:?}: {status} {body}");
     }
     Ok(())
+}
+
+/// A node restarted with a build behind the cluster's protocol version (a downgrade after
+/// the cluster moved to version 2) meets the raise in its own log and stops: it drains
+/// and exits 1, naming the version to run. The others go on.
+#[tokio::test]
+async fn a_node_restarted_below_the_clusters_protocol_version_stops() -> Result<()> {
+    let mut cluster = cluster_at_protocol_2().await?;
+    let node = &mut cluster.nodes[2];
+    node.set_env(&[("TOLLGATE_PROTOCOL_VERSION", "1")]);
+    // It may refuse at once or stop once it has replayed its log.
+    let _ = node.restart().await;
+    assert_stops_behind_version_2(node).await?;
+    write_through(&cluster.nodes[0], "after the downgrade").await
 }
 
 /// An old build (protocol 1) joining a cluster at protocol 2 is sent the raise with the
@@ -403,52 +415,17 @@ async fn a_node_restarted_below_the_clusters_protocol_version_stops() -> Result<
 /// when it drains.
 #[tokio::test]
 async fn an_old_build_joining_a_newer_cluster_stops_and_holds_nothing_up() -> Result<()> {
-    let mut cluster = Cluster::start("", 3).await?;
-    for i in 0..3 {
-        cluster.wait_ready(i, 30).await?;
-    }
-    let raised = eventually(15, || async {
-        cluster.view(0).await["protocol_version"] == 2
-    })
-    .await;
-    assert!(raised, "not raised: {}", cluster.view(0).await);
+    let mut cluster = cluster_at_protocol_2().await?;
     let old = cluster
         .join_with_args(0, &["--protocol-version", "1"])
         .await?;
-    let node = &mut cluster.nodes[old];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !node.exited() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let status = node.exit_status();
-    let log = std::fs::read_to_string(node.data_dir.with_extension("log"))?;
-    assert!(
-        status.is_some_and(|s| s.code() == Some(1)),
-        "exit {status:?}; log: {log}"
-    );
-    assert!(
-        log.contains("uses protocol version 2, and this node speaks 1-1"),
-        "{log}"
-    );
+    assert_stops_behind_version_2(&mut cluster.nodes[old]).await?;
     let leader = cluster.leader(&[0, 1, 2], 10).await? as usize - 1;
     let gw = &mut cluster.nodes[leader];
     gw.signal_term();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !gw.exited() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_exited(20).await;
     let log = std::fs::read_to_string(gw.data_dir.with_extension("log"))?;
     assert!(log.contains("leadership handed over"), "{log}");
-    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let (status, body) = cluster.nodes[others[0]]
-        .admin(
-            "POST",
-            "/api/v1/customers",
-            Some(json!({"name": "after the old build left"})),
-        )
-        .await?;
-    if status != 201 {
-        bail!("write after the hand-over: {status} {body}");
-    }
-    Ok(())
+    let other = (leader + 1) % 3;
+    write_through(&cluster.nodes[other], "after the old build left").await
 }

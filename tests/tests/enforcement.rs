@@ -563,15 +563,6 @@ async fn stream_started(
     Ok((resp, first))
 }
 
-/// Waits up to 10 s for the node's process to exit.
-async fn wait_exited(gw: &mut Gateway) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.exited() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    gw.exited()
-}
-
 #[tokio::test]
 async fn sigterm_lets_a_stream_in_flight_finish_and_keeps_its_charge() -> Result<()> {
     let fake = FakeUpstream::start(&["--stream-delay", "0.3"])?;
@@ -597,7 +588,7 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_keeps_its_charge() -> Result
         "{text}"
     );
     assert!(
-        wait_exited(&mut gw).await,
+        gw.wait_exited(10).await,
         "node exits once the stream is done"
     );
     gw.restart().await?;
@@ -633,7 +624,7 @@ async fn a_stream_longer_than_the_drain_timeout_is_cut_and_charged() -> Result<(
         "cut {cut_after:?} after SIGTERM"
     );
     assert!(
-        wait_exited(&mut gw).await,
+        gw.wait_exited(10).await,
         "node exits once the stream is cut"
     );
     let log = std::fs::read_to_string(gw.data_dir.with_extension("log"))?;
