@@ -586,13 +586,7 @@ cmd_stop() {
 cmd_start() {
 	local started
 	require_cluster
-	if [[ -n ${TOLLGATE_BIN:-} ]]; then
-		BIN=$(absolute "$TOLLGATE_BIN")
-		[[ -x $BIN ]] || die "$BIN is not an executable"
-		# Later commands (`up` reviving a node, a restart without the variable) use the
-		# upgraded binary too: a node on the old one could not read the newer log.
-		write_env
-	fi
+	[[ -z ${TOLLGATE_BIN:-} ]] || BIN=$(absolute "$TOLLGATE_BIN")
 	[[ -x $BIN ]] || die "$BIN is not an executable (set TOLLGATE_BIN)"
 	if node_pid "$NODE" >/dev/null; then
 		echo "node $NODE already running"
@@ -601,6 +595,10 @@ cmd_start() {
 	started=$(now_ms)
 	start_node "$NODE"
 	wait_ready 0 "$NODE"
+	# Later commands (`up` reviving a node, a restart without the variable) use the
+	# binary this node now runs: after an upgrade, one on the old binary could not read
+	# the newer log.
+	[[ -z ${TOLLGATE_BIN:-} ]] || write_env
 	echo "node $NODE ready after $(elapsed "$started") ($(node_url "$NODE"))"
 }
 

@@ -223,14 +223,17 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         result = &mut server => result?,
         _ = signalled_rx => {
             // In-flight requests and streams get a bounded time to finish.
-            if tokio::time::timeout(drain_timeout, &mut server).await.is_err() {
-                tracing::warn!(timeout_s = drain_timeout.as_secs(), "drain timed out; cutting open streams");
-                app.drain.cut_streams();
-                match tokio::time::timeout(CUT_WAIT, &mut server).await {
-                    Ok(result) => result?,
-                    Err(_) => {
-                        tracing::warn!("requests still open after the cut; they end with the process, and this node keeps its leases until they expire");
-                        all_ended = false;
+            match tokio::time::timeout(drain_timeout, &mut server).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    tracing::warn!(timeout_s = drain_timeout.as_secs(), "drain timed out; cutting open streams");
+                    app.drain.cut_streams();
+                    match tokio::time::timeout(CUT_WAIT, &mut server).await {
+                        Ok(result) => result?,
+                        Err(_) => {
+                            tracing::warn!("requests still open after the cut; they end with the process, and this node keeps its leases until they expire");
+                            all_ended = false;
+                        }
                     }
                 }
             }

@@ -206,7 +206,9 @@ pub async fn hand_over_at_drain<T: PeerTransport>(
                     ),
                     Err(e) => {
                         tracing::warn!(to, error = %e, "leadership hand-over failed; trying again");
-                        failed = Some((to, tokio::time::Instant::now()));
+                        if let HandOverError::Successor(_) = e {
+                            failed = Some((to, tokio::time::Instant::now()));
+                        }
                         tokio::time::sleep(RETRY_AFTER).await;
                     }
                 }
@@ -218,13 +220,23 @@ pub async fn hand_over_at_drain<T: PeerTransport>(
     }
 }
 
+/// Why a hand-over attempt failed: this leader was busy, or the successor did not
+/// take over (it is passed over for a while).
+#[derive(Debug, thiserror::Error)]
+enum HandOverError {
+    #[error("leader operations still running")]
+    Busy,
+    #[error("{0}")]
+    Successor(String),
+}
+
 async fn hand_over<T: PeerTransport>(
     raft: &Raft,
     transport: &T,
     yielding: &Yielding,
     to: NodeId,
     node: &TollgateNode,
-) -> Result<(), String> {
+) -> Result<(), HandOverError> {
     // No new operation starts here now; those running append their entries first (a
     // successor one entry short would lose the vote).
     let until = tokio::time::Instant::now() + CATCH_UP_WAIT;
@@ -232,7 +244,7 @@ async fn hand_over<T: PeerTransport>(
         if tokio::time::Instant::now() >= until {
             // One (a membership change, say) could still append after the successor
             // caught up, and the leader would then refuse its vote.
-            return Err("leader operations still running".into());
+            return Err(HandOverError::Busy);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -249,11 +261,10 @@ async fn hand_over<T: PeerTransport>(
             "successor caught up",
         )
         .await
-        .map_err(|e| format!("successor {to} not caught up: {e}"))?;
-    let addr = node
-        .raft_addr
-        .parse()
-        .map_err(|_| format!("invalid raft address {}", node.raft_addr))?;
+        .map_err(|e| HandOverError::Successor(format!("successor {to} not caught up: {e}")))?;
+    let addr = node.raft_addr.parse().map_err(|_| {
+        HandOverError::Successor(format!("invalid raft address {}", node.raft_addr))
+    })?;
     let request = PeerRequest {
         kind: KIND_ELECT,
         body: Vec::new(),
@@ -261,14 +272,14 @@ async fn hand_over<T: PeerTransport>(
     transport
         .call(addr, request, ELECT_DEADLINE)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| HandOverError::Successor(e.to_string()))?;
     raft.wait(Some(WIN_WAIT))
         .metrics(
             |m| m.current_leader.is_some_and(|l| l != m.id),
             "another node leads",
         )
         .await
-        .map_err(|e| format!("no other leader: {e}"))?;
+        .map_err(|e| HandOverError::Successor(format!("no other leader: {e}")))?;
     Ok(())
 }
 

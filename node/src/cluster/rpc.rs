@@ -217,14 +217,25 @@ async fn join(raft: &Raft, gate: &Yielding, hello: &Hello) -> LeaderReply<Voters
     }
     // Not openraft's blocking add: it waits for the learner without a bound, and a
     // learner that never catches up (it died, or cannot read the log) would hold this
-    // operation for good.
-    let added = gated(raft, gate, async {
-        match raft.add_learner(id, hello.node.clone(), false).await {
-            Ok(added) => LeaderReply::Done(added.log_id.index),
-            Err(e) => not_leader_or_failed(e),
-        }
-    })
-    .await;
+    // operation for good. A node already a learner (a join asked again) is not added
+    // again: that appends a membership entry and restarts replication to it, so one
+    // slow to catch up would start over at every ask.
+    let (known, membership_index) = {
+        let m = raft.metrics().borrow().clone();
+        let known = m.membership_config.membership().get_node(&id).is_some();
+        (known, m.membership_config.log_id().map_or(0, |l| l.index))
+    };
+    let added = if known {
+        LeaderReply::Done(membership_index)
+    } else {
+        gated(raft, gate, async {
+            match raft.add_learner(id, hello.node.clone(), false).await {
+                Ok(added) => LeaderReply::Done(added.log_id.index),
+                Err(e) => not_leader_or_failed(e),
+            }
+        })
+        .await
+    };
     let added = match added {
         LeaderReply::Done(index) => index,
         LeaderReply::NotLeader { leader } => return LeaderReply::NotLeader { leader },
@@ -407,8 +418,10 @@ fn unreadable_entries(entries: &[openraft::Entry<TypeConfig>]) -> Result<(), Pee
             Command::SetProtocolVersion { version } => *version,
             _ => command.since_version(),
         };
-        crate::protocol::note_cluster_version(version);
         if version > speaks.max {
+            // Only what is refused: an accepted entry may still be truncated, and the
+            // state watcher sees what is applied.
+            crate::protocol::note_cluster_version(version);
             tracing::error!(
                 index = entry.log_id.index,
                 version,
