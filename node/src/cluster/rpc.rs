@@ -72,6 +72,18 @@ pub enum LeaderReply<T> {
     Refused(String),
 }
 
+impl<T> LeaderReply<T> {
+    /// The result, or the same answer for an operation of another output (to pass on).
+    fn done<U>(self) -> Result<T, LeaderReply<U>> {
+        match self {
+            LeaderReply::Done(value) => Ok(value),
+            LeaderReply::NotLeader { leader } => Err(LeaderReply::NotLeader { leader }),
+            LeaderReply::Failed(m) => Err(LeaderReply::Failed(m)),
+            LeaderReply::Refused(m) => Err(LeaderReply::Refused(m)),
+        }
+    }
+}
+
 /// The leader's answer to a forwarded write: the outcome and the log index it was
 /// applied at (the caller waits until it has applied that far itself).
 pub type WriteReply = LeaderReply<(Outcome, u64)>;
@@ -175,6 +187,15 @@ fn voters_of(raft: &Raft) -> BTreeSet<NodeId> {
         .collect()
 }
 
+/// The voters, answered only if this node still leads (checked with a quorum), so the
+/// answer is current.
+async fn voters_from_leader(raft: &Raft) -> LeaderReply<Voters> {
+    match raft.get_read_log_id().await {
+        Ok(_) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
+        Err(e) => not_leader_or_failed(e),
+    }
+}
+
 fn membership_reply(
     result: Result<(), RaftError<NodeId, ClientWriteError<NodeId, TollgateNode>>>,
     raft: &Raft,
@@ -206,14 +227,7 @@ impl LeaderOp for Membership {
 async fn join(raft: &Raft, gate: &Yielding, hello: &Hello) -> LeaderReply<Voters> {
     let id = hello.node_id;
     if voters_of(raft).contains(&id) {
-        // Still check leadership, so the answer comes from the leader.
-        return gated(raft, gate, async {
-            match raft.get_read_log_id().await {
-                Ok(_) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
-                Err(e) => not_leader_or_failed(e),
-            }
-        })
-        .await;
+        return gated(raft, gate, voters_from_leader(raft)).await;
     }
     // Not openraft's blocking add: it waits for the learner without a bound, and a
     // learner that never catches up (it died, or cannot read the log) would hold this
@@ -236,11 +250,9 @@ async fn join(raft: &Raft, gate: &Yielding, hello: &Hello) -> LeaderReply<Voters
         })
         .await
     };
-    let added = match added {
-        LeaderReply::Done(index) => index,
-        LeaderReply::NotLeader { leader } => return LeaderReply::NotLeader { leader },
-        LeaderReply::Failed(m) => return LeaderReply::Failed(m),
-        LeaderReply::Refused(m) => return LeaderReply::Refused(m),
+    let added = match added.done() {
+        Ok(index) => index,
+        Err(reply) => return reply,
     };
     let deadline = Instant::now() + LEARNER_CATCH_UP;
     loop {
@@ -282,11 +294,8 @@ async fn remove(raft: &Raft, id: NodeId) -> LeaderReply<Voters> {
     } else if member {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     } else {
-        // Already gone: still answered by the leader, so it is current.
-        return match raft.get_read_log_id().await {
-            Ok(_) => LeaderReply::Done(voters_of(raft).into_iter().collect()),
-            Err(e) => not_leader_or_failed(e),
-        };
+        // Already gone.
+        return voters_from_leader(raft).await;
     };
     let removed = raft.change_membership(change, false).await.map(|_| ());
     membership_reply(removed, raft)

@@ -538,21 +538,15 @@ pub fn relay(
             return None;
         }
         loop {
+            // `None`: the drain timed out and cuts the stream.
             let next = tokio::select! {
                 biased;
                 // A dropped sender (no drain any more) never cuts.
                 Ok(_) = st.cut.wait_for(|cut| *cut) => None,
                 next = tokio::time::timeout(st.idle, st.upstream.next()) => Some(next),
             };
-            let Some(next) = next else {
-                tracing::warn!("drain timed out; stream cut");
-                st.ended = true;
-                let tail = st.adapter.finish();
-                st.settle();
-                return (!tail.is_empty()).then_some((Ok(tail), st));
-            };
             match next {
-                Ok(Some(Ok(chunk))) => {
+                Some(Ok(Some(Ok(chunk)))) => {
                     let out = st.adapter.on_chunk(&chunk);
                     if !out.is_empty() {
                         return Some((Ok::<Bytes, std::io::Error>(out), st));
@@ -560,11 +554,14 @@ pub fn relay(
                 }
                 end => {
                     match end {
-                        Ok(Some(Err(e))) => tracing::warn!(error = %e, "upstream stream failed"),
-                        Err(_) => tracing::warn!(
+                        Some(Ok(Some(Err(e)))) => {
+                            tracing::warn!(error = %e, "upstream stream failed")
+                        }
+                        Some(Err(_)) => tracing::warn!(
                             idle_ms = st.idle.as_millis() as u64,
                             "upstream stream idle; cut"
                         ),
+                        None => tracing::warn!("drain timed out; stream cut"),
                         _ => {}
                     }
                     st.ended = true;
