@@ -3,7 +3,7 @@
 use crate::admission::{self, Admission};
 use crate::breaker::Breakers;
 use crate::charge::{self, ChargeSender};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::cluster::start::ClusterNode;
 use crate::config::Config;
 use crate::gossip::Gossip;
@@ -70,6 +70,8 @@ pub struct Started {
     pub charge_close: tokio::sync::oneshot::Sender<()>,
     /// The escrow lease maintenance task (aborted at shutdown).
     pub maintenance: tokio::task::JoinHandle<()>,
+    /// Other background tasks of the node, ended at shutdown.
+    pub tasks: tokio::task::JoinSet<()>,
 }
 
 /// Opens the data dir, recovers state and builds the app. `cluster`: Raft and gossip
@@ -107,17 +109,10 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
         crate::outbox::Outbox::open(&data_dir.join("outbox"))
             .context("cannot open the charge outbox")?,
     );
-    let offset_ms = std::env::var("TOLLGATE_CLOCK_OFFSET_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let system_clock = Arc::new(SystemClock::with_offset_ms(offset_ms));
-    if let Some(path) = std::env::var_os("TOLLGATE_TEST_CLOCK_FILE") {
-        follow_clock_file(Arc::clone(&system_clock), path.into());
-    }
-    let clock: Arc<dyn Clock> = system_clock;
-    let mode = if std::env::var("TOLLGATE_TEST_NAIVE_BUDGETS").is_ok_and(|v| v == "1") {
-        tracing::warn!("TOLLGATE_TEST_NAIVE_BUDGETS=1: budgets are checked naively and can be overspent (a test hook)");
+    let hooks = crate::test_hooks::Hooks::from_env();
+    let mut tasks = tokio::task::JoinSet::new();
+    let clock: Arc<dyn Clock> = hooks.clock(&mut tasks);
+    let mode = if hooks.naive_budgets {
         admission::Mode::Naive
     } else {
         admission::Mode::Leases
@@ -128,13 +123,9 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
         Arc::clone(&replicator),
         Arc::clone(&clock),
     );
-    let propose_delay_ms: u64 = std::env::var("TOLLGATE_TEST_PROPOSE_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     let pipeline_config = charge::PipelineConfig {
         batch_max: config.limits.charge_batch_max,
-        propose_delay: Duration::from_millis(propose_delay_ms),
+        propose_delay: Duration::from_millis(hooks.propose_delay_ms),
     };
     let charge::ChargePipeline {
         sender: charges,
@@ -182,30 +173,8 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
         charge_task,
         charge_close,
         maintenance,
+        tasks,
     })
-}
-
-/// Test hook (`TOLLGATE_TEST_CLOCK_FILE=PATH`): the clock's offset follows the signed
-/// milliseconds written in `path` (read every 50 ms; a missing or unreadable file leaves
-/// the offset as it was), so a test can move every node of a cluster across a window
-/// boundary at once.
-fn follow_clock_file(clock: Arc<SystemClock>, path: std::path::PathBuf) {
-    tracing::warn!(path = %path.display(), "TOLLGATE_TEST_CLOCK_FILE: the clock follows a file (a test hook)");
-    let read = move |clock: &SystemClock| {
-        if let Some(offset) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| t.trim().parse::<i64>().ok())
-        {
-            clock.set_offset_ms(offset);
-        }
-    };
-    read(&clock);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            read(&clock);
-        }
-    });
 }
 
 /// The admin token's hash: from `TOLLGATE_ADMIN_TOKEN`, else a token generated once and

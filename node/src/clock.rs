@@ -8,8 +8,8 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> UnixMs;
 }
 
-/// System time plus an offset that tests may set (`TOLLGATE_CLOCK_OFFSET_MS`), so a
-/// window boundary can be reached without waiting for it.
+/// System time plus an offset that tests may set (`test_hooks`), so a window boundary
+/// can be reached without waiting for it.
 #[derive(Default)]
 pub struct SystemClock {
     offset_ms: AtomicI64,

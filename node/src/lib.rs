@@ -31,6 +31,7 @@
 //! - `metrics`: Prometheus counters and gauges (`/metrics`).
 //! - `error`: gateway errors and their HTTP form in each dialect.
 //! - `cli`: the `tollgate admin ...` client.
+//! - `test_hooks`: environment hooks for the black-box tests (`test-hooks` feature).
 //! - `loadgen`: the `tollgate loadgen` HTTP load generator used by `scripts/bench.sh`.
 
 pub mod admin;
@@ -64,5 +65,6 @@ pub mod shared_limits;
 #[cfg(feature = "sim-bugs")]
 pub mod sim_bugs;
 pub mod sse;
+pub mod test_hooks;
 pub mod translate;
 pub mod transport;

@@ -179,6 +179,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         charge_task,
         charge_close,
         maintenance,
+        mut tasks,
     } = started;
     let admission = Arc::clone(&app.admission);
     let addr = app.config.server.http_addr;
@@ -258,6 +259,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         }
     };
     maintenance.abort();
+    tasks.shutdown().await;
     if drained && all_ended {
         // Every charge is applied and nothing is in flight: the leases go back to the
         // cluster for the other nodes. (Not otherwise: charges still to come would

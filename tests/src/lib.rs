@@ -43,7 +43,7 @@ pub fn kit_dir() -> PathBuf {
     workspace_dir().join("tests/kit")
 }
 
-/// The `tollgate` binary, built once per test run.
+/// The `tollgate` binary with the `test-hooks` feature, built once per test run.
 pub fn tollgate_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -52,6 +52,7 @@ pub fn tollgate_bin() -> PathBuf {
             let mut build = Command::new(cargo);
             build
                 .args(["build", "-q", "-p", "tollgate-node", "--bin", "tollgate"])
+                .args(["--features", "test-hooks"])
                 .current_dir(workspace_dir());
             // What cargo set for this test crate would reach the build scripts of the
             // nested build (ring's reads CARGO_MANIFEST_DIR) and make it rebuild them
