@@ -106,11 +106,12 @@ impl ApiError {
             ApiError::PermissionDenied(_) => "permission_error",
             ApiError::BudgetExhausted(_) => "billing_error",
             ApiError::RateLimited { .. } | ApiError::UpstreamRateLimited(..) => "rate_limit_error",
-            ApiError::BadRequest(_) | ApiError::InvalidField { .. } | ApiError::Conflict(_) => {
-                "invalid_request_error"
-            }
+            ApiError::BadRequest(_)
+            | ApiError::InvalidField { .. }
+            | ApiError::Conflict(_)
+            | ApiError::MethodNotAllowed(_) => "invalid_request_error",
             ApiError::BodyTooLarge { .. } => "request_too_large",
-            ApiError::NotFound(_) | ApiError::MethodNotAllowed(_) => "not_found_error",
+            ApiError::NotFound(_) => "not_found_error",
             ApiError::UpstreamRejected { kind, .. } => kind,
             ApiError::UpstreamFailed(_) | ApiError::UpstreamTimeout(_) | ApiError::Internal(_) => {
                 "api_error"
@@ -177,6 +178,7 @@ fn openai_code(status: StatusCode) -> &'static str {
         402 => "insufficient_quota",
         403 => "model_not_allowed",
         404 => "not_found",
+        405 => "method_not_allowed",
         413 => "request_too_large",
         429 => "rate_limit_exceeded",
         400 => "invalid_request",

@@ -86,11 +86,8 @@ async fn not_found(request: Request) -> Response {
 
 async fn method_not_allowed(request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    ApiError::NotFound(format!(
-        "no route {} {path} (wrong method)",
-        request.method()
-    ))
-    .into_response_in(dialect_of(&path))
+    ApiError::MethodNotAllowed(format!("{} is not allowed on {path}", request.method()))
+        .into_response_in(dialect_of(&path))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

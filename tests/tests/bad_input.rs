@@ -229,6 +229,23 @@ async fn missing_and_unknown_keys_are_refused_in_each_dialect() -> Result<()> {
         let v: Value = r.json().await?;
         assert_eq!(v["error"]["type"], "authentication_error", "{v}");
     }
+    // A caller without a valid key learns nothing about its body: count_tokens
+    // authenticates before it parses.
+    let r = client
+        .post(format!("{}/v1/messages/count_tokens", gw.url()))
+        .bearer_auth("tg-unknown")
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401);
+    // A known route with the wrong method is a 405 in the route's dialect.
+    for (path, openai) in [("/v1/messages", false), ("/v1/chat/completions", true)] {
+        let r = client.get(format!("{}{path}", gw.url())).send().await?;
+        assert_eq!(r.status(), 405, "GET {path}");
+        let v: Value = r.json().await?;
+        assert_eq!(v["type"].is_null(), openai, "GET {path}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "GET {path}: {v}");
+    }
     Ok(())
 }
 

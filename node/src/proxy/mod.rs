@@ -272,9 +272,10 @@ pub async fn count_tokens(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
+        // Authenticate first: an unknown caller learns nothing about body parsing.
+        let (key, _) = caller(&app, &headers)?;
         let body = body.map_err(|r| body_error(&app, r))?;
         let head = head::parse(&body, Dialect::Anthropic, true)?;
-        let (key, _) = caller(&app, &headers)?;
         let routes = routing::resolve(&key, &app.providers, &head.model, 0, &app.patterns)?;
         let route = routes
             .first()
