@@ -7,6 +7,7 @@
 //! - `Scripted`: the three-node cluster behind HAProxy made by `scripts/cluster.sh`.
 //! - `FakeUpstream`: `fake_anthropic.py` with its JSONL request log.
 //! - `kit_dir`, `tollgate_bin`: where the real-client kit and the binary are.
+//! - `prereq`: the Python SDKs and HAProxy, installed on first use.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+pub mod prereq;
 
 /// Admin token every test gateway is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -733,6 +736,7 @@ impl Scripted {
 
     /// `cluster.sh up --config CONFIG`: returns once all three nodes and HAProxy are ready.
     pub fn up(&self, config: &Path) -> Result<String> {
+        prereq::ensure_haproxy()?;
         self.run(&["up", "--config", &config.to_string_lossy()])
     }
 

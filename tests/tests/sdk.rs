@@ -8,6 +8,7 @@ use tollgate_tests::*;
 
 fn sdk_check(base_url: &str, secret: &str) -> Result<String> {
     let out = Command::new("python3")
+        .env("PYTHONPATH", prereq::python_sdk_dir()?)
         .arg(kit_dir().join("sdk_check.py"))
         .args([
             base_url,
