@@ -1,6 +1,8 @@
 //! A real one-node openraft over the durable storage: steady charging keeps the log
 //! bounded (snapshots and purges happen), and a restarted node comes back from snapshot
 //! + log with the same governance state.
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openraft::error::{NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
