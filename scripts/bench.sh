@@ -5,16 +5,18 @@
 #
 # Usage: scripts/bench.sh [--quick] [--no-build] [--cluster]
 #   --quick     few requests and one repetition: a smoke test for CI, not a measurement.
-#   --no-build  use the existing release binary instead of running cargo first.
+#   --no-build  use the existing release binaries instead of running cargo first.
 #   --cluster   also measure three nodes behind HAProxy (scripts/cluster.sh) against the
 #               one node behind the same HAProxy settings (targets haproxy-3, haproxy-1),
 #               and how fast the cluster commits the charges.
 #
 # Needs cargo (unless --no-build), curl and python3 (and HAProxy for --cluster). Set
 # TOLLGATE_LOG to change the gateway's log filter; by default it runs with its own default.
+# TOLLGATE_BIN (the gateway) and TOLLGATE_BENCH_BIN (the tools) name other binaries, e.g.
+# an older build to compare against.
 set -euo pipefail
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 BUILD=1
@@ -73,16 +75,20 @@ need curl
 need python3
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tollgate
+# The gateway, and the tools that measure it (mock upstream, load generator, raft-bench).
+BIN=${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tollgate}
+BENCH_BIN=${TOLLGATE_BENCH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tollgate-bench}
 if [[ $BUILD == 1 ]]; then
 	need cargo
-	echo "building the release binary..." >&2
-	(cd "$ROOT" && cargo build --release --quiet -p tollgate-node)
+	echo "building the release binaries..." >&2
+	(cd "$ROOT" && cargo build --release --quiet -p tollgate-node -p tollgate-bench)
 fi
-[[ -x $BIN ]] || {
-	echo "bench.sh: $BIN not found; run without --no-build" >&2
-	exit 1
-}
+for bin in "$BIN" "$BENCH_BIN"; do
+	[[ -x $bin ]] || {
+		echo "bench.sh: $bin not found; run without --no-build" >&2
+		exit 1
+	}
+done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench.XXXXXX")
 PIDS=()
@@ -126,7 +132,7 @@ GW=http://127.0.0.1:$GW_PORT
 ADMIN_TOKEN=bench-admin-$RANDOM$RANDOM
 export BENCH_UPSTREAM_KEY=bench-upstream-key
 
-"$BIN" mock-upstream --addr "127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
+"$BENCH_BIN" mock-upstream --addr "127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
 
 cat >"$WORK/tollgate.toml" <<EOF
@@ -271,7 +277,7 @@ load() {
 		;;
 	esac
 	local out
-	out=$("$BIN" loadgen --url "$url" --header "x-api-key: $key" \
+	out=$("$BENCH_BIN" loadgen --url "$url" --header "x-api-key: $key" \
 		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/$body.body" \
 		--warmup "$warmup" "$@" 2>>"$WORK/loadgen.log")
 	printf '%s\t%s\t%s\t%s\t%s\n' "$case" "$target" "$warmup" "$SECONDS" "$out" >>"$RESULTS"
@@ -342,7 +348,7 @@ if [[ $CLUSTER == 1 ]]; then
 	echo "committing: concurrency 64 through HAProxy for $((SAT_SECONDS * 2)) s" >&2
 	before=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$CLUSTER_EXPECTED" | field requests)
 	t0=$(date +%s.%N)
-	out=$("$BIN" loadgen --url "$HA/v1/messages" --header "x-api-key: $CLUSTER_KEY_SECRET" \
+	out=$("$BENCH_BIN" loadgen --url "$HA/v1/messages" --header "x-api-key: $CLUSTER_KEY_SECRET" \
 		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/json.body" \
 		--warmup 0 --concurrency 64 --duration-secs $((SAT_SECONDS * 2)) 2>>"$WORK/loadgen.log")
 	t1=$(date +%s.%N)
@@ -386,7 +392,7 @@ print(json.dumps({"sent": int(sent), "applied": int(applied) - (int(want) - int(
 	# The commit path alone (no HTTP, no proxy): three nodes in one process with their own
 	# QUIC endpoints and sled storage, each proposing full charge batches.
 	echo "commit path alone: raft-bench for $((SAT_SECONDS * 2)) s" >&2
-	RAFT_BENCH=$("$BIN" raft-bench --seconds $((SAT_SECONDS * 2)) 2>>"$WORK/raft-bench.log")
+	RAFT_BENCH=$("$BENCH_BIN" raft-bench --seconds $((SAT_SECONDS * 2)) 2>>"$WORK/raft-bench.log")
 fi
 
 python3 - "$RESULTS" "$TARGET_P50_US" "$TARGET_P99_US" "$REPS" \

@@ -96,7 +96,7 @@ for n in $NODES; do
 	"$CLUSTER" stop "$n" --dir "$DIR"
 	# The node's last words after a complete drain, since cluster.sh last started it
 	# (the log is appended to across starts).
-	if awk '/ cluster\.sh starts node /{s=0} /tollgate_node::server: stopped$/{s=1} END{exit !s}' "$DIR/node$n/log"; then
+	if awk '/ cluster\.sh starts node /{s=0} /tollgate_node::http::server: stopped$/{s=1} END{exit !s}' "$DIR/node$n/log"; then
 		echo "node $n: drained and exited"
 	else
 		echo "node $n: exited without finishing its drain; last lines of its log:" >&2

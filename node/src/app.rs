@@ -1,16 +1,16 @@
 //! The node's shared state (`App`) and its start-up and shutdown sequence.
 
-use crate::admission::{self, Admission};
-use crate::breaker::Breakers;
-use crate::charge::{self, ChargeSender};
 use crate::clock::Clock;
+use crate::cluster::gossip::Gossip;
 use crate::cluster::start::ClusterNode;
 use crate::config::Config;
-use crate::gossip::Gossip;
-use crate::limits::RateLimiter;
-use crate::providers::Providers;
-use crate::replicator::{LocalReplicator, Replicator, SharedState};
-use crate::routing::PatternCache;
+use crate::gateway::breaker::Breakers;
+use crate::gateway::providers::Providers;
+use crate::gateway::routing::PatternCache;
+use crate::governance::admission::{self, Admission};
+use crate::governance::charge::{self, ChargeSender};
+use crate::governance::limits::RateLimiter;
+use crate::governance::replicator::{LocalReplicator, Replicator, SharedState};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,9 +39,11 @@ pub struct App {
     /// waits for it once, as for catching up).
     pub heard_cluster: AtomicBool,
     /// Started by SIGTERM/SIGINT or `admin drain` (gossiped as `draining`).
-    pub drain: Arc<crate::drain::Drain>,
-    pub outbox: Arc<crate::outbox::Outbox>,
-    pub metrics: crate::metrics::Metrics,
+    pub drain: Arc<crate::cluster::drain::Drain>,
+    /// The protocol versions this node speaks, and the newest it met in the cluster.
+    pub versions: Arc<crate::cluster::version::Versions>,
+    pub outbox: Arc<crate::governance::outbox::Outbox>,
+    pub counters: crate::gateway::counters::Counters,
     /// Makes request ids unique across restarts of this node.
     request_id_base: u64,
     request_seq: AtomicU64,
@@ -74,9 +76,14 @@ pub struct Started {
     pub tasks: tokio::task::JoinSet<()>,
 }
 
-/// Opens the data dir, recovers state and builds the app. `cluster`: Raft and gossip
+/// Opens the data dir, recovers state and builds the app for a node speaking
+/// `versions`. `cluster`: Raft and gossip
 /// already started for this node; without them the node runs alone on a local log.
-pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Started> {
+pub fn start(
+    config: Config,
+    cluster: Option<ClusterNode>,
+    versions: Arc<crate::cluster::version::Versions>,
+) -> anyhow::Result<Started> {
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -88,10 +95,11 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
             Arc::new(
                 LocalReplicator::open(&data_dir.join("gov"))
                     .context("cannot open the governance store")?
-                    .with_outbox_dir(data_dir.join("outbox")),
+                    .with_outbox_dir(data_dir.join("outbox"))
+                    .with_protocol(versions.local()),
             ),
             None,
-            crate::drain::Drain::new(),
+            crate::cluster::drain::Drain::new(),
         ),
     };
     let gossip = gossip.unwrap_or_else(|| Gossip::alone(replicator.cluster_view().node_id));
@@ -106,10 +114,10 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
         .build()
         .context("cannot build the upstream HTTP client")?;
     let outbox = Arc::new(
-        crate::outbox::Outbox::open(&data_dir.join("outbox"))
+        crate::governance::outbox::Outbox::open(&data_dir.join("outbox"))
             .context("cannot open the charge outbox")?,
     );
-    let hooks = crate::test_hooks::Hooks::from_env();
+    let hooks = crate::hooks::env::Hooks::from_env();
     let mut tasks = tokio::task::JoinSet::new();
     let clock: Arc<dyn Clock> = hooks.clock(&mut tasks);
     let mode = if hooks.naive_budgets {
@@ -162,9 +170,10 @@ pub fn start(config: Config, cluster: Option<ClusterNode>) -> anyhow::Result<Sta
         patterns: PatternCache::default(),
         ready: AtomicBool::new(false),
         drain,
+        versions,
         heard_cluster: AtomicBool::new(false),
         outbox,
-        metrics: crate::metrics::Metrics::default(),
+        counters: crate::gateway::counters::Counters::default(),
         request_id_base: u64::from_le_bytes(base),
         request_seq: AtomicU64::new(0),
     };
@@ -183,15 +192,15 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     if let Ok(token) = std::env::var("TOLLGATE_ADMIN_TOKEN") {
         if !token.trim().is_empty() {
             eprintln!("admin token: taken from TOLLGATE_ADMIN_TOKEN");
-            return Ok(crate::auth::sha256(token.trim()));
+            return Ok(crate::gateway::auth::sha256(token.trim()));
         }
     }
     let path = data_dir.join(ADMIN_TOKEN_FILE);
     let token = match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
         _ => {
-            let token = crate::auth::generate_secret()
-                .map(|s| s.replacen(crate::auth::SECRET_PREFIX, "tga-", 1))
+            let token = crate::gateway::auth::generate_secret()
+                .map(|s| s.replacen(crate::gateway::auth::SECRET_PREFIX, "tga-", 1))
                 .ok_or_else(|| anyhow::anyhow!("os random source failed"))?;
             write_private(&path, &token)?;
             token
@@ -201,7 +210,7 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
         "admin token: read it with `cat {}` (or set TOLLGATE_ADMIN_TOKEN)",
         path.display()
     );
-    Ok(crate::auth::sha256(&token))
+    Ok(crate::gateway::auth::sha256(&token))
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

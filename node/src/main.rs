@@ -1,11 +1,12 @@
-//! The `tollgate` binary: `serve`, `mock-upstream`, `admin` and `cert`, and the hidden
-//! `loadgen` used by `scripts/bench.sh`.
+//! The `tollgate` binary: `serve`, `admin` and `cert`.
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
-use tollgate_node::{app, cert, cli, config::Config, loadgen, mock_upstream, server};
+use tollgate_node::cluster::cert;
+use tollgate_node::cluster::version::Versions;
+use tollgate_node::http::server;
+use tollgate_node::{app, cli, config::Config};
 
 #[derive(Parser)]
 #[command(
@@ -55,62 +56,10 @@ enum Command {
         #[arg(long, env = "TOLLGATE_PROTOCOL_VERSION")]
         protocol_version: Option<u16>,
     },
-    /// Run a fast fake provider (Anthropic JSON/SSE and OpenAI chat completions).
-    MockUpstream {
-        #[arg(long, default_value = "127.0.0.1:9100")]
-        addr: SocketAddr,
-        #[arg(long, default_value_t = 0)]
-        latency_ms: u64,
-    },
     /// Talk to a node's admin API.
     Admin(cli::AdminArgs),
     /// Make the cluster CA and node certificates for the peer transport.
     Cert(cert::CertArgs),
-    /// Send a fixed POST to a URL at a given concurrency and print latency and
-    /// throughput as one line of JSON (used by `scripts/bench.sh`).
-    #[command(hide = true)]
-    Loadgen(LoadgenArgs),
-    /// Start a cluster of nodes in this process on loopback and print how many charges
-    /// per second it commits, as one line of JSON (used by `scripts/bench.sh --cluster`).
-    #[command(hide = true)]
-    RaftBench(tollgate_node::raftbench::RaftBenchArgs),
-}
-
-#[derive(clap::Args)]
-struct LoadgenArgs {
-    /// Target, e.g. `http://127.0.0.1:8080/v1/messages`.
-    #[arg(long)]
-    url: String,
-    /// A request header, `Name: value`; repeat for more.
-    #[arg(long = "header")]
-    headers: Vec<String>,
-    /// The request body.
-    #[arg(
-        long,
-        conflicts_with = "body_file",
-        required_unless_present = "body_file"
-    )]
-    body: Option<String>,
-    /// A file holding the request body.
-    #[arg(long)]
-    body_file: Option<PathBuf>,
-    /// Tasks sending at once, each with its own keep-alive connection.
-    #[arg(long, default_value_t = 1)]
-    concurrency: usize,
-    /// Requests to measure, shared among the tasks.
-    #[arg(long, required_unless_present = "duration_secs")]
-    requests: Option<u64>,
-    /// Seconds to measure for; with --requests, whichever limit comes first ends the run.
-    #[arg(long)]
-    duration_secs: Option<f64>,
-    /// Requests sent and discarded before measuring.
-    #[arg(long, default_value_t = 0)]
-    warmup: u64,
-    /// Runtime worker threads. With 1 (the default) everything runs on the calling
-    /// thread, so a request's wake-ups never hop between cores and the client adds as
-    /// little as it can to the latency measured.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -126,9 +75,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    // The load generator picks its own runtime flavour, so it leaves before the node's.
     let command = match cli.command {
-        Command::Loadgen(args) => return run_loadgen(args),
         // Certificates are made without a runtime: files only, no network.
         Command::Cert(args) => return Ok(cert::run(args)?),
         other => other,
@@ -150,17 +97,17 @@ fn main() -> anyhow::Result<()> {
                 cert_dir,
                 protocol_version,
             } => {
+                let mut speaks = tollgate_proto::peer::ProtocolRange::BUILD;
                 if let Some(max) = protocol_version {
-                    let range =
-                        tollgate_proto::peer::ProtocolRange::capped(max).ok_or_else(|| {
-                            anyhow::anyhow!(
-                                "--protocol-version {max}: this build speaks protocol versions {}",
-                                tollgate_proto::peer::ProtocolRange::BUILD
-                            )
-                        })?;
-                    tollgate_node::protocol::set_local(range);
-                    tracing::info!(%range, "speaking a capped protocol range");
+                    speaks = tollgate_proto::peer::ProtocolRange::capped(max).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--protocol-version {max}: this build speaks protocol versions {}",
+                            tollgate_proto::peer::ProtocolRange::BUILD
+                        )
+                    })?;
+                    tracing::info!(range = %speaks, "speaking a capped protocol range");
                 }
+                let versions = std::sync::Arc::new(Versions::new(speaks));
                 let mut config = Config::load(config.as_deref())?;
                 if let Some(dir) = data_dir {
                     config.server.data_dir = dir;
@@ -182,69 +129,18 @@ fn main() -> anyhow::Result<()> {
                             join,
                             data_dir: config.server.data_dir.clone(),
                             gossip: config.gossip.clone(),
+                            versions: std::sync::Arc::clone(&versions),
                         };
                         Some(tollgate_node::cluster::start::start(options).await?)
                     }
                     (None, None) => None,
                     _ => anyhow::bail!("cluster mode needs both --node-id and --raft-addr"),
                 };
-                let started = app::start(config, cluster)?;
+                let started = app::start(config, cluster, versions)?;
                 server::serve(started).await
             }
-            Command::MockUpstream { addr, latency_ms } => {
-                mock_upstream::run(addr, latency_ms).await
-            }
             Command::Admin(args) => cli::run(args).await,
-            Command::RaftBench(args) => tollgate_node::raftbench::run(args).await,
-            Command::Loadgen(_) => anyhow::bail!("loadgen runs on its own runtime"),
             Command::Cert(_) => anyhow::bail!("cert runs without a runtime"),
         }
     })
-}
-
-/// `tollgate loadgen`: builds the plan, runs it on its own runtime and prints the report.
-fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
-    let body = match (&args.body, &args.body_file) {
-        (Some(text), _) => bytes::Bytes::from(text.clone()),
-        (None, Some(path)) => bytes::Bytes::from(
-            std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
-        ),
-        (None, None) => anyhow::bail!("give --body or --body-file"),
-    };
-    let mut headers = reqwest::header::HeaderMap::new();
-    for text in &args.headers {
-        let (name, value) = loadgen::parse_header(text)?;
-        headers.append(name, value);
-    }
-    let duration = match args.duration_secs {
-        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-        Some(_) => anyhow::bail!("--duration-secs must be a positive number"),
-        None => None,
-    };
-    let stop = loadgen::Stop {
-        requests: args.requests,
-        duration,
-    };
-    let plan = loadgen::Plan {
-        url: args.url,
-        headers,
-        body,
-        concurrency: args.concurrency,
-        stop,
-        warmup: args.warmup,
-    };
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
-    };
-    let report = runtime.block_on(loadgen::run(plan))?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
 }

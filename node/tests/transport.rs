@@ -1,19 +1,21 @@
 //! The QUIC peer transport over loopback: calls between nodes of one cluster CA, refusal
 //! of foreign or missing certificates, garbage on the port, frame limits, deadlines,
 //! protocol versions, and reconnection after a peer restarts or crashes.
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_node::cert::{self, CertifiedPem};
-use tollgate_node::transport::quic::interpret_reply;
-use tollgate_node::transport::{
+use tollgate_node::cluster::cert::{self, CertifiedPem};
+use tollgate_node::cluster::transport::quic::interpret_reply;
+use tollgate_node::cluster::transport::{
     frame, NodeIdentity, PeerHandler, PeerRequest, PeerResponse, PeerTransport, QuicConfig,
     QuicTransport, RequestContext, TransportError,
 };
-use tollgate_proto::peer::{Envelope, PeerError, KIND_ERROR, PROTOCOL_VERSION};
+use tollgate_proto::peer::{Envelope, PeerError, ProtocolRange, KIND_ERROR, PROTOCOL_VERSION};
 
 /// Echoes its body back.
 const KIND_ECHO: u16 = 1;
@@ -183,7 +185,7 @@ fn client_without_certificate(ca: &CertifiedPem) -> quinn::Endpoint {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    crypto.alpn_protocols = vec![tollgate_node::transport::tls::ALPN.to_vec()];
+    crypto.alpn_protocols = vec![tollgate_node::cluster::transport::tls::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
     let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
@@ -356,7 +358,7 @@ async fn unknown_protocol_versions_and_reserved_kinds_get_typed_errors() {
                 .await
                 .unwrap();
             assert_eq!(reply.kind, KIND_ERROR);
-            match interpret_reply(b.addr, reply) {
+            match interpret_reply(b.addr, reply, ProtocolRange::BUILD) {
                 Err(TransportError::Remote { error, .. }) => assert_eq!(error, expect),
                 other => panic!("{other:?}"),
             }
@@ -505,7 +507,7 @@ async fn a_crashed_and_restarted_peer_is_reconnected_before_the_idle_timeout() {
     let started = Instant::now();
     assert_echo(&a.transport, relay.addr, b"second life").await;
     assert!(
-        started.elapsed() < tollgate_node::transport::quic::IDLE_TIMEOUT / 2,
+        started.elapsed() < tollgate_node::cluster::transport::quic::IDLE_TIMEOUT / 2,
         "{:?}",
         started.elapsed()
     );

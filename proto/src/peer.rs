@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 ///   the cluster records when). The cluster proposes it only once every member speaks 2
 ///   (`Command::SetProtocolVersion`, raised by the leader). `SetProtocolVersion` itself
 ///   is a version 1 kind (a node of the old range reads it, and stops: see
-///   `tollgate_node::protocol::stop_when_outdated`); `GovState` and `NodeStatus` gained
+///   `tollgate_node::cluster::protocol::stop_when_outdated`); `GovState` and `NodeStatus` gained
 ///   fields, so builds from before this numbering cannot be upgraded in place.
 pub const PROTOCOL_VERSION: u16 = 2;
 
@@ -58,6 +58,49 @@ impl std::fmt::Display for ProtocolRange {
         write!(f, "{}-{}", self.min, self.max)
     }
 }
+
+// The kinds of peer messages, every one of them: a kind is a wire tag, never reused or
+// renumbered. A node answers a kind it does not know with `PeerError::UnknownKind`.
+
+/// AppendEntries.
+pub const KIND_APPEND: u16 = 1;
+/// RequestVote.
+pub const KIND_VOTE: u16 = 2;
+/// One chunk of InstallSnapshot.
+pub const KIND_SNAPSHOT: u16 = 3;
+/// A write forwarded by a follower to the leader.
+pub const KIND_WRITE: u16 = 4;
+/// Who are you: answered with this node's id and addresses (cluster formation).
+pub const KIND_HELLO: u16 = 5;
+/// This node's replication figures (`NodeStatus`).
+pub const KIND_STATUS: u16 = 6;
+/// A membership change (`Membership`), run by the leader.
+pub const KIND_MEMBERSHIP: u16 = 7;
+/// The leader's read index (`ReadIndex`) for a linearizable read on another node.
+pub const KIND_READ_INDEX: u16 = 8;
+/// A chitchat gossip message (one-way; the answer is empty).
+pub const KIND_GOSSIP: u16 = 9;
+/// From a draining leader to a caught-up follower: start an election now (leadership
+/// hand-over; the answer is empty).
+pub const KIND_ELECT: u16 = 10;
+/// Start draining this node (`tollgate admin drain N` sent to another node; the answer
+/// is empty).
+pub const KIND_DRAIN: u16 = 11;
+
+/// Every application kind above, for routers and tests.
+pub const APPLICATION_KINDS: [u16; 11] = [
+    KIND_APPEND,
+    KIND_VOTE,
+    KIND_SNAPSHOT,
+    KIND_WRITE,
+    KIND_HELLO,
+    KIND_STATUS,
+    KIND_MEMBERSHIP,
+    KIND_READ_INDEX,
+    KIND_GOSSIP,
+    KIND_ELECT,
+    KIND_DRAIN,
+];
 
 /// Kinds from here up belong to the transport itself; applications use the kinds below.
 pub const FIRST_RESERVED_KIND: u16 = 0xFF00;

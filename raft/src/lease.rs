@@ -61,17 +61,6 @@ pub struct Room {
     pub window_start_ms: UnixMs,
 }
 
-impl Room {
-    /// The room of a budget in the window `status` is for.
-    pub fn of(status: &crate::state::BudgetStatus) -> Room {
-        Room {
-            limit: status.budget.limit,
-            spent: status.spent,
-            window_start_ms: status.window.start_ms,
-        }
-    }
-}
-
 impl Escrow {
     /// What is outstanding for `budget` in the window of `room`, over every node.
     pub fn outstanding(&self, budget: &BudgetId, window_start_ms: UnixMs) -> Usd {

@@ -5,8 +5,7 @@
 //! # Layout
 //! - `state`: `GovState` and `GovState::apply`, the deterministic state machine.
 //! - `window`: budget and rate-limit window arithmetic (anchored and calendar-aligned).
-//! - `lease`: escrow leases, nodes' slices of a budget's room (issue 4; nodes do not ask
-//!   for them yet).
+//! - `lease`: escrow leases, nodes' slices of a budget's room.
 //! - `codec`: the bincode encoding of everything stored or sent.
 //! - `store`: the durable command log and snapshot (sled) of a single node, used until the
 //!   node runs Raft.
@@ -21,6 +20,7 @@
 //! - `snapshot`: snapshot bytes and the `SnapshotSlot` keeping the current snapshot.
 //! - `state_machine`: `StateMachineStore`, openraft's `RaftStateMachine` over `GovState`.
 //! - `storage`: `open_durable` and `open_in_memory`, the two storage variants.
+//! - `runtime`: `SeededRuntime`, openraft's tokio runtime with a seedable RNG.
 
 pub mod codec;
 pub mod config;

@@ -7,13 +7,18 @@
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tollgate_node::transport::frame::{read_frame, write_frame};
+use tollgate_node::cluster::transport::frame::{read_frame, write_frame};
 use tollgate_proto::{Command, Outcome};
 use tollgate_raft::codec;
 use turmoil::net::TcpStream;
 
 /// The port every simulated node serves clients on.
 pub const GATEWAY_PORT: u16 = 8080;
+
+/// Where node `id` serves clients.
+pub fn gateway_addr(id: u64) -> SocketAddr {
+    SocketAddr::new(turmoil::lookup(crate::net::host(id)), GATEWAY_PORT)
+}
 const MAX_FRAME: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,14 +10,14 @@
 //! turmoil's; a crash loses what the process knew. Each round the view is built by the
 //! production `build_view_from` and read by the production `RateLimiter`.
 
-use crate::node::host;
+use crate::net::host;
 use crate::world;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_node::gossip::{build_view_from, Gossip, NodeValues};
+use tollgate_node::cluster::gossip::{build_view_from, Gossip, NodeValues};
 use tollgate_raft::codec;
 use turmoil::net::UdpSocket;
 
@@ -80,7 +80,12 @@ pub async fn run(me: u64, generation: u64, nodes: u64, gossip: Arc<Gossip>) -> s
     }
 }
 
-fn view(me: u64, generation: u64, known: &Knowledge, now: u64) -> tollgate_node::gossip::View {
+fn view(
+    me: u64,
+    generation: u64,
+    known: &Knowledge,
+    now: u64,
+) -> tollgate_node::cluster::gossip::View {
     build_view_from(known.iter().map(|((node, gen), k)| {
         let is_me = (*node, *gen) == (me, generation);
         NodeValues {

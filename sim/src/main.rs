@@ -6,7 +6,7 @@
 //! - `--reproduce N`: one run with its full trace, for a failure found by a sweep.
 //!
 //! Either may add `--bug replay-with-new-id` or `--bug rate-claims-ignored` (a known bug
-//! put back, `tollgate_node::sim_bugs`) or
+//! put back, `tollgate_node::hooks::bugs`) or
 //! `--naive-budgets` (check-then-charge admission), to see the invariants catch them.
 
 use std::process::ExitCode;

@@ -7,13 +7,26 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_node::transport::frame::{read_frame, write_frame};
-use tollgate_node::transport::{
+use tollgate_node::cluster::transport::frame::{read_frame, write_frame};
+use tollgate_node::cluster::transport::{
     PeerHandler, PeerRequest, PeerResponse, PeerTransport, RequestContext, TransportError,
 };
 use tollgate_proto::peer::PeerError;
 use tollgate_raft::codec;
 use turmoil::net::{TcpListener, TcpStream};
+
+/// The port every simulated node serves peers on.
+pub const PEER_PORT: u16 = 7000;
+
+/// The simulated host name of node `id`.
+pub fn host(id: u64) -> String {
+    format!("n{id}")
+}
+
+/// Where node `id` serves its peers.
+pub fn peer_addr(id: u64) -> SocketAddr {
+    SocketAddr::new(turmoil::lookup(host(id)), PEER_PORT)
+}
 
 /// Largest frame either way (Raft snapshots of a small simulated state are far smaller).
 const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -52,7 +65,7 @@ impl PeerTransport for SimTransport {
                         source: Box::new(e),
                     })?;
             let stream_error =
-                |e: tollgate_node::transport::frame::FrameError| TransportError::Stream {
+                |e: tollgate_node::cluster::transport::frame::FrameError| TransportError::Stream {
                     peer,
                     source: Box::new(e),
                 };

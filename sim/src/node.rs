@@ -3,8 +3,9 @@
 //! production `RaftRpcHandler` and clients through `gateway`. Started again after a
 //! crash, it recovers from the same disk, as `tollgate serve` does from its data dir.
 
-use crate::gateway::{self, Answer, Request, GATEWAY_PORT};
+use crate::gateway::{self, gateway_addr, Answer, Request, GATEWAY_PORT};
 use crate::net::{self, SimTransport};
+use crate::net::{peer_addr, PEER_PORT};
 use crate::plan::Plan;
 use crate::world::{self, Running, World};
 use std::collections::BTreeMap;
@@ -12,40 +13,29 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_node::admission::{Admission, Mode};
-use tollgate_node::charge::{self, ChargeSender, PendingCharge, PipelineConfig};
 use tollgate_node::clock::Clock;
+use tollgate_node::cluster::gossip::Gossip;
+use tollgate_node::cluster::ops::Hello;
 use tollgate_node::cluster::replicator::DataDirs;
-use tollgate_node::cluster::rpc::{Hello, RaftRpcHandler};
+use tollgate_node::cluster::rpc::RaftRpcHandler;
+use tollgate_node::cluster::version::Versions;
 use tollgate_node::cluster::{Network, RaftReplicator};
-use tollgate_node::gossip::Gossip;
-use tollgate_node::limits::RateLimiter;
-use tollgate_node::outbox::Outbox;
-use tollgate_node::replicator::{Replicator, SharedState};
+use tollgate_node::governance::admission::{Admission, Mode};
+use tollgate_node::governance::charge::{self, ChargeSender, PendingCharge, PipelineConfig};
+use tollgate_node::governance::limits::RateLimiter;
+use tollgate_node::governance::outbox::Outbox;
+use tollgate_node::governance::replicator::{Replicator, SharedState};
+use tollgate_node::http::error::ApiError;
 use tollgate_proto::{Charge, UnixMs, Usage, Usd};
 use tollgate_raft::typ::{Raft, TollgateNode};
 use turmoil::net::TcpListener;
 
-/// The port every simulated node serves peers on.
-pub const PEER_PORT: u16 = 7000;
 /// Bounds of the drain steps, as in `tollgate serve`.
 const DRAIN_REQUESTS: Duration = Duration::from_secs(20);
 const DRAIN_CHARGES: Duration = Duration::from_secs(10);
 const DRAIN_LEASES: Duration = Duration::from_secs(5);
 /// How long a drained leader waits for its hand-over before it counts as drained.
 const DRAIN_HANDOVER: Duration = Duration::from_secs(3);
-
-pub fn host(id: u64) -> String {
-    format!("n{id}")
-}
-
-pub fn peer_addr(id: u64) -> SocketAddr {
-    SocketAddr::new(turmoil::lookup(host(id)), PEER_PORT)
-}
-
-pub fn gateway_addr(id: u64) -> SocketAddr {
-    SocketAddr::new(turmoil::lookup(host(id)), GATEWAY_PORT)
-}
 
 /// The plan's wall clock on simulated time, plus this node's skew.
 struct SimClock {
@@ -75,17 +65,21 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
         tollgate_raft::storage::open_in_memory(disk.log.clone(), disk.snapshots.clone())?;
     let committed = log.clone();
     let config = Arc::new(tollgate_raft::raft_config("sim").map_err(|e| e.to_string())?);
-    let handler = Arc::new(RaftRpcHandler::pending(Hello {
-        node_id: id,
-        node: node_info(id),
-    }));
+    let versions: Arc<Versions> = Arc::default();
+    let handler = Arc::new(RaftRpcHandler::pending(
+        Hello {
+            node_id: id,
+            node: node_info(id),
+        },
+        Arc::clone(&versions),
+    ));
     let state = SharedState::from_shared(sm.state());
     let transport = Arc::new(SimTransport);
     let raft = Raft::new(id, config, Network::new(Arc::clone(&transport)), log, sm).await?;
     handler.set_raft(raft.clone());
     // The drain signal, as `tollgate serve` has it: the RPC handler refuses to take
     // leadership while it is set, and the hand-over task acts on it.
-    let drain = tollgate_node::drain::Drain::new();
+    let drain = tollgate_node::cluster::drain::Drain::new();
     handler.set_drain(Arc::clone(&drain));
     let replicator = Arc::new(
         RaftReplicator::new(
@@ -118,9 +112,10 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     let replicator: Arc<dyn Replicator> = replicator;
     // Every simulated node speaks this build's range: the cluster moves to its newest
     // version once the leader has every member's report, so drains write `NodeDrained`.
-    tokio::spawn(tollgate_node::protocol::raise_when_supported(Arc::clone(
-        &replicator,
-    )));
+    tokio::spawn(tollgate_node::cluster::protocol::raise_when_supported(
+        Arc::clone(&replicator),
+        versions,
+    ));
     let clock: Arc<dyn Clock> = Arc::new(SimClock {
         skew_ms: plan.skew_ms[(id - 1) as usize],
         plan: Arc::clone(&plan),
@@ -214,7 +209,7 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     // The drain of `tollgate serve`: refuse new requests (the client goes to another
     // node), let those in flight finish, apply every charge, give the leases back.
     gateway.draining.store(true, Ordering::Release);
-    gossip.set_state(tollgate_node::gossip::keys::NodeState::Draining);
+    gossip.set_state(tollgate_node::cluster::gossip::keys::NodeState::Draining);
     drain.start();
     world.note(world::now(), format!("n{id} draining"));
     let until = tokio::time::Instant::now() + DRAIN_REQUESTS;
@@ -284,6 +279,12 @@ fn refused(status: u16, message: impl Into<String>) -> Answer {
     }
 }
 
+/// A refusal as the proxy answers it: the production error mapping.
+fn refusal(e: impl Into<ApiError>) -> Answer {
+    let e = e.into();
+    refused(e.status_code().as_u16(), e.to_string())
+}
+
 impl Gateway {
     async fn handle(&self, request: Request) -> Answer {
         if self.draining.load(Ordering::Acquire) {
@@ -325,8 +326,8 @@ impl Gateway {
         }
         let (key, chain, limits) = {
             let state = self.replicator.state().read();
-            let key = tollgate_node::auth::key_for_secret(&state, secret)
-                .map_err(|e| refused(e.status_code().as_u16(), e.to_string()))?;
+            let key =
+                tollgate_node::gateway::auth::key_for_secret(&state, secret).map_err(refusal)?;
             let chain = state.budget_chain(&key.id, None);
             let limits: Vec<_> = state
                 .rate_limit_chain(&key.id, None)
@@ -337,15 +338,13 @@ impl Gateway {
         };
         crate::invariants::revoked_key_refused::on_admit(&self.world, self.id, &key.id);
         let now_ms = self.clock.now_ms();
-        self.limiter
-            .admit(&limits, now_ms)
-            .map_err(|e| refused(e.status_code().as_u16(), e.to_string()))?;
+        self.limiter.admit(&limits, now_ms).map_err(refusal)?;
         crate::invariants::rate_limit_within_bound::on_admit(&self.world, &limits, now_ms);
         let hold = self
             .admission
             .reserve(&chain, Usd(estimate))
             .await
-            .map_err(|e| refused(e.status_code().as_u16(), e.to_string()))?;
+            .map_err(refusal)?;
         let (out, extra) = {
             let w = self.world.lock();
             (w.provider_out, w.provider_extra)

@@ -5,15 +5,15 @@
 //! a key. Then the liveness phase: once the driver healed every fault, the cluster must
 //! settle within `SETTLE_WITHIN`.
 
+use crate::gateway::gateway_addr;
 use crate::gateway::{self, Answer, Request};
 use crate::invariants::Invariants;
-use crate::node::gateway_addr;
 use crate::plan::EPOCH_MS;
 use crate::plan::{Choices, Plan};
 use crate::world::{self, Ending, World};
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_node::auth::sha256;
+use tollgate_node::gateway::auth::sha256;
 use tollgate_proto::{
     Budget, Command, Customer, Outcome, Owner, RateLimit, ResetDuration, Team, Usd, VirtualKey,
 };

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tollgate_node::replicator::SharedState;
+use tollgate_node::governance::replicator::SharedState;
 use tollgate_proto::{KeyId, Usd};
 use tollgate_raft::mem_log::MemLog;
 use tollgate_raft::snapshot::SnapshotSlot;
@@ -35,7 +35,7 @@ impl Disk {
 pub struct Running {
     pub raft: Raft,
     pub state: SharedState,
-    pub gossip: Arc<tollgate_node::gossip::Gossip>,
+    pub gossip: Arc<tollgate_node::cluster::gossip::Gossip>,
     /// This process's gossip generation.
     pub generation: u64,
 }

@@ -6,7 +6,7 @@
 //! - `Cluster`: several gateways forming a Raft cluster (certificates, flags, joining).
 //! - `Scripted`: the three-node cluster behind HAProxy made by `scripts/cluster.sh`.
 //! - `FakeUpstream`: `fake_anthropic.py` with its JSONL request log.
-//! - `kit_dir`, `tollgate_bin`: where the real-client kit and the binary are.
+//! - `kit_dir`, `tollgate_bin`, `bench_bin`: where the real-client kit and the binaries are.
 //! - `prereq`: the Python SDKs and HAProxy, installed on first use.
 
 use anyhow::{bail, Context, Result};
@@ -50,40 +50,52 @@ pub fn kit_dir() -> PathBuf {
 pub fn tollgate_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build
-                .args(["build", "-q", "-p", "tollgate-node", "--bin", "tollgate"])
-                .args(["--features", "test-hooks"])
-                .current_dir(workspace_dir());
-            // What cargo set for this test crate would reach the build scripts of the
-            // nested build (ring's reads CARGO_MANIFEST_DIR) and make it rebuild them
-            // and everything above them, and the next outer build rebuild them again.
-            for (name, _) in std::env::vars_os() {
-                let name = name.to_string_lossy();
-                if name.starts_with("CARGO_PKG_")
-                    || name.starts_with("CARGO_BIN_")
-                    || matches!(
-                        name.as_ref(),
-                        "CARGO_MANIFEST_DIR"
-                            | "CARGO_MANIFEST_PATH"
-                            | "CARGO_CRATE_NAME"
-                            | "CARGO_PRIMARY_PACKAGE"
-                            | "CARGO_TARGET_TMPDIR"
-                    )
-                {
-                    build.env_remove(name.as_ref());
-                }
-            }
-            let status = build.status().expect("run cargo build");
-            assert!(status.success(), "cargo build of tollgate failed");
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| workspace_dir().join("target"));
-            target.join("debug/tollgate")
-        })
+        .get_or_init(|| build_bin("tollgate-node", "tollgate", &["test-hooks"]))
         .clone()
+}
+
+/// The `tollgate-bench` binary (mock upstream, load generator), built once per test run.
+pub fn bench_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_bin("tollgate-bench", "tollgate-bench", &[]))
+        .clone()
+}
+
+fn build_bin(package: &str, bin: &str, features: &[&str]) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .current_dir(workspace_dir());
+    if !features.is_empty() {
+        build.args(["--features", &features.join(",")]);
+    }
+    // What cargo set for this test crate would reach the build scripts of the nested
+    // build (ring's reads CARGO_MANIFEST_DIR) and make it rebuild them and everything
+    // above them, and the next outer build rebuild them again.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "cargo build of {bin} failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_dir().join("target"));
+    target.join("debug").join(bin)
 }
 
 pub fn free_port() -> u16 {

@@ -30,14 +30,23 @@ fn install_python_sdks() -> Result<PathBuf> {
     let scratch = target.join(format!("python-sdk.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let status = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .arg("--target")
         .arg(&scratch)
         .args(PYTHON_SDKS)
         .status()
         .context("cannot run python3 -m pip")?;
     if !status.success() {
-        bail!("pip could not install {PYTHON_SDKS:?} into {}", scratch.display());
+        bail!(
+            "pip could not install {PYTHON_SDKS:?} into {}",
+            scratch.display()
+        );
     }
     std::fs::write(scratch.join(".installed"), "")?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -244,7 +244,10 @@ async fn missing_and_unknown_keys_are_refused_in_each_dialect() -> Result<()> {
         assert_eq!(r.status(), 405, "GET {path}");
         let v: Value = r.json().await?;
         assert_eq!(v["type"].is_null(), openai, "GET {path}: {v}");
-        assert_eq!(v["error"]["type"], "invalid_request_error", "GET {path}: {v}");
+        assert_eq!(
+            v["error"]["type"], "invalid_request_error",
+            "GET {path}: {v}"
+        );
     }
     Ok(())
 }

@@ -520,7 +520,7 @@ async fn token_limits_count_used_tokens() -> Result<()> {
 #[tokio::test]
 async fn a_provider_that_does_not_answer_in_time_gives_504() -> Result<()> {
     let port = free_port();
-    let mut mock = std::process::Command::new(tollgate_bin())
+    let mut mock = std::process::Command::new(bench_bin())
         .args([
             "mock-upstream",
             "--addr",

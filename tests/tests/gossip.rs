@@ -621,33 +621,28 @@ async fn quic_gossiper(
     node_id: u64,
     certs: &Path,
     seeds: Vec<SocketAddr>,
-) -> Result<Arc<tollgate_node::gossip::Gossip>> {
-    use tollgate_node::cluster::rpc::{Hello, RaftRpcHandler};
-    use tollgate_node::transport::{NodeIdentity, QuicConfig, QuicTransport};
+) -> Result<Arc<tollgate_node::cluster::gossip::Gossip>> {
+    use tollgate_node::cluster::transport::{NodeIdentity, QuicConfig, QuicTransport, Router};
     let identity = NodeIdentity::load_dir(certs)?;
-    let handler = Arc::new(RaftRpcHandler::pending(Hello {
-        node_id,
-        node: tollgate_raft::typ::TollgateNode {
-            raft_addr: String::new(),
-            http_addr: String::new(),
-        },
-    }));
+    // Only gossip: the router refuses every other kind.
+    let router = Router::new();
     let transport = QuicTransport::bind(
         QuicConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))),
         &identity,
-        Arc::clone(&handler),
+        Arc::clone(&router),
     )?;
     let addr = transport.local_addr()?;
-    let gossip = tollgate_node::gossip::Gossip::start(
-        tollgate_node::gossip::GossipOptions {
+    let gossip = tollgate_node::cluster::gossip::Gossip::start(
+        tollgate_node::cluster::gossip::GossipOptions {
             node_id,
             gossip_addr: addr,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
             seeds,
             config: tollgate_node::config::GossipConfig::default(),
+            protocol: tollgate_proto::peer::ProtocolRange::BUILD,
         },
         Arc::new(transport),
-        move |inbox| handler.set_gossip(inbox),
+        move |inbox| router.add(&[tollgate_proto::peer::KIND_GOSSIP], Arc::new(inbox)),
     )
     .await?;
     Ok(gossip)

@@ -18,15 +18,15 @@
 //! The request path never waits for any of this: admission uses local leases and
 //! charges queue in the outbox.
 
-use super::rpc::KIND_ELECT;
-use crate::drain::Drain;
-use crate::gossip::keys::NodeState;
-use crate::gossip::Gossip;
-use crate::transport::{PeerRequest, PeerTransport};
+use crate::cluster::drain::Drain;
+use crate::cluster::gossip::keys::NodeState;
+use crate::cluster::gossip::Gossip;
+use crate::cluster::transport::{PeerRequest, PeerTransport};
 use openraft::RaftMetrics;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_proto::peer::KIND_ELECT;
 use tollgate_raft::typ::{NodeId, Raft, TollgateNode};
 
 /// How long a leader operation waits at a yielding leader for the new one.

@@ -1,10 +1,10 @@
 //! An in-process `PeerTransport` for multi-node tests: calls go straight to the handler
 //! registered for an address; an address can be cut off to play a crashed node.
 
-use crate::cluster::RaftRpcHandler;
-use crate::transport::{
+use crate::cluster::transport::{
     PeerHandler, PeerRequest, PeerResponse, PeerTransport, RequestContext, TransportError,
 };
+use crate::cluster::RaftRpcHandler;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,7 @@
 //! openraft's own deadline, and a short fixed back-off after a peer is unreachable so a
 //! healed peer is caught up quickly.
 
-use super::rpc::{KIND_APPEND, KIND_SNAPSHOT, KIND_VOTE};
-use crate::transport::{PeerRequest, PeerTransport};
+use crate::cluster::transport::{PeerRequest, PeerTransport};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -17,6 +16,7 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_proto::peer::{KIND_APPEND, KIND_SNAPSHOT, KIND_VOTE};
 use tollgate_raft::codec;
 use tollgate_raft::typ::{NodeId, TollgateNode, TypeConfig};
 
@@ -88,10 +88,10 @@ impl<T: PeerTransport> NetworkClient<T> {
                 // A peer that refuses (still starting, or a log entry it cannot read)
                 // would refuse the same call again: back off from it too.
                 match e {
-                    crate::transport::TransportError::Timeout { .. }
-                    | crate::transport::TransportError::Connect { .. }
-                    | crate::transport::TransportError::Remote { .. }
-                    | crate::transport::TransportError::BadReply { .. } => {
+                    crate::cluster::transport::TransportError::Timeout { .. }
+                    | crate::cluster::transport::TransportError::Connect { .. }
+                    | crate::cluster::transport::TransportError::Remote { .. }
+                    | crate::cluster::transport::TransportError::BadReply { .. } => {
                         RPCError::Unreachable(Unreachable::new(&e))
                     }
                     _ => RPCError::Network(NetworkError::new(&e)),

@@ -2,19 +2,19 @@
 //! changes, read indexes) run on the leader: a follower forwards them over the peer
 //! transport, so the caller never needs to know who leads.
 
-use super::rpc::{
-    run_op, LeaderContact, LeaderOp, LeaderReply, Membership, ReadIndex, KIND_DRAIN, KIND_STATUS,
-};
-use crate::replicator::{
+use super::contact::LeaderContact;
+use super::ops::{run_op, LeaderOp, LeaderReply, Membership, ReadIndex};
+use crate::cluster::transport::{PeerRequest, PeerTransport};
+use crate::governance::replicator::{
     dir_bytes, BoxFuture, ClusterView, MemberReport, NodeStatus, ProposeFuture, ReplicateError,
     Replicator, SharedState,
 };
-use crate::transport::{PeerRequest, PeerTransport};
 use openraft::ServerState;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_proto::peer::{KIND_DRAIN, KIND_STATUS};
 use tollgate_proto::{Command, Outcome};
 use tollgate_raft::codec;
 use tollgate_raft::typ::{NodeId, Raft};
@@ -59,6 +59,7 @@ pub struct RaftReplicator<T> {
     dirs: DataDirs,
     caught_up: AtomicBool,
     yielding: Arc<super::handover::Yielding>,
+    protocol: tollgate_proto::peer::ProtocolRange,
 }
 
 impl<T: PeerTransport> RaftReplicator<T> {
@@ -79,6 +80,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
             dirs,
             caught_up: AtomicBool::new(false),
             yielding: Arc::default(),
+            protocol: tollgate_proto::peer::ProtocolRange::BUILD,
         }
     }
 
@@ -86,6 +88,12 @@ impl<T: PeerTransport> RaftReplicator<T> {
     /// also wait for the successor while this node hands leadership over.
     pub fn with_yielding(mut self, yielding: Arc<super::handover::Yielding>) -> Self {
         self.yielding = yielding;
+        self
+    }
+
+    /// The protocol versions this node reports speaking (`ProtocolRange::BUILD` if unset).
+    pub fn with_protocol(mut self, protocol: tollgate_proto::peer::ProtocolRange) -> Self {
+        self.protocol = protocol;
         self
     }
 
@@ -189,7 +197,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
     }
 
     /// Asks the cluster to make this node a voter (`--join`), through `via` (any member).
-    pub async fn join(&self, hello: super::rpc::Hello, via: std::net::SocketAddr) {
+    pub async fn join(&self, hello: super::ops::Hello, via: std::net::SocketAddr) {
         let op = Membership::Join(hello);
         let mut target = (0, via);
         loop {
@@ -272,8 +280,9 @@ impl<T: PeerTransport> RaftReplicator<T> {
             let membership = m.membership_config.membership();
             for node in holders.iter().filter(|n| membership.get_node(n).is_none()) {
                 let since = *removed.entry(*node).or_insert(now);
-                let trust_over =
-                    Duration::from_millis(crate::admission::LEASE_TRUST_MS + RELEASE_MARGIN_MS);
+                let trust_over = Duration::from_millis(
+                    crate::governance::admission::LEASE_TRUST_MS + RELEASE_MARGIN_MS,
+                );
                 if now.duration_since(since) >= trust_over {
                     self.release_leases_of(*node).await;
                 }
@@ -327,7 +336,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
             staleness_ms,
             storage_bytes: dir_bytes(&self.dirs.raft),
             outbox_bytes: dir_bytes(&self.dirs.outbox),
-            protocol: crate::protocol::local(),
+            protocol: self.protocol,
         }
     }
 
@@ -363,7 +372,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
         &self,
         raft_addr: &str,
         kind: u16,
-    ) -> Result<crate::transport::PeerResponse, String> {
+    ) -> Result<crate::cluster::transport::PeerResponse, String> {
         let addr = raft_addr
             .parse()
             .map_err(|_| format!("invalid raft address {raft_addr}"))?;

@@ -5,19 +5,23 @@
 //! has caught up, then makes it a voter). Either way the node is ready once it has
 //! applied everything the leader had committed (`RaftReplicator::catch_up`).
 
+use super::ops::Hello;
 use super::replicator::DataDirs;
-use super::rpc::{Hello, KIND_HELLO};
+use super::version::Versions;
 use super::{Network, RaftReplicator, RaftRpcHandler};
+use crate::cluster::gossip::{Gossip, GossipOptions};
+use crate::cluster::transport::{
+    NodeIdentity, PeerRequest, PeerTransport, QuicConfig, QuicTransport, Route, Router,
+};
 use crate::config::GossipConfig;
-use crate::gossip::{Gossip, GossipOptions};
-use crate::replicator::{Replicator, SharedState};
-use crate::transport::{NodeIdentity, PeerRequest, PeerTransport, QuicConfig, QuicTransport};
+use crate::governance::replicator::{Replicator, SharedState};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_proto::peer::{KIND_GOSSIP, KIND_HELLO};
 use tollgate_raft::codec;
 use tollgate_raft::typ::{NodeId, Raft, TollgateNode};
 
@@ -40,6 +44,8 @@ pub struct ClusterOptions {
     pub join: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub gossip: GossipConfig,
+    /// The protocol versions this node speaks and the newest it met.
+    pub versions: Arc<Versions>,
 }
 
 /// A started cluster node: its replicated state, its gossip, and the drain signal its
@@ -47,7 +53,8 @@ pub struct ClusterOptions {
 pub struct ClusterNode {
     pub replicator: Arc<dyn Replicator>,
     pub gossip: Arc<Gossip>,
-    pub drain: Arc<crate::drain::Drain>,
+    pub drain: Arc<crate::cluster::drain::Drain>,
+    pub versions: Arc<Versions>,
 }
 
 /// Starts Raft and gossip for this node.
@@ -65,14 +72,21 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
             http_addr: options.http_addr.to_string(),
         },
     };
-    let handler = Arc::new(RaftRpcHandler::pending(me.clone()));
-    let drain = crate::drain::Drain::new();
+    let versions = Arc::clone(&options.versions);
+    let speaks = versions.local();
+    let handler = Arc::new(RaftRpcHandler::pending(me.clone(), Arc::clone(&versions)));
+    let drain = crate::cluster::drain::Drain::new();
     handler.set_drain(Arc::clone(&drain));
+    let router = Router::new();
+    router.add(&super::rpc::KINDS, Arc::clone(&handler) as Arc<dyn Route>);
     let transport = Arc::new(
         QuicTransport::bind(
-            QuicConfig::new(options.raft_addr),
+            QuicConfig {
+                protocol: speaks,
+                ..QuicConfig::new(options.raft_addr)
+            },
             &identity,
-            Arc::clone(&handler),
+            Arc::clone(&router),
         )
         .with_context(|| format!("cannot bind the raft address {}", options.raft_addr))?,
     );
@@ -84,7 +98,6 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     // A downgrade after the cluster moved to a newer protocol: this build could not read
     // the log it would be sent.
     let cluster_version = state.read().protocol_version();
-    let speaks = crate::protocol::local();
     if cluster_version > speaks.max {
         anyhow::bail!(
             "this cluster uses protocol version {cluster_version}, and this node speaks {speaks}: run a build that speaks {cluster_version}"
@@ -116,7 +129,8 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
                 outbox: options.data_dir.join("outbox"),
             },
         )
-        .with_yielding(handler.yielding()),
+        .with_yielding(handler.yielding())
+        .with_protocol(speaks),
     );
     let weak = Arc::downgrade(&replicator);
     handler.set_status(move || weak.upgrade().map(|r| r.status()).unwrap_or_default());
@@ -136,12 +150,14 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     tokio::spawn(async move { catching_up.catch_up().await });
     tokio::spawn(Arc::clone(&replicator).reclaim_leases());
     tokio::spawn(super::elect::break_split_votes(raft.clone()));
-    tokio::spawn(crate::protocol::raise_when_supported(
+    tokio::spawn(crate::cluster::protocol::raise_when_supported(
         Arc::clone(&replicator) as Arc<dyn Replicator>,
+        Arc::clone(&versions),
     ));
-    tokio::spawn(crate::protocol::stop_when_outdated(
+    tokio::spawn(crate::cluster::protocol::stop_when_outdated(
         replicator.state().clone(),
         Arc::clone(&drain),
+        Arc::clone(&versions),
     ));
     tracing::info!(node_id = options.node_id, raft_addr = %options.raft_addr, "raft started");
     let seeds: Vec<SocketAddr> = options
@@ -151,7 +167,6 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
         .chain(options.join)
         .filter(|a| *a != options.raft_addr)
         .collect();
-    let gossip_handler = Arc::clone(&handler);
     let gossip = Gossip::start(
         GossipOptions {
             node_id: options.node_id,
@@ -159,9 +174,10 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
             http_addr: options.http_addr,
             seeds,
             config: options.gossip.clone(),
+            protocol: speaks,
         },
         Arc::clone(&transport),
-        move |inbox| gossip_handler.set_gossip(inbox),
+        move |inbox| router.add(&[KIND_GOSSIP], Arc::new(inbox)),
     )
     .await
     .context("cannot start gossip")?;
@@ -176,6 +192,7 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
         replicator,
         gossip,
         drain,
+        versions,
     })
 }
 

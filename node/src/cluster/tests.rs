@@ -3,10 +3,10 @@
 //! old one crashes, linearizable reads on a follower, and joining and removing a node.
 
 use super::mem_transport::MemTransport;
+use super::ops::Hello;
 use super::replicator::DataDirs;
-use super::rpc::Hello;
 use super::{Network, RaftReplicator, RaftRpcHandler};
-use crate::replicator::{Replicator, SharedState};
+use crate::governance::replicator::{Replicator, SharedState};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,13 @@
 //! The invariants, one file each. `after_step` runs the safety checks after every step
 //! of the simulation; `at_end` the ones that hold once the faults are healed and the
 //! cluster has settled. A breach is recorded in the world (and ends the run as failed).
+//!
+//! # Layout
+//! - `one_leader_per_term`, `committed_entries_never_change`, `states_converge`: Raft.
+//! - `charges_exactly_once`, `budget_never_overspent`, `revoked_key_refused`: the ledger
+//!   and governance.
+//! - `rate_limit_within_bound`: shared rate limits.
+//! - `no_failed_requests`: rolling upgrades lose no request.
 
 pub mod budget_never_overspent;
 pub mod charges_exactly_once;

@@ -1,6 +1,6 @@
 //! Rate-limit admission stays within its stated bound. The cluster-wide limit admits at
 //! most `limit + n − 1` requests per window while every claim reaches every node within
-//! half a claim round (`tollgate_node::shared_limits`). Simulated gossip delivers within
+//! half a claim round (`tollgate_node::governance::shared_limits`). Simulated gossip delivers within
 //! one 100 ms round while no link is cut or flaky, so the bound holds in any window such
 //! a fault did not touch. A node that starts again in a window claims once before it has
 //! heard the others' claims: each restart in the window adds one share, `⌈limit / n⌉`.

@@ -1,0 +1,107 @@
+//! `tollgate mock-upstream`: a fast fake provider over HTTP speaking the Anthropic
+//! Messages API (JSON and SSE), count_tokens and OpenAI chat completions, for demos,
+//! tests and benchmarks.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_node::gateway::mock;
+
+struct Mock {
+    latency: Duration,
+    seq: AtomicU64,
+}
+
+pub async fn run(addr: SocketAddr, latency_ms: u64) -> anyhow::Result<()> {
+    let state = Arc::new(Mock {
+        latency: Duration::from_millis(latency_ms),
+        seq: AtomicU64::new(0),
+    });
+    let router = Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/chat/completions", post(chat))
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!(
+        "mock upstream listening on http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+fn bad_request(message: &str) -> Response {
+    let body = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+fn json(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn sse(events: Vec<Bytes>) -> Response {
+    let stream = futures_util::stream::iter(events).map(Ok::<Bytes, std::io::Error>);
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn messages(State(m): State<Arc<Mock>>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return bad_request("invalid JSON");
+    };
+    if !m.latency.is_zero() {
+        tokio::time::sleep(m.latency).await;
+    }
+    let seq = m.seq.fetch_add(1, Ordering::Relaxed);
+    let model = req["model"].as_str().unwrap_or("mock");
+    let reply = mock::reply_for_anthropic(&req);
+    if req["stream"].as_bool().unwrap_or(false) {
+        sse(mock::anthropic_sse_events(model, &reply, seq))
+    } else {
+        json(mock::anthropic_json(model, &reply, seq))
+    }
+}
+
+async fn count_tokens(body: Bytes) -> Response {
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(req) => json(mock::count_tokens_json(&req)),
+        Err(_) => bad_request("invalid JSON"),
+    }
+}
+
+async fn chat(State(m): State<Arc<Mock>>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return bad_request("invalid JSON");
+    };
+    if !m.latency.is_zero() {
+        tokio::time::sleep(m.latency).await;
+    }
+    let seq = m.seq.fetch_add(1, Ordering::Relaxed);
+    let model = req["model"].as_str().unwrap_or("mock");
+    let reply = mock::reply_for_openai(&req);
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if req["stream"].as_bool().unwrap_or(false) {
+        let usage = req["stream_options"]["include_usage"]
+            .as_bool()
+            .unwrap_or(false);
+        sse(mock::openai_sse_chunks(model, &reply, seq, created, usage))
+    } else {
+        json(mock::openai_json(model, &reply, seq, created))
+    }
+}

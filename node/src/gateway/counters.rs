@@ -1,0 +1,21 @@
+//! Counters the request path keeps for `/metrics` (one relaxed atomic add each).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters updated on the request path (one relaxed atomic add each).
+#[derive(Default)]
+pub struct Counters {
+    /// Inference responses by status class: index 0 = 1xx .. 4 = 5xx.
+    pub responses: [AtomicU64; 5],
+    /// Attempts at a provider that failed and were retried or fell back.
+    pub upstream_failures: AtomicU64,
+    /// Charges sent into the pipeline.
+    pub charges: AtomicU64,
+}
+
+impl Counters {
+    pub fn count_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+}

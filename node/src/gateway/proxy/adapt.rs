@@ -1,0 +1,343 @@
+//! Adapters between an upstream stream and the client: pass-through with a usage tap in
+//! each dialect, translation in each direction, and fixed usage for the built-in mock.
+
+use super::usage::{AnthropicUsage, OpenAiUsage};
+use crate::gateway::sse::{SseEvent, SseParser};
+use crate::gateway::translate::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseOut};
+use bytes::Bytes;
+use tollgate_proto::Usage;
+
+/// Turns upstream bytes into client bytes and keeps count of usage.
+pub trait Adapter: Send + 'static {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes;
+    /// The upstream ended: bytes still owed to the client.
+    fn finish(&mut self) -> Bytes;
+    fn usage(&self) -> Usage;
+}
+
+/// Anthropic upstream → Anthropic client: bytes pass through untouched.
+#[derive(Default)]
+pub struct AnthropicPassthrough {
+    parser: SseParser,
+    tracker: AnthropicUsage,
+}
+
+impl Adapter for AnthropicPassthrough {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
+        for event in self.parser.push(chunk) {
+            self.tracker.observe(&event);
+        }
+        chunk.clone()
+    }
+    fn finish(&mut self) -> Bytes {
+        if let Some(event) = self.parser.finish() {
+            self.tracker.observe(&event);
+        }
+        Bytes::new()
+    }
+    fn usage(&self) -> Usage {
+        self.tracker.usage()
+    }
+}
+
+/// OpenAI upstream → OpenAI client: bytes pass through untouched, except the usage chunk
+/// the gateway asked for itself, which a client that did not ask for it never sees
+/// (many clients index `choices[0]` of every chunk).
+#[derive(Default)]
+pub struct OpenAiPassthrough {
+    parser: SseParser,
+    tracker: OpenAiUsage,
+    strip_usage_chunk: bool,
+}
+
+impl OpenAiPassthrough {
+    pub fn new(strip_usage_chunk: bool) -> Self {
+        OpenAiPassthrough {
+            strip_usage_chunk,
+            ..OpenAiPassthrough::default()
+        }
+    }
+}
+
+impl Adapter for OpenAiPassthrough {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
+        let events = self.parser.push(chunk);
+        if !self.strip_usage_chunk {
+            for event in &events {
+                self.tracker.observe(event);
+            }
+            return chunk.clone();
+        }
+        // Re-frame event by event so the usage-only chunk can be left out.
+        let mut out = Vec::with_capacity(chunk.len());
+        for event in &events {
+            if !self.tracker.observe(event) {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(event.data.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        Bytes::from(out)
+    }
+    fn finish(&mut self) -> Bytes {
+        match self.parser.finish() {
+            Some(event) if !self.tracker.observe(&event) && self.strip_usage_chunk => {
+                Bytes::from(format!("data: {}\n\n", event.data))
+            }
+            _ => Bytes::new(),
+        }
+    }
+    fn usage(&self) -> Usage {
+        self.tracker.usage()
+    }
+}
+
+fn encode_all(events: Vec<SseOut>, out: &mut Vec<u8>) {
+    for e in events {
+        out.extend_from_slice(e.encode().as_bytes());
+    }
+}
+
+/// One direction of translation: the translator, its usage tap, and how an upstream
+/// error is told to the client.
+pub trait Direction: Send + 'static {
+    fn observe(&mut self, event: &SseEvent);
+    fn push(
+        &mut self,
+        event: &SseEvent,
+    ) -> Result<Vec<SseOut>, crate::gateway::translate::TranslateError>;
+    /// Closing events still owed when the upstream ended normally.
+    fn close(&mut self) -> Vec<SseOut>;
+    /// The frame that ends the client's stream after an upstream error.
+    fn error_frame(message: &str) -> String;
+    fn usage(&self) -> Usage;
+}
+
+/// A stream translated event by event; after an upstream error it sends the error frame
+/// and nothing more.
+pub struct Translating<D> {
+    parser: SseParser,
+    direction: D,
+    failed: bool,
+}
+
+impl<D: Direction> Translating<D> {
+    fn feed(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
+        self.direction.observe(event);
+        if self.failed {
+            return;
+        }
+        match self.direction.push(event) {
+            Ok(events) => encode_all(events, out),
+            Err(e) => {
+                self.failed = true;
+                out.extend_from_slice(D::error_frame(&e.to_string()).as_bytes());
+            }
+        }
+    }
+}
+
+impl<D: Direction> Adapter for Translating<D> {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
+        let mut out = Vec::new();
+        for event in self.parser.push(chunk) {
+            self.feed(&event, &mut out);
+        }
+        Bytes::from(out)
+    }
+    fn finish(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        if let Some(event) = self.parser.finish() {
+            self.feed(&event, &mut out);
+        }
+        if !self.failed {
+            encode_all(self.direction.close(), &mut out);
+        }
+        Bytes::from(out)
+    }
+    fn usage(&self) -> Usage {
+        self.direction.usage()
+    }
+}
+
+/// OpenAI upstream → Anthropic client.
+pub struct ToAnthropic {
+    translator: OpenAiToAnthropicStream,
+    tracker: OpenAiUsage,
+}
+
+pub type OpenAiToAnthropic = Translating<ToAnthropic>;
+
+impl OpenAiToAnthropic {
+    pub fn new(model: &str, message_id: &str) -> Self {
+        let direction = ToAnthropic {
+            translator: OpenAiToAnthropicStream::new(model, message_id),
+            tracker: OpenAiUsage::default(),
+        };
+        Translating {
+            parser: SseParser::new(),
+            direction,
+            failed: false,
+        }
+    }
+}
+
+impl Direction for ToAnthropic {
+    fn observe(&mut self, event: &SseEvent) {
+        self.tracker.observe(event);
+    }
+    fn push(
+        &mut self,
+        event: &SseEvent,
+    ) -> Result<Vec<SseOut>, crate::gateway::translate::TranslateError> {
+        self.translator.push(&event.data)
+    }
+    fn close(&mut self) -> Vec<SseOut> {
+        self.translator.finish()
+    }
+    /// An Anthropic `error` event, which Claude Code and the SDKs raise, rather than a
+    /// normal-looking stop.
+    fn error_frame(message: &str) -> String {
+        let body = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        format!("event: error\ndata: {body}\n\n")
+    }
+    fn usage(&self) -> Usage {
+        let reported = self.translator.usage();
+        if reported == Usage::default() {
+            self.tracker.usage()
+        } else {
+            reported
+        }
+    }
+}
+
+/// Anthropic upstream → OpenAI client.
+pub struct ToOpenAi {
+    translator: AnthropicToOpenAiStream,
+    tracker: AnthropicUsage,
+}
+
+pub type AnthropicToOpenAi = Translating<ToOpenAi>;
+
+impl AnthropicToOpenAi {
+    pub fn new(model: &str, completion_id: &str, created_unix: u64, include_usage: bool) -> Self {
+        let direction = ToOpenAi {
+            translator: AnthropicToOpenAiStream::new(
+                model,
+                completion_id,
+                created_unix,
+                include_usage,
+            ),
+            tracker: AnthropicUsage::default(),
+        };
+        Translating {
+            parser: SseParser::new(),
+            direction,
+            failed: false,
+        }
+    }
+}
+
+impl Direction for ToOpenAi {
+    fn observe(&mut self, event: &SseEvent) {
+        self.tracker.observe(event);
+    }
+    fn push(
+        &mut self,
+        event: &SseEvent,
+    ) -> Result<Vec<SseOut>, crate::gateway::translate::TranslateError> {
+        self.translator.push(event.event.as_deref(), &event.data)
+    }
+    fn close(&mut self) -> Vec<SseOut> {
+        self.translator.finish()
+    }
+    /// OpenAI streams have no error chunk: an error object the OpenAI SDK raises.
+    fn error_frame(message: &str) -> String {
+        let body = serde_json::json!({"error": {"message": message, "type": "api_error"}});
+        format!("data: {body}\n\n")
+    }
+    fn usage(&self) -> Usage {
+        self.tracker.usage()
+    }
+}
+
+/// Bytes relayed as they are, with a usage known in advance (the built-in mock).
+pub struct Fixed(pub Usage);
+
+impl Adapter for Fixed {
+    fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
+        chunk.clone()
+    }
+    fn finish(&mut self) -> Bytes {
+        Bytes::new()
+    }
+    fn usage(&self) -> Usage {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENAI_STREAM: &str = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn run(adapter: &mut dyn Adapter, input: &str, split: usize) -> String {
+        let mut out = Vec::new();
+        for part in [&input[..split], &input[split..]] {
+            out.extend_from_slice(&adapter.on_chunk(&Bytes::copy_from_slice(part.as_bytes())));
+        }
+        out.extend_from_slice(&adapter.finish());
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn openai_passthrough_strips_only_the_usage_chunk_it_added() {
+        let want = Usage {
+            input_tokens: 10,
+            output_tokens: 3,
+            cache_read_input_tokens: 2,
+            ..Usage::default()
+        };
+        for split in [0, 7, 80, OPENAI_STREAM.len()] {
+            let mut keep = OpenAiPassthrough::new(false);
+            assert_eq!(run(&mut keep, OPENAI_STREAM, split), OPENAI_STREAM);
+            assert_eq!(keep.usage(), want);
+            let mut strip = OpenAiPassthrough::new(true);
+            let out = run(&mut strip, OPENAI_STREAM, split);
+            assert!(
+                !out.contains("usage")
+                    && out.contains("Hello there")
+                    && out.ends_with("data: [DONE]\n\n"),
+                "{out}"
+            );
+            assert_eq!(strip.usage(), want);
+        }
+    }
+
+    #[test]
+    fn cut_streams_estimate_output_and_errors_end_anthropic_streams() {
+        let cut = &OPENAI_STREAM[..OPENAI_STREAM.find("data: {\"choices\":[],").unwrap_or(0)];
+        let mut t = OpenAiToAnthropic::new("m", "msg_1");
+        let out = run(&mut t, cut, 10);
+        assert!(
+            out.contains("Hello there") && out.contains("event: message_stop"),
+            "{out}"
+        );
+        assert_eq!(t.usage().output_tokens, 3, "11 streamed bytes ≈ 3 tokens");
+
+        let failing = "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n";
+        let mut t = OpenAiToAnthropic::new("m", "msg_2");
+        let first_event = &OPENAI_STREAM[..OPENAI_STREAM.find("\n\n").unwrap_or(0) + 2];
+        let out = run(&mut t, &format!("{first_event}{failing}"), 0);
+        assert!(
+            out.contains("event: error") && out.contains("boom") && !out.contains("message_stop"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! Reads what the gateway needs from a request body (model, stream, max_tokens) in one
+//! borrowed pass, validates it, and swaps the model in place so everything else is
+//! relayed byte for byte.
+
+use crate::http::error::{ApiError, Dialect};
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// A parsed inference request.
+pub struct Inbound {
+    pub dialect: Dialect,
+    pub head: RequestHead,
+    pub body: Bytes,
+    pub headers: HeaderMap,
+    pub request_id: String,
+    pub seq: u64,
+}
+
+/// What the gateway reads from an inference request.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub model: String,
+    pub stream: bool,
+    pub max_tokens: Option<u64>,
+    /// OpenAI only: the client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// OpenAI only: completions asked for (`n`); each may use `max_tokens`.
+    pub choices: u64,
+    /// Byte range of the model's JSON string in the body.
+    model_span: (usize, usize),
+}
+
+#[derive(Deserialize)]
+struct RawHead<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// Most completions one OpenAI request may ask for (`n`); each is reserved for.
+const MAX_CHOICES: u64 = 16;
+
+fn invalid(field: &str, message: &str) -> ApiError {
+    ApiError::InvalidField {
+        field: field.to_owned(),
+        message: format!("{field}: {message}"),
+    }
+}
+
+/// Parses and validates the head of a Messages (`Dialect::Anthropic`) or chat
+/// completions (`Dialect::OpenAi`) request. `require_max_tokens` is the Messages rule.
+pub fn parse(body: &[u8], dialect: Dialect, count_tokens: bool) -> Result<RequestHead, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "request body is empty; expected a JSON object".into(),
+        ));
+    }
+    // serde accepts a JSON array for a struct; the API does not.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ApiError::BadRequest("request body must be a JSON object".into()),
+                Err(e) => ApiError::BadRequest(format!("request body is not valid JSON: {e}")),
+            },
+        );
+    }
+    let raw: RawHead<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::BadRequest(format!("request body must be a JSON object: {e}"))
+        } else {
+            ApiError::BadRequest(format!("request body is not valid JSON: {e}"))
+        }
+    })?;
+    let model_raw = raw
+        .model
+        .ok_or_else(|| invalid("model", "field required"))?;
+    let model: String =
+        serde_json::from_str(model_raw.get()).map_err(|_| invalid("model", "must be a string"))?;
+    if model.trim().is_empty() {
+        return Err(invalid("model", "must not be empty"));
+    }
+    let messages = raw
+        .messages
+        .ok_or_else(|| invalid("messages", "field required"))?
+        .get()
+        .trim();
+    let inner = messages.strip_prefix('[').and_then(|m| m.strip_suffix(']'));
+    match inner {
+        None => return Err(invalid("messages", "must be an array")),
+        Some(items) if items.trim().is_empty() => {
+            return Err(invalid("messages", "must contain at least one message"))
+        }
+        Some(_) => {}
+    }
+    let read_u64 = |field: &str, value: Option<&RawValue>| -> Result<Option<u64>, ApiError> {
+        match value {
+            None => Ok(None),
+            Some(v) if v.get() == "null" => Ok(None),
+            Some(v) => match serde_json::from_str::<u64>(v.get()) {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(invalid(field, "must be a positive integer")),
+            },
+        }
+    };
+    // The reservation rests on this bound, so read exactly what the upstream will obey:
+    // Anthropic knows only `max_tokens`; OpenAI servers take the larger of the two.
+    let max_tokens = match dialect {
+        Dialect::OpenAi => {
+            let completion = read_u64("max_completion_tokens", raw.max_completion_tokens)?;
+            let plain = read_u64("max_tokens", raw.max_tokens)?;
+            completion.max(plain)
+        }
+        _ => read_u64("max_tokens", raw.max_tokens)?,
+    };
+    let choices = match dialect {
+        Dialect::OpenAi => read_u64("n", raw.n)?.unwrap_or(1),
+        _ => 1,
+    };
+    if choices > MAX_CHOICES {
+        return Err(invalid(
+            "n",
+            &format!("at most {MAX_CHOICES} completions per request"),
+        ));
+    }
+    if dialect == Dialect::Anthropic && !count_tokens && max_tokens.is_none() {
+        return Err(invalid("max_tokens", "field required"));
+    }
+    let stream = match raw.stream {
+        None => false,
+        Some(v) if v.get() == "null" => false,
+        Some(v) => serde_json::from_str::<bool>(v.get())
+            .map_err(|_| invalid("stream", "must be a boolean"))?,
+    };
+    let include_usage = match raw.stream_options {
+        Some(v) if v.get() != "null" => {
+            serde_json::from_str::<StreamOptions>(v.get())
+                .map_err(|_| invalid("stream_options", "must be an object"))?
+                .include_usage
+        }
+        _ => false,
+    };
+    let start = model_raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    Ok(RequestHead {
+        model,
+        stream,
+        max_tokens,
+        include_usage,
+        choices,
+        model_span: (start, start + model_raw.get().len()),
+    })
+}
+
+impl RequestHead {
+    /// The body with its model replaced by `model`; untouched (no copy) if it is the same.
+    pub fn with_model(&self, body: &Bytes, model: &str) -> Bytes {
+        if model == self.model {
+            return body.clone();
+        }
+        let quoted = serde_json::to_string(model).unwrap_or_default();
+        let (start, end) = self.model_span;
+        let mut out = Vec::with_capacity(body.len() + quoted.len());
+        out.extend_from_slice(&body[..start]);
+        out.extend_from_slice(quoted.as_bytes());
+        out.extend_from_slice(&body[end..]);
+        Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expected (model, stream, max_tokens), or a fragment of the error.
+    type Expect = Result<(&'static str, bool, Option<u64>), &'static str>;
+
+    fn check(body: &str, dialect: Dialect, expect: Expect) {
+        match (parse(body.as_bytes(), dialect, false), expect) {
+            (Ok(h), Ok((model, stream, max))) => assert_eq!(
+                (h.model.as_str(), h.stream, h.max_tokens),
+                (model, stream, max),
+                "{body}"
+            ),
+            (Err(e), Err(fragment)) => assert!(e.to_string().contains(fragment), "{body}: {e}"),
+            (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn head_validation_table() {
+        use Dialect::*;
+        let cases: &[(&str, Dialect, Expect)] = &[
+            (
+                r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+                Anthropic,
+                Ok(("m", false, Some(5))),
+            ),
+            (
+                r#"{"messages":[{}],"stream":true,"max_tokens":1,"model":"a\/b"}"#,
+                Anthropic,
+                Ok(("a/b", true, Some(1))),
+            ),
+            (
+                r#"{"model":"m","messages":[{}]}"#,
+                OpenAi,
+                Ok(("m", false, None)),
+            ),
+            (
+                r#"{"model":"m","messages":[{}],"max_completion_tokens":9,"max_tokens":3}"#,
+                OpenAi,
+                Ok(("m", false, Some(9))),
+            ),
+            (
+                r#"{"model":"m","messages":[{}]}"#,
+                Anthropic,
+                Err("max_tokens: field required"),
+            ),
+            (
+                r#"{"model":"m","max_tokens":5,"messages":[]}"#,
+                Anthropic,
+                Err("at least one message"),
+            ),
+            (
+                r#"{"model":"m","max_tokens":5,"messages":[ ]}"#,
+                Anthropic,
+                Err("at least one message"),
+            ),
+            (
+                r#"{"model":"m","max_tokens":5,"messages":{}}"#,
+                Anthropic,
+                Err("messages: must be an array"),
+            ),
+            (
+                r#"{"max_tokens":5,"messages":[{}]}"#,
+                Anthropic,
+                Err("model: field required"),
+            ),
+            (
+                r#"{"model":7,"max_tokens":5,"messages":[{}]}"#,
+                Anthropic,
+                Err("model: must be a string"),
+            ),
+            (
+                r#"{"model":"","max_tokens":5,"messages":[{}]}"#,
+                Anthropic,
+                Err("model: must not be empty"),
+            ),
+            (
+                r#"{"model":"m","max_tokens":"5","messages":[{}]}"#,
+                Anthropic,
+                Err("max_tokens: must be a positive integer"),
+            ),
+            (
+                r#"{"model":"m","max_tokens":5,"messages":[{}],"stream":"yes"}"#,
+                Anthropic,
+                Err("stream: must be a boolean"),
+            ),
+            (
+                r#"{"model":"m","max_tokens":5,"messages":[{}]"#,
+                Anthropic,
+                Err("not valid JSON"),
+            ),
+            (r#"[1,2]"#, Anthropic, Err("must be a JSON object")),
+            ("", Anthropic, Err("empty")),
+        ];
+        for (body, dialect, expect) in cases {
+            check(body, *dialect, *expect);
+        }
+    }
+
+    #[test]
+    fn model_swap_keeps_every_other_byte() {
+        let body = Bytes::from_static(br#"{ "system":[{"type":"text","text":"x","cache_control":{"type":"ephemeral"}}], "model" : "sonnet","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#);
+        let head = parse(&body, Dialect::Anthropic, false).expect("head");
+        let swapped = head.with_model(&body, "claude-\"x\"");
+        let text = std::str::from_utf8(&swapped).expect("utf8");
+        assert_eq!(
+            text,
+            body_str(&body).replace(r#""sonnet""#, r#""claude-\"x\"""#)
+        );
+        assert_eq!(
+            head.with_model(&body, "sonnet").as_ptr(),
+            body.as_ptr(),
+            "same model: no copy"
+        );
+    }
+
+    fn body_str(b: &Bytes) -> String {
+        String::from_utf8(b.to_vec()).expect("utf8")
+    }
+}

@@ -1,0 +1,362 @@
+//! The inference request path: authenticate, resolve, rate-limit, admit against budgets,
+//! then try providers in turn until one answers.
+//!
+//! # Layout
+//! - `head`: one borrowed pass over the body for model, stream and max_tokens.
+//! - `billing`: the reservation a request holds and the charge it sends at completion.
+//! - `upstream`: one attempt at one provider, in any dialect combination.
+//! - `send`: the request to a provider (credential, headers, bounds) and `AttemptError`.
+//! - `relay`: streaming answers chunk by chunk, charged at the end or on a drop.
+//! - `adapt`: what sits between upstream and client: usage taps and translation.
+//! - `usage`: the usage JSON of both dialects and the taps that follow streams.
+
+pub mod adapt;
+pub mod billing;
+pub mod head;
+pub mod relay;
+pub mod send;
+pub mod upstream;
+pub mod usage;
+
+use crate::app::App;
+use crate::config::ProviderKind;
+use crate::gateway::auth;
+use crate::gateway::breaker::Outcome;
+use crate::gateway::mock;
+use crate::gateway::routing::{self, Route};
+use crate::http::error::{ApiError, Dialect};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use billing::Billing;
+use bytes::Bytes;
+use head::Inbound;
+use send::AttemptError;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_proto::{Owner, RateLimit, Usage, Usd, VirtualKey};
+
+/// Pause before trying the same provider config again after a transient failure.
+const SAME_ROUTE_RETRY_PAUSE_MS: u64 = 100;
+
+pub async fn anthropic_messages(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    serve(app, Dialect::Anthropic, headers, body).await
+}
+
+pub async fn openai_chat(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    serve(app, Dialect::OpenAi, headers, body).await
+}
+
+async fn serve(
+    app: Arc<App>,
+    dialect: Dialect,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (request_id, seq) = app.next_request_id();
+    let mut response = match run(&app, dialect, headers, body, &request_id, seq).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(request_id = %request_id, status = e.status_code().as_u16(), error = %e, cause = e.internal_cause(), "request refused");
+            e.into_response_in(dialect)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-tollgate-request-id", v);
+    }
+    app.counters.count_response(response.status().as_u16());
+    response
+}
+
+/// Maps a body that could not be read (too large, broken connection) to an error.
+pub fn body_error(app: &App, rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::BodyTooLarge {
+            limit_bytes: app.config.limits.max_body_bytes,
+        }
+    } else {
+        ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
+    }
+}
+
+/// Authenticates the caller and copies out the rate limits of its key, team and customer.
+fn caller(app: &App, headers: &HeaderMap) -> Result<(VirtualKey, Vec<RateLimit>), ApiError> {
+    let state = app.state().read();
+    let key = auth::authenticate(&state, headers)?;
+    let limits = state
+        .rate_limit_chain(&key.id, None)
+        .into_iter()
+        .cloned()
+        .collect();
+    Ok((key, limits))
+}
+
+async fn run(
+    app: &Arc<App>,
+    dialect: Dialect,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    request_id: &str,
+    seq: u64,
+) -> Result<Response, ApiError> {
+    // Who is asking comes first: an unauthenticated caller learns nothing about its body.
+    let (key, limits) = caller(app, &headers)?;
+    let body = body.map_err(|r| body_error(app, r))?;
+    let head = head::parse(&body, dialect, false)?;
+    let routes = routing::resolve(&key, &app.providers, &head.model, seq, &app.patterns)?;
+    app.limiter.admit(&limits, app.now_ms())?;
+    let inbound = Inbound {
+        dialect,
+        head,
+        body,
+        headers,
+        request_id: request_id.to_owned(),
+        seq,
+    };
+
+    let max_attempts = app.config.limits.max_attempts.max(1);
+    let mut refused = vec![false; routes.len()];
+    let mut last_error: Option<ApiError> = None;
+    let mut attempts = 0;
+    // Each route once in weight order, then again while attempts remain (a single
+    // provider config gets retried), skipping routes refused for budget or price.
+    for (i, route) in routes.iter().enumerate().chain(routes.iter().enumerate()) {
+        if attempts >= max_attempts {
+            break;
+        }
+        if refused[i] {
+            continue;
+        }
+        let pc = &route.config.id;
+        let attempt = match app.breakers.attempt(pc, app.now_ms()) {
+            Ok(attempt) => attempt,
+            Err(until_ms) => {
+                // Routed around: another attempt goes to the next provider config.
+                refused[i] = true;
+                let retry_after_s = until_ms.saturating_sub(app.now_ms()).div_ceil(1000).max(1);
+                if last_error.is_none() {
+                    last_error = Some(ApiError::ProvidersUnavailable {
+                        message: format!(
+                            "provider {} (provider config {pc}) is failing and its circuit breaker is open, and no other provider config of this key could take the request; retry after {retry_after_s}s",
+                            route.provider.name
+                        ),
+                        retry_after_s,
+                    });
+                }
+                continue;
+            }
+        };
+        let billing = match admit(app, &key, route, &inbound).await {
+            Ok(b) => b,
+            Err(e) => {
+                attempt.finish(Outcome::Neutral, app.now_ms());
+                refused[i] = true;
+                last_error = Some(e);
+                continue;
+            }
+        };
+        if attempts >= routes.len() {
+            tokio::time::sleep(Duration::from_millis(SAME_ROUTE_RETRY_PAUSE_MS)).await;
+        }
+        attempts += 1;
+        let result = upstream::attempt(app, &inbound, route, billing).await;
+        let outcome = match &result {
+            Ok(_) | Err(AttemptError::Fatal(ApiError::UpstreamRejected { .. })) => {
+                Outcome::Answered
+            }
+            Err(AttemptError::Retry(ApiError::UpstreamRateLimited(..))) => Outcome::Neutral,
+            // A provider that fails after its headers (a broken or unreadable body, a
+            // timeout while reading it) is failing too.
+            Err(AttemptError::Retry(_))
+            | Err(AttemptError::Fatal(
+                ApiError::UpstreamFailed(_) | ApiError::UpstreamTimeout(_),
+            )) => Outcome::Failed,
+            Err(AttemptError::Fatal(_)) => Outcome::Neutral,
+        };
+        attempt.finish(outcome, app.now_ms());
+        match result {
+            Ok(response) => return Ok(response),
+            Err(AttemptError::Fatal(e)) => return Err(e),
+            Err(AttemptError::Retry(e)) => {
+                tracing::warn!(request_id, provider = %route.provider.name, error = %e, "attempt failed; trying the next");
+                app.counters
+                    .upstream_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ApiError::Internal("no route was tried".into())))
+}
+
+/// Checks price, provider-config rate limits and every budget of the chain for one route,
+/// and reserves the request's estimated cost.
+async fn admit(
+    app: &Arc<App>,
+    key: &VirtualKey,
+    route: &Route,
+    inbound: &Inbound,
+) -> Result<Billing, ApiError> {
+    let (chain, price, all_limits) = {
+        let state = app.state().read();
+        let chain = state.budget_chain(&key.id, Some(&route.config.id));
+        let price = state.price_for(&route.upstream_model).cloned();
+        let all_limits: Vec<RateLimit> = state
+            .rate_limit_chain(&key.id, Some(&route.config.id))
+            .into_iter()
+            .cloned()
+            .collect();
+        (chain, price, all_limits)
+    };
+    if price.is_none() && !chain.is_empty() {
+        return Err(ApiError::PermissionDenied(format!(
+            "model '{}' has no price and virtual key {} spends against a budget; ask your gateway admin to set a price for it or a default price (model \"*\")",
+            route.upstream_model, key.id
+        )));
+    }
+    // The estimate: every four body bytes a prompt token, and every completion at its cap.
+    let estimated_usage = Usage {
+        input_tokens: (inbound.body.len() as u64).div_ceil(4),
+        output_tokens: inbound
+            .head
+            .max_tokens
+            .unwrap_or(app.config.limits.default_max_tokens)
+            .saturating_mul(inbound.head.choices),
+        ..Usage::default()
+    };
+    let estimate = price
+        .as_ref()
+        .map_or(Usd::ZERO, |p| p.cost(&estimated_usage));
+    let hold = app.admission.reserve(&chain, estimate).await?;
+    let config_limits: Vec<RateLimit> = all_limits
+        .iter()
+        .filter(|l| matches!(l.owner, Owner::ProviderConfig(_)))
+        .cloned()
+        .collect();
+    // The time again: the reservation above may have waited.
+    app.limiter.admit(&config_limits, app.now_ms())?;
+    Ok(Billing {
+        app: Arc::clone(app),
+        request_id: inbound.request_id.as_str().into(),
+        key_id: key.id.clone(),
+        provider_config_id: route.config.id.clone(),
+        model: route.upstream_model.clone(),
+        price,
+        hold: Some(hold),
+        estimate: estimated_usage,
+        answered: false,
+        token_limits: all_limits
+            .into_iter()
+            .filter(|l| l.token_max.is_some())
+            .collect(),
+    })
+}
+
+/// `POST /anthropic/v1/messages/count_tokens`: answered by the key's first route.
+pub async fn count_tokens(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        // Authenticate first: an unknown caller learns nothing about body parsing.
+        let (key, _) = caller(&app, &headers)?;
+        let body = body.map_err(|r| body_error(&app, r))?;
+        let head = head::parse(&body, Dialect::Anthropic, true)?;
+        let routes = routing::resolve(&key, &app.providers, &head.model, 0, &app.patterns)?;
+        let route = routes
+            .first()
+            .ok_or_else(|| ApiError::Internal("resolve gave no route".into()))?;
+        match route.provider.kind {
+            ProviderKind::Anthropic => {
+                let h = send::anthropic_headers(route, &headers);
+                let body = head.with_model(&body, &route.upstream_model);
+                let resp = match send::send_to(
+                    &app,
+                    route,
+                    route.provider.count_tokens_url.as_ref(),
+                    h,
+                    body,
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(AttemptError::Retry(e) | AttemptError::Fatal(e)) => return Err(e),
+                };
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|_| ApiError::UpstreamFailed("count_tokens answer failed".into()))?;
+                Ok(([("content-type", "application/json")], bytes).into_response())
+            }
+            ProviderKind::Mock | ProviderKind::Openai => {
+                // No tokenizer here: the mock's rule (about four bytes a token) is an
+                // honest estimate for OpenAI-compatible providers too.
+                let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::BadRequest(format!("request body is not valid JSON: {e}"))
+                })?;
+                Ok((
+                    [("content-type", "application/json")],
+                    mock::count_tokens_json(&value),
+                )
+                    .into_response())
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e: ApiError| e.into_response_in(Dialect::Anthropic))
+}
+
+/// `GET /v1/models`: the models a key may name, in a shape both SDKs accept.
+pub async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let (key, _) = match caller(&app, &headers) {
+        Ok(k) => k,
+        Err(e) => {
+            let dialect = if headers.contains_key("anthropic-version") {
+                Dialect::Anthropic
+            } else {
+                Dialect::OpenAi
+            };
+            return e.into_response_in(dialect);
+        }
+    };
+    let mut names: Vec<String> = Vec::new();
+    for config in &key.provider_configs {
+        names.extend(config.aliases.keys().cloned());
+        names.extend(
+            config
+                .allowed_models
+                .iter()
+                .filter(|m| !m.starts_with(routing::REGEX_PREFIX))
+                .cloned(),
+        );
+    }
+    names.sort();
+    names.dedup();
+    let data: Vec<serde_json::Value> = names
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "id": id, "type": "model", "object": "model", "display_name": id,
+                "created_at": "1970-01-01T00:00:00Z", "created": 0, "owned_by": "tollgate",
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "object": "list",
+        "data": data,
+        "has_more": false,
+        "first_id": names.first(),
+        "last_id": names.last(),
+    }))
+    .into_response()
+}

@@ -1,0 +1,100 @@
+//! Streams an upstream answer to the client chunk by chunk, never buffering it, while an
+//! adapter taps token usage (and translates between dialects where needed). Whatever
+//! ends the stream — its end, an upstream error, or the client going away — the request
+//! is charged for the usage seen.
+
+use super::adapt::Adapter;
+use super::billing::Billing;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::pin::Pin;
+use std::time::Duration;
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+struct RelayState {
+    upstream: ByteStream,
+    adapter: Box<dyn Adapter>,
+    billing: Option<Billing>,
+    idle: Duration,
+    /// Set when a drain times out: the stream ends at its next step.
+    cut: tokio::sync::watch::Receiver<bool>,
+    ended: bool,
+}
+
+impl RelayState {
+    fn settle(&mut self) {
+        if let Some(billing) = self.billing.take() {
+            billing.finish(self.adapter.usage());
+        }
+    }
+}
+
+impl Drop for RelayState {
+    /// The client went away mid-stream: charge what was used so far.
+    fn drop(&mut self) {
+        if self.billing.is_some() {
+            tracing::info!("stream ended early; charging the usage seen");
+            self.settle();
+        }
+    }
+}
+
+/// The client body relaying `upstream` through `adapter`, charged through `billing`;
+/// `cut` (from `Drain::cut_signal`) ends it early, charged for what was used.
+pub fn relay(
+    upstream: ByteStream,
+    adapter: Box<dyn Adapter>,
+    billing: Billing,
+    idle: Duration,
+    cut: tokio::sync::watch::Receiver<bool>,
+) -> axum::body::Body {
+    let state = RelayState {
+        upstream,
+        adapter,
+        billing: Some(billing),
+        idle,
+        cut,
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        loop {
+            // `None`: the drain timed out and cuts the stream.
+            let next = tokio::select! {
+                biased;
+                // A dropped sender (no drain any more) never cuts.
+                Ok(_) = st.cut.wait_for(|cut| *cut) => None,
+                next = tokio::time::timeout(st.idle, st.upstream.next()) => Some(next),
+            };
+            match next {
+                Some(Ok(Some(Ok(chunk)))) => {
+                    let out = st.adapter.on_chunk(&chunk);
+                    if !out.is_empty() {
+                        return Some((Ok::<Bytes, std::io::Error>(out), st));
+                    }
+                }
+                end => {
+                    match end {
+                        Some(Ok(Some(Err(e)))) => {
+                            tracing::warn!(error = %e, "upstream stream failed")
+                        }
+                        Some(Err(_)) => tracing::warn!(
+                            idle_ms = st.idle.as_millis() as u64,
+                            "upstream stream idle; cut"
+                        ),
+                        None => tracing::warn!("drain timed out; stream cut"),
+                        _ => {}
+                    }
+                    st.ended = true;
+                    let tail = st.adapter.finish();
+                    st.settle();
+                    return (!tail.is_empty()).then_some((Ok(tail), st));
+                }
+            }
+        }
+    });
+    axum::body::Body::from_stream(stream)
+}

@@ -1,0 +1,195 @@
+//! Sending one request to a provider: its credential and headers (never the client's
+//! key), the per-attempt timeouts, and reading error answers within bounds. An
+//! `AttemptError` says whether the next provider config may succeed.
+
+use crate::app::App;
+use crate::gateway::routing::Route;
+use crate::http::error::ApiError;
+use axum::http::{header, HeaderMap, HeaderValue};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Largest non-streamed answer read from a provider; real answers are far smaller.
+pub const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest upstream error body read to extract its message.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// `anthropic-version` sent when the client sent none.
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Why an attempt failed, and whether another attempt may succeed.
+pub enum AttemptError {
+    /// Connect errors, timeouts, 429 and 5xx: try the next provider config.
+    Retry(ApiError),
+    /// The request itself was refused: relay to the client.
+    Fatal(ApiError),
+}
+
+/// A JSON request carrying the provider's own credential in `name` (never the client's).
+fn provider_headers(
+    route: &Route,
+    name: header::HeaderName,
+    credential: impl Fn(&str) -> String,
+) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let key = route.provider.api_key.as_ref();
+    if let Some(value) = key.and_then(|k| HeaderValue::from_str(&credential(k.expose())).ok()) {
+        h.insert(name, value);
+    }
+    h
+}
+
+pub fn anthropic_headers(route: &Route, client: &HeaderMap) -> HeaderMap {
+    let mut h = provider_headers(
+        route,
+        header::HeaderName::from_static("x-api-key"),
+        str::to_owned,
+    );
+    let version = client
+        .get("anthropic-version")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+    h.insert("anthropic-version", version);
+    for beta in client.get_all("anthropic-beta") {
+        h.append("anthropic-beta", beta.clone());
+    }
+    h
+}
+
+pub fn openai_headers(route: &Route) -> HeaderMap {
+    provider_headers(route, header::AUTHORIZATION, |k| format!("Bearer {k}"))
+}
+
+/// Sends the request and classifies a failure before any byte reached the client.
+pub async fn send(
+    app: &App,
+    route: &Route,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<reqwest::Response, AttemptError> {
+    send_to(
+        app,
+        route,
+        route.provider.inference_url.as_ref(),
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn send_to(
+    app: &App,
+    route: &Route,
+    url: Option<&reqwest::Url>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<reqwest::Response, AttemptError> {
+    let name = &route.provider.name;
+    let timeout = Duration::from_millis(app.config.limits.upstream_response_timeout_ms);
+    let Some(url) = url else {
+        return Err(AttemptError::Fatal(ApiError::Internal(format!(
+            "provider {name} has no URL"
+        ))));
+    };
+    let request = app
+        .http
+        .post(url.clone())
+        .headers(headers)
+        .body(body)
+        .send();
+    let resp = match tokio::time::timeout(timeout, request).await {
+        Err(_) => {
+            return Err(AttemptError::Retry(ApiError::UpstreamTimeout(format!(
+                "provider {name} did not answer within {} s",
+                timeout.as_secs()
+            ))))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(provider = %name, error = %e, "upstream request failed");
+            return Err(AttemptError::Retry(ApiError::UpstreamFailed(format!(
+                "cannot reach provider {name}"
+            ))));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    let (message, kind) = read_error(resp).await;
+    tracing::warn!(provider = %name, status = status.as_u16(), message = %message, "upstream error");
+    Err(match status.as_u16() {
+        429 => AttemptError::Retry(ApiError::UpstreamRateLimited(
+            format!("provider {name} is rate limiting: {message}"),
+            retry_after,
+        )),
+        401 | 403 => AttemptError::Retry(ApiError::UpstreamFailed(format!(
+            "provider {name} refused the gateway's credentials ({}); tell your gateway admin",
+            status.as_u16()
+        ))),
+        s if s >= 500 => AttemptError::Retry(ApiError::UpstreamFailed(format!(
+            "provider {name} failed ({s}): {message}"
+        ))),
+        s => AttemptError::Fatal(ApiError::UpstreamRejected {
+            status: s,
+            message,
+            kind,
+        }),
+    })
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+}
+
+/// The message and type of an upstream error body in either dialect.
+async fn read_error(resp: reqwest::Response) -> (String, String) {
+    let bytes = read_bounded(resp, MAX_ERROR_BODY_BYTES)
+        .await
+        .unwrap_or_default();
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(b) => (
+            b.error.message,
+            b.error
+                .kind
+                .unwrap_or_else(|| "invalid_request_error".into()),
+        ),
+        Err(_) => (
+            String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            "invalid_request_error".into(),
+        ),
+    }
+}
+
+pub async fn read_bounded(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if out.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}

@@ -1,0 +1,356 @@
+//! One attempt at one provider: build the upstream request for the client's dialect and
+//! the provider's kind, send it, and turn the answer into the client's response.
+
+use super::adapt::{self, Adapter};
+use super::billing::Billing;
+use super::head::Inbound;
+use super::relay::{self, ByteStream};
+use super::send::{
+    anthropic_headers, openai_headers, read_bounded, send, AttemptError, MAX_UPSTREAM_BODY_BYTES,
+};
+use super::usage::{OpenAiUsageJson, UsageJson};
+use crate::app::App;
+use crate::config::ProviderKind;
+use crate::gateway::mock;
+use crate::gateway::routing::Route;
+use crate::gateway::translate;
+use crate::http::error::{ApiError, Dialect};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::time::Duration;
+use tollgate_proto::Usage;
+
+pub async fn attempt(
+    app: &App,
+    inbound: &Inbound,
+    route: &Route,
+    billing: Billing,
+) -> Result<Response, AttemptError> {
+    let model = route.upstream_model.as_str();
+    let translation_error =
+        |e: translate::TranslateError| AttemptError::Fatal(ApiError::BadRequest(e.to_string()));
+    let encode = |v: &serde_json::Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+    // What goes upstream, and how the answer comes back, per (client dialect, provider kind).
+    let (body, headers, translation, upstream_dialect) =
+        match (inbound.dialect, route.provider.kind) {
+            (_, ProviderKind::Mock) => return mock_answer(app, inbound, route, billing).await,
+            (Dialect::Anthropic | Dialect::Admin, ProviderKind::Anthropic) => (
+                inbound.head.with_model(&inbound.body, model),
+                anthropic_headers(route, &inbound.headers),
+                Translation::None,
+                Dialect::Anthropic,
+            ),
+            (Dialect::OpenAi, ProviderKind::Openai) => {
+                let wants_usage = inbound.head.stream && !inbound.head.include_usage;
+                let body = if wants_usage || inbound.head.max_tokens.is_none() {
+                    let mut value = parse_value(&inbound.body)?;
+                    value["model"] = serde_json::Value::String(model.to_owned());
+                    if wants_usage {
+                        // Usage is needed to charge; the relay strips the extra chunk again.
+                        value["stream_options"] = serde_json::json!({"include_usage": true});
+                    }
+                    if inbound.head.max_tokens.is_none() {
+                        // The reservation assumed this bound; make the upstream keep to it.
+                        value["max_tokens"] =
+                            serde_json::json!(app.config.limits.default_max_tokens);
+                    }
+                    encode(&value)
+                } else {
+                    inbound.head.with_model(&inbound.body, model)
+                };
+                (
+                    body,
+                    openai_headers(route),
+                    Translation::None,
+                    Dialect::OpenAi,
+                )
+            }
+            (Dialect::Anthropic | Dialect::Admin, ProviderKind::Openai) => {
+                let value = parse_value(&inbound.body)?;
+                let translated = translate::anthropic_to_openai_request(&value, model)
+                    .map_err(translation_error)?;
+                (
+                    encode(&translated),
+                    openai_headers(route),
+                    Translation::OpenAiToAnthropic,
+                    Dialect::OpenAi,
+                )
+            }
+            (Dialect::OpenAi, ProviderKind::Anthropic) => {
+                let value = parse_value(&inbound.body)?;
+                let mut translated = translate::openai_to_anthropic_request(&value, model)
+                    .map_err(translation_error)?;
+                if translated.get("max_tokens").is_none() {
+                    translated["max_tokens"] =
+                        serde_json::json!(app.config.limits.default_max_tokens);
+                }
+                let headers = anthropic_headers(route, &inbound.headers);
+                (
+                    encode(&translated),
+                    headers,
+                    Translation::AnthropicToOpenAi,
+                    Dialect::Anthropic,
+                )
+            }
+        };
+    let resp = send(app, route, headers, body).await?;
+    let mut billing = billing;
+    billing.answered();
+    finish(
+        app,
+        inbound,
+        route,
+        resp,
+        billing,
+        translation,
+        upstream_dialect,
+    )
+    .await
+}
+
+fn parse_value(body: &[u8]) -> Result<serde_json::Value, AttemptError> {
+    serde_json::from_slice(body).map_err(|e| {
+        AttemptError::Fatal(ApiError::BadRequest(format!(
+            "request body is not valid JSON: {e}"
+        )))
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Translation {
+    None,
+    OpenAiToAnthropic,
+    AnthropicToOpenAi,
+}
+
+fn is_event_stream(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Turns a successful upstream answer into the client's response, charging its usage.
+async fn finish(
+    app: &App,
+    inbound: &Inbound,
+    route: &Route,
+    resp: reqwest::Response,
+    billing: Billing,
+    translation: Translation,
+    upstream_dialect: Dialect,
+) -> Result<Response, AttemptError> {
+    let model = inbound.head.model.as_str();
+    if inbound.head.stream && is_event_stream(&resp) {
+        let adapter: Box<dyn Adapter> = match translation {
+            Translation::None if upstream_dialect == Dialect::OpenAi => {
+                Box::new(adapt::OpenAiPassthrough::new(!inbound.head.include_usage))
+            }
+            Translation::None => Box::<adapt::AnthropicPassthrough>::default(),
+            Translation::OpenAiToAnthropic => Box::new(adapt::OpenAiToAnthropic::new(
+                model,
+                &message_id(&inbound.request_id),
+            )),
+            Translation::AnthropicToOpenAi => Box::new(adapt::AnthropicToOpenAi::new(
+                model,
+                &completion_id(&inbound.request_id),
+                app.now_ms() / 1000,
+                inbound.head.include_usage,
+            )),
+        };
+        let upstream: ByteStream = Box::pin(
+            resp.bytes_stream()
+                .map(|r| r.map_err(std::io::Error::other)),
+        );
+        let idle = Duration::from_millis(app.config.limits.stream_idle_timeout_ms);
+        return Ok(event_stream_response(relay::relay(
+            upstream,
+            adapter,
+            billing,
+            idle,
+            app.drain.cut_signal(),
+        )));
+    }
+    let status = resp.status();
+    // The provider has done the work: from here a failure is not retried (that would
+    // pay twice) but answered 502, and the request is charged its estimate.
+    let timeout = Duration::from_millis(app.config.limits.upstream_response_timeout_ms);
+    let bytes =
+        match tokio::time::timeout(timeout, read_bounded(resp, MAX_UPSTREAM_BODY_BYTES)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => {
+                return Err(AttemptError::Fatal(ApiError::UpstreamFailed(format!(
+                    "provider {} answer failed: {e}",
+                    route.provider.name
+                ))))
+            }
+            Err(_) => {
+                return Err(AttemptError::Fatal(ApiError::UpstreamTimeout(format!(
+                    "provider {} did not finish its answer within {} s",
+                    route.provider.name,
+                    timeout.as_secs()
+                ))))
+            }
+        };
+    let (body, usage) = match translation {
+        Translation::None => {
+            let usage = if upstream_dialect == Dialect::OpenAi {
+                openai_usage(&bytes)
+            } else {
+                anthropic_usage(&bytes)
+            };
+            (Bytes::from(bytes), usage)
+        }
+        Translation::OpenAiToAnthropic => {
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|_| bad_answer(route))?;
+            let out = translate::openai_to_anthropic_response(&value, model)
+                .map_err(|_| bad_answer(route))?;
+            (
+                Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
+                openai_usage(&bytes),
+            )
+        }
+        Translation::AnthropicToOpenAi => {
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|_| bad_answer(route))?;
+            let out = translate::anthropic_to_openai_response(&value, model)
+                .map_err(|_| bad_answer(route))?;
+            (
+                Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
+                anthropic_usage(&bytes),
+            )
+        }
+    };
+    billing.finish(usage);
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+fn bad_answer(route: &Route) -> AttemptError {
+    AttemptError::Fatal(ApiError::UpstreamFailed(format!(
+        "provider {} sent an answer that is not valid JSON",
+        route.provider.name
+    )))
+}
+
+#[derive(Deserialize)]
+struct AnthropicUsageProbe {
+    #[serde(default)]
+    usage: Option<UsageJson>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiUsageProbe {
+    #[serde(default)]
+    usage: Option<OpenAiUsageJson>,
+}
+
+fn anthropic_usage(bytes: &[u8]) -> Usage {
+    let mut usage = Usage::default();
+    if let Ok(AnthropicUsageProbe { usage: Some(u) }) = serde_json::from_slice(bytes) {
+        u.merge_into(&mut usage);
+    }
+    usage
+}
+
+fn openai_usage(bytes: &[u8]) -> Usage {
+    match serde_json::from_slice(bytes) {
+        Ok(OpenAiUsageProbe { usage: Some(u) }) => u.to_usage(),
+        _ => Usage::default(),
+    }
+}
+
+fn message_id(request_id: &str) -> String {
+    format!("msg_{}", request_id.trim_start_matches("req_"))
+}
+
+fn completion_id(request_id: &str) -> String {
+    format!("chatcmpl-{}", request_id.trim_start_matches("req_"))
+}
+
+pub fn event_stream_response(body: axum::body::Body) -> Response {
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of the gateway not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The built-in mock provider: deterministic answers, optional latency.
+async fn mock_answer(
+    app: &App,
+    inbound: &Inbound,
+    route: &Route,
+    mut billing: Billing,
+) -> Result<Response, AttemptError> {
+    billing.answered();
+    let provider = &route.provider;
+    if provider.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(provider.latency_ms)).await;
+    }
+    let value = parse_value(&inbound.body)?;
+    let model = route.upstream_model.as_str();
+    let seq = inbound.seq;
+    let openai = inbound.dialect == Dialect::OpenAi;
+    let reply = if openai {
+        mock::reply_for_openai(&value)
+    } else {
+        mock::reply_for_anthropic(&value)
+    };
+    let usage = Usage {
+        input_tokens: reply.input_tokens,
+        output_tokens: reply.output_tokens,
+        ..Usage::default()
+    };
+    if inbound.head.stream {
+        let created = app.now_ms() / 1000;
+        let events = if openai {
+            mock::openai_sse_chunks(model, &reply, seq, created, true)
+        } else {
+            mock::anthropic_sse_events(model, &reply, seq)
+        };
+        let delay = Duration::from_millis(provider.stream_delay_ms);
+        let upstream: ByteStream = Box::pin(futures_util::stream::iter(events).then(
+            move |e| async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(e)
+            },
+        ));
+        let idle = Duration::from_millis(app.config.limits.stream_idle_timeout_ms);
+        return Ok(event_stream_response(relay::relay(
+            upstream,
+            Box::new(adapt::Fixed(usage)),
+            billing,
+            idle,
+            app.drain.cut_signal(),
+        )));
+    }
+    let body = if openai {
+        mock::openai_json(model, &reply, seq, app.now_ms() / 1000)
+    } else {
+        mock::anthropic_json(model, &reply, seq)
+    };
+    billing.finish(usage);
+    let mut response = Response::new(axum::body::Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}

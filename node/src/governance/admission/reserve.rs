@@ -1,0 +1,282 @@
+//! Reserving on a budget chain: from this node's leases, asking the cluster for more
+//! where one is short, waiting for other nodes to give back, or refusing with the budget
+//! named.
+
+use super::{
+    entry, lock, Admission, AdmissionError, Hold, Mode, CONTENTION_WAIT_MS, SETTLE_WAIT_MS,
+};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_proto::{BudgetId, UnixMs, Usd};
+use tollgate_raft::{rfc3339, GovState};
+
+impl Admission {
+    /// Reserves `amount` on every budget of `chain`, or on none: from this node's leases,
+    /// asking for more through the replicated state where one is short.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        chain: &[BudgetId],
+        amount: Usd,
+    ) -> Result<Hold, AdmissionError> {
+        if chain.is_empty() {
+            return Ok(Hold::none());
+        }
+        if self.mode == Mode::Naive {
+            return self.reserve_naive(chain);
+        }
+        let refused = match self.reserve_rounds(chain, amount, true).await {
+            Err(e @ AdmissionError::Exhausted(_)) => e,
+            other => return other,
+        };
+        // Charges applied but not yet released count twice (spent and held): a refusal
+        // decided meanwhile may be spurious. Wait (bounded) until every charge held
+        // before it is released, then decide once more.
+        let held_before = self.charges_held.load(Ordering::Acquire);
+        if self.charges_released.load(Ordering::Acquire) >= held_before {
+            return Err(refused);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(SETTLE_WAIT_MS);
+        while self.charges_released.load(Ordering::Acquire) < held_before
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.reserve_rounds(chain, amount, false).await
+    }
+
+    /// The rounds of `reserve`: reserve from the leases, ask for more, wait for others
+    /// to give back, refuse.
+    pub(super) async fn reserve_rounds(
+        self: &Arc<Self>,
+        chain: &[BudgetId],
+        amount: Usd,
+        count_demand: bool,
+    ) -> Result<Hold, AdmissionError> {
+        let mut grantable = false;
+        for round in 0..3 {
+            let shorts = match self.try_reserve(chain, amount, count_demand && round == 0) {
+                Ok(hold) => return Ok(hold),
+                Err(shorts) => shorts,
+            };
+            if !self.trusted.load(Ordering::Acquire) {
+                return Err(AdmissionError::Untrusted);
+            }
+            // Refuse without a round trip what no lease could make room for.
+            if let Some(e) = self.hopeless(&shorts, amount) {
+                return Err(e);
+            }
+            if round == 2 {
+                break;
+            }
+            if round == 1 && !grantable {
+                break;
+            }
+            let asks = shorts.iter().map(|id| self.ask(id, amount));
+            for r in futures_util::future::join_all(asks).await {
+                if let Err(e) = r {
+                    return Err(AdmissionError::Cluster(e));
+                }
+            }
+            if round == 0 {
+                // Granted less than needed while other nodes hold leases: they give back
+                // their unused part on seeing the shortfall; wait for the room to be free
+                // to grant, then ask again.
+                grantable = self.wait_for_room(chain, amount).await;
+            }
+        }
+        Err(self.exhausted(chain, amount))
+    }
+
+    /// The lease room on every budget of `chain`, reserved at once, or the budgets that
+    /// lack it.
+    pub(super) fn try_reserve(
+        self: &Arc<Self>,
+        chain: &[BudgetId],
+        amount: Usd,
+        count_demand: bool,
+    ) -> Result<Hold, Vec<BudgetId>> {
+        let now_ms = self.clock.now_ms();
+        let trusted = self.trusted.load(Ordering::Acquire);
+        let state = self.replicator.state().read();
+        let mut local = lock(&self.local);
+        let mut shorts = Vec::new();
+        let mut present = Vec::with_capacity(chain.len());
+        for id in chain {
+            let Some(status) = state.budget_status(id, now_ms) else {
+                continue;
+            };
+            present.push(id);
+            let l = entry(&mut local, &state, id);
+            // Demand counts every request, admitted or not: it sizes the next lease.
+            if count_demand {
+                l.demand.add(now_ms, amount.0);
+            }
+            l.last_use_ms = now_ms;
+            let free = if trusted {
+                self.here(&state, Some(l), &status).free()
+            } else {
+                0
+            };
+            if free < amount.0 {
+                shorts.push(id.clone());
+            }
+        }
+        if !shorts.is_empty() {
+            return Err(shorts);
+        }
+        let mut items = Vec::with_capacity(present.len());
+        for id in present {
+            let l = entry(&mut local, &state, id);
+            l.held = l.held.saturating_add(amount.0);
+            items.push((id.clone(), amount.0));
+        }
+        Ok(Hold {
+            admission: Some(Arc::clone(self)),
+            items,
+            charge: false,
+        })
+    }
+
+    /// A refusal when some short budget cannot fit `amount` even if every lease came
+    /// back: its limit minus its spend minus what this node holds is less.
+    pub(super) fn hopeless(&self, shorts: &[BudgetId], amount: Usd) -> Option<AdmissionError> {
+        let now_ms = self.clock.now_ms();
+        let state = self.replicator.state().read();
+        let local = lock(&self.local);
+        for id in shorts {
+            let Some(status) = state.budget_status(id, now_ms) else {
+                continue;
+            };
+            let held = local.get(id).map_or(0, |l| l.held);
+            let left = status
+                .budget
+                .limit
+                .0
+                .saturating_sub(status.spent.0)
+                .saturating_sub(held);
+            if left < amount.0 {
+                return Some(exhausted_error(&state, id, amount, now_ms));
+            }
+        }
+        None
+    }
+
+    pub(super) fn exhausted(&self, chain: &[BudgetId], amount: Usd) -> AdmissionError {
+        let now_ms = self.clock.now_ms();
+        let state = self.replicator.state().read();
+        let local = lock(&self.local);
+        // Name the first budget of the chain this node still cannot reserve on.
+        let id = chain
+            .iter()
+            .find(|id| {
+                state
+                    .budget_status(id, now_ms)
+                    .is_some_and(|s| self.here(&state, local.get(*id), &s).free() < amount.0)
+            })
+            .unwrap_or(&chain[0]);
+        exhausted_error(&state, id, amount, now_ms)
+    }
+
+    /// Waits (bounded) until every budget of `chain` this node is short on has the room
+    /// for `amount` free to grant, while other nodes hold leases they may give back;
+    /// returns whether it has.
+    pub(super) async fn wait_for_room(&self, chain: &[BudgetId], amount: Usd) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(CONTENTION_WAIT_MS);
+        loop {
+            let now_ms = self.clock.now_ms();
+            let mut grantable = true;
+            let mut others_hold = false;
+            {
+                let state = self.replicator.state().read();
+                let local = lock(&self.local);
+                for id in chain {
+                    let Some(status) = state.budget_status(id, now_ms) else {
+                        continue;
+                    };
+                    let w = status.window.start_ms;
+                    let mine = self.here(&state, local.get(id), &status).free();
+                    if mine.saturating_add(state.lease_room(&status).0) >= amount.0 {
+                        continue;
+                    }
+                    grantable = false;
+                    others_hold |= state.escrow().of_budget(id).any(|(n, l)| {
+                        n != self.node && l.window_start_ms == w && l.outstanding.0 > 0
+                    });
+                }
+            }
+            if grantable || !others_hold || tokio::time::Instant::now() >= deadline {
+                return grantable;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub(super) fn reserve_naive(&self, chain: &[BudgetId]) -> Result<Hold, AdmissionError> {
+        let now_ms = self.clock.now_ms();
+        let state = self.replicator.state().read();
+        for id in chain {
+            if let Some(s) = state.budget_status(id, now_ms) {
+                if s.spent.0 >= s.budget.limit.0 {
+                    return Err(exhausted_error(&state, id, Usd::ZERO, now_ms));
+                }
+            }
+        }
+        Ok(Hold::none())
+    }
+
+    /// Holds `amount` on every budget of `chain` without asking for room: the charges of
+    /// an outbox being replayed, which consume this node's leases when applied.
+    pub fn hold_replayed(self: &Arc<Self>, chain: &[BudgetId], amount: Usd) -> Hold {
+        let state = self.replicator.state().read();
+        let mut local = lock(&self.local);
+        let mut items = Vec::with_capacity(chain.len());
+        for id in chain {
+            let l = entry(&mut local, &state, id);
+            l.held = l.held.saturating_add(amount.0);
+            items.push((id.clone(), amount.0));
+        }
+        self.charges_held.fetch_add(1, Ordering::AcqRel);
+        Hold {
+            admission: Some(Arc::clone(self)),
+            items,
+            charge: true,
+        }
+    }
+
+    pub(super) fn release(&self, items: &[(BudgetId, u64)]) {
+        if items.is_empty() {
+            return;
+        }
+        let mut local = lock(&self.local);
+        for (id, amount) in items {
+            if let Some(l) = local.get_mut(id) {
+                l.held = l.held.saturating_sub(*amount);
+            }
+        }
+    }
+
+    /// What requests in flight on this node hold of one budget, for the admin view.
+    pub fn held_here(&self, id: &BudgetId) -> Usd {
+        Usd(lock(&self.local).get(id).map_or(0, |l| l.held))
+    }
+}
+
+/// The 402 naming the budget, its limit and figures, and when it resets.
+fn exhausted_error(state: &GovState, id: &BudgetId, amount: Usd, now_ms: UnixMs) -> AdmissionError {
+    let Some(status) = state.budget_status(id, now_ms) else {
+        return AdmissionError::Exhausted(format!("budget {id} is exhausted"));
+    };
+    let leased = state.escrow().outstanding(id, status.window.start_ms);
+    AdmissionError::Exhausted(format!(
+        "budget {id} of {} {} is exhausted: limit ${} per {}, spent ${}, leased to nodes for requests ${}, this request may cost up to ${}; it resets at {}",
+        status.budget.owner.kind(),
+        status.budget.owner.id(),
+        status.budget.limit,
+        status.budget.reset,
+        status.spent,
+        leased,
+        amount,
+        rfc3339(status.window.end_ms),
+    ))
+}

@@ -1,0 +1,462 @@
+//! The node-local outbox of charges: an append-only log of segment files. A charge's
+//! record is written (into the OS, by one `write(2)`) before `ChargeSender::send` returns,
+//! so killing the process loses no charge of an answered request; the writer fsyncs
+//! moments later, off the request path, so power loss costs at most those moments. A
+//! segment is deleted once it is no longer written to and every charge in it is applied.
+//!
+//! At start the outbox replays what follows the last charge known applied. Charges are
+//! idempotent by request id, but the replicated state remembers ids only for
+//! `DEDUP_HORIZON_MS` of charge time, so a replay must not rely on it for old charges:
+//! the position of the last charge applied is kept in `DIR/applied` (charges are
+//! applied in log order), and what precedes it is never replayed.
+//!
+//! A segment is `DIR/NNNNNNNNNNNNNNNNNNNN.log` (its number, zero-padded; numbers only
+//! grow). A record is the payload length (u32 LE), the CRC-32 of the payload (u32 LE),
+//! then the payload, `codec::encode(&Charge)`. Reading a segment stops at its first short
+//! or corrupt record: the torn tail a crash can leave.
+//!
+//! # Layout
+//! - `error`: `OutboxError`.
+//! - `record`: the on-disk format (segment names, positions, framed records, CRC-32).
+//! - `tests`: unit tests.
+
+mod error;
+mod record;
+#[cfg(test)]
+mod tests;
+
+use error::io_at;
+pub use error::OutboxError;
+use record::parse_records;
+pub use record::{Position, Record, SegmentId};
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tollgate_proto::Charge;
+
+/// A segment that has reached this size gets no more records; the next goes to a new one.
+/// Large enough that creating a file (and fsyncing the directory) is rare, tens of
+/// thousands of charges (a record is about 100 bytes); small enough that a segment kept
+/// for one unapplied charge wastes little disk.
+pub const SEGMENT_MAX_BYTES: u64 = 4 << 20;
+
+/// The file holding the position of the last charge applied: segment (u64 LE), offset
+/// past its record (u64 LE), CRC-32 of those 16 bytes (u32 LE). Overwritten in place
+/// and fsynced after every applied batch (off the async threads), so not even a power
+/// loss can make a later start replay charges the state machine may have forgotten.
+const APPLIED_FILE: &str = "applied";
+
+/// A charge found in the outbox at start, and where.
+pub struct Replayed {
+    pub charge: Charge,
+    pub position: Position,
+}
+
+pub struct Outbox {
+    dir: PathBuf,
+    segment_max_bytes: u64,
+    log: Mutex<Log>,
+    /// Charges in the outbox not yet known to be applied; read by the metrics without
+    /// taking the lock.
+    pending: AtomicUsize,
+    /// What the outbox held at start, until the proposer takes it.
+    replay: Mutex<Vec<Replayed>>,
+    applied: Mutex<AppliedMark>,
+    /// Under the simulator: no fsync and no hop to a blocking thread, so a run depends
+    /// only on its seed. A simulated crash is a process crash, after which what was
+    /// written is still in the OS, as in production.
+    simulated: bool,
+}
+
+struct Log {
+    /// The segment appends go to. None at start, after a failed write and at rotation:
+    /// the next append creates a new segment, so no record ever follows a torn one.
+    current: Option<Current>,
+    /// Every segment on disk that holds an unapplied charge, and the current one.
+    segments: BTreeMap<SegmentId, Segment>,
+    next: u64,
+    /// A segment was created since the directory was last fsynced.
+    dir_unsynced: bool,
+    /// Segments no longer current and fully applied, deleted by the next `applied` (so no
+    /// request waits for an unlink).
+    doomed: Vec<SegmentId>,
+}
+
+struct Current {
+    id: SegmentId,
+    file: Arc<File>,
+    bytes: u64,
+}
+
+struct Segment {
+    /// Charges in it not yet applied.
+    pending: u64,
+    /// Open for appending if created by this process (the writer fsyncs through it);
+    /// none for a segment found at start.
+    file: Option<Arc<File>>,
+}
+
+/// `APPLIED_FILE`, open, and the position it holds.
+struct AppliedMark {
+    file: File,
+    through: Option<Position>,
+}
+
+/// A panic while holding a lock leaves at worst a count off by one (a segment kept or
+/// replayed once more), never a torn record, so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir` and reads what follows the last charge
+    /// applied, for `take_replay`. New records go to a new segment after the others.
+    pub fn open(dir: &Path) -> Result<Outbox, OutboxError> {
+        Outbox::open_with(dir, SEGMENT_MAX_BYTES)
+    }
+
+    /// `open` for the simulator: writes are never fsynced and nothing runs on a blocking
+    /// thread (see `simulated`).
+    pub fn open_simulated(dir: &Path) -> Result<Outbox, OutboxError> {
+        let mut outbox = Outbox::open_with(dir, SEGMENT_MAX_BYTES)?;
+        outbox.simulated = true;
+        Ok(outbox)
+    }
+
+    pub fn is_simulated(&self) -> bool {
+        self.simulated
+    }
+
+    fn open_with(dir: &Path, segment_max_bytes: u64) -> Result<Outbox, OutboxError> {
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        let mark = open_applied_mark(&dir.join(APPLIED_FILE))?;
+        let through = mark.through;
+        let mut found = Vec::new();
+        let mut foreign = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_at(dir))? {
+            let name = entry.map_err(io_at(dir))?.file_name();
+            match name.to_str().and_then(SegmentId::parse) {
+                Some(id) => found.push(id),
+                None if name == APPLIED_FILE => {}
+                None => foreign.push(name),
+            }
+        }
+        if !foreign.is_empty() {
+            // For instance the sled database an earlier version kept here.
+            tracing::warn!(dir = %dir.display(), files = ?foreign, "files in the outbox directory that are not segments are ignored");
+        }
+        found.sort_unstable();
+        let after = |id: Option<SegmentId>| id.map_or(1, |id| id.0.saturating_add(1));
+        let next = after(found.last().copied()).max(after(through.map(|t| t.segment)));
+        let mut seen = HashSet::new();
+        let mut segments = BTreeMap::new();
+        let mut replay = Vec::new();
+        let mut doomed = Vec::new();
+        for id in found {
+            if through.is_some_and(|t| id < t.segment) {
+                doomed.push(id);
+                continue;
+            }
+            let path = dir.join(id.file_name());
+            // Never skipped when unreadable: the applied mark would move past its charges
+            // and a later start would delete it unread. The node does not start until it is.
+            let records = read_segment(&path)?;
+            let mut pending = 0;
+            for (charge, end) in records {
+                let position = Position { segment: id, end };
+                if through.is_some_and(|t| position <= t) {
+                    continue;
+                }
+                if seen.insert(charge.request_id.clone()) {
+                    pending += 1;
+                    replay.push(Replayed { charge, position });
+                }
+            }
+            match pending {
+                0 => doomed.push(id),
+                _ => {
+                    segments.insert(
+                        id,
+                        Segment {
+                            pending,
+                            file: None,
+                        },
+                    );
+                }
+            }
+        }
+        let outbox = Outbox {
+            dir: dir.to_owned(),
+            segment_max_bytes,
+            log: Mutex::new(Log {
+                current: None,
+                segments,
+                next,
+                dir_unsynced: false,
+                doomed: Vec::new(),
+            }),
+            pending: AtomicUsize::new(replay.len()),
+            replay: Mutex::new(replay),
+            applied: Mutex::new(mark),
+            simulated: false,
+        };
+        for id in doomed {
+            outbox.delete(id);
+        }
+        Ok(outbox)
+    }
+
+    /// The charges found at start (once; later calls get none), in log order without
+    /// duplicates. Report each through `applied` once it is.
+    pub fn take_replay(&self) -> Vec<Replayed> {
+        std::mem::take(&mut *lock(&self.replay))
+    }
+
+    /// Appends `record` to the current segment (into the OS; `sync` makes it durable) and
+    /// calls `then` with where it went, or why it could not be written, while still
+    /// holding the lock: the order of `then` calls is the order of the log.
+    pub fn append<R>(
+        &self,
+        record: &Record,
+        then: impl FnOnce(Result<Position, OutboxError>) -> R,
+    ) -> R {
+        let mut log = lock(&self.log);
+        let written = log.append(&self.dir, self.segment_max_bytes, record);
+        if written.is_ok() {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+        }
+        then(written)
+    }
+
+    /// Makes the records appended so far to `segments` durable, and the directory entry
+    /// of every segment created since the last sync. The fsyncs run off the async threads.
+    pub async fn sync(&self, segments: &[SegmentId]) -> Result<(), OutboxError> {
+        let (files, dir_unsynced) = {
+            let mut log = lock(&self.log);
+            let files: Vec<(SegmentId, Arc<File>)> = segments
+                .iter()
+                .filter_map(|id| Some((*id, log.segments.get(id)?.file.clone()?)))
+                .collect();
+            (files, std::mem::take(&mut log.dir_unsynced))
+        };
+        if (files.is_empty() && !dir_unsynced) || self.simulated {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        let synced = tokio::task::spawn_blocking(move || -> Result<(), OutboxError> {
+            if dir_unsynced {
+                File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_at(&dir))?;
+            }
+            for (id, file) in files {
+                file.sync_data().map_err(io_at(&dir.join(id.file_name())))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(OutboxError::Join(e)));
+        if synced.is_err() && dir_unsynced {
+            lock(&self.log).dir_unsynced = true;
+        }
+        synced
+    }
+
+    /// Records that the charges at these positions are applied (the proposer applies in
+    /// log order, so the last one says that everything before it is), and deletes every
+    /// segment that is not current and holds no unapplied charge.
+    pub fn applied(&self, positions: impl IntoIterator<Item = Position>) {
+        let mut last = None;
+        let doomed = {
+            let mut log = lock(&self.log);
+            for position in positions {
+                last = last.max(Some(position));
+                let id = position.segment;
+                let Some(segment) = log.segments.get_mut(&id) else {
+                    debug_assert!(false, "applied charge of unknown segment {id:?}");
+                    continue;
+                };
+                segment.pending = segment.pending.saturating_sub(1);
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                if segment.pending == 0 && log.current.as_ref().map(|c| c.id) != Some(id) {
+                    log.segments.remove(&id);
+                    log.doomed.push(id);
+                }
+            }
+            std::mem::take(&mut log.doomed)
+        };
+        if let Some(last) = last {
+            self.mark_applied(last);
+        }
+        for id in doomed {
+            self.delete(id);
+        }
+    }
+
+    fn mark_applied(&self, position: Position) {
+        let mut mark = lock(&self.applied);
+        if mark.through >= Some(position) {
+            debug_assert!(false, "charges applied out of log order at {position:?}");
+            return;
+        }
+        let mut file = &mark.file;
+        // Synced: a mark that power loss takes back would replay charges that may be older
+        // than the state machine's dedup horizon by the time the node is back.
+        let written = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&position.encode()))
+            .and_then(|_| match self.simulated {
+                true => Ok(()),
+                false => file.sync_data(),
+            });
+        match written {
+            Ok(()) => mark.through = Some(position),
+            Err(e) => {
+                tracing::warn!(error = %e, "applied position not recorded; a restart replays more charges than it needs")
+            }
+        }
+    }
+
+    /// Stops appending to the current segment, and deletes it if every charge in it is
+    /// applied: called at shutdown, so that a clean stop leaves no segment behind.
+    pub fn seal(&self) {
+        let doomed = {
+            let mut log = lock(&self.log);
+            if let Some(current) = log.current.take() {
+                log.retire(current.id);
+            }
+            std::mem::take(&mut log.doomed)
+        };
+        for id in doomed {
+            self.delete(id);
+        }
+    }
+
+    fn delete(&self, id: SegmentId) {
+        let path = self.dir.join(id.file_name());
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::debug!(segment = %path.display(), "applied outbox segment deleted"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "applied outbox segment not deleted; it is left on disk")
+            }
+        }
+    }
+
+    /// Charges in the outbox not yet known to be applied.
+    pub fn len(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Log {
+    fn append(
+        &mut self,
+        dir: &Path,
+        segment_max_bytes: u64,
+        record: &Record,
+    ) -> Result<Position, OutboxError> {
+        let mut current = match self.current.take() {
+            Some(current) if current.bytes < segment_max_bytes => current,
+            full => {
+                if let Some(full) = full {
+                    self.retire(full.id);
+                }
+                self.create(dir)?
+            }
+        };
+        if let Err(source) = (&*current.file).write_all(&record.0) {
+            // Part of the record may be in the file: nothing more goes after it.
+            self.retire(current.id);
+            return Err(io_at(&dir.join(current.id.file_name()))(source));
+        }
+        current.bytes += record.0.len() as u64;
+        let position = Position {
+            segment: current.id,
+            end: current.bytes,
+        };
+        match self.segments.get_mut(&current.id) {
+            Some(segment) => segment.pending += 1,
+            None => debug_assert!(false, "current segment {:?} not tracked", current.id),
+        }
+        self.current = Some(current);
+        Ok(position)
+    }
+
+    /// Creates the next segment. Its directory entry is fsynced by the next `sync`, with
+    /// the first records in it, rather than here on the request path.
+    fn create(&mut self, dir: &Path) -> Result<Current, OutboxError> {
+        let id = SegmentId(self.next);
+        self.next = self.next.saturating_add(1);
+        let path = dir.join(id.file_name());
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        let file = Arc::new(file);
+        self.segments.insert(
+            id,
+            Segment {
+                pending: 0,
+                file: Some(Arc::clone(&file)),
+            },
+        );
+        self.dir_unsynced = true;
+        Ok(Current { id, file, bytes: 0 })
+    }
+
+    /// A segment that is no longer current: to be deleted once every charge in it is
+    /// applied (now, if they already are).
+    fn retire(&mut self, id: SegmentId) {
+        if self.segments.get(&id).is_some_and(|s| s.pending == 0) {
+            self.segments.remove(&id);
+            self.doomed.push(id);
+        }
+    }
+}
+
+/// Opens (or creates) `APPLIED_FILE`. Unreadable, it counts as absent: everything in the
+/// outbox is replayed.
+fn open_applied_mark(path: &Path) -> Result<AppliedMark, OutboxError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_at(path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_at(path))?;
+    let through = Position::decode(&bytes);
+    if through.is_none() && !bytes.is_empty() {
+        tracing::warn!(file = %path.display(), "applied position unreadable; every charge in the outbox is replayed");
+    }
+    Ok(AppliedMark { file, through })
+}
+
+/// Reads the charges of one segment, each with the offset past its record, fsyncing the
+/// segment first: a process killed before its last fsync left records only in the OS,
+/// and they are about to be proposed.
+fn read_segment(path: &Path) -> Result<Vec<(Charge, u64)>, OutboxError> {
+    let mut file = File::open(path).map_err(io_at(path))?;
+    if let Err(e) = file.sync_data() {
+        // Still replayed: a power loss before they are applied is the only risk.
+        tracing::warn!(segment = %path.display(), error = %e, "outbox segment not fsynced at start");
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_at(path))?;
+    let (records, intact) = parse_records(&bytes, path);
+    if intact < bytes.len() {
+        tracing::warn!(segment = %path.display(), intact_bytes = intact, ignored_bytes = bytes.len() - intact, "outbox segment ends in a torn or corrupt record; the rest is ignored");
+    }
+    Ok(records)
+}

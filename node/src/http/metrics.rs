@@ -1,0 +1,124 @@
+//! Prometheus metrics (`GET /metrics`, text format): counters kept in atomics on the
+//! request path, gauges read at scrape time. Nothing here carries a secret or a key id.
+
+use crate::app::App;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+/// The `/metrics` page of `app`.
+pub fn render(app: &App) -> String {
+    let counters = &app.counters;
+    let mut out = String::with_capacity(1024);
+    let status = app.replicator.status();
+    out.push_str("# HELP tollgate_responses_total Inference responses by status class.\n");
+    out.push_str("# TYPE tollgate_responses_total counter\n");
+    for (i, c) in counters.responses.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "tollgate_responses_total{{class=\"{}xx\"}} {}",
+            i + 1,
+            c.load(Ordering::Relaxed)
+        );
+    }
+    let gossip = app.gossip.view();
+    let live = gossip.members.iter().filter(|m| m.live).count() as u64;
+    let gauges: [(&str, &str, &str, u64); 15] = [
+            (
+                "tollgate_upstream_failures_total",
+                "counter",
+                "Provider attempts that failed and were retried or fell back.",
+                counters.upstream_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_charges_total",
+                "counter",
+                "Charges sent into the charge pipeline.",
+                counters.charges.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_outbox_pending",
+                "gauge",
+                "Charges in the durable outbox not yet known to be applied.",
+                app.outbox.len() as u64,
+            ),
+            (
+                "tollgate_applied_index",
+                "gauge",
+                "Index of the last command applied to the governance state.",
+                status.applied_index,
+            ),
+            (
+                "tollgate_snapshot_index",
+                "gauge",
+                "Index of the last governance snapshot.",
+                status.snapshot_index,
+            ),
+            (
+                "tollgate_storage_bytes",
+                "gauge",
+                "Bytes of governance storage on disk.",
+                status.storage_bytes,
+            ),
+            (
+                "tollgate_committed_index",
+                "gauge",
+                "Index of the last command known committed.",
+                status.committed_index,
+            ),
+            (
+                "tollgate_raft_term",
+                "gauge",
+                "Current Raft term (0 on a single node).",
+                status.term,
+            ),
+            (
+                "tollgate_staleness_milliseconds",
+                "gauge",
+                "How old this node's governance state may be: on the leader, since a quorum last acknowledged it; elsewhere, since the leader was last heard from.",
+                status.staleness_ms,
+            ),
+            (
+                "tollgate_lease_requests_total",
+                "counter",
+                "Escrow lease requests this node proposed (on a request's shortfall or a top-up).",
+                app.admission.lease_requests.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_lease_returns_total",
+                "counter",
+                "Escrow lease give-backs this node proposed (idle, another node short).",
+                app.admission.lease_returns.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_ready",
+                "gauge",
+                "1 when the node takes traffic.",
+                u64::from(app.ready.load(Ordering::Acquire)),
+            ),
+            (
+                "tollgate_gossip_live_nodes",
+                "gauge",
+                "Nodes gossip sees live, this one included (0 when running alone).",
+                live,
+            ),
+            (
+                "tollgate_gossip_dead_nodes",
+                "gauge",
+                "Nodes (generations) gossip has marked dead and still remembers.",
+                gossip.members.len() as u64 - live,
+            ),
+            (
+                "tollgate_breakers_open",
+                "gauge",
+                "Provider configs whose circuit breaker is open or half-open here.",
+                app.breakers.not_closed().len() as u64,
+            ),
+        ];
+    for (name, kind, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    out
+}

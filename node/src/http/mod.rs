@@ -1,0 +1,13 @@
+//! The HTTP surface of a node: the router and its layers, the serve loop with the drain
+//! sequence, the one place errors become HTTP, `/metrics`, and the admin API.
+//!
+//! # Layout
+//! - `server`: the router, layer by layer, and graceful shutdown.
+//! - `error`: gateway errors and their HTTP form in each dialect.
+//! - `metrics`: request counters and the `/metrics` rendering.
+//! - `admin`: the admin API (see its own layout).
+
+pub mod admin;
+pub mod error;
+pub mod metrics;
+pub mod server;

@@ -1,0 +1,159 @@
+//! Applying spend: budgets, leases of their room, and charges (idempotent by request id).
+
+use super::{not_found, GovState, DEDUP_HORIZON_MS};
+use crate::lease::NodeId;
+use crate::window::window_at;
+use tollgate_proto::{Budget, BudgetId, Charge, Ledger, Outcome, UnixMs, UsageTotals, Usd};
+
+impl GovState {
+    pub(super) fn grant_lease(
+        &mut self,
+        id: &BudgetId,
+        node: NodeId,
+        want: Usd,
+        at_ms: UnixMs,
+    ) -> Outcome {
+        self.request_lease(id, node, Usd::ZERO, want, at_ms)
+    }
+
+    pub(super) fn request_lease(
+        &mut self,
+        id: &BudgetId,
+        node: NodeId,
+        need: Usd,
+        want: Usd,
+        at_ms: UnixMs,
+    ) -> Outcome {
+        let Some(status) = self.budget_status(id, at_ms) else {
+            return not_found("budget", id.as_str());
+        };
+        let window = status.window;
+        if self
+            .ledgers
+            .get(id)
+            .is_some_and(|l| l.window_start_ms > window.start_ms)
+        {
+            return Outcome::Invalid(format!("budget {id}: the window holding {at_ms} is over"));
+        }
+        Outcome::Leased {
+            held: self.escrow.grant_for(id, node, need, want, status.room()),
+            window_start_ms: window.start_ms,
+            window_end_ms: window.end_ms,
+        }
+    }
+
+    pub(super) fn create_budget(&mut self, b: &Budget) -> Outcome {
+        if self.budgets.contains_key(&b.id) {
+            return Outcome::Conflict(format!("budget {} exists", b.id));
+        }
+        if let Some(missing) = self.missing_owner(&b.owner) {
+            return missing;
+        }
+        let window = window_at(
+            b.reset,
+            b.calendar_aligned,
+            b.created_at_ms,
+            b.created_at_ms,
+        );
+        self.ledgers.insert(
+            b.id.clone(),
+            Ledger {
+                window_start_ms: window.start_ms,
+                spent: Usd::ZERO,
+            },
+        );
+        self.budgets_by_owner
+            .entry(b.owner.clone())
+            .or_default()
+            .insert(b.id.clone());
+        self.budgets.insert(b.id.clone(), b.clone());
+        Outcome::Done
+    }
+
+    /// Applies charges idempotently; `node` made them, so they consume its leases.
+    pub(super) fn charge_batch(&mut self, charges: &[Charge], node: Option<NodeId>) -> Outcome {
+        let (mut applied, mut duplicates) = (0u32, 0u32);
+        for charge in charges {
+            if self.seen_requests.contains_key(&charge.request_id) {
+                duplicates += 1;
+                continue;
+            }
+            self.seen_requests
+                .insert(charge.request_id.clone(), charge.at_ms);
+            self.seen_by_time
+                .insert((charge.at_ms, charge.request_id.clone()));
+            self.latest_charge_ms = self.latest_charge_ms.max(charge.at_ms);
+            self.apply_charge(charge, node);
+            applied += 1;
+        }
+        self.forget_old_requests();
+        Outcome::Charged {
+            applied,
+            duplicates,
+        }
+    }
+
+    pub(super) fn apply_charge(&mut self, charge: &Charge, node: Option<NodeId>) {
+        let add = |totals: &mut UsageTotals| {
+            // Upstream-reported figures: saturate rather than overflow, so no charge can
+            // make `apply` panic (and every replay of the log with it).
+            let u = &charge.usage;
+            totals.requests = totals.requests.saturating_add(1);
+            totals.input_tokens = totals.input_tokens.saturating_add(u.input_tokens);
+            totals.output_tokens = totals.output_tokens.saturating_add(u.output_tokens);
+            totals.cache_creation_input_tokens = totals
+                .cache_creation_input_tokens
+                .saturating_add(u.cache_creation_input_tokens);
+            totals.cache_read_input_tokens = totals
+                .cache_read_input_tokens
+                .saturating_add(u.cache_read_input_tokens);
+            totals.spent = Usd(totals.spent.0.saturating_add(charge.cost.0));
+        };
+        add(self.usage_by_key.entry(charge.key_id.clone()).or_default());
+        add(self.usage_by_model.entry(charge.model.clone()).or_default());
+        let (team, customer) = self.key_parents(&charge.key_id);
+        if let Some(team) = &team {
+            add(self.usage_by_team.entry(team.clone()).or_default());
+        }
+        if let Some(customer) = &customer {
+            add(self.usage_by_customer.entry(customer.clone()).or_default());
+        }
+        for id in self.budget_chain(&charge.key_id, charge.provider_config_id.as_ref()) {
+            let Some(budget) = self.budgets.get(&id) else {
+                continue;
+            };
+            let window = window_at(
+                budget.reset,
+                budget.calendar_aligned,
+                budget.created_at_ms,
+                charge.at_ms,
+            );
+            let ledger = self.ledgers.entry(id.clone()).or_default();
+            if window.start_ms > ledger.window_start_ms {
+                *ledger = Ledger {
+                    window_start_ms: window.start_ms,
+                    spent: Usd::ZERO,
+                };
+            }
+            // A charge from a window that already ended is kept in the totals only.
+            if window.start_ms == ledger.window_start_ms {
+                ledger.spent = Usd(ledger.spent.0.saturating_add(charge.cost.0));
+                if let Some(node) = node {
+                    self.escrow.consume(&id, node, charge.cost, window.start_ms);
+                }
+            }
+        }
+    }
+
+    pub(super) fn forget_old_requests(&mut self) {
+        let horizon = self.latest_charge_ms.saturating_sub(DEDUP_HORIZON_MS);
+        while let Some((at, _)) = self.seen_by_time.first() {
+            if *at >= horizon {
+                break;
+            }
+            if let Some((_, id)) = self.seen_by_time.pop_first() {
+                self.seen_requests.remove(&id);
+            }
+        }
+    }
+}
