@@ -449,6 +449,20 @@ impl Gateway {
         ))
     }
 
+    /// The value of one line of `/metrics` (`name` with its labels, as printed).
+    pub async fn metric(&self, name: &str) -> Result<u64> {
+        let text = http()
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|v| v.trim().parse().ok())
+            .with_context(|| format!("no metric {name} in {text}"))
+    }
+
     pub async fn usage(&self, key_id: &str) -> Result<Value> {
         let (_, v) = self
             .admin("GET", &format!("/api/v1/usage?virtual_key={key_id}"), None)

@@ -6,7 +6,7 @@
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tollgate_tests::*;
 
 const MODEL: &str = "claude-x";
@@ -51,7 +51,6 @@ async fn a_node_that_never_met_its_peers_is_not_ready() -> Result<()> {
         &certs,
     ];
     let gw = Gateway::start_with_args("", args.iter().map(|s| s.to_string()).collect()).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let r = http()
         .get(format!("{}/health/ready", gw.url()))
         .send()
@@ -238,7 +237,13 @@ async fn a_follower_killed_between_answer_and_commit_loses_no_charge() -> Result
         let (status, _, _) = messages(&url, &secret, &ask(&format!("c{i}"))).await?;
         assert_eq!(status, 200);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Answered means written to the follower's outbox; the hook keeps them there.
+    let pending = eventually(10, || async {
+        let pending = c.nodes[f].metric("tollgate_outbox_pending").await;
+        pending.is_ok_and(|n| n >= 4)
+    })
+    .await;
+    assert!(pending, "the answered charges in the outbox");
     let committed = c.nodes[(f + 1) % 3].usage(&id).await?;
     assert_eq!(committed["requests"], 0, "not committed yet: {committed}");
     c.nodes[f].kill();
@@ -271,7 +276,11 @@ async fn a_follower_killed_between_answer_and_commit_loses_no_charge() -> Result
     // A further restart replays nothing twice.
     c.nodes[f].restart().await?;
     c.wait_ready(f, 20).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = eventually(10, || async {
+        c.nodes[f].metric("tollgate_outbox_pending").await.ok() == Some(0)
+    })
+    .await;
+    assert!(settled, "the outbox settles after the restart");
     assert_eq!(c.nodes[f].usage(&id).await?["requests"], 5);
     Ok(())
 }

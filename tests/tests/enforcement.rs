@@ -266,17 +266,15 @@ async fn a_model_without_a_price_cannot_spend_a_budget() -> Result<()> {
 
 #[tokio::test]
 async fn a_rate_limit_of_n_per_minute_admits_exactly_n() -> Result<()> {
-    let gw = Gateway::start("").await?;
+    // Stay clear of a minute boundary, where the window (rightly) starts over: the node's
+    // clock (a test hook) starts a second into a minute, so the test has 59 s of it.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let offset_ms = (61_000 - now_ms % 60_000).to_string();
+    let gw = Gateway::start_with_env("", &[("TOLLGATE_TEST_CLOCK_OFFSET_MS", &offset_ms)]).await?;
     let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
     gw.create("/api/v1/rate-limits", json!({"owner": {"kind": "virtual_key", "id": id}, "request_max": 10, "request_window": "1m"})).await?;
-    // Stay clear of a minute boundary, where the window (rightly) starts over.
-    let second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs()
-        % 60;
-    if second > 50 {
-        tokio::time::sleep(Duration::from_secs(61 - second)).await;
-    }
     let mut tasks = Vec::new();
     for i in 0..25 {
         let (url, secret) = (gw.url(), secret.clone());
@@ -536,7 +534,13 @@ async fn a_provider_that_does_not_answer_in_time_gives_504() -> Result<()> {
     );
     let gw = Gateway::start(&config).await?;
     let (_, secret) = gw.key(json!([{"provider": "slow"}])).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listening = eventually(10, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(listening, "the slow mock upstream listens");
     let (status, _, body) = messages(&gw.url(), &secret, &ask("x")).await?;
     let _ = mock.kill();
     let _ = mock.wait();
@@ -570,15 +574,15 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_keeps_its_charge() -> Result
     let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
     let (mut resp, mut all) = stream_started(&gw, &secret, "ECHO:draining").await?;
     gw.signal_term();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = http()
-        .get(format!("{}/health/ready", gw.url()))
-        .send()
-        .await;
-    assert!(
-        ready.map(|r| r.status() != 200).unwrap_or(true),
-        "a draining node is not ready"
-    );
+    let not_ready = eventually(5, || async {
+        let ready = http()
+            .get(format!("{}/health/ready", gw.url()))
+            .send()
+            .await;
+        ready.map(|r| r.status() != 200).unwrap_or(true)
+    })
+    .await;
+    assert!(not_ready, "a draining node is not ready");
     while let Some(c) = resp.chunk().await? {
         all.extend_from_slice(&c);
     }
@@ -701,7 +705,12 @@ async fn a_crash_between_answer_and_commit_loses_no_charge() -> Result<()> {
             200
         );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Answered means written to the outbox; the hook keeps them from being proposed.
+    let pending = eventually(10, || async {
+        gw.metric("tollgate_outbox_pending").await.ok() == Some(3)
+    })
+    .await;
+    assert!(pending, "three answered charges in the outbox");
     assert_eq!(gw.usage(&id).await?["requests"], 0, "not committed yet");
     gw.kill();
     gw.set_env(&[]);
@@ -712,9 +721,14 @@ async fn a_crash_between_answer_and_commit_loses_no_charge() -> Result<()> {
         "every answered charge replayed from the outbox: {usage}"
     );
     assert!(micros(&usage["spent_usd"]) > 0);
-    // A second restart replays nothing twice.
+    // A second restart replays nothing twice: once the outbox holds nothing unapplied
+    // (a replay would sit there until applied), the count is still three.
     gw.restart().await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = eventually(10, || async {
+        gw.metric("tollgate_outbox_pending").await.ok() == Some(0)
+    })
+    .await;
+    assert!(settled, "the outbox settles after the restart");
     assert_eq!(gw.usage(&id).await?["requests"], 3);
     Ok(())
 }

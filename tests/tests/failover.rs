@@ -13,6 +13,9 @@ use tollgate_tests::*;
 const MODEL: &str = "claude-x";
 /// Clients sending through HAProxy, each one request at a time.
 const WORKERS: usize = 6;
+/// Answers the clients must get in each phase (before the kill, after it, after the
+/// restart), so each phase carries real traffic however fast the machine is.
+const ANSWERS_PER_PHASE: u64 = 60;
 
 #[derive(Default)]
 struct Tally {
@@ -89,24 +92,45 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
         }));
     }
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Traffic flows before the kill: wait until the clients have answers.
+    let answered = || tally.lock().map(|t| t.ok).unwrap_or(0);
+    let flowing = eventually(30, || async { answered() >= ANSWERS_PER_PHASE }).await;
+    assert!(flowing, "only {} answers before the kill", answered());
     let leader = cluster.admin(1, "GET", "/api/v1/cluster", None).await?["leader"]
         .as_u64()
         .context("a leader")?;
-    let before_kill = tally.lock().map(|t| t.ok).unwrap_or(0);
+    let before_kill = answered();
     cluster.run(&["kill", &leader.to_string()])?;
     println!("killed leader {leader} after {before_kill} answers");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A survivor names a new leader (within a few election timeouts).
     let survivor = if leader == 1 { 2 } else { 1 };
-    let new_leader = cluster
-        .admin(survivor as u16, "GET", "/api/v1/cluster", None)
-        .await?["leader"]
-        .as_u64()
-        .context("a new leader")?;
-    assert_ne!(new_leader, leader, "a new leader was elected");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let new_leader = loop {
+        let view = cluster
+            .admin(survivor as u16, "GET", "/api/v1/cluster", None)
+            .await;
+        match view.ok().and_then(|v| v["leader"].as_u64()) {
+            Some(l) if l != leader => break l,
+            _ if Instant::now() > deadline => bail!("no new leader after killing {leader}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    // Traffic goes on through the survivors.
+    let after_kill = answered();
+    let flowing = eventually(30, || async {
+        answered() >= after_kill + ANSWERS_PER_PHASE
+    })
+    .await;
+    assert!(flowing, "traffic stopped after the kill");
     cluster.run(&["start", &leader.to_string()])?;
     println!("node {leader} back; new leader {new_leader}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // And goes on once the old leader is back (`start` returns when it is ready).
+    let after_restart = answered();
+    let flowing = eventually(30, || async {
+        answered() >= after_restart + ANSWERS_PER_PHASE
+    })
+    .await;
+    assert!(flowing, "traffic stopped after the restart");
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await?;
