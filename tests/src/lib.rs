@@ -8,6 +8,8 @@
 //! - `FakeUpstream`: `fake_anthropic.py` with its JSONL request log.
 //! - `kit_dir`, `tollgate_bin`, `bench_bin`: where the real-client kit and the binaries are.
 //! - `prereq`: the Python SDKs and HAProxy, installed on first use.
+//! - `budget`: requests with known costs, client tallies and cluster figures for the
+//!   budget tests.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -17,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod budget;
 pub mod prereq;
 
 /// Admin token every test gateway is started with.
