@@ -77,17 +77,8 @@ struct LoadgenArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    // reqwest, rustls and quinn must use ring; without an installed provider building a
-    // client panics.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    tollgate_node::cli::init_process("warn");
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match cli.command {
         // The load generator picks its own runtime flavour.
         Command::Loadgen(args) => run_loadgen(args),

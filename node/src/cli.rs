@@ -1,8 +1,24 @@
-//! `tollgate admin ...`: a thin client over the admin API, printing its JSON answers.
+//! `tollgate admin ...`: a thin client over the admin API, printing its JSON answers;
+//! and `init_process`, the start every binary of the workspace shares.
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+
+/// What every binary does first: rustls, reqwest and quinn use ring (without an
+/// installed provider, building a client panics), and logs go to stderr, filtered by
+/// `TOLLGATE_LOG` (else `default_filter`).
+pub fn init_process(default_filter: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {

@@ -63,18 +63,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    // reqwest and rustls must use ring; without an installed provider building the
-    // HTTP client panics.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    cli::init_process("warn,tollgate_node=info");
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tollgate_node=info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let command = match cli.command {
         // Certificates are made without a runtime: files only, no network.
         Command::Cert(args) => return Ok(cert::run(args)?),

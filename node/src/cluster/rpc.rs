@@ -15,8 +15,8 @@ use openraft::raft::AppendEntriesResponse;
 use serde::Serialize;
 use std::sync::Arc;
 use tollgate_proto::peer::{
-    PeerError, KIND_APPEND, KIND_DRAIN, KIND_ELECT, KIND_HELLO, KIND_MEMBERSHIP, KIND_READ_INDEX,
-    KIND_SNAPSHOT, KIND_STATUS, KIND_VOTE, KIND_WRITE,
+    PeerError, APPLICATION_KINDS, KIND_APPEND, KIND_DRAIN, KIND_ELECT, KIND_GOSSIP, KIND_HELLO,
+    KIND_MEMBERSHIP, KIND_READ_INDEX, KIND_SNAPSHOT, KIND_STATUS, KIND_VOTE, KIND_WRITE,
 };
 use tollgate_proto::Command;
 use tollgate_raft::codec;
@@ -153,19 +153,13 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PeerError> {
     })
 }
 
-/// The kinds `RaftRpcHandler` answers.
-pub const KINDS: [u16; 10] = [
-    KIND_APPEND,
-    KIND_VOTE,
-    KIND_SNAPSHOT,
-    KIND_WRITE,
-    KIND_HELLO,
-    KIND_STATUS,
-    KIND_MEMBERSHIP,
-    KIND_READ_INDEX,
-    KIND_ELECT,
-    KIND_DRAIN,
-];
+/// The kinds `RaftRpcHandler` answers: every application kind but gossip's.
+pub fn kinds() -> Vec<u16> {
+    APPLICATION_KINDS
+        .into_iter()
+        .filter(|kind| *kind != KIND_GOSSIP)
+        .collect()
+}
 
 impl Route for RaftRpcHandler {
     fn answer(&self, context: RequestContext, request: PeerRequest) -> RouteFuture<'_> {

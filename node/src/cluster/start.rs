@@ -78,7 +78,7 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     let drain = crate::cluster::drain::Drain::new();
     handler.set_drain(Arc::clone(&drain));
     let router = Router::new();
-    router.add(&super::rpc::KINDS, Arc::clone(&handler) as Arc<dyn Route>);
+    router.add(&super::rpc::kinds(), Arc::clone(&handler) as Arc<dyn Route>);
     let transport = Arc::new(
         QuicTransport::bind(
             QuicConfig {
