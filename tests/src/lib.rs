@@ -53,7 +53,7 @@ pub fn kit_dir() -> PathBuf {
 pub fn tollgate_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| build_bin("tollgate-node", "tollgate", &["test-hooks"]))
+        .get_or_init(|| build_bin("tollgate", &["--features", "tollgate-node/test-hooks"]))
         .clone()
 }
 
@@ -61,19 +61,19 @@ pub fn tollgate_bin() -> PathBuf {
 pub fn bench_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| build_bin("tollgate-bench", "tollgate-bench", &[]))
+        .get_or_init(|| build_bin("tollgate-bench", &[]))
         .clone()
 }
 
-fn build_bin(package: &str, bin: &str, features: &[&str]) -> PathBuf {
+/// Builds one binary of the workspace as `cargo test --workspace` builds it: every member
+/// selected, so features unify the same way and a fresh build is a no-op.
+fn build_bin(bin: &str, extra: &[&str]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .args(["build", "-q", "-p", package, "--bin", bin])
+        .args(["build", "-q", "--workspace", "--bin", bin])
+        .args(extra)
         .current_dir(workspace_dir());
-    if !features.is_empty() {
-        build.args(["--features", &features.join(",")]);
-    }
     // What cargo set for this test crate would reach the build scripts of the nested
     // build (ring's reads CARGO_MANIFEST_DIR) and make it rebuild them and everything
     // above them, and the next outer build rebuild them again.

@@ -22,8 +22,8 @@ const STALL: Duration = Duration::from_secs(20);
 /// two picking at once could pick the same) and most of this machine's two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Steady-state traffic measured before the roll, as the baseline.
-const STEADY: Duration = Duration::from_secs(8);
+/// Steady-state traffic measured before the roll, as the baseline (hundreds of requests).
+const STEADY: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone)]
 struct Record {
@@ -479,7 +479,7 @@ async fn sigterm_on_the_leader_hands_over_without_a_failed_request() -> Result<(
             done
         }
     });
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(STEADY).await;
     let steady_end = traffic.now();
     let term_at = Instant::now();
     let pid = cluster.pid(leader)?;
