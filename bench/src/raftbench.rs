@@ -53,6 +53,7 @@ async fn bench(args: &RaftBenchArgs, dir: &std::path::Path) -> anyhow::Result<se
         .map(|_| free_udp())
         .collect::<anyhow::Result<_>>()?;
     let mut nodes: Vec<Arc<dyn Replicator>> = Vec::new();
+    let mut running = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let cert_dir = dir.join(format!("n{}", i + 1));
         tollgate_node::cluster::cert::write_node(
@@ -75,7 +76,10 @@ async fn bench(args: &RaftBenchArgs, dir: &std::path::Path) -> anyhow::Result<se
             gossip: tollgate_node::config::GossipConfig::default(),
             versions: Default::default(),
         };
-        nodes.push(start(options).await.context("start a node")?.replicator);
+        let node = start(options).await.context("start a node")?;
+        nodes.push(Arc::clone(&node.replicator));
+        // Its cluster tasks end when it is dropped: keep it until the bench ends.
+        running.push(node);
     }
     let formed = Instant::now() + Duration::from_secs(30);
     while !nodes.iter().all(|n| n.caught_up()) {

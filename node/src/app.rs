@@ -72,8 +72,11 @@ pub struct Started {
     pub charge_close: tokio::sync::oneshot::Sender<()>,
     /// The escrow lease maintenance task (aborted at shutdown).
     pub maintenance: tokio::task::JoinHandle<()>,
-    /// Other background tasks of the node, ended at shutdown.
+    /// Other background tasks of the node, ended once its charges are applied.
     pub tasks: tokio::task::JoinSet<()>,
+    /// The cluster's tasks (`ClusterNode::tasks`; none alone), ended last, after the
+    /// hand-over.
+    pub cluster_tasks: tokio::task::JoinSet<()>,
 }
 
 /// Opens the data dir, recovers state and builds the app for a node speaking
@@ -89,8 +92,13 @@ pub fn start(
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let admin_token_sha256 = admin_token(&data_dir)?;
     let providers = Providers::from_specs(&config.providers)?;
-    let (replicator, gossip, drain): (Arc<dyn Replicator>, Option<Arc<Gossip>>, _) = match cluster {
-        Some(node) => (node.replicator, Some(node.gossip), node.drain),
+    let (replicator, gossip, drain, cluster_tasks): (
+        Arc<dyn Replicator>,
+        Option<Arc<Gossip>>,
+        _,
+        _,
+    ) = match cluster {
+        Some(node) => (node.replicator, Some(node.gossip), node.drain, node.tasks),
         None => (
             Arc::new(
                 LocalReplicator::open(&data_dir.join("gov"))
@@ -100,6 +108,7 @@ pub fn start(
             ),
             None,
             crate::cluster::drain::Drain::new(),
+            tokio::task::JoinSet::new(),
         ),
     };
     let gossip = gossip.unwrap_or_else(|| Gossip::alone(replicator.cluster_view().node_id));
@@ -183,6 +192,7 @@ pub fn start(
         charge_close,
         maintenance,
         tasks,
+        cluster_tasks,
     })
 }
 

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tollgate_proto::peer::{KIND_GOSSIP, KIND_HELLO};
 use tollgate_raft::codec;
 use tollgate_raft::typ::{NodeId, Raft, TollgateNode};
@@ -55,6 +56,10 @@ pub struct ClusterNode {
     pub gossip: Arc<Gossip>,
     pub drain: Arc<crate::cluster::drain::Drain>,
     pub versions: Arc<Versions>,
+    /// Formation, catching up, lease reclaim, split-vote watch, protocol raise and
+    /// check, hand-over: ended when this is shut down or dropped, so it lives as long as
+    /// the node serves (the server shuts it down last, after the hand-over).
+    pub tasks: JoinSet<()>,
 }
 
 /// Starts Raft and gossip for this node.
@@ -134,11 +139,13 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     );
     let weak = Arc::downgrade(&replicator);
     handler.set_status(move || weak.upgrade().map(|r| r.status()).unwrap_or_default());
+    // The node's cluster tasks, owned here and stopped at the end of the drain.
+    let mut tasks = JoinSet::new();
     if let Some(via) = options.join {
         let joining = Arc::clone(&replicator);
-        tokio::spawn(async move { joining.join(me, via).await });
+        tasks.spawn(async move { joining.join(me, via).await });
     } else if options.bootstrap_expect > 0 {
-        tokio::spawn(form(
+        tasks.spawn(form(
             raft.clone(),
             Arc::clone(&transport),
             me,
@@ -147,14 +154,14 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
         ));
     }
     let catching_up = Arc::clone(&replicator);
-    tokio::spawn(async move { catching_up.catch_up().await });
-    tokio::spawn(Arc::clone(&replicator).reclaim_leases());
-    tokio::spawn(super::elect::break_split_votes(raft.clone()));
-    tokio::spawn(crate::cluster::protocol::raise_when_supported(
+    tasks.spawn(async move { catching_up.catch_up().await });
+    tasks.spawn(Arc::clone(&replicator).reclaim_leases());
+    tasks.spawn(super::elect::break_split_votes(raft.clone()));
+    tasks.spawn(crate::cluster::protocol::raise_when_supported(
         Arc::clone(&replicator) as Arc<dyn Replicator>,
         Arc::clone(&versions),
     ));
-    tokio::spawn(crate::cluster::protocol::stop_when_outdated(
+    tasks.spawn(crate::cluster::protocol::stop_when_outdated(
         replicator.state().clone(),
         Arc::clone(&drain),
         Arc::clone(&versions),
@@ -181,7 +188,7 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
     )
     .await
     .context("cannot start gossip")?;
-    tokio::spawn(super::handover::hand_over_at_drain(
+    tasks.spawn(super::handover::hand_over_at_drain(
         raft,
         transport,
         Arc::clone(&gossip),
@@ -193,6 +200,7 @@ pub async fn start(options: ClusterOptions) -> anyhow::Result<ClusterNode> {
         gossip,
         drain,
         versions,
+        tasks,
     })
 }
 

@@ -177,6 +177,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         charge_close,
         maintenance,
         mut tasks,
+        mut cluster_tasks,
     } = started;
     let admission = Arc::clone(&app.admission);
     let versions = Arc::clone(&app.versions);
@@ -281,6 +282,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     gossip.shutdown().await;
+    cluster_tasks.shutdown().await;
     tracing::info!("stopped");
     if let Some(version) = versions.outdated() {
         anyhow::bail!(
