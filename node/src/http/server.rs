@@ -198,7 +198,9 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     app.ready.store(true, Ordering::Release);
     tracing::info!(addr = %local, data_dir = %app.config.server.data_dir.display(), "tollgate listening");
     eprintln!("tollgate listening on http://{local}");
-    tokio::spawn(drain_on_signal(Arc::clone(&app.drain)));
+    // Signals are watched until the very end: a second Ctrl-C exits at once.
+    let mut signals = tokio::task::JoinSet::new();
+    signals.spawn(drain_on_signal(Arc::clone(&app.drain)));
     let router = router(Arc::clone(&app));
     let shutdown_app = Arc::clone(&app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
@@ -283,6 +285,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     }
     gossip.shutdown().await;
     cluster_tasks.shutdown().await;
+    signals.shutdown().await;
     tracing::info!("stopped");
     if let Some(version) = versions.outdated() {
         anyhow::bail!(
