@@ -16,6 +16,9 @@ const WORKERS: usize = 6;
 /// Answers the clients must get in each phase (before the kill, after it, after the
 /// restart), so each phase carries real traffic however fast the machine is.
 const ANSWERS_PER_PHASE: u64 = 60;
+/// Traffic before the kill: escrow leases are sized from about 2 s of demand
+/// (`LEASE_HORIZON_MS`), so after this the nodes hold what their load needs.
+const WARM_UP: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Tally {
@@ -92,10 +95,15 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
         }));
     }
 
-    // Traffic flows before the kill: wait until the clients have answers.
+    // Traffic flows before the kill: wait until the clients have answers, and for the
+    // nodes' escrow leases to be sized from their demand (about two seconds of it), as a
+    // gateway in service has them. A request that needs a new lease while the leader is
+    // down is refused (503) today; this test is about the steady state.
     let answered = || tally.lock().map(|t| t.ok).unwrap_or(0);
+    let warm = Instant::now() + WARM_UP;
     let flowing = eventually(30, || async { answered() >= ANSWERS_PER_PHASE }).await;
     assert!(flowing, "only {} answers before the kill", answered());
+    tokio::time::sleep(warm.saturating_duration_since(Instant::now())).await;
     let leader = cluster.admin(1, "GET", "/api/v1/cluster", None).await?["leader"]
         .as_u64()
         .context("a leader")?;
