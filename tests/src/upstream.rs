@@ -1,0 +1,121 @@
+//! The fake Anthropic/OpenAI upstream of the real-client kit (`fake_anthropic.py`), its
+//! JSONL request log, and provider configs that point at it.
+
+use crate::*;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The fake Anthropic/OpenAI upstream from the real-client kit.
+pub struct FakeUpstream {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    _dir: PathBuf,
+}
+
+impl FakeUpstream {
+    pub fn start(extra: &[&str]) -> Result<FakeUpstream> {
+        let dir = temp_dir("fake");
+        let port_file = dir.join("port");
+        let log = dir.join("requests.jsonl");
+        let child = Command::new("python3")
+            .arg(kit_dir().join("fake_anthropic.py"))
+            .args(["--port", "0", "--require-key", UPSTREAM_KEY])
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--log")
+            .arg(&log)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start fake_anthropic.py")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                if let Ok(port) = text.trim().parse() {
+                    return Ok(FakeUpstream {
+                        child,
+                        port,
+                        log,
+                        _dir: dir,
+                    });
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("fake upstream did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every logged model request (JSONL rows).
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Reconfigures the fake live (`POST /__fake/config`).
+    pub async fn configure(&self, config: Value) -> Result<()> {
+        let r = http()
+            .post(format!("{}/__fake/config", self.base_url()))
+            .json(&config)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("fake config failed: {}", r.status());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `[[providers]]` entries named `primary` and `secondary`, Anthropic-kind, on two fakes.
+pub fn primary_secondary_config(primary: &FakeUpstream, secondary: &FakeUpstream) -> String {
+    ["primary", "secondary"]
+        .iter()
+        .zip([primary, secondary])
+        .map(|(name, fake)| {
+            format!(
+                "[[providers]]\nname = \"{name}\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"env:TEST_UPSTREAM_KEY\"\n\n",
+                fake.base_url()
+            )
+        })
+        .collect()
+}
+
+/// A config with the fake as an `anthropic` provider and as an `openai` provider.
+pub fn fake_config(fake: &FakeUpstream) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "fake-anthropic"
+kind = "anthropic"
+base_url = "{base}"
+api_key = "env:TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "fake-openai"
+kind = "openai"
+base_url = "{base}/v1"
+api_key = "env:TEST_UPSTREAM_KEY"
+"#,
+        base = fake.base_url()
+    )
+}
