@@ -8,7 +8,8 @@ use crate::gateway::breaker::Breakers;
 use crate::gateway::providers::Providers;
 use crate::gateway::routing::PatternCache;
 use crate::governance::admission::{self, Admission};
-use crate::governance::charge::{self, ChargeSender};
+use crate::gateway::gate::Gate;
+use crate::governance::charge;
 use crate::governance::limits::RateLimiter;
 use crate::governance::replicator::{LocalReplicator, Replicator, SharedState};
 use anyhow::Context;
@@ -24,16 +25,13 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub struct App {
     pub config: Config,
     pub replicator: Arc<dyn Replicator>,
-    pub providers: Providers,
+    /// The request steps without HTTP: providers, rate limiter, leases, charges.
+    pub gate: Arc<Gate>,
     pub http: reqwest::Client,
-    pub limiter: Arc<RateLimiter>,
     pub breakers: Breakers,
     pub gossip: Arc<Gossip>,
-    pub admission: Arc<Admission>,
-    pub charges: ChargeSender,
     pub admin_token_sha256: [u8; 32],
     pub clock: Arc<dyn Clock>,
-    pub patterns: PatternCache,
     pub ready: AtomicBool,
     /// Set once gossip has shown a majority of the voters since the start (readiness
     /// waits for it once, as for catching up).
@@ -164,19 +162,26 @@ pub fn start(
         Arc::clone(&clock),
         Box::new(move || voters.cluster_view().voters.len()),
     );
+    let gate = Arc::new(Gate {
+        replicator: Arc::clone(&replicator),
+        providers,
+        patterns: PatternCache::default(),
+        limiter,
+        admission,
+        charges,
+        clock: Arc::clone(&clock),
+        default_max_tokens: config.limits.default_max_tokens,
+        charged: AtomicU64::new(0),
+    });
     let app = App {
         config,
         replicator,
-        providers,
+        gate,
         http,
-        limiter,
         breakers,
         gossip,
-        admission,
-        charges,
         admin_token_sha256,
         clock,
-        patterns: PatternCache::default(),
         ready: AtomicBool::new(false),
         drain,
         versions,

@@ -9,8 +9,6 @@ pub struct Counters {
     pub responses: [AtomicU64; 5],
     /// Attempts at a provider that failed and were retried or fell back.
     pub upstream_failures: AtomicU64,
-    /// Charges sent into the pipeline.
-    pub charges: AtomicU64,
 }
 
 impl Counters {

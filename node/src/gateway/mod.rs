@@ -1,7 +1,10 @@
 //! The inference request path: from a client's request to a provider's answer.
 //!
 //! # Layout
-//! - `proxy`: the request steps and the relay of answers (see its own layout).
+//! - `gate`: the request steps without HTTP (authenticate, resolve, rate-limit,
+//!   reserve), shared by the proxy and the simulator.
+//! - `billing`: the reservation a request holds and the charge it sends at completion.
+//! - `proxy`: the HTTP request path and the relay of answers (see its own layout).
 //! - `auth`: virtual keys and admin tokens (hashed, constant-time).
 //! - `routing`: model → provider configs (weights, allowlists, aliases).
 //! - `providers`: the configured providers and their credentials.
@@ -12,8 +15,10 @@
 //! - `mock`: the built-in deterministic provider.
 
 pub mod auth;
+pub mod billing;
 pub mod breaker;
 pub mod counters;
+pub mod gate;
 pub mod mock;
 pub mod providers;
 pub mod proxy;

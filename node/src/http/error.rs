@@ -3,6 +3,7 @@
 
 use crate::gateway::auth::AuthError;
 use crate::gateway::routing::RouteError;
+use crate::gateway::gate::GateError;
 use crate::governance::admission::AdmissionError;
 use crate::governance::limits::RateLimited;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -101,6 +102,17 @@ impl From<AdmissionError> for ApiError {
             AdmissionError::Exhausted(message) => ApiError::BudgetExhausted(message),
             AdmissionError::Untrusted => ApiError::NodeIsolated(e.to_string()),
             AdmissionError::Cluster(cause) => ApiError::ClusterUnavailable(cause.to_string()),
+        }
+    }
+}
+
+impl From<GateError> for ApiError {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::Route(e) => e.into(),
+            GateError::RateLimited(e) => e.into(),
+            GateError::NoPrice { .. } => ApiError::PermissionDenied(e.to_string()),
+            GateError::Admission(e) => e.into(),
         }
     }
 }

@@ -33,7 +33,7 @@ pub fn render(app: &App) -> String {
                 "tollgate_charges_total",
                 "counter",
                 "Charges sent into the charge pipeline.",
-                counters.charges.load(Ordering::Relaxed),
+                app.gate.charged.load(Ordering::Relaxed),
             ),
             (
                 "tollgate_outbox_pending",
@@ -81,13 +81,13 @@ pub fn render(app: &App) -> String {
                 "tollgate_lease_requests_total",
                 "counter",
                 "Escrow lease requests this node proposed (on a request's shortfall or a top-up).",
-                app.admission.lease_requests.load(Ordering::Relaxed),
+                app.gate.admission.lease_requests.load(Ordering::Relaxed),
             ),
             (
                 "tollgate_lease_returns_total",
                 "counter",
                 "Escrow lease give-backs this node proposed (idle, another node short).",
-                app.admission.lease_returns.load(Ordering::Relaxed),
+                app.gate.admission.lease_returns.load(Ordering::Relaxed),
             ),
             (
                 "tollgate_ready",

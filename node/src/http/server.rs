@@ -179,7 +179,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         mut tasks,
         mut cluster_tasks,
     } = started;
-    let admission = Arc::clone(&app.admission);
+    let admission = Arc::clone(&app.gate.admission);
     let versions = Arc::clone(&app.versions);
     let addr = app.config.server.http_addr;
     let grace = std::time::Duration::from_millis(app.config.limits.drain_grace_ms);

@@ -1,9 +1,9 @@
-//! The inference request path: authenticate, resolve, rate-limit, admit against budgets,
+//! The inference request path over HTTP: read the caller and the body, take them
+//! through the gate's steps (`gateway::gate`: authenticate, resolve, rate-limit, reserve),
 //! then try providers in turn until one answers.
 //!
 //! # Layout
 //! - `head`: one borrowed pass over the body for model, stream and max_tokens.
-//! - `billing`: the reservation a request holds and the charge it sends at completion.
 //! - `upstream`: one attempt at one provider, in any dialect combination.
 //! - `send`: the request to a provider (credential, headers, bounds) and `AttemptError`.
 //! - `relay`: streaming answers chunk by chunk, charged at the end or on a drop.
@@ -11,7 +11,6 @@
 //! - `usage`: the usage JSON of both dialects and the taps that follow streams.
 
 pub mod adapt;
-pub mod billing;
 pub mod head;
 pub mod relay;
 pub mod send;
@@ -21,21 +20,20 @@ pub mod usage;
 use crate::app::App;
 use crate::config::ProviderKind;
 use crate::gateway::auth;
+use crate::gateway::gate::{Ask, Caller};
 use crate::gateway::breaker::Outcome;
 use crate::gateway::mock;
-use crate::gateway::routing::{self, Route};
+use crate::gateway::routing;
 use crate::http::error::{ApiError, Dialect};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use billing::Billing;
 use bytes::Bytes;
 use head::Inbound;
 use send::AttemptError;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_proto::{Owner, RateLimit, Usage, Usd, VirtualKey};
 
 /// Pause before trying the same provider config again after a transient failure.
 const SAME_ROUTE_RETRY_PAUSE_MS: u64 = 100;
@@ -88,16 +86,9 @@ pub fn body_error(app: &App, rejection: BytesRejection) -> ApiError {
     }
 }
 
-/// Authenticates the caller and copies out the rate limits of its key, team and customer.
-fn caller(app: &App, headers: &HeaderMap) -> Result<(VirtualKey, Vec<RateLimit>), ApiError> {
-    let state = app.state().read();
-    let key = auth::authenticate(&state, headers)?;
-    let limits = state
-        .rate_limit_chain(&key.id, None)
-        .into_iter()
-        .cloned()
-        .collect();
-    Ok((key, limits))
+/// Authenticates the caller from its headers.
+fn caller(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(app.gate.authenticate(auth::presented_secret(headers))?)
 }
 
 async fn run(
@@ -109,11 +100,10 @@ async fn run(
     seq: u64,
 ) -> Result<Response, ApiError> {
     // Who is asking comes first: an unauthenticated caller learns nothing about its body.
-    let (key, limits) = caller(app, &headers)?;
+    let caller = caller(app, &headers)?;
     let body = body.map_err(|r| body_error(app, r))?;
     let head = head::parse(&body, dialect, false)?;
-    let routes = routing::resolve(&key, &app.providers, &head.model, seq, &app.patterns)?;
-    app.limiter.admit(&limits, app.now_ms())?;
+    let routes = app.gate.admit(&caller, &head.model, seq)?;
     let inbound = Inbound {
         dialect,
         head,
@@ -155,12 +145,18 @@ async fn run(
                 continue;
             }
         };
-        let billing = match admit(app, &key, route, &inbound).await {
+        let ask = Ask {
+            request_id,
+            body_bytes: inbound.body.len() as u64,
+            max_tokens: inbound.head.max_tokens,
+            choices: inbound.head.choices,
+        };
+        let billing = match app.gate.reserve(&caller, route, ask).await {
             Ok(b) => b,
             Err(e) => {
                 attempt.finish(Outcome::Neutral, app.now_ms());
                 refused[i] = true;
-                last_error = Some(e);
+                last_error = Some(e.into());
                 continue;
             }
         };
@@ -198,69 +194,6 @@ async fn run(
     Err(last_error.unwrap_or_else(|| ApiError::Internal("no route was tried".into())))
 }
 
-/// Checks price, provider-config rate limits and every budget of the chain for one route,
-/// and reserves the request's estimated cost.
-async fn admit(
-    app: &Arc<App>,
-    key: &VirtualKey,
-    route: &Route,
-    inbound: &Inbound,
-) -> Result<Billing, ApiError> {
-    let (chain, price, all_limits) = {
-        let state = app.state().read();
-        let chain = state.budget_chain(&key.id, Some(&route.config.id));
-        let price = state.price_for(&route.upstream_model).cloned();
-        let all_limits: Vec<RateLimit> = state
-            .rate_limit_chain(&key.id, Some(&route.config.id))
-            .into_iter()
-            .cloned()
-            .collect();
-        (chain, price, all_limits)
-    };
-    if price.is_none() && !chain.is_empty() {
-        return Err(ApiError::PermissionDenied(format!(
-            "model '{}' has no price and virtual key {} spends against a budget; ask your gateway admin to set a price for it or a default price (model \"*\")",
-            route.upstream_model, key.id
-        )));
-    }
-    // The estimate: every four body bytes a prompt token, and every completion at its cap.
-    let estimated_usage = Usage {
-        input_tokens: (inbound.body.len() as u64).div_ceil(4),
-        output_tokens: inbound
-            .head
-            .max_tokens
-            .unwrap_or(app.config.limits.default_max_tokens)
-            .saturating_mul(inbound.head.choices),
-        ..Usage::default()
-    };
-    let estimate = price
-        .as_ref()
-        .map_or(Usd::ZERO, |p| p.cost(&estimated_usage));
-    let hold = app.admission.reserve(&chain, estimate).await?;
-    let config_limits: Vec<RateLimit> = all_limits
-        .iter()
-        .filter(|l| matches!(l.owner, Owner::ProviderConfig(_)))
-        .cloned()
-        .collect();
-    // The time again: the reservation above may have waited.
-    app.limiter.admit(&config_limits, app.now_ms())?;
-    Ok(Billing {
-        app: Arc::clone(app),
-        request_id: inbound.request_id.as_str().into(),
-        key_id: key.id.clone(),
-        provider_config_id: route.config.id.clone(),
-        model: route.upstream_model.clone(),
-        price,
-        hold: Some(hold),
-        estimate: estimated_usage,
-        answered: false,
-        token_limits: all_limits
-            .into_iter()
-            .filter(|l| l.token_max.is_some())
-            .collect(),
-    })
-}
-
 /// `POST /anthropic/v1/messages/count_tokens`: answered by the key's first route.
 pub async fn count_tokens(
     State(app): State<Arc<App>>,
@@ -269,10 +202,16 @@ pub async fn count_tokens(
 ) -> Response {
     let result = async {
         // Authenticate first: an unknown caller learns nothing about body parsing.
-        let (key, _) = caller(&app, &headers)?;
+        let caller = caller(&app, &headers)?;
         let body = body.map_err(|r| body_error(&app, r))?;
         let head = head::parse(&body, Dialect::Anthropic, true)?;
-        let routes = routing::resolve(&key, &app.providers, &head.model, 0, &app.patterns)?;
+        let routes = routing::resolve(
+            &caller.key,
+            &app.gate.providers,
+            &head.model,
+            0,
+            &app.gate.patterns,
+        )?;
         let route = routes
             .first()
             .ok_or_else(|| ApiError::Internal("resolve gave no route".into()))?;
@@ -318,8 +257,8 @@ pub async fn count_tokens(
 
 /// `GET /v1/models`: the models a key may name, in a shape both SDKs accept.
 pub async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let (key, _) = match caller(&app, &headers) {
-        Ok(k) => k,
+    let key = match caller(&app, &headers) {
+        Ok(caller) => caller.key,
         Err(e) => {
             let dialect = if headers.contains_key("anthropic-version") {
                 Dialect::Anthropic

@@ -4,7 +4,7 @@
 //! is charged for the usage seen.
 
 use super::adapt::Adapter;
-use super::billing::Billing;
+use crate::gateway::billing::Billing;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use std::pin::Pin;

@@ -2,7 +2,7 @@
 //! the provider's kind, send it, and turn the answer into the client's response.
 
 use super::adapt::{self, Adapter};
-use super::billing::Billing;
+use crate::gateway::billing::Billing;
 use super::head::Inbound;
 use super::relay::{self, ByteStream};
 use super::send::{

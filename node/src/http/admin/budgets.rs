@@ -35,7 +35,7 @@ pub fn budget_view(app: &App, state: &tollgate_raft::GovState, id: &BudgetId) ->
     m.insert("leases".into(), Value::Array(leases));
     m.insert(
         "held_here_usd".into(),
-        json!(app.admission.held_here(id).to_string()),
+        json!(app.gate.admission.held_here(id).to_string()),
     );
     m.insert(
         "window_start".into(),

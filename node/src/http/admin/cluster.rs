@@ -136,7 +136,7 @@ fn gossip_view(app: &App) -> Value {
             json!({"node_id": node, "live": live, "count": c.count, "claim": c.claim}),
         )
     };
-    for (id, dimension, claim) in app.limiter.own_claims() {
+    for (id, dimension, claim) in app.gate.limiter.own_claims() {
         let (start, v) = entry(true, me, claim);
         limits
             .entry((id.as_str().to_owned(), dimension.as_str()))

@@ -128,8 +128,8 @@ pub fn provider_configs(
     let mut out = Vec::with_capacity(bodies.len());
     for (i, b) in bodies.iter().enumerate() {
         let at = |f: &str| format!("provider_configs[{i}].{f}");
-        if app.providers.get(&b.provider).is_none() {
-            let known: Vec<&str> = app.providers.names().collect();
+        if app.gate.providers.get(&b.provider).is_none() {
+            let known: Vec<&str> = app.gate.providers.names().collect();
             return Err(field(
                 &at("provider"),
                 format!("unknown provider {:?}; this node has {known:?}", b.provider),

@@ -3,14 +3,14 @@
 //! provider answered is always charged, even if the answer is then lost (client gone,
 //! answer unreadable): for the usage seen, else for its estimate.
 
-use crate::app::App;
+use crate::gateway::gate::Gate;
 use crate::governance::admission::Hold;
 use crate::governance::charge::PendingCharge;
 use std::sync::Arc;
 use tollgate_proto::{Charge, KeyId, Price, ProviderConfigId, RateLimit, RequestId, Usage, Usd};
 
 pub struct Billing {
-    pub app: Arc<App>,
+    pub gate: Arc<Gate>,
     pub request_id: RequestId,
     pub key_id: KeyId,
     pub provider_config_id: ProviderConfigId,
@@ -33,13 +33,16 @@ impl Billing {
         self.answered = true;
     }
 
-    /// Charges `usage`: the reservation becomes the real cost until the charge is applied.
-    pub fn finish(mut self, usage: Usage) {
-        self.charge(usage);
+    /// Charges `usage`: the reservation becomes the real cost until the charge is
+    /// applied. Gives the cost charged.
+    pub fn finish(mut self, usage: Usage) -> Usd {
+        self.charge(usage)
     }
 
-    fn charge(&mut self, mut usage: Usage) {
-        let Some(hold) = self.hold.take() else { return };
+    fn charge(&mut self, mut usage: Usage) -> Usd {
+        let Some(hold) = self.hold.take() else {
+            return Usd::ZERO;
+        };
         if usage.input_tokens == 0
             && usage.cache_creation_input_tokens == 0
             && usage.cache_read_input_tokens == 0
@@ -49,8 +52,8 @@ impl Billing {
             usage.input_tokens = self.estimate.input_tokens;
         }
         let cost = self.price.as_ref().map_or(Usd::ZERO, |p| p.cost(&usage));
-        let now_ms = self.app.now_ms();
-        self.app
+        let now_ms = self.gate.clock.now_ms();
+        self.gate
             .limiter
             .add_tokens(&self.token_limits, usage.total_tokens(), now_ms);
         tracing::debug!(
@@ -71,14 +74,14 @@ impl Billing {
             cost,
             at_ms: now_ms,
         };
-        self.app
-            .counters
-            .charges
+        self.gate
+            .charged
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.app.charges.send(PendingCharge {
+        self.gate.charges.send(PendingCharge {
             charge,
             hold: hold.settle(cost),
         });
+        cost
     }
 }
 
