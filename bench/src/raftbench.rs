@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_node::clock::{Clock, SystemClock};
-use tollgate_node::cluster::start::{start, ClusterOptions};
+use tollgate_node::cluster::start::{member, seams, ClusterOptions};
 use tollgate_node::governance::replicator::Replicator;
 use tollgate_proto::{Charge, Command, KeyId, Outcome, Usage, Usd};
 
@@ -76,10 +76,15 @@ async fn bench(args: &RaftBenchArgs, dir: &std::path::Path) -> anyhow::Result<se
             gossip: tollgate_node::config::GossipConfig::default(),
             versions: Default::default(),
         };
-        let node = start(options).await.context("start a node")?;
+        let versions = Arc::clone(&options.versions);
+        let drain = tollgate_node::cluster::drain::Drain::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let node = member(seams(options)?, &versions, &drain, &mut tasks)
+            .await
+            .context("start a node")?;
         nodes.push(Arc::clone(&node.replicator));
-        // Its cluster tasks end when it is dropped: keep it until the bench ends.
-        running.push(node);
+        // Its tasks end when they are dropped: keep them until the bench ends.
+        running.push((node, tasks));
     }
     let formed = Instant::now() + Duration::from_secs(30);
     while !nodes.iter().all(|n| n.caught_up()) {

@@ -3,7 +3,8 @@
 //! sockets, disks, environment variables and the wall clock.
 //!
 //! # Layout
-//! - `app`: the node's shared state (`App`) and its start-up.
+//! - `app`: `Node::build` (one node from its seams, shared with the simulator) and the
+//!   HTTP handlers' shared state (`App`).
 //! - `http`: the HTTP surface: router and drain sequence, error mapping, `/metrics`, the
 //!   admin API.
 //! - `gateway`: the inference request path: proxy, routing, providers, translation, SSE,

@@ -121,12 +121,12 @@ fn main() -> anyhow::Result<()> {
                             gossip: config.gossip.clone(),
                             versions: std::sync::Arc::clone(&versions),
                         };
-                        Some(tollgate_node::cluster::start::start(options).await?)
+                        Some(options)
                     }
                     (None, None) => None,
                     _ => anyhow::bail!("cluster mode needs both --node-id and --raft-addr"),
                 };
-                let started = app::start(config, cluster, versions)?;
+                let started = app::start(config, cluster, versions).await?;
                 server::serve(started).await
             }
             Command::Admin(args) => cli::run(args).await,

@@ -5,7 +5,7 @@
 //! # Layout
 //! - `plan`: one `u64` seed gives the cluster size (3–5), the scenario and its fault
 //!   schedule, the workload and its timings;
-//! - `node`: one simulated node, built from production parts through their seams
+//! - `node`: one simulated node, the production `Node::build` on the simulator's seams
 //!   (`PeerTransport` over simulated TCP, the in-memory Raft log that loses unflushed
 //!   writes at a crash, a `Clock` on simulated time with per-node skew, openraft's
 //!   runtime with a seeded RNG, the outbox without fsync or blocking threads);

@@ -1,7 +1,7 @@
 //! The production `PeerTransport` seam over turmoil's simulated network: a call opens a
 //! simulated TCP connection to the peer, writes one request frame and reads one answer
 //! frame, all under the call's deadline on simulated time. Partitions, loss and delay are
-//! turmoil's; the handler is the production `RaftRpcHandler`.
+//! turmoil's; the handler is the node's production `Router`.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

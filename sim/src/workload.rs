@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate_node::gateway::auth::sha256;
 use tollgate_proto::{
-    Budget, Command, Customer, Outcome, Owner, RateLimit, ResetDuration, Team, Usd, VirtualKey,
+    Budget, Command, Customer, Outcome, Owner, Price, ProviderConfig, RateLimit, ResetDuration,
+    Team, Usd, VirtualKey,
 };
 
 /// Deadline of one exchange with a node.
@@ -32,6 +33,20 @@ pub const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 const SETUP_WITHIN: Duration = Duration::from_secs(60);
 
 pub const SECRETS: [&str; 2] = ["tg-sim-key-one", "tg-sim-key-two"];
+/// The provider every key routes to (the node's built-in mock) and the model asked for.
+pub const PROVIDER: &str = "mock";
+pub const MODEL: &str = "sim-model";
+/// The price of every model: a micro-dollar per completion token, prompts free, so a
+/// request's estimate and cost in micro-dollars are its token counts.
+fn price() -> Price {
+    Price {
+        model: "*".into(),
+        input_per_mtok: Usd(0),
+        output_per_mtok: Usd(1_000_000),
+        cache_write_per_mtok: Usd(0),
+        cache_read_per_mtok: Usd(0),
+    }
+}
 
 fn key(n: usize) -> VirtualKey {
     VirtualKey {
@@ -41,7 +56,13 @@ fn key(n: usize) -> VirtualKey {
         secret_prefix: SECRETS[n][..8].to_owned(),
         team_id: Some("team_1".into()),
         customer_id: Some("cus_1".into()),
-        provider_configs: Vec::new(),
+        provider_configs: vec![ProviderConfig {
+            id: format!("pc_sim_{}", n + 1).as_str().into(),
+            provider: PROVIDER.to_owned(),
+            weight_milli: 1000,
+            allowed_models: Vec::new(),
+            aliases: Default::default(),
+        }],
         disabled: false,
         created_at_ms: EPOCH_MS,
         rotated_at_ms: None,
@@ -60,6 +81,7 @@ fn setup(plan: &Plan) -> Vec<Command> {
         })
     };
     vec![
+        Command::SetPrice(price()),
         Command::CreateCustomer(Customer {
             id: "cus_1".into(),
             name: "customer".into(),
@@ -219,13 +241,37 @@ pub async fn run(plan: Arc<Plan>, world: World) -> turmoil::Result {
         let everywhere = running.len() as u64 == plan.nodes
             && running.values().all(|n| {
                 let s = n.state.read();
-                s.keys().len() == 2 && s.budgets().len() == 2 && s.rate_limits().len() == 1
+                s.keys().len() == 2
+                    && s.budgets().len() == 2
+                    && s.rate_limits().len() == 1
+                    && s.price_for(MODEL).is_some()
             });
         if everywhere {
             break;
         }
         if tokio::time::Instant::now() >= until {
-            world.violation(world::now(), "the setup did not reach every node");
+            let seen: Vec<String> = running
+                .iter()
+                .map(|(id, n)| {
+                    let s = n.state.read();
+                    format!(
+                        "n{id}: {} keys, {} budgets, {} rate limits, priced {}",
+                        s.keys().len(),
+                        s.budgets().len(),
+                        s.rate_limits().len(),
+                        s.price_for(MODEL).is_some()
+                    )
+                })
+                .collect();
+            world.violation(
+                world::now(),
+                format!(
+                    "the setup did not reach every node ({} of {} running; {})",
+                    running.len(),
+                    plan.nodes,
+                    seen.join("; ")
+                ),
+            );
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -3,14 +3,27 @@
 //! provider answered is always charged, even if the answer is then lost (client gone,
 //! answer unreadable): for the usage seen, else for its estimate.
 
-use crate::gateway::gate::Gate;
+use crate::clock::Clock;
+use crate::governance::charge::ChargeSender;
+use crate::governance::limits::RateLimiter;
+use std::sync::atomic::AtomicU64;
 use crate::governance::admission::Hold;
 use crate::governance::charge::PendingCharge;
 use std::sync::Arc;
 use tollgate_proto::{Charge, KeyId, Price, ProviderConfigId, RateLimit, RequestId, Usage, Usd};
 
+/// Where finished requests' charges go: the charge pipeline, and the token windows of
+/// their rate limits.
+pub struct Charger {
+    pub charges: ChargeSender,
+    pub limiter: Arc<RateLimiter>,
+    pub clock: Arc<dyn Clock>,
+    /// Charges sent into the pipeline (`tollgate_charges_total`).
+    pub sent: AtomicU64,
+}
+
 pub struct Billing {
-    pub gate: Arc<Gate>,
+    pub charger: Arc<Charger>,
     pub request_id: RequestId,
     pub key_id: KeyId,
     pub provider_config_id: ProviderConfigId,
@@ -52,8 +65,8 @@ impl Billing {
             usage.input_tokens = self.estimate.input_tokens;
         }
         let cost = self.price.as_ref().map_or(Usd::ZERO, |p| p.cost(&usage));
-        let now_ms = self.gate.clock.now_ms();
-        self.gate
+        let now_ms = self.charger.clock.now_ms();
+        self.charger
             .limiter
             .add_tokens(&self.token_limits, usage.total_tokens(), now_ms);
         tracing::debug!(
@@ -74,10 +87,10 @@ impl Billing {
             cost,
             at_ms: now_ms,
         };
-        self.gate
-            .charged
+        self.charger
+            .sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.gate.charges.send(PendingCharge {
+        self.charger.charges.send(PendingCharge {
             charge,
             hold: hold.settle(cost),
         });

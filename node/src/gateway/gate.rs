@@ -8,14 +8,12 @@
 
 use crate::clock::Clock;
 use crate::gateway::auth::{self, AuthError};
-use crate::gateway::billing::Billing;
+use crate::gateway::billing::{Billing, Charger};
 use crate::gateway::providers::Providers;
 use crate::gateway::routing::{self, PatternCache, Route, RouteError};
 use crate::governance::admission::{Admission, AdmissionError};
-use crate::governance::charge::ChargeSender;
 use crate::governance::limits::{RateLimited, RateLimiter};
 use crate::governance::replicator::Replicator;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tollgate_proto::{KeyId, Owner, RateLimit, Usage, Usd, VirtualKey};
 
@@ -27,12 +25,10 @@ pub struct Gate {
     pub patterns: PatternCache,
     pub limiter: Arc<RateLimiter>,
     pub admission: Arc<Admission>,
-    pub charges: ChargeSender,
+    pub charger: Arc<Charger>,
     pub clock: Arc<dyn Clock>,
     /// The completion size reserved for when a request names no `max_tokens`.
     pub default_max_tokens: u64,
-    /// Charges sent into the pipeline (`tollgate_charges_total`).
-    pub charged: AtomicU64,
 }
 
 /// An authenticated caller: its key and the rate limits of its key, team and customer.
@@ -65,6 +61,13 @@ pub enum GateError {
     Admission(#[from] AdmissionError),
 }
 
+impl Caller {
+    /// The rate limits of the caller's key, team and customer.
+    pub fn limits(&self) -> &[RateLimit] {
+        &self.limits
+    }
+}
+
 impl Gate {
     /// The enabled key whose secret the caller presented (`None`: it presented none).
     pub fn authenticate(&self, secret: Option<&str>) -> Result<Caller, AuthError> {
@@ -89,7 +92,7 @@ impl Gate {
     /// Checks the price and the provider config's rate limits for one route, and
     /// reserves the request's estimated cost on every budget of its chain.
     pub async fn reserve(
-        self: &Arc<Self>,
+        &self,
         caller: &Caller,
         route: &Route,
         ask: Ask<'_>,
@@ -133,7 +136,7 @@ impl Gate {
         // The time again: the reservation above may have waited.
         self.limiter.admit(&config_limits, self.clock.now_ms())?;
         Ok(Billing {
-            gate: Arc::clone(self),
+            charger: Arc::clone(&self.charger),
             request_id: ask.request_id.into(),
             key_id: key.id.clone(),
             provider_config_id: route.config.id.clone(),

@@ -106,12 +106,14 @@ pub struct PipelineConfig {
     pub propose_delay: Duration,
 }
 
-/// Starts both stages.
+/// Starts both stages: the write stage as a task of `tasks` (it ends once the pipeline
+/// is closed), the propose stage as `ChargePipeline::task`.
 pub fn spawn(
     replicator: Arc<dyn Replicator>,
     outbox: Arc<Outbox>,
     admission: Arc<Admission>,
     config: PipelineConfig,
+    tasks: &mut tokio::task::JoinSet<()>,
 ) -> ChargePipeline {
     // Charges to replay hold their costs until applied, from before the first request
     // is admitted: applying them consumes this node's leases.
@@ -144,7 +146,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::unbounded_channel::<Logged>();
     let (durable_tx, durable_rx) = mpsc::unbounded_channel::<Logged>();
     let (close, close_rx) = oneshot::channel::<()>();
-    tokio::spawn(write_stage(
+    tasks.spawn(write_stage(
         Arc::clone(&outbox),
         rx,
         durable_tx,
@@ -380,6 +382,7 @@ mod tests {
         let replicator: Arc<dyn Replicator> =
             Arc::new(LocalReplicator::open(&dir.join("gov")).expect("governance store"));
         let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
+        let mut stages = tokio::task::JoinSet::new();
         let pipeline = spawn(
             Arc::clone(&replicator),
             Arc::clone(&outbox),
@@ -388,6 +391,7 @@ mod tests {
                 batch_max: 512,
                 propose_delay: Duration::ZERO,
             },
+            &mut stages,
         );
         let charges: Vec<PendingCharge> = (0..N).map(pending).collect();
         let started = std::time::Instant::now();
@@ -436,11 +440,13 @@ mod tests {
             propose_delay: Duration::ZERO,
         };
         let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
+        let mut stages = tokio::task::JoinSet::new();
         let pipeline = spawn(
             Arc::clone(&replicator),
             Arc::clone(&outbox),
             admission(&replicator),
             config(),
+            &mut stages,
         );
         let mut late = pending(1);
         late.charge.at_ms += tollgate_raft::state::DEDUP_HORIZON_MS + 1;
@@ -458,11 +464,13 @@ mod tests {
         // The kill: the pipeline stops without sealing the outbox.
         pipeline.task.abort();
         let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
+        let mut stages = tokio::task::JoinSet::new();
         let pipeline = spawn(
             Arc::clone(&replicator),
             Arc::clone(&outbox),
             admission(&replicator),
             config(),
+            &mut stages,
         );
         pipeline.close.send(()).expect("pipeline running");
         pipeline.task.await.expect("pipeline task");

@@ -136,17 +136,21 @@ impl RateLimiter {
     ) -> Arc<RateLimiter> {
         let min_split = std::sync::atomic::AtomicUsize::new(members());
         let round_ms = CLAIM_ROUND_MS.max(5 * gossip.interval_ms());
-        let limiter = Arc::new(RateLimiter {
+        Arc::new(RateLimiter {
             slots: Mutex::new(BTreeMap::new()),
             gossip,
             clock,
             members,
             min_split,
             round_ms,
-        });
-        // Publishes (in a cluster) and forgets ended windows (everywhere).
-        let weak = Arc::downgrade(&limiter);
-        tokio::spawn(async move {
+        })
+    }
+
+    /// Publishes this node's claims (in a cluster) and forgets ended windows
+    /// (everywhere), every `PUBLISH_EVERY_MS`, as a task of `tasks`.
+    pub fn spawn_publisher(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
+        let weak = Arc::downgrade(self);
+        tasks.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(PUBLISH_EVERY_MS)).await;
                 let Some(limiter) = weak.upgrade() else {
@@ -155,7 +159,6 @@ impl RateLimiter {
                 limiter.publish(limiter.clock.now_ms());
             }
         });
-        limiter
     }
 
     /// Admits one request against every limit or none: counts are only taken when all

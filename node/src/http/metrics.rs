@@ -33,7 +33,7 @@ pub fn render(app: &App) -> String {
                 "tollgate_charges_total",
                 "counter",
                 "Charges sent into the charge pipeline.",
-                app.gate.charged.load(Ordering::Relaxed),
+                app.gate.charger.sent.load(Ordering::Relaxed),
             ),
             (
                 "tollgate_outbox_pending",

@@ -14,10 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-/// Longest wait for queued charges to be applied at shutdown (storage that cannot take
-/// a write for this long will not take it by waiting longer).
-const CHARGE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 pub fn router(app: Arc<App>) -> Router {
     let limits = &app.config.limits;
     // Inference routes: open to any caller; each handler authenticates the virtual key
@@ -155,12 +151,6 @@ fn heard_cluster(app: &App) -> bool {
 /// (a non-streaming one still waits for its provider, bounded by its own timeout).
 const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How long a stopping node tries to give its escrow leases back.
-const LEASE_RETURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// How long a stopping node that still leads waits for its hand-over before exiting.
-const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// How often the node's gossiped state is rechecked.
 const NODE_STATE_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -171,15 +161,7 @@ const NODE_STATE_CHECK: std::time::Duration = std::time::Duration::from_millis(2
 /// accepted and requests and streams in flight get `drain_timeout_ms` to finish; every
 /// queued charge is applied, the escrow leases go back, and gossip stops.
 pub async fn serve(started: Started) -> anyhow::Result<()> {
-    let Started {
-        app,
-        charge_task,
-        charge_close,
-        maintenance,
-        mut tasks,
-        mut cluster_tasks,
-    } = started;
-    let admission = Arc::clone(&app.gate.admission);
+    let Started { app, node } = started;
     let versions = Arc::clone(&app.versions);
     let addr = app.config.server.http_addr;
     let grace = std::time::Duration::from_millis(app.config.limits.drain_grace_ms);
@@ -205,7 +187,6 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     let shutdown_app = Arc::clone(&app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let state_task = tokio::spawn(publish_node_state(Arc::clone(&app)));
-    let gossip = Arc::clone(&app.gossip);
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_app.drain.started().await;
         shutdown_app.ready.store(false, Ordering::Release);
@@ -242,49 +223,17 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         }
     }
     tracing::info!("draining: requests finished; applying queued charges");
-    // Stop serving, then close the pipeline and apply everything queued before exiting.
+    // Stop serving, then apply everything queued, give the leases back, hand over.
     drop(server);
     state_task.abort();
-    let replicator = Arc::clone(&app.replicator);
     drop(app);
-    let _ = charge_close.send(());
-    let drained = match tokio::time::timeout(CHARGE_FLUSH_TIMEOUT, charge_task).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "charge pipeline ended abnormally");
-            false
-        }
-        Err(_) => {
-            tracing::error!("charge pipeline did not drain in time; its charges stay in the outbox for the next start");
-            false
-        }
-    };
-    maintenance.abort();
-    tasks.shutdown().await;
-    if drained && all_ended {
-        // Every charge is applied and nothing is in flight: the leases go back to the
-        // cluster for the other nodes. (Not otherwise: charges still to come would
-        // consume leases handed to others.)
-        match tokio::time::timeout(LEASE_RETURN_TIMEOUT, admission.release_all()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "leases not given back; the leader reclaims them")
-            }
-            Err(_) => tracing::warn!("giving leases back timed out; the leader reclaims them"),
-        }
-    }
-    // A leader that could not hand over yet (say it was elected during the drain) gets
-    // a moment more: leaving as leader costs the cluster an election timeout.
-    let deadline = tokio::time::Instant::now() + HANDOVER_TIMEOUT;
-    while gossip.clustered() && tokio::time::Instant::now() < deadline {
-        let view = replicator.cluster_view();
-        if view.leader != Some(view.node_id) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    gossip.shutdown().await;
-    cluster_tasks.shutdown().await;
+    let stopped = node.stop(all_ended).await;
+    tracing::info!(
+        charges_applied = stopped.charges_applied,
+        leases_returned = stopped.leases_returned,
+        still_leading = stopped.still_leading,
+        "node stopped"
+    );
     signals.shutdown().await;
     tracing::info!("stopped");
     if let Some(version) = versions.outdated() {

@@ -60,6 +60,8 @@ pub struct Gossip {
     generation: u64,
     chitchat: Option<Arc<tokio::sync::Mutex<Chitchat>>>,
     handle: Mutex<Option<ChitchatHandle>>,
+    /// The task that folds chitchat's state into the view, stopped by `shutdown`.
+    refresher: Mutex<Option<tokio::task::AbortHandle>>,
     view: RwLock<Arc<View>>,
     /// Values to write to this node's gossip state at the next refresh (`None`: delete).
     pending: Mutex<BTreeMap<String, Option<String>>>,
@@ -92,6 +94,7 @@ impl Gossip {
             generation,
             chitchat,
             handle: Mutex::new(handle),
+            refresher: Mutex::new(None),
             view: RwLock::new(Arc::new(View::default())),
             pending: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
@@ -180,7 +183,8 @@ impl Gossip {
             Some(handle),
             interval,
         ));
-        tokio::spawn(Arc::clone(&gossip).run());
+        let refresher = tokio::spawn(Arc::clone(&gossip).run()).abort_handle();
+        *gossip.refresher.lock().unwrap_or_else(|e| e.into_inner()) = Some(refresher);
         tracing::info!(node_id = options.node_id, generation, addr = %options.gossip_addr, "gossip started");
         Ok(gossip)
     }
@@ -246,6 +250,14 @@ impl Gossip {
 
     /// Stops gossiping (at the end of a drain): the others then see this node go dead.
     pub async fn shutdown(&self) {
+        if let Some(refresher) = self
+            .refresher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            refresher.abort();
+        }
         let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             if let Err(e) = handle.shutdown().await {

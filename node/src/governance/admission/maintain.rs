@@ -201,25 +201,24 @@ impl Admission {
     }
 
     /// Runs `maintain` every `MAINTENANCE_MS`, and refreshes whether this node trusts its
-    /// leases every `TRUST_CHECK_MS`, until the node stops.
-    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let me = Arc::clone(self);
+    /// leases every `TRUST_CHECK_MS`, as two tasks of `tasks`.
+    pub fn spawn_maintenance(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
         let trust = Arc::clone(self);
-        tokio::spawn(async move {
-            let trust_task = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(TRUST_CHECK_MS)).await;
-                    trust.check_trust();
-                }
-            });
-            let _abort_trust = AbortOnDrop(trust_task);
+        tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(TRUST_CHECK_MS)).await;
+                trust.check_trust();
+            }
+        });
+        let me = Arc::clone(self);
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(MAINTENANCE_MS));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 me.maintain().await;
             }
-        })
+        });
     }
 
     /// Gives every lease of this node back (at drain, once its charges are applied).
@@ -250,14 +249,5 @@ impl Admission {
             return Ok(());
         };
         self.replicator.propose(command).await.map(|_| ())
-    }
-}
-
-/// Aborts a task when dropped (the trust task ends with the maintenance task).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

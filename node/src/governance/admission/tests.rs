@@ -235,7 +235,10 @@ async fn nodes_together_never_spend_past_the_limit() {
     const LIMIT: u64 = 1_000_000;
     let world = World::new("together", LIMIT).await;
     let nodes: Vec<Arc<Admission>> = (1..=4).map(|id| world.node(id)).collect();
-    let maintenance: Vec<_> = nodes.iter().map(|n| n.spawn_maintenance()).collect();
+    let mut maintenance = tokio::task::JoinSet::new();
+    for n in &nodes {
+        n.spawn_maintenance(&mut maintenance);
+    }
     let excess = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let clients = (0..40u64).map(|client| {
@@ -293,9 +296,7 @@ async fn nodes_together_never_spend_past_the_limit() {
     for c in futures_util::future::join_all(clients).await {
         c.expect("client");
     }
-    for m in maintenance {
-        m.abort();
-    }
+    maintenance.shutdown().await;
     let state = world.replicator.state().read();
     let status = state.budget_status(&chain()[0], now_ms()).expect("budget");
     let (spent, excess) = (

@@ -1,17 +1,23 @@
-//! The node's shared state (`App`) and its start-up and shutdown sequence.
+//! The node as `tollgate serve` runs it: the node itself (`node::Node`, built from the
+//! production seams) and the shared state of the HTTP handlers (`App`).
+//!
+//! # Layout
+//! - `node`: `Node::build` from seams (transport, storage, clock, gossip, outbox) and
+//!   `Node::stop`, shared with the simulator.
+
+pub mod node;
 
 use crate::clock::Clock;
 use crate::cluster::gossip::Gossip;
-use crate::cluster::start::ClusterNode;
+use crate::cluster::start::ClusterOptions;
 use crate::config::Config;
 use crate::gateway::breaker::Breakers;
-use crate::gateway::providers::Providers;
-use crate::gateway::routing::PatternCache;
-use crate::governance::admission::{self, Admission};
 use crate::gateway::gate::Gate;
-use crate::governance::charge;
-use crate::governance::limits::RateLimiter;
-use crate::governance::replicator::{LocalReplicator, Replicator, SharedState};
+use crate::gateway::providers::Providers;
+use crate::governance::admission::Mode;
+use crate::governance::charge::PipelineConfig;
+use crate::governance::replicator::{Replicator, SharedState};
+use node::{Node, OutboxSeam, Replication, Seams};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,26 +69,21 @@ impl App {
     }
 }
 
-/// A started node: the app and the task that drains charges at shutdown.
+/// A started node: the app its requests are served with, and the node that stops
+/// at the end of the drain.
 pub struct Started {
     pub app: Arc<App>,
-    pub charge_task: tokio::task::JoinHandle<()>,
-    pub charge_close: tokio::sync::oneshot::Sender<()>,
-    /// The escrow lease maintenance task (aborted at shutdown).
-    pub maintenance: tokio::task::JoinHandle<()>,
-    /// Other background tasks of the node, ended once its charges are applied.
-    pub tasks: tokio::task::JoinSet<()>,
-    /// The cluster's tasks (`ClusterNode::tasks`; none alone), ended last, after the
-    /// hand-over.
-    pub cluster_tasks: tokio::task::JoinSet<()>,
+    pub node: Node,
 }
 
-/// Opens the data dir, recovers state and builds the app for a node speaking
-/// `versions`. `cluster`: Raft and gossip
-/// already started for this node; without them the node runs alone on a local log.
-pub fn start(
+/// The node id of a node running alone.
+const ALONE_NODE_ID: u64 = 1;
+
+/// Opens the data dir, recovers state and builds the node and its app, speaking
+/// `versions`: a member of the cluster `cluster` describes, or alone on a local log.
+pub async fn start(
     config: Config,
-    cluster: Option<ClusterNode>,
+    cluster: Option<ClusterOptions>,
     versions: Arc<crate::cluster::version::Versions>,
 ) -> anyhow::Result<Started> {
     let data_dir = config.server.data_dir.clone();
@@ -90,26 +91,41 @@ pub fn start(
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let admin_token_sha256 = admin_token(&data_dir)?;
     let providers = Providers::from_specs(&config.providers)?;
-    let (replicator, gossip, drain, cluster_tasks): (
-        Arc<dyn Replicator>,
-        Option<Arc<Gossip>>,
-        _,
-        _,
-    ) = match cluster {
-        Some(node) => (node.replicator, Some(node.gossip), node.drain, node.tasks),
+    let hooks = crate::hooks::env::Hooks::from_env();
+    let mut serving = tokio::task::JoinSet::new();
+    let clock: Arc<dyn Clock> = hooks.clock(&mut serving);
+    let (node_id, replication) = match cluster {
+        Some(options) => (
+            options.node_id,
+            Replication::Member(Box::new(crate::cluster::start::seams(options)?)),
+        ),
         None => (
-            Arc::new(
-                LocalReplicator::open(&data_dir.join("gov"))
-                    .context("cannot open the governance store")?
-                    .with_outbox_dir(data_dir.join("outbox"))
-                    .with_protocol(versions.local()),
-            ),
-            None,
-            crate::cluster::drain::Drain::new(),
-            tokio::task::JoinSet::new(),
+            ALONE_NODE_ID,
+            Replication::Alone {
+                dir: data_dir.join("gov"),
+            },
         ),
     };
-    let gossip = gossip.unwrap_or_else(|| Gossip::alone(replicator.cluster_view().node_id));
+    let node = Node::build(Seams {
+        node_id,
+        replication,
+        outbox: OutboxSeam::Durable(data_dir.join("outbox")),
+        clock,
+        serving,
+        mode: if hooks.naive_budgets {
+            Mode::Naive
+        } else {
+            Mode::Leases
+        },
+        pipeline: PipelineConfig {
+            batch_max: config.limits.charge_batch_max,
+            propose_delay: Duration::from_millis(hooks.propose_delay_ms),
+        },
+        providers,
+        default_max_tokens: config.limits.default_max_tokens,
+        versions,
+    })
+    .await?;
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(
             config.limits.upstream_connect_timeout_ms,
@@ -120,84 +136,30 @@ pub fn start(
         .no_proxy()
         .build()
         .context("cannot build the upstream HTTP client")?;
-    let outbox = Arc::new(
-        crate::governance::outbox::Outbox::open(&data_dir.join("outbox"))
-            .context("cannot open the charge outbox")?,
-    );
-    let hooks = crate::hooks::env::Hooks::from_env();
-    let mut tasks = tokio::task::JoinSet::new();
-    let clock: Arc<dyn Clock> = hooks.clock(&mut tasks);
-    let mode = if hooks.naive_budgets {
-        admission::Mode::Naive
-    } else {
-        admission::Mode::Leases
-    };
-    let admission = Admission::new(
-        replicator.cluster_view().node_id,
-        mode,
-        Arc::clone(&replicator),
-        Arc::clone(&clock),
-    );
-    let pipeline_config = charge::PipelineConfig {
-        batch_max: config.limits.charge_batch_max,
-        propose_delay: Duration::from_millis(hooks.propose_delay_ms),
-    };
-    let charge::ChargePipeline {
-        sender: charges,
-        task: charge_task,
-        close: charge_close,
-    } = charge::spawn(
-        Arc::clone(&replicator),
-        Arc::clone(&outbox),
-        Arc::clone(&admission),
-        pipeline_config,
-    );
-    let maintenance = admission.spawn_maintenance();
     let mut base = [0u8; 8];
     getrandom::fill(&mut base).map_err(|e| anyhow::anyhow!("os random source failed: {e}"))?;
-    let breakers = Breakers::new(config.breaker.clone(), Arc::clone(&gossip));
-    let voters = Arc::clone(&replicator);
-    let limiter = RateLimiter::new(
-        Arc::clone(&gossip),
-        Arc::clone(&clock),
-        Box::new(move || voters.cluster_view().voters.len()),
-    );
-    let gate = Arc::new(Gate {
-        replicator: Arc::clone(&replicator),
-        providers,
-        patterns: PatternCache::default(),
-        limiter,
-        admission,
-        charges,
-        clock: Arc::clone(&clock),
-        default_max_tokens: config.limits.default_max_tokens,
-        charged: AtomicU64::new(0),
-    });
+    let breakers = Breakers::new(config.breaker.clone(), Arc::clone(&node.gossip));
     let app = App {
         config,
-        replicator,
-        gate,
+        replicator: Arc::clone(&node.replicator),
+        gate: Arc::clone(&node.gate),
         http,
         breakers,
-        gossip,
+        gossip: Arc::clone(&node.gossip),
         admin_token_sha256,
-        clock,
+        clock: Arc::clone(&node.clock),
         ready: AtomicBool::new(false),
-        drain,
-        versions,
+        drain: Arc::clone(&node.drain),
+        versions: Arc::clone(&node.versions),
         heard_cluster: AtomicBool::new(false),
-        outbox,
+        outbox: Arc::clone(&node.outbox),
         counters: crate::gateway::counters::Counters::default(),
         request_id_base: u64::from_le_bytes(base),
         request_seq: AtomicU64::new(0),
     };
     Ok(Started {
         app: Arc::new(app),
-        charge_task,
-        charge_close,
-        maintenance,
-        tasks,
-        cluster_tasks,
+        node,
     })
 }
 

@@ -1,0 +1,259 @@
+//! One node, assembled once: `Node::build` makes the replicated state (alone on a local
+//! log, or a Raft member over any transport), the gossip, the escrow leases, the rate
+//! limiter, the charge pipeline and the request steps (`Gate`) from `Seams`, and owns
+//! every background task it starts; `Node::stop` ends them in the order a drain needs.
+//! `tollgate serve` (alone or clustered) and the simulator both build their nodes here,
+//! so the simulator runs the node that serves.
+
+use crate::clock::Clock;
+use crate::cluster::drain::Drain;
+use crate::cluster::gossip::Gossip;
+use crate::cluster::start::{self as member, MemberSeams};
+use crate::cluster::transport::PeerTransport;
+use crate::cluster::version::Versions;
+use crate::gateway::billing::Charger;
+use crate::gateway::gate::Gate;
+use crate::gateway::providers::Providers;
+use crate::gateway::routing::PatternCache;
+use crate::governance::admission::{Admission, Mode};
+use crate::governance::charge::{self, PipelineConfig};
+use crate::governance::limits::RateLimiter;
+use crate::governance::outbox::Outbox;
+use crate::governance::replicator::{LocalReplicator, Replicator};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::{JoinHandle, JoinSet};
+use tollgate_raft::typ::{NodeId, Raft};
+
+/// Longest wait for queued charges to be applied at the stop (storage that cannot take
+/// a write for this long will not take it by waiting longer).
+const CHARGE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping node tries to give its escrow leases back.
+const LEASE_RETURN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a stopping node that still leads waits for its hand-over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the node's state is replicated.
+pub enum Replication<T> {
+    /// Alone, on a local log in `dir` (`tollgate serve` without `--node-id`).
+    Alone { dir: PathBuf },
+    /// A member of a Raft cluster.
+    Member(Box<MemberSeams<T>>),
+}
+
+/// The outbox of charges not yet applied, in `dir`.
+pub enum OutboxSeam {
+    Durable(PathBuf),
+    /// On a simulated disk: a crash loses the writes not yet synced.
+    Simulated(PathBuf),
+}
+
+/// What a node is made of: the seams where `tollgate serve` and the simulator differ.
+pub struct Seams<T> {
+    pub node_id: NodeId,
+    pub replication: Replication<T>,
+    pub outbox: OutboxSeam,
+    pub clock: Arc<dyn Clock>,
+    /// Tasks the caller started that live as long as the node serves (a test clock's
+    /// follower); the node adds its own.
+    pub serving: JoinSet<()>,
+    /// Escrow leases, or the naive check-then-charge the tests compare them against.
+    pub mode: Mode,
+    pub pipeline: PipelineConfig,
+    pub providers: Providers,
+    /// The completion size reserved for when a request names no `max_tokens`.
+    pub default_max_tokens: u64,
+    pub versions: Arc<Versions>,
+}
+
+/// A built node.
+pub struct Node {
+    pub gate: Arc<Gate>,
+    pub replicator: Arc<dyn Replicator>,
+    pub gossip: Arc<Gossip>,
+    /// Started by a signal, `admin drain`, a peer, or an outdated protocol.
+    pub drain: Arc<Drain>,
+    pub versions: Arc<Versions>,
+    pub outbox: Arc<Outbox>,
+    pub clock: Arc<dyn Clock>,
+    /// A member's Raft (none alone).
+    pub raft: Option<Raft>,
+    /// Lease maintenance and trust, the limiter's publisher, the charge write stage and
+    /// the caller's: ended once the charges are applied.
+    serving: JoinSet<()>,
+    /// Formation, catching up, lease reclaim, split votes, protocol raise and check,
+    /// hand-over: ended last, after the hand-over.
+    membership: JoinSet<()>,
+    charges_task: JoinHandle<()>,
+    charges_close: tokio::sync::oneshot::Sender<()>,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Every queued charge was applied.
+    pub charges_applied: bool,
+    /// The escrow leases went back to the cluster.
+    pub leases_returned: bool,
+    /// The node still led its cluster when it stopped (its hand-over did not happen).
+    pub still_leading: bool,
+}
+
+impl Node {
+    pub async fn build<T: PeerTransport>(seams: Seams<T>) -> anyhow::Result<Node> {
+        let Seams {
+            node_id,
+            replication,
+            outbox,
+            clock,
+            mut serving,
+            mode,
+            pipeline,
+            providers,
+            default_max_tokens,
+            versions,
+        } = seams;
+        let drain = Drain::new();
+        let mut membership = JoinSet::new();
+        let outbox_dir = match &outbox {
+            OutboxSeam::Durable(dir) | OutboxSeam::Simulated(dir) => dir.clone(),
+        };
+        let (replicator, gossip, raft): (Arc<dyn Replicator>, _, _) = match replication {
+            Replication::Alone { dir } => (
+                Arc::new(
+                    LocalReplicator::open(&dir)
+                        .context("cannot open the governance store")?
+                        .with_outbox_dir(outbox_dir)
+                        .with_protocol(versions.local()),
+                ),
+                Gossip::alone(node_id),
+                None,
+            ),
+            Replication::Member(seams) => {
+                let m = member::member(*seams, &versions, &drain, &mut membership).await?;
+                (m.replicator, m.gossip, Some(m.raft))
+            }
+        };
+        let outbox = Arc::new(
+            match outbox {
+                OutboxSeam::Durable(dir) => Outbox::open(&dir),
+                OutboxSeam::Simulated(dir) => Outbox::open_simulated(&dir),
+            }
+            .context("cannot open the charge outbox")?,
+        );
+        let admission = Admission::new(node_id, mode, Arc::clone(&replicator), Arc::clone(&clock));
+        let pipeline = charge::spawn(
+            Arc::clone(&replicator),
+            Arc::clone(&outbox),
+            Arc::clone(&admission),
+            pipeline,
+            &mut serving,
+        );
+        admission.spawn_maintenance(&mut serving);
+        // Limits are split among the live nodes, and never fewer than the voters.
+        let voters = Arc::clone(&replicator);
+        let limiter = RateLimiter::new(
+            Arc::clone(&gossip),
+            Arc::clone(&clock),
+            Box::new(move || voters.cluster_view().voters.len()),
+        );
+        limiter.spawn_publisher(&mut serving);
+        let charger = Arc::new(Charger {
+            charges: pipeline.sender,
+            limiter: Arc::clone(&limiter),
+            clock: Arc::clone(&clock),
+            sent: AtomicU64::new(0),
+        });
+        let gate = Arc::new(Gate {
+            replicator: Arc::clone(&replicator),
+            providers,
+            patterns: PatternCache::default(),
+            limiter,
+            admission,
+            charger,
+            clock: Arc::clone(&clock),
+            default_max_tokens,
+        });
+        Ok(Node {
+            gate,
+            replicator,
+            gossip,
+            drain,
+            versions,
+            outbox,
+            clock,
+            raft,
+            serving,
+            membership,
+            charges_task: pipeline.task,
+            charges_close: pipeline.close,
+        })
+    }
+
+    /// The end of a drain, once no request is taken any more (`requests_ended`: every
+    /// request ended, so every charge is queued): applies every queued charge, stops the
+    /// serving tasks, gives the leases back (only if nothing can still be charged
+    /// against them), lets a node that still leads hand over, stops gossip and the
+    /// membership tasks.
+    pub async fn stop(self, requests_ended: bool) -> Stopped {
+        let Node {
+            gate,
+            replicator,
+            gossip,
+            mut serving,
+            mut membership,
+            charges_task,
+            charges_close,
+            ..
+        } = self;
+        let _ = charges_close.send(());
+        let charges_applied = match tokio::time::timeout(CHARGE_FLUSH_TIMEOUT, charges_task).await
+        {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "charge pipeline ended abnormally");
+                false
+            }
+            Err(_) => {
+                tracing::error!("charge pipeline did not drain in time; its charges stay in the outbox for the next start");
+                false
+            }
+        };
+        serving.shutdown().await;
+        let mut leases_returned = false;
+        if charges_applied && requests_ended {
+            // Every charge is applied and nothing is in flight: the leases go back to
+            // the cluster for the other nodes. (Not otherwise: charges still to come
+            // would consume leases handed to others.)
+            match tokio::time::timeout(LEASE_RETURN_TIMEOUT, gate.admission.release_all()).await
+            {
+                Ok(Ok(())) => leases_returned = true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "leases not given back; the leader reclaims them")
+                }
+                Err(_) => tracing::warn!("giving leases back timed out; the leader reclaims them"),
+            }
+        }
+        // A leader that could not hand over yet (say it was elected during the drain)
+        // gets a moment more: leaving as leader costs the cluster an election timeout.
+        let leads = || {
+            let view = replicator.cluster_view();
+            gossip.clustered() && view.leader == Some(view.node_id)
+        };
+        let deadline = tokio::time::Instant::now() + HANDOVER_TIMEOUT;
+        while leads() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let still_leading = leads();
+        gossip.shutdown().await;
+        membership.shutdown().await;
+        Stopped {
+            charges_applied,
+            leases_returned,
+            still_leading,
+        }
+    }
+}
