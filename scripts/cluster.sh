@@ -265,60 +265,16 @@ start_haproxy() {
 # The HAProxy configuration. Request bodies of LLM calls are buffered so that requests up
 # to 64 KiB can be re-sent to another node when the first one dies under them.
 write_haproxy_cfg() {
-	local n
-	cat <<EOF
-# Written by scripts/cluster.sh up; rewritten at every up.
-global
-    # HAProxy re-sends a request (retry-on below) only if all of it fits in one buffer;
-    # 128 KiB holds a 64 KiB body with its headers. Each connection holds up to three
-    # such buffers (request, response, retry copy), hence the modest maxconn.
-    tune.bufsize 131072
-    maxconn 1000
-
-defaults
-    mode http
-    timeout connect 1s
-    # LLM answers stream for minutes; these bound silence, not the whole exchange.
-    timeout client 600s
-    timeout server 600s
-    timeout http-request 30s
-    # A health check answers in microseconds, but on a small machine saturated by the
-    # load itself (HAProxy, nodes and clients sharing two cores) a check can wait over a
-    # second; with 1 s, all three nodes were now and then taken out at once (HAProxy
-    # then answers 503). A dead node refuses the connection and fails at once anyway.
-    timeout check 3s
-    # A request to a node that refused the connection, closed it without an answer or
-    # never answered is re-sent, to another node each time (redispatch 1).
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response response-timeout
-    # Wait for the whole body before choosing a node, so the request is entirely in the
-    # buffer and can be retried.
-    option http-buffer-request
-
-frontend tollgate
-    bind 127.0.0.1:$BASE
-    default_backend nodes
-
-backend nodes
-    balance roundrobin
-    # A node that is starting, draining or has no leader answers 503 here and gets no
-    # traffic; two failed checks half a second apart take it out.
-    option httpchk GET /health/ready
-    http-check expect status 200
-    default-server check inter 500ms fastinter 200ms downinter 500ms fall 2 rise 2
-EOF
+	local n servers="" template
+	template=$(<"$(dirname "${BASH_SOURCE[0]}")/../deploy/haproxy.cfg")
 	for ((n = 1; n <= N_NODES; n++)); do
-		echo "    server node$n 127.0.0.1:$(http_port "$n")"
+		servers+="    server node$n 127.0.0.1:$(http_port "$n")"$'\n'
 	done
-	cat <<EOF
-
-listen stats
-    bind 127.0.0.1:$(stats_port)
-    stats enable
-    stats uri /
-    stats refresh 2s
-EOF
+	template=${template//'{{FRONTEND}}'/127.0.0.1:$BASE}
+	template=${template//'{{STATS}}'/127.0.0.1:$(stats_port)}
+	template=${template//'{{SERVERS}}'/${servers%$'\n'}}
+	echo "# Written by scripts/cluster.sh up from deploy/haproxy.cfg; rewritten at every up."
+	echo "$template"
 }
 
 ensure_haproxy() {
