@@ -24,7 +24,6 @@ pub const MICROS_PER_TOKEN: u64 = 100;
 /// Above the fake's 9 output tokens for a 7-character word, so the estimate covers them.
 pub const MAX_TOKENS: u64 = 12;
 pub const DAY_MS: u64 = 86_400_000;
-pub const NODES: [u16; 3] = [1, 2, 3];
 /// Bounds of every client loop: requests per client and time.
 pub const MAX_REQUESTS_PER_CLIENT: u32 = 50;
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(30);
@@ -298,7 +297,7 @@ impl Figures {
 /// Budget `id` and the usage of `usage_query` (`virtual_key=ID`, `team=ID`; `None`: no
 /// usage, `requests` 0) as `node` answers them, linearizably.
 pub async fn figures(
-    cluster: &Scripted,
+    cluster: &impl Nodes,
     node: u16,
     id: &str,
     usage_query: Option<&str>,
@@ -349,7 +348,7 @@ pub async fn figures(
 /// `requests` charged requests in `usage_query`, spend `spent` (when given) and nothing
 /// held anywhere. Returns the last figures of every node and whether they settled.
 pub async fn settle(
-    cluster: &Scripted,
+    cluster: &impl Nodes,
     id: &str,
     usage_query: Option<&str>,
     requests: u64,
@@ -403,7 +402,7 @@ pub fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-pub async fn set_price(cluster: &Scripted) -> Result<()> {
+pub async fn set_price(cluster: &impl Nodes) -> Result<()> {
     cluster
         .admin(
             1,
@@ -416,18 +415,16 @@ pub async fn set_price(cluster: &Scripted) -> Result<()> {
 }
 
 /// A fake upstream and a three-node cluster on it, with the test price set.
-pub async fn priced_cluster(tag: &str) -> Result<(FakeUpstream, Scripted)> {
+pub async fn priced_cluster(tag: &str) -> Result<(FakeUpstream, Balanced)> {
     let fake = FakeUpstream::start(&[])?;
-    let dir = temp_dir(tag);
-    let config = write_config(&dir, &fake_config(&fake))?;
-    let cluster = Scripted::new(dir.join("cluster"))?;
-    cluster.up(&config)?;
+    println!("[{tag}] starting a balanced cluster");
+    let cluster = Balanced::start(&fake_config(&fake), &[]).await?;
     set_price(&cluster).await?;
     Ok((fake, cluster))
 }
 
 /// Creates a key; returns its create answer.
-pub async fn create_key(cluster: &Scripted, body: Value) -> Result<Value> {
+pub async fn create_key(cluster: &impl Nodes, body: Value) -> Result<Value> {
     let key = cluster
         .admin(1, "POST", "/api/v1/virtual-keys", Some(body))
         .await?;
@@ -437,7 +434,7 @@ pub async fn create_key(cluster: &Scripted, body: Value) -> Result<Value> {
 
 /// Creates a budget; returns its id once every node knows it.
 pub async fn create_budget(
-    cluster: &Scripted,
+    cluster: &impl Nodes,
     kind: &str,
     owner: &str,
     limit: &str,
@@ -460,7 +457,7 @@ pub async fn create_budget(
 
 /// A key on the fake provider with a daily budget of `limit`: its id, secret and budget id.
 pub async fn budgeted_key(
-    cluster: &Scripted,
+    cluster: &impl Nodes,
     name: &str,
     limit: &str,
     calendar_aligned: bool,

@@ -19,6 +19,11 @@ impl Cluster {
     /// Makes a CA and starts `n` nodes that form a cluster (`--bootstrap-expect n`);
     /// returns once every node is alive (not yet ready: see `wait_ready`).
     pub async fn start(config: &str, n: usize) -> Result<Cluster> {
+        Cluster::start_with_env(config, n, &[]).await
+    }
+
+    /// `start` with extra environment for every node (test hooks, say).
+    pub async fn start_with_env(config: &str, n: usize, env: &[(&str, &str)]) -> Result<Cluster> {
         let dir = temp_dir("cluster");
         cert(&["ca", "--out", &dir.join("ca").to_string_lossy()])?;
         let raft_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -38,9 +43,14 @@ impl Cluster {
             }
             cluster
                 .nodes
-                .push(Gateway::start_with_args(config, args).await?);
+                .push(Gateway::start_with(config, env, args).await?);
         }
         Ok(cluster)
+    }
+
+    /// The cluster CA's directory (its key too), for a test that makes more members.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("ca")
     }
 
     /// Certificates and the flags every node has.

@@ -39,11 +39,20 @@ impl Gateway {
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Result<Gateway> {
+        Gateway::start_with(config, env, Vec::new()).await
+    }
+
+    /// A gateway with extra environment and `serve` flags.
+    pub async fn start_with(
+        config: &str,
+        env: &[(&str, &str)],
+        args: Vec<String>,
+    ) -> Result<Gateway> {
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Gateway::launch(config, env, Vec::new()).await
+        Gateway::launch(config, env, args).await
     }
 
     async fn launch(
@@ -182,6 +191,20 @@ impl Gateway {
         self.child
             .as_mut()
             .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the process again after it exited or was killed: same port, data, flags
+    /// and environment.
+    pub async fn start_again(&mut self) -> Result<()> {
+        if !self.exited() {
+            bail!("tollgate on port {} is still running", self.port);
+        }
+        self.spawn().await
     }
 
     pub async fn restart(&mut self) -> Result<()> {

@@ -4,7 +4,10 @@
 //! # Layout
 //! - `gateway`: `Gateway`, a `tollgate serve` child with its own data dir and port.
 //! - `cluster`: `Cluster`, several gateways forming a Raft cluster (certificates, flags).
-//! - `scripted`: `Scripted`, the three-node cluster behind HAProxy of `scripts/cluster.sh`.
+//! - `balanced`: `Balanced`, three nodes behind HAProxy (`deploy/haproxy.cfg`), and the
+//!   `Nodes` helpers it shares with `Scripted`.
+//! - `scripted`: `Scripted`, the same made by `scripts/cluster.sh`, for the operator
+//!   scripts' own tests.
 //! - `upstream`: `FakeUpstream`, `fake_anthropic.py` with its JSONL request log.
 //! - `kit_dir`, `tollgate_bin`, `bench_bin`: where the real-client kit and the binaries are.
 //! - `prereq`: the Python SDKs and HAProxy, installed on first use.
@@ -19,6 +22,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod balanced;
 pub mod budget;
 pub mod cluster;
 pub mod gateway;
@@ -26,6 +30,7 @@ pub mod prereq;
 pub mod scripted;
 pub mod upstream;
 
+pub use balanced::{Balanced, Nodes, NODES};
 pub use cluster::Cluster;
 pub use gateway::{provider_config_id, Gateway};
 pub use scripted::{free_base, Scripted};

@@ -3,7 +3,6 @@
 
 use crate::*;
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -119,71 +118,11 @@ impl Scripted {
             std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
         Ok(text.trim().parse()?)
     }
-
-    /// HAProxy's address for `node` 0, node N's own HTTP address for 1..=3.
-    pub fn url(&self, node: u16) -> String {
-        format!("http://127.0.0.1:{}", self.base + node)
-    }
-
-    /// An admin call at `node` (0: through HAProxy) that must answer 2xx; returns the body.
-    pub async fn admin(
-        &self,
-        node: u16,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
-        let (status, v) = admin_at(&self.url(node), method, path, body).await?;
-        if !(200..300).contains(&status) {
-            bail!("{method} {path} on {node}: {status} {v}");
-        }
-        Ok(v)
-    }
 }
 
-impl Scripted {
-    /// Creates a key with these provider configs and a $1000 daily budget on it, known
-    /// on every node before this returns; returns (key id, secret).
-    pub async fn key_with_budget(
-        &self,
-        name: &str,
-        provider_configs: Value,
-    ) -> Result<(String, String)> {
-        let key = self
-            .admin(
-                0,
-                "POST",
-                "/api/v1/virtual-keys",
-                Some(json!({"name": name, "provider_configs": provider_configs})),
-            )
-            .await?;
-        let id = key["id"].as_str().context("key id")?.to_owned();
-        let secret = key["secret"].as_str().context("secret")?.to_owned();
-        self.admin(
-            0,
-            "POST",
-            "/api/v1/budgets",
-            Some(json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "1000.00", "reset_duration": "1d"})),
-        )
-        .await?;
-        self.known_everywhere(&format!("/api/v1/virtual-keys/{id}"))
-            .await?;
-        Ok((id, secret))
-    }
-
-    /// Reads `path` (an admin resource just written) on every node with a linearizable
-    /// read, so each node has applied the write before the test goes on.
-    pub async fn known_everywhere(&self, path: &str) -> Result<()> {
-        for node in 1..=3 {
-            self.admin(
-                node,
-                "GET",
-                &format!("{path}?consistency=linearizable"),
-                None,
-            )
-            .await?;
-        }
-        Ok(())
+impl Nodes for Scripted {
+    fn url(&self, node: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base + node)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Exact budgets across the cluster via escrow leases, black-box: three nodes
-//! behind HAProxy (`scripts/cluster.sh`) and the fake upstream on loopback.
+//! behind HAProxy (`Balanced`) and the fake upstream on loopback.
 //!
 //! - a $1.00 key budget under 200 concurrent clients through HAProxy is never overspent
 //!   by more than the largest estimate error, is really used, and every node agrees;
@@ -59,14 +59,13 @@ struct Run {
 async fn one_dollar_run(naive: bool) -> Result<Run> {
     let label = if naive { "naive" } else { "escrow" };
     let fake = FakeUpstream::start(&[])?;
-    let dir = temp_dir(&format!("budget-{label}"));
-    let config = write_config(&dir, &fake_config(&fake))?;
-    let mut cluster = Scripted::new(dir.join("cluster"))?;
-    if naive {
-        cluster = cluster.env("TOLLGATE_TEST_NAIVE_BUDGETS", "1");
-    }
+    let env: &[(&str, &str)] = if naive {
+        &[("TOLLGATE_TEST_NAIVE_BUDGETS", "1")]
+    } else {
+        &[]
+    };
     let started = Instant::now();
-    cluster.up(&config)?;
+    let cluster = Balanced::start(&fake_config(&fake), env).await?;
     println!("[{label}] cluster up after {:?}", started.elapsed());
 
     set_price(&cluster).await?;
@@ -375,10 +374,7 @@ async fn provider_config_budget_exhausted_fails_over() -> Result<()> {
     let _turn = SERIAL.lock().await;
     let primary = FakeUpstream::start(&[])?;
     let secondary = FakeUpstream::start(&[])?;
-    let dir = temp_dir("budget-pc");
-    let config = write_config(&dir, &primary_secondary_config(&primary, &secondary))?;
-    let cluster = Scripted::new(dir.join("cluster"))?;
-    cluster.up(&config)?;
+    let cluster = Balanced::start(&primary_secondary_config(&primary, &secondary), &[]).await?;
     set_price(&cluster).await?;
     // The weighted pick uses the request's sequence number modulo the total weight: with
     // these weights the primary comes first for the first million requests of a node.
@@ -543,7 +539,7 @@ fn set_offset(file: &Path, offset_ms: i64) -> Result<()> {
 /// Sends round-robin to nodes 1–3 until all three refuse in one round (at most
 /// `rounds`); returns what the clients saw.
 async fn exhaust_round_robin(
-    cluster: &Scripted,
+    cluster: &Balanced,
     secret: &str,
     tag: char,
     rounds: u32,
@@ -574,12 +570,13 @@ async fn budget_window_rolls_over_at_calendar_boundary_on_all_nodes() -> Result<
     let _turn = SERIAL.lock().await;
     let fake = FakeUpstream::start(&[])?;
     let dir = temp_dir("budget-midnight");
-    let config = write_config(&dir, &fake_config(&fake))?;
     let clock = dir.join("clock-offset");
-    let cluster = Scripted::new(dir.join("cluster"))?
-        .env("TOLLGATE_TEST_CLOCK_FILE", &clock.to_string_lossy());
     // No file yet: the nodes start at the real time.
-    cluster.up(&config)?;
+    let cluster = Balanced::start(
+        &fake_config(&fake),
+        &[("TOLLGATE_TEST_CLOCK_FILE", &clock.to_string_lossy())],
+    )
+    .await?;
 
     // A midnight at least a day ahead, so the clocks only ever move forward.
     let midnight = (now_ms() / DAY_MS + 2) * DAY_MS;
@@ -797,7 +794,7 @@ async fn budget_window_rolls_over_at_calendar_boundary_on_all_nodes() -> Result<
 // ------------------------------------------------- leases come back from gone nodes
 
 /// The nodes holding a lease of `budget`, as `node` reports them (linearizable).
-async fn lease_holders(cluster: &Scripted, node: u16, budget: &str) -> Result<BTreeSet<u64>> {
+async fn lease_holders(cluster: &Balanced, node: u16, budget: &str) -> Result<BTreeSet<u64>> {
     let view = cluster
         .admin(
             node,
@@ -818,13 +815,14 @@ async fn lease_holders(cluster: &Scripted, node: u16, budget: &str) -> Result<BT
 #[tokio::test]
 async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
     let _turn = SERIAL.lock().await;
-    let (_fake, cluster) = priced_cluster("budget-reclaim").await?;
+    let (_fake, mut cluster) = priced_cluster("budget-reclaim").await?;
     let (_, secret, budget) = budgeted_key(&cluster, "k", "0.50", false).await?;
     let client = http();
     let mut n = 0u32;
+    let urls: Vec<String> = (0..=3).map(|node| cluster.url(node)).collect();
     let mut one = |node: u16| {
         n += 1;
-        let url = cluster.url(node);
+        let url = urls[usize::from(node)].clone();
         let ask = ask(&format!("r{n:06}"), 200);
         let (client, secret) = (client.clone(), secret.clone());
         async move {
@@ -844,11 +842,11 @@ async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
     );
 
     // SIGTERM: node 2 drains and gives its leases back before it exits.
-    cluster.run(&["stop", "2"])?;
+    cluster.stop(2).await?;
     let holders = lease_holders(&cluster, 1, &budget).await?;
     println!("after node 2 stopped: leases held by {holders:?}");
     ensure!(!holders.contains(&2), "a drained node gave its leases back");
-    cluster.run(&["start", "2"])?;
+    cluster.start_node(2).await?;
     // The drain's grace period and the restart took seconds, long enough for node 3 to
     // give an idle lease back by itself: a request makes it take one again.
     ensure!(one(3).await? == 200, "request on node 3 refused");
@@ -860,7 +858,7 @@ async fn leases_come_back_from_a_drained_node_and_a_killed_one() -> Result<()> {
 
     // SIGKILL: node 3 cannot give anything back; the leader reclaims its leases once its
     // replication has not moved for 15 s while requests keep the log moving.
-    cluster.run(&["kill", "3"])?;
+    cluster.kill(3).await?;
     let killed = Instant::now();
     let mut reclaimed = None;
     while killed.elapsed() < Duration::from_secs(45) {

@@ -1,4 +1,4 @@
-//! Three nodes behind HAProxy (`scripts/cluster.sh`) under steady load through HAProxy;
+//! Three nodes behind HAProxy (`Balanced`) under steady load through HAProxy;
 //! the leader is killed with SIGKILL and restarted. No client request fails, a new leader
 //! is elected, and afterwards every node reports the same usage and spend for the key,
 //! matching what the clients received and the fake upstream's request log.
@@ -31,13 +31,8 @@ struct Tally {
 #[tokio::test]
 async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
-    let dir = temp_dir("ha");
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("tollgate.toml");
-    std::fs::write(&config, fake_config(&fake))?;
-    let cluster = Scripted::new(dir.join("cluster"))?;
     let started = Instant::now();
-    cluster.up(&config)?;
+    let mut cluster = Balanced::start(&fake_config(&fake), &[]).await?;
     println!("cluster up after {:?}", started.elapsed());
 
     cluster
@@ -108,7 +103,7 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
         .as_u64()
         .context("a leader")?;
     let before_kill = answered();
-    cluster.run(&["kill", &leader.to_string()])?;
+    cluster.kill(leader as u16).await?;
     println!("killed leader {leader} after {before_kill} answers");
     // A survivor names a new leader (within a few election timeouts).
     let survivor = if leader == 1 { 2 } else { 1 };
@@ -130,7 +125,7 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
     })
     .await;
     assert!(flowing, "traffic stopped after the kill");
-    cluster.run(&["start", &leader.to_string()])?;
+    cluster.start_node(leader as u16).await?;
     println!("node {leader} back; new leader {new_leader}");
     // And goes on once the old leader is back (`start` returns when it is ready).
     let after_restart = answered();

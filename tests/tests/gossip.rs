@@ -1,4 +1,4 @@
-//! Issue 5, gossip, black-box: three nodes behind HAProxy (`scripts/cluster.sh`).
+//! Issue 5, gossip, black-box: three nodes behind HAProxy (`Balanced`).
 //!
 //! - a key limited to 600 requests a minute, hammered through HAProxy for two windows,
 //!   is admitted 600 to 630 times per window, and every refusal is a 429 with
@@ -17,12 +17,11 @@
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollgate_tests::*;
 
-const NODES: [u16; 3] = [1, 2, 3];
 /// Each test runs three nodes and HAProxy; on a small machine they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -32,14 +31,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
-    let path = dir.join("tollgate.toml");
-    std::fs::write(&path, text)?;
-    Ok(path)
-}
-
 /// The `gossip` part of `GET /api/v1/cluster` on `node`.
-async fn gossip_view(cluster: &Scripted, node: u16) -> Result<Value> {
+async fn gossip_view(cluster: &Balanced, node: u16) -> Result<Value> {
     Ok(cluster.admin(node, "GET", "/api/v1/cluster", None).await?["gossip"].clone())
 }
 
@@ -64,7 +57,7 @@ fn members(view: &Value) -> Vec<(u64, u64, bool, String)> {
 }
 
 /// Waits until every node sees the three nodes live and ready.
-async fn all_live_and_ready(cluster: &Scripted, secs: u64) -> Result<()> {
+async fn all_live_and_ready(cluster: &Balanced, secs: u64) -> Result<()> {
     let ok = eventually(secs, || async {
         for node in NODES {
             let Ok(view) = gossip_view(cluster, node).await else {
@@ -92,7 +85,7 @@ async fn all_live_and_ready(cluster: &Scripted, secs: u64) -> Result<()> {
     Ok(())
 }
 
-async fn create_key(cluster: &Scripted, provider_configs: Value) -> Result<(Value, String)> {
+async fn create_key(cluster: &Balanced, provider_configs: Value) -> Result<(Value, String)> {
     let key = cluster
         .admin(
             1,
@@ -190,7 +183,7 @@ async fn hammer(url: &str, secret: &str, clients: usize, length: Duration) -> Ha
 }
 
 /// The per-node counts of `limit` in node `node`'s gossip view: (total, [(node, count, claim)]).
-async fn limit_use(cluster: &Scripted, node: u16, limit: &str) -> (u64, Vec<(u64, u64, u64)>) {
+async fn limit_use(cluster: &Balanced, node: u16, limit: &str) -> (u64, Vec<(u64, u64, u64)>) {
     let Ok(view) = gossip_view(cluster, node).await else {
         return (0, Vec::new());
     };
@@ -225,7 +218,7 @@ async fn limit_use(cluster: &Scripted, node: u16, limit: &str) -> (u64, Vec<(u64
 /// 50 ms), hammers `url` for `length`, and returns what the clients saw with the gossiped
 /// use of `limit_id` as node 2 sees it once the counts have spread.
 async fn at_window(
-    cluster: &Scripted,
+    cluster: &Balanced,
     clock: &Path,
     limit_id: &str,
     at_ms: u64,
@@ -250,11 +243,12 @@ async fn a_request_limit_holds_across_the_cluster_in_every_window() -> Result<()
     const LEAD_MS: u64 = 300;
     let _turn = SERIAL.lock().await;
     let dir = temp_dir("gossip-rate");
-    let config = write_config(&dir, "")?;
     let clock = dir.join("clock-offset");
-    let cluster = Scripted::new(dir.join("cluster"))?
-        .env("TOLLGATE_TEST_CLOCK_FILE", &clock.to_string_lossy());
-    cluster.up(&config)?;
+    let cluster = Balanced::start(
+        "",
+        &[("TOLLGATE_TEST_CLOCK_FILE", &clock.to_string_lossy())],
+    )
+    .await?;
     all_live_and_ready(&cluster, 20).await?;
     let (key, secret) = create_key(&cluster, json!([{"provider": "mock"}])).await?;
     let limit = cluster
@@ -351,7 +345,7 @@ fn logged(fake: &FakeUpstream, status: u64) -> Vec<String> {
 }
 
 /// The provider configs with an open (or half-open) breaker in `node`'s view.
-async fn open_breakers(cluster: &Scripted, node: u16) -> Vec<(String, u64)> {
+async fn open_breakers(cluster: &Balanced, node: u16) -> Vec<(String, u64)> {
     gossip_view(cluster, node)
         .await
         .ok()
@@ -374,16 +368,11 @@ async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Res
     let _turn = SERIAL.lock().await;
     let primary = FakeUpstream::start(&[])?;
     let secondary = FakeUpstream::start(&[])?;
-    let dir = temp_dir("gossip-breaker");
-    let config = write_config(
-        &dir,
-        &format!(
-            "[breaker]\nopen_ms = 3000\n\n{}",
-            primary_secondary_config(&primary, &secondary)
-        ),
-    )?;
-    let cluster = Scripted::new(dir.join("cluster"))?;
-    cluster.up(&config)?;
+    let config = format!(
+        "[breaker]\nopen_ms = 3000\n\n{}",
+        primary_secondary_config(&primary, &secondary)
+    );
+    let cluster = Balanced::start(&config, &[]).await?;
     all_live_and_ready(&cluster, 20).await?;
     // The primary comes first for the first million requests of a node (weights).
     let (key, secret) = create_key(
@@ -547,10 +536,7 @@ async fn a_killed_node_is_marked_dead_in_time_and_rejoins_after_restart() -> Res
     /// heartbeats is about 1.2 s of silence; allow for a loaded machine.
     const DEAD_BOUND: Duration = Duration::from_secs(5);
     let _turn = SERIAL.lock().await;
-    let dir = temp_dir("gossip-dead");
-    let config = write_config(&dir, "")?;
-    let cluster = Scripted::new(dir.join("cluster"))?;
-    cluster.up(&config)?;
+    let mut cluster = Balanced::start("", &[]).await?;
     all_live_and_ready(&cluster, 20).await?;
     let before = members(&gossip_view(&cluster, 1).await?);
     let generation = before
@@ -559,7 +545,7 @@ async fn a_killed_node_is_marked_dead_in_time_and_rejoins_after_restart() -> Res
         .map(|m| m.1)
         .context("node 3 in the view")?;
 
-    cluster.run(&["kill", "3"])?;
+    cluster.kill(3).await?;
     let killed = Instant::now();
     let mut dead_after = [None::<Duration>; 2];
     while dead_after.iter().any(Option::is_none) && killed.elapsed() < Duration::from_secs(20) {
@@ -592,7 +578,7 @@ async fn a_killed_node_is_marked_dead_in_time_and_rejoins_after_restart() -> Res
         .collect();
     ensure!(live == [1, 2], "live after the kill: {live:?}");
 
-    cluster.run(&["start", "3"])?;
+    cluster.start_node(3).await?;
     let restarted = Instant::now();
     all_live_and_ready(&cluster, 30).await?;
     let view = members(&gossip_view(&cluster, 1).await?);
@@ -665,9 +651,7 @@ async fn gossip_without_the_clusters_credentials_changes_nothing() -> Result<()>
     let _ = rustls::crypto::ring::default_provider().install_default();
     let _turn = SERIAL.lock().await;
     let dir = temp_dir("gossip-auth");
-    let config = write_config(&dir, "")?;
-    let cluster = Scripted::new(dir.join("cluster"))?;
-    cluster.up(&config)?;
+    let cluster = Balanced::start("", &[]).await?;
     all_live_and_ready(&cluster, 20).await?;
     let (key, secret) = create_key(&cluster, json!([{"provider": "mock"}])).await?;
     let pc = key["provider_configs"][0]["id"]
@@ -675,10 +659,7 @@ async fn gossip_without_the_clusters_credentials_changes_nothing() -> Result<()>
         .context("provider config id")?
         .to_owned();
     // Where the nodes gossip: their QUIC ports.
-    let seeds: Vec<SocketAddr> = NODES
-        .iter()
-        .map(|n| SocketAddr::from(([127, 0, 0, 1], cluster.base + 10 + n)))
-        .collect();
+    let seeds: Vec<SocketAddr> = NODES.iter().map(|n| cluster.raft_addr(*n)).collect();
 
     // Rogue 1: plain chitchat over UDP to the nodes' gossip addresses, which is what
     // an unauthenticated gossip layer would accept.
@@ -753,7 +734,7 @@ async fn gossip_without_the_clusters_credentials_changes_nothing() -> Result<()>
     cert(&[
         "node",
         "--ca-dir",
-        &cluster.dir.join("certs/ca").to_string_lossy(),
+        &cluster.cluster.ca_dir().to_string_lossy(),
         "--name",
         "member",
         "--out",

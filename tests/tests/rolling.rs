@@ -3,7 +3,9 @@
 //! streaming requests in both dialects (the fake upstream streams slowly, so streams are
 //! in flight at every drain) and, in the restart test, the real Claude Code CLI in a loop.
 //! Every request must succeed, every stream must end with its final event, and the
-//! ledgers must agree on every node at the end.
+//! ledgers must agree on every node at the end. These are also the operator scripts'
+//! smoke tests (`scripts/cluster.sh`, `scripts/rolling-restart.sh`); the other cluster
+//! tests start their nodes and HAProxy from the harness (`Balanced`).
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
