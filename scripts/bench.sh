@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures what the gateway adds: the same Anthropic requests (JSON and SSE) sent straight
 # to a fast mock upstream and through `tollgate serve` with a budgeted, rate-limited
-# virtual key, at concurrency 1 (added latency p50/p99) and at saturation (throughput).
+# virtual key, at concurrency 1 (added latency p50/p99), at saturation (throughput), and
+# the gateway's CPU time per request (the figure to compare on a noisy machine).
 #
 # Usage: scripts/bench.sh [--quick] [--no-build] [--cluster]
 #   --quick     few requests and one repetition: a smoke test for CI, not a measurement.
@@ -253,7 +254,14 @@ printf '{"model":"%s","max_tokens":256,"stream":true,"messages":[{"role":"user",
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 
-# Runs one load: CASE TARGET BODY (json|sse) then loadgen's size flags. Records the report.
+# The gateway's CPU time so far (user + system), in clock ticks: /proc/PID/stat fields
+# 14 and 15. CPU time per request moves a few percent between runs on a noisy VM where
+# wall-clock figures move by half.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICKS_PER_S=$(getconf CLK_TCK)
+
+# Runs one load: CASE TARGET BODY (json|sse) then loadgen's size flags. Records the report
+# and, for the single gateway, the CPU ticks it spent.
 load() {
 	local case=$1 target=$2 body=$3 warmup=$4
 	shift 4
@@ -276,11 +284,13 @@ load() {
 		key=$CLUSTER_KEY_SECRET
 		;;
 	esac
-	local out
+	local out before=0 ticks=-1
+	[[ $target == gateway ]] && before=$(cpu_ticks "$GW_PID")
 	out=$("$BENCH_BIN" loadgen --url "$url" --header "x-api-key: $key" \
 		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/$body.body" \
 		--warmup "$warmup" "$@" 2>>"$WORK/loadgen.log")
-	printf '%s\t%s\t%s\t%s\t%s\n' "$case" "$target" "$warmup" "$SECONDS" "$out" >>"$RESULTS"
+	[[ $target == gateway ]] && ticks=$(($(cpu_ticks "$GW_PID") - before))
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$target" "$warmup" "$SECONDS" "$ticks" "$out" >>"$RESULTS"
 	python3 -c '
 import json, sys
 case, target, r = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -318,7 +328,7 @@ sent_to() {
 import json, sys
 total = 0
 for line in open(sys.argv[1]):
-    case, target, warmup, _at, report = line.rstrip("\n").split("\t", 4)
+    case, target, warmup, _at, _ticks, report = line.rstrip("\n").split("\t", 5)
     if target in sys.argv[2].split(","):
         total += int(warmup) + json.loads(report)["requests"]
 print(total)
@@ -396,7 +406,8 @@ print(json.dumps({"sent": int(sent), "applied": int(applied) - (int(want) - int(
 fi
 
 python3 - "$RESULTS" "$TARGET_P50_US" "$TARGET_P99_US" "$REPS" \
-	"$KEY_ID" "$EXPECTED" "$USAGE" "$CLUSTER_EXPECTED" "$CLUSTER_USAGE" "$COMMIT" "$RAFT_BENCH" <<'PY2'
+	"$KEY_ID" "$EXPECTED" "$USAGE" "$CLUSTER_EXPECTED" "$CLUSTER_USAGE" "$COMMIT" "$RAFT_BENCH" \
+	"$TICKS_PER_S" <<'PY2'
 import json, sys
 
 results = sys.argv[1]
@@ -406,11 +417,17 @@ if int(sys.argv[8]):
     checks.append(("cluster", "", int(sys.argv[8]), json.loads(sys.argv[9])))
 commit = json.loads(sys.argv[10])
 raft_bench = json.loads(sys.argv[11])
+ticks_per_s = int(sys.argv[12])
 best, cases, targets, errors = {}, [], [], 0
+cpu = {}  # case -> [ticks, requests] of the single gateway over every repetition
 for line in open(results):
-    case, target, _warmup, _at, report = line.rstrip("\n").split("\t", 4)
+    case, target, warmup, _at, ticks, report = line.rstrip("\n").split("\t", 5)
     r = json.loads(report)
     errors += r["errors"]
+    if int(ticks) >= 0:
+        c = cpu.setdefault(case, [0, 0])
+        c[0] += int(ticks)
+        c[1] += int(warmup) + r["requests"]
     if case not in cases:
         cases.append(case)
     if target not in targets:
@@ -450,6 +467,9 @@ print("-+-".join("-" * w for w in widths))
 for row in rows:
     show(row)
 print()
+if cpu:
+    print("gateway CPU time per request (user + system, every repetition): " + ", ".join(
+        f"{case} {1e6 * t / ticks_per_s / max(n, 1):.0f} us" for case, (t, n) in cpu.items()))
 for v in verdicts:
     print(v)
 if commit:
