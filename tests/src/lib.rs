@@ -10,6 +10,7 @@
 //!   scripts' own tests.
 //! - `upstream`: `FakeUpstream`, `fake_anthropic.py` with its JSONL request log.
 //! - `kit_dir`, `tollgate_bin`, `bench_bin`: where the real-client kit and the binaries are.
+//! - `gossip`: what gossip shows of a cluster, and a gossip peer run by the test.
 //! - `prereq`: the Python SDKs and HAProxy, installed on first use.
 //! - `budget`: requests with known costs, client tallies and cluster figures for the
 //!   budget tests.
@@ -26,6 +27,7 @@ pub mod balanced;
 pub mod budget;
 pub mod cluster;
 pub mod gateway;
+pub mod gossip;
 pub mod prereq;
 pub mod scripted;
 pub mod upstream;

@@ -14,76 +14,17 @@
 //!
 //! `cargo test -p tollgate-tests --test gossip -- --nocapture` prints the figures.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tollgate_tests::budget::now_ms;
+use tollgate_tests::gossip::*;
 use tollgate_tests::*;
 
 /// Each test runs three nodes and HAProxy; on a small machine they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The `gossip` part of `GET /api/v1/cluster` on `node`.
-async fn gossip_view(cluster: &Balanced, node: u16) -> Result<Value> {
-    Ok(cluster.admin(node, "GET", "/api/v1/cluster", None).await?["gossip"].clone())
-}
-
-/// (node id, generation, live, state) of every member in a gossip view.
-fn members(view: &Value) -> Vec<(u64, u64, bool, String)> {
-    view["nodes"]
-        .as_array()
-        .map(|nodes| {
-            nodes
-                .iter()
-                .map(|n| {
-                    (
-                        n["node_id"].as_u64().unwrap_or(0),
-                        n["generation"].as_u64().unwrap_or(0),
-                        n["live"].as_bool().unwrap_or(false),
-                        n["state"].as_str().unwrap_or("").to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Waits until every node sees the three nodes live and ready.
-async fn all_live_and_ready(cluster: &Balanced, secs: u64) -> Result<()> {
-    let ok = eventually(secs, || async {
-        for node in NODES {
-            let Ok(view) = gossip_view(cluster, node).await else {
-                return false;
-            };
-            let ready: Vec<u64> = members(&view)
-                .into_iter()
-                .filter(|(_, _, live, state)| *live && state == "ready")
-                .map(|(id, ..)| id)
-                .collect();
-            if ready != [1, 2, 3] {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    if !ok {
-        let mut views = Vec::new();
-        for node in NODES {
-            views.push(gossip_view(cluster, node).await.unwrap_or_default());
-        }
-        bail!("the nodes do not all see each other live and ready: {views:?}");
-    }
-    Ok(())
-}
 
 async fn create_key(cluster: &Balanced, provider_configs: Value) -> Result<(Value, String)> {
     let key = cluster
@@ -344,23 +285,6 @@ fn logged(fake: &FakeUpstream, status: u64) -> Vec<String> {
         .collect()
 }
 
-/// The provider configs with an open (or half-open) breaker in `node`'s view.
-async fn open_breakers(cluster: &Balanced, node: u16) -> Vec<(String, u64)> {
-    gossip_view(cluster, node)
-        .await
-        .ok()
-        .and_then(|v| v["open_breakers"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(|b| {
-            (
-                b["provider_config"].as_str().unwrap_or("").to_owned(),
-                b["reported_by"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Result<()> {
     /// Requests the nodes send in each phase; each waits `PAUSE` after an answer.
@@ -600,39 +524,6 @@ async fn a_killed_node_is_marked_dead_in_time_and_rejoins_after_restart() -> Res
 }
 
 // ------------------------------------------------------------------ authentication
-
-/// A gossip peer run by the test with the production gossip code over QUIC, with the
-/// certificates in `certs`.
-async fn quic_gossiper(
-    node_id: u64,
-    certs: &Path,
-    seeds: Vec<SocketAddr>,
-) -> Result<Arc<tollgate_node::cluster::gossip::Gossip>> {
-    use tollgate_node::cluster::transport::{NodeIdentity, QuicConfig, QuicTransport, Router};
-    let identity = NodeIdentity::load_dir(certs)?;
-    // Only gossip: the router refuses every other kind.
-    let router = Router::new();
-    let transport = QuicTransport::bind(
-        QuicConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))),
-        &identity,
-        Arc::clone(&router),
-    )?;
-    let addr = transport.local_addr()?;
-    let gossip = tollgate_node::cluster::gossip::Gossip::start(
-        tollgate_node::cluster::gossip::GossipOptions {
-            node_id,
-            gossip_addr: addr,
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
-            seeds,
-            config: tollgate_node::config::GossipConfig::default(),
-            protocol: tollgate_proto::peer::ProtocolRange::BUILD,
-        },
-        Arc::new(transport),
-        move |inbox| router.add(&[tollgate_proto::peer::KIND_GOSSIP], Arc::new(inbox)),
-    )
-    .await?;
-    Ok(gossip)
-}
 
 /// What a rogue peer claims: it is a ready node, and `pc`'s breaker is open for an hour.
 fn rogue_values(pc: &str) -> Vec<(String, String)> {
