@@ -408,6 +408,31 @@ async fn mixed_version_rolling_upgrade_fails_nothing() -> Result<()> {
         })
     };
     println!("{}", upgrade("1 2").await??);
+    // The cluster must not move on while the members report what they speak: once the
+    // reports show nodes 1 and 2 at 2 and node 3 at 1 (what the leader's raise check
+    // reads), three of its checks (one a second) must leave the version at 1.
+    let speaks = |c: &Value| -> Vec<u64> {
+        c["nodes"]
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .map(|n| n["protocol"]["max"].as_u64().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let reported = eventually(30, || async {
+        cluster_json(&cluster)
+            .await
+            .is_ok_and(|c| speaks(&c) == [2, 2, 1])
+    })
+    .await;
+    ensure!(
+        reported,
+        "the members never reported speaking [2, 2, 1]: {}",
+        cluster_json(&cluster).await?
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mixed = cluster_json(&cluster).await?;
     println!("mixed cluster: {mixed}");
