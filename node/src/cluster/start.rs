@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tollgate_proto::peer::{ProtocolRange, KIND_GOSSIP, KIND_HELLO};
 use tollgate_raft::codec;
 use tollgate_raft::typ::{NodeId, Raft, TollgateNode};
-use tollgate_raft::{MemLog, SnapshotSlot};
+use tollgate_raft::{LogBackend, LogStore, MemLog, SnapshotSlot, StateMachineStore};
 
 /// Pause between rounds of asking the peers who they are while forming the cluster.
 const FORMATION_RETRY_MS: u64 = 300;
@@ -212,40 +212,30 @@ pub async fn member<T: PeerTransport>(
     .map(Arc::new)
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let network = Network::new(Arc::clone(&transport));
-    // Both kinds of storage give the same state machine; only the log's backend differs.
-    let (raft, state, committed, dirs): (_, _, Box<dyn Fn() -> u64 + Send + Sync>, _) =
-        match storage {
-            Storage::Durable { data_dir } => {
-                let raft_dir = data_dir.join("raft");
-                let (log, sm) = tollgate_raft::open_durable(&raft_dir)
-                    .context("cannot open the raft storage")?;
-                let state = SharedState::from_shared(sm.state());
-                refuse_downgrade(&state, speaks)?;
-                let reader = log.clone();
-                let raft = Raft::new(node_id, config, network, log, sm)
-                    .await
-                    .context("cannot start raft")?;
-                let dirs = DataDirs {
-                    raft: raft_dir,
-                    outbox: data_dir.join("outbox"),
-                };
-                (raft, state, Box::new(move || reader.committed_index()), dirs)
-            }
-            Storage::Memory {
-                log,
-                snapshots,
-                dirs,
-            } => {
-                let (log, sm) = tollgate_raft::storage::open_in_memory(log, snapshots)?;
-                let state = SharedState::from_shared(sm.state());
-                refuse_downgrade(&state, speaks)?;
-                let reader = log.clone();
-                let raft = Raft::new(node_id, config, network, log, sm)
-                    .await
-                    .context("cannot start raft")?;
-                (raft, state, Box::new(move || reader.committed_index()), dirs)
-            }
-        };
+    let (raft, state, committed, dirs) = match storage {
+        Storage::Durable { data_dir } => {
+            let raft_dir = data_dir.join("raft");
+            let (log, sm) =
+                tollgate_raft::open_durable(&raft_dir).context("cannot open the raft storage")?;
+            let (raft, state, committed) =
+                raft_over(node_id, config, network, log, sm, speaks).await?;
+            let dirs = DataDirs {
+                raft: raft_dir,
+                outbox: data_dir.join("outbox"),
+            };
+            (raft, state, committed, dirs)
+        }
+        Storage::Memory {
+            log,
+            snapshots,
+            dirs,
+        } => {
+            let (log, sm) = tollgate_raft::storage::open_in_memory(log, snapshots)?;
+            let (raft, state, committed) =
+                raft_over(node_id, config, network, log, sm, speaks).await?;
+            (raft, state, committed, dirs)
+        }
+    };
     handler.set_raft(raft.clone());
     let replicator = Arc::new(
         RaftReplicator::new(
@@ -320,6 +310,28 @@ pub async fn member<T: PeerTransport>(
         raft,
         gossip,
     })
+}
+
+/// Reads the committed index of a member's log.
+type Committed = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// The Raft over an opened log and state machine (either log backend, the same state
+/// machine), once the recovered state shows this build can read the cluster's log.
+async fn raft_over<T: PeerTransport, B: LogBackend>(
+    node_id: NodeId,
+    config: Arc<openraft::Config>,
+    network: Network<T>,
+    log: LogStore<B>,
+    state_machine: StateMachineStore,
+    speaks: ProtocolRange,
+) -> anyhow::Result<(Raft, SharedState, Committed)> {
+    let state = SharedState::from_shared(state_machine.state());
+    refuse_downgrade(&state, speaks)?;
+    let reader = log.clone();
+    let raft = Raft::new(node_id, config, network, log, state_machine)
+        .await
+        .context("cannot start raft")?;
+    Ok((raft, state, Box::new(move || reader.committed_index())))
 }
 
 /// A downgrade after the cluster moved to a newer protocol: this build could not read
