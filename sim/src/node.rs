@@ -24,7 +24,7 @@ use tollgate_node::cluster::replicator::DataDirs;
 use tollgate_node::cluster::start::{Formation, GossipSeam, MemberSeams, Storage, Timing};
 use tollgate_node::cluster::transport::Router;
 use tollgate_node::config::{ProviderKind, ProviderSpec};
-use tollgate_node::gateway::gate::{Ask, Gate};
+use tollgate_node::gateway::gate::{Ask, Gate, MIN_ANSWER_TOKENS};
 use tollgate_node::gateway::providers::Providers;
 use tollgate_node::governance::admission::Mode;
 use tollgate_node::governance::charge::PipelineConfig;
@@ -298,6 +298,7 @@ impl Gateway {
             body_bytes: 0,
             max_tokens: Some(estimate),
             choices: 1,
+            min_output: MIN_ANSWER_TOKENS,
         };
         let mut billing = self.gate.reserve(&caller, route, ask).await.map_err(refusal)?;
         let (out, extra) = {
@@ -310,7 +311,9 @@ impl Gateway {
             return Err(refused(502, "provider failed"));
         }
         billing.answered();
-        let cost = Usd(cost.min(estimate));
+        // A request the room left could not take whole went with a lower cap, which the
+        // provider keeps to.
+        let cost = Usd(cost.min(estimate).min(billing.cap.unwrap_or(u64::MAX)));
         crate::invariants::charges_exactly_once::on_acknowledge(
             &self.world,
             &request_id,

@@ -135,10 +135,19 @@ impl Tally {
     ) -> bool {
         self.max_estimate = self.max_estimate.max(ask.estimate);
         match answer {
-            Ok((200, _, body)) => match true_cost(&body["usage"]) {
+            Ok((200, headers, body)) => match true_cost(&body["usage"]) {
                 Some(cost) => {
                     self.true_cost += cost;
-                    self.max_error = self.max_error.max(cost.saturating_sub(ask.estimate));
+                    // A request the room left could not take whole went upstream with a
+                    // lower max_tokens, and was reserved for that (the fake provider does
+                    // not keep to max_tokens; a real one does).
+                    let estimate = headers
+                        .get("x-tollgate-max-tokens")
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .map_or(ask.estimate, |cap| {
+                            ask.estimate - MAX_TOKENS.saturating_sub(cap) * MICROS_PER_TOKEN
+                        });
+                    self.max_error = self.max_error.max(cost.saturating_sub(estimate));
                     self.answered.entry(tag).or_default().push(ask.word.clone());
                 }
                 None => self

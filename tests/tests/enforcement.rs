@@ -232,6 +232,88 @@ async fn concurrent_requests_cannot_overspend_a_budget() -> Result<()> {
     Ok(())
 }
 
+/// Claude Code's shape: a 50 KB prompt and `max_tokens: 128000`, whose worst case
+/// ($0.04 of prompt and $1.92 of output at $3/$15 per Mtok) is more than a $1.00 budget.
+fn claude_code_sized(text: &str) -> Value {
+    json!({
+        "model": MODEL,
+        "max_tokens": 128_000,
+        "system": "x".repeat(50_000),
+        "messages": [{"role": "user", "content": text}],
+    })
+}
+
+#[tokio::test]
+async fn a_budget_smaller_than_the_worst_case_serves_with_a_lower_cap() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+    )
+    .await?;
+    let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "1.00", "reset_duration": "1d"}))
+        .await?;
+    let body = claude_code_sized("hello");
+    let (status, headers, answer) = messages(&gw.url(), &secret, &body).await?;
+    assert_eq!(status, 200, "served from the first request: {answer}");
+    // What $1.00 affords after the prompt: every four body bytes a token at 3 µ$, then
+    // 15 µ$ an output token.
+    let prompt = (serde_json::to_vec(&body)?.len() as u64).div_ceil(4);
+    let cap = (1_000_000 - 3 * prompt) / 15;
+    assert_eq!(wait_calls(&fake, 1).await, 1);
+    let sent = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r["path"] == "/v1/messages")
+        .map(|r| r["body"]["max_tokens"].clone())
+        .unwrap_or_default();
+    assert_eq!(sent, json!(cap), "max_tokens sent upstream");
+    assert_eq!(
+        headers
+            .get("x-tollgate-max-tokens")
+            .and_then(|v| v.to_str().ok()),
+        Some(cap.to_string().as_str()),
+        "the client is told"
+    );
+    let usage = wait_requests(&gw, &id, 1).await?;
+    let spent = micros(&usage["spent_usd"]);
+    assert!(spent > 0 && spent < 100_000, "charged what was used: {spent} µ$");
+
+    // A thinking request keeps its thinking budget below the lowered cap.
+    let mut thinking = claude_code_sized("think");
+    thinking["thinking"] = json!({"type": "enabled", "budget_tokens": 100_000});
+    let (status, _, answer) = messages(&gw.url(), &secret, &thinking).await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(wait_calls(&fake, 2).await, 2);
+    let sent = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r["path"] == "/v1/messages")
+        .map(|r| r["body"].clone())
+        .unwrap_or_default();
+    let max_tokens = sent["max_tokens"].as_u64().unwrap_or(0);
+    let budget_tokens = sent["thinking"]["budget_tokens"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        max_tokens < 128_000 && budget_tokens < max_tokens && budget_tokens >= 1024,
+        "thinking {budget_tokens} within max_tokens {max_tokens}"
+    );
+
+    // Less left than the prompt alone costs: a 402 that says so, not "exhausted".
+    let (small, small_secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": small}, "max_limit_usd": "0.01", "reset_duration": "1d"}))
+        .await?;
+    let (status, _, answer) = messages(&gw.url(), &small_secret, &body).await?;
+    assert_eq!(status, 402, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("has $0.01") && message.contains("less than this request's minimum"),
+        "{message}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_model_without_a_price_cannot_spend_a_budget() -> Result<()> {
     let gw = Gateway::start("").await?;

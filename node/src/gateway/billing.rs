@@ -32,6 +32,9 @@ pub struct Billing {
     pub price: Option<Price>,
     /// `None` once charged.
     pub hold: Option<Hold>,
+    /// The completion cap the reservation affords, when lower than the request asked:
+    /// the request must go upstream with it (`Inbound::capped`).
+    pub cap: Option<u64>,
     /// Limits whose token windows count this request's tokens.
     pub token_limits: Vec<RateLimit>,
     /// The usage the reservation was sized for: charged when no usage was reported.

@@ -15,7 +15,7 @@ use crate::governance::admission::{Admission, AdmissionError};
 use crate::governance::limits::{RateLimited, RateLimiter};
 use crate::governance::replicator::Replicator;
 use std::sync::Arc;
-use tollgate_proto::{KeyId, Owner, RateLimit, Usage, Usd, VirtualKey};
+use tollgate_proto::{KeyId, Owner, Price, RateLimit, Usage, Usd, VirtualKey};
 
 /// What the request steps read and write: the replicated state, the providers, the rate
 /// limiter, the escrow leases and the charge pipeline.
@@ -46,7 +46,13 @@ pub struct Ask<'a> {
     pub max_tokens: Option<u64>,
     /// Completions asked for (OpenAI `n`), each up to `max_tokens`.
     pub choices: u64,
+    /// The fewest output tokens per completion the request can be served with (more
+    /// than its thinking budget, when it thinks): the floor of a lowered cap.
+    pub min_output: u64,
 }
+
+/// The smallest answer a request can be lowered to: one token.
+pub const MIN_ANSWER_TOKENS: u64 = 1;
 
 /// Why the steps after authentication refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +65,74 @@ pub enum GateError {
     NoPrice { model: String, key: KeyId },
     #[error(transparent)]
     Admission(#[from] AdmissionError),
+}
+
+impl Gate {
+    /// The highest completion cap (per completion) the room left on `chain` affords
+    /// for this request's prompt, and its cost; or the 402 that names why none does
+    /// (`why`: the refusal of the full request, kept when nothing is left at all).
+    fn lowered(
+        &self,
+        chain: &[tollgate_proto::BudgetId],
+        price: &Price,
+        estimated: &Usage,
+        ask: Ask<'_>,
+        why: String,
+    ) -> Result<(u64, Usd), GateError> {
+        let Some((tightest, left)) = self.admission.room_left(chain) else {
+            return Err(AdmissionError::Exhausted(why).into());
+        };
+        let most = estimated.output_tokens / ask.choices.max(1);
+        match affordable_output(price, estimated, ask.choices, left, ask.min_output, most) {
+            Some(cap) => {
+                let usage = Usage {
+                    output_tokens: cap.saturating_mul(ask.choices),
+                    ..*estimated
+                };
+                Ok((cap, price.cost(&usage)))
+            }
+            None if left.0 == 0 => Err(AdmissionError::Exhausted(why).into()),
+            None => {
+                let minimum = price.cost(&Usage {
+                    output_tokens: ask.min_output.saturating_mul(ask.choices),
+                    ..*estimated
+                });
+                Err(self.admission.too_little_left(&tightest, left, minimum).into())
+            }
+        }
+    }
+}
+
+/// The most output tokens per completion, between `min` and `max`, whose cost with the
+/// prompt of `estimated` and `choices` completions fits in `room`.
+pub fn affordable_output(
+    price: &Price,
+    estimated: &Usage,
+    choices: u64,
+    room: Usd,
+    min: u64,
+    max: u64,
+) -> Option<u64> {
+    let cost = |tokens: u64| {
+        price.cost(&Usage {
+            output_tokens: tokens.saturating_mul(choices),
+            ..*estimated
+        })
+    };
+    if min > max || cost(min) > room {
+        return None;
+    }
+    // Cost grows with the tokens: the largest that fits, by bisection.
+    let (mut fits, mut over) = (min, max.saturating_add(1));
+    while over - fits > 1 {
+        let mid = fits + (over - fits) / 2;
+        if cost(mid) <= room {
+            fits = mid;
+        } else {
+            over = mid;
+        }
+    }
+    Some(fits)
 }
 
 impl Caller {
@@ -127,7 +201,26 @@ impl Gate {
         let estimate = price
             .as_ref()
             .map_or(Usd::ZERO, |p| p.cost(&estimated_usage));
-        let hold = self.admission.reserve(&chain, estimate).await?;
+        let (hold, cap) = match self.admission.reserve(&chain, estimate).await {
+            Ok(hold) => (hold, None),
+            // The worst case does not fit: the request may still, with a lower cap.
+            Err(AdmissionError::Exhausted(why)) => {
+                let Some(price) = price.as_ref() else {
+                    return Err(AdmissionError::Exhausted(why).into());
+                };
+                let (cap, cost) = self.lowered(&chain, price, &estimated_usage, ask, why)?;
+                let hold = self.admission.reserve(&chain, cost).await?;
+                let lower = cap.saturating_mul(ask.choices) < estimated_usage.output_tokens;
+                (hold, lower.then_some(cap))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let estimated_usage = Usage {
+            output_tokens: cap.map_or(estimated_usage.output_tokens, |c| {
+                c.saturating_mul(ask.choices)
+            }),
+            ..estimated_usage
+        };
         let config_limits: Vec<RateLimit> = all_limits
             .iter()
             .filter(|l| matches!(l.owner, Owner::ProviderConfig(_)))
@@ -143,6 +236,7 @@ impl Gate {
             model: route.upstream_model.clone(),
             price,
             hold: Some(hold),
+            cap,
             estimate: estimated_usage,
             answered: false,
             token_limits: all_limits
@@ -150,5 +244,77 @@ impl Gate {
                 .filter(|l| l.token_max.is_some())
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// $3 / $15 per million input / output tokens.
+    fn price() -> Price {
+        Price {
+            model: "m".into(),
+            input_per_mtok: Usd(3_000_000),
+            output_per_mtok: Usd(15_000_000),
+            cache_write_per_mtok: Usd(0),
+            cache_read_per_mtok: Usd(0),
+        }
+    }
+
+    fn prompt(tokens: u64) -> Usage {
+        Usage {
+            input_tokens: tokens,
+            ..Usage::default()
+        }
+    }
+
+    #[test]
+    fn the_largest_cap_that_fits_the_room() {
+        // 12 500 prompt tokens cost 37 500 µ$; each output token 15 µ$.
+        let p = prompt(12_500);
+        let cap = affordable_output(&price(), &p, 1, Usd(1_000_000), 1, 128_000);
+        assert_eq!(cap, Some(64_166));
+        let cost = |t: u64| {
+            price().cost(&Usage {
+                output_tokens: t,
+                ..p
+            })
+        };
+        assert!(cost(64_166) <= Usd(1_000_000) && cost(64_167) > Usd(1_000_000));
+        // Never above what the request asked.
+        assert_eq!(
+            affordable_output(&price(), &p, 1, Usd(10_000_000), 1, 128_000),
+            Some(128_000)
+        );
+        // Two completions share the room.
+        assert_eq!(
+            affordable_output(&price(), &p, 2, Usd(1_000_000), 1, 128_000),
+            Some(32_083)
+        );
+    }
+
+    #[test]
+    fn no_cap_when_not_even_the_minimum_fits() {
+        let p = prompt(12_500);
+        // The prompt alone is 37 500 µ$.
+        assert_eq!(
+            affordable_output(&price(), &p, 1, Usd(37_500), 1, 128_000),
+            None
+        );
+        assert_eq!(
+            affordable_output(&price(), &p, 1, Usd(37_515), 1, 128_000),
+            Some(1)
+        );
+        // A thinking request needs 1 025 output tokens at least.
+        assert_eq!(
+            affordable_output(&price(), &p, 1, Usd(50_000), 1_025, 128_000),
+            None
+        );
+        assert_eq!(
+            affordable_output(&price(), &p, 1, Usd(100_000), 1_025, 128_000),
+            Some(4_166)
+        );
+        assert_eq!(affordable_output(&price(), &p, 1, Usd(100_000), 10, 5), None);
     }
 }

@@ -28,6 +28,9 @@ pub struct RequestHead {
     pub include_usage: bool,
     /// OpenAI only: completions asked for (`n`); each may use `max_tokens`.
     pub choices: u64,
+    /// Anthropic extended thinking's `budget_tokens`, when thinking is enabled: it must
+    /// stay below `max_tokens`.
+    pub thinking_budget: Option<u64>,
     /// Byte range of the model's JSON string in the body.
     model_span: (usize, usize),
 }
@@ -48,6 +51,17 @@ struct RawHead<'a> {
     stream: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    thinking: Option<&'a RawValue>,
+}
+
+/// Anthropic's `thinking`, read leniently: the provider validates it.
+#[derive(Deserialize)]
+struct Thinking {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    budget_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +69,10 @@ struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
+
+/// The smallest thinking budget Anthropic accepts: a cap lowered for a thinking request
+/// keeps at least this much thinking and one token of answer.
+pub const MIN_THINKING_BUDGET: u64 = 1024;
 
 /// Most completions one OpenAI request may ask for (`n`); each is reserved for.
 const MAX_CHOICES: u64 = 16;
@@ -158,6 +176,13 @@ pub fn parse(body: &[u8], dialect: Dialect, count_tokens: bool) -> Result<Reques
         }
         _ => false,
     };
+    let thinking_budget = match (dialect, raw.thinking) {
+        (Dialect::Anthropic, Some(v)) => serde_json::from_str::<Thinking>(v.get())
+            .ok()
+            .filter(|t| t.kind.as_deref() == Some("enabled"))
+            .and_then(|t| t.budget_tokens),
+        _ => None,
+    };
     let start = model_raw.get().as_ptr() as usize - body.as_ptr() as usize;
     Ok(RequestHead {
         model,
@@ -165,11 +190,73 @@ pub fn parse(body: &[u8], dialect: Dialect, count_tokens: bool) -> Result<Reques
         max_tokens,
         include_usage,
         choices,
+        thinking_budget,
         model_span: (start, start + model_raw.get().len()),
     })
 }
 
+impl Inbound {
+    /// This request with its completion cap lowered to `max_tokens` (each completion's,
+    /// for OpenAI `n`), because the budget room left affords no more: the provider then
+    /// cannot produce more than was reserved. Anthropic's thinking budget is kept below
+    /// the cap, as the API requires.
+    pub fn capped(&self, max_tokens: u64) -> Result<Inbound, ApiError> {
+        let mut value: serde_json::Value = serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+        let Some(fields) = value.as_object_mut() else {
+            return Err(ApiError::BadRequest(
+                "request body must be a JSON object".into(),
+            ));
+        };
+        match self.dialect {
+            Dialect::OpenAi => {
+                // Whichever the client sent (the server takes the larger), else the one
+                // every OpenAI-compatible server reads.
+                let mut set = false;
+                for field in ["max_completion_tokens", "max_tokens"] {
+                    if fields.get(field).is_some_and(|v| !v.is_null()) {
+                        fields.insert(field.to_owned(), max_tokens.into());
+                        set = true;
+                    }
+                }
+                if !set {
+                    fields.insert("max_tokens".to_owned(), max_tokens.into());
+                }
+            }
+            _ => {
+                fields.insert("max_tokens".to_owned(), max_tokens.into());
+                if let Some(budget) = self.head.thinking_budget {
+                    if budget >= max_tokens {
+                        value["thinking"]["budget_tokens"] = max_tokens
+                            .saturating_sub(1)
+                            .max(MIN_THINKING_BUDGET)
+                            .into();
+                    }
+                }
+            }
+        }
+        let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        Ok(Inbound {
+            dialect: self.dialect,
+            head: parse(&body, self.dialect, false)?,
+            body,
+            headers: self.headers.clone(),
+            request_id: self.request_id.clone(),
+            seq: self.seq,
+        })
+    }
+}
+
 impl RequestHead {
+    /// The fewest output tokens per completion this request can be served with: one,
+    /// or for a thinking request the smallest thinking budget and one.
+    pub fn min_output(&self) -> u64 {
+        match self.thinking_budget {
+            Some(_) => MIN_THINKING_BUDGET + 1,
+            None => crate::gateway::gate::MIN_ANSWER_TOKENS,
+        }
+    }
+
     /// The body with its model replaced by `model`; untouched (no copy) if it is the same.
     pub fn with_model(&self, body: &Bytes, model: &str) -> Bytes {
         if model == self.model {
@@ -301,6 +388,48 @@ mod tests {
             body.as_ptr(),
             "same model: no copy"
         );
+    }
+
+    fn inbound(body: &str, dialect: Dialect) -> Inbound {
+        let body = Bytes::from(body.to_owned());
+        Inbound {
+            dialect,
+            head: parse(&body, dialect, false).expect("head"),
+            body,
+            headers: HeaderMap::new(),
+            request_id: "req".into(),
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn a_capped_request_keeps_to_the_cap_and_the_api_rules() {
+        let thinking = inbound(
+            r#"{"model":"m","max_tokens":128000,"thinking":{"type":"enabled","budget_tokens":31999},"messages":[{}]}"#,
+            Dialect::Anthropic,
+        );
+        assert_eq!(thinking.head.min_output(), MIN_THINKING_BUDGET + 1);
+        let capped = thinking.capped(20_000).expect("capped");
+        let v: serde_json::Value = serde_json::from_slice(&capped.body).expect("json");
+        assert_eq!(v["max_tokens"], 20_000);
+        assert_eq!(v["thinking"]["budget_tokens"], 19_999, "below max_tokens");
+        assert_eq!(capped.head.max_tokens, Some(20_000));
+        // A thinking budget already below the cap stays.
+        let kept = thinking.capped(40_000).expect("capped");
+        let v: serde_json::Value = serde_json::from_slice(&kept.body).expect("json");
+        assert_eq!(v["thinking"]["budget_tokens"], 31_999);
+
+        let openai = inbound(
+            r#"{"model":"m","max_completion_tokens":9000,"messages":[{}]}"#,
+            Dialect::OpenAi,
+        );
+        assert_eq!(openai.head.min_output(), 1);
+        let v: serde_json::Value =
+            serde_json::from_slice(&openai.capped(100).expect("capped").body).expect("json");
+        assert_eq!(v["max_completion_tokens"], 100);
+        assert!(v.get("max_tokens").is_none());
+        let bare = inbound(r#"{"model":"m","messages":[{}]}"#, Dialect::OpenAi);
+        assert_eq!(bare.capped(100).expect("capped").head.max_tokens, Some(100));
     }
 
     fn body_str(b: &Bytes) -> String {

@@ -35,6 +35,10 @@ use send::AttemptError;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The response header that says a request went upstream with a lower `max_tokens` (its
+/// value) because the budget room left afforded no more.
+pub const LOWERED_MAX_TOKENS: &str = "x-tollgate-max-tokens";
+
 /// Pause before trying the same provider config again after a transient failure.
 const SAME_ROUTE_RETRY_PAUSE_MS: u64 = 100;
 
@@ -150,6 +154,7 @@ async fn run(
             body_bytes: inbound.body.len() as u64,
             max_tokens: inbound.head.max_tokens,
             choices: inbound.head.choices,
+            min_output: inbound.head.min_output(),
         };
         let billing = match app.gate.reserve(&caller, route, ask).await {
             Ok(b) => b,
@@ -164,7 +169,24 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(SAME_ROUTE_RETRY_PAUSE_MS)).await;
         }
         attempts += 1;
-        let result = upstream::attempt(app, &inbound, route, billing).await;
+        // The room left affords less than the request asked: it goes with a lower cap.
+        let capped;
+        let sent = match billing.cap {
+            Some(cap) => {
+                tracing::info!(request_id, max_tokens = cap, "max_tokens lowered to what the budget room left affords");
+                capped = match inbound.capped(cap) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        attempt.finish(Outcome::Neutral, app.now_ms());
+                        return Err(e);
+                    }
+                };
+                &capped
+            }
+            None => &inbound,
+        };
+        let lowered = billing.cap;
+        let result = upstream::attempt(app, sent, route, billing).await;
         let outcome = match &result {
             Ok(_) | Err(AttemptError::Fatal(ApiError::UpstreamRejected { .. })) => {
                 Outcome::Answered
@@ -180,7 +202,15 @@ async fn run(
         };
         attempt.finish(outcome, app.now_ms());
         match result {
-            Ok(response) => return Ok(response),
+            Ok(mut response) => {
+                // Tell the client what it was served with.
+                if let Some(cap) = lowered {
+                    response
+                        .headers_mut()
+                        .insert(LOWERED_MAX_TOKENS, HeaderValue::from(cap));
+                }
+                return Ok(response);
+            }
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Retry(e)) => {
                 tracing::warn!(request_id, provider = %route.provider.name, error = %e, "attempt failed; trying the next");

@@ -256,6 +256,48 @@ impl Admission {
         }
     }
 
+    /// The most a request could still reserve on `chain`: on its tightest budget, the
+    /// limit less the spend and less what requests on this node hold (other nodes'
+    /// leases may come back). `None` when no budget of the chain exists.
+    pub fn room_left(&self, chain: &[BudgetId]) -> Option<(BudgetId, Usd)> {
+        let now_ms = self.clock.now_ms();
+        let state = self.replicator.state().read();
+        let local = lock(&self.local);
+        chain
+            .iter()
+            .filter_map(|id| {
+                let status = state.budget_status(id, now_ms)?;
+                let held = local.get(id).map_or(0, |l| l.held);
+                let left = status
+                    .budget
+                    .limit
+                    .0
+                    .saturating_sub(status.spent.0)
+                    .saturating_sub(held);
+                Some((id.clone(), Usd(left)))
+            })
+            .min_by_key(|(_, left)| *left)
+    }
+
+    /// The 402 for a request whose smallest form (its prompt and a minimal answer)
+    /// costs `minimum`, more than the `left` of budget `id`.
+    pub fn too_little_left(&self, id: &BudgetId, left: Usd, minimum: Usd) -> AdmissionError {
+        let now_ms = self.clock.now_ms();
+        let state = self.replicator.state().read();
+        let Some(status) = state.budget_status(id, now_ms) else {
+            return AdmissionError::Exhausted(format!("budget {id} is exhausted"));
+        };
+        AdmissionError::Exhausted(format!(
+            "budget {id} of {} {} has ${left} left (limit ${} per {}, spent ${}), less than this request's minimum ${minimum} (its prompt and the smallest answer); it resets at {}",
+            status.budget.owner.kind(),
+            status.budget.owner.id(),
+            status.budget.limit,
+            status.budget.reset,
+            status.spent,
+            rfc3339(status.window.end_ms),
+        ))
+    }
+
     /// What requests in flight on this node hold of one budget, for the admin view.
     pub fn held_here(&self, id: &BudgetId) -> Usd {
         Usd(lock(&self.local).get(id).map_or(0, |l| l.held))
