@@ -103,3 +103,81 @@ async fn claude_code_works_through_the_gateway() -> Result<()> {
     );
     Ok(())
 }
+
+/// Claude Code sends `max_tokens: 128000` (about $1.92 of output at $15 per Mtok) with a
+/// prompt of tens of kilobytes: a $0.25 daily budget must still serve it, turn after
+/// turn, from the first request.
+#[tokio::test]
+async fn claude_code_works_on_a_quarter_dollar_budget() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": "*", "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+    )
+    .await?;
+    let (key_id, secret) = gw
+        .key(json!([{"provider": "fake-anthropic", "allowed_models": ["regex:^claude-"]}]))
+        .await?;
+    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": key_id}, "max_limit_usd": "0.25", "reset_duration": "1d"}))
+        .await?;
+    // Turn after turn until the room left is less than one request's prompt: then a 402.
+    let mut turns = 0;
+    let refusal = loop {
+        match claude(&gw.url(), &secret, &["--auth-mode", "bearer"]) {
+            Ok(()) => turns += 1,
+            Err(e) => break e.to_string(),
+        }
+        if turns == 20 {
+            bail!("20 turns on a $0.25 budget");
+        }
+    };
+    let (_, usage) = gw
+        .admin("GET", &format!("/api/v1/usage?virtual_key={key_id}"), None)
+        .await?;
+    let spent = micros(&usage["spent_usd"]);
+    println!("{turns} turns, then refused; spent {spent} µ$: {usage}");
+    if turns < 3 || !refusal.contains("api_error_status=402") {
+        bail!("after {turns} turns: {refusal}");
+    }
+    // Each turn's prompt costs about $0.037: what is left is less than one.
+    if !(250_000 - 40_000..=250_000).contains(&spent) {
+        bail!("spent {spent} µ$ of a $0.25 budget");
+    }
+    Ok(())
+}
+
+/// At Opus prices ($15 / $75 per Mtok) Claude Code's `max_tokens: 128000` alone would
+/// reserve $9.60: a $5 budget serves it from the first request.
+#[tokio::test]
+async fn claude_code_works_on_a_five_dollar_budget_at_opus_prices() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": "*", "input_per_mtok_usd": "15", "output_per_mtok_usd": "75"}),
+    )
+    .await?;
+    let (key_id, secret) = gw
+        .key(json!([{"provider": "fake-anthropic", "allowed_models": ["regex:^claude-"]}]))
+        .await?;
+    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": key_id}, "max_limit_usd": "5.00", "reset_duration": "1d"}))
+        .await?;
+    claude(&gw.url(), &secret, &["--auth-mode", "bearer"])?;
+    // The fake logs a request once it has answered it.
+    eventually(5, || async {
+        fake.requests().iter().any(|r| r["path"] == "/v1/messages")
+    })
+    .await;
+    let capped = fake
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/v1/messages")
+        .filter_map(|r| r["body"]["max_tokens"].as_u64())
+        .collect::<Vec<_>>();
+    println!("max_tokens sent upstream: {capped:?}");
+    if capped.is_empty() || capped.iter().any(|m| *m >= 128_000) {
+        bail!("Claude Code's max_tokens went up whole: {capped:?}");
+    }
+    Ok(())
+}
