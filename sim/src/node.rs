@@ -311,6 +311,9 @@ impl Gateway {
             return Err(refused(502, "provider failed"));
         }
         billing.answered();
+        if billing.cap.is_some() {
+            self.world.lock().lowered += 1;
+        }
         // A request the room left could not take whole went with a lower cap, which the
         // provider keeps to.
         let cost = Usd(cost.min(estimate).min(billing.cap.unwrap_or(u64::MAX)));

@@ -293,7 +293,11 @@ pub async fn run(plan: Arc<Plan>, world: World) -> turmoil::Result {
         let _ = task.await;
     }
     let endings = world.lock().endings.clone();
-    world.note(world::now(), format!("traffic done: {endings:?}"));
+    let lowered = world.lock().lowered;
+    world.note(
+        world::now(),
+        format!("traffic done: {endings:?}, {lowered} served with a lowered cap"),
+    );
     // Liveness: once healed, the cluster settles within the bound.
     while !world.lock().healed {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -71,6 +71,9 @@ pub struct Inner {
     pub drain: BTreeSet<u64>,
     pub drained: BTreeSet<u64>,
     pub endings: BTreeMap<Ending, u64>,
+    /// Requests served with a lower cap than they asked, the budget room left being
+    /// less than their worst case.
+    pub lowered: u64,
     /// Requests that failed, with why (for the trace).
     pub failures: Vec<String>,
     pub violations: Vec<String>,
