@@ -279,7 +279,10 @@ async fn a_budget_smaller_than_the_worst_case_serves_with_a_lower_cap() -> Resul
     );
     let usage = wait_requests(&gw, &id, 1).await?;
     let spent = micros(&usage["spent_usd"]);
-    assert!(spent > 0 && spent < 100_000, "charged what was used: {spent} µ$");
+    assert!(
+        spent > 0 && spent < 100_000,
+        "charged what was used: {spent} µ$"
+    );
 
     // A thinking request keeps its thinking budget below the lowered cap.
     let mut thinking = claude_code_sized("think");
@@ -294,7 +297,9 @@ async fn a_budget_smaller_than_the_worst_case_serves_with_a_lower_cap() -> Resul
         .map(|r| r["body"].clone())
         .unwrap_or_default();
     let max_tokens = sent["max_tokens"].as_u64().unwrap_or(0);
-    let budget_tokens = sent["thinking"]["budget_tokens"].as_u64().unwrap_or(u64::MAX);
+    let budget_tokens = sent["thinking"]["budget_tokens"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
     assert!(
         max_tokens < 128_000 && budget_tokens < max_tokens && budget_tokens >= 1024,
         "thinking {budget_tokens} within max_tokens {max_tokens}"
@@ -311,6 +316,63 @@ async fn a_budget_smaller_than_the_worst_case_serves_with_a_lower_cap() -> Resul
         message.contains("has $0.01") && message.contains("less than this request's minimum"),
         "{message}"
     );
+    Ok(())
+}
+
+/// The same through the OpenAI dialect, to an OpenAI provider and translated to an
+/// Anthropic one: the cap lands in the field the upstream reads.
+#[tokio::test]
+async fn a_lowered_cap_reaches_openai_and_translated_upstreams() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": "*", "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+    )
+    .await?;
+    let client = http();
+    for (provider, path) in [
+        ("fake-openai", "/v1/chat/completions"),
+        ("fake-anthropic", "/v1/messages"),
+    ] {
+        let (id, secret) = gw.key(json!([{"provider": provider}])).await?;
+        gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "0.10", "reset_duration": "1d"}))
+            .await?;
+        let before = fake.requests().len();
+        let body = json!({
+            "model": "gpt-test",
+            "max_completion_tokens": 100_000,
+            "messages": [{"role": "user", "content": "hello"}],
+        });
+        let r = client
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth(&secret)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let lowered = r
+            .headers()
+            .get("x-tollgate-max-tokens")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let answer: Value = r.json().await?;
+        assert_eq!(status, 200, "{provider}: {answer}");
+        let cap = lowered.expect("x-tollgate-max-tokens");
+        assert!(cap < 100_000 && cap > 6_000, "{provider}: cap {cap}");
+        eventually(5, || async { fake.requests().len() > before }).await;
+        let sent = fake
+            .requests()
+            .into_iter()
+            .rfind(|r| r["path"] == path)
+            .map(|r| r["body"].clone())
+            .unwrap_or_default();
+        let field = if path == "/v1/messages" {
+            "max_tokens"
+        } else {
+            "max_completion_tokens"
+        };
+        assert_eq!(sent[field], json!(cap), "{provider}: {sent}");
+    }
     Ok(())
 }
 
