@@ -127,6 +127,11 @@ pub struct Limits {
     pub charge_batch_max: usize,
     /// Output tokens assumed for a reservation when the request sets no `max_tokens`.
     pub default_max_tokens: u64,
+    /// Output tokens an Anthropic stream reserves at first (at most its `max_tokens`):
+    /// its relay meters the output and extends the reservation as it comes, so a
+    /// request reserves near what it will use, not its worst case. 0: streams reserve
+    /// their worst case, as other requests do.
+    pub stream_reserve_tokens: u64,
     /// At SIGTERM or `admin drain`, how long the node still takes new requests after
     /// `/health/ready` turned 503: a load balancer needs a few health checks to notice
     /// (HAProxy in `scripts/cluster.sh`: two failed checks at most 500 ms apart).
@@ -147,6 +152,7 @@ impl Default for Limits {
             max_attempts: 3,
             charge_batch_max: 1024,
             default_max_tokens: 4096,
+            stream_reserve_tokens: 4096,
             drain_grace_ms: 2_000,
             drain_timeout_ms: 300_000,
         }

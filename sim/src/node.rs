@@ -299,6 +299,7 @@ impl Gateway {
             max_tokens: Some(estimate),
             choices: 1,
             min_output: MIN_ANSWER_TOKENS,
+            stream_tokens: None,
         };
         let mut billing = self.gate.reserve(&caller, route, ask).await.map_err(refusal)?;
         let (out, extra) = {

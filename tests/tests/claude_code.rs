@@ -147,8 +147,9 @@ async fn claude_code_works_on_a_quarter_dollar_budget() -> Result<()> {
     Ok(())
 }
 
-/// At Opus prices ($15 / $75 per Mtok) Claude Code's `max_tokens: 128000` alone would
-/// reserve $9.60: a $5 budget serves it from the first request.
+/// At Opus prices ($15 / $75 per Mtok) Claude Code's `max_tokens: 128000` would
+/// reserve $9.60: on a $5 budget its stream reserves its expected output instead and is
+/// served from the first request, its `max_tokens` untouched.
 #[tokio::test]
 async fn claude_code_works_on_a_five_dollar_budget_at_opus_prices() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
@@ -169,15 +170,15 @@ async fn claude_code_works_on_a_five_dollar_budget_at_opus_prices() -> Result<()
         fake.requests().iter().any(|r| r["path"] == "/v1/messages")
     })
     .await;
-    let capped = fake
+    let sent = fake
         .requests()
         .iter()
         .filter(|r| r["path"] == "/v1/messages")
         .filter_map(|r| r["body"]["max_tokens"].as_u64())
         .collect::<Vec<_>>();
-    println!("max_tokens sent upstream: {capped:?}");
-    if capped.is_empty() || capped.iter().any(|m| *m >= 128_000) {
-        bail!("Claude Code's max_tokens went up whole: {capped:?}");
+    println!("max_tokens sent upstream: {sent:?}");
+    if sent.is_empty() {
+        bail!("no request reached the provider");
     }
     Ok(())
 }

@@ -376,6 +376,91 @@ async fn a_lowered_cap_reaches_openai_and_translated_upstreams() -> Result<()> {
     Ok(())
 }
 
+/// A streamed Messages request with `max_tokens: 128000`; the answer's status, headers
+/// and the data of every event, each of which must be JSON.
+async fn stream_events(
+    url: &str,
+    secret: &str,
+) -> Result<(u16, reqwest::header::HeaderMap, Vec<Value>)> {
+    let body = json!({"model": MODEL, "max_tokens": 128_000, "stream": true,
+        "messages": [{"role": "user", "content": "write at length"}]});
+    let r = http()
+        .post(format!("{url}/v1/messages"))
+        .header("x-api-key", secret)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await?;
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let text = r.text().await?;
+    let mut events = Vec::new();
+    for frame in text.split("\n\n").filter(|f| !f.trim().is_empty()) {
+        let data: String = frame
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        events.push(
+            serde_json::from_str::<Value>(&data)
+                .map_err(|e| anyhow::anyhow!("event not JSON ({e}): {frame:.200}"))?,
+        );
+    }
+    Ok((status, headers, events))
+}
+
+/// A stream reserves its expected output, not `max_tokens`, and its reservation grows
+/// with its output; when the budget can give no more, it ends as a length stop, charged
+/// within the limit. With room enough it runs to its end, charged what the provider
+/// reported.
+#[tokio::test]
+async fn a_stream_is_metered_and_ends_as_a_length_stop_at_the_limit() -> Result<()> {
+    // 48 KB of answer, about 12 000 tokens: $0.18 at $15 per Mtok, in three deltas.
+    let long = "lorem ".repeat(8_000);
+    let fake = FakeUpstream::start(&["--reply", &long])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+    )
+    .await?;
+    for (limit, cut) in [("0.25", true), ("10.00", false)] {
+        let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+        gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": limit, "reset_duration": "1d"}))
+            .await?;
+        let (status, headers, events) = stream_events(&gw.url(), &secret).await?;
+        assert_eq!(status, 200, "${limit}: {events:?}");
+        assert!(
+            headers.get("x-tollgate-max-tokens").is_none(),
+            "${limit}: reserved its expected output, not lowered"
+        );
+        let stop = events
+            .iter()
+            .rev()
+            .find(|e| e["type"] == "message_delta")
+            .map(|e| e["delta"]["stop_reason"].clone())
+            .unwrap_or_default();
+        assert_eq!(
+            events.last().map(|e| e["type"].clone()),
+            Some(json!("message_stop"))
+        );
+        let usage = wait_requests(&gw, &id, 1).await?;
+        let spent = micros(&usage["spent_usd"]);
+        println!(
+            "${limit}: stop {stop}, {} events, spent {spent} µ$",
+            events.len()
+        );
+        if cut {
+            assert_eq!(stop, json!("max_tokens"), "ended as a length stop");
+            assert!(spent > 0 && spent <= 250_000, "spent {spent} µ$ of $0.25");
+        } else {
+            assert_eq!(stop, json!("end_turn"), "ran to its end");
+            // What the provider reported: 12 000-odd output tokens at 15 µ$.
+            assert!(spent > 150_000, "charged the reported usage: {spent} µ$");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_model_without_a_price_cannot_spend_a_budget() -> Result<()> {
     let gw = Gateway::start("").await?;

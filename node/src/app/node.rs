@@ -163,6 +163,7 @@ impl Node {
         limiter.spawn_publisher(&mut serving);
         let charger = Arc::new(Charger {
             charges: pipeline.sender,
+            admission: Arc::clone(&admission),
             limiter: Arc::clone(&limiter),
             clock: Arc::clone(&clock),
             sent: AtomicU64::new(0),

@@ -4,18 +4,23 @@
 //! answer unreadable): for the usage seen, else for its estimate.
 
 use crate::clock::Clock;
+use crate::governance::admission::Admission;
 use crate::governance::charge::ChargeSender;
 use crate::governance::limits::RateLimiter;
 use std::sync::atomic::AtomicU64;
 use crate::governance::admission::Hold;
 use crate::governance::charge::PendingCharge;
 use std::sync::Arc;
-use tollgate_proto::{Charge, KeyId, Price, ProviderConfigId, RateLimit, RequestId, Usage, Usd};
+use tollgate_proto::{
+    BudgetId, Charge, KeyId, Price, ProviderConfigId, RateLimit, RequestId, Usage, Usd,
+};
 
 /// Where finished requests' charges go: the charge pipeline, and the token windows of
 /// their rate limits.
 pub struct Charger {
     pub charges: ChargeSender,
+    /// Where a metered stream's reservation is extended.
+    pub admission: Arc<Admission>,
     pub limiter: Arc<RateLimiter>,
     pub clock: Arc<dyn Clock>,
     /// Charges sent into the pipeline (`tollgate_charges_total`).
@@ -35,6 +40,13 @@ pub struct Billing {
     /// The completion cap the reservation affords, when lower than the request asked:
     /// the request must go upstream with it (`Inbound::capped`).
     pub cap: Option<u64>,
+    /// A stream reserved for its expected output, not its worst case: its relay meters
+    /// it (`keep_ahead`) and ends it when no budget can cover more.
+    pub metered: bool,
+    /// The budgets the hold is on, for extending it.
+    pub chain: Vec<BudgetId>,
+    /// What the hold is on each budget of the chain.
+    pub reserved: Usd,
     /// Limits whose token windows count this request's tokens.
     pub token_limits: Vec<RateLimit>,
     /// The usage the reservation was sized for: charged when no usage was reported.
@@ -43,7 +55,51 @@ pub struct Billing {
     pub answered: bool,
 }
 
+/// A metered stream's reservation is extended once what it used leaves less than this
+/// share of it (a quarter) free: the rest covers what arrives meanwhile.
+const HEADROOM_DIVISOR: u64 = 4;
+
 impl Billing {
+    /// Keeps a metered stream's reservation ahead of `used` (the usage so far, output
+    /// counted generously): once less than a quarter of it is free, it is extended by as
+    /// much again, or by what the budgets have left. False when nothing more could be
+    /// reserved and the free part is gone below the headroom: the stream must end now,
+    /// while its reservation still covers it.
+    pub async fn keep_ahead(&mut self, used: &Usage) -> bool {
+        let Some(price) = self.price.as_ref() else {
+            return true;
+        };
+        if !self.metered || self.chain.is_empty() {
+            return true;
+        }
+        let cost = price.cost(used).0;
+        let admission = Arc::clone(&self.charger.admission);
+        // A chunk may carry more than the headroom: extend until it is covered again.
+        while cost.saturating_add(self.reserved.0 / HEADROOM_DIVISOR) > self.reserved.0 {
+            let reserved = self.reserved.0;
+            let left = admission.room_left(&self.chain).map_or(0, |(_, left)| left.0);
+            let more = reserved.max(cost.saturating_sub(reserved)).max(1).min(left);
+            if more == 0 {
+                break;
+            }
+            let Ok(extension) = admission.reserve(&self.chain, Usd(more)).await else {
+                break;
+            };
+            let Some(hold) = self.hold.as_mut() else {
+                break;
+            };
+            hold.absorb(extension);
+            self.reserved = Usd(reserved.saturating_add(more));
+            tracing::debug!(request_id = %self.request_id, reserved = self.reserved.0, "stream reservation extended");
+        }
+        if cost.saturating_add(self.reserved.0 / HEADROOM_DIVISOR) <= self.reserved.0 {
+            return true;
+        }
+        let reserved = self.reserved.0;
+        tracing::info!(request_id = %self.request_id, reserved, used = cost, "no budget room for more of this stream; ending it as a length stop");
+        false
+    }
+
     /// Marks that the provider answered: from here on, dropping this charges the estimate.
     pub fn answered(&mut self) {
         self.answered = true;

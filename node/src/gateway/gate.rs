@@ -49,6 +49,9 @@ pub struct Ask<'a> {
     /// The fewest output tokens per completion the request can be served with (more
     /// than its thinking budget, when it thinks): the floor of a lowered cap.
     pub min_output: u64,
+    /// For a stream whose relay meters it: the output tokens to reserve at first
+    /// (capped by `max_tokens`) instead of its worst case.
+    pub stream_tokens: Option<u64>,
 }
 
 /// The smallest answer a request can be lowered to: one token.
@@ -198,29 +201,36 @@ impl Gate {
                 .saturating_mul(ask.choices),
             ..Usage::default()
         };
-        let estimate = price
-            .as_ref()
-            .map_or(Usd::ZERO, |p| p.cost(&estimated_usage));
-        let (hold, cap) = match self.admission.reserve(&chain, estimate).await {
-            Ok(hold) => (hold, None),
-            // The worst case does not fit: the request may still, with a lower cap.
-            Err(AdmissionError::Exhausted(why)) => {
-                let Some(price) = price.as_ref() else {
-                    return Err(AdmissionError::Exhausted(why).into());
-                };
-                let (cap, cost) = self.lowered(&chain, price, &estimated_usage, ask, why)?;
-                let hold = self.admission.reserve(&chain, cost).await?;
-                let lower = cap.saturating_mul(ask.choices) < estimated_usage.output_tokens;
-                (hold, lower.then_some(cap))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let estimated_usage = Usage {
-            output_tokens: cap.map_or(estimated_usage.output_tokens, |c| {
-                c.saturating_mul(ask.choices)
-            }),
+        let cost_of = |usage: &Usage| price.as_ref().map_or(Usd::ZERO, |p| p.cost(usage));
+        // A metered stream reserves its expected output (its relay extends the hold as
+        // the output comes); anything else its worst case.
+        let expected = ask.stream_tokens.map(|tokens| Usage {
+            output_tokens: tokens
+                .min(ask.max_tokens.unwrap_or(self.default_max_tokens))
+                .saturating_mul(ask.choices),
             ..estimated_usage
-        };
+        });
+        let first = expected.unwrap_or(estimated_usage);
+        let (hold, cap, reserved, reserved_usage) =
+            match self.admission.reserve(&chain, cost_of(&first)).await {
+                Ok(hold) => (hold, None, cost_of(&first), first),
+                // The worst case does not fit: the request may still, with a lower cap.
+                Err(AdmissionError::Exhausted(why)) => {
+                    let Some(price) = price.as_ref() else {
+                        return Err(AdmissionError::Exhausted(why).into());
+                    };
+                    let (cap, cost) = self.lowered(&chain, price, &estimated_usage, ask, why)?;
+                    let hold = self.admission.reserve(&chain, cost).await?;
+                    let lower = cap.saturating_mul(ask.choices) < estimated_usage.output_tokens;
+                    let usage = Usage {
+                        output_tokens: cap.saturating_mul(ask.choices),
+                        ..estimated_usage
+                    };
+                    (hold, lower.then_some(cap), cost, usage)
+                }
+                Err(e) => return Err(e.into()),
+            };
+        let metered = expected.is_some() && cap.is_none() && !chain.is_empty();
         let config_limits: Vec<RateLimit> = all_limits
             .iter()
             .filter(|l| matches!(l.owner, Owner::ProviderConfig(_)))
@@ -237,7 +247,10 @@ impl Gate {
             price,
             hold: Some(hold),
             cap,
-            estimate: estimated_usage,
+            metered,
+            chain,
+            reserved,
+            estimate: reserved_usage,
             answered: false,
             token_limits: all_limits
                 .into_iter()

@@ -283,6 +283,19 @@ impl Hold {
         }
     }
 
+    /// Takes `more` into this hold (an extension on the same chain): released together.
+    pub fn absorb(&mut self, mut more: Hold) {
+        if self.admission.is_none() {
+            self.admission = more.admission.take();
+        }
+        for (id, amount) in std::mem::take(&mut more.items) {
+            match self.items.iter_mut().find(|(held, _)| *held == id) {
+                Some((_, held)) => *held = held.saturating_add(amount),
+                None => self.items.push((id, amount)),
+            }
+        }
+    }
+
     /// Replaces the reservation by the real cost; the returned hold is released when the
     /// charge has been applied.
     pub fn settle(mut self, cost: Usd) -> Hold {

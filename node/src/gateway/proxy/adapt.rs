@@ -13,27 +13,83 @@ pub trait Adapter: Send + 'static {
     /// The upstream ended: bytes still owed to the client.
     fn finish(&mut self) -> Bytes;
     fn usage(&self) -> Usage;
+    /// The usage so far as metering a stream in flight counts it (generously).
+    fn metered(&self) -> Usage {
+        self.usage()
+    }
+    /// Ends the stream here as a length stop in the client's dialect: the frames that
+    /// close it. `None`: this adapter cannot end a stream cleanly, so it is not metered.
+    fn cut(&mut self) -> Option<Bytes> {
+        None
+    }
 }
 
-/// Anthropic upstream → Anthropic client: bytes pass through untouched.
+/// Anthropic upstream → Anthropic client: bytes pass through untouched, or, for a
+/// metered stream, event by event (so that the stream can end between two events).
 #[derive(Default)]
 pub struct AnthropicPassthrough {
     parser: SseParser,
     tracker: AnthropicUsage,
+    metered: bool,
+}
+
+impl AnthropicPassthrough {
+    /// A pass-through that forwards whole events only, and can cut.
+    pub fn for_metering() -> Self {
+        AnthropicPassthrough {
+            metered: true,
+            ..AnthropicPassthrough::default()
+        }
+    }
 }
 
 impl Adapter for AnthropicPassthrough {
     fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
-        for event in self.parser.push(chunk) {
-            self.tracker.observe(&event);
+        let events = self.parser.push(chunk);
+        for event in &events {
+            self.tracker.observe(event);
         }
-        chunk.clone()
+        if !self.metered {
+            return chunk.clone();
+        }
+        let mut out = Vec::with_capacity(chunk.len() + 16);
+        for event in &events {
+            frame(event, &mut out);
+        }
+        Bytes::from(out)
+    }
+    fn metered(&self) -> Usage {
+        self.tracker.metered()
+    }
+    fn cut(&mut self) -> Option<Bytes> {
+        if !self.metered {
+            return None;
+        }
+        let mut out = String::new();
+        if let Some(index) = self.tracker.open_block() {
+            out.push_str(&format!(
+                "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":{index}}}\n\n"
+            ));
+        }
+        out.push_str(&format!(
+            "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"max_tokens\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}}}\n\n",
+            self.tracker.usage().output_tokens
+        ));
+        out.push_str("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        Some(Bytes::from(out))
     }
     fn finish(&mut self) -> Bytes {
-        if let Some(event) = self.parser.finish() {
-            self.tracker.observe(&event);
+        let Some(event) = self.parser.finish() else {
+            return Bytes::new();
+        };
+        self.tracker.observe(&event);
+        if !self.metered {
+            return Bytes::new();
         }
-        Bytes::new()
+        // Its bytes were held back until it was whole.
+        let mut out = Vec::new();
+        frame(&event, &mut out);
+        Bytes::from(out)
     }
     fn usage(&self) -> Usage {
         self.tracker.usage()
@@ -90,6 +146,22 @@ impl Adapter for OpenAiPassthrough {
     fn usage(&self) -> Usage {
         self.tracker.usage()
     }
+}
+
+/// One event as SSE bytes: its name, if it has one, and its data.
+fn frame(event: &SseEvent, out: &mut Vec<u8>) {
+    if let Some(name) = &event.event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    // Data of several lines is one `data:` field per line.
+    for line in event.data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
 }
 
 fn encode_all(events: Vec<SseOut>, out: &mut Vec<u8>) {
@@ -279,6 +351,41 @@ impl Adapter for Fixed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_metered_stream_forwards_whole_events_and_cuts_as_a_length_stop() {
+        let mut a = AnthropicPassthrough::for_metering();
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"abcdefgh\"}}\n\nevent: content_block_delta\ndata: {\"type\":";
+        // The last event is incomplete: held back until its end comes.
+        let out = a.on_chunk(&Bytes::from(start));
+        let text = String::from_utf8(out.to_vec()).expect("utf8");
+        assert!(text.ends_with("\"abcdefgh\"}}\n\n"), "{text}");
+        assert_eq!(text.matches("event: ").count(), 3);
+        // Metering counts two bytes a token until the output is reported; the charge
+        // estimate four.
+        assert_eq!(a.metered().output_tokens, 4);
+        assert_eq!(a.metered().input_tokens, 10);
+        assert_eq!(a.usage().output_tokens, 2);
+        let tail = String::from_utf8(a.cut().expect("cuttable").to_vec()).expect("utf8");
+        let events: Vec<&str> = tail
+            .split("\n\n")
+            .filter(|f| !f.is_empty())
+            .map(|f| f.lines().next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "event: content_block_stop",
+                "event: message_delta",
+                "event: message_stop"
+            ]
+        );
+        assert!(tail.contains("\"stop_reason\":\"max_tokens\""), "{tail}");
+        // An unmetered pass-through forwards bytes as they come and cannot cut.
+        let mut plain = AnthropicPassthrough::default();
+        assert_eq!(plain.on_chunk(&Bytes::from(start)), Bytes::from(start));
+        assert!(plain.cut().is_none());
+    }
 
     const OPENAI_STREAM: &str = concat!(
         "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"}}]}\n\n",

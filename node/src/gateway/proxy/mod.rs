@@ -23,7 +23,7 @@ use crate::gateway::auth;
 use crate::gateway::gate::{Ask, Caller};
 use crate::gateway::breaker::Outcome;
 use crate::gateway::mock;
-use crate::gateway::routing;
+use crate::gateway::routing::{self, Route};
 use crate::http::error::{ApiError, Dialect};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -155,6 +155,7 @@ async fn run(
             max_tokens: inbound.head.max_tokens,
             choices: inbound.head.choices,
             min_output: inbound.head.min_output(),
+            stream_tokens: metered_stream(app, &inbound, route),
         };
         let billing = match app.gate.reserve(&caller, route, ask).await {
             Ok(b) => b,
@@ -222,6 +223,17 @@ async fn run(
         }
     }
     Err(last_error.unwrap_or_else(|| ApiError::Internal("no route was tried".into())))
+}
+
+/// For an Anthropic stream to an Anthropic provider, whose relay meters the output
+/// and can end it as a length stop: the output tokens it reserves at first.
+fn metered_stream(app: &App, inbound: &Inbound, route: &Route) -> Option<u64> {
+    let tokens = app.config.limits.stream_reserve_tokens;
+    (tokens > 0
+        && inbound.head.stream
+        && inbound.dialect == Dialect::Anthropic
+        && route.provider.kind == ProviderKind::Anthropic)
+        .then_some(tokens)
 }
 
 /// `POST /anthropic/v1/messages/count_tokens`: answered by the key's first route.

@@ -72,6 +72,23 @@ pub fn relay(
             match next {
                 Some(Ok(Some(Ok(chunk)))) => {
                     let out = st.adapter.on_chunk(&chunk);
+                    // A metered stream keeps its reservation ahead of its output, or ends
+                    // here, as a length stop, while the reservation still covers it.
+                    let covered = match st.billing.as_mut() {
+                        Some(billing) if billing.metered => {
+                            billing.keep_ahead(&st.adapter.metered()).await
+                        }
+                        _ => true,
+                    };
+                    if !covered {
+                        if let Some(tail) = st.adapter.cut() {
+                            st.ended = true;
+                            st.settle();
+                            let mut last = out.to_vec();
+                            last.extend_from_slice(&tail);
+                            return Some((Ok(Bytes::from(last)), st));
+                        }
+                    }
                     if !out.is_empty() {
                         return Some((Ok::<Bytes, std::io::Error>(out), st));
                     }

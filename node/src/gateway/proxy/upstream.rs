@@ -149,6 +149,9 @@ async fn finish(
             Translation::None if upstream_dialect == Dialect::OpenAi => {
                 Box::new(adapt::OpenAiPassthrough::new(!inbound.head.include_usage))
             }
+            Translation::None if billing.metered => {
+                Box::new(adapt::AnthropicPassthrough::for_metering())
+            }
             Translation::None => Box::<adapt::AnthropicPassthrough>::default(),
             Translation::OpenAiToAnthropic => Box::new(adapt::OpenAiToAnthropic::new(
                 model,

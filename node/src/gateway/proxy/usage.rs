@@ -82,6 +82,8 @@ struct AnthropicEvent<'a> {
     usage: Option<UsageJson>,
     #[serde(borrow, default)]
     delta: Option<AnthropicDelta<'a>>,
+    #[serde(default)]
+    index: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -100,12 +102,19 @@ struct AnthropicDelta<'a> {
     thinking: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// Streamed bytes counted as one token when metering a stream in flight: fewer than
+/// the four of English text, so that code and other languages are not under-counted
+/// (the reservation stays ahead of what the provider will report).
+const METERED_BYTES_PER_TOKEN: u64 = 2;
+
 /// Usage tracking over an Anthropic event stream.
 #[derive(Default)]
 pub struct AnthropicUsage {
     usage: Usage,
     output_reported: bool,
     streamed_bytes: u64,
+    /// The content block started and not yet stopped, if any.
+    open_block: Option<u64>,
 }
 
 impl AnthropicUsage {
@@ -113,7 +122,11 @@ impl AnthropicUsage {
         let name = event.event.as_deref();
         if !matches!(
             name,
-            None | Some("message_start") | Some("message_delta") | Some("content_block_delta")
+            None | Some("message_start")
+                | Some("message_delta")
+                | Some("content_block_delta")
+                | Some("content_block_start")
+                | Some("content_block_stop")
         ) {
             return;
         }
@@ -147,6 +160,8 @@ impl AnthropicUsage {
                     self.streamed_bytes += n as u64;
                 }
             }
+            Some("content_block_start") => self.open_block = parsed.index,
+            Some("content_block_stop") => self.open_block = None,
             _ => {}
         }
     }
@@ -157,6 +172,22 @@ impl AnthropicUsage {
             u.output_tokens = u.output_tokens.max(estimate_tokens(self.streamed_bytes));
         }
         u
+    }
+
+    /// The usage so far as metering counts it: the output generously, until reported.
+    pub fn metered(&self) -> Usage {
+        let mut u = self.usage;
+        if !self.output_reported {
+            u.output_tokens = u
+                .output_tokens
+                .max(self.streamed_bytes.div_ceil(METERED_BYTES_PER_TOKEN));
+        }
+        u
+    }
+
+    /// The content block left open, which a stream ended early must stop.
+    pub fn open_block(&self) -> Option<u64> {
+        self.open_block
     }
 }
 
