@@ -3,8 +3,9 @@
 //! named.
 
 use super::{
-    entry, lock, Admission, AdmissionError, Hold, Mode, CONTENTION_WAIT_MS, SETTLE_WAIT_MS,
+    entry, lock, Admission, AdmissionError, Hold, Local, Mode, CONTENTION_WAIT_MS, SETTLE_WAIT_MS,
 };
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,16 +146,9 @@ impl Admission {
         let state = self.replicator.state().read();
         let local = lock(&self.local);
         for id in shorts {
-            let Some(status) = state.budget_status(id, now_ms) else {
+            let Some(left) = left_here(&state, &local, id, now_ms) else {
                 continue;
             };
-            let held = local.get(id).map_or(0, |l| l.held);
-            let left = status
-                .budget
-                .limit
-                .0
-                .saturating_sub(status.spent.0)
-                .saturating_sub(held);
             if left < amount.0 {
                 return Some(exhausted_error(&state, id, amount, now_ms));
             }
@@ -265,17 +259,7 @@ impl Admission {
         let local = lock(&self.local);
         chain
             .iter()
-            .filter_map(|id| {
-                let status = state.budget_status(id, now_ms)?;
-                let held = local.get(id).map_or(0, |l| l.held);
-                let left = status
-                    .budget
-                    .limit
-                    .0
-                    .saturating_sub(status.spent.0)
-                    .saturating_sub(held);
-                Some((id.clone(), Usd(left)))
-            })
+            .filter_map(|id| Some((id.clone(), Usd(left_here(&state, &local, id, now_ms)?))))
             .min_by_key(|(_, left)| *left)
     }
 
@@ -302,6 +286,26 @@ impl Admission {
     pub fn held_here(&self, id: &BudgetId) -> Usd {
         Usd(lock(&self.local).get(id).map_or(0, |l| l.held))
     }
+}
+
+/// What budget `id` has left beyond its spend and what requests on this node hold: the
+/// most this node could reserve if every other node's lease came back.
+fn left_here(
+    state: &GovState,
+    local: &BTreeMap<BudgetId, Local>,
+    id: &BudgetId,
+    now_ms: UnixMs,
+) -> Option<u64> {
+    let status = state.budget_status(id, now_ms)?;
+    let held = local.get(id).map_or(0, |l| l.held);
+    Some(
+        status
+            .budget
+            .limit
+            .0
+            .saturating_sub(status.spent.0)
+            .saturating_sub(held),
+    )
 }
 
 /// The 402 naming the budget, its limit and figures, and when it resets.
