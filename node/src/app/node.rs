@@ -211,8 +211,7 @@ impl Node {
             ..
         } = self;
         let _ = charges_close.send(());
-        let charges_applied = match tokio::time::timeout(CHARGE_FLUSH_TIMEOUT, charges_task).await
-        {
+        let charges_applied = match tokio::time::timeout(CHARGE_FLUSH_TIMEOUT, charges_task).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "charge pipeline ended abnormally");
@@ -229,8 +228,7 @@ impl Node {
             // Every charge is applied and nothing is in flight: the leases go back to
             // the cluster for the other nodes. (Not otherwise: charges still to come
             // would consume leases handed to others.)
-            match tokio::time::timeout(LEASE_RETURN_TIMEOUT, gate.admission.release_all()).await
-            {
+            match tokio::time::timeout(LEASE_RETURN_TIMEOUT, gate.admission.release_all()).await {
                 Ok(Ok(())) => leases_returned = true,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "leases not given back; the leader reclaims them")

@@ -205,8 +205,9 @@ pub async fn member<T: PeerTransport>(
     handler.set_drain(Arc::clone(drain));
     router.add(&super::rpc::kinds(), Arc::clone(&handler) as Arc<dyn Route>);
     let config = match timing {
-        Timing::Node => tollgate_raft::raft_config("tollgate")
-            .and_then(tollgate_raft::config::with_node_timing),
+        Timing::Node => {
+            tollgate_raft::raft_config("tollgate").and_then(tollgate_raft::config::with_node_timing)
+        }
         Timing::Simulator => tollgate_raft::raft_config("sim"),
     }
     .map(Arc::new)
@@ -289,13 +290,13 @@ pub async fn member<T: PeerTransport>(
     ));
     tracing::info!(node_id, raft_addr = %me.node.raft_addr, "raft started");
     let gossip = match gossip {
-        GossipSeam::Chitchat(options) => Gossip::start(
-            options,
-            Arc::clone(&transport),
-            move |inbox| router.add(&[KIND_GOSSIP], Arc::new(inbox)),
-        )
-        .await
-        .context("cannot start gossip")?,
+        GossipSeam::Chitchat(options) => {
+            Gossip::start(options, Arc::clone(&transport), move |inbox| {
+                router.add(&[KIND_GOSSIP], Arc::new(inbox))
+            })
+            .await
+            .context("cannot start gossip")?
+        }
         GossipSeam::Simulated { generation } => Gossip::simulated(node_id, generation),
     };
     tasks.spawn(super::handover::hand_over_at_drain(

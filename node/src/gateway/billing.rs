@@ -5,11 +5,11 @@
 
 use crate::clock::Clock;
 use crate::governance::admission::Admission;
+use crate::governance::admission::Hold;
 use crate::governance::charge::ChargeSender;
+use crate::governance::charge::PendingCharge;
 use crate::governance::limits::RateLimiter;
 use std::sync::atomic::AtomicU64;
-use crate::governance::admission::Hold;
-use crate::governance::charge::PendingCharge;
 use std::sync::Arc;
 use tollgate_proto::{
     BudgetId, Charge, KeyId, Price, ProviderConfigId, RateLimit, RequestId, Usage, Usd,
@@ -77,7 +77,9 @@ impl Billing {
         // A chunk may carry more than the headroom: extend until it is covered again.
         while cost.saturating_add(self.reserved.0 / HEADROOM_DIVISOR) > self.reserved.0 {
             let reserved = self.reserved.0;
-            let left = admission.room_left(&self.chain).map_or(0, |(_, left)| left.0);
+            let left = admission
+                .room_left(&self.chain)
+                .map_or(0, |(_, left)| left.0);
             let more = reserved.max(cost.saturating_sub(reserved)).max(1).min(left);
             if more == 0 {
                 break;

@@ -100,7 +100,10 @@ impl Gate {
                     output_tokens: ask.min_output.saturating_mul(ask.choices),
                     ..*estimated
                 });
-                Err(self.admission.too_little_left(&tightest, left, minimum).into())
+                Err(self
+                    .admission
+                    .too_little_left(&tightest, left, minimum)
+                    .into())
             }
         }
     }
@@ -328,6 +331,9 @@ mod tests {
             affordable_output(&price(), &p, 1, Usd(100_000), 1_025, 128_000),
             Some(4_166)
         );
-        assert_eq!(affordable_output(&price(), &p, 1, Usd(100_000), 10, 5), None);
+        assert_eq!(
+            affordable_output(&price(), &p, 1, Usd(100_000), 10, 5),
+            None
+        );
     }
 }

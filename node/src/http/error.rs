@@ -2,8 +2,8 @@
 //! the caller's dialect (Anthropic or OpenAI). Internal causes are logged, never sent.
 
 use crate::gateway::auth::AuthError;
-use crate::gateway::routing::RouteError;
 use crate::gateway::gate::GateError;
+use crate::gateway::routing::RouteError;
 use crate::governance::admission::AdmissionError;
 use crate::governance::limits::RateLimited;
 use axum::http::{header, HeaderValue, StatusCode};

@@ -227,10 +227,8 @@ impl Inbound {
                 fields.insert("max_tokens".to_owned(), max_tokens.into());
                 if let Some(budget) = self.head.thinking_budget {
                     if budget >= max_tokens {
-                        value["thinking"]["budget_tokens"] = max_tokens
-                            .saturating_sub(1)
-                            .max(MIN_THINKING_BUDGET)
-                            .into();
+                        value["thinking"]["budget_tokens"] =
+                            max_tokens.saturating_sub(1).max(MIN_THINKING_BUDGET).into();
                     }
                 }
             }

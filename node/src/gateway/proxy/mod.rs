@@ -20,8 +20,8 @@ pub mod usage;
 use crate::app::App;
 use crate::config::ProviderKind;
 use crate::gateway::auth;
-use crate::gateway::gate::{Ask, Caller};
 use crate::gateway::breaker::Outcome;
+use crate::gateway::gate::{Ask, Caller};
 use crate::gateway::mock;
 use crate::gateway::routing::{self, Route};
 use crate::http::error::{ApiError, Dialect};
@@ -174,7 +174,11 @@ async fn run(
         let capped;
         let sent = match billing.cap {
             Some(cap) => {
-                tracing::info!(request_id, max_tokens = cap, "max_tokens lowered to what the budget room left affords");
+                tracing::info!(
+                    request_id,
+                    max_tokens = cap,
+                    "max_tokens lowered to what the budget room left affords"
+                );
                 capped = match inbound.capped(cap) {
                     Ok(c) => c,
                     Err(e) => {

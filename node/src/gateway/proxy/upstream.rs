@@ -2,7 +2,6 @@
 //! the provider's kind, send it, and turn the answer into the client's response.
 
 use super::adapt::{self, Adapter};
-use crate::gateway::billing::Billing;
 use super::head::Inbound;
 use super::relay::{self, ByteStream};
 use super::send::{
@@ -11,6 +10,7 @@ use super::send::{
 use super::usage::{OpenAiUsageJson, UsageJson};
 use crate::app::App;
 use crate::config::ProviderKind;
+use crate::gateway::billing::Billing;
 use crate::gateway::mock;
 use crate::gateway::routing::Route;
 use crate::gateway::translate;
