@@ -78,7 +78,11 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     let router = Router::new();
     // The first node forms the cluster on its first start; the others wait to be added.
     let formation = if id == 1 && fresh {
-        Formation::Initialize((1..=plan.nodes).map(|n| (n, node_info(n))).collect::<BTreeMap<_, _>>())
+        Formation::Initialize(
+            (1..=plan.nodes)
+                .map(|n| (n, node_info(n)))
+                .collect::<BTreeMap<_, _>>(),
+        )
     } else {
         Formation::Recover
     };
@@ -190,10 +194,7 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
     let stopped = node.stop(requests_ended).await;
     if stopped.still_leading {
         // A drained leader must have handed its leadership over (`cluster::handover`).
-        world.violation(
-            world::now(),
-            format!("n{id} still leads after its drain"),
-        );
+        world.violation(world::now(), format!("n{id} still leads after its drain"));
     }
     world.note(
         world::now(),
@@ -301,7 +302,11 @@ impl Gateway {
             min_output: MIN_ANSWER_TOKENS,
             stream_tokens: None,
         };
-        let mut billing = self.gate.reserve(&caller, route, ask).await.map_err(refusal)?;
+        let mut billing = self
+            .gate
+            .reserve(&caller, route, ask)
+            .await
+            .map_err(refusal)?;
         let (out, extra) = {
             let w = self.world.lock();
             (w.provider_out, w.provider_extra)
