@@ -461,6 +461,78 @@ async fn a_stream_is_metered_and_ends_as_a_length_stop_at_the_limit() -> Result<
     Ok(())
 }
 
+/// The same for an OpenAI stream to an OpenAI provider: a cut ends with
+/// `finish_reason: "length"`, the usage chunk the client asked for, and `[DONE]`.
+#[tokio::test]
+async fn an_openai_stream_is_metered_and_ends_with_finish_reason_length() -> Result<()> {
+    let long = "lorem ".repeat(8_000);
+    let fake = FakeUpstream::start(&["--reply", &long])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    gw.create(
+        "/api/v1/prices",
+        json!({"model": "*", "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+    )
+    .await?;
+    for (limit, cut) in [("0.25", true), ("10.00", false)] {
+        let (id, secret) = gw.key(json!([{"provider": "fake-openai"}])).await?;
+        gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": limit, "reset_duration": "1d"}))
+            .await?;
+        let body = json!({"model": "gpt-test", "max_completion_tokens": 100_000, "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "write at length"}]});
+        let r = http()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .bearer_auth(&secret)
+            .json(&body)
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 200, "${limit}");
+        assert!(
+            r.headers().get("x-tollgate-max-tokens").is_none(),
+            "${limit}: not lowered"
+        );
+        let text = r.text().await?;
+        let data: Vec<&str> = text
+            .split("\n\n")
+            .filter_map(|f| f.trim().strip_prefix("data: "))
+            .collect();
+        assert_eq!(data.last(), Some(&"[DONE]"), "${limit}");
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d))
+            .collect::<Result<_, _>>()?;
+        let finish = chunks
+            .iter()
+            .rev()
+            .find_map(|c| c["choices"][0]["finish_reason"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        let reported = chunks
+            .iter()
+            .rev()
+            .find(|c| c["usage"].is_object())
+            .cloned();
+        let usage = wait_requests(&gw, &id, 1).await?;
+        let spent = micros(&usage["spent_usd"]);
+        println!(
+            "${limit}: finish {finish}, {} chunks, spent {spent} µ$",
+            chunks.len()
+        );
+        assert!(
+            reported.is_some(),
+            "${limit}: the usage chunk the client asked for"
+        );
+        if cut {
+            assert_eq!(finish, "length");
+            assert!(spent > 0 && spent <= 250_000, "spent {spent} µ$ of $0.25");
+        } else {
+            assert_eq!(finish, "stop");
+            assert!(spent > 150_000, "charged the reported usage: {spent} µ$");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_model_without_a_price_cannot_spend_a_budget() -> Result<()> {
     let gw = Gateway::start("").await?;

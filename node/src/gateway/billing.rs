@@ -72,7 +72,15 @@ impl Billing {
         if !self.metered || self.chain.is_empty() {
             return true;
         }
-        let cost = price.cost(used).0;
+        // Before the provider reports the prompt, count the estimate's.
+        let mut used = *used;
+        if used.input_tokens == 0
+            && used.cache_creation_input_tokens == 0
+            && used.cache_read_input_tokens == 0
+        {
+            used.input_tokens = self.estimate.input_tokens;
+        }
+        let cost = price.cost(&used).0;
         let admission = Arc::clone(&self.charger.admission);
         // A chunk may carry more than the headroom: extend until it is covered again.
         while cost.saturating_add(self.reserved.0 / HEADROOM_DIVISOR) > self.reserved.0 {

@@ -104,6 +104,8 @@ pub struct OpenAiPassthrough {
     parser: SseParser,
     tracker: OpenAiUsage,
     strip_usage_chunk: bool,
+    /// Forward whole events only, and end the stream as a length stop when asked.
+    metered: bool,
 }
 
 impl OpenAiPassthrough {
@@ -115,10 +117,32 @@ impl OpenAiPassthrough {
     }
 }
 
+impl OpenAiPassthrough {
+    /// For a metered stream: whole events only, and it can cut.
+    pub fn for_metering(strip_usage_chunk: bool) -> Self {
+        OpenAiPassthrough {
+            metered: true,
+            ..OpenAiPassthrough::new(strip_usage_chunk)
+        }
+    }
+
+    /// Whether bytes go out event by event rather than as they came.
+    fn reframes(&self) -> bool {
+        self.strip_usage_chunk || self.metered
+    }
+
+    /// Observes `event`; whether it goes to the client (not the usage chunk the gateway
+    /// asked for itself).
+    fn forwards(&mut self, event: &SseEvent) -> bool {
+        let usage_only = self.tracker.observe(event);
+        !(usage_only && self.strip_usage_chunk)
+    }
+}
+
 impl Adapter for OpenAiPassthrough {
     fn on_chunk(&mut self, chunk: &Bytes) -> Bytes {
         let events = self.parser.push(chunk);
-        if !self.strip_usage_chunk {
+        if !self.reframes() {
             for event in &events {
                 self.tracker.observe(event);
             }
@@ -127,24 +151,66 @@ impl Adapter for OpenAiPassthrough {
         // Re-frame event by event so the usage-only chunk can be left out.
         let mut out = Vec::with_capacity(chunk.len());
         for event in &events {
-            if !self.tracker.observe(event) {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(event.data.as_bytes());
-                out.extend_from_slice(b"\n\n");
+            if self.forwards(event) {
+                frame(event, &mut out);
             }
         }
         Bytes::from(out)
     }
     fn finish(&mut self) -> Bytes {
         match self.parser.finish() {
-            Some(event) if !self.tracker.observe(&event) && self.strip_usage_chunk => {
-                Bytes::from(format!("data: {}\n\n", event.data))
+            Some(event) if self.forwards(&event) && self.reframes() => {
+                let mut out = Vec::new();
+                frame(&event, &mut out);
+                Bytes::from(out)
             }
             _ => Bytes::new(),
         }
     }
     fn usage(&self) -> Usage {
         self.tracker.usage()
+    }
+    fn metered(&self) -> Usage {
+        self.tracker.metered()
+    }
+    fn cut(&mut self) -> Option<Bytes> {
+        if !self.metered {
+            return None;
+        }
+        let head = self.tracker.head().cloned().unwrap_or_default();
+        let chunk = |choices: serde_json::Value, usage: Option<serde_json::Value>| {
+            let mut c = serde_json::json!({
+                "id": head.id, "object": "chat.completion.chunk", "created": head.created,
+                "model": head.model, "choices": choices,
+            });
+            if let Some(u) = usage {
+                c["usage"] = u;
+            }
+            format!("data: {c}\n\n")
+        };
+        let finishes: Vec<serde_json::Value> = self
+            .tracker
+            .choices()
+            .into_iter()
+            .map(
+                |index| serde_json::json!({"index": index, "delta": {}, "finish_reason": "length"}),
+            )
+            .collect();
+        let mut out = chunk(serde_json::Value::Array(finishes), None);
+        if !self.strip_usage_chunk {
+            // The client asked for usage: what was counted.
+            let u = self.tracker.usage();
+            out.push_str(&chunk(
+                serde_json::json!([]),
+                Some(serde_json::json!({
+                    "prompt_tokens": u.input_tokens,
+                    "completion_tokens": u.output_tokens,
+                    "total_tokens": u.input_tokens + u.output_tokens,
+                })),
+            ));
+        }
+        out.push_str("data: [DONE]\n\n");
+        Some(Bytes::from(out))
     }
 }
 

@@ -229,15 +229,16 @@ async fn run(
     Err(last_error.unwrap_or_else(|| ApiError::Internal("no route was tried".into())))
 }
 
-/// For an Anthropic stream to an Anthropic provider, whose relay meters the output
-/// and can end it as a length stop: the output tokens it reserves at first.
+/// For a stream relayed in its own dialect (Anthropic to Anthropic, OpenAI to OpenAI),
+/// whose relay meters the output and can end it as a length stop: the output tokens it
+/// reserves at first.
 fn metered_stream(app: &App, inbound: &Inbound, route: &Route) -> Option<u64> {
     let tokens = app.config.limits.stream_reserve_tokens;
-    (tokens > 0
-        && inbound.head.stream
-        && inbound.dialect == Dialect::Anthropic
-        && route.provider.kind == ProviderKind::Anthropic)
-        .then_some(tokens)
+    let same_dialect = matches!(
+        (inbound.dialect, route.provider.kind),
+        (Dialect::Anthropic, ProviderKind::Anthropic) | (Dialect::OpenAi, ProviderKind::Openai)
+    );
+    (tokens > 0 && inbound.head.stream && same_dialect).then_some(tokens)
 }
 
 /// `POST /anthropic/v1/messages/count_tokens`: answered by the key's first route.

@@ -146,6 +146,11 @@ async fn finish(
     let model = inbound.head.model.as_str();
     if inbound.head.stream && is_event_stream(&resp) {
         let adapter: Box<dyn Adapter> = match translation {
+            Translation::None if upstream_dialect == Dialect::OpenAi && billing.metered => {
+                Box::new(adapt::OpenAiPassthrough::for_metering(
+                    !inbound.head.include_usage,
+                ))
+            }
             Translation::None if upstream_dialect == Dialect::OpenAi => {
                 Box::new(adapt::OpenAiPassthrough::new(!inbound.head.include_usage))
             }

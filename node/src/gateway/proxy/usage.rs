@@ -197,12 +197,28 @@ struct OpenAiChunk {
     usage: Option<OpenAiUsageJson>,
     #[serde(default)]
     choices: Vec<OpenAiChoice>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    created: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct OpenAiChoice {
     #[serde(default)]
+    index: u64,
+    #[serde(default)]
     delta: Option<OpenAiDelta>,
+}
+
+/// What every chunk of an OpenAI stream repeats, for chunks the gateway adds.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkHead {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +233,9 @@ struct OpenAiDelta {
 pub struct OpenAiUsage {
     usage: Option<Usage>,
     streamed_bytes: u64,
+    head: Option<ChunkHead>,
+    /// The completions (`choices[].index`) seen.
+    choices: std::collections::BTreeSet<u64>,
 }
 
 impl OpenAiUsage {
@@ -228,7 +247,17 @@ impl OpenAiUsage {
         let Ok(chunk) = serde_json::from_str::<OpenAiChunk>(&event.data) else {
             return false;
         };
+        if self.head.is_none() {
+            if let (Some(id), Some(model)) = (&chunk.id, &chunk.model) {
+                self.head = Some(ChunkHead {
+                    id: id.clone(),
+                    model: model.clone(),
+                    created: chunk.created.unwrap_or(0),
+                });
+            }
+        }
         for c in &chunk.choices {
+            self.choices.insert(c.index);
             if let Some(text) = c.delta.as_ref().and_then(|d| d.content.as_ref()) {
                 self.streamed_bytes += text.len() as u64;
             }
@@ -247,5 +276,27 @@ impl OpenAiUsage {
             output_tokens: estimate_tokens(self.streamed_bytes),
             ..Usage::default()
         })
+    }
+
+    /// The usage so far as metering counts it: the output generously, until reported.
+    pub fn metered(&self) -> Usage {
+        self.usage.unwrap_or(Usage {
+            output_tokens: self.streamed_bytes.div_ceil(METERED_BYTES_PER_TOKEN),
+            ..Usage::default()
+        })
+    }
+
+    /// The stream's id, model and creation time, once a chunk named them.
+    pub fn head(&self) -> Option<&ChunkHead> {
+        self.head.as_ref()
+    }
+
+    /// The completions seen (at least the first).
+    pub fn choices(&self) -> Vec<u64> {
+        if self.choices.is_empty() {
+            vec![0]
+        } else {
+            self.choices.iter().copied().collect()
+        }
     }
 }
