@@ -127,10 +127,11 @@ pub struct Limits {
     pub charge_batch_max: usize,
     /// Output tokens assumed for a reservation when the request sets no `max_tokens`.
     pub default_max_tokens: u64,
-    /// Output tokens an Anthropic stream reserves at first (at most its `max_tokens`):
-    /// its relay meters the output and extends the reservation as it comes, so a
-    /// request reserves near what it will use, not its worst case. 0: streams reserve
-    /// their worst case, as other requests do.
+    /// The least output a stream relayed in its own dialect reserves at first (more when
+    /// the key's recent answers from that model were longer: their 95th percentile; at
+    /// most its `max_tokens`): its relay meters the output and extends the reservation
+    /// as it comes, so a request reserves near what it will use, not its worst case.
+    /// 0: streams reserve their worst case, as other requests do.
     pub stream_reserve_tokens: u64,
     /// At SIGTERM or `admin drain`, how long the node still takes new requests after
     /// `/health/ready` turned 503: a load balancer needs a few health checks to notice
@@ -152,7 +153,7 @@ impl Default for Limits {
             max_attempts: 3,
             charge_batch_max: 1024,
             default_max_tokens: 4096,
-            stream_reserve_tokens: 4096,
+            stream_reserve_tokens: 1024,
             drain_grace_ms: 2_000,
             drain_timeout_ms: 300_000,
         }

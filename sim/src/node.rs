@@ -123,6 +123,7 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
         },
         providers: providers()?,
         default_max_tokens: 0,
+        stream_reserve_tokens: 0,
         // Every simulated node speaks this build's range: the cluster moves to its
         // newest version once the leader has every member's report, so drains write
         // `NodeDrained`.
@@ -300,7 +301,7 @@ impl Gateway {
             max_tokens: Some(estimate),
             choices: 1,
             min_output: MIN_ANSWER_TOKENS,
-            stream_tokens: None,
+            metered: false,
         };
         let mut billing = self
             .gate

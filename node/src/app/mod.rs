@@ -123,6 +123,7 @@ pub async fn start(
         },
         providers,
         default_max_tokens: config.limits.default_max_tokens,
+        stream_reserve_tokens: config.limits.stream_reserve_tokens,
         versions,
     })
     .await?;

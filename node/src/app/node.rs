@@ -12,6 +12,7 @@ use crate::cluster::start::{self as member, MemberSeams};
 use crate::cluster::transport::PeerTransport;
 use crate::cluster::version::Versions;
 use crate::gateway::billing::Charger;
+use crate::gateway::estimate::OutputEstimates;
 use crate::gateway::gate::Gate;
 use crate::gateway::providers::Providers;
 use crate::gateway::routing::PatternCache;
@@ -66,6 +67,8 @@ pub struct Seams<T> {
     pub providers: Providers,
     /// The completion size reserved for when a request names no `max_tokens`.
     pub default_max_tokens: u64,
+    /// The least output a metered stream reserves at first.
+    pub stream_reserve_tokens: u64,
     pub versions: Arc<Versions>,
 }
 
@@ -114,6 +117,7 @@ impl Node {
             pipeline,
             providers,
             default_max_tokens,
+            stream_reserve_tokens,
             versions,
         } = seams;
         let drain = Drain::new();
@@ -164,6 +168,7 @@ impl Node {
         let charger = Arc::new(Charger {
             charges: pipeline.sender,
             admission: Arc::clone(&admission),
+            outputs: OutputEstimates::new(stream_reserve_tokens),
             limiter: Arc::clone(&limiter),
             clock: Arc::clone(&clock),
             sent: AtomicU64::new(0),

@@ -21,6 +21,8 @@ pub struct Charger {
     pub charges: ChargeSender,
     /// Where a metered stream's reservation is extended.
     pub admission: Arc<Admission>,
+    /// Recent output sizes, which size a metered stream's first reservation.
+    pub outputs: crate::gateway::estimate::OutputEstimates,
     pub limiter: Arc<RateLimiter>,
     pub clock: Arc<dyn Clock>,
     /// Charges sent into the pipeline (`tollgate_charges_total`).
@@ -134,6 +136,9 @@ impl Billing {
             usage.input_tokens = self.estimate.input_tokens;
         }
         let cost = self.price.as_ref().map_or(Usd::ZERO, |p| p.cost(&usage));
+        self.charger
+            .outputs
+            .record(&self.key_id, &self.model, usage.output_tokens);
         let now_ms = self.charger.clock.now_ms();
         self.charger
             .limiter

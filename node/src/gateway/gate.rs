@@ -49,9 +49,10 @@ pub struct Ask<'a> {
     /// The fewest output tokens per completion the request can be served with (more
     /// than its thinking budget, when it thinks): the floor of a lowered cap.
     pub min_output: u64,
-    /// For a stream whose relay meters it: the output tokens to reserve at first
-    /// (capped by `max_tokens`) instead of its worst case.
-    pub stream_tokens: Option<u64>,
+    /// A stream whose relay meters it: it reserves its expected output at first (the
+    /// key's recent answers from this model, `Charger::outputs`; at most `max_tokens`)
+    /// instead of its worst case.
+    pub metered: bool,
 }
 
 /// The smallest answer a request can be lowered to: one token.
@@ -207,8 +208,11 @@ impl Gate {
         let cost_of = |usage: &Usage| price.as_ref().map_or(Usd::ZERO, |p| p.cost(usage));
         // A metered stream reserves its expected output (its relay extends the hold as
         // the output comes); anything else its worst case.
-        let expected = ask.stream_tokens.map(|tokens| Usage {
-            output_tokens: tokens
+        let expected = ask.metered.then(|| Usage {
+            output_tokens: self
+                .charger
+                .outputs
+                .expected(&key.id, &route.upstream_model)
                 .min(ask.max_tokens.unwrap_or(self.default_max_tokens))
                 .saturating_mul(ask.choices),
             ..estimated_usage

@@ -4,6 +4,7 @@
 //! - `gate`: the request steps without HTTP (authenticate, resolve, rate-limit,
 //!   reserve), shared by the proxy and the simulator.
 //! - `billing`: the reservation a request holds and the charge it sends at completion.
+//! - `estimate`: what a stream is expected to output, per key and model.
 //! - `proxy`: the HTTP request path and the relay of answers (see its own layout).
 //! - `auth`: virtual keys and admin tokens (hashed, constant-time).
 //! - `routing`: model → provider configs (weights, allowlists, aliases).
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod billing;
 pub mod breaker;
 pub mod counters;
+pub mod estimate;
 pub mod gate;
 pub mod mock;
 pub mod providers;

@@ -155,7 +155,7 @@ async fn run(
             max_tokens: inbound.head.max_tokens,
             choices: inbound.head.choices,
             min_output: inbound.head.min_output(),
-            stream_tokens: metered_stream(app, &inbound, route),
+            metered: metered_stream(app, &inbound, route),
         };
         let billing = match app.gate.reserve(&caller, route, ask).await {
             Ok(b) => b,
@@ -229,16 +229,14 @@ async fn run(
     Err(last_error.unwrap_or_else(|| ApiError::Internal("no route was tried".into())))
 }
 
-/// For a stream relayed in its own dialect (Anthropic to Anthropic, OpenAI to OpenAI),
-/// whose relay meters the output and can end it as a length stop: the output tokens it
-/// reserves at first.
-fn metered_stream(app: &App, inbound: &Inbound, route: &Route) -> Option<u64> {
-    let tokens = app.config.limits.stream_reserve_tokens;
+/// Whether a request is a stream relayed in its own dialect (Anthropic to Anthropic,
+/// OpenAI to OpenAI), whose relay meters the output and can end it as a length stop.
+fn metered_stream(app: &App, inbound: &Inbound, route: &Route) -> bool {
     let same_dialect = matches!(
         (inbound.dialect, route.provider.kind),
         (Dialect::Anthropic, ProviderKind::Anthropic) | (Dialect::OpenAi, ProviderKind::Openai)
     );
-    (tokens > 0 && inbound.head.stream && same_dialect).then_some(tokens)
+    app.config.limits.stream_reserve_tokens > 0 && inbound.head.stream && same_dialect
 }
 
 /// `POST /anthropic/v1/messages/count_tokens`: answered by the key's first route.
