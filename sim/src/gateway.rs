@@ -31,6 +31,9 @@ pub enum Request {
         /// What the provider's usage comes to; never above the estimate.
         cost: u64,
         upstream_ms: u64,
+        /// Streamed: it reserves its expected output and is metered as it comes, ending
+        /// as a length stop when no budget can cover more.
+        stream: bool,
     },
     Admin(Command),
 }

@@ -34,6 +34,12 @@ use tollgate_proto::{UnixMs, Usage, Usd};
 use tollgate_raft::typ::TollgateNode;
 use turmoil::net::TcpListener;
 
+/// The least output a metered stream reserves at first.
+const STREAM_RESERVE_TOKENS: u64 = 1_000;
+/// A streamed answer's pieces: well under the quarter of `STREAM_RESERVE_TOKENS` a
+/// reservation keeps free, as a real provider's deltas are.
+const STREAM_PIECE_TOKENS: u64 = 100;
+
 /// How long a draining node waits for its requests in flight, as `tollgate serve`.
 const DRAIN_REQUESTS: Duration = Duration::from_secs(20);
 
@@ -123,7 +129,7 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
         },
         providers: providers()?,
         default_max_tokens: 0,
-        stream_reserve_tokens: 0,
+        stream_reserve_tokens: STREAM_RESERVE_TOKENS,
         // Every simulated node speaks this build's range: the cluster moves to its
         // newest version once the leader has every member's report, so drains write
         // `NodeDrained`.
@@ -262,8 +268,9 @@ impl Gateway {
                 estimate,
                 cost,
                 upstream_ms,
+                stream,
             } => self
-                .proxy(&secret, request_id, estimate, cost, upstream_ms)
+                .proxy(&secret, request_id, estimate, cost, upstream_ms, stream)
                 .await
                 .unwrap_or_else(|a| a),
         }
@@ -279,6 +286,7 @@ impl Gateway {
         estimate: u64,
         cost: u64,
         upstream_ms: u64,
+        stream: bool,
     ) -> Result<Answer, Answer> {
         // What the load balancer sees in `/health/ready`: no traffic before catching up.
         if !self.replicator.caught_up() {
@@ -301,7 +309,7 @@ impl Gateway {
             max_tokens: Some(estimate),
             choices: 1,
             min_output: MIN_ANSWER_TOKENS,
-            metered: false,
+            metered: stream,
         };
         let mut billing = self
             .gate
@@ -317,13 +325,33 @@ impl Gateway {
             // The provider failed: nothing to charge; dropping the billing frees its hold.
             return Err(refused(502, "provider failed"));
         }
-        billing.answered();
         if billing.cap.is_some() {
             self.world.lock().lowered += 1;
         }
         // A request the room left could not take whole went with a lower cap, which the
         // provider keeps to.
-        let cost = Usd(cost.min(estimate).min(billing.cap.unwrap_or(u64::MAX)));
+        let mut cost = Usd(cost.min(estimate).min(billing.cap.unwrap_or(u64::MAX)));
+        if billing.metered {
+            // The answer streams in pieces smaller than the headroom a reservation keeps;
+            // the production metering follows it and may end it at the limit.
+            let mut used = 0;
+            while used < cost.0 {
+                used = (used + STREAM_PIECE_TOKENS).min(cost.0);
+                let usage = Usage {
+                    output_tokens: used,
+                    ..Usage::default()
+                };
+                if !billing.keep_ahead(&usage).await {
+                    self.world.lock().streams_cut += 1;
+                    break;
+                }
+            }
+            cost = Usd(used);
+        }
+        // Marked answered only now, with no await until its charge: turmoil runs the
+        // destructors of a crashed host's tasks (a killed process would not), and an
+        // answered billing dropped mid-stream charges its estimate, unacknowledged.
+        billing.answered();
         crate::invariants::charges_exactly_once::on_acknowledge(
             &self.world,
             &request_id,

@@ -155,6 +155,7 @@ async fn client(world: World, plan: Arc<Plan>, n: u64, secret: &'static str) {
     for r in 0..plan.requests {
         tokio::time::sleep(Duration::from_millis(choices.below(20))).await;
         let cost = 1_000 + choices.below(ESTIMATE - 1_000 + 1);
+        let stream = choices.below(2) == 1;
         let upstream_ms = plan.upstream.0 + choices.below(plan.upstream.1 - plan.upstream.0 + 1);
         let mut node = 1 + choices.below(plan.nodes);
         let mut ending = None;
@@ -166,6 +167,7 @@ async fn client(world: World, plan: Arc<Plan>, n: u64, secret: &'static str) {
                 estimate: ESTIMATE,
                 cost,
                 upstream_ms,
+                stream,
             };
             match gateway::call(gateway_addr(node), &request, CALL_DEADLINE).await {
                 Ok(Answer::Ok) => ending = Some(Ending::Ok),
@@ -293,10 +295,13 @@ pub async fn run(plan: Arc<Plan>, world: World) -> turmoil::Result {
         let _ = task.await;
     }
     let endings = world.lock().endings.clone();
-    let lowered = world.lock().lowered;
+    let (lowered, cut) = {
+        let w = world.lock();
+        (w.lowered, w.streams_cut)
+    };
     world.note(
         world::now(),
-        format!("traffic done: {endings:?}, {lowered} served with a lowered cap"),
+        format!("traffic done: {endings:?}, {lowered} served with a lowered cap, {cut} streams ended at the limit"),
     );
     // Liveness: once healed, the cluster settles within the bound.
     while !world.lock().healed {

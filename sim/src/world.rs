@@ -74,6 +74,8 @@ pub struct Inner {
     /// Requests served with a lower cap than they asked, the budget room left being
     /// less than their worst case.
     pub lowered: u64,
+    /// Metered streams ended as a length stop: no budget could cover more.
+    pub streams_cut: u64,
     /// Requests that failed, with why (for the trace).
     pub failures: Vec<String>,
     pub violations: Vec<String>,
