@@ -423,15 +423,20 @@ async fn a_stream_is_metered_and_ends_as_a_length_stop_at_the_limit() -> Result<
         json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
     )
     .await?;
-    for (limit, cut) in [("0.25", true), ("10.00", false)] {
-        let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+    // Relayed, and translated from an OpenAI provider.
+    for (provider, limit, cut) in [
+        ("fake-anthropic", "0.25", true),
+        ("fake-anthropic", "10.00", false),
+        ("fake-openai", "0.25", true),
+    ] {
+        let (id, secret) = gw.key(json!([{"provider": provider}])).await?;
         gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": limit, "reset_duration": "1d"}))
             .await?;
         let (status, headers, events) = stream_events(&gw.url(), &secret).await?;
-        assert_eq!(status, 200, "${limit}: {events:?}");
+        assert_eq!(status, 200, "{provider} ${limit}: {events:?}");
         assert!(
             headers.get("x-tollgate-max-tokens").is_none(),
-            "${limit}: reserved its expected output, not lowered"
+            "{provider} ${limit}: reserved its expected output, not lowered"
         );
         let stop = events
             .iter()
@@ -446,7 +451,7 @@ async fn a_stream_is_metered_and_ends_as_a_length_stop_at_the_limit() -> Result<
         let usage = wait_requests(&gw, &id, 1).await?;
         let spent = micros(&usage["spent_usd"]);
         println!(
-            "${limit}: stop {stop}, {} events, spent {spent} µ$",
+            "{provider} ${limit}: stop {stop}, {} events, spent {spent} µ$",
             events.len()
         );
         if cut {
@@ -473,8 +478,13 @@ async fn an_openai_stream_is_metered_and_ends_with_finish_reason_length() -> Res
         json!({"model": "*", "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
     )
     .await?;
-    for (limit, cut) in [("0.25", true), ("10.00", false)] {
-        let (id, secret) = gw.key(json!([{"provider": "fake-openai"}])).await?;
+    // Relayed, and translated from an Anthropic provider.
+    for (provider, limit, cut) in [
+        ("fake-openai", "0.25", true),
+        ("fake-openai", "10.00", false),
+        ("fake-anthropic", "0.25", true),
+    ] {
+        let (id, secret) = gw.key(json!([{"provider": provider}])).await?;
         gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": limit, "reset_duration": "1d"}))
             .await?;
         let body = json!({"model": "gpt-test", "max_completion_tokens": 100_000, "stream": true,
@@ -489,7 +499,7 @@ async fn an_openai_stream_is_metered_and_ends_with_finish_reason_length() -> Res
         assert_eq!(r.status().as_u16(), 200, "${limit}");
         assert!(
             r.headers().get("x-tollgate-max-tokens").is_none(),
-            "${limit}: not lowered"
+            "{provider} ${limit}: not lowered"
         );
         let text = r.text().await?;
         let data: Vec<&str> = text
@@ -515,12 +525,12 @@ async fn an_openai_stream_is_metered_and_ends_with_finish_reason_length() -> Res
         let usage = wait_requests(&gw, &id, 1).await?;
         let spent = micros(&usage["spent_usd"]);
         println!(
-            "${limit}: finish {finish}, {} chunks, spent {spent} µ$",
+            "{provider} ${limit}: finish {finish}, {} chunks, spent {spent} µ$",
             chunks.len()
         );
         assert!(
             reported.is_some(),
-            "${limit}: the usage chunk the client asked for"
+            "{provider} ${limit}: the usage chunk the client asked for"
         );
         if cut {
             assert_eq!(finish, "length");

@@ -249,6 +249,10 @@ pub trait Direction: Send + 'static {
     /// The frame that ends the client's stream after an upstream error.
     fn error_frame(message: &str) -> String;
     fn usage(&self) -> Usage;
+    /// The usage so far as metering counts it (generously).
+    fn metered(&self) -> Usage;
+    /// The events that end the client's stream here as a length stop.
+    fn cut(&mut self) -> Vec<SseOut>;
 }
 
 /// A stream translated event by event; after an upstream error it sends the error frame
@@ -257,6 +261,16 @@ pub struct Translating<D> {
     parser: SseParser,
     direction: D,
     failed: bool,
+    /// Metered: the stream can be cut as a length stop.
+    metered: bool,
+}
+
+impl<D: Direction> Translating<D> {
+    /// For a metered stream: it can be cut.
+    pub fn for_metering(mut self, metered: bool) -> Self {
+        self.metered = metered;
+        self
+    }
 }
 
 impl<D: Direction> Translating<D> {
@@ -296,6 +310,17 @@ impl<D: Direction> Adapter for Translating<D> {
     fn usage(&self) -> Usage {
         self.direction.usage()
     }
+    fn metered(&self) -> Usage {
+        self.direction.metered()
+    }
+    fn cut(&mut self) -> Option<Bytes> {
+        if !self.metered || self.failed {
+            return None;
+        }
+        let mut out = Vec::new();
+        encode_all(self.direction.cut(), &mut out);
+        Some(Bytes::from(out))
+    }
 }
 
 /// OpenAI upstream → Anthropic client.
@@ -316,6 +341,7 @@ impl OpenAiToAnthropic {
             parser: SseParser::new(),
             direction,
             failed: false,
+            metered: false,
         }
     }
 }
@@ -347,6 +373,17 @@ impl Direction for ToAnthropic {
             reported
         }
     }
+    fn metered(&self) -> Usage {
+        let reported = self.translator.usage();
+        if reported == Usage::default() {
+            self.tracker.metered()
+        } else {
+            reported
+        }
+    }
+    fn cut(&mut self) -> Vec<SseOut> {
+        self.translator.cut()
+    }
 }
 
 /// Anthropic upstream → OpenAI client.
@@ -372,6 +409,7 @@ impl AnthropicToOpenAi {
             parser: SseParser::new(),
             direction,
             failed: false,
+            metered: false,
         }
     }
 }
@@ -396,6 +434,12 @@ impl Direction for ToOpenAi {
     }
     fn usage(&self) -> Usage {
         self.tracker.usage()
+    }
+    fn metered(&self) -> Usage {
+        self.tracker.metered()
+    }
+    fn cut(&mut self) -> Vec<SseOut> {
+        self.translator.cut()
     }
 }
 

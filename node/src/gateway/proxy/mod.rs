@@ -229,14 +229,13 @@ async fn run(
     Err(last_error.unwrap_or_else(|| ApiError::Internal("no route was tried".into())))
 }
 
-/// Whether a request is a stream relayed in its own dialect (Anthropic to Anthropic,
-/// OpenAI to OpenAI), whose relay meters the output and can end it as a length stop.
+/// Whether a request is a stream from a provider (relayed or translated), whose relay
+/// meters the output and can end it as a length stop. The built-in mock answers with a
+/// usage known in advance and is not metered.
 fn metered_stream(app: &App, inbound: &Inbound, route: &Route) -> bool {
-    let same_dialect = matches!(
-        (inbound.dialect, route.provider.kind),
-        (Dialect::Anthropic, ProviderKind::Anthropic) | (Dialect::OpenAi, ProviderKind::Openai)
-    );
-    app.config.limits.stream_reserve_tokens > 0 && inbound.head.stream && same_dialect
+    app.config.limits.stream_reserve_tokens > 0
+        && inbound.head.stream
+        && route.provider.kind != ProviderKind::Mock
 }
 
 /// `POST /anthropic/v1/messages/count_tokens`: answered by the key's first route.

@@ -158,16 +158,19 @@ async fn finish(
                 Box::new(adapt::AnthropicPassthrough::for_metering())
             }
             Translation::None => Box::<adapt::AnthropicPassthrough>::default(),
-            Translation::OpenAiToAnthropic => Box::new(adapt::OpenAiToAnthropic::new(
-                model,
-                &message_id(&inbound.request_id),
-            )),
-            Translation::AnthropicToOpenAi => Box::new(adapt::AnthropicToOpenAi::new(
-                model,
-                &completion_id(&inbound.request_id),
-                app.now_ms() / 1000,
-                inbound.head.include_usage,
-            )),
+            Translation::OpenAiToAnthropic => Box::new(
+                adapt::OpenAiToAnthropic::new(model, &message_id(&inbound.request_id))
+                    .for_metering(billing.metered),
+            ),
+            Translation::AnthropicToOpenAi => Box::new(
+                adapt::AnthropicToOpenAi::new(
+                    model,
+                    &completion_id(&inbound.request_id),
+                    app.now_ms() / 1000,
+                    inbound.head.include_usage,
+                )
+                .for_metering(billing.metered),
+            ),
         };
         let upstream: ByteStream = Box::pin(
             resp.bytes_stream()

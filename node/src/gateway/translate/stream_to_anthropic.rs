@@ -125,6 +125,13 @@ impl OpenAiToAnthropicStream {
         out
     }
 
+    /// Ends the message here as a length stop (the budget allows no more output): the
+    /// closing events of `finish`, with `stop_reason: "max_tokens"`.
+    pub fn cut(&mut self) -> Vec<SseOut> {
+        self.finish_reason = Some("length".to_owned());
+        self.finish()
+    }
+
     /// Usage reported by the upstream so far.
     pub fn usage(&self) -> Usage {
         self.usage

@@ -174,6 +174,25 @@ impl AnthropicToOpenAiStream {
         out
     }
 
+    /// Ends the completion here as a length stop (the budget allows no more output): a
+    /// chunk with `finish_reason: "length"`, then the closing chunks of `finish`.
+    pub fn cut(&mut self) -> Vec<SseOut> {
+        if self.done {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        self.role(&mut out);
+        out.push(SseOut::openai(&json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+        })));
+        out.extend(self.finish());
+        out
+    }
+
     /// Usage reported by the upstream so far.
     pub fn usage(&self) -> Usage {
         self.usage
