@@ -245,6 +245,27 @@ impl Gateway {
     }
 
     /// The value of one line of `/metrics` (`name` with its labels, as printed).
+    /// Prices `model` (`*`: every model without its own price) in dollars per million
+    /// input and output tokens.
+    pub async fn price(&self, model: &str, input: &str, output: &str) -> Result<()> {
+        self.create(
+            "/api/v1/prices",
+            json!({"model": model, "input_per_mtok_usd": input, "output_per_mtok_usd": output}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Puts a daily budget of `limit` dollars on virtual key `key_id`.
+    pub async fn daily_budget(&self, key_id: &str, limit: &str) -> Result<()> {
+        self.create(
+            "/api/v1/budgets",
+            json!({"owner": {"kind": "virtual_key", "id": key_id}, "max_limit_usd": limit, "reset_duration": "1d"}),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn metric(&self, name: &str) -> Result<u64> {
         let text = http()
             .get(format!("{}/metrics", self.url()))

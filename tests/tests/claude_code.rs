@@ -111,16 +111,11 @@ async fn claude_code_works_through_the_gateway() -> Result<()> {
 async fn claude_code_works_on_a_quarter_dollar_budget() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": "*", "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
-    )
-    .await?;
+    gw.price("*", "3", "15").await?;
     let (key_id, secret) = gw
         .key(json!([{"provider": "fake-anthropic", "allowed_models": ["regex:^claude-"]}]))
         .await?;
-    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": key_id}, "max_limit_usd": "0.25", "reset_duration": "1d"}))
-        .await?;
+    gw.daily_budget(&key_id, "0.25").await?;
     // Turn after turn until the room left is less than one request's prompt: then a 402.
     let mut turns = 0;
     let refusal = loop {
@@ -154,16 +149,11 @@ async fn claude_code_works_on_a_quarter_dollar_budget() -> Result<()> {
 async fn claude_code_works_on_a_five_dollar_budget_at_opus_prices() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": "*", "input_per_mtok_usd": "15", "output_per_mtok_usd": "75"}),
-    )
-    .await?;
+    gw.price("*", "15", "75").await?;
     let (key_id, secret) = gw
         .key(json!([{"provider": "fake-anthropic", "allowed_models": ["regex:^claude-"]}]))
         .await?;
-    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": key_id}, "max_limit_usd": "5.00", "reset_duration": "1d"}))
-        .await?;
+    gw.daily_budget(&key_id, "5.00").await?;
     claude(&gw.url(), &secret, &["--auth-mode", "bearer"])?;
     // The fake logs a request once it has answered it.
     eventually(5, || async {

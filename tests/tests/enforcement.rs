@@ -154,11 +154,7 @@ async fn model_outside_the_allowlist_is_refused_before_any_upstream_call() -> Re
 async fn concurrent_requests_cannot_overspend_a_budget() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": MODEL, "input_per_mtok_usd": "50", "output_per_mtok_usd": "50"}),
-    )
-    .await?;
+    gw.price(MODEL, "50", "50").await?;
     let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
     let limit = 50_000u64; // $0.05
     let budget = gw
@@ -247,14 +243,9 @@ fn claude_code_sized(text: &str) -> Value {
 async fn a_budget_smaller_than_the_worst_case_serves_with_a_lower_cap() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
-    )
-    .await?;
+    gw.price(MODEL, "3", "15").await?;
     let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
-    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "1.00", "reset_duration": "1d"}))
-        .await?;
+    gw.daily_budget(&id, "1.00").await?;
     let body = claude_code_sized("hello");
     let (status, headers, answer) = messages(&gw.url(), &secret, &body).await?;
     assert_eq!(status, 200, "served from the first request: {answer}");
@@ -307,8 +298,7 @@ async fn a_budget_smaller_than_the_worst_case_serves_with_a_lower_cap() -> Resul
 
     // Less left than the prompt alone costs: a 402 that says so, not "exhausted".
     let (small, small_secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
-    gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": small}, "max_limit_usd": "0.01", "reset_duration": "1d"}))
-        .await?;
+    gw.daily_budget(&small, "0.01").await?;
     let (status, _, answer) = messages(&gw.url(), &small_secret, &body).await?;
     assert_eq!(status, 402, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap_or("");
@@ -325,19 +315,14 @@ async fn a_budget_smaller_than_the_worst_case_serves_with_a_lower_cap() -> Resul
 async fn a_lowered_cap_reaches_openai_and_translated_upstreams() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": "*", "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
-    )
-    .await?;
+    gw.price("*", "3", "15").await?;
     let client = http();
     for (provider, path) in [
         ("fake-openai", "/v1/chat/completions"),
         ("fake-anthropic", "/v1/messages"),
     ] {
         let (id, secret) = gw.key(json!([{"provider": provider}])).await?;
-        gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "0.10", "reset_duration": "1d"}))
-            .await?;
+        gw.daily_budget(&id, "0.10").await?;
         let before = fake.requests().len();
         let body = json!({
             "model": "gpt-test",
@@ -418,11 +403,7 @@ async fn a_stream_is_metered_and_ends_as_a_length_stop_at_the_limit() -> Result<
     let long = "lorem ".repeat(8_000);
     let fake = FakeUpstream::start(&["--reply", &long])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
-    )
-    .await?;
+    gw.price(MODEL, "3", "15").await?;
     // Relayed, and translated from an OpenAI provider.
     for (provider, limit, cut) in [
         ("fake-anthropic", "0.25", true),
@@ -430,8 +411,7 @@ async fn a_stream_is_metered_and_ends_as_a_length_stop_at_the_limit() -> Result<
         ("fake-openai", "0.25", true),
     ] {
         let (id, secret) = gw.key(json!([{"provider": provider}])).await?;
-        gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": limit, "reset_duration": "1d"}))
-            .await?;
+        gw.daily_budget(&id, limit).await?;
         let (status, headers, events) = stream_events(&gw.url(), &secret).await?;
         assert_eq!(status, 200, "{provider} ${limit}: {events:?}");
         assert!(
@@ -473,11 +453,7 @@ async fn an_openai_stream_is_metered_and_ends_with_finish_reason_length() -> Res
     let long = "lorem ".repeat(8_000);
     let fake = FakeUpstream::start(&["--reply", &long])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": "*", "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
-    )
-    .await?;
+    gw.price("*", "3", "15").await?;
     // Relayed, and translated from an Anthropic provider.
     for (provider, limit, cut) in [
         ("fake-openai", "0.25", true),
@@ -485,8 +461,7 @@ async fn an_openai_stream_is_metered_and_ends_with_finish_reason_length() -> Res
         ("fake-anthropic", "0.25", true),
     ] {
         let (id, secret) = gw.key(json!([{"provider": provider}])).await?;
-        gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": limit, "reset_duration": "1d"}))
-            .await?;
+        gw.daily_budget(&id, limit).await?;
         let body = json!({"model": "gpt-test", "max_completion_tokens": 100_000, "stream": true,
             "stream_options": {"include_usage": true},
             "messages": [{"role": "user", "content": "write at length"}]});
@@ -562,11 +537,7 @@ async fn a_model_without_a_price_cannot_spend_a_budget() -> Result<()> {
             .contains("no price"),
         "{body}"
     );
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": "*", "input_per_mtok_usd": "1", "output_per_mtok_usd": "2"}),
-    )
-    .await?;
+    gw.price("*", "1", "2").await?;
     assert_eq!(
         messages(&gw.url(), &secret, &ask("x")).await?.0,
         200,
@@ -688,11 +659,7 @@ async fn failing_provider_falls_back_to_the_next_config_before_the_first_byte() 
 async fn streams_are_relayed_as_they_come_and_a_disconnect_is_charged() -> Result<()> {
     let fake = FakeUpstream::start(&["--stream-delay", "0.4"])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
-    )
-    .await?;
+    gw.price(MODEL, "3", "15").await?;
     let (id, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
     let mut body = ask("ECHO:streaming");
     body["stream"] = json!(true);
@@ -744,11 +711,7 @@ async fn streams_are_relayed_as_they_come_and_a_disconnect_is_charged() -> Resul
 async fn spend_survives_restart_and_crash() -> Result<()> {
     let gw_config = "";
     let mut gw = Gateway::start(gw_config).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
-    )
-    .await?;
+    gw.price(MODEL, "3", "15").await?;
     let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
     gw.create("/api/v1/budgets", json!({"owner": {"kind": "virtual_key", "id": id}, "max_limit_usd": "10", "reset_duration": "1d"})).await?;
     for i in 0..5 {
@@ -1002,11 +965,7 @@ async fn patching_a_keys_provider_configs_keeps_their_budgets() -> Result<()> {
 async fn a_crash_between_answer_and_commit_loses_no_charge() -> Result<()> {
     // The hook holds every proposal for 5 s: answered charges sit in the outbox only.
     let mut gw = Gateway::start_with_env("", &[("TOLLGATE_TEST_PROPOSE_DELAY_MS", "5000")]).await?;
-    gw.create(
-        "/api/v1/prices",
-        json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
-    )
-    .await?;
+    gw.price(MODEL, "3", "15").await?;
     let (id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
     for i in 0..3 {
         assert_eq!(
