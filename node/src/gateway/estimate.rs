@@ -17,15 +17,39 @@ const PERCENTILE: usize = 95;
 
 struct Recent {
     outputs: VecDeque<u64>,
+    /// Their percentile, kept at every record so that a lookup is a read.
+    expected: u64,
     /// When it was last recorded (a counter), for eviction.
     used: u64,
 }
 
-/// The remembered pairs and the counter that orders their use.
+/// The remembered answers per key, then per model (looked up without allocating), and
+/// the counter that orders their use.
 #[derive(Default)]
 struct Table {
     clock: u64,
-    pairs: BTreeMap<(KeyId, String), Recent>,
+    pairs: usize,
+    keys: BTreeMap<KeyId, BTreeMap<String, Recent>>,
+}
+
+impl Table {
+    /// Forgets the least recently recorded pair.
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .keys
+            .iter()
+            .flat_map(|(key, models)| models.iter().map(move |(model, r)| (r.used, key, model)))
+            .min_by_key(|(used, ..)| *used)
+            .map(|(_, key, model)| (key.clone(), model.clone()));
+        let Some((key, model)) = oldest else { return };
+        if let Some(models) = self.keys.get_mut(&key) {
+            models.remove(&model);
+            self.pairs -= 1;
+            if models.is_empty() {
+                self.keys.remove(&key);
+            }
+        }
+    }
 }
 
 /// Recent output sizes per key and model.
@@ -46,39 +70,45 @@ impl OutputEstimates {
     /// The output tokens a stream from `key` to `model` is expected to use.
     pub fn expected(&self, key: &KeyId, model: &str) -> u64 {
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(recent) = table.pairs.get(&(key.clone(), model.to_owned())) else {
-            return self.floor;
-        };
-        let mut sorted: Vec<u64> = recent.outputs.iter().copied().collect();
-        sorted.sort_unstable();
-        let at = (sorted.len() * PERCENTILE).div_ceil(100).saturating_sub(1);
-        sorted.get(at).copied().unwrap_or(0).max(self.floor)
+        table
+            .keys
+            .get(key)
+            .and_then(|models| models.get(model))
+            .map_or(0, |r| r.expected)
+            .max(self.floor)
     }
 
     /// Records an answer's output tokens.
     pub fn record(&self, key: &KeyId, model: &str, output_tokens: u64) {
-        let mut guard = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let Table { clock, pairs } = &mut *guard;
-        *clock += 1;
-        let pair = (key.clone(), model.to_owned());
-        if !pairs.contains_key(&pair) && pairs.len() >= MAX_PAIRS {
-            if let Some(oldest) = pairs
-                .iter()
-                .min_by_key(|(_, r)| r.used)
-                .map(|(k, _)| k.clone())
-            {
-                pairs.remove(&oldest);
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        table.clock += 1;
+        let clock = table.clock;
+        let known = table.keys.get(key).is_some_and(|m| m.contains_key(model));
+        if !known {
+            if table.pairs >= MAX_PAIRS {
+                table.evict_oldest();
             }
+            table.pairs += 1;
         }
-        let recent = pairs.entry(pair).or_insert_with(|| Recent {
-            outputs: VecDeque::with_capacity(WINDOW),
-            used: 0,
-        });
+        let recent = table
+            .keys
+            .entry(key.clone())
+            .or_default()
+            .entry(model.to_owned())
+            .or_insert_with(|| Recent {
+                outputs: VecDeque::with_capacity(WINDOW),
+                expected: 0,
+                used: 0,
+            });
         if recent.outputs.len() == WINDOW {
             recent.outputs.pop_front();
         }
         recent.outputs.push_back(output_tokens);
-        recent.used = *clock;
+        recent.used = clock;
+        let mut sorted: Vec<u64> = recent.outputs.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = (sorted.len() * PERCENTILE).div_ceil(100).saturating_sub(1);
+        recent.expected = sorted.get(at).copied().unwrap_or(0);
     }
 }
 
@@ -124,12 +154,9 @@ mod tests {
         e.record(&KeyId::from("vk_0"), "m", 500);
         e.record(&KeyId::from("vk_new"), "m", 500);
         let table = e.table.lock().unwrap_or_else(|p| p.into_inner());
-        assert_eq!(table.pairs.len(), MAX_PAIRS);
-        assert!(table
-            .pairs
-            .contains_key(&(KeyId::from("vk_0"), "m".to_owned())));
-        assert!(!table
-            .pairs
-            .contains_key(&(KeyId::from("vk_1"), "m".to_owned())));
+        assert_eq!(table.pairs, MAX_PAIRS);
+        assert_eq!(table.keys.len(), MAX_PAIRS);
+        assert!(table.keys.contains_key(&KeyId::from("vk_0")));
+        assert!(!table.keys.contains_key(&KeyId::from("vk_1")));
     }
 }
