@@ -136,9 +136,12 @@ impl Billing {
             usage.input_tokens = self.estimate.input_tokens;
         }
         let cost = self.price.as_ref().map_or(Usd::ZERO, |p| p.cost(&usage));
-        self.charger
-            .outputs
-            .record(&self.key_id, &self.model, usage.output_tokens);
+        // Only budgeted requests are metered, so only they need the estimates.
+        if !self.chain.is_empty() {
+            self.charger
+                .outputs
+                .record(&self.key_id, &self.model, usage.output_tokens);
+        }
         let now_ms = self.charger.clock.now_ms();
         self.charger
             .limiter

@@ -218,9 +218,10 @@ impl Gate {
             ..estimated_usage
         });
         let first = expected.unwrap_or(estimated_usage);
+        let first_cost = cost_of(&first);
         let (hold, cap, reserved, reserved_usage) =
-            match self.admission.reserve(&chain, cost_of(&first)).await {
-                Ok(hold) => (hold, None, cost_of(&first), first),
+            match self.admission.reserve(&chain, first_cost).await {
+                Ok(hold) => (hold, None, first_cost, first),
                 // The worst case does not fit: the request may still, with a lower cap.
                 Err(AdmissionError::Exhausted(why)) => {
                     let Some(price) = price.as_ref() else {
