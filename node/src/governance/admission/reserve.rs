@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_proto::{BudgetId, UnixMs, Usd};
-use tollgate_raft::{rfc3339, GovState};
+use tollgate_raft::{rfc3339, BudgetStatus, GovState};
 
 impl Admission {
     /// Reserves `amount` on every budget of `chain`, or on none: from this node's leases,
@@ -266,20 +266,13 @@ impl Admission {
     /// The 402 for a request whose smallest form (its prompt and a minimal answer)
     /// costs `minimum`, more than the `left` of budget `id`.
     pub fn too_little_left(&self, id: &BudgetId, left: Usd, minimum: Usd) -> AdmissionError {
-        let now_ms = self.clock.now_ms();
         let state = self.replicator.state().read();
-        let Some(status) = state.budget_status(id, now_ms) else {
-            return AdmissionError::Exhausted(format!("budget {id} is exhausted"));
-        };
-        AdmissionError::Exhausted(format!(
-            "budget {id} of {} {} has ${left} left (limit ${} per {}, spent ${}), less than this request's minimum ${minimum} (its prompt and the smallest answer); it resets at {}",
-            status.budget.owner.kind(),
-            status.budget.owner.id(),
-            status.budget.limit,
-            status.budget.reset,
-            status.spent,
-            rfc3339(status.window.end_ms),
-        ))
+        refusal(&state, id, self.clock.now_ms(), |status| {
+            format!(
+                "has ${left} left (limit ${} per {}, spent ${}), less than this request's minimum ${minimum} (its prompt and the smallest answer)",
+                status.budget.limit, status.budget.reset, status.spent,
+            )
+        })
     }
 
     /// What requests in flight on this node hold of one budget, for the admin view.
@@ -310,19 +303,31 @@ fn left_here(
 
 /// The 402 naming the budget, its limit and figures, and when it resets.
 fn exhausted_error(state: &GovState, id: &BudgetId, amount: Usd, now_ms: UnixMs) -> AdmissionError {
+    refusal(state, id, now_ms, |status| {
+        let leased = state.escrow().outstanding(id, status.window.start_ms);
+        format!(
+            "is exhausted: limit ${} per {}, spent ${}, leased to nodes for requests ${leased}, this request may cost up to ${amount}",
+            status.budget.limit, status.budget.reset, status.spent,
+        )
+    })
+}
+
+/// A 402 about budget `id`: `budget ID of OWNER`, what `why` says of its figures, and
+/// when it resets.
+fn refusal(
+    state: &GovState,
+    id: &BudgetId,
+    now_ms: UnixMs,
+    why: impl FnOnce(&BudgetStatus) -> String,
+) -> AdmissionError {
     let Some(status) = state.budget_status(id, now_ms) else {
         return AdmissionError::Exhausted(format!("budget {id} is exhausted"));
     };
-    let leased = state.escrow().outstanding(id, status.window.start_ms);
     AdmissionError::Exhausted(format!(
-        "budget {id} of {} {} is exhausted: limit ${} per {}, spent ${}, leased to nodes for requests ${}, this request may cost up to ${}; it resets at {}",
+        "budget {id} of {} {} {}; it resets at {}",
         status.budget.owner.kind(),
         status.budget.owner.id(),
-        status.budget.limit,
-        status.budget.reset,
-        status.spent,
-        leased,
-        amount,
+        why(&status),
         rfc3339(status.window.end_ms),
     ))
 }
