@@ -30,6 +30,10 @@ enum Command {
         addr: SocketAddr,
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// Pause between the events of a stream, in microseconds (a model producing its
+        /// answer piece by piece; with `LONG:<n>` in the prompt, a long one).
+        #[arg(long, default_value_t = 0)]
+        event_delay_us: u64,
     },
     /// Send a fixed POST to a URL at a given concurrency and print latency and
     /// throughput as one line of JSON.
@@ -82,8 +86,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         // The load generator picks its own runtime flavour.
         Command::Loadgen(args) => run_loadgen(args),
-        Command::MockUpstream { addr, latency_ms } => {
-            runtime()?.block_on(mock_upstream::run(addr, latency_ms))
+        Command::MockUpstream {
+            addr,
+            latency_ms,
+            event_delay_us,
+        } => {
+            runtime()?.block_on(mock_upstream::run(addr, latency_ms, event_delay_us))
         }
         Command::RaftBench(args) => runtime()?.block_on(raftbench::run(args)),
     }

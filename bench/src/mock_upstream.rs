@@ -17,12 +17,15 @@ use tollgate_node::gateway::mock;
 
 struct Mock {
     latency: Duration,
+    /// Pause between stream events.
+    event_delay: Duration,
     seq: AtomicU64,
 }
 
-pub async fn run(addr: SocketAddr, latency_ms: u64) -> anyhow::Result<()> {
+pub async fn run(addr: SocketAddr, latency_ms: u64, event_delay_us: u64) -> anyhow::Result<()> {
     let state = Arc::new(Mock {
         latency: Duration::from_millis(latency_ms),
+        event_delay: Duration::from_micros(event_delay_us),
         seq: AtomicU64::new(0),
     });
     let router = Router::new()
@@ -49,13 +52,24 @@ fn json(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn sse(events: Vec<Bytes>) -> Response {
-    let stream = futures_util::stream::iter(events).map(Ok::<Bytes, std::io::Error>);
-    (
-        [(header::CONTENT_TYPE, "text/event-stream")],
-        axum::body::Body::from_stream(stream),
-    )
-        .into_response()
+/// The events as an SSE body, `delay` apart.
+fn sse(events: Vec<Bytes>, delay: Duration) -> Response {
+    let body = if delay.is_zero() {
+        axum::body::Body::from_stream(
+            futures_util::stream::iter(events).map(Ok::<Bytes, std::io::Error>),
+        )
+    } else {
+        let paced = futures_util::stream::iter(events.into_iter().enumerate()).then(
+            move |(i, event)| async move {
+                if i > 0 {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok::<Bytes, std::io::Error>(event)
+            },
+        );
+        axum::body::Body::from_stream(paced)
+    };
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
 }
 
 async fn messages(State(m): State<Arc<Mock>>, body: Bytes) -> Response {
@@ -69,7 +83,7 @@ async fn messages(State(m): State<Arc<Mock>>, body: Bytes) -> Response {
     let model = req["model"].as_str().unwrap_or("mock");
     let reply = mock::reply_for_anthropic(&req);
     if req["stream"].as_bool().unwrap_or(false) {
-        sse(mock::anthropic_sse_events(model, &reply, seq))
+        sse(mock::anthropic_sse_events(model, &reply, seq), m.event_delay)
     } else {
         json(mock::anthropic_json(model, &reply, seq))
     }
@@ -100,7 +114,10 @@ async fn chat(State(m): State<Arc<Mock>>, body: Bytes) -> Response {
         let usage = req["stream_options"]["include_usage"]
             .as_bool()
             .unwrap_or(false);
-        sse(mock::openai_sse_chunks(model, &reply, seq, created, usage))
+        sse(
+            mock::openai_sse_chunks(model, &reply, seq, created, usage),
+            m.event_delay,
+        )
     } else {
         json(mock::openai_json(model, &reply, seq, created))
     }

@@ -13,6 +13,14 @@ pub const DEFAULT_REPLY: &str = "Hello from the Tollgate mock provider.";
 /// Marker in the last user message that makes the mock reply with the word that follows it.
 const ECHO_MARKER: &str = "ECHO:";
 
+/// Marker in the last user message that makes the mock answer at length: `LONG:<n>` is a
+/// reply of `n` tokens (`4 n` bytes), at most `MAX_LONG_TOKENS`, for streams that run
+/// into a budget mid-way.
+const LONG_MARKER: &str = "LONG:";
+const MAX_LONG_TOKENS: u64 = 32_768;
+/// What a long reply repeats: 48 bytes, 12 of the mock's tokens.
+const LONG_FILLER: &str = "The quick brown fox jumps over the lazy dog ok. ";
+
 /// Largest text piece per streamed delta, so that even short replies produce several deltas
 /// and exercise the client's incremental handling like a real model would.
 const PIECE_BYTES: usize = 16;
@@ -23,9 +31,30 @@ pub struct MockReply {
     pub text: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The answer stopped at the request's `max_tokens` (`stop_reason: max_tokens`,
+    /// `finish_reason: length`), as a model's would.
+    pub capped: bool,
 }
 
-/// Deterministic reply for an Anthropic Messages request body: if the last user message's text contains "ECHO:<word>" the reply is "<word>" (word = up to whitespace), else the constant DEFAULT_REPLY ("Hello from the Tollgate mock provider."). input_tokens = max(1, ceil(total bytes of all text in system + messages / 4)); output_tokens = max(1, ceil(reply bytes / 4)), capped at the request's max_tokens when present.
+impl MockReply {
+    fn stop_reason(&self) -> &'static str {
+        if self.capped {
+            "max_tokens"
+        } else {
+            "end_turn"
+        }
+    }
+
+    fn finish_reason(&self) -> &'static str {
+        if self.capped {
+            "length"
+        } else {
+            "stop"
+        }
+    }
+}
+
+/// Deterministic reply for an Anthropic Messages request body: if the last user message's text contains "ECHO:<word>" the reply is "<word>" (word = up to whitespace), else the constant DEFAULT_REPLY ("Hello from the Tollgate mock provider."); "LONG:<n>" makes it a filler text of n tokens (4 n bytes, at most max_tokens). input_tokens = max(1, ceil(total bytes of all text in system + messages / 4)); output_tokens = max(1, ceil(reply bytes / 4)), capped at the request's max_tokens when present.
 pub fn reply_for_anthropic(req: &Value) -> MockReply {
     let max_tokens = req.get("max_tokens").and_then(Value::as_u64);
     build_reply(req.get("system"), req.get("messages"), max_tokens)
@@ -51,7 +80,7 @@ pub fn anthropic_json(model: &str, reply: &MockReply, seq: u64) -> Bytes {
         "role": "assistant",
         "model": model,
         "content": [{"type": "text", "text": reply.text}],
-        "stop_reason": "end_turn",
+        "stop_reason": reply.stop_reason(),
         "stop_sequence": null,
         "usage": {
             "input_tokens": reply.input_tokens,
@@ -63,7 +92,7 @@ pub fn anthropic_json(model: &str, reply: &MockReply, seq: u64) -> Bytes {
     to_bytes(&body)
 }
 
-/// The Anthropic SSE stream as one Bytes per event, exactly in the real wire format (event: lines + data:, blank line): message_start (usage.input_tokens, output_tokens 1), content_block_start (index 0, text ""), ping, content_block_delta text_delta events (split the text into pieces of at most 16 bytes on char boundaries), content_block_stop, message_delta (stop_reason end_turn, usage.output_tokens), message_stop.
+/// The Anthropic SSE stream as one Bytes per event, exactly in the real wire format (event: lines + data:, blank line): message_start (usage.input_tokens, output_tokens 1), content_block_start (index 0, text ""), ping, content_block_delta text_delta events (split the text into pieces of at most 16 bytes on char boundaries), content_block_stop, message_delta (stop_reason end_turn, or max_tokens when capped; usage.output_tokens), message_stop.
 ///
 /// This runs per request in benchmarks, so the fixed JSON skeletons are written as templates
 /// (keeping Anthropic's key order) and only the variable strings go through serde_json for
@@ -97,7 +126,8 @@ pub fn anthropic_sse_events(model: &str, reply: &MockReply, seq: u64) -> Vec<Byt
         b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
     ));
     events.push(Bytes::from(format!(
-        "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}}}\n\n",
+        "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"{}\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}}}\n\n",
+        reply.stop_reason(),
         reply.output_tokens
     )));
     events.push(Bytes::from_static(
@@ -116,7 +146,7 @@ pub fn openai_json(model: &str, reply: &MockReply, seq: u64, created_unix: u64) 
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": reply.text},
-            "finish_reason": "stop",
+            "finish_reason": reply.finish_reason(),
         }],
         "usage": {
             "prompt_tokens": reply.input_tokens,
@@ -127,7 +157,7 @@ pub fn openai_json(model: &str, reply: &MockReply, seq: u64, created_unix: u64) 
     to_bytes(&body)
 }
 
-/// OpenAI SSE chunks (one Bytes per `data: ...\n\n`): role chunk, content chunks (<=16 bytes), a finish chunk with finish_reason "stop", then if include_usage a chunk with "choices": [] and usage, then "data: [DONE]\n\n".
+/// OpenAI SSE chunks (one Bytes per `data: ...\n\n`): role chunk, content chunks (<=16 bytes), a finish chunk with finish_reason "stop" ("length" when capped), then if include_usage a chunk with "choices": [] and usage, then "data: [DONE]\n\n".
 ///
 /// Like the real API, when usage is requested every earlier chunk carries `"usage":null`, so
 /// clients that look for the field on each chunk see the same shape as in production.
@@ -167,9 +197,10 @@ pub fn openai_sse_chunks(
             json_string(piece)
         )));
     }
-    chunks.push(chunk(
-        "\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]",
-    ));
+    chunks.push(chunk(&format!(
+        "\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"{}\"}}]",
+        reply.finish_reason()
+    )));
     if include_usage {
         chunks.push(Bytes::from(format!(
             "{prefix}\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}}}}}\n\n",
@@ -213,23 +244,40 @@ fn build_reply(
         .rev()
         .find(|message| message.get("role").and_then(Value::as_str) == Some("user"));
     let mut echo = None;
+    let mut long = None;
     if let Some(content) = last_user.and_then(|message| message.get("content")) {
         for_each_text(content, &mut |text: &str| {
             if echo.is_none() {
                 echo = echo_word(text);
             }
+            if long.is_none() {
+                long = marked_word(text, LONG_MARKER).and_then(|n| n.parse::<u64>().ok());
+            }
         });
     }
-    let text = echo.unwrap_or(DEFAULT_REPLY).to_owned();
-    let mut output_tokens = tokens_for(text.len());
-    if let Some(max) = max_tokens {
-        output_tokens = output_tokens.min(max);
-    }
+    let text = match long {
+        Some(tokens) => long_text(tokens.min(MAX_LONG_TOKENS), max_tokens),
+        None => echo.unwrap_or(DEFAULT_REPLY).to_owned(),
+    };
+    let full = match long {
+        Some(tokens) => tokens.clamp(1, MAX_LONG_TOKENS),
+        None => tokens_for(text.len()),
+    };
+    let output_tokens = max_tokens.map_or(full, |max| full.min(max));
     MockReply {
         input_tokens: tokens_for(input_bytes),
-        output_tokens,
+        output_tokens: tokens_for(text.len()).min(output_tokens),
+        capped: output_tokens < full,
         text,
     }
+}
+
+/// A reply of `tokens` of the mock's tokens, or of `max_tokens` when fewer: the answer a
+/// model cut at its cap would have given.
+fn long_text(tokens: u64, max_tokens: Option<u64>) -> String {
+    let tokens = max_tokens.map_or(tokens, |max| tokens.min(max));
+    let bytes = usize::try_from(tokens.saturating_mul(4)).unwrap_or(usize::MAX);
+    LONG_FILLER.chars().cycle().take(bytes).collect()
 }
 
 /// Calls `f` with every piece of text in a message `content` or `system` value: a plain string,
@@ -253,7 +301,12 @@ fn for_each_text<'a>(value: &'a Value, f: &mut impl FnMut(&'a str)) {
 
 /// Returns the first non-empty word that directly follows an `ECHO:` marker in `text`.
 fn echo_word(text: &str) -> Option<&str> {
-    text.match_indices(ECHO_MARKER).find_map(|(at, marker)| {
+    marked_word(text, ECHO_MARKER)
+}
+
+/// The first non-empty word directly after `marker` in `text`.
+fn marked_word<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    text.match_indices(marker).find_map(|(at, marker)| {
         let rest = &text[at + marker.len()..];
         let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
         Some(&rest[..end]).filter(|word| !word.is_empty())

@@ -8,6 +8,15 @@ fn reply(text: &str, input_tokens: u64, output_tokens: u64) -> MockReply {
         text: text.to_owned(),
         input_tokens,
         output_tokens,
+        capped: false,
+    }
+}
+
+/// A reply stopped at its `max_tokens`.
+fn capped(text: &str, input_tokens: u64, output_tokens: u64) -> MockReply {
+    MockReply {
+        capped: true,
+        ..reply(text, input_tokens, output_tokens)
     }
 }
 
@@ -100,7 +109,7 @@ fn anthropic_replies() {
         (
             "max_tokens caps output",
             json!({"max_tokens": 3, "messages": []}),
-            reply(DEFAULT_REPLY, 1, 3),
+            capped(DEFAULT_REPLY, 1, 3),
         ),
         (
             "max_tokens above output",
@@ -139,17 +148,17 @@ fn openai_replies() {
         (
             "max_tokens",
             json!({"max_tokens": 2, "messages": []}),
-            reply(DEFAULT_REPLY, 1, 2),
+            capped(DEFAULT_REPLY, 1, 2),
         ),
         (
             "max_completion_tokens",
             json!({"max_completion_tokens": 4, "messages": []}),
-            reply(DEFAULT_REPLY, 1, 4),
+            capped(DEFAULT_REPLY, 1, 4),
         ),
         (
             "max_completion_tokens wins",
             json!({"max_tokens": 1, "max_completion_tokens": 5, "messages": []}),
-            reply(DEFAULT_REPLY, 1, 5),
+            capped(DEFAULT_REPLY, 1, 5),
         ),
         (
             "null content",
@@ -160,6 +169,36 @@ fn openai_replies() {
     for (name, req, expected) in cases {
         assert_eq!(reply_for_openai(&req), expected, "{name}");
     }
+}
+
+#[test]
+fn long_replies_have_the_tokens_asked_within_max_tokens() {
+    let ask = |text: &str, max: Option<u64>| {
+        let mut req = json!({"messages": [{"role": "user", "content": text}]});
+        if let Some(max) = max {
+            req["max_tokens"] = json!(max);
+        }
+        reply_for_anthropic(&req)
+    };
+    let r = ask("write LONG:1500 please", Some(128_000));
+    assert_eq!((r.text.len(), r.output_tokens), (6_000, 1_500));
+    assert!(r.text.starts_with("The quick brown fox"));
+    // A cap cuts the text too, as a model stopped at its cap.
+    assert!(!r.capped);
+    let r = ask("LONG:1500", Some(100));
+    assert_eq!((r.text.len(), r.output_tokens, r.capped), (400, 100, true));
+    let stream = anthropic_sse_events("m", &r, 1);
+    let delta = String::from_utf8_lossy(&stream[stream.len() - 2]).into_owned();
+    assert!(delta.contains("\"stop_reason\":\"max_tokens\""), "{delta}");
+    let chunks = openai_sse_chunks("m", &r, 1, 0, false);
+    let finish = String::from_utf8_lossy(&chunks[chunks.len() - 2]).into_owned();
+    assert!(finish.contains("\"finish_reason\":\"length\""), "{finish}");
+    // Bounded, and garbage after the marker is an ordinary request.
+    assert_eq!(ask("LONG:999999999", None).output_tokens, 32_768);
+    assert_eq!(ask("LONG:many", None).text, DEFAULT_REPLY);
+    // The OpenAI route honours it too.
+    let r = reply_for_openai(&json!({"messages": [{"role": "user", "content": "LONG:60"}], "max_completion_tokens": 50}));
+    assert_eq!(r.output_tokens, 50);
 }
 
 #[test]
