@@ -119,3 +119,45 @@ api_key = "env:TEST_UPSTREAM_KEY"
         base = fake.base_url()
     )
 }
+
+/// `tollgate-bench mock-upstream`: the fast Rust fake provider (`LONG:<n>` in a prompt
+/// makes it answer with `n` tokens), streams paced `event_delay_us` apart.
+pub struct MockUpstream {
+    child: Child,
+    pub port: u16,
+}
+
+impl MockUpstream {
+    pub async fn start(event_delay_us: u64) -> Result<MockUpstream> {
+        let port = free_port();
+        let child = Command::new(bench_bin())
+            .args(["mock-upstream", "--addr", &format!("127.0.0.1:{port}")])
+            .args(["--event-delay-us", &event_delay_us.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start tollgate-bench mock-upstream")?;
+        let mock = MockUpstream { child, port };
+        let listening = eventually(READY_TIMEOUT.as_secs(), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        if !listening {
+            bail!("mock upstream did not start");
+        }
+        Ok(mock)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

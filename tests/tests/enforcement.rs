@@ -361,6 +361,19 @@ async fn a_lowered_cap_reaches_openai_and_translated_upstreams() -> Result<()> {
     Ok(())
 }
 
+/// The answer the metered-stream tests ask the mock provider for: 48 KB in 16-byte
+/// deltas, as a model streams, 12 000 tokens: $0.18 at $15 per million.
+const LONG_TOKENS: u64 = 12_000;
+
+/// The mock provider as `fake-anthropic` and `fake-openai`.
+fn mock_config(mock: &MockUpstream) -> String {
+    format!(
+        "[[providers]]\nname = \"fake-anthropic\"\nkind = \"anthropic\"\nbase_url = \"{base}\"\n\n\
+         [[providers]]\nname = \"fake-openai\"\nkind = \"openai\"\nbase_url = \"{base}/v1\"\n",
+        base = mock.base_url()
+    )
+}
+
 /// A streamed Messages request with `max_tokens: 128000`; the answer's status, headers
 /// and the data of every event, each of which must be JSON.
 async fn stream_events(
@@ -368,7 +381,7 @@ async fn stream_events(
     secret: &str,
 ) -> Result<(u16, reqwest::header::HeaderMap, Vec<Value>)> {
     let body = json!({"model": MODEL, "max_tokens": 128_000, "stream": true,
-        "messages": [{"role": "user", "content": "write at length"}]});
+        "messages": [{"role": "user", "content": format!("write at length: LONG:{LONG_TOKENS}")}]});
     let r = http()
         .post(format!("{url}/v1/messages"))
         .header("x-api-key", secret)
@@ -395,20 +408,19 @@ async fn stream_events(
 
 /// A stream reserves its expected output, not `max_tokens`, and its reservation grows
 /// with its output; when the budget can give no more, it ends as a length stop, charged
-/// within the limit. With room enough it runs to its end, charged what the provider
-/// reported.
+/// within the limit (the answer costs $0.18: it must be cut within $0.10, whatever the
+/// gateway learned of how its text counts). With room enough it runs to its end, charged
+/// what the provider reported.
 #[tokio::test]
 async fn a_stream_is_metered_and_ends_as_a_length_stop_at_the_limit() -> Result<()> {
-    // 48 KB of answer, about 12 000 tokens: $0.18 at $15 per Mtok, in three deltas.
-    let long = "lorem ".repeat(8_000);
-    let fake = FakeUpstream::start(&["--reply", &long])?;
-    let gw = Gateway::start(&fake_config(&fake)).await?;
+    let mock = MockUpstream::start(0).await?;
+    let gw = Gateway::start(&mock_config(&mock)).await?;
     gw.price(MODEL, "3", "15").await?;
     // Relayed, and translated from an OpenAI provider.
     for (provider, limit, cut) in [
-        ("fake-anthropic", "0.25", true),
+        ("fake-anthropic", "0.10", true),
         ("fake-anthropic", "10.00", false),
-        ("fake-openai", "0.25", true),
+        ("fake-openai", "0.10", true),
     ] {
         let (id, secret) = gw.key(json!([{"provider": provider}])).await?;
         gw.daily_budget(&id, limit).await?;
@@ -436,7 +448,7 @@ async fn a_stream_is_metered_and_ends_as_a_length_stop_at_the_limit() -> Result<
         );
         if cut {
             assert_eq!(stop, json!("max_tokens"), "ended as a length stop");
-            assert!(spent > 0 && spent <= 250_000, "spent {spent} µ$ of $0.25");
+            assert!(spent > 0 && spent <= 100_000, "spent {spent} µ$ of $0.10");
         } else {
             assert_eq!(stop, json!("end_turn"), "ran to its end");
             // What the provider reported: 12 000-odd output tokens at 15 µ$.
@@ -450,21 +462,20 @@ async fn a_stream_is_metered_and_ends_as_a_length_stop_at_the_limit() -> Result<
 /// `finish_reason: "length"`, the usage chunk the client asked for, and `[DONE]`.
 #[tokio::test]
 async fn an_openai_stream_is_metered_and_ends_with_finish_reason_length() -> Result<()> {
-    let long = "lorem ".repeat(8_000);
-    let fake = FakeUpstream::start(&["--reply", &long])?;
-    let gw = Gateway::start(&fake_config(&fake)).await?;
+    let mock = MockUpstream::start(0).await?;
+    let gw = Gateway::start(&mock_config(&mock)).await?;
     gw.price("*", "3", "15").await?;
     // Relayed, and translated from an Anthropic provider.
     for (provider, limit, cut) in [
-        ("fake-openai", "0.25", true),
+        ("fake-openai", "0.10", true),
         ("fake-openai", "10.00", false),
-        ("fake-anthropic", "0.25", true),
+        ("fake-anthropic", "0.10", true),
     ] {
         let (id, secret) = gw.key(json!([{"provider": provider}])).await?;
         gw.daily_budget(&id, limit).await?;
         let body = json!({"model": "gpt-test", "max_completion_tokens": 100_000, "stream": true,
             "stream_options": {"include_usage": true},
-            "messages": [{"role": "user", "content": "write at length"}]});
+            "messages": [{"role": "user", "content": format!("write at length: LONG:{LONG_TOKENS}")}]});
         let r = http()
             .post(format!("{}/v1/chat/completions", gw.url()))
             .bearer_auth(&secret)
@@ -509,7 +520,7 @@ async fn an_openai_stream_is_metered_and_ends_with_finish_reason_length() -> Res
         );
         if cut {
             assert_eq!(finish, "length");
-            assert!(spent > 0 && spent <= 250_000, "spent {spent} µ$ of $0.25");
+            assert!(spent > 0 && spent <= 100_000, "spent {spent} µ$ of $0.10");
         } else {
             assert_eq!(finish, "stop");
             assert!(spent > 150_000, "charged the reported usage: {spent} µ$");

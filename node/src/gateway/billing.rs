@@ -45,6 +45,8 @@ pub struct Billing {
     /// A stream reserved for its expected output, not its worst case: its relay meters
     /// it (`keep_ahead`) and ends it when no budget can cover more.
     pub metered: bool,
+    /// How a metered stream's text counts as tokens until the provider reports them.
+    pub counting: crate::gateway::estimate::BytesPerToken,
     /// The budgets the hold is on, for extending it.
     pub chain: Vec<BudgetId>,
     /// What the hold is on each budget of the chain.
@@ -110,6 +112,14 @@ impl Billing {
         let reserved = self.reserved.0;
         tracing::info!(request_id = %self.request_id, reserved, used = cost, "no budget room for more of this stream; ending it as a length stop");
         false
+    }
+
+    /// Learns how this model's streamed text counts, from an answer that streamed
+    /// `bytes` of text for `tokens` reported output tokens.
+    pub fn learn_counting(&self, bytes: u64, tokens: u64) {
+        self.charger
+            .outputs
+            .learn_counting(&self.model, bytes, tokens);
     }
 
     /// Marks that the provider answered: from here on, dropping this charges the estimate.

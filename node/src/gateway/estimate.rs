@@ -3,6 +3,10 @@
 //! a floor. A metered stream reserves this (at most its `max_tokens`) instead of its
 //! worst case, and its relay extends the reservation if the answer runs longer. Bounded:
 //! the last `WINDOW` answers per pair, `MAX_PAIRS` pairs (the least recently used goes).
+//!
+//! And how a stream's text counts as tokens before the provider reports them: per
+//! upstream model, the densest of the last `COUNTING_WINDOW` answers (fewest bytes per
+//! reported token), so that metering counts at least what the provider will bill.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -14,6 +18,43 @@ const WINDOW: usize = 32;
 const MAX_PAIRS: usize = 10_000;
 /// The percentile of recent outputs a stream reserves.
 const PERCENTILE: usize = 95;
+/// Answers whose bytes per token are remembered per model.
+const COUNTING_WINDOW: usize = 16;
+/// Models whose counting is remembered; the others count at `BytesPerToken::UNLEARNED`.
+const MAX_MODELS: usize = 1_024;
+/// Answers with fewer output tokens teach nothing (a short tool call says little).
+const MIN_SAMPLE_TOKENS: u64 = 32;
+
+/// How streamed text counts as output tokens until the provider reports them: bytes per
+/// token, in thousandths. An unmetered stream that ends before reporting (a client that
+/// went away) counts four bytes a token (`ESTIMATE`); a metered one counts what recent
+/// answers from its model showed, at their densest (`OutputEstimates::bytes_per_token`),
+/// or two bytes a token (`UNLEARNED`) before any, so that code and other languages are
+/// not under-counted and the reservation stays ahead of what the provider will report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BytesPerToken(pub u64);
+
+impl BytesPerToken {
+    pub const ESTIMATE: BytesPerToken = BytesPerToken(4_000);
+    pub const UNLEARNED: BytesPerToken = BytesPerToken(2_000);
+    /// The range a learned figure is kept in: a token of at least one byte, and at most
+    /// eight (a provider's odd report cannot make metering count almost nothing).
+    pub const DENSEST: BytesPerToken = BytesPerToken(1_000);
+    pub const SPARSEST: BytesPerToken = BytesPerToken(8_000);
+
+    /// The tokens `bytes` count for, rounded up.
+    pub fn tokens(self, bytes: u64) -> u64 {
+        let tokens = u128::from(bytes) * 1_000;
+        u64::try_from(tokens.div_ceil(u128::from(self.0.max(1)))).unwrap_or(u64::MAX)
+    }
+}
+
+impl Default for BytesPerToken {
+    fn default() -> Self {
+        BytesPerToken::ESTIMATE
+    }
+}
+
 
 struct Recent {
     outputs: VecDeque<u64>,
@@ -56,6 +97,8 @@ impl Table {
 pub struct OutputEstimates {
     floor: u64,
     table: Mutex<Table>,
+    /// Per model: the last answers' bytes per token (thousandths), and their least.
+    counting: Mutex<BTreeMap<String, (VecDeque<u64>, u64)>>,
 }
 
 impl OutputEstimates {
@@ -64,7 +107,41 @@ impl OutputEstimates {
         OutputEstimates {
             floor,
             table: Mutex::default(),
+            counting: Mutex::default(),
         }
+    }
+
+    /// How a metered stream from `model` counts its text until the output is reported.
+    pub fn bytes_per_token(&self, model: &str) -> BytesPerToken {
+        let counting = self.counting.lock().unwrap_or_else(|e| e.into_inner());
+        counting
+            .get(model)
+            .map_or(BytesPerToken::UNLEARNED, |(_, densest)| BytesPerToken(*densest))
+    }
+
+    /// Learns from an answer of `model` that streamed `bytes` of text for `tokens`
+    /// reported output tokens.
+    pub fn learn_counting(&self, model: &str, bytes: u64, tokens: u64) {
+        if tokens < MIN_SAMPLE_TOKENS {
+            return;
+        }
+        let ratio = (u128::from(bytes) * 1_000 / u128::from(tokens))
+            .clamp(
+                u128::from(BytesPerToken::DENSEST.0),
+                u128::from(BytesPerToken::SPARSEST.0),
+            ) as u64;
+        let mut counting = self.counting.lock().unwrap_or_else(|e| e.into_inner());
+        if !counting.contains_key(model) && counting.len() >= MAX_MODELS {
+            return;
+        }
+        let (samples, densest) = counting
+            .entry(model.to_owned())
+            .or_insert_with(|| (VecDeque::with_capacity(COUNTING_WINDOW), 0));
+        if samples.len() == COUNTING_WINDOW {
+            samples.pop_front();
+        }
+        samples.push_back(ratio);
+        *densest = samples.iter().copied().min().unwrap_or(ratio);
     }
 
     /// The output tokens a stream from `key` to `model` is expected to use.
@@ -143,6 +220,32 @@ mod tests {
             e.record(&key, "m", 2_000);
         }
         assert_eq!(e.expected(&key, "m"), 2_000);
+    }
+
+    #[test]
+    fn text_counts_as_the_densest_recent_answers_of_the_model() {
+        let e = OutputEstimates::new(10);
+        assert_eq!(e.bytes_per_token("m"), BytesPerToken::UNLEARNED);
+        // 4 000 bytes for 1 000 tokens, then 3 500 for 1 000.
+        e.learn_counting("m", 4_000, 1_000);
+        assert_eq!(e.bytes_per_token("m"), BytesPerToken(4_000));
+        e.learn_counting("m", 3_500, 1_000);
+        assert_eq!(e.bytes_per_token("m"), BytesPerToken(3_500));
+        // Short answers teach nothing; odd ones stay within range.
+        e.learn_counting("m", 10, 20);
+        assert_eq!(e.bytes_per_token("m"), BytesPerToken(3_500));
+        e.learn_counting("odd", 100_000, 40);
+        assert_eq!(e.bytes_per_token("odd"), BytesPerToken::SPARSEST);
+        e.learn_counting("odd", 0, 40);
+        assert_eq!(e.bytes_per_token("odd"), BytesPerToken::DENSEST);
+        // Only the last COUNTING_WINDOW answers count.
+        for _ in 0..COUNTING_WINDOW {
+            e.learn_counting("m", 5_000, 1_000);
+        }
+        assert_eq!(e.bytes_per_token("m"), BytesPerToken(5_000));
+        assert_eq!(e.bytes_per_token("other"), BytesPerToken::UNLEARNED);
+        assert_eq!(BytesPerToken(3_500).tokens(7_001), 2_001);
+        assert_eq!(BytesPerToken::ESTIMATE.tokens(9), 3);
     }
 
     #[test]

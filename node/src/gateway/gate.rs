@@ -256,6 +256,7 @@ impl Gate {
             hold: Some(hold),
             cap,
             metered,
+            counting: self.charger.outputs.bytes_per_token(&route.upstream_model),
             chain,
             reserved,
             estimate: reserved_usage,

@@ -2,6 +2,7 @@
 //! each dialect, translation in each direction, and fixed usage for the built-in mock.
 
 use super::usage::{AnthropicUsage, OpenAiUsage};
+use crate::gateway::estimate::BytesPerToken;
 use crate::gateway::sse::{SseEvent, SseParser};
 use crate::gateway::translate::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseOut};
 use bytes::Bytes;
@@ -12,10 +13,12 @@ pub trait Adapter: Send + 'static {
     fn on_chunk(&mut self, chunk: &Bytes) -> Bytes;
     /// The upstream ended: bytes still owed to the client.
     fn finish(&mut self) -> Bytes;
+    /// The usage so far: as reported, with streamed text counted until it is.
     fn usage(&self) -> Usage;
-    /// The usage so far as metering a stream in flight counts it (generously).
-    fn metered(&self) -> Usage {
-        self.usage()
+    /// The streamed bytes of output and the tokens the provider reported for them, once
+    /// it did: what metering learns its counting from.
+    fn sample(&self) -> Option<(u64, u64)> {
+        None
     }
     /// Ends the stream here as a length stop in the client's dialect: the frames that
     /// close it. `None`: this adapter cannot end a stream cleanly, so it is not metered.
@@ -34,10 +37,12 @@ pub struct AnthropicPassthrough {
 }
 
 impl AnthropicPassthrough {
-    /// A pass-through that forwards whole events only, and can cut.
-    pub fn for_metering() -> Self {
+    /// A pass-through that forwards whole events only, counts streamed text at
+    /// `counting`, and can cut.
+    pub fn for_metering(counting: BytesPerToken) -> Self {
         AnthropicPassthrough {
             metered: true,
+            tracker: AnthropicUsage::default().counting(counting),
             ..AnthropicPassthrough::default()
         }
     }
@@ -58,8 +63,8 @@ impl Adapter for AnthropicPassthrough {
         }
         Bytes::from(out)
     }
-    fn metered(&self) -> Usage {
-        self.tracker.metered()
+    fn sample(&self) -> Option<(u64, u64)> {
+        self.tracker.sample()
     }
     fn cut(&mut self) -> Option<Bytes> {
         if !self.metered {
@@ -118,10 +123,12 @@ impl OpenAiPassthrough {
 }
 
 impl OpenAiPassthrough {
-    /// For a metered stream: whole events only, and it can cut.
-    pub fn for_metering(strip_usage_chunk: bool) -> Self {
+    /// For a metered stream: whole events only, streamed text counted at `counting`,
+    /// and it can cut.
+    pub fn for_metering(strip_usage_chunk: bool, counting: BytesPerToken) -> Self {
         OpenAiPassthrough {
             metered: true,
+            tracker: OpenAiUsage::default().counting(counting),
             ..OpenAiPassthrough::new(strip_usage_chunk)
         }
     }
@@ -170,8 +177,8 @@ impl Adapter for OpenAiPassthrough {
     fn usage(&self) -> Usage {
         self.tracker.usage()
     }
-    fn metered(&self) -> Usage {
-        self.tracker.metered()
+    fn sample(&self) -> Option<(u64, u64)> {
+        self.tracker.sample()
     }
     fn cut(&mut self) -> Option<Bytes> {
         if !self.metered {
@@ -249,8 +256,10 @@ pub trait Direction: Send + 'static {
     /// The frame that ends the client's stream after an upstream error.
     fn error_frame(message: &str) -> String;
     fn usage(&self) -> Usage;
-    /// The usage so far as metering counts it (generously).
-    fn metered(&self) -> Usage;
+    /// Counts streamed text at `counting` until the output is reported.
+    fn count_at(&mut self, counting: BytesPerToken);
+    /// The streamed bytes and the output tokens reported for them, once reported.
+    fn sample(&self) -> Option<(u64, u64)>;
     /// The events that end the client's stream here as a length stop.
     fn cut(&mut self) -> Vec<SseOut>;
 }
@@ -266,9 +275,12 @@ pub struct Translating<D> {
 }
 
 impl<D: Direction> Translating<D> {
-    /// For a metered stream: it can be cut.
-    pub fn for_metering(mut self, metered: bool) -> Self {
-        self.metered = metered;
+    /// For a metered stream (`Some`: how its streamed text counts): it can be cut.
+    pub fn for_metering(mut self, counting: Option<BytesPerToken>) -> Self {
+        if let Some(counting) = counting {
+            self.metered = true;
+            self.direction.count_at(counting);
+        }
         self
     }
 }
@@ -310,8 +322,8 @@ impl<D: Direction> Adapter for Translating<D> {
     fn usage(&self) -> Usage {
         self.direction.usage()
     }
-    fn metered(&self) -> Usage {
-        self.direction.metered()
+    fn sample(&self) -> Option<(u64, u64)> {
+        self.direction.sample()
     }
     fn cut(&mut self) -> Option<Bytes> {
         if !self.metered || self.failed {
@@ -373,13 +385,11 @@ impl Direction for ToAnthropic {
             reported
         }
     }
-    fn metered(&self) -> Usage {
-        let reported = self.translator.usage();
-        if reported == Usage::default() {
-            self.tracker.metered()
-        } else {
-            reported
-        }
+    fn count_at(&mut self, counting: BytesPerToken) {
+        self.tracker = std::mem::take(&mut self.tracker).counting(counting);
+    }
+    fn sample(&self) -> Option<(u64, u64)> {
+        self.tracker.sample()
     }
     fn cut(&mut self) -> Vec<SseOut> {
         self.translator.cut()
@@ -435,8 +445,11 @@ impl Direction for ToOpenAi {
     fn usage(&self) -> Usage {
         self.tracker.usage()
     }
-    fn metered(&self) -> Usage {
-        self.tracker.metered()
+    fn count_at(&mut self, counting: BytesPerToken) {
+        self.tracker = std::mem::take(&mut self.tracker).counting(counting);
+    }
+    fn sample(&self) -> Option<(u64, u64)> {
+        self.tracker.sample()
     }
     fn cut(&mut self) -> Vec<SseOut> {
         self.translator.cut()

@@ -25,6 +25,9 @@ struct RelayState {
 impl RelayState {
     fn settle(&mut self) {
         if let Some(billing) = self.billing.take() {
+            if let Some((bytes, tokens)) = self.adapter.sample() {
+                billing.learn_counting(bytes, tokens);
+            }
             billing.finish(self.adapter.usage());
         }
     }
@@ -76,7 +79,7 @@ pub fn relay(
                     // here, as a length stop, while the reservation still covers it.
                     let covered = match st.billing.as_mut() {
                         Some(billing) if billing.metered => {
-                            billing.keep_ahead(&st.adapter.metered()).await
+                            billing.keep_ahead(&st.adapter.usage()).await
                         }
                         _ => true,
                     };

@@ -145,31 +145,31 @@ async fn finish(
 ) -> Result<Response, AttemptError> {
     let model = inbound.head.model.as_str();
     if inbound.head.stream && is_event_stream(&resp) {
-        let adapter: Box<dyn Adapter> = match translation {
-            Translation::None if upstream_dialect == Dialect::OpenAi && billing.metered => {
-                Box::new(adapt::OpenAiPassthrough::for_metering(
-                    !inbound.head.include_usage,
-                ))
-            }
-            Translation::None if upstream_dialect == Dialect::OpenAi => {
+        // A metered stream counts its streamed text as its model's recent answers did.
+        let counting = billing.metered.then_some(billing.counting);
+        let adapter: Box<dyn Adapter> = match (translation, counting) {
+            (Translation::None, Some(counting)) if upstream_dialect == Dialect::OpenAi => Box::new(
+                adapt::OpenAiPassthrough::for_metering(!inbound.head.include_usage, counting),
+            ),
+            (Translation::None, None) if upstream_dialect == Dialect::OpenAi => {
                 Box::new(adapt::OpenAiPassthrough::new(!inbound.head.include_usage))
             }
-            Translation::None if billing.metered => {
-                Box::new(adapt::AnthropicPassthrough::for_metering())
+            (Translation::None, Some(counting)) => {
+                Box::new(adapt::AnthropicPassthrough::for_metering(counting))
             }
-            Translation::None => Box::<adapt::AnthropicPassthrough>::default(),
-            Translation::OpenAiToAnthropic => Box::new(
+            (Translation::None, None) => Box::<adapt::AnthropicPassthrough>::default(),
+            (Translation::OpenAiToAnthropic, _) => Box::new(
                 adapt::OpenAiToAnthropic::new(model, &message_id(&inbound.request_id))
-                    .for_metering(billing.metered),
+                    .for_metering(counting),
             ),
-            Translation::AnthropicToOpenAi => Box::new(
+            (Translation::AnthropicToOpenAi, _) => Box::new(
                 adapt::AnthropicToOpenAi::new(
                     model,
                     &completion_id(&inbound.request_id),
                     app.now_ms() / 1000,
                     inbound.head.include_usage,
                 )
-                .for_metering(billing.metered),
+                .for_metering(counting),
             ),
         };
         let upstream: ByteStream = Box::pin(

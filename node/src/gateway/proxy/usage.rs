@@ -2,6 +2,7 @@
 //! follow a stream's events to count what it used (estimated from streamed text when a
 //! stream ends before reporting).
 
+use crate::gateway::estimate::BytesPerToken;
 use crate::gateway::sse::SseEvent;
 use serde::Deserialize;
 use tollgate_proto::Usage;
@@ -66,12 +67,6 @@ impl OpenAiUsageJson {
     }
 }
 
-/// Output tokens estimated from streamed text when the stream ended before reporting
-/// them (a client that went away): about four bytes a token, rounded up.
-fn estimate_tokens(bytes: u64) -> u64 {
-    bytes.div_ceil(4)
-}
-
 #[derive(Deserialize)]
 struct AnthropicEvent<'a> {
     #[serde(rename = "type", default)]
@@ -102,22 +97,25 @@ struct AnthropicDelta<'a> {
     thinking: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Streamed bytes counted as one token when metering a stream in flight: fewer than
-/// the four of English text, so that code and other languages are not under-counted
-/// (the reservation stays ahead of what the provider will report).
-const METERED_BYTES_PER_TOKEN: u64 = 2;
-
 /// Usage tracking over an Anthropic event stream.
 #[derive(Default)]
 pub struct AnthropicUsage {
     usage: Usage,
     output_reported: bool,
     streamed_bytes: u64,
+    /// How the streamed bytes count until the output is reported.
+    counting: BytesPerToken,
     /// The content block started and not yet stopped, if any.
     open_block: Option<u64>,
 }
 
 impl AnthropicUsage {
+    /// Counts streamed text at `counting` until the output is reported (metering).
+    pub fn counting(mut self, counting: BytesPerToken) -> Self {
+        self.counting = counting;
+        self
+    }
+
     pub fn observe(&mut self, event: &SseEvent) {
         let name = event.event.as_deref();
         if !matches!(
@@ -166,23 +164,22 @@ impl AnthropicUsage {
         }
     }
 
+    /// The usage so far: as reported, with the output counted from the streamed text
+    /// until it is.
     pub fn usage(&self) -> Usage {
-        let mut u = self.usage;
-        if !self.output_reported {
-            u.output_tokens = u.output_tokens.max(estimate_tokens(self.streamed_bytes));
-        }
-        u
-    }
-
-    /// The usage so far as metering counts it: the output generously, until reported.
-    pub fn metered(&self) -> Usage {
         let mut u = self.usage;
         if !self.output_reported {
             u.output_tokens = u
                 .output_tokens
-                .max(self.streamed_bytes.div_ceil(METERED_BYTES_PER_TOKEN));
+                .max(self.counting.tokens(self.streamed_bytes));
         }
         u
+    }
+
+    /// The streamed bytes and the output tokens reported for them, once reported.
+    pub fn sample(&self) -> Option<(u64, u64)> {
+        self.output_reported
+            .then_some((self.streamed_bytes, self.usage.output_tokens))
     }
 
     /// The content block left open, which a stream ended early must stop.
@@ -233,12 +230,20 @@ struct OpenAiDelta {
 pub struct OpenAiUsage {
     usage: Option<Usage>,
     streamed_bytes: u64,
+    /// How the streamed bytes count until the usage chunk comes.
+    counting: BytesPerToken,
     head: Option<ChunkHead>,
     /// The completions (`choices[].index`) seen.
     choices: std::collections::BTreeSet<u64>,
 }
 
 impl OpenAiUsage {
+    /// Counts streamed text at `counting` until the usage comes (metering).
+    pub fn counting(mut self, counting: BytesPerToken) -> Self {
+        self.counting = counting;
+        self
+    }
+
     /// Observes one event; true when it is the usage-only chunk (`choices: []`).
     pub fn observe(&mut self, event: &SseEvent) -> bool {
         if event.data == "[DONE]" {
@@ -271,19 +276,17 @@ impl OpenAiUsage {
         }
     }
 
+    /// The usage reported, or the output counted from the streamed text until it is.
     pub fn usage(&self) -> Usage {
         self.usage.unwrap_or(Usage {
-            output_tokens: estimate_tokens(self.streamed_bytes),
+            output_tokens: self.counting.tokens(self.streamed_bytes),
             ..Usage::default()
         })
     }
 
-    /// The usage so far as metering counts it: the output generously, until reported.
-    pub fn metered(&self) -> Usage {
-        self.usage.unwrap_or(Usage {
-            output_tokens: self.streamed_bytes.div_ceil(METERED_BYTES_PER_TOKEN),
-            ..Usage::default()
-        })
+    /// The streamed bytes and the output tokens reported for them, once reported.
+    pub fn sample(&self) -> Option<(u64, u64)> {
+        self.usage.map(|u| (self.streamed_bytes, u.output_tokens))
     }
 
     /// The stream's id, model and creation time, once a chunk named them.

@@ -4,18 +4,18 @@ use super::*;
 
 #[test]
 fn a_metered_stream_forwards_whole_events_and_cuts_as_a_length_stop() {
-    let mut a = AnthropicPassthrough::for_metering();
+    let mut a = AnthropicPassthrough::for_metering(BytesPerToken::UNLEARNED);
     let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"abcdefgh\"}}\n\nevent: content_block_delta\ndata: {\"type\":";
     // The last event is incomplete: held back until its end comes.
     let out = a.on_chunk(&Bytes::from(start));
     let text = String::from_utf8(out.to_vec()).expect("utf8");
     assert!(text.ends_with("\"abcdefgh\"}}\n\n"), "{text}");
     assert_eq!(text.matches("event: ").count(), 3);
-    // Metering counts two bytes a token until the output is reported; the charge
-    // estimate four.
-    assert_eq!(a.metered().output_tokens, 4);
-    assert_eq!(a.metered().input_tokens, 10);
-    assert_eq!(a.usage().output_tokens, 2);
+    // Metering counts two bytes a token until the output is reported (before it
+    // learned the model's counting); an unmetered stream four.
+    assert_eq!(a.usage().output_tokens, 4);
+    assert_eq!(a.usage().input_tokens, 10);
+    assert_eq!(a.sample(), None);
     let tail = String::from_utf8(a.cut().expect("cuttable").to_vec()).expect("utf8");
     let events: Vec<&str> = tail
         .split("\n\n")
@@ -31,10 +31,13 @@ fn a_metered_stream_forwards_whole_events_and_cuts_as_a_length_stop() {
         ]
     );
     assert!(tail.contains("\"stop_reason\":\"max_tokens\""), "{tail}");
+    // The client is told the output it is charged for.
+    assert!(tail.contains("\"output_tokens\":4"), "{tail}");
     // An unmetered pass-through forwards bytes as they come and cannot cut.
     let mut plain = AnthropicPassthrough::default();
     assert_eq!(plain.on_chunk(&Bytes::from(start)), Bytes::from(start));
     assert!(plain.cut().is_none());
+    assert_eq!(plain.usage().output_tokens, 2);
 }
 
 const OPENAI_STREAM: &str = concat!(
