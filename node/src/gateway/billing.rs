@@ -60,15 +60,22 @@ pub struct Billing {
 }
 
 /// A metered stream's reservation is extended once what it used leaves less than this
-/// share of it (a quarter) free: the rest covers what arrives meanwhile.
+/// share of it (a quarter) free, or less than `STREAM_HEADROOM_TOKENS`; it ends only
+/// when it cannot be and less than `STREAM_HEADROOM_TOKENS` is free.
 const HEADROOM_DIVISOR: u64 = 4;
+/// The output a metered stream always keeps reserved ahead of what it used: more than
+/// one read from the provider brings (its events are a few tokens each; a read bringing
+/// more than this past the end of the room is what a stream can overshoot by). It is
+/// also the smallest answer a metered stream starts with.
+pub const STREAM_HEADROOM_TOKENS: u64 = 256;
 
 impl Billing {
     /// Keeps a metered stream's reservation ahead of `used` (the usage so far, output
-    /// counted generously): once less than a quarter of it is free, it is extended by as
-    /// much again, or by what the budgets have left. False when nothing more could be
-    /// reserved and the free part is gone below the headroom: the stream must end now,
-    /// while its reservation still covers it.
+    /// counted generously): once less than a quarter of it (or `STREAM_HEADROOM_TOKENS`)
+    /// is free, it is extended by as much again, or by what the budgets have left; the
+    /// stream may use it up to its last `STREAM_HEADROOM_TOKENS`. False when nothing
+    /// more could be reserved and less than that is free: the stream must end now, while
+    /// its reservation still covers it.
     pub async fn keep_ahead(&mut self, used: &Usage) -> bool {
         let Some(price) = self.price.as_ref() else {
             return true;
@@ -85,28 +92,48 @@ impl Billing {
             used.input_tokens = self.estimate.input_tokens;
         }
         let cost = price.cost(&used).0;
+        let least = price
+            .cost(&Usage {
+                output_tokens: STREAM_HEADROOM_TOKENS,
+                ..Usage::default()
+            })
+            .0;
+        let headroom = |reserved: u64| (reserved / HEADROOM_DIVISOR).max(least);
         let admission = Arc::clone(&self.charger.admission);
         // A chunk may carry more than the headroom: extend until it is covered again.
-        while cost.saturating_add(self.reserved.0 / HEADROOM_DIVISOR) > self.reserved.0 {
+        while cost.saturating_add(headroom(self.reserved.0)) > self.reserved.0 {
             let reserved = self.reserved.0;
             let left = admission
                 .room_left(&self.chain)
                 .map_or(0, |(_, left)| left.0);
-            let more = reserved.max(cost.saturating_sub(reserved)).max(1).min(left);
+            let short = cost
+                .saturating_add(headroom(reserved))
+                .saturating_sub(reserved);
+            let more = reserved.max(short).max(1).min(left);
             if more == 0 {
                 break;
             }
-            let Ok(extension) = admission.reserve(&self.chain, Usd(more)).await else {
-                break;
+            // What this node's leases have free, at once; asking the cluster (which may
+            // wait for other nodes) only when the stream would otherwise end.
+            let (extension, got) = match admission.reserve_free(&self.chain, Usd(1), Usd(more)) {
+                Some(free) => free,
+                None if cost.saturating_add(least) > reserved => {
+                    match admission.reserve(&self.chain, Usd(more)).await {
+                        Ok(hold) => (hold, Usd(more)),
+                        Err(_) => break,
+                    }
+                }
+                None => break,
             };
             let Some(hold) = self.hold.as_mut() else {
                 break;
             };
             hold.absorb(extension);
-            self.reserved = Usd(reserved.saturating_add(more));
+            self.reserved = Usd(reserved.saturating_add(got.0));
             tracing::debug!(request_id = %self.request_id, reserved = self.reserved.0, "stream reservation extended");
         }
-        if cost.saturating_add(self.reserved.0 / HEADROOM_DIVISOR) <= self.reserved.0 {
+        // Without more room, the stream goes on while the least headroom is left.
+        if cost.saturating_add(least) <= self.reserved.0 {
             return true;
         }
         let reserved = self.reserved.0;

@@ -8,10 +8,10 @@
 
 use crate::clock::Clock;
 use crate::gateway::auth::{self, AuthError};
-use crate::gateway::billing::{Billing, Charger};
+use crate::gateway::billing::{Billing, Charger, STREAM_HEADROOM_TOKENS};
 use crate::gateway::providers::Providers;
 use crate::gateway::routing::{self, PatternCache, Route, RouteError};
-use crate::governance::admission::{Admission, AdmissionError};
+use crate::governance::admission::{Admission, AdmissionError, Hold};
 use crate::governance::limits::{RateLimited, RateLimiter};
 use crate::governance::replicator::Replicator;
 use std::sync::Arc;
@@ -106,6 +106,47 @@ impl Gate {
                     .too_little_left(&tightest, left, minimum)
                     .into())
             }
+        }
+    }
+}
+
+impl Gate {
+    /// For a metered stream whose expected cost (`most`) did not fit: what the leases
+    /// have free now, up to `most`, or else the request's minimum (its prompt and the
+    /// smallest answer a metered stream starts with, `STREAM_HEADROOM_TOKENS`); or the
+    /// 402 that says which of the two the budget lacks.
+    async fn least(
+        &self,
+        chain: &[tollgate_proto::BudgetId],
+        price: &Price,
+        estimated: &Usage,
+        ask: Ask<'_>,
+        most: Usd,
+        why: String,
+    ) -> Result<(Hold, Usd), GateError> {
+        // Its smallest answer keeps the headroom its metering needs, within its cap.
+        let smallest = ask
+            .min_output
+            .max(STREAM_HEADROOM_TOKENS)
+            .min(estimated.output_tokens / ask.choices.max(1));
+        let minimum = price.cost(&Usage {
+            output_tokens: smallest.saturating_mul(ask.choices),
+            ..*estimated
+        });
+        if let Some(free) = self.admission.reserve_free(chain, minimum, most) {
+            return Ok(free);
+        }
+        match self.admission.reserve(chain, minimum).await {
+            Ok(hold) => Ok((hold, minimum)),
+            Err(AdmissionError::Exhausted(refused)) => match self.admission.room_left(chain) {
+                Some((tightest, left)) if left < minimum => Err(self
+                    .admission
+                    .too_little_left(&tightest, left, minimum)
+                    .into()),
+                _ if refused.is_empty() => Err(AdmissionError::Exhausted(why).into()),
+                _ => Err(AdmissionError::Exhausted(refused).into()),
+            },
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -222,6 +263,24 @@ impl Gate {
         let (hold, cap, reserved, reserved_usage) =
             match self.admission.reserve(&chain, first_cost).await {
                 Ok(hold) => (hold, None, first_cost, first),
+                Err(AdmissionError::Exhausted(why)) if expected.is_some() => {
+                    let Some(price) = price.as_ref() else {
+                        return Err(AdmissionError::Exhausted(why).into());
+                    };
+                    // A metered stream needs only its start: its relay extends the hold.
+                    let (hold, cost) = self
+                        .least(&chain, price, &estimated_usage, ask, first_cost, why)
+                        .await?;
+                    let most = estimated_usage.output_tokens / ask.choices.max(1);
+                    let output =
+                        affordable_output(price, &estimated_usage, ask.choices, cost, 0, most)
+                            .unwrap_or(ask.min_output);
+                    let usage = Usage {
+                        output_tokens: output.saturating_mul(ask.choices),
+                        ..estimated_usage
+                    };
+                    (hold, None, cost, usage)
+                }
                 // The worst case does not fit: the request may still, with a lower cap.
                 Err(AdmissionError::Exhausted(why)) => {
                     let Some(price) = price.as_ref() else {

@@ -139,6 +139,43 @@ impl Admission {
         })
     }
 
+    /// As much as this node's leases have free on every budget of `chain` right now, up
+    /// to `most`, if that is at least `least`: the start of a metered stream, which
+    /// extends its hold as it goes. No round trip, no waiting.
+    pub fn reserve_free(self: &Arc<Self>, chain: &[BudgetId], least: Usd, most: Usd) -> Option<(Hold, Usd)> {
+        if !self.trusted.load(Ordering::Acquire) || self.mode != Mode::Leases {
+            return None;
+        }
+        let now_ms = self.clock.now_ms();
+        let state = self.replicator.state().read();
+        let mut local = lock(&self.local);
+        let mut free = most.0;
+        let mut present = Vec::with_capacity(chain.len());
+        for id in chain {
+            let Some(status) = state.budget_status(id, now_ms) else {
+                continue;
+            };
+            free = free.min(self.here(&state, local.get(id), &status).free());
+            present.push(id);
+        }
+        if free < least.0 || present.is_empty() {
+            return None;
+        }
+        let mut items = Vec::with_capacity(present.len());
+        for id in present {
+            let l = entry(&mut local, &state, id);
+            l.held = l.held.saturating_add(free);
+            l.last_use_ms = now_ms;
+            items.push((id.clone(), free));
+        }
+        let hold = Hold {
+            admission: Some(Arc::clone(self)),
+            items,
+            charge: false,
+        };
+        Some((hold, Usd(free)))
+    }
+
     /// A refusal when some short budget cannot fit `amount` even if every lease came
     /// back: its limit minus its spend minus what this node holds is less.
     pub(super) fn hopeless(&self, shorts: &[BudgetId], amount: Usd) -> Option<AdmissionError> {
