@@ -72,8 +72,8 @@ pub enum GateError {
 }
 
 impl Gate {
-    /// The highest completion cap (per completion) the room left on `chain` affords
-    /// for this request's prompt, and its cost; or the 402 that names why none does
+    /// The cost of the highest completion cap (per completion) the room left on
+    /// `chain` affords for this request's prompt; or the 402 that names why none does
     /// (`why`: the refusal of the full request, kept when nothing is left at all).
     fn lowered(
         &self,
@@ -82,7 +82,7 @@ impl Gate {
         estimated: &Usage,
         ask: Ask<'_>,
         why: String,
-    ) -> Result<(u64, Usd), GateError> {
+    ) -> Result<Usd, GateError> {
         let Some((tightest, left)) = self.admission.room_left(chain) else {
             return Err(AdmissionError::Exhausted(why).into());
         };
@@ -93,7 +93,7 @@ impl Gate {
                     output_tokens: cap.saturating_mul(ask.choices),
                     ..*estimated
                 };
-                Ok((cap, price.cost(&usage)))
+                Ok(price.cost(&usage))
             }
             None if left.0 == 0 => Err(AdmissionError::Exhausted(why).into()),
             None => {
@@ -111,10 +111,10 @@ impl Gate {
 }
 
 impl Gate {
-    /// For a metered stream whose expected cost (`most`) did not fit: what the leases
-    /// have free now, up to `most`, or else the request's minimum (its prompt and the
-    /// smallest answer a metered stream starts with, `STREAM_HEADROOM_TOKENS`); or the
-    /// 402 that says which of the two the budget lacks.
+    /// For a request whose reservation (`most`) did not fit: what the leases have free
+    /// now, up to `most`, or else the request's minimum (its prompt and the smallest
+    /// answer: for a metered stream `STREAM_HEADROOM_TOKENS`); or the 402 that says
+    /// which of the two the budget lacks.
     async fn least(
         &self,
         chain: &[tollgate_proto::BudgetId],
@@ -124,10 +124,16 @@ impl Gate {
         most: Usd,
         why: String,
     ) -> Result<(Hold, Usd), GateError> {
-        // Its smallest answer keeps the headroom its metering needs, within its cap.
+        // A metered stream's smallest answer keeps the headroom its metering needs,
+        // within its cap.
+        let headroom = if ask.metered {
+            STREAM_HEADROOM_TOKENS
+        } else {
+            MIN_ANSWER_TOKENS
+        };
         let smallest = ask
             .min_output
-            .max(STREAM_HEADROOM_TOKENS)
+            .max(headroom)
             .min(estimated.output_tokens / ask.choices.max(1));
         let minimum = price.cost(&Usage {
             output_tokens: smallest.saturating_mul(ask.choices),
@@ -263,14 +269,28 @@ impl Gate {
         let (hold, cap, reserved, reserved_usage) =
             match self.admission.reserve(&chain, first_cost).await {
                 Ok(hold) => (hold, None, first_cost, first),
-                Err(AdmissionError::Exhausted(why)) if expected.is_some() => {
+                // The whole does not fit: the request may still, with a lower cap, or a
+                // metered stream with a smaller start (its relay extends the hold).
+                Err(AdmissionError::Exhausted(why)) => {
                     let Some(price) = price.as_ref() else {
                         return Err(AdmissionError::Exhausted(why).into());
                     };
-                    // A metered stream needs only its start: its relay extends the hold.
-                    let (hold, cost) = self
-                        .least(&chain, price, &estimated_usage, ask, first_cost, why)
-                        .await?;
+                    let metered = expected.is_some();
+                    let (hold, cost) = if metered {
+                        self.least(&chain, price, &estimated_usage, ask, first_cost, why)
+                            .await?
+                    } else {
+                        let cost = self.lowered(&chain, price, &estimated_usage, ask, why)?;
+                        match self.admission.reserve(&chain, cost).await {
+                            Ok(hold) => (hold, cost),
+                            // Part of the room is held elsewhere: what is free here.
+                            Err(AdmissionError::Exhausted(why)) => {
+                                self.least(&chain, price, &estimated_usage, ask, cost, why)
+                                    .await?
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    };
                     let most = estimated_usage.output_tokens / ask.choices.max(1);
                     let output =
                         affordable_output(price, &estimated_usage, ask.choices, cost, 0, most)
@@ -279,21 +299,8 @@ impl Gate {
                         output_tokens: output.saturating_mul(ask.choices),
                         ..estimated_usage
                     };
-                    (hold, None, cost, usage)
-                }
-                // The worst case does not fit: the request may still, with a lower cap.
-                Err(AdmissionError::Exhausted(why)) => {
-                    let Some(price) = price.as_ref() else {
-                        return Err(AdmissionError::Exhausted(why).into());
-                    };
-                    let (cap, cost) = self.lowered(&chain, price, &estimated_usage, ask, why)?;
-                    let hold = self.admission.reserve(&chain, cost).await?;
-                    let lower = cap.saturating_mul(ask.choices) < estimated_usage.output_tokens;
-                    let usage = Usage {
-                        output_tokens: cap.saturating_mul(ask.choices),
-                        ..estimated_usage
-                    };
-                    (hold, lower.then_some(cap), cost, usage)
+                    let lower = !metered && usage.output_tokens < estimated_usage.output_tokens;
+                    (hold, lower.then_some(output), cost, usage)
                 }
                 Err(e) => return Err(e.into()),
             };
