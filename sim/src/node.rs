@@ -24,7 +24,9 @@ use tollgate_node::cluster::replicator::DataDirs;
 use tollgate_node::cluster::start::{Formation, GossipSeam, MemberSeams, Storage, Timing};
 use tollgate_node::cluster::transport::Router;
 use tollgate_node::config::{ProviderKind, ProviderSpec};
-use tollgate_node::gateway::gate::{Ask, Gate, MIN_ANSWER_TOKENS};
+use tollgate_node::gateway::billing::STREAM_HEADROOM_TOKENS;
+use tollgate_node::gateway::gate::{Ask, Gate, GateError, MIN_ANSWER_TOKENS};
+use tollgate_node::governance::admission::AdmissionError;
 use tollgate_node::gateway::providers::Providers;
 use tollgate_node::governance::admission::Mode;
 use tollgate_node::governance::charge::PipelineConfig;
@@ -36,8 +38,8 @@ use turmoil::net::TcpListener;
 
 /// The least output a metered stream reserves at first.
 const STREAM_RESERVE_TOKENS: u64 = 1_000;
-/// A streamed answer's pieces: well under the quarter of `STREAM_RESERVE_TOKENS` a
-/// reservation keeps free, as a real provider's deltas are.
+/// A streamed answer's pieces: well under the `STREAM_HEADROOM_TOKENS` a reservation
+/// keeps free, as a real provider's deltas are.
 const STREAM_PIECE_TOKENS: u64 = 100;
 
 /// How long a draining node waits for its requests in flight, as `tollgate serve`.
@@ -311,11 +313,32 @@ impl Gateway {
             min_output: MIN_ANSWER_TOKENS,
             metered: stream,
         };
-        let mut billing = self
-            .gate
-            .reserve(&caller, route, ask)
-            .await
-            .map_err(refusal)?;
+        let mut billing = match self.gate.reserve(&caller, route, ask).await {
+            Ok(billing) => billing,
+            Err(e) => {
+                if matches!(e, GateError::Admission(AdmissionError::Exhausted(_))) {
+                    // Its minimum: no prompt here, and the smallest answer.
+                    let smallest = if stream {
+                        STREAM_HEADROOM_TOKENS.min(estimate)
+                    } else {
+                        MIN_ANSWER_TOKENS
+                    };
+                    let state = self.replicator.state().read();
+                    crate::invariants::refused_only_when_short::on_refusal(
+                        &self.world,
+                        self.id,
+                        &request_id,
+                        &state,
+                        &self.gate.admission,
+                        &state.budget_chain(&caller.key.id, Some(&route.config.id)),
+                        Usd(smallest),
+                        self.gate.clock.now_ms(),
+                        &e.to_string(),
+                    );
+                }
+                return Err(refusal(e));
+            }
+        };
         let (out, extra) = {
             let w = self.world.lock();
             (w.provider_out, w.provider_extra)

@@ -4,8 +4,8 @@
 //!
 //! # Layout
 //! - `one_leader_per_term`, `committed_entries_never_change`, `states_converge`: Raft.
-//! - `charges_exactly_once`, `budget_never_overspent`, `revoked_key_refused`: the ledger
-//!   and governance.
+//! - `charges_exactly_once`, `budget_never_overspent`, `refused_only_when_short`,
+//!   `revoked_key_refused`: the ledger and governance.
 //! - `rate_limit_within_bound`: shared rate limits.
 //! - `no_failed_requests`: rolling upgrades lose no request.
 
@@ -15,6 +15,7 @@ pub mod committed_entries_never_change;
 pub mod no_failed_requests;
 pub mod one_leader_per_term;
 pub mod rate_limit_within_bound;
+pub mod refused_only_when_short;
 pub mod revoked_key_refused;
 pub mod states_converge;
 

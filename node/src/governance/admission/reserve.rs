@@ -316,6 +316,12 @@ impl Admission {
     pub fn held_here(&self, id: &BudgetId) -> Usd {
         Usd(lock(&self.local).get(id).map_or(0, |l| l.held))
     }
+
+    /// What this node is giving back of its lease of one budget (proposed, not yet
+    /// applied): room it no longer counts as its own.
+    pub fn returning_here(&self, id: &BudgetId) -> Usd {
+        Usd(lock(&self.local).get(id).map_or(0, |l| l.returning))
+    }
 }
 
 /// What budget `id` has left beyond its spend and what requests on this node hold: the
