@@ -346,6 +346,31 @@ usage_when() {
 }
 EXPECTED=$(sent_to gateway,haproxy-1)
 USAGE=$(API_BASE=$GW usage_when "$KEY_ID" "$EXPECTED")
+
+# In-flight metering: long answers (LONG:N makes the mock stream N tokens in 16-byte
+# deltas) through the gateway by the budgeted key (its streams are metered: counted and
+# kept covered delta by delta) and by a key without budgets (not metered), interleaved.
+# The difference in the gateway's CPU time per stream, over its deltas, is what metering
+# costs per streamed event.
+LONG_TOKENS=2000
+printf '{"model":"%s","max_tokens":128000,"stream":true,"messages":[{"role":"user","content":"LONG:%d"}]}' \
+	"$MODEL" "$LONG_TOKENS" >"$WORK/long.body"
+FREE_SECRET=$(API_BASE=$GW api POST virtual-keys '{"name":"bench-unmetered","provider_configs":[{"provider":"bench"}]}' | field secret)
+LONG_REQUESTS=$((QUICK == 1 ? 40 : 400))
+METERING=$WORK/metering.tsv
+: >"$METERING"
+echo "metering: $LONG_REQUESTS streams of $LONG_TOKENS tokens at concurrency 4, metered and not, $REPS time(s)" >&2
+for ((rep = 1; rep <= REPS; rep++)); do
+	for kind in metered unmetered; do
+		secret=$KEY_SECRET
+		[[ $kind == unmetered ]] && secret=$FREE_SECRET
+		before=$(cpu_ticks "$GW_PID")
+		out=$("$BENCH_BIN" loadgen --url "$GW/v1/messages" --header "x-api-key: $secret" \
+			--header 'anthropic-version: 2023-06-01' --body-file "$WORK/long.body" \
+			--warmup 0 --concurrency 4 --requests "$LONG_REQUESTS" 2>>"$WORK/loadgen.log")
+		printf '%s\t%s\t%s\n' "$kind" "$(($(cpu_ticks "$GW_PID") - before))" "$out" >>"$METERING"
+	done
+done
 CLUSTER_EXPECTED=0
 CLUSTER_USAGE='{}'
 COMMIT='{}'
@@ -500,3 +525,27 @@ if errors:
 if failed:
     sys.exit(1)
 PY2
+
+# Metering's cost per streamed event: the least CPU per stream of each kind (noise only
+# adds time), their difference over the events of one stream (its deltas and the six
+# events around them).
+python3 - "$METERING" "$TICKS_PER_S" "$LONG_TOKENS" <<'PY3'
+import json, sys
+ticks_per_s, tokens = int(sys.argv[2]), int(sys.argv[3])
+best, errors = {}, 0
+for line in open(sys.argv[1]):
+    kind, ticks, report = line.rstrip("\n").split("\t", 2)
+    r = json.loads(report)
+    errors += r["errors"]
+    per = 1e6 * int(ticks) / ticks_per_s / max(r["requests"], 1)
+    best[kind] = min(best.get(kind, per), per)
+events = tokens // 4 + 6
+if "metered" in best and "unmetered" in best:
+    diff = (best["metered"] - best["unmetered"]) / events
+    print(f"in-flight metering: {diff:.2f} us CPU per streamed event (target <= 2): "
+          f"{best['metered']:.0f} us per {tokens}-token stream metered, {best['unmetered']:.0f} us not, "
+          f"{events} events each")
+if errors:
+    print(f"bench.sh: {errors} long stream(s) failed", file=sys.stderr)
+    sys.exit(1)
+PY3
