@@ -54,6 +54,18 @@ pub trait Nodes {
         Ok(())
     }
 
+    /// Sets the price of `model` in dollars per million input and output tokens.
+    async fn price(&self, model: &str, input: &str, output: &str) -> Result<()> {
+        self.admin(
+            0,
+            "POST",
+            "/api/v1/prices",
+            Some(json!({"model": model, "input_per_mtok_usd": input, "output_per_mtok_usd": output})),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Creates a key with these provider configs and a $1000 daily budget on it, known
     /// on every node before this returns; returns (key id, secret).
     async fn key_with_budget(

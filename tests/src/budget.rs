@@ -412,15 +412,7 @@ pub fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
 }
 
 pub async fn set_price(cluster: &impl Nodes) -> Result<()> {
-    cluster
-        .admin(
-            1,
-            "POST",
-            "/api/v1/prices",
-            Some(json!({"model": MODEL, "input_per_mtok_usd": PRICE_PER_MTOK, "output_per_mtok_usd": PRICE_PER_MTOK})),
-        )
-        .await?;
-    Ok(())
+    cluster.price(MODEL, PRICE_PER_MTOK, PRICE_PER_MTOK).await
 }
 
 /// A fake upstream and a three-node cluster on it, with the test price set.

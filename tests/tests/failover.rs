@@ -35,14 +35,7 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
     let mut cluster = Balanced::start(&fake_config(&fake), &[]).await?;
     println!("cluster up after {:?}", started.elapsed());
 
-    cluster
-        .admin(
-            0,
-            "POST",
-            "/api/v1/prices",
-            Some(json!({"model": MODEL, "input_per_mtok_usd": "3", "output_per_mtok_usd": "15"})),
-        )
-        .await?;
+    cluster.price(MODEL, "3", "15").await?;
     // Known on every node before the load starts.
     let (id, secret) = cluster
         .key_with_budget("load", json!([{"provider": "fake-anthropic"}]))

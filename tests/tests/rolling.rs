@@ -263,16 +263,7 @@ fn write_config(dir: &Path, fake: &FakeUpstream) -> Result<PathBuf> {
 /// A default price, and a key for the fake upstream with a budget (so leases are taken
 /// and returned at each drain); returns (key id, secret).
 async fn key_with_budget(cluster: &Scripted) -> Result<(String, String)> {
-    cluster
-        .admin(
-            0,
-            "POST",
-            "/api/v1/prices",
-            Some(
-                json!({"model": "*", "input_per_mtok_usd": "3.00", "output_per_mtok_usd": "15.00"}),
-            ),
-        )
-        .await?;
+    cluster.price("*", "3.00", "15.00").await?;
     cluster
         .key_with_budget(
             "roller",
