@@ -332,3 +332,52 @@ async fn admin_api_requires_the_token_and_names_bad_fields() -> Result<()> {
     assert_eq!(status, 404);
     Ok(())
 }
+
+/// `regex:` allowlists are compiled when the admin writes them, within limits: the
+/// hostile 64 × `\w{200}zN` (5 s and 650 MB per node when compiled unbounded) is refused
+/// at once, naming the entry; more than 16 patterns on a key too; an anchored pattern
+/// admits exactly the models it names.
+#[tokio::test]
+async fn allowlist_patterns_are_bounded_and_compiled_at_write_time() -> Result<()> {
+    let gw = Gateway::start("").await?;
+    let hostile: Vec<String> = (0..64).map(|n| format!("regex:\\w{{200}}z{n}")).collect();
+    let started = std::time::Instant::now();
+    let (status, v) = gw
+        .admin(
+            "POST",
+            "/api/v1/virtual-keys",
+            Some(json!({"name": "k", "provider_configs": [{"provider": "mock", "allowed_models": hostile}]})),
+        )
+        .await?;
+    let took = started.elapsed();
+    println!("hostile patterns refused in {took:?}: {v}");
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "provider_configs[0].allowed_models[0]");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("compiles to more than"),
+        "{v}"
+    );
+    assert!(took < std::time::Duration::from_millis(100), "{took:?}");
+    let many: Vec<String> = (0..17).map(|n| format!("regex:^m{n}$")).collect();
+    let (status, v) = gw
+        .admin(
+            "POST",
+            "/api/v1/virtual-keys",
+            Some(json!({"name": "k", "provider_configs": [{"provider": "mock", "allowed_models": many}]})),
+        )
+        .await?;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "provider_configs[0].allowed_models[16]");
+    // Anchored patterns admit exactly what they say.
+    let (_, secret) = gw
+        .key(json!([{"provider": "mock", "allowed_models": ["regex:^claude-haiku-[0-9-]+$"]}]))
+        .await?;
+    for (model, status) in [("claude-haiku-4-5", 200), ("claude-haiku-4-5-evil", 403)] {
+        let body = json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(messages(&gw.url(), &secret, &body).await?.0, status, "{model}");
+    }
+    Ok(())
+}

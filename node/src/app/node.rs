@@ -36,6 +36,8 @@ const CHARGE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const LEASE_RETURN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a stopping node that still leads waits for its hand-over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a node compiles the allowlist patterns other nodes' admin writes brought.
+const PATTERN_WARM_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where the node's state is replicated.
 pub enum Replication<T> {
@@ -182,6 +184,16 @@ impl Node {
             charger,
             clock: Arc::clone(&clock),
             default_max_tokens,
+        });
+        // Allowlist patterns written through other nodes are compiled here, not by the
+        // first request that meets them.
+        let warm = Arc::clone(&gate);
+        serving.spawn(async move {
+            loop {
+                tokio::time::sleep(PATTERN_WARM_INTERVAL).await;
+                let missing = warm.patterns.missing(&warm.replicator.state().read());
+                warm.patterns.warm(missing);
+            }
         });
         Ok(Node {
             gate,

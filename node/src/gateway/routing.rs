@@ -2,16 +2,23 @@
 //! that may serve it, in the order to try them (weighted first pick, then the rest).
 
 use crate::gateway::providers::{Provider, Providers};
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use tollgate_proto::{ProviderConfig, VirtualKey};
+use tollgate_raft::GovState;
 
 /// Prefix of an allowed-model entry that is a regular expression.
 pub const REGEX_PREFIX: &str = "regex:";
-/// Compiled patterns kept at most; beyond it the cache starts over. Keys rarely carry
-/// more than a handful of patterns, so this only bounds a misbehaving admin.
-const MAX_CACHED_PATTERNS: usize = 4096;
+/// Limits of `regex:` patterns, checked when an admin writes them: characters, compiled
+/// size (a pattern past it is refused in microseconds, before it takes memory), the size
+/// of the lazy DFA each match may build, patterns per key and distinct patterns in the
+/// whole state (all of which every node keeps compiled).
+pub const MAX_PATTERN_CHARS: usize = 256;
+const PATTERN_SIZE_LIMIT: usize = 32 * 1024;
+const PATTERN_DFA_LIMIT: usize = 256 * 1024;
+pub const MAX_KEY_PATTERNS: usize = 16;
+pub const MAX_PATTERNS: usize = 4_096;
 
 /// One way to serve a request.
 #[derive(Debug, Clone)]
@@ -22,23 +29,87 @@ pub struct Route {
     pub upstream_model: String,
 }
 
-/// Compiled `regex:` patterns of allowed-model lists.
+/// A `regex:` pattern compiled within the limits, or why it cannot be.
+pub fn compile_pattern(pattern: &str) -> Result<Regex, String> {
+    if pattern.chars().count() > MAX_PATTERN_CHARS {
+        return Err(format!(
+            "a pattern may have at most {MAX_PATTERN_CHARS} characters"
+        ));
+    }
+    RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(PATTERN_DFA_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => format!(
+                "the pattern compiles to more than {} KiB; write it more simply (e.g. `.` for `\\w`, no large repetition counts)",
+                PATTERN_SIZE_LIMIT / 1024
+            ),
+            other => other.to_string(),
+        })
+}
+
+/// The `regex:` patterns of allowed-model lists, compiled once per node: when the node
+/// takes the admin write, or by `warm` (every few seconds, from the applied state) for
+/// writes taken by other nodes. Requests only read it; a pattern a request meets before
+/// `warm` did is compiled then, outside the lock (bounded by the limits above).
 #[derive(Default)]
-pub struct PatternCache(Mutex<HashMap<String, Option<Arc<Regex>>>>);
+pub struct PatternCache(RwLock<HashMap<String, Option<Arc<Regex>>>>);
 
 impl PatternCache {
     fn get(&self, pattern: &str) -> Option<Arc<Regex>> {
-        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(hit) = cache.get(pattern) {
+        if let Some(hit) = self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pattern)
+        {
             return hit.clone();
         }
-        if cache.len() >= MAX_CACHED_PATTERNS {
+        self.insert(pattern, compile_pattern(pattern).ok())
+    }
+
+    /// Keeps `compiled` for `pattern` (`None`: it does not compile).
+    pub fn insert(&self, pattern: &str, compiled: Option<Regex>) -> Option<Arc<Regex>> {
+        let compiled = compiled.map(Arc::new);
+        let mut cache = self.0.write().unwrap_or_else(|e| e.into_inner());
+        // The state holds at most MAX_PATTERNS: more means patterns were removed since.
+        if cache.len() >= 2 * MAX_PATTERNS {
             cache.clear();
         }
-        let compiled = Regex::new(pattern).ok().map(Arc::new);
         cache.insert(pattern.to_owned(), compiled.clone());
         compiled
     }
+
+    /// The patterns of `state`'s keys this node has not compiled yet.
+    pub fn missing(&self, state: &GovState) -> Vec<String> {
+        let cache = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let mut missing: Vec<String> = patterns_of(state)
+            .filter(|p| !cache.contains_key(*p))
+            .map(str::to_owned)
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// Compiles `patterns` (from `missing`, with no lock held).
+    pub fn warm(&self, patterns: Vec<String>) {
+        for pattern in patterns {
+            let compiled = compile_pattern(&pattern).ok();
+            self.insert(&pattern, compiled);
+        }
+    }
+}
+
+/// Every `regex:` pattern of `state`'s keys (repeated where keys share one).
+pub fn patterns_of(state: &GovState) -> impl Iterator<Item = &str> {
+    state
+        .keys()
+        .values()
+        .flat_map(|k| &k.provider_configs)
+        .flat_map(|c| &c.allowed_models)
+        .filter_map(|m| m.strip_prefix(REGEX_PREFIX))
 }
 
 /// Whether `allowed` (exact names and `regex:` patterns; empty allows all) admits `model`.
@@ -154,6 +225,42 @@ fn order_by_weight(routes: &mut [Route], pick: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_past_the_limits_are_refused_at_once() {
+        // The hostile case: 64 of these on one key took 5 s and 650 MB when compiled
+        // unbounded on the request path. Now the first is refused in microseconds.
+        let started = std::time::Instant::now();
+        for n in 0..64 {
+            let e = compile_pattern(&format!("\\w{{200}}z{n}")).expect_err("too big");
+            assert!(e.contains("compiles to more than 32 KiB"), "{e}");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(compile_pattern(&"a".repeat(MAX_PATTERN_CHARS + 1)).is_err());
+        assert!(compile_pattern("(unclosed").is_err());
+        let re = compile_pattern("^claude-(sonnet|haiku)-4-[0-9]+$").expect("ordinary");
+        assert!(re.is_match("claude-haiku-4-5") && !re.is_match("claude-haiku-4-5-x"));
+    }
+
+    #[test]
+    fn warm_compiles_each_pattern_once() {
+        let cache = PatternCache::default();
+        let key = key(&[("p", 1000, &["regex:^a$", "exact", "regex:^b$"], &[])]);
+        let patterns: Vec<&str> = key
+            .provider_configs
+            .iter()
+            .flat_map(|c| &c.allowed_models)
+            .filter_map(|m| m.strip_prefix(REGEX_PREFIX))
+            .collect();
+        assert_eq!(patterns, ["^a$", "^b$"]);
+        cache.warm(patterns.iter().map(|p| p.to_string()).collect());
+        assert!(cache.get("^a$").is_some_and(|re| re.is_match("a")));
+        assert_eq!(cache.0.read().map(|c| c.len()).unwrap_or(0), 2);
+    }
     use crate::config::{ProviderKind, ProviderSpec};
     use std::collections::BTreeMap;
 

@@ -3,7 +3,9 @@
 use super::dto::{OwnerBody, ProviderConfigBody};
 use crate::app::App;
 use crate::gateway::auth;
-use crate::gateway::routing::REGEX_PREFIX;
+use crate::gateway::routing::{
+    compile_pattern, patterns_of, MAX_KEY_PATTERNS, MAX_PATTERNS, REGEX_PREFIX,
+};
 use crate::http::error::ApiError;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -126,6 +128,8 @@ pub fn provider_configs(
         ));
     }
     let mut out = Vec::with_capacity(bodies.len());
+    let mut patterns = 0;
+    let mut new_patterns = Vec::new();
     for (i, b) in bodies.iter().enumerate() {
         let at = |f: &str| format!("provider_configs[{i}].{f}");
         if app.gate.providers.get(&b.provider).is_none() {
@@ -147,8 +151,17 @@ pub fn provider_configs(
         }
         for (j, m) in b.allowed_models.iter().enumerate() {
             if let Some(pattern) = m.strip_prefix(REGEX_PREFIX) {
-                regex::Regex::new(pattern)
-                    .map_err(|e| field(&format!("provider_configs[{i}].allowed_models[{j}]"), e))?;
+                patterns += 1;
+                if patterns > MAX_KEY_PATTERNS {
+                    return Err(field(
+                        &format!("provider_configs[{i}].allowed_models[{j}]"),
+                        format!("a key may have at most {MAX_KEY_PATTERNS} regex: patterns"),
+                    ));
+                }
+                let compiled = compile_pattern(pattern).map_err(|e| {
+                    field(&format!("provider_configs[{i}].allowed_models[{j}]"), e)
+                })?;
+                new_patterns.push((pattern, compiled));
             } else if m.trim().is_empty() {
                 return Err(field(
                     &format!("provider_configs[{i}].allowed_models[{j}]"),
@@ -172,6 +185,28 @@ pub fn provider_configs(
             allowed_models: b.allowed_models.clone(),
             aliases: b.aliases.clone(),
         });
+    }
+    // Every node keeps every distinct pattern compiled: bound how many there are.
+    {
+        let state = app.replicator.state().read();
+        let known: std::collections::BTreeSet<&str> = patterns_of(&state).collect();
+        let fresh: std::collections::BTreeSet<&str> = new_patterns
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| !known.contains(p))
+            .collect();
+        if known.len() + fresh.len() > MAX_PATTERNS {
+            return Err(field(
+                "provider_configs",
+                format!(
+                    "the gateway holds {} distinct regex: patterns, at most {MAX_PATTERNS}; reuse one",
+                    known.len()
+                ),
+            ));
+        }
+    }
+    for (pattern, compiled) in new_patterns {
+        app.gate.patterns.insert(pattern, Some(compiled));
     }
     Ok(out)
 }
