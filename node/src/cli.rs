@@ -7,16 +7,18 @@ use std::path::PathBuf;
 
 /// What every binary does first: rustls, reqwest and quinn use ring (without an
 /// installed provider, building a client panics), and logs go to stderr, filtered by
-/// `TOLLGATE_LOG` (else `default_filter`).
+/// `TOLLGATE_LOG` (else `default_filter`), one line per event (`logs::OneLine`).
 pub fn init_process(default_filter: &str) {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // One line per event: what clients send cannot start a forged line.
+        .with_writer(crate::logs::OneLine::new(std::io::stderr, ansi))
+        .with_ansi(ansi)
         .init();
 }
 

@@ -17,6 +17,7 @@
 //! - `config`: TOML config and provider credential references.
 //! - `clock`: the wall-clock seam.
 //! - `cli`: the `tollgate admin ...` client.
+//! - `logs`: one log line per event, control characters escaped.
 
 pub mod app;
 pub mod cli;
@@ -27,3 +28,4 @@ pub mod gateway;
 pub mod governance;
 pub mod hooks;
 pub mod http;
+pub mod logs;

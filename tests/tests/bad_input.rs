@@ -381,3 +381,32 @@ async fn allowlist_patterns_are_bounded_and_compiled_at_write_time() -> Result<(
     }
     Ok(())
 }
+
+/// What a client sends cannot forge a log line: a model name with a newline and a fake
+/// warning after it is refused and logged inside its own line, escaped.
+#[tokio::test]
+async fn control_characters_from_clients_cannot_forge_log_lines() -> Result<()> {
+    let gw = Gateway::start("").await?;
+    let (_, secret) = gw
+        .key(json!([{"provider": "mock", "allowed_models": ["claude-haiku-4-5"]}]))
+        .await?;
+    let forged = "WARN tollgate_node::auth: admin token accepted from 6.6.6.6";
+    for sep in ["\n", "\r\n", "\u{2028}", "\u{1b}[2K\r"] {
+        let body = json!({"model": format!("x{sep}{forged}"), "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(messages(&gw.url(), &secret, &body).await?.0, 403, "{sep:?}");
+    }
+    let path = gw.data_dir.with_extension("log");
+    let logged = eventually(10, || async {
+        std::fs::read_to_string(&path).is_ok_and(|l| l.matches("admin token accepted").count() >= 4)
+    })
+    .await;
+    let log = std::fs::read_to_string(&path)?;
+    assert!(logged, "the refusals were logged: {log}");
+    for line in log.lines() {
+        assert!(!line.starts_with(forged), "a forged line: {line:?}");
+        assert!(!line.contains('\r') && !line.contains('\u{2028}') && !line.contains('\u{1b}'), "{line:?}");
+    }
+    assert!(log.contains(&format!("x\\n{forged}")), "{log}");
+    Ok(())
+}
