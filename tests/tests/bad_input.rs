@@ -410,3 +410,29 @@ async fn control_characters_from_clients_cannot_forge_log_lines() -> Result<()> 
     assert!(log.contains(&format!("x\\n{forged}")), "{log}");
     Ok(())
 }
+
+/// A provider that echoes the credentials it was sent, in a 400 and in a 500: the client
+/// gets the provider's wording with the key scrubbed out, and the log never holds it.
+#[tokio::test]
+async fn a_provider_echoing_its_credentials_never_leaks_them() -> Result<()> {
+    for status in ["400", "500"] {
+        let body = format!(
+            r#"{{"type":"error","error":{{"type":"invalid_request_error","message":"header x-api-key: {UPSTREAM_KEY} is not valid for this model (Bearer {UPSTREAM_KEY})"}}}}"#
+        );
+        let fake = FakeUpstream::start(&["--fail-status", status, "--fail-body", &body])?;
+        let gw = Gateway::start(&fake_config(&fake)).await?;
+        let (_, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
+        let (got, _, answer) = messages(&gw.url(), &secret, &json!({"model": "claude-haiku-4-5",
+            "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+        .await?;
+        let text = answer.to_string();
+        println!("provider {status} -> {got}: {text}");
+        assert!(got >= 400, "{got} {text}");
+        assert!(!text.contains(UPSTREAM_KEY), "{text}");
+        assert!(text.contains("header x-api-key: [REDACTED] is not valid"), "{text}");
+        let log = std::fs::read_to_string(gw.data_dir.with_extension("log"))?;
+        assert!(log.contains("[REDACTED]"), "the upstream error was logged: {log}");
+        assert!(!log.contains(UPSTREAM_KEY), "the key is in the log");
+    }
+    Ok(())
+}

@@ -128,6 +128,11 @@ pub async fn send_to(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(1);
     let (message, kind) = read_error(resp).await;
+    // A provider may echo the credentials it was sent: never relay or log them.
+    let message = match route.provider.api_key.as_ref() {
+        Some(key) => scrub(&message, key.expose()),
+        None => message,
+    };
     tracing::warn!(provider = %name, status = status.as_u16(), message = %message, "upstream error");
     Err(match status.as_u16() {
         429 => AttemptError::Retry(ApiError::UpstreamRateLimited(
@@ -192,4 +197,62 @@ pub async fn read_bounded(resp: reqwest::Response, limit: usize) -> Result<Vec<u
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// What replaces a secret in text from a provider.
+const REDACTED: &str = "[REDACTED]";
+/// A secret's first characters that, found in a provider's text, are taken for (part of)
+/// it: echoes are often truncated or masked at the end.
+const SECRET_PREFIX_CHARS: usize = 12;
+
+/// `text` with `secret` (and whatever starts like it, up to the end of the token) replaced
+/// by `[REDACTED]`; the rest of the wording kept, since clients (Claude Code among them)
+/// act on it.
+pub fn scrub(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    let mut out = text.replace(secret, REDACTED);
+    // Long secrets: also their beginning followed by more token characters.
+    let chars: Vec<(usize, char)> = secret.char_indices().collect();
+    if chars.len() >= 2 * SECRET_PREFIX_CHARS {
+        let prefix = &secret[..chars[SECRET_PREFIX_CHARS].0];
+        let mut scrubbed = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(prefix) {
+            scrubbed.push_str(&rest[..at]);
+            scrubbed.push_str(REDACTED);
+            let tail = &rest[at + prefix.len()..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.*+/=".contains(c)))
+                .unwrap_or(tail.len());
+            rest = &tail[end..];
+        }
+        scrubbed.push_str(rest);
+        out = scrubbed;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_scrubbed_and_the_wording_kept() {
+        let key = "sk-ant-api03-0123456789abcdefghijklmnop";
+        assert_eq!(
+            scrub(&format!("invalid x-api-key: {key} (check it)"), key),
+            "invalid x-api-key: [REDACTED] (check it)"
+        );
+        // Truncated or masked echoes, and the Bearer form.
+        assert_eq!(
+            scrub("key sk-ant-api03-0123456789ab**** was revoked; Bearer sk-ant-api03-0123456789abcdefghij...", key),
+            "key [REDACTED] was revoked; Bearer [REDACTED]"
+        );
+        assert_eq!(scrub("prompt is too long", key), "prompt is too long");
+        // Short secrets: only themselves.
+        assert_eq!(scrub("a k3y b", "k3y"), "a [REDACTED] b");
+        assert_eq!(scrub("text", ""), "text");
+    }
 }
