@@ -114,6 +114,20 @@ pub struct Limits {
     /// Requests served at once by this node; beyond it callers get 503 rather than a
     /// node that runs out of memory or sockets.
     pub max_concurrent_requests: usize,
+    /// Streamed answers relayed at once by this node; beyond it a stream request gets
+    /// 503 before it reaches a provider.
+    pub max_concurrent_streams: usize,
+    /// Open client connections on the HTTP port; past it a new connection is closed at
+    /// once (counted in `/metrics`) and the open ones keep being served. Lowered at
+    /// start to what the process's file limit allows (raised to its hard limit first).
+    pub max_connections: usize,
+    /// Open connections from one client address. Behind a load balancer every
+    /// connection comes from its address: set this above its pool size, or 0 (none).
+    pub max_connections_per_address: usize,
+    /// Time a client gets to send a whole request head, counted from the connection's
+    /// start or the end of the previous answer: it closes connections that send nothing,
+    /// trickle a head (slowloris) or sit idle between requests (keep-alive).
+    pub header_read_timeout_ms: u64,
     /// Time to open a TCP/TLS connection to a provider before trying the next one.
     pub upstream_connect_timeout_ms: u64,
     /// Time until a provider's response headers arrive. Large prompts on slow models can
@@ -147,6 +161,10 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 10 * 1024 * 1024,
             max_concurrent_requests: 4096,
+            max_concurrent_streams: 4096,
+            max_connections: 8192,
+            max_connections_per_address: 1024,
+            header_read_timeout_ms: 30_000,
             upstream_connect_timeout_ms: 5_000,
             upstream_response_timeout_ms: 600_000,
             stream_idle_timeout_ms: 300_000,

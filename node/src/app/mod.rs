@@ -47,7 +47,9 @@ pub struct App {
     /// The protocol versions this node speaks, and the newest it met in the cluster.
     pub versions: Arc<crate::cluster::version::Versions>,
     pub outbox: Arc<crate::governance::outbox::Outbox>,
-    pub counters: crate::gateway::counters::Counters,
+    pub counters: Arc<crate::gateway::counters::Counters>,
+    /// Places for streamed answers (`[limits] max_concurrent_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
     /// Makes request ids unique across restarts of this node.
     request_id_base: u64,
     request_seq: AtomicU64,
@@ -140,6 +142,9 @@ pub async fn start(
     let mut base = [0u8; 8];
     getrandom::fill(&mut base).map_err(|e| anyhow::anyhow!("os random source failed: {e}"))?;
     let breakers = Breakers::new(config.breaker.clone(), Arc::clone(&node.gossip));
+    let streams = Arc::new(tokio::sync::Semaphore::new(
+        config.limits.max_concurrent_streams,
+    ));
     let app = App {
         config,
         replicator: Arc::clone(&node.replicator),
@@ -154,7 +159,8 @@ pub async fn start(
         versions: Arc::clone(&node.versions),
         heard_cluster: AtomicBool::new(false),
         outbox: Arc::clone(&node.outbox),
-        counters: crate::gateway::counters::Counters::default(),
+        counters: Arc::default(),
+        streams,
         request_id_base: u64::from_le_bytes(base),
         request_seq: AtomicU64::new(0),
     };

@@ -9,6 +9,14 @@ pub struct Counters {
     pub responses: [AtomicU64; 5],
     /// Attempts at a provider that failed and were retried or fell back.
     pub upstream_failures: AtomicU64,
+    /// Client connections on the HTTP port: open now, closed at accept because the
+    /// node's or the client address's cap was reached, and closed by the header-read
+    /// timeout; stream requests refused at the streams cap.
+    pub connections_open: AtomicU64,
+    pub connections_refused_node: AtomicU64,
+    pub connections_refused_address: AtomicU64,
+    pub connections_timed_out: AtomicU64,
+    pub streams_refused: AtomicU64,
 }
 
 impl Counters {

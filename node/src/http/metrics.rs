@@ -22,7 +22,7 @@ pub fn render(app: &App) -> String {
     }
     let gossip = app.gossip.view();
     let live = gossip.members.iter().filter(|m| m.live).count() as u64;
-    let gauges: [(&str, &str, &str, u64); 15] = [
+    let gauges: [(&str, &str, &str, u64); 19] = [
             (
                 "tollgate_upstream_failures_total",
                 "counter",
@@ -113,11 +113,47 @@ pub fn render(app: &App) -> String {
                 "Provider configs whose circuit breaker is open or half-open here.",
                 app.breakers.not_closed().len() as u64,
             ),
+            (
+                "tollgate_http_connections_open",
+                "gauge",
+                "Client connections open on the HTTP port.",
+                counters.connections_open.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_http_connections_timed_out_total",
+                "counter",
+                "Client connections closed by the header-read timeout (nothing sent, a head trickled, or idle between requests).",
+                counters.connections_timed_out.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_http_streams_refused_total",
+                "counter",
+                "Stream requests refused with 503 at [limits] max_concurrent_streams.",
+                counters.streams_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_http_streams_open",
+                "gauge",
+                "Streamed answers being relayed.",
+                (app.config.limits.max_concurrent_streams - app.streams.available_permits()) as u64,
+            ),
         ];
     for (name, kind, help, value) in gauges {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    out.push_str("# HELP tollgate_http_connections_refused_total Client connections closed at accept: the node's cap ([limits] max_connections) or the client address's (max_connections_per_address) was reached.\n");
+    out.push_str("# TYPE tollgate_http_connections_refused_total counter\n");
+    for (cap, c) in [
+        ("node", &counters.connections_refused_node),
+        ("address", &counters.connections_refused_address),
+    ] {
+        let _ = writeln!(
+            out,
+            "tollgate_http_connections_refused_total{{cap=\"{cap}\"}} {}",
+            c.load(Ordering::Relaxed)
         );
     }
     out

@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //! - `server`: the router, layer by layer, and graceful shutdown.
+//! - `conn`: the accept loop: connection caps, the header-read timeout, graceful end.
 //! - `error`: gateway errors and their HTTP form in each dialect.
 //! - `metrics`: request counters and the `/metrics` rendering.
 //! - `admin`: the admin API (see its own layout).
 
 pub mod admin;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod server;

@@ -4,6 +4,7 @@ use crate::app::{App, Started};
 use crate::cluster::gossip::keys::NodeState;
 use crate::gateway::proxy;
 use crate::http::admin;
+use crate::http::conn;
 use crate::http::error::{ApiError, Dialect};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
@@ -166,17 +167,14 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     let addr = app.config.server.http_addr;
     let grace = std::time::Duration::from_millis(app.config.limits.drain_grace_ms);
     let drain_timeout = std::time::Duration::from_millis(app.config.limits.drain_timeout_ms);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener = conn::listen(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    // Relayed SSE events are small writes; without TCP_NODELAY, Nagle and the client's
-    // delayed ACK hold them back for up to 40 ms each.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+    let limits = &app.config.limits;
+    let conn_limits = conn::ConnLimits {
+        max: conn::fit_to_file_limit(limits.max_connections),
+        per_address: limits.max_connections_per_address,
+        header_read_timeout: std::time::Duration::from_millis(limits.header_read_timeout_ms),
+    };
     app.ready.store(true, Ordering::Release);
     tracing::info!(addr = %local, data_dir = %app.config.server.data_dir.display(), "tollgate listening");
     eprintln!("tollgate listening on http://{local}");
@@ -187,7 +185,8 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     let shutdown_app = Arc::clone(&app);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let state_task = tokio::spawn(publish_node_state(Arc::clone(&app)));
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let counters = Arc::clone(&app.counters);
+    let server = conn::serve(listener, router, conn_limits, counters, async move {
         shutdown_app.drain.started().await;
         shutdown_app.ready.store(false, Ordering::Release);
         shutdown_app.gossip.set_state(NodeState::Draining);
@@ -199,20 +198,20 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         tracing::info!("draining: no new connections; finishing requests in flight");
         let _ = signalled_tx.send(());
     });
-    let mut server = Box::pin(std::future::IntoFuture::into_future(server));
+    let mut server = Box::pin(server);
     // Whether every request ended before the pipeline closes (their charges in it).
     let mut all_ended = true;
     tokio::select! {
-        result = &mut server => result?,
+        () = &mut server => {}
         _ = signalled_rx => {
             // In-flight requests and streams get a bounded time to finish.
             match tokio::time::timeout(drain_timeout, &mut server).await {
-                Ok(result) => result?,
+                Ok(()) => {}
                 Err(_) => {
                     tracing::warn!(timeout_s = drain_timeout.as_secs(), "drain timed out; cutting open streams");
                     app.drain.cut_streams();
                     match tokio::time::timeout(CUT_WAIT, &mut server).await {
-                        Ok(result) => result?,
+                        Ok(()) => {}
                         Err(_) => {
                             tracing::warn!("requests still open after the cut; they end with the process, and this node keeps its leases until they expire");
                             all_ended = false;

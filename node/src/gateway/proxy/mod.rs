@@ -107,6 +107,16 @@ async fn run(
     let caller = caller(app, &headers)?;
     let body = body.map_err(|r| body_error(app, r))?;
     let head = head::parse(&body, dialect, false)?;
+    // A stream holds its place among the streams until its body ends.
+    let stream_slot = match head.stream {
+        true => Some(Arc::clone(&app.streams).try_acquire_owned().map_err(|_| {
+            app.counters
+                .streams_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ApiError::Unavailable
+        })?),
+        false => None,
+    };
     let routes = app.gate.admit(&caller, &head.model, seq)?;
     let inbound = Inbound {
         dialect,
@@ -214,7 +224,10 @@ async fn run(
                         .headers_mut()
                         .insert(LOWERED_MAX_TOKENS, HeaderValue::from(cap));
                 }
-                return Ok(response);
+                return Ok(match stream_slot {
+                    Some(slot) => holding(response, slot),
+                    None => response,
+                });
             }
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Retry(e)) => {
@@ -227,6 +240,17 @@ async fn run(
         }
     }
     Err(last_error.unwrap_or_else(|| ApiError::Internal("no route was tried".into())))
+}
+
+/// `response` with `slot` kept until its body has been sent (or the client went away).
+fn holding(response: Response, slot: tokio::sync::OwnedSemaphorePermit) -> Response {
+    response.map(|body| {
+        let held = futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
+            let _ = &slot;
+            chunk
+        });
+        axum::body::Body::from_stream(held)
+    })
 }
 
 /// Whether a request is a stream from a provider (relayed or translated), whose relay

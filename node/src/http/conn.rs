@@ -1,0 +1,241 @@
+//! The HTTP port's connections: accepted within caps (per node and per client address;
+//! past them a new connection is closed at once and counted), each served by hyper with
+//! a header-read timeout (a head must arrive whole within it, counted from the
+//! connection's start or the end of the previous answer, so it also closes connections
+//! that send nothing, trickle, or sit idle between requests), and all ended gracefully
+//! when the drain stops taking connections.
+
+use crate::gateway::counters::Counters;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// File descriptors kept for everything but client connections: the peer port, the
+/// data dir's files, connections to providers.
+const RESERVED_FDS: usize = 512;
+/// Pause after an accept error (out of file descriptors): the error repeats at once.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(20);
+
+/// Connections the kernel completes before the node accepts them: a burst of clients
+/// (or a flood) beyond it waits for SYN retries, seconds each. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The HTTP port, listening (with address reuse, as a restarted node needs).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// How many connections the port takes.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max: usize,
+    /// 0: no cap per address.
+    pub per_address: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// Open connections per client address, and a slot that gives its place back.
+#[derive(Default)]
+struct Open {
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One accepted connection's place in the counts, given back when it ends.
+struct Slot {
+    open: Arc<Open>,
+    counters: Arc<Counters>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+        let mut map = self
+            .open
+            .per_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Open {
+    /// A place for a connection from `ip`, or `None` (counted) past a cap.
+    fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        limits: &ConnLimits,
+        counters: &Arc<Counters>,
+    ) -> Option<Slot> {
+        if counters.connections_open.load(Ordering::Relaxed) as usize >= limits.max {
+            counters
+                .connections_refused_node
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut map = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if limits.per_address > 0 && *n >= limits.per_address {
+            counters
+                .connections_refused_address
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *n += 1;
+        counters.connections_open.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            open: Arc::clone(self),
+            counters: Arc::clone(counters),
+            ip,
+        })
+    }
+}
+
+/// The most connections this process can hold open besides its own files: the file
+/// limit is raised to its hard limit first (as Go's runtime does), and `wanted` is kept
+/// only if it fits.
+pub fn fit_to_file_limit(wanted: usize) -> usize {
+    let limit = raise_file_limit();
+    let fits = limit.saturating_sub(RESERVED_FDS as u64) as usize;
+    if wanted > fits {
+        tracing::warn!(
+            max_connections = wanted,
+            file_limit = limit,
+            using = fits,
+            "the process's file limit is too low for [limits] max_connections; raise it (ulimit -n, LimitNOFILE=) or lower max_connections"
+        );
+        fits.max(1)
+    } else {
+        wanted
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the soft limit now.
+fn raise_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return u64::MAX;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Serves `router` on `listener` until `stop` resolves, then lets every open connection
+/// finish its request in flight (idle ones close at once) and returns when all have.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    counters: Arc<Counters>,
+    stop: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let open = Arc::new(Open::default());
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let Some(slot) = open.admit(peer.ip(), &limits, &counters) else {
+            // Closed at once: the client sees the connection end, not a hang.
+            drop(tcp);
+            continue;
+        };
+        // Relayed SSE events are small writes; without TCP_NODELAY, Nagle and the
+        // client's delayed ACK hold them back for up to 40 ms each.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let watcher = graceful.watcher();
+        let builder = Arc::clone(&builder);
+        let service = TowerToHyperService::new(router.clone());
+        let counters = Arc::clone(&counters);
+        tokio::spawn(async move {
+            let _slot = slot;
+            // hyper's timer starts once it knows the protocol: until the first byte,
+            // the same timeout applies here.
+            if !first_byte_within(&tcp, limits.header_read_timeout).await {
+                counters
+                    .connections_timed_out
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                let timed_out = e
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout);
+                if timed_out {
+                    counters
+                        .connections_timed_out
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Whether `tcp` has a byte to read (or was closed) within `timeout`.
+async fn first_byte_within(tcp: &TcpStream, timeout: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, tcp.peek(&mut byte)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
