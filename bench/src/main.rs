@@ -90,9 +90,7 @@ fn main() -> anyhow::Result<()> {
             addr,
             latency_ms,
             event_delay_us,
-        } => {
-            runtime()?.block_on(mock_upstream::run(addr, latency_ms, event_delay_us))
-        }
+        } => runtime()?.block_on(mock_upstream::run(addr, latency_ms, event_delay_us)),
         Command::RaftBench(args) => runtime()?.block_on(raftbench::run(args)),
     }
 }

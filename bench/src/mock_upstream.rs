@@ -83,7 +83,10 @@ async fn messages(State(m): State<Arc<Mock>>, body: Bytes) -> Response {
     let model = req["model"].as_str().unwrap_or("mock");
     let reply = mock::reply_for_anthropic(&req);
     if req["stream"].as_bool().unwrap_or(false) {
-        sse(mock::anthropic_sse_events(model, &reply, seq), m.event_delay)
+        sse(
+            mock::anthropic_sse_events(model, &reply, seq),
+            m.event_delay,
+        )
     } else {
         json(mock::anthropic_json(model, &reply, seq))
     }

@@ -126,6 +126,9 @@ mod tests {
         );
         // A terminal keeps the formatter's colours.
         assert_eq!(escape(b"\x1b[2mtime\x1b[0m", true), None);
-        assert_eq!(escape(b"ok \xff\xfe", false).as_deref(), Some("ok \\xff\\xfe"));
+        assert_eq!(
+            escape(b"ok \xff\xfe", false).as_deref(),
+            Some("ok \\xff\\xfe")
+        );
     }
 }

@@ -60,7 +60,9 @@ pub trait Nodes {
             0,
             "POST",
             "/api/v1/prices",
-            Some(json!({"model": model, "input_per_mtok_usd": input, "output_per_mtok_usd": output})),
+            Some(
+                json!({"model": model, "input_per_mtok_usd": input, "output_per_mtok_usd": output}),
+            ),
         )
         .await
         .map(|_| ())

@@ -370,14 +370,21 @@ async fn allowlist_patterns_are_bounded_and_compiled_at_write_time() -> Result<(
         )
         .await?;
     assert_eq!(status, 400, "{v}");
-    assert_eq!(v["error"]["field"], "provider_configs[0].allowed_models[16]");
+    assert_eq!(
+        v["error"]["field"],
+        "provider_configs[0].allowed_models[16]"
+    );
     // Anchored patterns admit exactly what they say.
     let (_, secret) = gw
         .key(json!([{"provider": "mock", "allowed_models": ["regex:^claude-haiku-[0-9-]+$"]}]))
         .await?;
     for (model, status) in [("claude-haiku-4-5", 200), ("claude-haiku-4-5-evil", 403)] {
         let body = json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]});
-        assert_eq!(messages(&gw.url(), &secret, &body).await?.0, status, "{model}");
+        assert_eq!(
+            messages(&gw.url(), &secret, &body).await?.0,
+            status,
+            "{model}"
+        );
     }
     Ok(())
 }
@@ -405,7 +412,10 @@ async fn control_characters_from_clients_cannot_forge_log_lines() -> Result<()> 
     assert!(logged, "the refusals were logged: {log}");
     for line in log.lines() {
         assert!(!line.starts_with(forged), "a forged line: {line:?}");
-        assert!(!line.contains('\r') && !line.contains('\u{2028}') && !line.contains('\u{1b}'), "{line:?}");
+        assert!(
+            !line.contains('\r') && !line.contains('\u{2028}') && !line.contains('\u{1b}'),
+            "{line:?}"
+        );
     }
     assert!(log.contains(&format!("x\\n{forged}")), "{log}");
     Ok(())
@@ -422,16 +432,26 @@ async fn a_provider_echoing_its_credentials_never_leaks_them() -> Result<()> {
         let fake = FakeUpstream::start(&["--fail-status", status, "--fail-body", &body])?;
         let gw = Gateway::start(&fake_config(&fake)).await?;
         let (_, secret) = gw.key(json!([{"provider": "fake-anthropic"}])).await?;
-        let (got, _, answer) = messages(&gw.url(), &secret, &json!({"model": "claude-haiku-4-5",
-            "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+        let (got, _, answer) = messages(
+            &gw.url(),
+            &secret,
+            &json!({"model": "claude-haiku-4-5",
+            "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .await?;
         let text = answer.to_string();
         println!("provider {status} -> {got}: {text}");
         assert!(got >= 400, "{got} {text}");
         assert!(!text.contains(UPSTREAM_KEY), "{text}");
-        assert!(text.contains("header x-api-key: [REDACTED] is not valid"), "{text}");
+        assert!(
+            text.contains("header x-api-key: [REDACTED] is not valid"),
+            "{text}"
+        );
         let log = std::fs::read_to_string(gw.data_dir.with_extension("log"))?;
-        assert!(log.contains("[REDACTED]"), "the upstream error was logged: {log}");
+        assert!(
+            log.contains("[REDACTED]"),
+            "the upstream error was logged: {log}"
+        );
         assert!(!log.contains(UPSTREAM_KEY), "the key is in the log");
     }
     Ok(())

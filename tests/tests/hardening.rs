@@ -75,7 +75,10 @@ async fn idle_and_slowloris_connections_neither_starve_clients_nor_outlive_the_t
     let held = holder.next("held").await?;
     println!("held: {held}");
     assert_eq!(held["open"], 1500, "{held}");
-    assert_eq!(held["refused"], 500, "the address cap closed the rest at once");
+    assert_eq!(
+        held["refused"], 500,
+        "the address cap closed the rest at once"
+    );
     // A valid client from another address is served at once meanwhile.
     let mut worst = Duration::ZERO;
     for _ in 0..5 {
@@ -85,7 +88,11 @@ async fn idle_and_slowloris_connections_neither_starve_clients_nor_outlive_the_t
     }
     println!("5 requests while 1,500 connections are held: slowest {worst:?}");
     assert!(worst < Duration::from_millis(100), "{worst:?}");
-    assert_eq!(gw.metric("tollgate_http_connections_refused_total{cap=\"address\"}").await?, 500);
+    assert_eq!(
+        gw.metric("tollgate_http_connections_refused_total{cap=\"address\"}")
+            .await?,
+        500
+    );
     // The timeout closes every held connection, the trickling ones included.
     let done = holder.next("done").await?;
     println!("done: {done}");
@@ -94,28 +101,43 @@ async fn idle_and_slowloris_connections_neither_starve_clients_nor_outlive_the_t
     let last = done["closed_after_ms"][1].as_u64().unwrap_or(u64::MAX);
     // Held for the timeout: 5 s from their start, which was at most about 1.5 s before
     // the watch began (opening 2,000 connections, then 0.3 s).
-    assert!(first >= 3_000 && last <= 7_000, "closed from {first} to {last} ms");
-    assert!(gw.metric("tollgate_http_connections_timed_out_total").await? >= 1500);
+    assert!(
+        first >= 3_000 && last <= 7_000,
+        "closed from {first} to {last} ms"
+    );
+    assert!(
+        gw.metric("tollgate_http_connections_timed_out_total")
+            .await?
+            >= 1500
+    );
     assert!(gw.metric("tollgate_http_connections_open").await? <= 2);
     Ok(())
 }
 
 #[tokio::test]
 async fn past_the_node_cap_new_connections_are_refused_and_open_ones_served() -> Result<()> {
-    let gw = Gateway::start("[limits]\nheader_read_timeout_ms = 8000\nmax_connections = 100\n")
-        .await?;
+    let gw =
+        Gateway::start("[limits]\nheader_read_timeout_ms = 8000\nmax_connections = 100\n").await?;
     let (_, secret) = gw.key(json!([{"provider": "mock"}])).await?;
     // A client that is already connected (a kept-alive connection).
     let client = http();
     let body = serde_json::to_vec(&ask("first"))?;
-    assert_eq!(messages_raw(&client, &gw.url(), &secret, body.clone()).await?.0, 200);
+    assert_eq!(
+        messages_raw(&client, &gw.url(), &secret, body.clone())
+            .await?
+            .0,
+        200
+    );
     let mut holder = Holder::start(&gw, "127.0.0.3", 150, 0)?;
     let held = holder.next("held").await?;
     println!("held: {held}");
     assert_eq!(held["open"], 99, "{held}");
     let refused = gw.metric("tollgate_http_connections_refused_total{cap=\"node\"}");
     // /metrics needs a connection too: it is refused at the cap as well.
-    assert!(refused.await.is_err(), "a new connection past the cap is closed");
+    assert!(
+        refused.await.is_err(),
+        "a new connection past the cap is closed"
+    );
     assert_eq!(
         messages_raw(&client, &gw.url(), &secret, body).await?.0,
         200,

@@ -153,7 +153,8 @@ async fn client(url: String, secret: String, c: usize, seen: Arc<Mutex<Seen>>) {
                 return;
             }
             s => {
-                seen.failures.push(format!("client {c} request {n}: {s} {answer}"));
+                seen.failures
+                    .push(format!("client {c} request {n}: {s} {answer}"));
                 return;
             }
         }
@@ -219,9 +220,16 @@ async fn two_hundred_streams_spend_a_dollar_to_the_last_cent() -> Result<()> {
         seen.failures.len(),
         &seen.failures[..seen.failures.len().min(5)]
     );
-    ensure!(seen.unfinished == 0, "{} clients never got a 402", seen.unfinished);
+    ensure!(
+        seen.unfinished == 0,
+        "{} clients never got a 402",
+        seen.unfinished
+    );
     ensure!(seen.cut > 0, "no stream ran into the limit");
-    ensure!(agreed, "nodes did not agree on {answered} charged requests: {all:#?}");
+    ensure!(
+        agreed,
+        "nodes did not agree on {answered} charged requests: {all:#?}"
+    );
     let spent = all[0].spent;
     ensure!(spent <= limit, "overspent: {}", usd(spent));
     ensure!(

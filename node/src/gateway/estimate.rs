@@ -55,7 +55,6 @@ impl Default for BytesPerToken {
     }
 }
 
-
 struct Recent {
     outputs: VecDeque<u64>,
     /// Their percentile, kept at every record so that a lookup is a read.
@@ -116,7 +115,9 @@ impl OutputEstimates {
         let counting = self.counting.lock().unwrap_or_else(|e| e.into_inner());
         counting
             .get(model)
-            .map_or(BytesPerToken::UNLEARNED, |(_, densest)| BytesPerToken(*densest))
+            .map_or(BytesPerToken::UNLEARNED, |(_, densest)| {
+                BytesPerToken(*densest)
+            })
     }
 
     /// Learns from an answer of `model` that streamed `bytes` of text for `tokens`
@@ -125,11 +126,10 @@ impl OutputEstimates {
         if tokens < MIN_SAMPLE_TOKENS {
             return;
         }
-        let ratio = (u128::from(bytes) * 1_000 / u128::from(tokens))
-            .clamp(
-                u128::from(BytesPerToken::DENSEST.0),
-                u128::from(BytesPerToken::SPARSEST.0),
-            ) as u64;
+        let ratio = (u128::from(bytes) * 1_000 / u128::from(tokens)).clamp(
+            u128::from(BytesPerToken::DENSEST.0),
+            u128::from(BytesPerToken::SPARSEST.0),
+        ) as u64;
         let mut counting = self.counting.lock().unwrap_or_else(|e| e.into_inner());
         if !counting.contains_key(model) && counting.len() >= MAX_MODELS {
             return;

@@ -65,7 +65,9 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.counters
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
         let mut map = self
             .open
             .per_address

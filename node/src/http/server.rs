@@ -167,7 +167,8 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
     let addr = app.config.server.http_addr;
     let grace = std::time::Duration::from_millis(app.config.limits.drain_grace_ms);
     let drain_timeout = std::time::Duration::from_millis(app.config.limits.drain_timeout_ms);
-    let listener = conn::listen(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        conn::listen(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
     let limits = &app.config.limits;
     let conn_limits = conn::ConnLimits {

@@ -197,7 +197,9 @@ fn long_replies_have_the_tokens_asked_within_max_tokens() {
     assert_eq!(ask("LONG:999999999", None).output_tokens, 32_768);
     assert_eq!(ask("LONG:many", None).text, DEFAULT_REPLY);
     // The OpenAI route honours it too.
-    let r = reply_for_openai(&json!({"messages": [{"role": "user", "content": "LONG:60"}], "max_completion_tokens": 50}));
+    let r = reply_for_openai(
+        &json!({"messages": [{"role": "user", "content": "LONG:60"}], "max_completion_tokens": 50}),
+    );
     assert_eq!(r.output_tokens, 50);
 }
 

@@ -142,7 +142,12 @@ impl Admission {
     /// As much as this node's leases have free on every budget of `chain` right now, up
     /// to `most`, if that is at least `least`: the start of a metered stream, which
     /// extends its hold as it goes. No round trip, no waiting.
-    pub fn reserve_free(self: &Arc<Self>, chain: &[BudgetId], least: Usd, most: Usd) -> Option<(Hold, Usd)> {
+    pub fn reserve_free(
+        self: &Arc<Self>,
+        chain: &[BudgetId],
+        least: Usd,
+        most: Usd,
+    ) -> Option<(Hold, Usd)> {
         if !self.trusted.load(Ordering::Acquire) || self.mode != Mode::Leases {
             return None;
         }

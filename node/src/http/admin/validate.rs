@@ -158,9 +158,8 @@ pub fn provider_configs(
                         format!("a key may have at most {MAX_KEY_PATTERNS} regex: patterns"),
                     ));
                 }
-                let compiled = compile_pattern(pattern).map_err(|e| {
-                    field(&format!("provider_configs[{i}].allowed_models[{j}]"), e)
-                })?;
+                let compiled = compile_pattern(pattern)
+                    .map_err(|e| field(&format!("provider_configs[{i}].allowed_models[{j}]"), e))?;
                 new_patterns.push((pattern, compiled));
             } else if m.trim().is_empty() {
                 return Err(field(
