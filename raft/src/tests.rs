@@ -242,6 +242,31 @@ fn rotate_and_delete_keys() {
 }
 
 #[test]
+fn a_create_or_delete_applied_twice_shows_its_one_effect() {
+    let mut s = GovState::default();
+    let create = Command::CreateKey(key("vk_9", None, None));
+    assert!(!s.shows(&create));
+    assert_eq!(s.apply(&create), Outcome::Done);
+    // Proposed again after a leader died answering: a conflict, and the effect is there.
+    assert!(matches!(s.apply(&create), Outcome::Conflict(_)));
+    assert!(s.shows(&create));
+    // Not the same key: not its effect.
+    let mut other = key("vk_9", None, None);
+    other.name = "someone else".into();
+    assert!(!s.shows(&Command::CreateKey(other)));
+    let delete = Command::DeleteKey { id: "vk_9".into() };
+    assert!(!s.shows(&delete));
+    assert_eq!(s.apply(&delete), Outcome::Done);
+    assert!(matches!(s.apply(&delete), Outcome::NotFound { .. }));
+    assert!(s.shows(&delete));
+    // Updates are idempotent by themselves: never "shown".
+    assert!(!s.shows(&Command::SetKeyDisabled {
+        id: "vk_9".into(),
+        disabled: true
+    }));
+}
+
+#[test]
 fn old_request_ids_are_forgotten_after_the_horizon() {
     let mut s = world();
     s.apply(&Command::ChargeBatch {

@@ -202,3 +202,108 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
     );
     Ok(())
 }
+
+/// Admin writes ride through a leader kill: eight writers create customers through
+/// HAProxy while the leader is killed; a write waits for the new leader (per attempt a
+/// dead leader costs 2 s, not the whole deadline) and succeeds, or fails with a
+/// retryable 503; at most one in a hundred fails, and no customer exists twice.
+#[tokio::test]
+async fn admin_writes_ride_through_a_leader_kill() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let mut cluster = Balanced::start(&fake_config(&fake), &[]).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes: Arc<Mutex<Vec<(String, u16, Value)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (stop, outcomes, url) = (Arc::clone(&stop), Arc::clone(&outcomes), cluster.url(0));
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) && n < 2_000 {
+                let name = format!("w{w}-{n:04}");
+                n += 1;
+                let answer = admin_at(
+                    &url,
+                    "POST",
+                    "/api/v1/customers",
+                    Some(json!({"name": name})),
+                )
+                .await;
+                let (status, body) = answer.unwrap_or_else(|e| (0, json!(e.to_string())));
+                outcomes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((name, status, body));
+            }
+        }));
+    }
+    let count = || outcomes.lock().map(|o| o.len()).unwrap_or(0);
+    assert!(
+        eventually(30, || async { count() >= 100 }).await,
+        "writes flow"
+    );
+    let leader = cluster.admin(1, "GET", "/api/v1/cluster", None).await?["leader"]
+        .as_u64()
+        .context("a leader")?;
+    let before = count();
+    cluster.kill(leader as u16).await?;
+    println!("killed leader {leader} after {before} writes");
+    assert!(
+        eventually(60, || async { count() >= before + 300 }).await,
+        "writes go on after the kill"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await?;
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|e| e.into_inner()));
+    let failed: Vec<&(String, u16, Value)> =
+        outcomes.iter().filter(|(_, s, _)| *s != 201).collect();
+    println!(
+        "{} writes, {} failed: {:?}",
+        outcomes.len(),
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        failed.len() * 100 <= outcomes.len(),
+        "{} of {} writes failed",
+        failed.len(),
+        outcomes.len()
+    );
+    for (name, status, body) in &failed {
+        // Anything that failed says it may be retried.
+        assert!(
+            *status == 503 || *status == 502 || *status == 0,
+            "{name}: {status} {body}"
+        );
+    }
+    // Each name at most once, and every created one is there.
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let list = cluster
+        .admin(
+            survivor,
+            "GET",
+            "/api/v1/customers?consistency=linearizable",
+            None,
+        )
+        .await?;
+    let mut names: Vec<&str> = list["data"]
+        .as_array()
+        .context("customers")?
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let total = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), total, "a customer was created twice");
+    for (name, status, _) in &outcomes {
+        if *status == 201 {
+            assert!(
+                names.binary_search(&name.as_str()).is_ok(),
+                "{name} answered 201 but is missing"
+            );
+        }
+    }
+    Ok(())
+}

@@ -26,6 +26,12 @@ const NO_LEADER_PAUSE_MS: u64 = 150;
 /// off from the quorum answers 503 instead of hanging (a leader that lost its quorum
 /// does not step down by itself in openraft 0.9, so its writes would wait for the heal).
 const FORWARD_DEADLINE: Duration = Duration::from_secs(5);
+/// Deadline of a write: through a leader's death, an election (1.2 to 2.4 s) and the new
+/// leader's commit, with room to spare.
+const WRITE_DEADLINE: Duration = Duration::from_secs(12);
+/// Deadline of one attempt at the leader: a dead leader costs this much, not the whole
+/// deadline, before the next attempt goes to its successor.
+const ATTEMPT_DEADLINE: Duration = Duration::from_secs(2);
 /// A join waits for the learner to catch up.
 const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a linearizable read waits for this node to apply up to the read index.
@@ -108,8 +114,21 @@ impl<T: PeerTransport> RaftReplicator<T> {
         op: Op,
         deadline: Duration,
     ) -> Result<Op::Output, ReplicateError> {
+        self.on_leader_once(op, deadline)
+            .await
+            .map(|(output, _)| output)
+    }
+
+    /// `on_leader`, and whether an earlier attempt's fate is unknown (it failed or timed
+    /// out after reaching a leader, which may have applied it before dying).
+    async fn on_leader_once<Op: LeaderOp>(
+        &self,
+        op: Op,
+        deadline: Duration,
+    ) -> Result<(Op::Output, bool), ReplicateError> {
         let until = tokio::time::Instant::now() + deadline;
         let mut last = String::from("no leader");
+        let mut doubtful = false;
         loop {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -118,7 +137,8 @@ impl<T: PeerTransport> RaftReplicator<T> {
                     deadline.as_millis()
                 )));
             }
-            let local = tokio::time::timeout(left, run_op(&op, &self.raft, &self.yielding))
+            let attempt = left.min(ATTEMPT_DEADLINE);
+            let local = tokio::time::timeout(attempt, run_op(&op, &self.raft, &self.yielding))
                 .await
                 .unwrap_or_else(|_| LeaderReply::Failed("no quorum answered in time".into()));
             let reply = match local {
@@ -129,14 +149,18 @@ impl<T: PeerTransport> RaftReplicator<T> {
                         ReplicateError::Cluster(format!("leader {id} has an invalid raft address"))
                     })?;
                     let left = until.saturating_duration_since(tokio::time::Instant::now());
-                    self.forward(&op, id, addr, left).await
+                    self.forward(&op, id, addr, left.min(ATTEMPT_DEADLINE))
+                        .await
                 }
                 other => other,
             };
             match reply {
-                LeaderReply::Done(output) => return Ok(output),
+                LeaderReply::Done(output) => return Ok((output, doubtful)),
                 LeaderReply::NotLeader { .. } => last = "no leader".into(),
-                LeaderReply::Failed(m) => last = m,
+                LeaderReply::Failed(m) => {
+                    doubtful = true;
+                    last = m;
+                }
                 LeaderReply::Refused(m) => return Err(ReplicateError::Refused(m)),
             }
             tokio::time::sleep(Duration::from_millis(NO_LEADER_PAUSE_MS)).await;
@@ -393,8 +417,24 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
     /// hold is released only when this node's ledgers count the charge.
     fn propose(&self, command: Command) -> ProposeFuture<'_> {
         Box::pin(async move {
-            let (outcome, index): (Outcome, u64) =
-                self.on_leader(command, FORWARD_DEADLINE).await?;
+            // Creates and deletes are kept to check their effect after a doubtful retry
+            // (not charge batches: they are deduplicated by request id, and large).
+            let check = matches!(
+                command,
+                Command::CreateCustomer(_)
+                    | Command::CreateTeam(_)
+                    | Command::CreateKey(_)
+                    | Command::CreateBudget(_)
+                    | Command::CreateRateLimit(_)
+                    | Command::DeleteCustomer { .. }
+                    | Command::DeleteTeam { .. }
+                    | Command::DeleteKey { .. }
+                    | Command::DeleteBudget { .. }
+                    | Command::DeleteRateLimit { .. }
+                    | Command::DeletePrice { .. }
+            )
+            .then(|| command.clone());
+            let ((outcome, index), doubtful) = self.on_leader_once(command, WRITE_DEADLINE).await?;
             self.raft
                 .wait(Some(APPLY_WAIT))
                 .applied_index_at_least(Some(index), "apply a proposal locally")
@@ -402,6 +442,13 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
                 .map_err(|e| {
                     ReplicateError::Cluster(format!("committed, not yet applied here: {e}"))
                 })?;
+            // A create that conflicts, or a delete that finds nothing, after an attempt
+            // whose fate was unknown: that attempt was applied, once.
+            let repeated = matches!(outcome, Outcome::Conflict(_) | Outcome::NotFound { .. });
+            if doubtful && repeated && check.is_some_and(|c| self.state.read().shows(&c)) {
+                tracing::info!("a write retried after its leader failed had been applied; answering it as done");
+                return Ok(Outcome::Done);
+            }
             Ok(outcome)
         })
     }

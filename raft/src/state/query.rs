@@ -10,6 +10,27 @@ use tollgate_proto::{
 };
 
 impl GovState {
+    /// Whether the effect of an admin create or delete is in this state: the entity as
+    /// proposed, or gone. A proposal retried after its first attempt's fate was unknown
+    /// (the leader died answering) is then known to have been applied once already.
+    pub fn shows(&self, command: &tollgate_proto::Command) -> bool {
+        use tollgate_proto::Command as C;
+        match command {
+            C::CreateCustomer(c) => self.customers.get(&c.id) == Some(c),
+            C::CreateTeam(t) => self.teams.get(&t.id) == Some(t),
+            C::CreateKey(k) => self.keys.get(&k.id) == Some(k),
+            C::CreateBudget(b) => self.budgets.get(&b.id) == Some(b),
+            C::CreateRateLimit(r) => self.rate_limits.get(&r.id) == Some(r),
+            C::DeleteCustomer { id } => !self.customers.contains_key(id),
+            C::DeleteTeam { id } => !self.teams.contains_key(id),
+            C::DeleteKey { id } => !self.keys.contains_key(id),
+            C::DeleteBudget { id } => !self.budgets.contains_key(id),
+            C::DeleteRateLimit { id } => !self.rate_limits.contains_key(id),
+            C::DeletePrice { model } => !self.prices.contains_key(model),
+            _ => false,
+        }
+    }
+
     /// The team and customer a key belongs to; a key's customer defaults to its team's.
     pub fn key_parents(&self, key: &KeyId) -> (Option<TeamId>, Option<CustomerId>) {
         let Some(k) = self.keys.get(key) else {
