@@ -303,6 +303,24 @@ impl Config {
         if !(self.gossip.phi_threshold >= 2.0 && self.gossip.phi_threshold <= 1000.0) {
             return field("gossip.phi_threshold", "must be 2 to 1000");
         }
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.max_body_bytes", l.max_body_bytes as u64),
+            ("limits.max_concurrent_requests", l.max_concurrent_requests as u64),
+            ("limits.max_concurrent_streams", l.max_concurrent_streams as u64),
+            ("limits.max_connections", l.max_connections as u64),
+            ("limits.upstream_connect_timeout_ms", l.upstream_connect_timeout_ms),
+            ("limits.upstream_response_timeout_ms", l.upstream_response_timeout_ms),
+            ("limits.stream_idle_timeout_ms", l.stream_idle_timeout_ms),
+            ("limits.max_attempts", l.max_attempts as u64),
+            ("limits.charge_batch_max", l.charge_batch_max as u64),
+            ("limits.default_max_tokens", l.default_max_tokens),
+            ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
+        ] {
+            if value == 0 {
+                return field(name, "must be at least 1 (0 would refuse or cut everything)");
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.providers {
             let fail = |message: &str| ConfigError::Provider {
@@ -314,6 +332,11 @@ impl Config {
             }
             if p.name.is_empty() || p.name.contains('/') {
                 return Err(fail("a provider name must be non-empty and contain no '/'"));
+            }
+            if p.name == BUILTIN_MOCK && p.kind != ProviderKind::Mock {
+                return Err(fail(
+                    "`mock` is the built-in mock provider's name; give this provider another",
+                ));
             }
             if p.kind != ProviderKind::Mock {
                 let url = p
@@ -353,6 +376,10 @@ impl ProviderSpec {
         } else {
             return Err(fail("api_key must be `env:NAME` or `file:PATH`".to_owned()));
         };
-        Ok(Some(Secret(value.trim().to_owned())))
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(fail(format!("api_key {reference} is empty")));
+        }
+        Ok(Some(Secret(value.to_owned())))
     }
 }

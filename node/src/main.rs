@@ -106,6 +106,18 @@ fn main() -> anyhow::Result<()> {
                     config.server.http_addr = addr;
                 }
                 let cluster = match (node_id, raft_addr) {
+                    (Some(0), _) => anyhow::bail!(
+                        "--node-id 0: a node id must be a positive number, unique in the cluster"
+                    ),
+                    (Some(_), Some(_))
+                        if join.is_none() && bootstrap_expect > 1 + peers.len() =>
+                    {
+                        anyhow::bail!(
+                            "--bootstrap-expect {bootstrap_expect} forms a cluster of {bootstrap_expect} voters: name each of the other {} with --peer RAFT_ADDR (got {})",
+                            bootstrap_expect - 1,
+                            peers.len()
+                        )
+                    }
                     (Some(node_id), Some(raft_addr)) => {
                         std::fs::create_dir_all(&config.server.data_dir)?;
                         let options = tollgate_node::cluster::start::ClusterOptions {
