@@ -64,6 +64,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     cli::init_process("warn,tollgate_node=info");
+    // What the node writes (its data dir, logs it opens, certificates) is its own: keys,
+    // ledgers and tokens are not for other users of the machine.
+    // SAFETY: umask only sets the process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     let command = match cli.command {
         // Certificates are made without a runtime: files only, no network.

@@ -91,6 +91,7 @@ pub async fn start(
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    lock_data_dir(&data_dir)?;
     let admin_token_sha256 = admin_token(&data_dir)?;
     let providers = Providers::from_specs(&config.providers)?;
     let hooks = crate::hooks::env::Hooks::from_env();
@@ -210,5 +211,40 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
+    Ok(())
+}
+
+/// File in the data dir that one process at a time holds locked.
+const LOCK_FILE: &str = "tollgate.lock";
+
+/// Takes the data dir for this process (an exclusive `flock` on `tollgate.lock`, held until
+/// the process exits), or says which process has it: two nodes on one data dir would
+/// corrupt each other's log and outbox.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        anyhow::bail!(
+            "the data dir {} is in use by another tollgate process (pid {}); stop it, or give this one its own --data-dir",
+            data_dir.display(),
+            holder.trim()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    // Held until the process exits: the lock goes with the descriptor.
+    std::mem::forget(file);
     Ok(())
 }
