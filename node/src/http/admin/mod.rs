@@ -84,7 +84,27 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
             Arc::clone(&app),
             consistency,
         ))
+        .route_layer(axum::middleware::map_response_with_state(
+            Arc::clone(&app),
+            json_too_large,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(app, require_admin))
+}
+
+/// A body past `max_body_bytes` is refused by the body extractor in plain text: the admin
+/// API answers in JSON like every other error.
+async fn json_too_large(State(app): State<Arc<App>>, response: Response) -> Response {
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !json {
+        return crate::http::error::ApiError::BodyTooLarge {
+            limit_bytes: app.config.limits.max_body_bytes,
+        }
+        .into_response_in(crate::http::error::Dialect::Admin);
+    }
+    response
 }
 
 /// `?consistency=linearizable` on a read: first make sure this node has applied every
