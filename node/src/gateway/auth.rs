@@ -19,7 +19,7 @@ pub fn sha256(text: &str) -> [u8; 32] {
 }
 
 /// The credential a client sent: `x-tollgate-key`, `x-api-key` or `Authorization: Bearer`.
-pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
+pub fn presented_secret(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -27,17 +27,26 @@ pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    header("x-tollgate-key")
-        .or_else(|| header("x-api-key"))
-        .or_else(|| {
-            header("authorization").and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| token.trim())
-                    .filter(|t| !t.is_empty())
-            })
-        })
+    // `x-tollgate-key` names the virtual key explicitly, whatever else is sent.
+    if let Some(key) = header("x-tollgate-key") {
+        return Ok(Some(key));
+    }
+    let api_key = header("x-api-key");
+    let bearer = header("authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
+    });
+    match (api_key, bearer) {
+        // Two different virtual keys: which one spends is not for the gateway to guess.
+        (Some(a), Some(b)) if a != b && a.starts_with(SECRET_PREFIX) && b.starts_with(SECRET_PREFIX) => {
+            Err(AuthError::ConflictingKeys)
+        }
+        (Some(a), _) => Ok(Some(a)),
+        (None, b) => Ok(b),
+    }
 }
 
 /// Why a caller was not authenticated.
@@ -49,11 +58,13 @@ pub enum AuthError {
     UnknownKey,
     #[error("virtual key {0} is disabled; ask your gateway admin to enable it")]
     DisabledKey(String),
+    #[error("two different virtual keys in `x-api-key` and `Authorization: Bearer`; send one (or name it with `x-tollgate-key`)")]
+    ConflictingKeys,
 }
 
 /// The enabled virtual key the request presents.
 pub fn authenticate(state: &GovState, headers: &HeaderMap) -> Result<VirtualKey, AuthError> {
-    let secret = presented_secret(headers).ok_or(AuthError::MissingKey)?;
+    let secret = presented_secret(headers)?.ok_or(AuthError::MissingKey)?;
     key_for_secret(state, secret)
 }
 
@@ -123,7 +134,7 @@ mod tests {
                 v.parse().expect("header"),
             );
         }
-        assert_eq!(presented_secret(&h), expect, "{pairs:?}");
+        assert_eq!(presented_secret(&h), Ok(expect), "{pairs:?}");
     }
 
     #[test]
@@ -136,6 +147,13 @@ mod tests {
             Some("tg-3"),
         );
         check(&[("authorization", "Basic abc")], None);
+        // The same key twice, or a non-virtual-key token beside one: the virtual key.
+        check(&[("x-api-key", "tg-2"), ("authorization", "Bearer tg-2")], Some("tg-2"));
+        check(&[("x-api-key", "tg-2"), ("authorization", "Bearer sso-token")], Some("tg-2"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "tg-2".parse().expect("header"));
+        h.insert("authorization", "Bearer tg-9".parse().expect("header"));
+        assert_eq!(presented_secret(&h), Err(AuthError::ConflictingKeys));
         check(&[("authorization", "Bearer ")], None);
         check(&[], None);
     }

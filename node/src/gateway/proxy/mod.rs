@@ -92,7 +92,7 @@ pub fn body_error(app: &App, rejection: BytesRejection) -> ApiError {
 
 /// Authenticates the caller from its headers.
 fn caller(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    Ok(app.gate.authenticate(auth::presented_secret(headers))?)
+    Ok(app.gate.authenticate(auth::presented_secret(headers)?)?)
 }
 
 async fn run(
