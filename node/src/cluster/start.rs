@@ -347,6 +347,9 @@ fn refuse_downgrade(state: &SharedState, speaks: ProtocolRange) -> anyhow::Resul
     Ok(())
 }
 
+/// How long formation waits before it says which peers it is still waiting for.
+const FORMATION_REPORT: Duration = Duration::from_secs(5);
+
 /// Waits until `expect - 1` peers answer, then lets the smallest id initialize.
 async fn form<T: PeerTransport>(
     raft: Raft,
@@ -355,19 +358,35 @@ async fn form<T: PeerTransport>(
     peers: Vec<SocketAddr>,
     expect: usize,
 ) {
+    let mut said = tokio::time::Instant::now();
     loop {
         let mut members: BTreeMap<NodeId, TollgateNode> = BTreeMap::new();
         members.insert(me.node_id, me.node.clone());
+        let mut silent = Vec::new();
         for peer in &peers {
             let request = PeerRequest {
                 kind: KIND_HELLO,
                 body: Vec::new(),
             };
-            if let Ok(reply) = transport.call(*peer, request, HELLO_DEADLINE).await {
-                if let Ok(hello) = codec::decode::<Hello>(&reply.body) {
-                    members.insert(hello.node_id, hello.node);
-                }
+            match transport.call(*peer, request, HELLO_DEADLINE).await {
+                Ok(reply) => match codec::decode::<Hello>(&reply.body) {
+                    Ok(hello) => {
+                        members.insert(hello.node_id, hello.node);
+                    }
+                    Err(e) => silent.push(format!("{peer}: unreadable hello ({e})")),
+                },
+                Err(e) => silent.push(e.to_string()),
             }
+        }
+        // Waiting is normal while the others start; waiting long says why, now and then.
+        if members.len() < expect && said.elapsed() >= FORMATION_REPORT {
+            said = tokio::time::Instant::now();
+            tracing::warn!(
+                expect,
+                answered = members.len(),
+                "still forming the cluster: waiting for {}",
+                silent.join("; ")
+            );
         }
         if members.len() >= expect {
             if members.keys().next() == Some(&me.node_id) {

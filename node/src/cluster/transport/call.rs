@@ -59,11 +59,22 @@ pub trait PeerHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PeerResponse, PeerError>> + Send;
 }
 
+/// What an operator should check when a peer handshake failed on certificates: nodes
+/// whose certificates come from different cluster CAs (or none) cannot talk.
+pub fn tls_hint(error: &str) -> &'static str {
+    let error = error.to_ascii_lowercase();
+    if error.contains("cryptographic handshake") || error.contains("certificate") {
+        " (the TLS handshake failed: every node's certificate must come from the same cluster CA, `tollgate cert ca`; check --cert-dir on both nodes)"
+    } else {
+        ""
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("call to {peer} missed its {deadline_ms} ms deadline")]
     Timeout { peer: SocketAddr, deadline_ms: u64 },
-    #[error("cannot connect to {peer}")]
+    #[error("cannot connect to {peer}: {source}{}", tls_hint(&source.to_string()))]
     Connect {
         peer: SocketAddr,
         #[source]

@@ -54,7 +54,7 @@ async fn serve_connection<H: PeerHandler>(
     let connection = match incoming.await {
         Ok(connection) => connection,
         Err(error) => {
-            tracing::info!(peer = %remote, error = %error, "peer handshake refused");
+            refused_handshake(remote, &error.to_string());
             return;
         }
     };
@@ -226,4 +226,29 @@ fn encode_answer(
         max: max_frame_bytes as u64,
     };
     codec::encode(&error_envelope(&too_large)?).ok()
+}
+
+/// A refused handshake is logged at WARN at most once per `REFUSAL_LOG_SECS`, with how
+/// many there were since: a node given another CA's certificate is told, while garbage
+/// datagrams (from any, spoofable, source) cannot flood the log.
+fn refused_handshake(remote: std::net::SocketAddr, error: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static REFUSED: AtomicU64 = AtomicU64::new(0);
+    static LAST_LOG_S: AtomicU64 = AtomicU64::new(0);
+    const REFUSAL_LOG_SECS: u64 = 10;
+    let refused = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_LOG_S.load(Ordering::Relaxed);
+    let due = now_s >= last + REFUSAL_LOG_SECS
+        && LAST_LOG_S
+            .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    if due {
+        let hint = super::call::tls_hint(error);
+        tracing::warn!(peer = %remote, error = %error, refused_so_far = refused, "peer handshake refused{hint}");
+    } else {
+        tracing::debug!(peer = %remote, error = %error, "peer handshake refused");
+    }
 }
