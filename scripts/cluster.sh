@@ -242,6 +242,7 @@ start_node() {
 		</dev/null >>"$dir/log" 2>&1 &
 	pid=$!
 	echo "$pid" >"$dir/pid"
+	STARTED+=("$pid")
 	# Until setsid has exec'd, the child still shows this script's command line; wait
 	# for the node's, so the pid checks that follow see the node.
 	for ((i = 0; i < 50; i++)); do
@@ -260,6 +261,23 @@ start_haproxy() {
 	# -D daemonizes after binding, so a busy port fails here, with the reason in the log.
 	haproxy -D -f "$cfg" -p "$DIR/haproxy.pid" >>"$DIR/haproxy.log" 2>&1 ||
 		die "HAProxy did not start: $(cat "$DIR/haproxy.log")"
+	STARTED+=("$(cat "$DIR/haproxy.pid")")
+}
+
+# What this `up` started (pids): if it fails, it stops them again, so that a failed
+# `up` (a port in use, a bad config) leaves nothing running.
+STARTED=()
+undo_up() {
+	local status=$? pid
+	((status != 0)) || return 0
+	((${#STARTED[@]} > 0)) || return 0
+	echo "cluster.sh: up failed; stopping what it started (${#STARTED[@]} processes)" >&2
+	for pid in "${STARTED[@]}"; do
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	for pid in "${STARTED[@]}"; do
+		wait_exit "$pid" 5 "" >/dev/null 2>&1 || true
+	done
 }
 
 # The HAProxy configuration. Request bodies of LLM calls are buffered so that requests up
@@ -353,6 +371,7 @@ wait_ready() {
 
 cmd_up() {
 	local n running=0 base=${TOLLGATE_BASE_PORT:-8080}
+	trap undo_up EXIT
 	mkdir -p "$DIR"
 	if load_env; then
 		for ((n = 1; n <= N_NODES; n++)); do
