@@ -47,10 +47,13 @@ fn refused_start(config: &str, args: &[&str], env: &[(&str, &str)]) -> Result<St
     Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// A config, `serve` flags, environment, and what the refusal must say.
+type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
 #[test]
 fn careless_configs_and_flags_stop_the_start_with_the_reason() -> Result<()> {
     let raft = format!("127.0.0.1:{}", free_port());
-    let cases: [(&str, Vec<&str>, Vec<(&str, &str)>, &str); 6] = [
+    let cases: [Case<'_>; 6] = [
         (
             "[limits]\nmax_concurrent_requests = 0\n",
             vec![],
