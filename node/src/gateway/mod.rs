@@ -14,6 +14,7 @@
 //! - `translate`: Anthropic ⇄ OpenAI translation, requests, responses and streams.
 //! - `sse`: incremental Server-Sent-Events parser.
 //! - `mock`: the built-in deterministic provider.
+//! - `properties`: property tests of the parsers of outside bytes (tests only).
 
 pub mod auth;
 pub mod billing;
@@ -27,3 +28,5 @@ pub mod proxy;
 pub mod routing;
 pub mod sse;
 pub mod translate;
+#[cfg(test)]
+mod properties;

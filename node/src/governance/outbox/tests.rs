@@ -247,3 +247,59 @@ fn names_positions_and_checksums() {
     bytes[3] ^= 1;
     assert_eq!(Position::decode(&bytes), None);
 }
+
+mod properties {
+    //! Any segment bytes replay to the charges of their intact prefix: garbage, a torn
+    //! record or a zero-filled tail after valid records loses none of them and makes up
+    //! none.
+    use super::super::record::{parse_records, Record};
+    use super::charge;
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    proptest! {
+        #[test]
+        fn any_bytes_replay_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let (charges, intact) = parse_records(&bytes, Path::new("fuzz.log"));
+            prop_assert!(intact <= bytes.len());
+            for (_, end) in &charges {
+                prop_assert!(*end as usize <= intact);
+            }
+        }
+
+        #[test]
+        fn valid_records_survive_any_tail(
+            ns in prop::collection::vec(any::<u64>(), 0..20),
+            tail in prop::collection::vec(any::<u8>(), 0..256),
+            torn in any::<prop::sample::Index>(),
+            tear in any::<bool>(),
+        ) {
+            let mut bytes = Vec::new();
+            let mut ends = Vec::new();
+            for n in &ns {
+                let Ok(Record(record)) = Record::encode(&charge(*n)) else {
+                    return Err(TestCaseError::fail("encode"));
+                };
+                bytes.extend_from_slice(&record);
+                ends.push(bytes.len() as u64);
+            }
+            let valid = bytes.len();
+            // A torn last record, or random garbage, after them.
+            if tear {
+                let n = ns.last().copied().unwrap_or(0);
+                let Ok(Record(record)) = Record::encode(&charge(n.wrapping_add(1))) else {
+                    return Err(TestCaseError::fail("encode"));
+                };
+                bytes.extend_from_slice(&record[..torn.index(record.len())]);
+            } else {
+                bytes.extend_from_slice(&tail);
+            }
+            let (charges, intact) = parse_records(&bytes, Path::new("fuzz.log"));
+            prop_assert!(intact >= valid);
+            let got: Vec<u64> = charges.iter().take(ns.len()).map(|(c, _)| c.usage.input_tokens).collect();
+            prop_assert_eq!(got, ns.clone());
+            let got_ends: Vec<u64> = charges.iter().take(ns.len()).map(|(_, e)| *e).collect();
+            prop_assert_eq!(got_ends, ends);
+        }
+    }
+}
