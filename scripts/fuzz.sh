@@ -13,5 +13,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 started=$SECONDS
 export PROPTEST_CASES=$CASES
 cargo test -q -p tollgate-node --lib -- properties
-cargo test -q -p tollgate-raft --lib -- properties
+cargo test -q -p tollgate-raft --lib -- codec_properties
 echo "fuzz.sh: $CASES inputs per property, all held, in $((SECONDS - started)) s"

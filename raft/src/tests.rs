@@ -614,3 +614,47 @@ fn log_entry_kinds_keep_their_wire_tags() {
     assert_eq!(tag(&Command::SetProtocolVersion { version: 2 }), 24);
     assert_eq!(tag(&Command::NodeDrained { node: 1, at_ms: 0 }), 25);
 }
+
+/// Property tests: any bytes decode to a value or an error, never a panic or an
+/// allocation the bytes cannot back (a log entry, a snapshot, a peer frame, an outbox
+/// record all arrive as bytes that may be torn or hostile). `PROPTEST_CASES` sets how
+/// many inputs each tries.
+mod codec_properties {
+    use crate::codec::{decode, encode};
+    use crate::GovState;
+    use proptest::prelude::*;
+    use tollgate_proto::peer::Envelope;
+    use tollgate_proto::{Charge, Command};
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Command>(&bytes);
+            let _ = decode::<Charge>(&bytes);
+            let _ = decode::<Envelope>(&bytes);
+            let _ = decode::<(u64, GovState)>(&bytes);
+        }
+
+        #[test]
+        fn a_claimed_length_beyond_the_bytes_fails_without_allocating_it(
+            len in 1u64 << 20..1u64 << 29,
+            tail in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            // An envelope whose body claims up to half a GiB: refused for lack of bytes.
+            let mut bytes = encode(&Envelope { protocol_version: 1, kind: 1, body: Vec::new() })
+                .unwrap_or_default();
+            bytes.truncate(bytes.len() - 1);
+            bytes.push(0xfc);
+            bytes.extend_from_slice(&(len as u32).to_le_bytes());
+            bytes.extend_from_slice(&tail);
+            prop_assert!(decode::<Envelope>(&bytes).is_err());
+        }
+
+        #[test]
+        fn commands_round_trip(n in any::<u64>(), name in "[ -~]{0,40}") {
+            let command = Command::UpdateCustomer { id: format!("cus_{n}").as_str().into(), name };
+            let bytes = encode(&command).unwrap_or_default();
+            prop_assert_eq!(decode::<Command>(&bytes).ok(), Some(command));
+        }
+    }
+}
