@@ -153,7 +153,13 @@ pub enum KeyCommand {
         #[arg(long)]
         customer: Option<String>,
     },
-    List,
+    /// One page of keys (`next_cursor` in the answer names the next one).
+    List {
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     Get {
         id: String,
     },
@@ -195,7 +201,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 let body = json!({"name": name, "team_id": team, "customer_id": customer, "provider_configs": configs});
                 ("POST", "/api/v1/virtual-keys".into(), Some(body))
             }
-            KeyCommand::List => ("GET", "/api/v1/virtual-keys".into(), None),
+            KeyCommand::List { limit, cursor } => {
+                let mut query = Vec::new();
+                if let Some(n) = limit {
+                    query.push(format!("limit={n}"));
+                }
+                if let Some(c) = cursor {
+                    query.push(format!("cursor={c}"));
+                }
+                let path = match query.is_empty() {
+                    true => "/api/v1/virtual-keys".to_owned(),
+                    false => format!("/api/v1/virtual-keys?{}", query.join("&")),
+                };
+                ("GET", path, None)
+            }
             KeyCommand::Get { id } => ("GET", format!("/api/v1/virtual-keys/{id}"), None),
             KeyCommand::Disable { id } => (
                 "PATCH",

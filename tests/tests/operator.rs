@@ -267,3 +267,46 @@ fn a_failed_cluster_up_leaves_nothing_running() -> Result<()> {
     assert!(!alive(haproxy), "HAProxy (pid {haproxy}) still runs");
     Ok(())
 }
+
+/// List endpoints answer in pages: `?limit=N` after `?cursor=C`, in id order, with the
+/// `next_cursor` to follow; a page size out of range is a 400 naming `limit`.
+#[tokio::test]
+async fn lists_come_in_pages_that_follow_each_other() -> Result<()> {
+    let gw = Gateway::start("").await?;
+    for n in 0..25 {
+        gw.create("/api/v1/customers", json!({"name": format!("c{n:02}")}))
+            .await?;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/customers?limit=10&cursor={c}"),
+            None => "/api/v1/customers?limit=10".into(),
+        };
+        let (status, page) = gw.admin("GET", &path, None).await?;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        assert!(data.len() <= 10);
+        seen.extend(data.iter().filter_map(|c| c["id"].as_str().map(str::to_owned)));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "pages do not end");
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((seen.len(), sorted), (25, seen.clone()), "in id order, each once");
+    let (_, all) = gw.admin("GET", "/api/v1/customers", None).await?;
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(25));
+    assert!(all["next_cursor"].is_null());
+    let (status, v) = gw.admin("GET", "/api/v1/customers?limit=0", None).await?;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "limit");
+    Ok(())
+}

@@ -1,11 +1,11 @@
 //! Admin routes for budgets (with their spend and leases) and rate limits.
 
 use super::dto::*;
-use super::reply::{created, list, no_content, not_found, ok, propose, AdminResult};
+use super::reply::{created, no_content, not_found, ok, propose, AdminResult, PageQuery};
 use super::validate::{self, field, parse_body};
 use crate::app::App;
 use crate::gateway::auth;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -62,15 +62,12 @@ pub async fn create_budget(State(app): State<Arc<App>>, body: Bytes) -> AdminRes
     ))
 }
 
-pub async fn list_budgets(State(app): State<Arc<App>>) -> AdminResult {
+pub async fn list_budgets(State(app): State<Arc<App>>, Query(page): Query<PageQuery>) -> AdminResult {
     let state = app.state().read();
-    Ok(list(
-        state
-            .budgets()
-            .keys()
-            .filter_map(|id| budget_view(&app, &state, id))
-            .collect(),
-    ))
+    Ok(page.answer(
+        state.budgets().keys().map(|id| (id.as_str(), id)),
+        |id| budget_view(&app, &state, id),
+    )?)
 }
 
 pub async fn get_budget(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
@@ -154,15 +151,15 @@ pub async fn create_rate_limit(State(app): State<Arc<App>>, body: Bytes) -> Admi
     Ok(created(rate_limit_view(&limit)))
 }
 
-pub async fn list_rate_limits(State(app): State<Arc<App>>) -> AdminResult {
-    Ok(list(
-        app.state()
-            .read()
-            .rate_limits()
-            .values()
-            .map(rate_limit_view)
-            .collect(),
-    ))
+pub async fn list_rate_limits(
+    State(app): State<Arc<App>>,
+    Query(page): Query<PageQuery>,
+) -> AdminResult {
+    let state = app.state().read();
+    Ok(page.answer(
+        state.rate_limits().iter().map(|(id, r)| (id.as_str(), r)),
+        |r| Some(rate_limit_view(r)),
+    )?)
 }
 
 pub async fn get_rate_limit(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {

@@ -1,12 +1,12 @@
 //! Admin routes for virtual keys: create, read, patch, rotate, delete.
 
 use super::dto::*;
-use super::reply::{created, list, no_content, not_found, ok, propose, AdminResult};
+use super::reply::{created, no_content, not_found, ok, propose, AdminResult, PageQuery};
 use super::validate::{self, parse_body};
 use crate::app::App;
 use crate::gateway::auth;
 use crate::http::error::ApiError;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -39,10 +39,12 @@ pub async fn create_key(State(app): State<Arc<App>>, body: Bytes) -> AdminResult
     Ok(created(view))
 }
 
-pub async fn list_keys(State(app): State<Arc<App>>) -> AdminResult {
-    Ok(list(
-        app.state().read().keys().values().map(key_view).collect(),
-    ))
+pub async fn list_keys(State(app): State<Arc<App>>, Query(page): Query<PageQuery>) -> AdminResult {
+    let state = app.state().read();
+    Ok(page.answer(
+        state.keys().iter().map(|(id, k)| (id.as_str(), k)),
+        |k| Some(key_view(k)),
+    )?)
 }
 
 pub async fn get_key(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {

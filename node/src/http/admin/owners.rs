@@ -1,11 +1,11 @@
 //! Admin routes for customers and teams.
 
 use super::dto::*;
-use super::reply::{created, list, no_content, not_found, ok, propose, AdminResult};
+use super::reply::{created, no_content, not_found, ok, propose, AdminResult, PageQuery};
 use super::validate::{self, parse_body};
 use crate::app::App;
 use crate::gateway::auth;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use bytes::Bytes;
 use std::sync::Arc;
 use tollgate_proto::*;
@@ -23,15 +23,15 @@ pub async fn create_customer(State(app): State<Arc<App>>, body: Bytes) -> AdminR
     Ok(created(customer_view(&c)))
 }
 
-pub async fn list_customers(State(app): State<Arc<App>>) -> AdminResult {
-    Ok(list(
-        app.state()
-            .read()
-            .customers()
-            .values()
-            .map(customer_view)
-            .collect(),
-    ))
+pub async fn list_customers(
+    State(app): State<Arc<App>>,
+    Query(page): Query<PageQuery>,
+) -> AdminResult {
+    let state = app.state().read();
+    Ok(page.answer(
+        state.customers().iter().map(|(id, c)| (id.as_str(), c)),
+        |c| Some(customer_view(c)),
+    )?)
 }
 
 pub async fn get_customer(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {
@@ -79,10 +79,12 @@ pub async fn create_team(State(app): State<Arc<App>>, body: Bytes) -> AdminResul
     Ok(created(team_view(&t)))
 }
 
-pub async fn list_teams(State(app): State<Arc<App>>) -> AdminResult {
-    Ok(list(
-        app.state().read().teams().values().map(team_view).collect(),
-    ))
+pub async fn list_teams(State(app): State<Arc<App>>, Query(page): Query<PageQuery>) -> AdminResult {
+    let state = app.state().read();
+    Ok(page.answer(
+        state.teams().iter().map(|(id, t)| (id.as_str(), t)),
+        |t| Some(team_view(t)),
+    )?)
 }
 
 pub async fn get_team(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {

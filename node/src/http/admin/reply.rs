@@ -26,8 +26,59 @@ pub fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::NotFound(format!("{what} {id} not found"))
 }
 
-pub fn list(items: Vec<Value>) -> Response {
-    ok(json!({ "data": items }))
+/// Entries a list answers with when the request does not say, and at most.
+pub const DEFAULT_PAGE: usize = 1_000;
+pub const MAX_PAGE: usize = 10_000;
+
+/// A list request's page: `?limit=N` entries (default `DEFAULT_PAGE`, at most
+/// `MAX_PAGE`) after `?cursor=C`, the `next_cursor` of the previous page. Lists are in
+/// id order, and the cursor is the last id sent, so a page stays right while entries
+/// come and go.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// Answers one page of `items` (each with the id it is ordered by), each shown by
+    /// `view` (made only for the entries sent): `{"data": [...], "next_cursor": "ID" |
+    /// null}`.
+    pub fn answer<'a, V: 'a>(
+        &self,
+        items: impl Iterator<Item = (&'a str, &'a V)>,
+        view: impl Fn(&V) -> Option<Value>,
+    ) -> Result<Response, ApiError> {
+        let limit = match self.limit.as_deref() {
+            None => DEFAULT_PAGE,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::InvalidField {
+                        field: "limit".into(),
+                        message: format!("must be a number from 1 to {MAX_PAGE}"),
+                    })
+                }
+            },
+        };
+        let cursor = self.cursor.as_deref().unwrap_or("");
+        let mut data = Vec::with_capacity(limit.min(64));
+        let mut next = None;
+        let mut last = "";
+        for (id, item) in items.filter(|(id, _)| cursor.is_empty() || *id > cursor) {
+            if data.len() == limit {
+                next = Some(last.to_owned());
+                break;
+            }
+            if let Some(v) = view(item) {
+                last = id;
+                data.push(v);
+            }
+        }
+        Ok(ok(json!({ "data": data, "next_cursor": next })))
+    }
 }
 
 /// An admin API result: a JSON response or an error in the admin dialect.

@@ -2,7 +2,7 @@
 
 use super::budgets::budget_view;
 use super::dto::*;
-use super::reply::{created, list, no_content, not_found, ok, propose, AdminResult};
+use super::reply::{created, no_content, not_found, ok, propose, AdminResult, PageQuery};
 use super::validate::{self, parse_body};
 use crate::app::App;
 use axum::extract::{Path, Query, State};
@@ -35,15 +35,12 @@ pub async fn set_price(State(app): State<Arc<App>>, body: Bytes) -> AdminResult 
     Ok(created(price_view(&price)))
 }
 
-pub async fn list_prices(State(app): State<Arc<App>>) -> AdminResult {
-    Ok(list(
-        app.state()
-            .read()
-            .prices()
-            .values()
-            .map(price_view)
-            .collect(),
-    ))
+pub async fn list_prices(State(app): State<Arc<App>>, Query(page): Query<PageQuery>) -> AdminResult {
+    let state = app.state().read();
+    Ok(page.answer(
+        state.prices().iter().map(|(model, p)| (model.as_str(), p)),
+        |p| Some(price_view(p)),
+    )?)
 }
 
 pub async fn delete_price(State(app): State<Arc<App>>, Path(model): Path<String>) -> AdminResult {
