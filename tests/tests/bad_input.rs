@@ -456,3 +456,29 @@ async fn a_provider_echoing_its_credentials_never_leaks_them() -> Result<()> {
     }
     Ok(())
 }
+
+/// A body nested 100,000 deep is refused (400) before any provider sees it, on the path
+/// that relays bodies untouched as on the translated one.
+#[tokio::test]
+async fn a_body_nested_too_deep_never_reaches_a_provider() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let gw = Gateway::start(&fake_config(&fake)).await?;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for provider in ["fake-anthropic", "fake-openai"] {
+        let (_, secret) = gw.key(json!([{"provider": provider}])).await?;
+        let body = format!(
+            r#"{{"model":"claude-haiku-4-5","max_tokens":8,"messages":[{{"role":"user","content":{deep}}}]}}"#
+        );
+        let (status, _, v) = messages_raw(&http(), &gw.url(), &secret, body.into_bytes()).await?;
+        assert_eq!(status, 400, "{provider}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("deeper than 128"),
+            "{v}"
+        );
+    }
+    assert!(fake.requests().is_empty(), "a provider saw it");
+    Ok(())
+}

@@ -18,12 +18,48 @@ use serde_json::{Map, Value};
 /// Field names the parsers and translators look at, so that generated JSON reaches their
 /// paths rather than only their "unknown field" branches.
 const KEYS: &[&str] = &[
-    "model", "messages", "role", "content", "type", "text", "system", "max_tokens",
-    "max_completion_tokens", "stream", "stream_options", "include_usage", "tools", "tool_choice",
-    "tool_use", "tool_result", "tool_use_id", "tool_calls", "function", "arguments", "name",
-    "input", "id", "index", "delta", "choices", "finish_reason", "usage", "thinking",
-    "budget_tokens", "image", "source", "n", "stop", "temperature", "message", "partial_json",
-    "input_tokens", "output_tokens", "prompt_tokens", "completion_tokens", "stop_reason",
+    "model",
+    "messages",
+    "role",
+    "content",
+    "type",
+    "text",
+    "system",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream",
+    "stream_options",
+    "include_usage",
+    "tools",
+    "tool_choice",
+    "tool_use",
+    "tool_result",
+    "tool_use_id",
+    "tool_calls",
+    "function",
+    "arguments",
+    "name",
+    "input",
+    "id",
+    "index",
+    "delta",
+    "choices",
+    "finish_reason",
+    "usage",
+    "thinking",
+    "budget_tokens",
+    "image",
+    "source",
+    "n",
+    "stop",
+    "temperature",
+    "message",
+    "partial_json",
+    "input_tokens",
+    "output_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "stop_reason",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -31,11 +67,27 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "[a-z_ -]{0,12}".prop_map(Value::String),
         prop::sample::select(KEYS).prop_map(|k| Value::String(k.to_owned())),
-        prop::sample::select(&["user", "assistant", "system", "tool", "text", "tool_use", "tool_result", "image", "function", "enabled", "auto", "any"][..])
-            .prop_map(|k| Value::String(k.to_owned())),
+        prop::sample::select(
+            &[
+                "user",
+                "assistant",
+                "system",
+                "tool",
+                "text",
+                "tool_use",
+                "tool_result",
+                "image",
+                "function",
+                "enabled",
+                "auto",
+                "any"
+            ][..]
+        )
+        .prop_map(|k| Value::String(k.to_owned())),
     ];
     leaf.prop_recursive(6, 64, 8, |inner| {
         prop_oneof![
@@ -109,6 +161,16 @@ proptest! {
         }
         got.extend(chunked.finish());
         prop_assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn the_depth_check_takes_any_bytes_and_passes_any_shallow_json(
+        bytes in prop::collection::vec(prop_oneof![Just(b'['), Just(b'{'), Just(b'"'), Just(b'\\'), Just(b']'), any::<u8>()], 0..512),
+        value in json_value(),
+    ) {
+        let _ = head::too_deep(&bytes);
+        let json = serde_json::to_vec(&value).unwrap_or_default();
+        prop_assert_eq!(head::too_deep(&json), None);
     }
 
     #[test]

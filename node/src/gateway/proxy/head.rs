@@ -86,6 +86,47 @@ fn invalid(field: &str, message: &str) -> ApiError {
 
 /// Parses and validates the head of a Messages (`Dialect::Anthropic`) or chat
 /// completions (`Dialect::OpenAi`) request. `require_max_tokens` is the Messages rule.
+/// The deepest nesting of arrays and objects a body may have: what serde_json allows when
+/// it parses a whole value (the translated paths), so the relayed paths accept no more.
+pub const MAX_DEPTH: usize = 128;
+
+/// Where `body` first nests deeper than `MAX_DEPTH`, if it does. One pass that jumps over
+/// strings (most of a Claude Code body) with `memchr`; brackets inside strings do not
+/// count. Invalid JSON is left to the parser.
+pub fn too_deep(body: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut at = 0;
+    while at < body.len() {
+        match body[at] {
+            b'"' => {
+                // The closing quote: the next one not escaped.
+                let mut from = at + 1;
+                loop {
+                    let rest = body.get(from..)?;
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(i) if body[from + i] == b'\\' => from += i + 2,
+                        Some(i) => {
+                            at = from + i;
+                            break;
+                        }
+                        None => return None,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(at);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        at += 1;
+    }
+    None
+}
+
 pub fn parse(body: &[u8], dialect: Dialect, count_tokens: bool) -> Result<RequestHead, ApiError> {
     if body.is_empty() {
         return Err(ApiError::BadRequest(
@@ -100,6 +141,11 @@ pub fn parse(body: &[u8], dialect: Dialect, count_tokens: bool) -> Result<Reques
                 Err(e) => ApiError::BadRequest(format!("request body is not valid JSON: {e}")),
             },
         );
+    }
+    if let Some(at) = too_deep(body) {
+        return Err(ApiError::BadRequest(format!(
+            "request body nests arrays and objects deeper than {MAX_DEPTH} levels (at byte {at})"
+        )));
     }
     let raw: RawHead<'_> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
@@ -273,6 +319,32 @@ impl RequestHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(too_deep(nested(MAX_DEPTH).as_bytes()), None);
+        assert_eq!(too_deep(nested(MAX_DEPTH + 1).as_bytes()), Some(MAX_DEPTH));
+        assert_eq!(too_deep(nested(100_000).as_bytes()), Some(MAX_DEPTH));
+        // Brackets in strings, escaped quotes and backslashes do not count.
+        let text = format!(
+            r#"{{"a":"{}\"{}\\","b":[1]}}"#,
+            "[{".repeat(500),
+            "{".repeat(300)
+        );
+        assert_eq!(too_deep(text.as_bytes()), None);
+        // A string left open, or an escape at the very end: left to the parser.
+        assert_eq!(too_deep(br#"{"a":"[[[[\"#), None);
+        assert_eq!(too_deep(br#"{"a":"x"#), None);
+        let deep = format!(
+            r#"{{"messages":[{{"role":"user","content":{}}}]}}"#,
+            nested(200)
+        );
+        assert!(matches!(
+            parse(deep.as_bytes(), Dialect::Anthropic, false),
+            Err(ApiError::BadRequest(m)) if m.contains("deeper than 128")
+        ));
+    }
 
     /// Expected (model, stream, max_tokens), or a fragment of the error.
     type Expect = Result<(&'static str, bool, Option<u64>), &'static str>;
