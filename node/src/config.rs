@@ -306,11 +306,23 @@ impl Config {
         let l = &self.limits;
         for (name, value) in [
             ("limits.max_body_bytes", l.max_body_bytes as u64),
-            ("limits.max_concurrent_requests", l.max_concurrent_requests as u64),
-            ("limits.max_concurrent_streams", l.max_concurrent_streams as u64),
+            (
+                "limits.max_concurrent_requests",
+                l.max_concurrent_requests as u64,
+            ),
+            (
+                "limits.max_concurrent_streams",
+                l.max_concurrent_streams as u64,
+            ),
             ("limits.max_connections", l.max_connections as u64),
-            ("limits.upstream_connect_timeout_ms", l.upstream_connect_timeout_ms),
-            ("limits.upstream_response_timeout_ms", l.upstream_response_timeout_ms),
+            (
+                "limits.upstream_connect_timeout_ms",
+                l.upstream_connect_timeout_ms,
+            ),
+            (
+                "limits.upstream_response_timeout_ms",
+                l.upstream_response_timeout_ms,
+            ),
             ("limits.stream_idle_timeout_ms", l.stream_idle_timeout_ms),
             ("limits.max_attempts", l.max_attempts as u64),
             ("limits.charge_batch_max", l.charge_batch_max as u64),
@@ -318,7 +330,10 @@ impl Config {
             ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
         ] {
             if value == 0 {
-                return field(name, "must be at least 1 (0 would refuse or cut everything)");
+                return field(
+                    name,
+                    "must be at least 1 (0 would refuse or cut everything)",
+                );
             }
         }
         let mut names = std::collections::BTreeSet::new();

@@ -34,4 +34,3 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     }
     Ok(value)
 }
-

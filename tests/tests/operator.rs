@@ -119,7 +119,9 @@ async fn a_data_dir_is_one_process_s_and_private() -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let pid = gw.pid().unwrap_or(0);
     assert!(
-        stderr.contains(&format!("is in use by another tollgate process (pid {pid})")),
+        stderr.contains(&format!(
+            "is in use by another tollgate process (pid {pid})"
+        )),
         "{stderr}"
     );
     // What the node writes is for its user only.
@@ -230,7 +232,9 @@ async fn a_certificate_from_another_ca_is_named_in_the_log() -> Result<()> {
             .collect::<Vec<_>>()
     };
     let told = eventually(30, || async {
-        logs().iter().all(|l| l.contains("from the same cluster CA"))
+        logs()
+            .iter()
+            .all(|l| l.contains("from the same cluster CA"))
     })
     .await;
     assert!(told, "{:#?}", logs());
@@ -290,7 +294,10 @@ async fn lists_come_in_pages_that_follow_each_other() -> Result<()> {
         pages += 1;
         let data = page["data"].as_array().cloned().unwrap_or_default();
         assert!(data.len() <= 10);
-        seen.extend(data.iter().filter_map(|c| c["id"].as_str().map(str::to_owned)));
+        seen.extend(
+            data.iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_owned)),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
@@ -301,7 +308,11 @@ async fn lists_come_in_pages_that_follow_each_other() -> Result<()> {
     let mut sorted = seen.clone();
     sorted.sort();
     sorted.dedup();
-    assert_eq!((seen.len(), sorted), (25, seen.clone()), "in id order, each once");
+    assert_eq!(
+        (seen.len(), sorted),
+        (25, seen.clone()),
+        "in id order, each once"
+    );
     let (_, all) = gw.admin("GET", "/api/v1/customers", None).await?;
     assert_eq!(all["data"].as_array().map(Vec::len), Some(25));
     assert!(all["next_cursor"].is_null());

@@ -41,7 +41,9 @@ pub fn presented_secret(headers: &HeaderMap) -> Result<Option<&str>, AuthError> 
     });
     match (api_key, bearer) {
         // Two different virtual keys: which one spends is not for the gateway to guess.
-        (Some(a), Some(b)) if a != b && a.starts_with(SECRET_PREFIX) && b.starts_with(SECRET_PREFIX) => {
+        (Some(a), Some(b))
+            if a != b && a.starts_with(SECRET_PREFIX) && b.starts_with(SECRET_PREFIX) =>
+        {
             Err(AuthError::ConflictingKeys)
         }
         (Some(a), _) => Ok(Some(a)),
@@ -148,8 +150,14 @@ mod tests {
         );
         check(&[("authorization", "Basic abc")], None);
         // The same key twice, or a non-virtual-key token beside one: the virtual key.
-        check(&[("x-api-key", "tg-2"), ("authorization", "Bearer tg-2")], Some("tg-2"));
-        check(&[("x-api-key", "tg-2"), ("authorization", "Bearer sso-token")], Some("tg-2"));
+        check(
+            &[("x-api-key", "tg-2"), ("authorization", "Bearer tg-2")],
+            Some("tg-2"),
+        );
+        check(
+            &[("x-api-key", "tg-2"), ("authorization", "Bearer sso-token")],
+            Some("tg-2"),
+        );
         let mut h = HeaderMap::new();
         h.insert("x-api-key", "tg-2".parse().expect("header"));
         h.insert("authorization", "Bearer tg-9".parse().expect("header"));

@@ -23,10 +23,10 @@ pub mod counters;
 pub mod estimate;
 pub mod gate;
 pub mod mock;
+#[cfg(test)]
+mod properties;
 pub mod providers;
 pub mod proxy;
 pub mod routing;
 pub mod sse;
 pub mod translate;
-#[cfg(test)]
-mod properties;

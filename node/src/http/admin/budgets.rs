@@ -62,12 +62,16 @@ pub async fn create_budget(State(app): State<Arc<App>>, body: Bytes) -> AdminRes
     ))
 }
 
-pub async fn list_budgets(State(app): State<Arc<App>>, Query(page): Query<PageQuery>) -> AdminResult {
+pub async fn list_budgets(
+    State(app): State<Arc<App>>,
+    Query(page): Query<PageQuery>,
+) -> AdminResult {
     let state = app.state().read();
-    Ok(page.answer(
-        state.budgets().keys().map(|id| (id.as_str(), id)),
-        |id| budget_view(&app, &state, id),
-    )?)
+    Ok(
+        page.answer(state.budgets().keys().map(|id| (id.as_str(), id)), |id| {
+            budget_view(&app, &state, id)
+        })?,
+    )
 }
 
 pub async fn get_budget(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {

@@ -41,10 +41,11 @@ pub async fn create_key(State(app): State<Arc<App>>, body: Bytes) -> AdminResult
 
 pub async fn list_keys(State(app): State<Arc<App>>, Query(page): Query<PageQuery>) -> AdminResult {
     let state = app.state().read();
-    Ok(page.answer(
-        state.keys().iter().map(|(id, k)| (id.as_str(), k)),
-        |k| Some(key_view(k)),
-    )?)
+    Ok(
+        page.answer(state.keys().iter().map(|(id, k)| (id.as_str(), k)), |k| {
+            Some(key_view(k))
+        })?,
+    )
 }
 
 pub async fn get_key(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {

@@ -81,10 +81,11 @@ pub async fn create_team(State(app): State<Arc<App>>, body: Bytes) -> AdminResul
 
 pub async fn list_teams(State(app): State<Arc<App>>, Query(page): Query<PageQuery>) -> AdminResult {
     let state = app.state().read();
-    Ok(page.answer(
-        state.teams().iter().map(|(id, t)| (id.as_str(), t)),
-        |t| Some(team_view(t)),
-    )?)
+    Ok(
+        page.answer(state.teams().iter().map(|(id, t)| (id.as_str(), t)), |t| {
+            Some(team_view(t))
+        })?,
+    )
 }
 
 pub async fn get_team(State(app): State<Arc<App>>, Path(id): Path<String>) -> AdminResult {

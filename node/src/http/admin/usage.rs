@@ -35,7 +35,10 @@ pub async fn set_price(State(app): State<Arc<App>>, body: Bytes) -> AdminResult 
     Ok(created(price_view(&price)))
 }
 
-pub async fn list_prices(State(app): State<Arc<App>>, Query(page): Query<PageQuery>) -> AdminResult {
+pub async fn list_prices(
+    State(app): State<Arc<App>>,
+    Query(page): Query<PageQuery>,
+) -> AdminResult {
     let state = app.state().read();
     Ok(page.answer(
         state.prices().iter().map(|(model, p)| (model.as_str(), p)),
