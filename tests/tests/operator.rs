@@ -238,6 +238,22 @@ async fn a_certificate_from_another_ca_is_named_in_the_log() -> Result<()> {
     })
     .await;
     assert!(told, "{:#?}", logs());
+    // Garbage datagrams on the peer port (from a source anyone can spoof) and the
+    // refused handshakes that keep coming are not logged one line each.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    for n in 0..2_000u32 {
+        let mut datagram = vec![0xc3u8; 1200];
+        datagram[1..5].copy_from_slice(&n.to_be_bytes());
+        socket.send_to(&datagram, ("127.0.0.1", ports[0]))?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A formation attempt every few hundred milliseconds for seconds, each refused: one
+    // WARN line per 10 s per node, not one per refusal.
+    for log in logs() {
+        let refused = log.matches("peer handshake refused").count();
+        assert!(refused <= 2, "{refused} refusal lines: {log}");
+        assert!(log.lines().count() < 40, "{log}");
+    }
     Ok(())
 }
 
