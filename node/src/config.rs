@@ -124,10 +124,12 @@ pub struct Limits {
     /// Open connections from one client address. Behind a load balancer every
     /// connection comes from its address: set this above its pool size, or 0 (none).
     pub max_connections_per_address: usize,
-    /// Time a client gets to send a whole request head, counted from the connection's
-    /// start or the end of the previous answer: it closes connections that send nothing,
-    /// trickle a head (slowloris) or sit idle between requests (keep-alive).
+    /// Time a client gets to send a whole request head, counted from the connect or from
+    /// the head's first byte: it closes connections that send nothing or trickle a head
+    /// (slowloris).
     pub header_read_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout_ms: u64,
     /// Time to open a TCP/TLS connection to a provider before trying the next one.
     pub upstream_connect_timeout_ms: u64,
     /// Time until a provider's response headers arrive. Large prompts on slow models can
@@ -165,6 +167,7 @@ impl Default for Limits {
             max_connections: 8192,
             max_connections_per_address: 1024,
             header_read_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
             upstream_connect_timeout_ms: 5_000,
             upstream_response_timeout_ms: 600_000,
             stream_idle_timeout_ms: 300_000,
@@ -328,6 +331,7 @@ impl Config {
             ("limits.charge_batch_max", l.charge_batch_max as u64),
             ("limits.default_max_tokens", l.default_max_tokens),
             ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms),
         ] {
             if value == 0 {
                 return field(

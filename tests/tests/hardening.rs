@@ -154,3 +154,87 @@ async fn past_the_node_cap_new_connections_are_refused_and_open_ones_served() ->
     assert!(counted, "refusals at the node cap are counted");
     Ok(())
 }
+
+/// Reads one HTTP/1.1 response with a `content-length` from `tcp`.
+async fn read_response(tcp: &mut tokio::net::TcpStream) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut buf).await?;
+        if n == 0 {
+            bail!(
+                "closed before the response ended: {}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return Ok(text);
+            }
+        }
+    }
+}
+
+/// How long until the server closes `tcp` (at most `limit`).
+async fn closed_after(tcp: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(limit, tcp.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Some(started.elapsed()),
+        _ => None,
+    }
+}
+
+/// A kept-alive connection waits for its next request for the idle timeout, longer than
+/// the header-read timeout; once a next head has begun, that one is due within the
+/// header-read timeout.
+#[tokio::test]
+async fn idle_keep_alive_and_a_slow_next_head_have_their_own_timeouts() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let gw =
+        Gateway::start("[limits]\nheader_read_timeout_ms = 1000\nidle_timeout_ms = 3000\n").await?;
+    let request = format!(
+        "GET /health/live HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n\r\n",
+        gw.port
+    );
+    // Idle after an answer: closed by the idle timeout, not the header one.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await?;
+    tcp.write_all(request.as_bytes()).await?;
+    let answer = read_response(&mut tcp).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let idle = closed_after(&mut tcp, Duration::from_secs(10)).await;
+    println!("idle keep-alive closed after {idle:?}");
+    assert!(
+        idle.is_some_and(|t| t >= Duration::from_millis(2_500) && t <= Duration::from_millis(5_000)),
+        "{idle:?}"
+    );
+    // A next head begun and left: closed by the header timeout.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await?;
+    tcp.write_all(request.as_bytes()).await?;
+    read_response(&mut tcp).await?;
+    tcp.write_all(b"GET /health/live HTTP/1.1\r\n").await?;
+    let slow = closed_after(&mut tcp, Duration::from_secs(10)).await;
+    println!("slow next head closed after {slow:?}");
+    assert!(
+        slow.is_some_and(|t| t >= Duration::from_millis(700) && t <= Duration::from_millis(2_500)),
+        "{slow:?}"
+    );
+    assert!(
+        gw.metric("tollgate_http_connections_idle_closed_total")
+            .await?
+            >= 1
+    );
+    Ok(())
+}

@@ -16,6 +16,8 @@ pub struct Counters {
     pub connections_refused_node: AtomicU64,
     pub connections_refused_address: AtomicU64,
     pub connections_timed_out: AtomicU64,
+    /// Kept-alive connections closed after the idle timeout.
+    pub connections_idle_closed: AtomicU64,
     pub streams_refused: AtomicU64,
 }
 

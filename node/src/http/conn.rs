@@ -1,20 +1,20 @@
 //! The HTTP port's connections: accepted within caps (per node and per client address;
-//! past them a new connection is closed at once and counted), each served by hyper with
-//! a header-read timeout (a head must arrive whole within it, counted from the
-//! connection's start or the end of the previous answer, so it also closes connections
-//! that send nothing, trickle, or sit idle between requests), and all ended gracefully
-//! when the drain stops taking connections.
+//! past them a new connection is closed at once and counted), each served by hyper and
+//! watched by two timers: a request head must arrive whole within the header-read
+//! timeout, counted from the connect or from its first byte (so connections that send
+//! nothing or trickle a head are closed), and a kept-alive connection may sit idle
+//! between requests for the idle timeout; all end gracefully when the drain stops taking
+//! connections.
 
 use crate::gateway::counters::Counters;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -41,13 +41,177 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// How many connections the port takes.
+/// How many connections the port takes, and how long one may wait.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     pub max: usize,
     /// 0: no cap per address.
     pub per_address: usize,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// What one connection is doing, as its timers see it: requests in flight, since when a
+/// head has been coming in (`NONE`: none is), since when it has been idle. Times are
+/// milliseconds since the connect.
+struct Activity {
+    start: tokio::time::Instant,
+    in_flight: AtomicU64,
+    head_since_ms: AtomicU64,
+    idle_since_ms: AtomicU64,
+}
+
+const NONE: u64 = u64::MAX;
+
+/// Why a watched connection is closed.
+enum Closing {
+    SlowHead,
+    Idle,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            start: tokio::time::Instant::now(),
+            in_flight: AtomicU64::new(0),
+            // The first head is due from the connect on.
+            head_since_ms: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Bytes came in: with no request in flight, they start a head.
+    fn bytes_in(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ = self.head_since_ms.compare_exchange(
+                NONE,
+                self.now_ms(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    /// A request's head arrived whole.
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_since_ms.store(NONE, Ordering::Release);
+    }
+
+    /// A response was sent (or the client went away).
+    fn end(&self) {
+        self.idle_since_ms.store(self.now_ms(), Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether a timer has run out, or else when to look again.
+    fn check(&self, limits: &ConnLimits) -> Result<Duration, Closing> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Ok(limits.header_read_timeout);
+        }
+        let now = self.now_ms();
+        let head = self.head_since_ms.load(Ordering::Acquire);
+        let (since, limit, why) = if head != NONE {
+            (head, limits.header_read_timeout, Closing::SlowHead)
+        } else {
+            let idle = self.idle_since_ms.load(Ordering::Acquire);
+            (idle, limits.idle_timeout, Closing::Idle)
+        };
+        let left = (limit.as_millis() as u64).saturating_sub(now.saturating_sub(since));
+        if left == 0 {
+            Err(why)
+        } else {
+            Ok(Duration::from_millis(left))
+        }
+    }
+}
+
+/// The socket, telling its connection's `Activity` when bytes come in.
+struct Watched {
+    tcp: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_in();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// A response body that tells its connection's `Activity` when it has been sent (or
+/// dropped), keeping its size and end as they are.
+struct Tracked {
+    body: axum::body::Body,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.activity.end();
+    }
 }
 
 /// Open connections per client address, and a slot that gives its place back.
@@ -166,12 +330,9 @@ pub async fn serve(
     counters: Arc<Counters>,
     stop: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // The timers are this module's (`Activity`), not hyper's, which has one timer for
+    // both the head and the idle wait.
+    let builder = auto::Builder::new(TokioExecutor::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let open = Arc::new(Open::default());
@@ -200,44 +361,60 @@ pub async fn serve(
         }
         let watcher = graceful.watcher();
         let builder = Arc::clone(&builder);
-        let service = TowerToHyperService::new(router.clone());
         let counters = Arc::clone(&counters);
+        let activity = Activity::new();
+        let service = {
+            let (router, activity) = (router.clone(), Arc::clone(&activity));
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                activity.begin();
+                let mut router = router.clone();
+                let activity = Arc::clone(&activity);
+                async move {
+                    let response = tower_service::Service::call(
+                        &mut router,
+                        request.map(axum::body::Body::new),
+                    )
+                    .await;
+                    Ok::<_, std::convert::Infallible>(response.map_or_else(
+                        |never| match never {},
+                        |r| r.map(|body| Tracked { body, activity }),
+                    ))
+                }
+            })
+        };
         tokio::spawn(async move {
             let _slot = slot;
-            // hyper's timer starts once it knows the protocol: until the first byte,
-            // the same timeout applies here.
-            if !first_byte_within(&tcp, limits.header_read_timeout).await {
-                counters
-                    .connections_timed_out
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let conn = builder
-                .serve_connection(TokioIo::new(tcp), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                let timed_out = e
-                    .downcast_ref::<hyper::Error>()
-                    .is_some_and(hyper::Error::is_timeout);
-                if timed_out {
-                    counters
-                        .connections_timed_out
-                        .fetch_add(1, Ordering::Relaxed);
-                } else {
-                    tracing::debug!(error = %e, "connection ended with an error");
+            let io = TokioIo::new(Watched {
+                tcp,
+                activity: Arc::clone(&activity),
+            });
+            let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
+            tokio::pin!(conn);
+            loop {
+                let wait = match activity.check(&limits) {
+                    Ok(wait) => wait,
+                    Err(why) => {
+                        let counter = match why {
+                            Closing::SlowHead => &counters.connections_timed_out,
+                            Closing::Idle => &counters.connections_idle_closed,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        // Dropping the connection closes its socket.
+                        return;
+                    }
+                };
+                tokio::select! {
+                    ended = &mut conn => {
+                        if let Err(e) = ended {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-/// Whether `tcp` has a byte to read (or was closed) within `timeout`.
-async fn first_byte_within(tcp: &TcpStream, timeout: Duration) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(
-        tokio::time::timeout(timeout, tcp.peek(&mut byte)).await,
-        Ok(Ok(n)) if n > 0
-    )
 }

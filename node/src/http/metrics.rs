@@ -22,7 +22,7 @@ pub fn render(app: &App) -> String {
     }
     let gossip = app.gossip.view();
     let live = gossip.members.iter().filter(|m| m.live).count() as u64;
-    let gauges: [(&str, &str, &str, u64); 19] = [
+    let gauges: [(&str, &str, &str, u64); 20] = [
             (
                 "tollgate_upstream_failures_total",
                 "counter",
@@ -122,8 +122,14 @@ pub fn render(app: &App) -> String {
             (
                 "tollgate_http_connections_timed_out_total",
                 "counter",
-                "Client connections closed by the header-read timeout (nothing sent, a head trickled, or idle between requests).",
+                "Client connections closed by the header-read timeout (nothing sent, or a head trickled).",
                 counters.connections_timed_out.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_http_connections_idle_closed_total",
+                "counter",
+                "Kept-alive client connections closed after [limits] idle_timeout_ms without a request.",
+                counters.connections_idle_closed.load(Ordering::Relaxed),
             ),
             (
                 "tollgate_http_streams_refused_total",

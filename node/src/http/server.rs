@@ -175,6 +175,7 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         max: conn::fit_to_file_limit(limits.max_connections),
         per_address: limits.max_connections_per_address,
         header_read_timeout: std::time::Duration::from_millis(limits.header_read_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(limits.idle_timeout_ms),
     };
     app.ready.store(true, Ordering::Release);
     tracing::info!(addr = %local, data_dir = %app.config.server.data_dir.display(), "tollgate listening");
