@@ -124,9 +124,9 @@ pub struct Limits {
     /// Open connections from one client address. Behind a load balancer every
     /// connection comes from its address: set this above its pool size, or 0 (none).
     pub max_connections_per_address: usize,
-    /// Time a client gets to send a whole request head, counted from the connect or from
-    /// the head's first byte: it closes connections that send nothing or trickle a head
-    /// (slowloris).
+    /// Time a client gets to send a whole request, head and body, counted from the
+    /// connect or from the head's first byte: it closes connections that send nothing or
+    /// trickle a head or a body (slowloris, slow POST).
     pub header_read_timeout_ms: u64,
     /// How long a kept-alive connection may wait for its next request.
     pub idle_timeout_ms: u64,

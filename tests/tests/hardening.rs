@@ -198,8 +198,8 @@ async fn closed_after(tcp: &mut tokio::net::TcpStream, limit: Duration) -> Optio
 }
 
 /// A kept-alive connection waits for its next request for the idle timeout, longer than
-/// the header-read timeout; once a next head has begun, that one is due within the
-/// header-read timeout.
+/// the header-read timeout; once a next head has begun, that one, and its body, are due
+/// within the header-read timeout.
 #[tokio::test]
 async fn idle_keep_alive_and_a_slow_next_head_have_their_own_timeouts() -> Result<()> {
     use tokio::io::AsyncWriteExt;
@@ -230,6 +230,19 @@ async fn idle_keep_alive_and_a_slow_next_head_have_their_own_timeouts() -> Resul
     assert!(
         slow.is_some_and(|t| t >= Duration::from_millis(700) && t <= Duration::from_millis(2_500)),
         "{slow:?}"
+    );
+    // A whole head, then a body trickled to hold a request slot: cut like a slow head.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await?;
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
+        gw.port
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    let slow_body = closed_after(&mut tcp, Duration::from_secs(10)).await;
+    println!("slow body closed after {slow_body:?}");
+    assert!(
+        slow_body.is_some_and(|t| t <= Duration::from_millis(2_500)),
+        "{slow_body:?}"
     );
     assert!(
         gw.metric("tollgate_http_connections_idle_closed_total")

@@ -5,6 +5,11 @@
 //! nothing or trickle a head are closed), and a kept-alive connection may sit idle
 //! between requests for the idle timeout; all end gracefully when the drain stops taking
 //! connections.
+//!
+//! # Layout
+//! - `conn.rs`: the accept loop, the caps, and each connection's timers.
+//! - `watch`: a connection's `Activity`, and the socket and body wrappers that tell it
+//!   what happens.
 
 use crate::gateway::counters::Counters;
 use axum::Router;
@@ -14,10 +19,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// File descriptors kept for everything but client connections: the peer port, the
 /// data dir's files, connections to providers.
@@ -41,6 +46,9 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+mod watch;
+use watch::{Activity, Arriving, Closing, Tracked, Watched};
+
 /// How many connections the port takes, and how long one may wait.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -49,169 +57,6 @@ pub struct ConnLimits {
     pub per_address: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
-}
-
-/// What one connection is doing, as its timers see it: requests in flight, since when a
-/// head has been coming in (`NONE`: none is), since when it has been idle. Times are
-/// milliseconds since the connect.
-struct Activity {
-    start: tokio::time::Instant,
-    in_flight: AtomicU64,
-    head_since_ms: AtomicU64,
-    idle_since_ms: AtomicU64,
-}
-
-const NONE: u64 = u64::MAX;
-
-/// Why a watched connection is closed.
-enum Closing {
-    SlowHead,
-    Idle,
-}
-
-impl Activity {
-    fn new() -> Arc<Activity> {
-        Arc::new(Activity {
-            start: tokio::time::Instant::now(),
-            in_flight: AtomicU64::new(0),
-            // The first head is due from the connect on.
-            head_since_ms: AtomicU64::new(0),
-            idle_since_ms: AtomicU64::new(0),
-        })
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-
-    /// Bytes came in: with no request in flight, they start a head.
-    fn bytes_in(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            let _ = self.head_since_ms.compare_exchange(
-                NONE,
-                self.now_ms(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
-    }
-
-    /// A request's head arrived whole.
-    fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_since_ms.store(NONE, Ordering::Release);
-    }
-
-    /// A response was sent (or the client went away).
-    fn end(&self) {
-        self.idle_since_ms.store(self.now_ms(), Ordering::Release);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Whether a timer has run out, or else when to look again.
-    fn check(&self, limits: &ConnLimits) -> Result<Duration, Closing> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Ok(limits.header_read_timeout);
-        }
-        let now = self.now_ms();
-        let head = self.head_since_ms.load(Ordering::Acquire);
-        let (since, limit, why) = if head != NONE {
-            (head, limits.header_read_timeout, Closing::SlowHead)
-        } else {
-            let idle = self.idle_since_ms.load(Ordering::Acquire);
-            (idle, limits.idle_timeout, Closing::Idle)
-        };
-        let left = (limit.as_millis() as u64).saturating_sub(now.saturating_sub(since));
-        if left == 0 {
-            Err(why)
-        } else {
-            Ok(Duration::from_millis(left))
-        }
-    }
-}
-
-/// The socket, telling its connection's `Activity` when bytes come in.
-struct Watched {
-    tcp: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl tokio::io::AsyncRead for Watched {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.bytes_in();
-        }
-        polled
-    }
-}
-
-impl tokio::io::AsyncWrite for Watched {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-}
-
-/// A response body that tells its connection's `Activity` when it has been sent (or
-/// dropped), keeping its size and end as they are.
-struct Tracked {
-    body: axum::body::Body,
-    activity: Arc<Activity>,
-}
-
-impl http_body::Body for Tracked {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.activity.end();
-    }
 }
 
 /// Open connections per client address, and a slot that gives its place back.
@@ -349,7 +194,7 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let Some(slot) = open.admit(peer.ip(), &limits, &counters) else {
+        let Some(slot) = open.admit(client_of(peer.ip()), &limits, &counters) else {
             // Closed at once: the client sees the connection end, not a hang.
             drop(tcp);
             continue;
@@ -366,18 +211,21 @@ pub async fn serve(
         let service = {
             let (router, activity) = (router.clone(), Arc::clone(&activity));
             hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                activity.begin();
+                let in_flight = activity.begin();
                 let mut router = router.clone();
                 let activity = Arc::clone(&activity);
                 async move {
-                    let response = tower_service::Service::call(
-                        &mut router,
-                        request.map(axum::body::Body::new),
-                    )
-                    .await;
+                    let request =
+                        request.map(|body| axum::body::Body::new(Arriving::new(body, activity)));
+                    let response = tower_service::Service::call(&mut router, request).await;
                     Ok::<_, std::convert::Infallible>(response.map_or_else(
                         |never| match never {},
-                        |r| r.map(|body| Tracked { body, activity }),
+                        |r| {
+                            r.map(|body| Tracked {
+                                body,
+                                _in_flight: in_flight,
+                            })
+                        },
                     ))
                 }
             })
@@ -391,7 +239,7 @@ pub async fn serve(
             let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
             tokio::pin!(conn);
             loop {
-                let wait = match activity.check(&limits) {
+                let wait = match activity.check(limits.header_read_timeout, limits.idle_timeout) {
                     Ok(wait) => wait,
                     Err(why) => {
                         let counter = match why {
@@ -411,10 +259,43 @@ pub async fn serve(
                         return;
                     }
                     () = tokio::time::sleep(wait) => {}
+                    () = activity.changed.notified() => {}
                 }
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The client an address stands for, as the per-address cap counts: an IPv4 address, or
+/// an IPv6 address's /64 (one host holds a whole /64 to choose from).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(c));
+        let v4: IpAddr = "127.0.0.2".parse().expect("ip");
+        assert_eq!(client_of(v4), v4);
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().expect("ip");
+        assert_eq!(client_of(mapped), v4);
+    }
 }
