@@ -34,8 +34,8 @@ const FORWARD_DEADLINE: Duration = Duration::from_secs(5);
 /// Deadline of a write: through a leader's death, an election (1.2 to 2.4 s) and the new
 /// leader's commit, with room to spare.
 const WRITE_DEADLINE: Duration = Duration::from_secs(12);
-/// Deadline of one attempt at the leader: a dead leader costs this much, not the whole
-/// deadline, before the next attempt goes to its successor.
+/// Deadline of one write forwarded to the leader: a dead leader costs this much, not the
+/// whole deadline, before the next attempt goes to its successor.
 const ATTEMPT_DEADLINE: Duration = Duration::from_secs(2);
 /// A join waits for the learner to catch up.
 const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
@@ -150,6 +150,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
             match self
                 .forward(&op, target.0, target.1, MEMBERSHIP_DEADLINE)
                 .await
+                .0
             {
                 LeaderReply::Done(voters) => {
                     tracing::info!(?voters, "joined the cluster as a voter");
@@ -356,7 +357,9 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
                     | Command::DeletePrice { .. }
             )
             .then(|| command.clone());
-            let ((outcome, index), doubtful) = self.on_leader_once(command, WRITE_DEADLINE).await?;
+            let ((outcome, index), doubtful) = self
+                .on_leader_once(command, WRITE_DEADLINE, ATTEMPT_DEADLINE)
+                .await?;
             self.raft
                 .wait(Some(APPLY_WAIT))
                 .applied_index_at_least(Some(index), "apply a proposal locally")

@@ -2,9 +2,9 @@
 //! the leader it knows of, trying again through leader changes within a deadline, each
 //! attempt bounded so a dead leader costs one attempt, not the whole deadline.
 
-use super::{RaftReplicator, ATTEMPT_DEADLINE, NO_LEADER_PAUSE_MS};
+use super::{RaftReplicator, NO_LEADER_PAUSE_MS};
 use crate::cluster::ops::{run_op, LeaderOp, LeaderReply};
-use crate::cluster::transport::{PeerRequest, PeerTransport};
+use crate::cluster::transport::{PeerRequest, PeerTransport, TransportError};
 use crate::governance::replicator::ReplicateError;
 use std::time::Duration;
 use tollgate_raft::codec;
@@ -18,17 +18,19 @@ impl<T: PeerTransport> RaftReplicator<T> {
         op: Op,
         deadline: Duration,
     ) -> Result<Op::Output, ReplicateError> {
-        self.on_leader_once(op, deadline)
+        self.on_leader_once(op, deadline, deadline)
             .await
             .map(|(output, _)| output)
     }
 
-    /// `on_leader`, and whether an earlier attempt's fate is unknown (it failed or timed
-    /// out after reaching a leader, which may have applied it before dying).
+    /// `on_leader`, each forward to the leader bounded by `attempt` (a dead leader costs
+    /// that, not the whole deadline), and whether an earlier attempt's fate is unknown
+    /// (it reached a leader, which may have applied it before failing to answer).
     pub(super) async fn on_leader_once<Op: LeaderOp>(
         &self,
         op: Op,
         deadline: Duration,
+        attempt: Duration,
     ) -> Result<(Op::Output, bool), ReplicateError> {
         let until = tokio::time::Instant::now() + deadline;
         let mut last = String::from("no leader");
@@ -41,10 +43,12 @@ impl<T: PeerTransport> RaftReplicator<T> {
                     deadline.as_millis()
                 )));
             }
-            let attempt = left.min(ATTEMPT_DEADLINE);
-            let local = tokio::time::timeout(attempt, run_op(&op, &self.raft, &self.yielding))
+            // Here, the leader's own log holds the entry: waiting the whole deadline for it
+            // rather than proposing it again.
+            let local = tokio::time::timeout(left, run_op(&op, &self.raft, &self.yielding))
                 .await
                 .unwrap_or_else(|_| LeaderReply::Failed("no quorum answered in time".into()));
+            let mut reached = true;
             let reply = match local {
                 LeaderReply::NotLeader {
                     leader: Some((id, node)),
@@ -53,8 +57,9 @@ impl<T: PeerTransport> RaftReplicator<T> {
                         ReplicateError::Cluster(format!("leader {id} has an invalid raft address"))
                     })?;
                     let left = until.saturating_duration_since(tokio::time::Instant::now());
-                    self.forward(&op, id, addr, left.min(ATTEMPT_DEADLINE))
-                        .await
+                    let (reply, sent) = self.forward(&op, id, addr, left.min(attempt)).await;
+                    reached = sent;
+                    reply
                 }
                 other => other,
             };
@@ -62,7 +67,7 @@ impl<T: PeerTransport> RaftReplicator<T> {
                 LeaderReply::Done(output) => return Ok((output, doubtful)),
                 LeaderReply::NotLeader { .. } => last = "no leader".into(),
                 LeaderReply::Failed(m) => {
-                    doubtful = true;
+                    doubtful |= reached;
                     last = m;
                 }
                 LeaderReply::Refused(m) => return Err(ReplicateError::Refused(m)),
@@ -77,20 +82,31 @@ impl<T: PeerTransport> RaftReplicator<T> {
         id: NodeId,
         addr: std::net::SocketAddr,
         deadline: Duration,
-    ) -> LeaderReply<Op::Output> {
+    ) -> (LeaderReply<Op::Output>, bool) {
         let body = match codec::encode(op) {
             Ok(b) => b,
-            Err(e) => return LeaderReply::Failed(e.to_string()),
+            Err(e) => return (LeaderReply::Failed(e.to_string()), false),
         };
         let request = PeerRequest {
             kind: Op::KIND,
             body,
         };
         match self.transport.call(addr, request, deadline).await {
-            Ok(r) => codec::decode(&r.body).unwrap_or_else(|e| {
-                LeaderReply::Failed(format!("unreadable answer from the leader: {e}"))
-            }),
-            Err(e) => LeaderReply::Failed(format!("forward to leader {id} failed: {e}")),
+            Ok(r) => (
+                codec::decode(&r.body).unwrap_or_else(|e| {
+                    LeaderReply::Failed(format!("unreadable answer from the leader: {e}"))
+                }),
+                true,
+            ),
+            // Not connected: the leader never saw it.
+            Err(e @ TransportError::Connect { .. }) => (
+                LeaderReply::Failed(format!("forward to leader {id} failed: {e}")),
+                false,
+            ),
+            Err(e) => (
+                LeaderReply::Failed(format!("forward to leader {id} failed: {e}")),
+                true,
+            ),
         }
     }
 }
