@@ -117,9 +117,11 @@ impl Billing {
             // wait for other nodes) only when the stream would otherwise end.
             let (extension, got) = match admission.reserve_free(&self.chain, Usd(1), Usd(more)) {
                 Some(free) => free,
+                // Only what it needs to go on: more could fail where this fits.
                 None if cost.saturating_add(least) > reserved => {
-                    match admission.reserve(&self.chain, Usd(more)).await {
-                        Ok(hold) => (hold, Usd(more)),
+                    let need = cost.saturating_add(least).saturating_sub(reserved).max(1);
+                    match admission.reserve(&self.chain, Usd(need)).await {
+                        Ok(hold) => (hold, Usd(need)),
                         Err(_) => break,
                     }
                 }
