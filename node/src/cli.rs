@@ -10,7 +10,9 @@ use std::path::PathBuf;
 /// `TOLLGATE_LOG` (else `default_filter`), one line per event (`logs::OneLine`).
 pub fn init_process(default_filter: &str) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // No colours: ESC would otherwise have to pass, and a client's ESC sequences could
+    // then rewrite an operator's terminal.
+    let ansi = false;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
