@@ -475,7 +475,7 @@ async fn a_body_nested_too_deep_never_reaches_a_provider() -> Result<()> {
             v["error"]["message"]
                 .as_str()
                 .unwrap_or("")
-                .contains("deeper than 128"),
+                .contains("deeper than 127"),
             "{v}"
         );
     }
