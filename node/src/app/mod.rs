@@ -233,6 +233,10 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+        }
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         anyhow::bail!(
