@@ -54,6 +54,39 @@ impl Admission {
         amount: Usd,
         count_demand: bool,
     ) -> Result<Hold, AdmissionError> {
+        // A lease asked for at the very end of a window is granted in that window: if the
+        // window rolled meanwhile, the rounds go once more, in the new one.
+        for again in [false, true] {
+            let windows = self.windows(chain);
+            match self.rounds(chain, amount, count_demand && !again).await {
+                Err(None) if !again && self.windows(chain) != windows => continue,
+                Err(None) => break,
+                Err(Some(e)) => return Err(e),
+                Ok(hold) => return Ok(hold),
+            }
+        }
+        Err(self.exhausted(chain, amount))
+    }
+
+    /// The start of the current window of each budget of `chain`.
+    fn windows(&self, chain: &[BudgetId]) -> Vec<UnixMs> {
+        let now_ms = self.clock.now_ms();
+        let state = self.replicator.state().read();
+        chain
+            .iter()
+            .filter_map(|id| state.budget_status(id, now_ms))
+            .map(|s| s.window.start_ms)
+            .collect()
+    }
+
+    /// One pass of the rounds: a hold, a refusal with its reason, or `None`: the leases
+    /// could not make room.
+    async fn rounds(
+        self: &Arc<Self>,
+        chain: &[BudgetId],
+        amount: Usd,
+        count_demand: bool,
+    ) -> Result<Hold, Option<AdmissionError>> {
         let mut grantable = false;
         for round in 0..3 {
             let shorts = match self.try_reserve(chain, amount, count_demand && round == 0) {
@@ -61,11 +94,11 @@ impl Admission {
                 Err(shorts) => shorts,
             };
             if !self.trusted.load(Ordering::Acquire) {
-                return Err(AdmissionError::Untrusted);
+                return Err(Some(AdmissionError::Untrusted));
             }
             // Refuse without a round trip what no lease could make room for.
             if let Some(e) = self.hopeless(&shorts, amount) {
-                return Err(e);
+                return Err(Some(e));
             }
             if round == 2 {
                 break;
@@ -76,7 +109,7 @@ impl Admission {
             let asks = shorts.iter().map(|id| self.ask(id, amount));
             for r in futures_util::future::join_all(asks).await {
                 if let Err(e) = r {
-                    return Err(AdmissionError::Cluster(e));
+                    return Err(Some(AdmissionError::Cluster(e)));
                 }
             }
             if round == 0 {
@@ -86,7 +119,7 @@ impl Admission {
                 grantable = self.wait_for_room(chain, amount).await;
             }
         }
-        Err(self.exhausted(chain, amount))
+        Err(None)
     }
 
     /// The lease room on every budget of `chain`, reserved at once, or the budgets that
