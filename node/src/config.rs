@@ -27,6 +27,73 @@ pub struct Config {
     pub breaker: BreakerConfig,
     #[serde(default)]
     pub gossip: GossipConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+/// What the request log captures of each request (`[logs] content`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentMode {
+    /// No request log (charges and intents still go through the outbox).
+    Off,
+    /// One record per request, no bodies.
+    Metadata,
+    /// Records and the request and response bodies.
+    Full,
+}
+
+/// The request log (`[logs]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    pub content: ContentMode,
+    /// How long records are kept: `90d`, `12h`, `30m`.
+    pub retention: String,
+    /// How long captured bodies are kept.
+    pub content_retention: String,
+    /// The store never grows past this; the oldest partitions go first.
+    pub max_disk_bytes: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            content: ContentMode::Metadata,
+            retention: "90d".into(),
+            content_retention: "7d".into(),
+            max_disk_bytes: 10 << 30,
+        }
+    }
+}
+
+/// The smallest disk cap: the store's journal and one partition must fit.
+pub const LOGS_MIN_DISK_BYTES: u64 = 16 << 20;
+
+/// A retention such as `90d`, `12h`, `30m` or `45s`, in milliseconds.
+pub fn parse_retention(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = text.split_at(unit_at);
+    let n: u64 = digits.parse().ok()?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms).filter(|ms| *ms > 0)
+}
+
+impl LogsConfig {
+    pub fn retention_ms(&self) -> u64 {
+        parse_retention(&self.retention).unwrap_or(90 * 86_400_000)
+    }
+
+    pub fn content_retention_ms(&self) -> u64 {
+        parse_retention(&self.content_retention).unwrap_or(7 * 86_400_000)
+    }
 }
 
 /// When a provider config's circuit breaker opens, and for how long (`[breaker]`).
@@ -261,6 +328,7 @@ impl Config {
                 providers: Vec::new(),
                 breaker: BreakerConfig::default(),
                 gossip: GossipConfig::default(),
+                logs: LogsConfig::default(),
             },
         };
         if !config.providers.iter().any(|p| p.name == BUILTIN_MOCK) {
@@ -284,6 +352,21 @@ impl Config {
                 message: message.to_owned(),
             })
         };
+        let logs = &self.logs;
+        for (name, value) in [
+            ("logs.retention", &logs.retention),
+            ("logs.content_retention", &logs.content_retention),
+        ] {
+            if parse_retention(value).is_none() {
+                return field(
+                    name,
+                    "must be a positive number and a unit s, m, h or d, such as \"90d\"",
+                );
+            }
+        }
+        if logs.max_disk_bytes < LOGS_MIN_DISK_BYTES {
+            return field("logs.max_disk_bytes", "must be at least 16777216 (16 MiB)");
+        }
         let b = &self.breaker;
         if b.consecutive_failures == 0 {
             return field("breaker.consecutive_failures", "must be at least 1");

@@ -11,6 +11,7 @@
 //! - `usage`: token usage, prices and the cost of a request.
 //! - `command`: the replicated `Command`s and their `Outcome`s.
 //! - `peer`: the versioned envelope of node-to-node RPCs and its error answers.
+//! - `records`: the request log's records, queries and totals.
 
 pub mod command;
 pub mod duration;
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod model;
 pub mod money;
 pub mod peer;
+pub mod records;
 pub mod usage;
 
 pub use command::{Charge, Command, KeyPatch, Outcome};

@@ -86,9 +86,15 @@ pub const KIND_ELECT: u16 = 10;
 /// Start draining this node (`tollgate admin drain N` sent to another node; the answer
 /// is empty).
 pub const KIND_DRAIN: u16 = 11;
+/// A request-log query (`records::LogFilter`), answered with this node's `LogPage`.
+pub const KIND_LOGS: u16 = 12;
+/// One request's record (`RequestId`), answered with `Option<records::LogEntry>`.
+pub const KIND_LOG_GET: u16 = 13;
+/// Request-log totals (`records::StatsQuery`), answered with `Vec<records::StatsGroup>`.
+pub const KIND_STATS: u16 = 14;
 
 /// Every application kind above, for routers and tests.
-pub const APPLICATION_KINDS: [u16; 11] = [
+pub const APPLICATION_KINDS: [u16; 14] = [
     KIND_APPEND,
     KIND_VOTE,
     KIND_SNAPSHOT,
@@ -100,6 +106,9 @@ pub const APPLICATION_KINDS: [u16; 11] = [
     KIND_GOSSIP,
     KIND_ELECT,
     KIND_DRAIN,
+    KIND_LOGS,
+    KIND_LOG_GET,
+    KIND_STATS,
 ];
 
 /// Kinds from here up belong to the transport itself; applications use the kinds below.

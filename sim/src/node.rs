@@ -122,6 +122,7 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
         node_id: id,
         replication: Replication::Member(Box::new(member)),
         outbox: OutboxSeam::Simulated(disk.outbox.clone()),
+        logs: None,
         clock,
         serving: JoinSet::new(),
         mode,

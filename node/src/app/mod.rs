@@ -18,7 +18,7 @@ use crate::governance::admission::Mode;
 use crate::governance::charge::PipelineConfig;
 use crate::governance::replicator::{Replicator, SharedState};
 use anyhow::Context;
-use node::{Node, OutboxSeam, Replication, Seams};
+use node::{LogSeam, Node, OutboxSeam, Replication, Seams};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +47,8 @@ pub struct App {
     /// The protocol versions this node speaks, and the newest it met in the cluster.
     pub versions: Arc<crate::cluster::version::Versions>,
     pub outbox: Arc<crate::governance::outbox::Outbox>,
+    /// The request log (none with `[logs] content = "off"`).
+    pub log: Option<Arc<crate::governance::records::RequestLog>>,
     pub counters: Arc<crate::gateway::counters::Counters>,
     /// Places for streamed answers (`[limits] max_concurrent_streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
@@ -113,6 +115,10 @@ pub async fn start(
         node_id,
         replication,
         outbox: OutboxSeam::Durable(data_dir.join("outbox")),
+        logs: (config.logs.content != crate::config::ContentMode::Off).then(|| LogSeam {
+            dir: data_dir.join("logs"),
+            config: config.logs.clone(),
+        }),
         clock,
         serving,
         mode: if hooks.naive_budgets {
@@ -160,6 +166,7 @@ pub async fn start(
         versions: Arc::clone(&node.versions),
         heard_cluster: AtomicBool::new(false),
         outbox: Arc::clone(&node.outbox),
+        log: node.log.clone(),
         counters: Arc::default(),
         streams,
         request_id_base: u64::from_le_bytes(base),

@@ -18,8 +18,12 @@ use crate::gateway::providers::Providers;
 use crate::gateway::routing::PatternCache;
 use crate::governance::admission::{Admission, Mode};
 use crate::governance::charge::{self, PipelineConfig};
+use crate::governance::charge::{ChargeSender, PendingCharge};
 use crate::governance::limits::RateLimiter;
-use crate::governance::outbox::Outbox;
+use crate::governance::outbox::{Outbox, Position};
+use crate::governance::records::store::LogStore;
+use crate::governance::records::writer::{self, LogWriter};
+use crate::governance::records::RequestLog;
 use crate::governance::replicator::{LocalReplicator, Replicator};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -32,6 +36,8 @@ use tollgate_raft::typ::{NodeId, Raft};
 /// Longest wait for queued charges to be applied at the stop (storage that cannot take
 /// a write for this long will not take it by waiting longer).
 const CHARGE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait at the stop for the request log to take what the outbox holds.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping node tries to give its escrow leases back.
 const LEASE_RETURN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a stopping node that still leads waits for its hand-over.
@@ -54,11 +60,19 @@ pub enum OutboxSeam {
     Simulated(PathBuf),
 }
 
+/// The request log: its store in `dir`, kept as `config` says.
+pub struct LogSeam {
+    pub dir: PathBuf,
+    pub config: crate::config::LogsConfig,
+}
+
 /// What a node is made of: the seams where `tollgate serve` and the simulator differ.
 pub struct Seams<T> {
     pub node_id: NodeId,
     pub replication: Replication<T>,
     pub outbox: OutboxSeam,
+    /// None: no request log (`[logs] content = "off"`, the simulator).
+    pub logs: Option<LogSeam>,
     pub clock: Arc<dyn Clock>,
     /// Tasks the caller started that live as long as the node serves (a test clock's
     /// follower); the node adds its own.
@@ -83,6 +97,7 @@ pub struct Node {
     pub drain: Arc<Drain>,
     pub versions: Arc<Versions>,
     pub outbox: Arc<Outbox>,
+    pub log: Option<Arc<RequestLog>>,
     pub clock: Arc<dyn Clock>,
     /// A member's Raft (none alone).
     pub raft: Option<Raft>,
@@ -94,6 +109,7 @@ pub struct Node {
     membership: JoinSet<()>,
     charges_task: JoinHandle<()>,
     charges_close: tokio::sync::oneshot::Sender<()>,
+    log_writer: Option<LogWriter>,
 }
 
 /// How a stop went.
@@ -113,6 +129,7 @@ impl Node {
             node_id,
             replication,
             outbox,
+            logs,
             clock,
             mut serving,
             mode,
@@ -127,6 +144,15 @@ impl Node {
         let outbox_dir = match &outbox {
             OutboxSeam::Durable(dir) | OutboxSeam::Simulated(dir) => dir.clone(),
         };
+        let log = match logs {
+            Some(seam) => {
+                let store = LogStore::open(&seam.dir, node_id).with_context(|| {
+                    format!("cannot open the request log in {}", seam.dir.display())
+                })?;
+                Some(RequestLog::new(store, &seam.config))
+            }
+            None => None,
+        };
         let (replicator, gossip, raft): (Arc<dyn Replicator>, _, _) = match replication {
             Replication::Alone { dir } => (
                 Arc::new(
@@ -139,14 +165,29 @@ impl Node {
                 None,
             ),
             Replication::Member(seams) => {
+                // Other members' log queries are answered from this node's store.
+                seams.router.add(
+                    &crate::governance::records::peer::KINDS,
+                    Arc::new(crate::governance::records::peer::LogsRoute { log: log.clone() }),
+                );
                 let m = member::member(*seams, &versions, &drain, &mut membership).await?;
                 (m.replicator, m.gossip, Some(m.raft))
             }
         };
+        let logged = match &log {
+            Some(log) => Some(
+                log.store
+                    .logged_mark()
+                    .context("cannot read the request log's position")?
+                    .and_then(|m| Position::decode(&m)),
+            ),
+            None => None,
+        };
         let outbox = Arc::new(
-            match outbox {
-                OutboxSeam::Durable(dir) => Outbox::open(&dir),
-                OutboxSeam::Simulated(dir) => Outbox::open_simulated(&dir),
+            match (outbox, logged) {
+                (OutboxSeam::Durable(dir), Some(logged)) => Outbox::open_logged(&dir, logged),
+                (OutboxSeam::Durable(dir), None) => Outbox::open(&dir),
+                (OutboxSeam::Simulated(dir), _) => Outbox::open_simulated(&dir),
             }
             .context("cannot open the charge outbox")?,
         );
@@ -158,6 +199,10 @@ impl Node {
             pipeline,
             &mut serving,
         );
+        reconcile_orphans(&outbox, &replicator, &admission, &pipeline.sender);
+        let log_writer = log
+            .as_ref()
+            .map(|log| writer::spawn(Arc::clone(log), Arc::clone(&outbox), Arc::clone(&clock)));
         admission.spawn_maintenance(&mut serving);
         // Limits are split among the live nodes, and never fewer than the voters.
         let voters = Arc::clone(&replicator);
@@ -202,12 +247,14 @@ impl Node {
             drain,
             versions,
             outbox,
+            log,
             clock,
             raft,
             serving,
             membership,
             charges_task: pipeline.task,
             charges_close: pipeline.close,
+            log_writer,
         })
     }
 
@@ -225,6 +272,7 @@ impl Node {
             mut membership,
             charges_task,
             charges_close,
+            log_writer,
             ..
         } = self;
         let _ = charges_close.send(());
@@ -239,6 +287,16 @@ impl Node {
                 false
             }
         };
+        // Every request has ended and written its record: the log takes them all.
+        if let Some(writer) = log_writer {
+            let _ = writer.close.send(());
+            if tokio::time::timeout(LOG_FLUSH_TIMEOUT, writer.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("request log did not catch up in time; the outbox keeps its records for the next start");
+            }
+        }
         serving.shutdown().await;
         let mut leases_returned = false;
         if charges_applied && requests_ended {
@@ -271,5 +329,42 @@ impl Node {
             leases_returned,
             still_leading,
         }
+    }
+}
+
+/// Requests this node stopped during, while a provider had them (intents without their
+/// end, from the outbox): each is charged at its reservation and recorded with outcome
+/// `unknown (node stopped)`, so spend is never under-counted and no request that reached
+/// a provider goes unrecorded. Queued after the outbox's replay: if the request was
+/// charged after all, that charge is applied first and this one is a duplicate by
+/// request id.
+fn reconcile_orphans(
+    outbox: &Outbox,
+    replicator: &Arc<dyn Replicator>,
+    admission: &Arc<Admission>,
+    charges: &ChargeSender,
+) {
+    for orphan in outbox.take_orphans() {
+        let intent = orphan.intent;
+        let chain = replicator
+            .state()
+            .read()
+            .budget_chain(&intent.key_id, Some(&intent.provider_config_id));
+        let hold = admission.hold_replayed(&chain, intent.reserved);
+        let mut record = intent.record;
+        record.status = 0;
+        record.outcome = Some(tollgate_proto::records::OUTCOME_NODE_STOPPED.to_owned());
+        record.cost = intent.reserved;
+        tracing::warn!(request_id = %record.request_id, cost_micros = intent.reserved.0, "request in flight when this node stopped; charged at its reservation");
+        let charge = tollgate_proto::Charge {
+            request_id: record.request_id.clone(),
+            key_id: intent.key_id,
+            provider_config_id: Some(intent.provider_config_id),
+            model: intent.model,
+            usage: tollgate_proto::Usage::default(),
+            cost: intent.reserved,
+            at_ms: record.time_ms,
+        };
+        charges.send_done(PendingCharge { charge, hold }, record, vec![orphan.segment]);
     }
 }

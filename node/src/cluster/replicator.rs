@@ -424,6 +424,38 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
         Box::pin(self.linearize_inner())
     }
 
+    fn ask_others(
+        &self,
+        kind: u16,
+        body: Vec<u8>,
+        deadline: Duration,
+    ) -> BoxFuture<'_, Vec<crate::governance::replicator::MemberAnswer>> {
+        Box::pin(async move {
+            let view = self.cluster_view();
+            let asks = view
+                .members
+                .into_iter()
+                .filter(|(id, _, _)| *id != view.node_id)
+                .map(|(id, raft_addr, _)| {
+                    let body = body.clone();
+                    async move {
+                        let Ok(addr) = raft_addr.parse() else {
+                            return (id, Err(format!("invalid raft address {raft_addr}")));
+                        };
+                        let request = PeerRequest { kind, body };
+                        let answer = self
+                            .transport
+                            .call(addr, request, deadline)
+                            .await
+                            .map(|reply| reply.body)
+                            .map_err(|e| e.to_string());
+                        (id, answer)
+                    }
+                });
+            futures_util::future::join_all(asks).await
+        })
+    }
+
     fn drain_member(&self, id: u64) -> BoxFuture<'_, Result<(), ReplicateError>> {
         Box::pin(async move {
             let view = self.cluster_view();

@@ -153,11 +153,14 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PeerError> {
     })
 }
 
-/// The kinds `RaftRpcHandler` answers: every application kind but gossip's.
+/// The kinds `RaftRpcHandler` answers: every application kind but gossip's and the
+/// request log's (`records::peer`).
 pub fn kinds() -> Vec<u16> {
     APPLICATION_KINDS
         .into_iter()
-        .filter(|kind| *kind != KIND_GOSSIP)
+        .filter(|kind| {
+            *kind != KIND_GOSSIP && !crate::governance::records::peer::KINDS.contains(kind)
+        })
         .collect()
 }
 

@@ -57,6 +57,8 @@ pub struct Billing {
     pub estimate: Usage,
     /// The provider accepted the request (answered 2xx), so it must be paid for.
     pub answered: bool,
+    /// The request's record, which the charge completes (none in the simulator).
+    pub trail: Option<Arc<crate::gateway::trail::Trail>>,
 }
 
 /// A metered stream's reservation is extended once what it used leaves less than this
@@ -154,6 +156,22 @@ impl Billing {
     /// Marks that the provider answered: from here on, dropping this charges the estimate.
     pub fn answered(&mut self) {
         self.answered = true;
+        if let Some(trail) = &self.trail {
+            trail.first_byte();
+        }
+    }
+
+    /// The request is about to go to `provider`: its intent is written first.
+    pub fn intent(&self, provider: &str) {
+        if let Some(trail) = &self.trail {
+            trail.attempt(
+                provider,
+                &self.key_id,
+                &self.provider_config_id,
+                &self.model,
+                self.reserved,
+            );
+        }
     }
 
     /// Charges `usage`: the reservation becomes the real cost until the charge is
@@ -206,10 +224,14 @@ impl Billing {
         self.charger
             .sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.charger.charges.send(PendingCharge {
+        let pending = PendingCharge {
             charge,
             hold: hold.settle(cost),
-        });
+        };
+        match &self.trail {
+            Some(trail) => trail.charged(pending, 200),
+            None => self.charger.charges.send(pending),
+        }
         cost
     }
 }

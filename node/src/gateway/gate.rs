@@ -327,6 +327,7 @@ impl Gate {
             reserved,
             estimate: reserved_usage,
             answered: false,
+            trail: None,
             token_limits: all_limits
                 .into_iter()
                 .filter(|l| l.token_max.is_some())

@@ -5,6 +5,7 @@
 //!   reserve), shared by the proxy and the simulator.
 //! - `billing`: the reservation a request holds and the charge it sends at completion.
 //! - `estimate`: what a stream is expected to output, per key and model.
+//! - `trail`: a request's record as it is served, its intent and its end.
 //! - `proxy`: the HTTP request path and the relay of answers (see its own layout).
 //! - `auth`: virtual keys and admin tokens (hashed, constant-time).
 //! - `routing`: model → provider configs (weights, allowlists, aliases).
@@ -29,4 +30,5 @@ pub mod providers;
 pub mod proxy;
 pub mod routing;
 pub mod sse;
+pub mod trail;
 pub mod translate;

@@ -12,11 +12,14 @@
 //! knows applied.
 
 use crate::governance::admission::{Admission, Hold};
-use crate::governance::outbox::{Outbox, OutboxError, Position, Record, Replayed, SegmentId};
+use crate::governance::outbox::{
+    Done, Intent, Outbox, OutboxError, Position, Record, Replayed, SegmentId,
+};
 use crate::governance::replicator::Replicator;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tollgate_proto::records::RequestRecord;
 use tollgate_proto::{Charge, Command, Outcome};
 
 /// How long the first charge of a batch waits for company before the batch is proposed.
@@ -61,7 +64,54 @@ impl ChargeSender {
     /// under a lock, never an fsync. A charge the outbox could not take is logged and
     /// still queued: it loses only its safety from a crash.
     pub fn send(&self, pending: PendingCharge) {
-        let refused = match Record::encode(&pending.charge) {
+        let record = Record::encode(&pending.charge);
+        self.send_record(pending, record);
+    }
+
+    /// `send` for a request with a record: one outbox entry holds both, and completes
+    /// the request's intents (written in the segments `closes`).
+    pub fn send_done(&self, pending: PendingCharge, record: RequestRecord, closes: Vec<SegmentId>) {
+        let done = Done {
+            charge: Some(pending.charge.clone()),
+            record,
+        };
+        let record = Record::done(&done, closes);
+        self.send_record(pending, record);
+    }
+
+    /// Writes the record of a request that owes nothing (refused, or failed before a
+    /// provider answered), completing its intents.
+    pub fn record_free(&self, record: RequestRecord, closes: Vec<SegmentId>) {
+        let request_id = record.request_id.clone();
+        let written = Record::done(
+            &Done {
+                charge: None,
+                record,
+            },
+            closes,
+        )
+        .and_then(|r| self.outbox.append(&r, |written| written));
+        if let Err(e) = written {
+            tracing::warn!(request_id = %request_id, error = ?e, "request record not written to the outbox; the request log misses it");
+        }
+    }
+
+    /// Writes a request's intent before it goes to a provider: where it went, so that
+    /// its completion closes it.
+    pub fn intent(&self, intent: &Intent) -> Option<SegmentId> {
+        let written =
+            Record::intent(intent).and_then(|r| self.outbox.append(&r, |written| written));
+        match written {
+            Ok(position) => Some(position.segment),
+            Err(e) => {
+                tracing::warn!(request_id = %intent.record.request_id, error = ?e, "intent not written to the outbox; a crash while the provider answers would lose this request");
+                None
+            }
+        }
+    }
+
+    fn send_record(&self, pending: PendingCharge, record: Result<Record, OutboxError>) {
+        let refused = match record {
             // Queued under the outbox lock, so the queue is in log order.
             Ok(record) => self
                 .outbox
@@ -322,159 +372,4 @@ impl Proposer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::governance::replicator::LocalReplicator;
-    use std::path::PathBuf;
-    use tollgate_proto::{KeyId, RequestId, Usage, Usd};
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("tollgate-charge-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    fn admission(replicator: &Arc<dyn Replicator>) -> Arc<Admission> {
-        Admission::new(
-            1,
-            crate::governance::admission::Mode::Leases,
-            Arc::clone(replicator),
-            Arc::new(crate::clock::SystemClock::default()),
-        )
-    }
-
-    fn pending(n: u64) -> PendingCharge {
-        PendingCharge {
-            charge: Charge {
-                request_id: RequestId(format!("req_{n:020}")),
-                key_id: KeyId::from("vk_test"),
-                provider_config_id: None,
-                model: "claude-sonnet-4-5".into(),
-                usage: Usage {
-                    input_tokens: 1_000,
-                    output_tokens: 500,
-                    ..Usage::default()
-                },
-                cost: Usd(10_500),
-                at_ms: 1_700_000_000_000 + n,
-            },
-            hold: Hold::none(),
-        }
-    }
-
-    fn segments_in(dir: &std::path::Path) -> usize {
-        std::fs::read_dir(dir).map_or(0, |d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))
-            })
-            .count()
-        })
-    }
-
-    /// Sends charges through the whole pipeline, timing `send`, then closes it: every
-    /// charge is applied and a clean stop leaves the outbox empty.
-    #[tokio::test]
-    async fn every_sent_charge_is_applied_and_a_clean_stop_empties_the_outbox() {
-        const N: u64 = 20_000;
-        let dir = temp_dir("pipeline");
-        let replicator: Arc<dyn Replicator> =
-            Arc::new(LocalReplicator::open(&dir.join("gov")).expect("governance store"));
-        let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
-        let mut stages = tokio::task::JoinSet::new();
-        let pipeline = spawn(
-            Arc::clone(&replicator),
-            Arc::clone(&outbox),
-            admission(&replicator),
-            PipelineConfig {
-                batch_max: 512,
-                propose_delay: Duration::ZERO,
-            },
-            &mut stages,
-        );
-        let charges: Vec<PendingCharge> = (0..N).map(pending).collect();
-        let started = std::time::Instant::now();
-        for p in charges {
-            pipeline.sender.send(p);
-        }
-        let per_send = started.elapsed() / N as u32;
-        let log_bytes: u64 = std::fs::read_dir(dir.join("outbox"))
-            .expect("outbox dir")
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        println!(
-            "ChargeSender::send: {per_send:?} per charge over {N} charges, {} bytes per record",
-            log_bytes / N
-        );
-        assert_eq!(
-            outbox.len(),
-            N as usize,
-            "every charge in the outbox at once"
-        );
-        assert_eq!(segments_in(&dir.join("outbox")), 1);
-
-        pipeline.close.send(()).expect("pipeline running");
-        pipeline.task.await.expect("pipeline task");
-        let usage = replicator
-            .state()
-            .read()
-            .usage_of_key(&KeyId::from("vk_test"));
-        assert_eq!(usage.requests, N);
-        assert!(outbox.is_empty());
-        assert_eq!(segments_in(&dir.join("outbox")), 0);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    /// The replicated state remembers request ids for `DEDUP_HORIZON_MS` of charge time
-    /// only, so after a kill the outbox must not replay a charge it knows was applied:
-    /// past the horizon it would count twice.
-    #[tokio::test]
-    async fn a_charge_applied_before_a_kill_is_not_replayed() {
-        let dir = temp_dir("applied-kill");
-        let replicator: Arc<dyn Replicator> =
-            Arc::new(LocalReplicator::open(&dir.join("gov")).expect("governance store"));
-        let config = || PipelineConfig {
-            batch_max: 16,
-            propose_delay: Duration::ZERO,
-        };
-        let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
-        let mut stages = tokio::task::JoinSet::new();
-        let pipeline = spawn(
-            Arc::clone(&replicator),
-            Arc::clone(&outbox),
-            admission(&replicator),
-            config(),
-            &mut stages,
-        );
-        let mut late = pending(1);
-        late.charge.at_ms += tollgate_raft::state::DEDUP_HORIZON_MS + 1;
-        pipeline.sender.send(pending(0));
-        pipeline.sender.send(late);
-        let key = KeyId::from("vk_test");
-        let usage = || replicator.state().read().usage_of_key(&key).requests;
-        for _ in 0..500 {
-            if usage() == 2 && outbox.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(usage(), 2);
-        // The kill: the pipeline stops without sealing the outbox.
-        pipeline.task.abort();
-        let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
-        let mut stages = tokio::task::JoinSet::new();
-        let pipeline = spawn(
-            Arc::clone(&replicator),
-            Arc::clone(&outbox),
-            admission(&replicator),
-            config(),
-            &mut stages,
-        );
-        pipeline.close.send(()).expect("pipeline running");
-        pipeline.task.await.expect("pipeline task");
-        assert_eq!(usage(), 2, "no applied charge counted twice");
-        std::fs::remove_dir_all(&dir).expect("cleanup");
-    }
-}
+mod tests;

@@ -119,6 +119,9 @@ pub struct ClusterView {
     pub voters: Vec<u64>,
 }
 
+/// A member's id and its answer's body, or why it gave none.
+pub type MemberAnswer = (u64, Result<Vec<u8>, String>);
+
 pub trait Replicator: Send + Sync + 'static {
     /// Makes `command` durable, applies it and returns its outcome.
     fn propose(&self, command: Command) -> ProposeFuture<'_>;
@@ -142,6 +145,17 @@ pub trait Replicator: Send + Sync + 'static {
     fn linearize(&self) -> BoxFuture<'_, Result<(), ReplicateError>>;
     /// Removes a voter from the cluster; returns the voters left.
     fn remove_node(&self, id: u64) -> BoxFuture<'_, Result<Vec<u64>, ReplicateError>>;
+    /// Asks every other member a question of `kind` (each answers within `deadline`):
+    /// each member's id and its answer's body, or why there is none. Alone: nobody.
+    fn ask_others(
+        &self,
+        kind: u16,
+        body: Vec<u8>,
+        deadline: std::time::Duration,
+    ) -> BoxFuture<'_, Vec<MemberAnswer>> {
+        let _ = (kind, body, deadline);
+        Box::pin(std::future::ready(Vec::new()))
+    }
     /// Asks member `id` (another node; this node drains itself) to start draining.
     fn drain_member(&self, id: u64) -> BoxFuture<'_, Result<(), ReplicateError>> {
         Box::pin(async move {

@@ -215,8 +215,11 @@ pub async fn serve(
                 let mut router = router.clone();
                 let activity = Arc::clone(&activity);
                 async move {
-                    let request =
+                    let mut request =
                         request.map(|body| axum::body::Body::new(Arriving::new(body, activity)));
+                    request
+                        .extensions_mut()
+                        .insert(crate::gateway::proxy::ClientAddr(peer));
                     let response = tower_service::Service::call(&mut router, request).await;
                     Ok::<_, std::convert::Infallible>(response.map_or_else(
                         |never| match never {},

@@ -19,6 +19,17 @@ pub enum Dialect {
     Admin,
 }
 
+impl Dialect {
+    /// As request records name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Anthropic => "anthropic",
+            Dialect::OpenAi => "openai",
+            Dialect::Admin => "admin",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No usable virtual key (missing, unknown or rotated, disabled).

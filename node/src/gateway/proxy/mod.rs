@@ -24,11 +24,13 @@ use crate::gateway::breaker::Outcome;
 use crate::gateway::gate::{Ask, Caller};
 use crate::gateway::mock;
 use crate::gateway::routing::{self, Route};
+use crate::gateway::trail::Trail;
 use crate::http::error::{ApiError, Dialect};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use head::Inbound;
 use send::AttemptError;
@@ -42,33 +44,50 @@ pub const LOWERED_MAX_TOKENS: &str = "x-tollgate-max-tokens";
 /// Pause before trying the same provider config again after a transient failure.
 const SAME_ROUTE_RETRY_PAUSE_MS: u64 = 100;
 
+/// The address a request's connection came from (set by `http::conn`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 pub async fn anthropic_messages(
     State(app): State<Arc<App>>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    serve(app, Dialect::Anthropic, headers, body).await
+    serve(app, Dialect::Anthropic, client, headers, body).await
 }
 
 pub async fn openai_chat(
     State(app): State<Arc<App>>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    serve(app, Dialect::OpenAi, headers, body).await
+    serve(app, Dialect::OpenAi, client, headers, body).await
 }
 
 async fn serve(
     app: Arc<App>,
     dialect: Dialect,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (request_id, seq) = app.next_request_id();
-    let mut response = match run(&app, dialect, headers, body, &request_id, seq).await {
+    let trail = Trail::new(
+        app.gate.charger.charges.clone(),
+        Arc::clone(&app.clock),
+        app.gate.admission.node(),
+        &request_id,
+        dialect.name(),
+        &headers,
+        client.map(|Extension(c)| c.0.ip()),
+    );
+    let mut response = match run(&app, dialect, headers, body, &request_id, seq, &trail).await {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(request_id = %request_id, status = e.status_code().as_u16(), error = %e, cause = e.internal_cause(), "request refused");
+            trail.refused(e.status_code().as_u16(), e.error_type());
             e.into_response_in(dialect)
         }
     };
@@ -102,11 +121,14 @@ async fn run(
     body: Result<Bytes, BytesRejection>,
     request_id: &str,
     seq: u64,
+    trail: &Arc<Trail>,
 ) -> Result<Response, ApiError> {
     // Who is asking comes first: an unauthenticated caller learns nothing about its body.
     let caller = caller(app, &headers)?;
+    trail.caller(&caller.key);
     let body = body.map_err(|r| body_error(app, r))?;
     let head = head::parse(&body, dialect, false)?;
+    trail.asks(&head.model, head.stream);
     // A stream holds its place among the streams until its body ends.
     let stream_slot = match head.stream {
         true => Some(Arc::clone(&app.streams).try_acquire_owned().map_err(|_| {
@@ -167,7 +189,7 @@ async fn run(
             min_output: inbound.head.min_output(),
             metered: metered_stream(app, &inbound, route),
         };
-        let billing = match app.gate.reserve(&caller, route, ask).await {
+        let mut billing = match app.gate.reserve(&caller, route, ask).await {
             Ok(b) => b,
             Err(e) => {
                 attempt.finish(Outcome::Neutral, app.now_ms());
@@ -176,6 +198,7 @@ async fn run(
                 continue;
             }
         };
+        billing.trail = Some(Arc::clone(trail));
         if attempts >= routes.len() {
             tokio::time::sleep(Duration::from_millis(SAME_ROUTE_RETRY_PAUSE_MS)).await;
         }

@@ -96,6 +96,7 @@ pub async fn attempt(
                 )
             }
         };
+    billing.intent(&route.provider.name);
     let resp = send(app, route, headers, body).await?;
     let mut billing = billing;
     billing.answered();
@@ -308,6 +309,7 @@ async fn mock_answer(
     route: &Route,
     mut billing: Billing,
 ) -> Result<Response, AttemptError> {
+    billing.intent(&route.provider.name);
     billing.answered();
     let provider = &route.provider;
     if provider.latency_ms > 0 {

@@ -10,27 +10,38 @@
 //! the position of the last charge applied is kept in `DIR/applied` (charges are
 //! applied in log order), and what precedes it is never replayed.
 //!
+//! The outbox also holds the request log's entries: an `Intent` before a request goes to
+//! a provider and a `Done` (record and charge) when it finishes. An intent without its
+//! `Done` at start is a request its node stopped during (`take_orphans`). When a request
+//! log is kept, its writer reads the outbox (`read_after`) and says how far it has
+//! written (`logged`). Segments are deleted oldest first, once every charge in them is
+//! applied, every intent is done, and the log has them; so a `Done` is never deleted
+//! while its intent is kept.
+//!
 //! A segment is `DIR/NNNNNNNNNNNNNNNNNNNN.log` (its number, zero-padded; numbers only
 //! grow). A record is the payload length (u32 LE), the CRC-32 of the payload (u32 LE),
-//! then the payload, `codec::encode(&Charge)`. Reading a segment stops at its first short
-//! or corrupt record: the torn tail a crash can leave.
+//! then the payload (`record`). Reading a segment stops at its first short or corrupt
+//! record: the torn tail a crash can leave.
 //!
 //! # Layout
 //! - `error`: `OutboxError`.
 //! - `record`: the on-disk format (segment names, positions, framed records, CRC-32).
+//! - `segments`: the segments appended to and deleted, and what each holds.
 //! - `tests`: unit tests.
 
 mod error;
 mod record;
+mod segments;
 #[cfg(test)]
 mod tests;
 
 use error::io_at;
 pub use error::OutboxError;
-use record::parse_records;
-pub use record::{Position, Record, SegmentId};
+use record::{parse_records, RecordKind};
+pub use record::{Done, Entry, Intent, Position, Record, SegmentId};
+use segments::{read_segment, Log, Segment};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -56,6 +67,16 @@ pub struct Replayed {
     pub position: Position,
 }
 
+/// An intent found at start without its `Done`: the node stopped while the request was
+/// at the provider. Complete it with a `Done` closing `segment`.
+pub struct Orphan {
+    pub intent: Intent,
+    pub segment: SegmentId,
+}
+
+/// Most bytes `read_after` reads in one call (and more than any one record).
+pub const READ_MAX_BYTES: usize = 4 << 20;
+
 pub struct Outbox {
     dir: PathBuf,
     segment_max_bytes: u64,
@@ -65,39 +86,15 @@ pub struct Outbox {
     pending: AtomicUsize,
     /// What the outbox held at start, until the proposer takes it.
     replay: Mutex<Vec<Replayed>>,
+    /// Intents without their `Done` at start, until the node completes them.
+    orphans: Mutex<Vec<Orphan>>,
     applied: Mutex<AppliedMark>,
+    /// A request log's writer reads the outbox: segments wait for it.
+    logs: bool,
     /// Under the simulator: no fsync and no hop to a blocking thread, so a run depends
     /// only on its seed. A simulated crash is a process crash, after which what was
     /// written is still in the OS, as in production.
     simulated: bool,
-}
-
-struct Log {
-    /// The segment appends go to. None at start, after a failed write and at rotation:
-    /// the next append creates a new segment, so no record ever follows a torn one.
-    current: Option<Current>,
-    /// Every segment on disk that holds an unapplied charge, and the current one.
-    segments: BTreeMap<SegmentId, Segment>,
-    next: u64,
-    /// A segment was created since the directory was last fsynced.
-    dir_unsynced: bool,
-    /// Segments no longer current and fully applied, deleted by the next `applied` (so no
-    /// request waits for an unlink).
-    doomed: Vec<SegmentId>,
-}
-
-struct Current {
-    id: SegmentId,
-    file: Arc<File>,
-    bytes: u64,
-}
-
-struct Segment {
-    /// Charges in it not yet applied.
-    pending: u64,
-    /// Open for appending if created by this process (the writer fsyncs through it);
-    /// none for a segment found at start.
-    file: Option<Arc<File>>,
 }
 
 /// `APPLIED_FILE`, open, and the position it holds.
@@ -116,13 +113,19 @@ impl Outbox {
     /// Opens (or creates) the outbox in `dir` and reads what follows the last charge
     /// applied, for `take_replay`. New records go to a new segment after the others.
     pub fn open(dir: &Path) -> Result<Outbox, OutboxError> {
-        Outbox::open_with(dir, SEGMENT_MAX_BYTES)
+        Outbox::open_with(dir, SEGMENT_MAX_BYTES, None)
+    }
+
+    /// `open` for a node whose request log reads the outbox and has written what
+    /// precedes `logged`.
+    pub fn open_logged(dir: &Path, logged: Option<Position>) -> Result<Outbox, OutboxError> {
+        Outbox::open_with(dir, SEGMENT_MAX_BYTES, Some(logged))
     }
 
     /// `open` for the simulator: writes are never fsynced and nothing runs on a blocking
     /// thread (see `simulated`).
     pub fn open_simulated(dir: &Path) -> Result<Outbox, OutboxError> {
-        let mut outbox = Outbox::open_with(dir, SEGMENT_MAX_BYTES)?;
+        let mut outbox = Outbox::open_with(dir, SEGMENT_MAX_BYTES, None)?;
         outbox.simulated = true;
         Ok(outbox)
     }
@@ -131,7 +134,11 @@ impl Outbox {
         self.simulated
     }
 
-    fn open_with(dir: &Path, segment_max_bytes: u64) -> Result<Outbox, OutboxError> {
+    fn open_with(
+        dir: &Path,
+        segment_max_bytes: u64,
+        logs: Option<Option<Position>>,
+    ) -> Result<Outbox, OutboxError> {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         let mark = open_applied_mark(&dir.join(APPLIED_FILE))?;
         let through = mark.through;
@@ -155,19 +162,37 @@ impl Outbox {
         let mut seen = HashSet::new();
         let mut segments = BTreeMap::new();
         let mut replay = Vec::new();
-        let mut doomed = Vec::new();
+        // Intents not (yet) followed by their `Done`, by request id.
+        let mut open: HashMap<String, Orphan> = HashMap::new();
         for id in found {
-            if through.is_some_and(|t| id < t.segment) {
-                doomed.push(id);
-                continue;
-            }
             let path = dir.join(id.file_name());
             // Never skipped when unreadable: the applied mark would move past its charges
             // and a later start would delete it unread. The node does not start until it is.
-            let records = read_segment(&path)?;
+            let (records, end) = read_segment(&path)?;
             let mut pending = 0;
-            for (charge, end) in records {
+            for (entry, end) in records {
                 let position = Position { segment: id, end };
+                let charge = match entry {
+                    Entry::Intent(intent) => {
+                        let request_id = intent.record.request_id.0.clone();
+                        open.insert(
+                            request_id,
+                            Orphan {
+                                intent,
+                                segment: id,
+                            },
+                        );
+                        continue;
+                    }
+                    Entry::Done(done) => {
+                        open.remove(done.record.request_id.as_str());
+                        match done.charge {
+                            Some(charge) => charge,
+                            None => continue,
+                        }
+                    }
+                    Entry::Charge(charge) => charge,
+                };
                 if through.is_some_and(|t| position <= t) {
                     continue;
                 }
@@ -176,38 +201,53 @@ impl Outbox {
                     replay.push(Replayed { charge, position });
                 }
             }
-            match pending {
-                0 => doomed.push(id),
-                _ => {
-                    segments.insert(
-                        id,
-                        Segment {
-                            pending,
-                            file: None,
-                        },
-                    );
-                }
+            segments.insert(
+                id,
+                Segment {
+                    pending,
+                    intents: 0,
+                    end,
+                    file: None,
+                },
+            );
+        }
+        let mut orphans: Vec<Orphan> = open.into_values().collect();
+        orphans.sort_by(|a, b| a.intent.record.request_id.cmp(&b.intent.record.request_id));
+        for orphan in &orphans {
+            if let Some(segment) = segments.get_mut(&orphan.segment) {
+                segment.intents += 1;
             }
         }
+        let mut log = Log {
+            current: None,
+            segments,
+            next,
+            dir_unsynced: false,
+            doomed: Vec::new(),
+            logged: logs.flatten(),
+        };
+        log.sweep(logs.is_some());
+        let doomed = std::mem::take(&mut log.doomed);
         let outbox = Outbox {
             dir: dir.to_owned(),
             segment_max_bytes,
-            log: Mutex::new(Log {
-                current: None,
-                segments,
-                next,
-                dir_unsynced: false,
-                doomed: Vec::new(),
-            }),
+            log: Mutex::new(log),
             pending: AtomicUsize::new(replay.len()),
             replay: Mutex::new(replay),
+            orphans: Mutex::new(orphans),
             applied: Mutex::new(mark),
+            logs: logs.is_some(),
             simulated: false,
         };
         for id in doomed {
             outbox.delete(id);
         }
         Ok(outbox)
+    }
+
+    /// The intents found at start without their `Done` (once; later calls get none).
+    pub fn take_orphans(&self) -> Vec<Orphan> {
+        std::mem::take(&mut *lock(&self.orphans))
     }
 
     /// The charges found at start (once; later calls get none), in log order without
@@ -226,10 +266,87 @@ impl Outbox {
     ) -> R {
         let mut log = lock(&self.log);
         let written = log.append(&self.dir, self.segment_max_bytes, record);
-        if written.is_ok() {
+        if written.is_ok() && record.kind == RecordKind::Charge {
             self.pending.fetch_add(1, Ordering::Relaxed);
         }
         then(written)
+    }
+
+    /// Records that the request log has every entry up to `position`, and deletes the
+    /// segments nothing needs any more.
+    pub fn logged(&self, position: Position) {
+        let doomed = {
+            let mut log = lock(&self.log);
+            if log.logged < Some(position) {
+                log.logged = Some(position);
+            }
+            log.sweep(self.logs);
+            std::mem::take(&mut log.doomed)
+        };
+        for id in doomed {
+            self.delete(id);
+        }
+    }
+
+    /// The position of the last record appended, if any record is in the outbox.
+    pub fn appended(&self) -> Option<Position> {
+        let log = lock(&self.log);
+        log.segments
+            .iter()
+            .rev()
+            .find(|(_, s)| s.end > 0)
+            .map(|(id, s)| Position {
+                segment: *id,
+                end: s.end,
+            })
+    }
+
+    /// The entries after `after` (from the first segment when `None`), in log order, up
+    /// to about `READ_MAX_BYTES`, each with the position past it.
+    pub fn read_after(
+        &self,
+        after: Option<Position>,
+    ) -> Result<Vec<(Entry, Position)>, OutboxError> {
+        let spans: Vec<(SegmentId, u64, u64)> = {
+            let log = lock(&self.log);
+            log.segments
+                .iter()
+                .filter_map(|(id, s)| {
+                    let start = match after {
+                        Some(a) if a.segment == *id => a.end,
+                        Some(a) if a.segment > *id => return None,
+                        _ => 0,
+                    };
+                    (start < s.end).then_some((*id, start, s.end))
+                })
+                .collect()
+        };
+        let mut entries = Vec::new();
+        let mut budget = READ_MAX_BYTES as u64;
+        for (id, start, end) in spans {
+            if budget == 0 {
+                break;
+            }
+            let path = self.dir.join(id.file_name());
+            let file = File::open(&path).map_err(io_at(&path))?;
+            let want = (end - start).min(budget.max(record::RECORD_MAX_BYTES as u64 + 16));
+            let mut bytes = vec![0u8; want as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start)
+                .map_err(io_at(&path))?;
+            let (records, intact) = parse_records(&bytes, start, &path);
+            budget = budget.saturating_sub(intact as u64);
+            let cut = (intact as u64) < want;
+            entries.extend(
+                records
+                    .into_iter()
+                    .map(|(entry, end)| (entry, Position { segment: id, end })),
+            );
+            if cut {
+                // The rest of this segment (read in a later call) comes before the next.
+                break;
+            }
+        }
+        Ok(entries)
     }
 
     /// Makes the records appended so far to `segments` durable, and the directory entry
@@ -282,11 +399,8 @@ impl Outbox {
                 };
                 segment.pending = segment.pending.saturating_sub(1);
                 self.pending.fetch_sub(1, Ordering::Relaxed);
-                if segment.pending == 0 && log.current.as_ref().map(|c| c.id) != Some(id) {
-                    log.segments.remove(&id);
-                    log.doomed.push(id);
-                }
             }
+            log.sweep(self.logs);
             std::mem::take(&mut log.doomed)
         };
         if let Some(last) = last {
@@ -326,9 +440,8 @@ impl Outbox {
     pub fn seal(&self) {
         let doomed = {
             let mut log = lock(&self.log);
-            if let Some(current) = log.current.take() {
-                log.retire(current.id);
-            }
+            log.current = None;
+            log.sweep(self.logs);
             std::mem::take(&mut log.doomed)
         };
         for id in doomed {
@@ -357,73 +470,6 @@ impl Outbox {
     }
 }
 
-impl Log {
-    fn append(
-        &mut self,
-        dir: &Path,
-        segment_max_bytes: u64,
-        record: &Record,
-    ) -> Result<Position, OutboxError> {
-        let mut current = match self.current.take() {
-            Some(current) if current.bytes < segment_max_bytes => current,
-            full => {
-                if let Some(full) = full {
-                    self.retire(full.id);
-                }
-                self.create(dir)?
-            }
-        };
-        if let Err(source) = (&*current.file).write_all(&record.0) {
-            // Part of the record may be in the file: nothing more goes after it.
-            self.retire(current.id);
-            return Err(io_at(&dir.join(current.id.file_name()))(source));
-        }
-        current.bytes += record.0.len() as u64;
-        let position = Position {
-            segment: current.id,
-            end: current.bytes,
-        };
-        match self.segments.get_mut(&current.id) {
-            Some(segment) => segment.pending += 1,
-            None => debug_assert!(false, "current segment {:?} not tracked", current.id),
-        }
-        self.current = Some(current);
-        Ok(position)
-    }
-
-    /// Creates the next segment. Its directory entry is fsynced by the next `sync`, with
-    /// the first records in it, rather than here on the request path.
-    fn create(&mut self, dir: &Path) -> Result<Current, OutboxError> {
-        let id = SegmentId(self.next);
-        self.next = self.next.saturating_add(1);
-        let path = dir.join(id.file_name());
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
-        let file = Arc::new(file);
-        self.segments.insert(
-            id,
-            Segment {
-                pending: 0,
-                file: Some(Arc::clone(&file)),
-            },
-        );
-        self.dir_unsynced = true;
-        Ok(Current { id, file, bytes: 0 })
-    }
-
-    /// A segment that is no longer current: to be deleted once every charge in it is
-    /// applied (now, if they already are).
-    fn retire(&mut self, id: SegmentId) {
-        if self.segments.get(&id).is_some_and(|s| s.pending == 0) {
-            self.segments.remove(&id);
-            self.doomed.push(id);
-        }
-    }
-}
-
 /// Opens (or creates) `APPLIED_FILE`. Unreadable, it counts as absent: everything in the
 /// outbox is replayed.
 fn open_applied_mark(path: &Path) -> Result<AppliedMark, OutboxError> {
@@ -441,22 +487,4 @@ fn open_applied_mark(path: &Path) -> Result<AppliedMark, OutboxError> {
         tracing::warn!(file = %path.display(), "applied position unreadable; every charge in the outbox is replayed");
     }
     Ok(AppliedMark { file, through })
-}
-
-/// Reads the charges of one segment, each with the offset past its record, fsyncing the
-/// segment first: a process killed before its last fsync left records only in the OS,
-/// and they are about to be proposed.
-fn read_segment(path: &Path) -> Result<Vec<(Charge, u64)>, OutboxError> {
-    let mut file = File::open(path).map_err(io_at(path))?;
-    if let Err(e) = file.sync_data() {
-        // Still replayed: a power loss before they are applied is the only risk.
-        tracing::warn!(segment = %path.display(), error = %e, "outbox segment not fsynced at start");
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io_at(path))?;
-    let (records, intact) = parse_records(&bytes, path);
-    if intact < bytes.len() {
-        tracing::warn!(segment = %path.display(), intact_bytes = intact, ignored_bytes = bytes.len() - intact, "outbox segment ends in a torn or corrupt record; the rest is ignored");
-    }
-    Ok(records)
 }

@@ -134,9 +134,9 @@ fn a_torn_or_corrupt_tail_loses_only_what_follows_it() {
 #[tokio::test]
 async fn segments_rotate_and_are_deleted_once_not_current_and_applied() {
     let dir = temp_dir("rotate");
-    let record_bytes = Record::encode(&charge(0)).expect("encodable").0.len() as u64;
+    let record_bytes = Record::encode(&charge(0)).expect("encodable").bytes.len() as u64;
     // Two records fill a segment.
-    let outbox = Outbox::open_with(&dir, record_bytes + 1).expect("open");
+    let outbox = Outbox::open_with(&dir, record_bytes + 1, None).expect("open");
     let p = append(&outbox, 0..5);
     let ids: Vec<u64> = p.iter().map(|p| p.segment.0).collect();
     assert_eq!(ids, [1, 1, 2, 2, 3]);
@@ -260,7 +260,7 @@ mod properties {
     proptest! {
         #[test]
         fn any_bytes_replay_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
-            let (charges, intact) = parse_records(&bytes, Path::new("fuzz.log"));
+            let (charges, intact) = parse_records(&bytes, 0, Path::new("fuzz.log"));
             prop_assert!(intact <= bytes.len());
             for (_, end) in &charges {
                 prop_assert!(*end as usize <= intact);
@@ -277,7 +277,7 @@ mod properties {
             let mut bytes = Vec::new();
             let mut ends = Vec::new();
             for n in &ns {
-                let Ok(Record(record)) = Record::encode(&charge(*n)) else {
+                let Ok(Record { bytes: record, .. }) = Record::encode(&charge(*n)) else {
                     return Err(TestCaseError::fail("encode"));
                 };
                 bytes.extend_from_slice(&record);
@@ -287,19 +287,138 @@ mod properties {
             // A torn last record, or random garbage, after them.
             if tear {
                 let n = ns.last().copied().unwrap_or(0);
-                let Ok(Record(record)) = Record::encode(&charge(n.wrapping_add(1))) else {
+                let Ok(Record { bytes: record, .. }) = Record::encode(&charge(n.wrapping_add(1))) else {
                     return Err(TestCaseError::fail("encode"));
                 };
                 bytes.extend_from_slice(&record[..torn.index(record.len())]);
             } else {
                 bytes.extend_from_slice(&tail);
             }
-            let (charges, intact) = parse_records(&bytes, Path::new("fuzz.log"));
+            let (charges, intact) = parse_records(&bytes, 0, Path::new("fuzz.log"));
             prop_assert!(intact >= valid);
-            let got: Vec<u64> = charges.iter().take(ns.len()).map(|(c, _)| c.usage.input_tokens).collect();
+            let got: Vec<u64> = charges.iter().take(ns.len()).filter_map(|(c, _)| c.charge()).map(|c| c.usage.input_tokens).collect();
             prop_assert_eq!(got, ns.clone());
             let got_ends: Vec<u64> = charges.iter().take(ns.len()).map(|(_, e)| *e).collect();
             prop_assert_eq!(got_ends, ends);
         }
+    }
+}
+
+mod intents {
+    //! Intents and `Done`s: an intent without its end is an orphan at the next start, and
+    //! what a request log reads is kept until it has read it.
+    use super::*;
+    use tollgate_proto::records::RequestRecord;
+
+    fn record(n: u64) -> RequestRecord {
+        RequestRecord {
+            request_id: RequestId(format!("req_{n}")),
+            ..RequestRecord::default()
+        }
+    }
+
+    fn intent(outbox: &Outbox, n: u64) -> SegmentId {
+        let intent = Intent {
+            record: record(n),
+            key_id: "vk_test".into(),
+            provider_config_id: "pc_test".into(),
+            model: "claude-test".into(),
+            reserved: Usd(100 + n),
+        };
+        let r = Record::intent(&intent).expect("encodable");
+        outbox.append(&r, |w| w.expect("written")).segment
+    }
+
+    fn done(outbox: &Outbox, n: u64, charged: bool, closes: Vec<SegmentId>) -> Position {
+        let done = Done {
+            charge: charged.then(|| charge(n)),
+            record: record(n),
+        };
+        let r = Record::done(&done, closes).expect("encodable");
+        outbox.append(&r, |w| w.expect("written"))
+    }
+
+    #[test]
+    fn an_intent_without_its_end_is_an_orphan_at_the_next_start() {
+        let dir = temp_dir("orphans");
+        {
+            let outbox = Outbox::open(&dir).expect("open");
+            let a = intent(&outbox, 1);
+            intent(&outbox, 2);
+            done(&outbox, 1, true, vec![a]);
+            // Killed: no seal.
+        }
+        let outbox = Outbox::open(&dir).expect("open");
+        let orphans = outbox.take_orphans();
+        let ids: Vec<&str> = orphans
+            .iter()
+            .map(|o| o.intent.record.request_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["req_2"]);
+        assert_eq!(orphans[0].intent.reserved, Usd(102));
+        // The finished request's charge is replayed; the orphan's is the node's to make.
+        assert_eq!(replayed(&outbox), vec![1]);
+        assert!(outbox.take_orphans().is_empty(), "orphans are taken once");
+    }
+
+    #[test]
+    fn a_segment_with_an_open_intent_keeps_it_and_everything_after() {
+        let dir = temp_dir("open-intent");
+        let record_bytes = Record::encode(&charge(0)).expect("encodable").bytes.len() as u64;
+        // Segments of about two records.
+        let outbox = Outbox::open_with(&dir, 2 * record_bytes, None).expect("open");
+        let long = intent(&outbox, 1);
+        let mut positions = Vec::new();
+        for n in 2..8 {
+            let i = intent(&outbox, n);
+            positions.push(done(&outbox, n, true, vec![i]));
+        }
+        outbox.applied(positions.clone());
+        assert!(
+            segments_on_disk(&dir).contains(&long.0),
+            "the open intent's segment went"
+        );
+        let before = segments_on_disk(&dir).len();
+        assert!(before >= 3);
+        // Its end lets every applied segment go but the current one.
+        let end = done(&outbox, 1, false, vec![long]);
+        outbox.applied(Vec::new());
+        outbox.seal();
+        assert!(
+            segments_on_disk(&dir).len() <= 1,
+            "{:?} after {end:?}",
+            segments_on_disk(&dir)
+        );
+        let outbox = Outbox::open(&dir).expect("open");
+        assert!(outbox.take_orphans().is_empty());
+    }
+
+    #[test]
+    fn a_request_log_reads_entries_in_order_and_segments_wait_for_it() {
+        let dir = temp_dir("logged");
+        let outbox = Outbox::open_logged(&dir, None).expect("open");
+        let i = intent(&outbox, 1);
+        let p1 = done(&outbox, 1, true, vec![i]);
+        let p2 = done(&outbox, 2, false, Vec::new());
+        let entries = outbox.read_after(None).expect("read");
+        let kinds: Vec<&str> = entries
+            .iter()
+            .map(|(e, _)| match e {
+                Entry::Intent(_) => "intent",
+                Entry::Done(_) => "done",
+                Entry::Charge(_) => "charge",
+            })
+            .collect();
+        assert_eq!(kinds, vec!["intent", "done", "done"]);
+        assert_eq!(entries[1].1, p1);
+        assert_eq!(entries.last().map(|e| e.1), Some(p2));
+        assert!(outbox.read_after(Some(p2)).expect("read").is_empty());
+        assert_eq!(outbox.read_after(Some(p1)).expect("read").len(), 1);
+        // Applied and sealed, but not logged: the segment stays.
+        outbox.applied(vec![p1]);
+        outbox.seal();
+        assert_eq!(segments_on_disk(&dir).len(), 1);
+        outbox.logged(p2);
+        assert!(segments_on_disk(&dir).is_empty());
     }
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - `dto`: request bodies (strict) and response views.
 //! - `owners`, `keys`, `budgets`, `usage`, `cluster`: one function per route, by resource.
+//! - `logs`: the request log (search, one record, stats), merged from every member.
 //! - `reply`: `AdminResult`, JSON reply helpers and `propose`.
 //! - `validate`: turning bodies into domain values with the offending field named.
 
@@ -11,6 +12,7 @@ pub mod budgets;
 pub mod cluster;
 pub mod dto;
 pub mod keys;
+pub mod logs;
 pub mod owners;
 pub mod reply;
 pub mod usage;
@@ -70,6 +72,9 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
             axum::routing::delete(delete_price),
         )
         .route("/api/v1/usage", get(usage))
+        .route("/api/v1/logs", get(logs::logs))
+        .route("/api/v1/logs/{id}", get(logs::log_entry))
+        .route("/api/v1/stats", get(logs::stats))
         .route("/api/v1/cluster", get(cluster))
         .route(
             "/api/v1/cluster/nodes/{id}",

@@ -1,0 +1,167 @@
+//! A request's record, filled in as the request is served: who asked (after
+//! authentication), for what (after the body is read), where it went (each attempt),
+//! when the provider first answered. Before a request goes to a provider its intent is
+//! written to the outbox; it ends exactly once, either charged (the record rides with
+//! the charge, one outbox write) or refused (a record that owes nothing).
+
+use crate::clock::Clock;
+use crate::governance::charge::{ChargeSender, PendingCharge};
+use crate::governance::outbox::{Intent, SegmentId};
+use axum::http::HeaderMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tollgate_proto::records::RequestRecord;
+use tollgate_proto::{KeyId, ProviderConfigId, RequestId, Usd, VirtualKey};
+
+/// The header Claude Code names its session in.
+pub const SESSION_HEADER: &str = "x-claude-code-session-id";
+
+/// Longest header value a record keeps (session id, user agent); the rest is cut.
+pub const HEADER_VALUE_MAX: usize = 256;
+
+pub struct Trail {
+    charges: ChargeSender,
+    clock: Arc<dyn Clock>,
+    draft: Mutex<Draft>,
+}
+
+struct Draft {
+    record: RequestRecord,
+    /// Segments of the intents written (one per attempt that reached a provider).
+    intents: Vec<SegmentId>,
+    ended: bool,
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    let value = headers.get(name)?.to_str().ok()?;
+    let mut end = value.len().min(HEADER_VALUE_MAX);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(value[..end].to_owned())
+}
+
+impl Trail {
+    pub fn new(
+        charges: ChargeSender,
+        clock: Arc<dyn Clock>,
+        node: u64,
+        request_id: &str,
+        dialect: &str,
+        headers: &HeaderMap,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Arc<Trail> {
+        let record = RequestRecord {
+            request_id: RequestId(request_id.to_owned()),
+            time_ms: clock.now_ms(),
+            node,
+            dialect: dialect.to_owned(),
+            session_id: header(headers, SESSION_HEADER),
+            user_agent: header(headers, "user-agent"),
+            client_ip: client_ip.map(|ip| ip.to_string()),
+            ..RequestRecord::default()
+        };
+        Arc::new(Trail {
+            charges,
+            clock,
+            draft: Mutex::new(Draft {
+                record,
+                intents: Vec::new(),
+                ended: false,
+            }),
+        })
+    }
+
+    fn draft(&self) -> MutexGuard<'_, Draft> {
+        self.draft.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The caller's key, once authenticated.
+    pub fn caller(&self, key: &VirtualKey) {
+        let mut d = self.draft();
+        d.record.virtual_key_id = Some(key.id.clone());
+        d.record.virtual_key_name = Some(key.name.clone());
+        d.record.team_id = key.team_id.clone();
+        d.record.customer_id = key.customer_id.clone();
+    }
+
+    /// What the body asks for.
+    pub fn asks(&self, model: &str, stream: bool) {
+        let mut d = self.draft();
+        d.record.model = Some(model.chars().take(HEADER_VALUE_MAX).collect());
+        d.record.stream = stream;
+    }
+
+    /// An attempt at a provider is about to be made: counted, and its intent written
+    /// (what the request would be charged were this node to stop before the answer).
+    pub fn attempt(
+        &self,
+        provider: &str,
+        key_id: &KeyId,
+        provider_config_id: &ProviderConfigId,
+        model: &str,
+        reserved: Usd,
+    ) {
+        let intent = {
+            let mut d = self.draft();
+            d.record.attempts += 1;
+            d.record.provider = Some(provider.to_owned());
+            d.record.provider_config_id = Some(provider_config_id.clone());
+            Intent {
+                record: d.record.clone(),
+                key_id: key_id.clone(),
+                provider_config_id: provider_config_id.clone(),
+                model: model.to_owned(),
+                reserved,
+            }
+        };
+        if let Some(segment) = self.charges.intent(&intent) {
+            self.draft().intents.push(segment);
+        }
+    }
+
+    /// The provider's answer began.
+    pub fn first_byte(&self) {
+        let now = self.clock.now_ms();
+        let mut d = self.draft();
+        if d.record.ttft_ms.is_none() {
+            d.record.ttft_ms = Some(now.saturating_sub(d.record.time_ms));
+        }
+    }
+
+    /// Ends the request with its charge: the record (with the charge's usage and cost)
+    /// goes into the outbox with it.
+    pub fn charged(&self, pending: PendingCharge, status: u16) {
+        let Some((mut record, closes)) = self.end() else {
+            // Ended before (cannot happen: one billing charges once); still charged.
+            self.charges.send(pending);
+            return;
+        };
+        record.status = status;
+        record.usage = pending.charge.usage;
+        record.cost = pending.charge.cost;
+        self.charges.send_done(pending, record, closes);
+    }
+
+    /// Ends a request that owes nothing, with the error the client got.
+    pub fn refused(&self, status: u16, error_type: &str) {
+        let Some((mut record, closes)) = self.end() else {
+            return;
+        };
+        record.status = status;
+        record.error_type = Some(error_type.to_owned());
+        self.charges.record_free(record, closes);
+    }
+
+    /// The record and the intents to close, the first time only.
+    fn end(&self) -> Option<(RequestRecord, Vec<SegmentId>)> {
+        let now = self.clock.now_ms();
+        let mut d = self.draft();
+        if d.ended {
+            return None;
+        }
+        d.ended = true;
+        d.record.latency_ms = now.saturating_sub(d.record.time_ms);
+        let intents = std::mem::take(&mut d.intents);
+        Some((d.record.clone(), intents))
+    }
+}

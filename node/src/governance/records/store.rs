@@ -1,0 +1,476 @@
+//! The log store: one fjall database under `DATA_DIR/logs/`, the only module that knows
+//! it. Records go in by batches from one writer (`append`), which numbers them in this
+//! node's hash chain, writes their index entries and the hour's totals in the same
+//! atomic batch, with the outbox position they were read up to. Retention and the disk
+//! cap drop whole partitions (`sweep`): no delete scans, no vacuum.
+
+use super::keys::{self, Dim, Slot, HOUR_MS, PARTITION_MS};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
+use tollgate_proto::records::{
+    CapturedContent, ChainedRecord, GroupBy, LogEntry, RequestRecord, StatsGroup, StatsQuery,
+    Totals,
+};
+use tollgate_raft::codec::{self, CodecError};
+
+/// Journal size past which fjall flushes memtables: small next to any sensible disk cap,
+/// so the cap counts nearly all of what is on disk.
+const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+
+/// Block cache for queries.
+const CACHE_BYTES: u64 = 32 << 20;
+
+/// Hours of totals the writer keeps in memory (older ones are read back when a late
+/// record needs them).
+const TOTALS_CACHE_HOURS: u64 = 12;
+
+const META_KEYSPACE: &str = "meta";
+const LOGGED_KEY: &[u8] = b"logged";
+const CHAIN_KEY: &[u8] = b"chain";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("log store")]
+    Fjall(#[from] fjall::Error),
+    #[error("log store encoding")]
+    Codec(#[from] CodecError),
+    #[error("log store entry {0} is damaged")]
+    Damaged(String),
+}
+
+/// The head of this node's hash chain: the last sequence and its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl ChainHead {
+    fn encode(self) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[..8].copy_from_slice(&self.seq.to_be_bytes());
+        b[8..].copy_from_slice(&self.hash);
+        b
+    }
+
+    fn decode(bytes: &[u8]) -> Option<ChainHead> {
+        let bytes: &[u8; 40] = bytes.try_into().ok()?;
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&bytes[..8]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&bytes[8..]);
+        Some(ChainHead {
+            seq: u64::from_be_bytes(seq),
+            hash,
+        })
+    }
+}
+
+/// The hash of a record at `seq` of `node`'s chain after `prev`.
+pub fn chain_hash(prev: &[u8; 32], node: u64, seq: u64, record: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(node.to_be_bytes());
+    h.update(seq.to_be_bytes());
+    h.update(record);
+    h.finalize().into()
+}
+
+/// Open partitions, by number.
+#[derive(Default)]
+struct Partitions {
+    records: BTreeMap<u64, fjall::Keyspace>,
+    content: BTreeMap<u64, fjall::Keyspace>,
+}
+
+/// What the writer keeps between batches.
+struct WriterState {
+    head: ChainHead,
+    /// Totals of recent hours, by (hour, group, key).
+    totals: HashMap<(u64, GroupBy, String), Totals>,
+}
+
+pub struct LogStore {
+    db: fjall::Database,
+    meta: fjall::Keyspace,
+    node: u64,
+    partitions: RwLock<Partitions>,
+    writer: Mutex<WriterState>,
+    /// Partitions dropped by the disk cap (`tollgate_log_dropped_partitions_total`).
+    pub dropped_for_space: AtomicU64,
+    /// Records in them (an estimate: fjall's approximate count).
+    pub dropped_records: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LogStore {
+    /// Opens (or creates) the store in `dir` for `node`'s records.
+    pub fn open(dir: &Path, node: u64) -> Result<LogStore, StoreError> {
+        let db = fjall::Database::builder(dir)
+            .max_journaling_size(MAX_JOURNAL_BYTES)
+            .cache_size(CACHE_BYTES)
+            .open()?;
+        let meta = db.keyspace(META_KEYSPACE, fjall::KeyspaceCreateOptions::default)?;
+        let mut partitions = Partitions::default();
+        for name in db.list_keyspace_names() {
+            let Some((kind, partition)) = keys::parse_keyspace(&name) else {
+                continue;
+            };
+            let keyspace = db.keyspace(&name, fjall::KeyspaceCreateOptions::default)?;
+            match kind {
+                b'r' => partitions.records.insert(partition, keyspace),
+                _ => partitions.content.insert(partition, keyspace),
+            };
+        }
+        let head = match meta.get(CHAIN_KEY)? {
+            Some(v) => {
+                ChainHead::decode(&v).ok_or_else(|| StoreError::Damaged("chain head".into()))?
+            }
+            None => ChainHead::default(),
+        };
+        Ok(LogStore {
+            db,
+            meta,
+            node,
+            partitions: RwLock::new(partitions),
+            writer: Mutex::new(WriterState {
+                head,
+                totals: HashMap::new(),
+            }),
+            dropped_for_space: AtomicU64::new(0),
+            dropped_records: AtomicU64::new(0),
+        })
+    }
+
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// The outbox position the records are written up to (`append`'s `mark`).
+    pub fn logged_mark(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(LOGGED_KEY)?.map(|v| v.to_vec()))
+    }
+
+    pub fn chain_head(&self) -> ChainHead {
+        lock(&self.writer).head
+    }
+
+    fn records_partition(&self, partition: u64) -> Result<fjall::Keyspace, StoreError> {
+        self.partition(partition, false)
+    }
+
+    fn partition(&self, partition: u64, content: bool) -> Result<fjall::Keyspace, StoreError> {
+        {
+            let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+            let map = if content {
+                &parts.content
+            } else {
+                &parts.records
+            };
+            if let Some(k) = map.get(&partition) {
+                return Ok(k.clone());
+            }
+        }
+        let mut parts = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+        let (name, options): (String, fn() -> fjall::KeyspaceCreateOptions) = if content {
+            (keys::content_keyspace(partition), || {
+                fjall::KeyspaceCreateOptions::default()
+                    .with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+            })
+        } else {
+            (
+                keys::records_keyspace(partition),
+                fjall::KeyspaceCreateOptions::default,
+            )
+        };
+        let keyspace = self.db.keyspace(&name, options)?;
+        let map = if content {
+            &mut parts.content
+        } else {
+            &mut parts.records
+        };
+        map.insert(partition, keyspace.clone());
+        Ok(keyspace)
+    }
+
+    /// Open record partitions, newest first, that may hold records in `[since, until)`.
+    pub(super) fn partitions_between(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Vec<(u64, fjall::Keyspace)> {
+        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        let first = keys::partition_of(since_ms);
+        let last = keys::partition_of(until_ms.saturating_sub(1));
+        parts
+            .records
+            .range(first..=last)
+            .rev()
+            .map(|(p, k)| (*p, k.clone()))
+            .collect()
+    }
+
+    pub(super) fn content_partition(&self, partition: u64) -> Option<fjall::Keyspace> {
+        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        parts.content.get(&partition).cloned()
+    }
+
+    /// Writes `entries` as one atomic batch: each record numbered next in this node's
+    /// chain, with its id, index entries, the hour's totals and its content, and `mark`
+    /// (where the outbox was read up to). Made durable (fsync) before it returns, since
+    /// the outbox may then delete what it was read from.
+    pub fn append(
+        &self,
+        entries: Vec<(RequestRecord, Option<CapturedContent>)>,
+        mark: &[u8],
+    ) -> Result<ChainHead, StoreError> {
+        let mut writer = lock(&self.writer);
+        let mut head = writer.head;
+        let mut batch = self.db.batch();
+        let mut touched: Vec<(u64, GroupBy, String)> = Vec::new();
+        for (record, content) in entries {
+            let seq = head.seq + 1;
+            let encoded = codec::encode(&record)?;
+            let hash = chain_hash(&head.hash, self.node, seq, &encoded);
+            let slot = Slot {
+                time_ms: record.time_ms,
+                seq,
+            };
+            let partition = keys::partition_of(record.time_ms);
+            let part = self.records_partition(partition)?;
+            for (dim, value) in Dim::of(&record) {
+                if let Some(value) = value {
+                    batch.insert(&part, keys::index_key(dim, value, slot), []);
+                }
+            }
+            batch.insert(
+                &part,
+                keys::id_key(record.request_id.as_str()),
+                slot.bytes(),
+            );
+            let hour = record.time_ms / HOUR_MS;
+            for group in GroupBy::ALL {
+                let key = (hour, group, keys::group_key(&record, group));
+                if !writer.totals.contains_key(&key) {
+                    let stored = match part.get(keys::totals_key(hour, group, &key.2))? {
+                        Some(v) => codec::decode(&v)?,
+                        None => Totals::default(),
+                    };
+                    writer.totals.insert(key.clone(), stored);
+                }
+                if let Some(totals) = writer.totals.get_mut(&key) {
+                    totals.add(&record);
+                }
+                touched.push(key);
+            }
+            if let Some(content) = content {
+                let cpart = self.partition(partition, true)?;
+                batch.insert(&cpart, keys::record_key(slot), codec::encode(&content)?);
+            }
+            let chained = ChainedRecord {
+                seq,
+                prev_hash: head.hash,
+                hash,
+                record,
+            };
+            batch.insert(&part, keys::record_key(slot), codec::encode(&chained)?);
+            head = ChainHead { seq, hash };
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for key in &touched {
+            let (hour, group, name) = key;
+            let part = self.records_partition(hour * HOUR_MS / PARTITION_MS)?;
+            if let Some(totals) = writer.totals.get(key) {
+                batch.insert(
+                    &part,
+                    keys::totals_key(*hour, *group, name),
+                    codec::encode(totals)?,
+                );
+            }
+        }
+        batch.insert(&self.meta, LOGGED_KEY, mark);
+        batch.insert(&self.meta, CHAIN_KEY, head.encode());
+        batch.commit()?;
+        self.db.persist(fjall::PersistMode::SyncData)?;
+        writer.head = head;
+        if let Some(newest) = touched.iter().map(|k| k.0).max() {
+            let oldest_kept = newest.saturating_sub(TOTALS_CACHE_HOURS);
+            writer.totals.retain(|k, _| k.0 >= oldest_kept);
+        }
+        Ok(head)
+    }
+
+    /// Records only the outbox mark (a batch of entries that were not records).
+    pub fn mark(&self, mark: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(LOGGED_KEY, mark)?;
+        self.db.persist(fjall::PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// The record of `request_id`, and its content if captured.
+    pub fn get(&self, request_id: &str) -> Result<Option<LogEntry>, StoreError> {
+        let parts: Vec<(u64, fjall::Keyspace)> = {
+            let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+            parts
+                .records
+                .iter()
+                .rev()
+                .map(|(p, k)| (*p, k.clone()))
+                .collect()
+        };
+        let id = keys::id_key(request_id);
+        for (partition, part) in parts {
+            let Some(slot) = part.get(&id)? else {
+                continue;
+            };
+            let slot =
+                Slot::from_tail(&slot).ok_or_else(|| StoreError::Damaged(request_id.into()))?;
+            let Some(value) = part.get(keys::record_key(slot))? else {
+                return Ok(None);
+            };
+            let record: ChainedRecord = codec::decode(&value)?;
+            let content = self.content(partition, slot)?;
+            return Ok(Some(LogEntry { record, content }));
+        }
+        Ok(None)
+    }
+
+    pub(super) fn content(
+        &self,
+        partition: u64,
+        slot: Slot,
+    ) -> Result<Option<CapturedContent>, StoreError> {
+        let Some(cpart) = self.content_partition(partition) else {
+            return Ok(None);
+        };
+        match cpart.get(keys::record_key(slot))? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Totals per group over the whole hours in `[since, until)`, from the totals kept
+    /// at write time (no record is read).
+    pub fn stats(&self, query: &StatsQuery) -> Result<Vec<StatsGroup>, StoreError> {
+        let since = query.since_ms.unwrap_or(0);
+        let until = query.until_ms.unwrap_or(u64::MAX);
+        let first_hour = since / HOUR_MS;
+        let end_hour = until.div_ceil(HOUR_MS);
+        let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
+        for (_, part) in self.partitions_between(since, until) {
+            for item in part.prefix([b't']) {
+                let (key, value) = item.into_inner()?;
+                let Some((hour, group, name)) = keys::parse_totals_key(&key) else {
+                    continue;
+                };
+                if hour < first_hour || hour >= end_hour || group != query.group_by as u8 {
+                    continue;
+                }
+                let totals: Totals = codec::decode(&value)?;
+                groups.entry(name.to_owned()).or_default().merge(&totals);
+            }
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(key, totals)| StatsGroup { key, totals })
+            .collect())
+    }
+
+    /// Drops partitions past retention, then the oldest while the store is over
+    /// `max_disk_bytes` (content before records of the same partition).
+    pub fn sweep(
+        &self,
+        now_ms: u64,
+        retention_ms: u64,
+        content_retention_ms: u64,
+        max_disk_bytes: u64,
+    ) -> Result<(), StoreError> {
+        let expired = |retention: u64| {
+            let horizon = now_ms.saturating_sub(retention);
+            move |p: &u64| (p + 1) * PARTITION_MS <= horizon
+        };
+        let (old_records, old_content): (Vec<u64>, Vec<u64>) = {
+            let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+            (
+                parts
+                    .records
+                    .keys()
+                    .copied()
+                    .filter(expired(retention_ms))
+                    .collect(),
+                parts
+                    .content
+                    .keys()
+                    .copied()
+                    .filter(expired(content_retention_ms))
+                    .collect(),
+            )
+        };
+        for p in old_content {
+            self.drop_partition(p, true, "retention")?;
+        }
+        for p in old_records {
+            self.drop_partition(p, false, "retention")?;
+        }
+        while self.db.disk_space()? > max_disk_bytes {
+            let oldest = {
+                let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+                let content = parts.content.keys().next().map(|p| (*p, true));
+                let records = parts.records.keys().next().map(|p| (*p, false));
+                // Same partition: content goes first (`true` < `false` reversed).
+                match (content, records) {
+                    (Some(c), Some(r)) if c.0 <= r.0 => Some(c),
+                    (_, Some(r)) => Some(r),
+                    (c, None) => c,
+                }
+            };
+            let Some((p, content)) = oldest else { break };
+            let records = self.drop_partition(p, content, "disk cap")?;
+            self.dropped_for_space.fetch_add(1, Ordering::Relaxed);
+            if !content {
+                self.dropped_records.fetch_add(records, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops one partition; gives how many entries it held (approximately).
+    fn drop_partition(&self, partition: u64, content: bool, why: &str) -> Result<u64, StoreError> {
+        let keyspace = {
+            let mut parts = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+            let map = if content {
+                &mut parts.content
+            } else {
+                &mut parts.records
+            };
+            map.remove(&partition)
+        };
+        let Some(keyspace) = keyspace else {
+            return Ok(0);
+        };
+        let entries = keyspace.approximate_len() as u64;
+        let bytes = keyspace.disk_space();
+        self.db.delete_keyspace(keyspace)?;
+        tracing::info!(
+            partition,
+            content,
+            bytes,
+            start = %keys::day_of(partition * PARTITION_MS),
+            why,
+            "log partition dropped"
+        );
+        Ok(entries)
+    }
+
+    /// Bytes on disk (journal and every partition).
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
