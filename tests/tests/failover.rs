@@ -1,10 +1,12 @@
-//! Three nodes behind HAProxy (`Balanced`) under steady load through HAProxy;
-//! the leader is killed with SIGKILL and restarted. No client request fails, a new leader
-//! is elected, and afterwards every node reports the same usage and spend for the key,
-//! matching what the clients received and the fake upstream's request log.
+//! Three nodes behind HAProxy (`Balanced`) under steady load through HAProxy; the
+//! leader is killed with SIGKILL and restarted, then a follower. No client request fails,
+//! a new leader is elected, and afterwards every node reports the same usage and spend
+//! for the key: as many requests as the fake upstream received, each with a record in the
+//! request log whose costs add up to the spend.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +31,7 @@ struct Tally {
 }
 
 #[tokio::test]
-async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() -> Result<()> {
+async fn killing_the_leader_and_a_follower_under_load_loses_no_request() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
     let started = Instant::now();
     let mut cluster = Balanced::start(&fake_config(&fake), &[]).await?;
@@ -127,6 +129,25 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
     })
     .await;
     assert!(flowing, "traffic stopped after the restart");
+    // Then a follower.
+    let view = cluster.admin(1, "GET", "/api/v1/cluster", None).await?;
+    let leader_now = view["leader"].as_u64().context("a leader")?;
+    let follower = (1..=3).find(|n| *n != leader_now).context("a follower")? as u16;
+    let before_kill = answered();
+    cluster.kill(follower).await?;
+    println!("killed follower {follower} after {before_kill} answers");
+    let flowing = eventually(30, || async {
+        answered() >= before_kill + ANSWERS_PER_PHASE
+    })
+    .await;
+    assert!(flowing, "traffic stopped after the follower's kill");
+    cluster.start_node(follower).await?;
+    let after_restart = answered();
+    let flowing = eventually(30, || async {
+        answered() >= after_restart + ANSWERS_PER_PHASE
+    })
+    .await;
+    assert!(flowing, "traffic stopped after the follower's restart");
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await?;
@@ -175,31 +196,54 @@ async fn killing_the_leader_under_load_fails_no_request_and_loses_no_charge() ->
     }
     let charged = settled[0].as_u64().unwrap_or(0);
     let spent = micros(&settled[1]);
-    let upstream = fake
+    // What the provider received, by the gateway's request id.
+    let upstream: BTreeSet<String> = fake
         .requests()
         .iter()
-        .filter(|r| r["path"] == "/v1/messages" && r["status"] == 200)
-        .count() as u64;
+        .filter(|r| r["path"] == "/v1/messages")
+        .filter_map(|r| r["headers"]["x-tollgate-request-id"].as_str().map(str::to_owned))
+        .collect();
     println!(
-        "delivered {delivered}, charged {charged} (spent {spent} micro-USD at {unit_micros} each), upstream answered {upstream}"
-    );
-    assert_eq!(
-        spent,
-        charged * unit_micros,
-        "every charge at the one price"
+        "delivered {delivered}, charged {charged} (spent {spent} micro-USD, {unit_micros} an answer), upstream received {}",
+        upstream.len()
     );
     assert!(charged >= delivered, "a delivered answer was not charged");
-    assert!(
-        charged <= upstream,
-        "charged more than the upstream answered"
-    );
-    // Only requests cut off by the kill may have reached the upstream uncharged: at most
-    // one per client.
-    assert!(
-        upstream - charged <= WORKERS as u64,
-        "{} upstream answers uncharged",
-        upstream - charged
-    );
+    // The request log, asked of each node (each answer merges every node's records).
+    let mut logs = Vec::new();
+    for node in 1..=3 {
+        logs.push(all_records(&cluster, node, &format!("virtual_key={id}")).await?);
+    }
+    assert!(logs.iter().all(|l| *l == logs[0]), "nodes answer different logs");
+    let records = &logs[0];
+    assert_eq!(records.len() as u64, charged, "one record per charged request");
+    let mut stopped_unsent = 0u64;
+    let mut logged_spend = 0u64;
+    for (request_id, (status, outcome, cost)) in records {
+        logged_spend += cost;
+        match outcome.as_deref() {
+            None => {
+                assert_eq!(*status, 200, "{request_id}");
+                assert_eq!(*cost, unit_micros, "{request_id} cost");
+                assert!(upstream.contains(request_id), "{request_id} answered but not sent");
+            }
+            Some(o) => {
+                assert_eq!(o, "unknown (node stopped)", "{request_id}");
+                // Written the moment before its node was killed, and never sent.
+                if !upstream.contains(request_id) {
+                    stopped_unsent += 1;
+                }
+            }
+        }
+    }
+    let stopped = records.values().filter(|r| r.1.is_some()).count();
+    println!("{stopped} requests reconciled after the kills ({stopped_unsent} never reached the provider)");
+    for request_id in &upstream {
+        assert!(records.contains_key(request_id), "{request_id} reached the provider but has no record");
+    }
+    // Every node counts what the provider received (plus, charged at their reservation,
+    // requests whose node was killed between their intent and their sending).
+    assert_eq!(charged, upstream.len() as u64 + stopped_unsent, "requests counted");
+    assert_eq!(logged_spend, spent, "the records' costs add up to the spend");
     Ok(())
 }
 
@@ -315,4 +359,39 @@ async fn admin_writes_ride_through_a_leader_kill() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every record of the request log matching `query`, asked of `node`, page by page:
+/// request id → (status, outcome, cost in micro-dollars).
+async fn all_records(
+    cluster: &Balanced,
+    node: u16,
+    query: &str,
+) -> Result<BTreeMap<String, (u64, Option<String>, u64)>> {
+    let mut records = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/logs?{query}&limit=1000&cursor={c}"),
+            None => format!("/api/v1/logs?{query}&limit=1000"),
+        };
+        let page = cluster.admin(node, "GET", &path, None).await?;
+        assert_eq!(page["partial"], false, "{page}");
+        for r in page["records"].as_array().context("records")? {
+            let id = r["request_id"].as_str().context("request id")?.to_owned();
+            let entry = (
+                r["status"].as_u64().unwrap_or(0),
+                r["outcome"].as_str().map(str::to_owned),
+                micros(&r["cost_usd"]),
+            );
+            if records.insert(id.clone(), entry).is_some() {
+                bail!("{id} listed twice");
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(records),
+        }
+    }
+    bail!("the log's pages never ended")
 }

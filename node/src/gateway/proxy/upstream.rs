@@ -23,6 +23,9 @@ use serde::Deserialize;
 use std::time::Duration;
 use tollgate_proto::Usage;
 
+/// The header that names the gateway's request id, to the client and to the provider.
+pub const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
+
 pub async fn attempt(
     app: &App,
     inbound: &Inbound,
@@ -34,7 +37,7 @@ pub async fn attempt(
         |e: translate::TranslateError| AttemptError::Fatal(ApiError::BadRequest(e.to_string()));
     let encode = |v: &serde_json::Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
     // What goes upstream, and how the answer comes back, per (client dialect, provider kind).
-    let (body, headers, translation, upstream_dialect) =
+    let (body, mut headers, translation, upstream_dialect) =
         match (inbound.dialect, route.provider.kind) {
             (_, ProviderKind::Mock) => return mock_answer(app, inbound, route, billing).await,
             (Dialect::Anthropic | Dialect::Admin, ProviderKind::Anthropic) => (
@@ -96,6 +99,10 @@ pub async fn attempt(
                 )
             }
         };
+    // The provider's logs can be matched with the request log's.
+    if let Ok(id) = HeaderValue::from_str(&inbound.request_id) {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
     billing.intent(&route.provider.name);
     let resp = send(app, route, headers, body).await?;
     let mut billing = billing;
