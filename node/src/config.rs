@@ -67,8 +67,9 @@ impl Default for LogsConfig {
     }
 }
 
-/// The smallest disk cap: the store's journal and one partition must fit.
-pub const LOGS_MIN_DISK_BYTES: u64 = 16 << 20;
+/// The smallest disk cap: the store's journal (128 MiB of it, see
+/// `records::store::JOURNAL_BUDGET_BYTES`) and partitions must fit.
+pub const LOGS_MIN_DISK_BYTES: u64 = 256 << 20;
 
 /// A retention such as `90d`, `12h`, `30m` or `45s`, in milliseconds.
 pub fn parse_retention(text: &str) -> Option<u64> {
@@ -365,7 +366,10 @@ impl Config {
             }
         }
         if logs.max_disk_bytes < LOGS_MIN_DISK_BYTES {
-            return field("logs.max_disk_bytes", "must be at least 16777216 (16 MiB)");
+            return field(
+                "logs.max_disk_bytes",
+                "must be at least 268435456 (256 MiB)",
+            );
         }
         let b = &self.breaker;
         if b.consecutive_failures == 0 {

@@ -241,3 +241,31 @@ pub fn cert(args: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Every record of the request log matching `query` (`virtual_key=...&session=...`),
+/// asked of the node at `base`, page by page, newest first; fails on a partial answer or
+/// a record listed twice.
+pub async fn log_records(base: &str, query: &str) -> Result<Vec<Value>> {
+    let mut records: Vec<Value> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10_000 {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/logs?{query}&limit=1000&cursor={c}"),
+            None => format!("/api/v1/logs?{query}&limit=1000"),
+        };
+        let (status, page) = admin_at(base, "GET", &path, None).await?;
+        anyhow::ensure!(status == 200, "GET {path}: {status} {page}");
+        anyhow::ensure!(page["partial"] == false, "partial answer: {page}");
+        for r in page["records"].as_array().cloned().unwrap_or_default() {
+            let id = r["request_id"].as_str().unwrap_or_default().to_owned();
+            anyhow::ensure!(seen.insert(id.clone()), "{id} listed twice");
+            records.push(r);
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(records),
+        }
+    }
+    anyhow::bail!("the log's pages never ended")
+}

@@ -201,7 +201,11 @@ async fn killing_the_leader_and_a_follower_under_load_loses_no_request() -> Resu
         .requests()
         .iter()
         .filter(|r| r["path"] == "/v1/messages")
-        .filter_map(|r| r["headers"]["x-tollgate-request-id"].as_str().map(str::to_owned))
+        .filter_map(|r| {
+            r["headers"]["x-tollgate-request-id"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect();
     println!(
         "delivered {delivered}, charged {charged} (spent {spent} micro-USD, {unit_micros} an answer), upstream received {}",
@@ -211,11 +215,34 @@ async fn killing_the_leader_and_a_follower_under_load_loses_no_request() -> Resu
     // The request log, asked of each node (each answer merges every node's records).
     let mut logs = Vec::new();
     for node in 1..=3 {
-        logs.push(all_records(&cluster, node, &format!("virtual_key={id}")).await?);
+        let records = log_records(&cluster.url(node), &format!("virtual_key={id}")).await?;
+        let by_id: BTreeMap<String, (u64, Option<String>, u64)> = records
+            .iter()
+            .map(|r| {
+                let id = r["request_id"].as_str().unwrap_or_default().to_owned();
+                let outcome = r["outcome"].as_str().map(str::to_owned);
+                (
+                    id,
+                    (
+                        r["status"].as_u64().unwrap_or(0),
+                        outcome,
+                        micros(&r["cost_usd"]),
+                    ),
+                )
+            })
+            .collect();
+        logs.push(by_id);
     }
-    assert!(logs.iter().all(|l| *l == logs[0]), "nodes answer different logs");
+    assert!(
+        logs.iter().all(|l| *l == logs[0]),
+        "nodes answer different logs"
+    );
     let records = &logs[0];
-    assert_eq!(records.len() as u64, charged, "one record per charged request");
+    assert_eq!(
+        records.len() as u64,
+        charged,
+        "one record per charged request"
+    );
     let mut stopped_unsent = 0u64;
     let mut logged_spend = 0u64;
     for (request_id, (status, outcome, cost)) in records {
@@ -224,7 +251,10 @@ async fn killing_the_leader_and_a_follower_under_load_loses_no_request() -> Resu
             None => {
                 assert_eq!(*status, 200, "{request_id}");
                 assert_eq!(*cost, unit_micros, "{request_id} cost");
-                assert!(upstream.contains(request_id), "{request_id} answered but not sent");
+                assert!(
+                    upstream.contains(request_id),
+                    "{request_id} answered but not sent"
+                );
             }
             Some(o) => {
                 assert_eq!(o, "unknown (node stopped)", "{request_id}");
@@ -238,12 +268,22 @@ async fn killing_the_leader_and_a_follower_under_load_loses_no_request() -> Resu
     let stopped = records.values().filter(|r| r.1.is_some()).count();
     println!("{stopped} requests reconciled after the kills ({stopped_unsent} never reached the provider)");
     for request_id in &upstream {
-        assert!(records.contains_key(request_id), "{request_id} reached the provider but has no record");
+        assert!(
+            records.contains_key(request_id),
+            "{request_id} reached the provider but has no record"
+        );
     }
     // Every node counts what the provider received (plus, charged at their reservation,
     // requests whose node was killed between their intent and their sending).
-    assert_eq!(charged, upstream.len() as u64 + stopped_unsent, "requests counted");
-    assert_eq!(logged_spend, spent, "the records' costs add up to the spend");
+    assert_eq!(
+        charged,
+        upstream.len() as u64 + stopped_unsent,
+        "requests counted"
+    );
+    assert_eq!(
+        logged_spend, spent,
+        "the records' costs add up to the spend"
+    );
     Ok(())
 }
 
@@ -359,39 +399,4 @@ async fn admin_writes_ride_through_a_leader_kill() -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Every record of the request log matching `query`, asked of `node`, page by page:
-/// request id → (status, outcome, cost in micro-dollars).
-async fn all_records(
-    cluster: &Balanced,
-    node: u16,
-    query: &str,
-) -> Result<BTreeMap<String, (u64, Option<String>, u64)>> {
-    let mut records = BTreeMap::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/logs?{query}&limit=1000&cursor={c}"),
-            None => format!("/api/v1/logs?{query}&limit=1000"),
-        };
-        let page = cluster.admin(node, "GET", &path, None).await?;
-        assert_eq!(page["partial"], false, "{page}");
-        for r in page["records"].as_array().context("records")? {
-            let id = r["request_id"].as_str().context("request id")?.to_owned();
-            let entry = (
-                r["status"].as_u64().unwrap_or(0),
-                r["outcome"].as_str().map(str::to_owned),
-                micros(&r["cost_usd"]),
-            );
-            if records.insert(id.clone(), entry).is_some() {
-                bail!("{id} listed twice");
-            }
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return Ok(records),
-        }
-    }
-    bail!("the log's pages never ended")
 }

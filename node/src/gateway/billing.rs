@@ -161,6 +161,13 @@ impl Billing {
         }
     }
 
+    /// Bytes of the answer as the client gets them (kept when content is captured).
+    pub fn answer(&self, bytes: &[u8]) {
+        if let Some(trail) = self.trail.as_ref().filter(|t| t.captures()) {
+            trail.answer(bytes);
+        }
+    }
+
     /// The request is about to go to `provider`: its intent is written first.
     pub fn intent(&self, provider: &str) {
         if let Some(trail) = &self.trail {

@@ -7,8 +7,11 @@
 use crate::clock::Clock;
 use crate::governance::charge::{ChargeSender, PendingCharge};
 use crate::governance::outbox::{Intent, SegmentId};
+use crate::governance::records::{RequestLog, CAPTURE_MAX_BYTES};
 use axum::http::HeaderMap;
+use bytes::Bytes;
 use std::sync::{Arc, Mutex, MutexGuard};
+use tollgate_proto::records::CapturedContent;
 use tollgate_proto::records::RequestRecord;
 use tollgate_proto::{KeyId, ProviderConfigId, RequestId, Usd, VirtualKey};
 
@@ -21,6 +24,8 @@ pub const HEADER_VALUE_MAX: usize = 256;
 pub struct Trail {
     charges: ChargeSender,
     clock: Arc<dyn Clock>,
+    /// Where captured bodies go (`content = "full"` only).
+    capture: Option<Arc<RequestLog>>,
     draft: Mutex<Draft>,
 }
 
@@ -29,6 +34,9 @@ struct Draft {
     /// Segments of the intents written (one per attempt that reached a provider).
     intents: Vec<SegmentId>,
     ended: bool,
+    request_body: Option<Bytes>,
+    response_body: Vec<u8>,
+    truncated: bool,
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -41,9 +49,11 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 impl Trail {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         charges: ChargeSender,
         clock: Arc<dyn Clock>,
+        log: Option<&Arc<RequestLog>>,
         node: u64,
         request_id: &str,
         dialect: &str,
@@ -63,10 +73,14 @@ impl Trail {
         Arc::new(Trail {
             charges,
             clock,
+            capture: log.filter(|l| l.capture).cloned(),
             draft: Mutex::new(Draft {
                 record,
                 intents: Vec::new(),
                 ended: false,
+                request_body: None,
+                response_body: Vec::new(),
+                truncated: false,
             }),
         })
     }
@@ -84,11 +98,33 @@ impl Trail {
         d.record.customer_id = key.customer_id.clone();
     }
 
-    /// What the body asks for.
-    pub fn asks(&self, model: &str, stream: bool) {
+    /// What the body asks for; the body itself is kept when content is captured.
+    pub fn asks(&self, model: &str, stream: bool, body: &Bytes) {
         let mut d = self.draft();
         d.record.model = Some(model.chars().take(HEADER_VALUE_MAX).collect());
         d.record.stream = stream;
+        if self.capture.is_some() {
+            d.request_body = Some(body.clone());
+        }
+    }
+
+    /// Whether the answer's bytes are wanted (`answer`).
+    pub fn captures(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Bytes of the answer as the client gets them, kept when content is captured.
+    pub fn answer(&self, bytes: &[u8]) {
+        if self.capture.is_none() {
+            return;
+        }
+        let mut d = self.draft();
+        let room = CAPTURE_MAX_BYTES.saturating_sub(d.response_body.len());
+        if bytes.len() > room {
+            d.truncated = true;
+        }
+        d.response_body
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     /// An attempt at a provider is about to be made: counted, and its intent written
@@ -162,6 +198,16 @@ impl Trail {
         d.ended = true;
         d.record.latency_ms = now.saturating_sub(d.record.time_ms);
         let intents = std::mem::take(&mut d.intents);
+        if let Some(log) = &self.capture {
+            let request = d.request_body.take().unwrap_or_default();
+            let truncated = d.truncated || request.len() > CAPTURE_MAX_BYTES;
+            let content = CapturedContent {
+                request_body: request[..request.len().min(CAPTURE_MAX_BYTES)].to_vec(),
+                response_body: std::mem::take(&mut d.response_body),
+                truncated,
+            };
+            log.keep(d.record.request_id.as_str(), content);
+        }
         Some((d.record.clone(), intents))
     }
 }

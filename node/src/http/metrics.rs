@@ -150,6 +150,53 @@ pub fn render(app: &App) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    if let Some(log) = &app.log {
+        let store = &log.store;
+        let log_metrics: [(&str, &str, &str, u64); 6] = [
+            (
+                "tollgate_log_records_total",
+                "counter",
+                "Request records written to this node's request log.",
+                log.written.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_log_writer_lag_bytes",
+                "gauge",
+                "Outbox bytes the request log has not read yet (roughly).",
+                log.lag_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_log_disk_bytes",
+                "gauge",
+                "Bytes of the request log's store on disk ([logs] max_disk_bytes caps it).",
+                store.disk_bytes(),
+            ),
+            (
+                "tollgate_log_dropped_partitions_total",
+                "counter",
+                "Request log partitions dropped to keep the store under [logs] max_disk_bytes.",
+                store.dropped_for_space.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_log_dropped_records_total",
+                "counter",
+                "Request records (roughly) in partitions dropped for the disk cap.",
+                store.dropped_records.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_log_content_dropped_total",
+                "counter",
+                "Requests whose bodies were not captured because the capture queue was full.",
+                log.content_dropped.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in log_metrics {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
     out.push_str("# HELP tollgate_http_connections_refused_total Client connections closed at accept: the node's cap ([limits] max_connections) or the client address's (max_connections_per_address) was reached.\n");
     out.push_str("# TYPE tollgate_http_connections_refused_total counter\n");
     for (cap, c) in [

@@ -77,6 +77,7 @@ async fn serve(
     let trail = Trail::new(
         app.gate.charger.charges.clone(),
         Arc::clone(&app.clock),
+        app.log.as_ref(),
         app.gate.admission.node(),
         &request_id,
         dialect.name(),
@@ -128,7 +129,7 @@ async fn run(
     trail.caller(&caller.key);
     let body = body.map_err(|r| body_error(app, r))?;
     let head = head::parse(&body, dialect, false)?;
-    trail.asks(&head.model, head.stream);
+    trail.asks(&head.model, head.stream, &body);
     // A stream holds its place among the streams until its body ends.
     let stream_slot = match head.stream {
         true => Some(Arc::clone(&app.streams).try_acquire_owned().map_err(|_| {

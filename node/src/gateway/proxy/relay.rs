@@ -75,6 +75,9 @@ pub fn relay(
             match next {
                 Some(Ok(Some(Ok(chunk)))) => {
                     let out = st.adapter.on_chunk(&chunk);
+                    if let Some(billing) = &st.billing {
+                        billing.answer(&out);
+                    }
                     // A metered stream keeps its reservation ahead of its output, or ends
                     // here, as a length stop, while the reservation still covers it.
                     let covered = match st.billing.as_mut() {
@@ -86,6 +89,9 @@ pub fn relay(
                     if !covered {
                         if let Some(tail) = st.adapter.cut() {
                             st.ended = true;
+                            if let Some(billing) = &st.billing {
+                                billing.answer(&tail);
+                            }
                             st.settle();
                             let mut last = out.to_vec();
                             last.extend_from_slice(&tail);
@@ -110,6 +116,9 @@ pub fn relay(
                     }
                     st.ended = true;
                     let tail = st.adapter.finish();
+                    if let Some(billing) = &st.billing {
+                        billing.answer(&tail);
+                    }
                     st.settle();
                     return (!tail.is_empty()).then_some((Ok(tail), st));
                 }

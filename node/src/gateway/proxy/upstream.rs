@@ -244,6 +244,7 @@ async fn finish(
             )
         }
     };
+    billing.answer(&body);
     billing.finish(usage);
     let mut response = Response::new(axum::body::Body::from(body));
     *response.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
@@ -366,6 +367,7 @@ async fn mock_answer(
     } else {
         mock::anthropic_json(model, &reply, seq)
     };
+    billing.answer(&body);
     billing.finish(usage);
     let mut response = Response::new(axum::body::Body::from(body));
     response.headers_mut().insert(

@@ -25,10 +25,20 @@ pub mod store;
 mod tests;
 pub mod writer;
 
-use crate::config::LogsConfig;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use crate::config::{ContentMode, LogsConfig};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use store::LogStore;
+use tollgate_proto::records::CapturedContent;
+
+/// Longest body captured (each of request and response); the rest is cut and the
+/// content says so.
+pub const CAPTURE_MAX_BYTES: usize = 1 << 20;
+
+/// Captured bodies waiting for their record to be written, at most: past it a request's
+/// content is dropped (and counted), never the request held up.
+const CAPTURE_QUEUE_MAX_BYTES: u64 = 256 << 20;
 
 /// A node's request log.
 pub struct RequestLog {
@@ -41,6 +51,13 @@ pub struct RequestLog {
     /// Outbox bytes not yet in the store, as of the writer's last look
     /// (`tollgate_log_writer_lag_bytes`).
     pub lag_bytes: AtomicU64,
+    /// Whether request and response bodies are captured (`content = "full"`).
+    pub capture: bool,
+    /// Captured bodies by request id, until the writer stores them with the record.
+    captured: Mutex<HashMap<String, CapturedContent>>,
+    captured_bytes: AtomicU64,
+    /// Bodies not captured because the queue was full (`tollgate_log_content_dropped_total`).
+    pub content_dropped: AtomicU64,
 }
 
 impl RequestLog {
@@ -52,6 +69,35 @@ impl RequestLog {
             max_disk_bytes: config.max_disk_bytes,
             written: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
+            capture: config.content == ContentMode::Full,
+            captured: Mutex::new(HashMap::new()),
+            captured_bytes: AtomicU64::new(0),
+            content_dropped: AtomicU64::new(0),
         })
+    }
+
+    /// Keeps a request's bodies until its record is written (before its `Done` goes into
+    /// the outbox, so the writer finds them).
+    pub fn keep(&self, request_id: &str, content: CapturedContent) {
+        let bytes = (content.request_body.len() + content.response_body.len()) as u64;
+        if self.captured_bytes.load(Ordering::Relaxed) + bytes > CAPTURE_QUEUE_MAX_BYTES {
+            self.content_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.captured_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        captured.insert(request_id.to_owned(), content);
+    }
+
+    /// A request's bodies, if they were captured.
+    pub fn take(&self, request_id: &str) -> Option<CapturedContent> {
+        let content = self
+            .captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(request_id)?;
+        let bytes = (content.request_body.len() + content.response_body.len()) as u64;
+        self.captured_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        Some(content)
     }
 }

@@ -23,6 +23,17 @@ const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// Block cache for queries.
 const CACHE_BYTES: u64 = 32 << 20;
 
+/// A partition's memtable is flushed to a table at this size, so the journal (which
+/// counts against the disk cap) holds little that is not in tables too.
+const MEMTABLE_BYTES: u64 = 8 << 20;
+
+/// The part of the disk cap kept for fjall's journal; partitions may use the rest.
+/// fjall starts a new journal file once the current one holds 64 MB, and evicts sealed
+/// ones past `max_journaling_size` (64 MiB, its least); the writer flushes every
+/// memtable once the journal passes half this (`trim_journal`), so a keyspace written
+/// rarely (the meta keyspace, an older partition) does not keep sealed files alive.
+pub const JOURNAL_BUDGET_BYTES: u64 = 128 << 20;
+
 /// Hours of totals the writer keeps in memory (older ones are read back when a late
 /// record needs them).
 const TOTALS_CACHE_HOURS: u64 = 12;
@@ -94,6 +105,7 @@ struct WriterState {
 }
 
 pub struct LogStore {
+    dir: std::path::PathBuf,
     db: fjall::Database,
     meta: fjall::Keyspace,
     node: u64,
@@ -135,6 +147,7 @@ impl LogStore {
             None => ChainHead::default(),
         };
         Ok(LogStore {
+            dir: dir.to_owned(),
             db,
             meta,
             node,
@@ -181,13 +194,13 @@ impl LogStore {
         let (name, options): (String, fn() -> fjall::KeyspaceCreateOptions) = if content {
             (keys::content_keyspace(partition), || {
                 fjall::KeyspaceCreateOptions::default()
+                    .max_memtable_size(MEMTABLE_BYTES)
                     .with_kv_separation(Some(fjall::KvSeparationOptions::default()))
             })
         } else {
-            (
-                keys::records_keyspace(partition),
-                fjall::KeyspaceCreateOptions::default,
-            )
+            (keys::records_keyspace(partition), || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
         };
         let keyspace = self.db.keyspace(&name, options)?;
         let map = if content {
@@ -383,8 +396,9 @@ impl LogStore {
             .collect())
     }
 
-    /// Drops partitions past retention, then the oldest while the store is over
-    /// `max_disk_bytes` (content before records of the same partition).
+    /// Drops partitions past retention, then, while the partitions take more than
+    /// `max_disk_bytes` less the journal's budget, the oldest bodies, and records only
+    /// once no body is left.
     pub fn sweep(
         &self,
         now_ms: u64,
@@ -419,16 +433,15 @@ impl LogStore {
         for p in old_records {
             self.drop_partition(p, false, "retention")?;
         }
-        while self.db.disk_space()? > max_disk_bytes {
+        let room = max_disk_bytes.saturating_sub(JOURNAL_BUDGET_BYTES);
+        while self.partition_bytes() > room {
+            // Bodies go first (oldest first), records only once no body is left: a
+            // record is a few hundred bytes, the bodies of one request can be megabytes.
             let oldest = {
                 let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-                let content = parts.content.keys().next().map(|p| (*p, true));
-                let records = parts.records.keys().next().map(|p| (*p, false));
-                // Same partition: content goes first (`true` < `false` reversed).
-                match (content, records) {
-                    (Some(c), Some(r)) if c.0 <= r.0 => Some(c),
-                    (_, Some(r)) => Some(r),
-                    (c, None) => c,
+                match parts.content.keys().next() {
+                    Some(p) => Some((*p, true)),
+                    None => parts.records.keys().next().map(|p| (*p, false)),
                 }
             };
             let Some((p, content)) = oldest else { break };
@@ -469,8 +482,62 @@ impl LogStore {
         Ok(entries)
     }
 
-    /// Bytes on disk (journal and every partition).
+    /// Flushes every memtable once the journal has grown past `JOURNAL_TRIM_BYTES`, so
+    /// its old files can go.
+    pub fn trim_journal(&self) -> Result<(), StoreError> {
+        if self.db.journal_disk_space()? < JOURNAL_BUDGET_BYTES / 2 {
+            return Ok(());
+        }
+        self.meta.rotate_memtable()?;
+        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        for keyspace in parts.records.values().chain(parts.content.values()) {
+            keyspace.rotate_memtable()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of every keyspace's tables and blobs.
+    pub(super) fn partition_bytes(&self) -> u64 {
+        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        parts
+            .records
+            .values()
+            .chain(parts.content.values())
+            .map(fjall::Keyspace::disk_space)
+            .sum::<u64>()
+            + self.meta.disk_space()
+    }
+
+    /// Writes every memtable to tables and waits (tests: so sizes on disk are known).
+    #[cfg(test)]
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        for keyspace in parts.records.values().chain(parts.content.values()) {
+            keyspace.rotate_memtable_and_wait()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the partitions are over their share of `max_disk_bytes`.
+    pub fn over(&self, max_disk_bytes: u64) -> bool {
+        self.partition_bytes() > max_disk_bytes.saturating_sub(JOURNAL_BUDGET_BYTES)
+    }
+
+    /// Bytes on disk: every keyspace's tables and blobs, and what the journal files
+    /// take (fjall sizes a journal file at 64 MiB ahead of use; only the blocks written
+    /// count).
     pub fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        use std::os::unix::fs::MetadataExt;
+        let journal: u64 = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.blocks() * 512)
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.partition_bytes() + journal
     }
 }

@@ -293,7 +293,7 @@ fn retention_and_the_disk_cap_drop_whole_partitions() {
             (
                 record(1, p, T0 + p * PARTITION_MS),
                 Some(CapturedContent {
-                    request_body: vec![b'x'; 1000],
+                    request_body: noise(p, 100_000),
                     ..CapturedContent::default()
                 }),
             )
@@ -320,7 +320,19 @@ fn retention_and_the_disk_cap_drop_whole_partitions() {
         .expect("get")
         .and_then(|e| e.content)
         .is_some());
-    // A cap below what is on disk drops the oldest until it fits (here, everything).
+    // Over the cap, bodies go first: the records stay while a body is left.
+    s.flush().expect("flush");
+    assert!(s.partition_bytes() > 100_000);
+    let journal = super::store::JOURNAL_BUDGET_BYTES;
+    s.sweep(now, u64::MAX, u64::MAX, journal + 50_000)
+        .expect("sweep");
+    assert_eq!(ids(&s), vec![false, false, true, true]);
+    assert!(s
+        .get("req_1_3")
+        .expect("get")
+        .and_then(|e| e.content)
+        .is_none());
+    // Then the oldest records, until it fits (here, everything).
     s.sweep(now, u64::MAX, u64::MAX, 0).expect("sweep");
     assert_eq!(ids(&s), vec![false; 4]);
     assert!(
@@ -328,6 +340,19 @@ fn retention_and_the_disk_cap_drop_whole_partitions() {
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 2
     );
+}
+
+/// Bytes that do not compress.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 /// A temporary directory, removed when dropped.

@@ -19,8 +19,12 @@ const IDLE_WAIT_MS: u64 = 50;
 /// Pause after the store failed a write (a full disk): the same batch is tried again.
 const RETRY_BACKOFF_MS: u64 = 1000;
 
-/// How often retention and the disk cap are checked.
+/// How often retention is checked (the disk cap is checked after every batch).
 const SWEEP_INTERVAL_MS: u64 = 10_000;
+
+/// Captured bodies one batch carries at most: the store is over its cap by at most
+/// about this much before the next check.
+const BATCH_CONTENT_MAX_BYTES: usize = 4 << 20;
 
 /// The running writer: send `close` at the stop, then await `task`.
 pub struct LogWriter {
@@ -82,7 +86,7 @@ async fn run(
         };
         log.lag_bytes
             .store(lag(outbox.appended(), mark), Ordering::Relaxed);
-        let Some(last) = entries.last().map(|(_, p)| *p) else {
+        if entries.is_empty() {
             if closing {
                 break;
             }
@@ -91,23 +95,44 @@ async fn run(
                 _ = &mut close, if !closing => closing = true,
             }
             continue;
-        };
-        let records: Vec<_> = entries
-            .into_iter()
-            .filter_map(|(entry, _)| match entry {
-                Entry::Done(done) => Some((done.record, None)),
-                Entry::Charge(_) | Entry::Intent(_) => None,
-            })
-            .collect();
+        }
+        // The records of finished requests, with their bodies, up to a batch's worth of
+        // bodies; the entries after it are read again next time.
+        let mut records = Vec::new();
+        let mut content_bytes = 0;
+        let mut last = None;
+        for (entry, position) in entries {
+            if content_bytes >= BATCH_CONTENT_MAX_BYTES {
+                break;
+            }
+            last = Some(position);
+            let Entry::Done(done) = entry else { continue };
+            let content = match log.capture {
+                true => log.take(done.record.request_id.as_str()),
+                false => None,
+            };
+            content_bytes += content
+                .as_ref()
+                .map_or(0, |c| c.request_body.len() + c.response_body.len());
+            records.push((done.record, content));
+        }
+        let Some(last) = last else { continue };
         let n = records.len() as u64;
         let store = Arc::clone(&log.store);
+        let cap = log.max_disk_bytes;
         let written = tokio::task::spawn_blocking(move || {
             let encoded = last.encode();
             if records.is_empty() {
-                store.mark(&encoded).map(|_| ())
+                store.mark(&encoded)?;
             } else {
-                store.append(records, &encoded).map(|_| ())
+                store.append(records, &encoded)?;
             }
+            store.trim_journal()?;
+            if store.over(cap) {
+                // Over the cap: the oldest go now, not at the next sweep.
+                store.sweep(now, u64::MAX, u64::MAX, cap)?;
+            }
+            Ok::<(), super::store::StoreError>(())
         })
         .await;
         match written {

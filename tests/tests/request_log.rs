@@ -1,0 +1,433 @@
+//! The request log as an operator and a compliance team use it: every request of a real
+//! Claude Code session listed on any node of a cluster with tokens and cost that add up
+//! to the ledgers; captured bodies and text search; stats; 400s naming the parameter;
+//! retention and the disk cap (with the clock moved by the test hook).
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::process::Command;
+use tollgate_tests::*;
+
+fn claude(base_url: &str, token: &str, extra: &[&str]) -> Result<()> {
+    let install_dir = workspace_dir().join("target/claude-code");
+    let out = Command::new("bash")
+        .arg(kit_dir().join("run_claude_code_e2e.sh"))
+        .arg("--install-dir")
+        .arg(&install_dir)
+        .args(["--base-url", base_url, "--token", token, "--timeout", "150"])
+        .args(["--auth-mode", "bearer"])
+        .args(extra)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "claude code e2e failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn claude_code_sessions_are_listed_on_every_node_and_add_up_to_the_ledgers() -> Result<()> {
+    let fake = FakeUpstream::start(&[])?;
+    let cluster = Balanced::start(&fake_config(&fake), &[]).await?;
+    cluster.price("*", "3", "15").await?;
+    let (key_id, secret) = cluster
+        .key_with_budget(
+            "claude",
+            json!([{"provider": "fake-anthropic", "allowed_models": ["regex:^claude-"]}]),
+        )
+        .await?;
+    // Two sessions through HAProxy, their requests on every node; the second asks for
+    // a tool, runs it and sends its result back (several requests in one session).
+    claude(&cluster.url(0), &secret, &[])?;
+    claude(
+        &cluster.url(0),
+        &secret,
+        &[
+            "--prompt",
+            "RUN_BASH:echo logged-tool-ok",
+            "--expect",
+            "TOOL_RESULT:logged-tool-ok",
+            "--arg",
+            "--allowedTools",
+            "--arg",
+            "Bash",
+        ],
+    )?;
+
+    // What the provider received.
+    let sent = fake
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/v1/messages")
+        .count();
+    // The ledgers, settled (the same on every node).
+    let usage_path = format!("/api/v1/usage?virtual_key={key_id}&consistency=linearizable");
+    let settled = eventually(30, || async {
+        let mut figures = Vec::new();
+        for node in NODES {
+            match cluster.admin(node, "GET", &usage_path, None).await {
+                Ok(u) => figures.push(u["requests"].as_u64()),
+                Err(_) => return false,
+            }
+        }
+        figures.iter().all(|f| *f == Some(sent as u64))
+    })
+    .await;
+    ensure!(settled, "the ledgers never counted the {sent} requests");
+    let usage = cluster.admin(1, "GET", &usage_path, None).await?;
+    // The sessions Claude Code named (`X-Claude-Code-Session-Id`), from the records.
+    let mut sessions: BTreeMap<String, usize> = BTreeMap::new();
+    for r in log_records(&cluster.url(1), &format!("virtual_key={key_id}")).await? {
+        let session = r["session_id"]
+            .as_str()
+            .context("every request names its session")?;
+        *sessions.entry(session.to_owned()).or_default() += 1;
+    }
+    ensure!(sessions.len() == 2, "sessions {sessions:?}");
+    ensure!(
+        sessions.values().any(|n| *n >= 2),
+        "no session of several requests: {sessions:?}"
+    );
+
+    for node in NODES {
+        let url = cluster.url(node);
+        // Every session, asked of every node, lists all its requests.
+        for (session, count) in &sessions {
+            let ok = eventually(10, || async {
+                log_records(&url, &format!("session={session}"))
+                    .await
+                    .is_ok_and(|r| r.len() == *count)
+            })
+            .await;
+            ensure!(
+                ok,
+                "node {node}: session {session} should list {count} requests"
+            );
+        }
+        // The key's records add up to its ledger.
+        let records = log_records(&url, &format!("virtual_key={key_id}")).await?;
+        let sum =
+            |field: &str| -> u64 { records.iter().map(|r| r[field].as_u64().unwrap_or(0)).sum() };
+        let cost: u64 = records.iter().map(|r| micros(&r["cost_usd"])).sum();
+        println!(
+            "node {node}: {} records, {} in / {} out tokens, {cost} µ$",
+            records.len(),
+            sum("input_tokens"),
+            sum("output_tokens")
+        );
+        ensure!(
+            records.len() == sent,
+            "node {node}: {} records",
+            records.len()
+        );
+        ensure!(
+            sum("input_tokens") == usage["input_tokens"].as_u64().unwrap_or(0),
+            "{usage}"
+        );
+        ensure!(
+            sum("output_tokens") == usage["output_tokens"].as_u64().unwrap_or(0),
+            "{usage}"
+        );
+        ensure!(
+            cost == micros(&usage["budgets"][0]["spent_usd"]),
+            "cost {cost}: {usage}"
+        );
+        for r in &records {
+            ensure!(r["status"] == 200 && r["stream"] == true, "{r}");
+            ensure!(
+                r["user_agent"]
+                    .as_str()
+                    .is_some_and(|ua| ua.contains("claude")),
+                "{r}"
+            );
+            ensure!(r["client_ip"] == "127.0.0.1", "{r}");
+            ensure!(
+                r["virtual_key_name"] == "claude" && r["attempts"] == 1,
+                "{r}"
+            );
+            ensure!(
+                !r.to_string().contains(&secret),
+                "a record holds the secret"
+            );
+        }
+        // Stats from the totals kept at write time agree.
+        let stats = cluster
+            .admin(node, "GET", "/api/v1/stats?group_by=virtual_key", None)
+            .await?;
+        let group = stats["groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["key"] == key_id.as_str()))
+            .context("the key's group")?;
+        ensure!(group["requests"] == sent as u64, "{stats}");
+        ensure!(micros(&group["cost_usd"]) == cost, "{stats}");
+    }
+    Ok(())
+}
+
+/// A node alone with content capture: what a record holds, search, stats, bad input.
+#[tokio::test]
+async fn records_hold_bodies_answer_searches_and_refuse_bad_parameters() -> Result<()> {
+    let config = "[logs]\ncontent = \"full\"\n";
+    let gw = Gateway::start(config).await?;
+    let (key_id, secret) = gw.key(json!([{"provider": "mock"}])).await?;
+    let client = http();
+    let send = |body: Value, session: &'static str| {
+        let (client, url, secret) = (client.clone(), gw.url(), secret.clone());
+        async move {
+            client
+                .post(format!("{url}/v1/messages"))
+                .header("x-api-key", secret)
+                .header("x-claude-code-session-id", session)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let ask = |text: &str, stream: bool| {
+        json!({"model": "mock-model", "max_tokens": 32, "stream": stream,
+               "messages": [{"role": "user", "content": text}]})
+    };
+    assert_eq!(send(ask("hello there", false), "s-a").await?, 200);
+    assert_eq!(
+        send(ask("find the zebra-17 please", true), "s-a").await?,
+        200
+    );
+    assert_eq!(send(ask("third", false), "s-b").await?, 200);
+    // Refused: a malformed body, then an unknown key.
+    assert_eq!(send(json!({"model": 7}), "s-a").await?, 400);
+    let (status, _, _) = messages(&gw.url(), "tg-nope", &ask("x", false)).await?;
+    assert_eq!(status, 401);
+
+    let base = gw.url();
+    let all = eventually(10, || async {
+        log_records(&base, "").await.is_ok_and(|r| r.len() == 5)
+    })
+    .await;
+    ensure!(all, "{:?}", log_records(&base, "").await);
+    let records = log_records(&base, "").await?;
+    let statuses: Vec<u64> = records
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(statuses, vec![401, 400, 200, 200, 200], "newest first");
+    assert_eq!(records[0]["error_type"], "authentication_error");
+    assert_eq!(records[0]["virtual_key_id"], Value::Null);
+    assert_eq!(records[1]["error_type"], "invalid_request_error");
+    assert_eq!(records[1]["virtual_key_id"], key_id.as_str());
+    assert_eq!(log_records(&base, "session=s-a").await?.len(), 3);
+    assert_eq!(log_records(&base, "session=s-a&status=200").await?.len(), 2);
+
+    // Text search reads the captured bodies; the record shows them.
+    let found = log_records(&base, "q=zebra-17").await?;
+    assert_eq!(found.len(), 1);
+    let id = found[0]["request_id"].as_str().context("id")?;
+    let (status, entry) = admin_at(&base, "GET", &format!("/api/v1/logs/{id}"), None).await?;
+    assert_eq!(status, 200);
+    assert!(
+        entry["request_body"]
+            .as_str()
+            .is_some_and(|b| b.contains("zebra-17")),
+        "{entry}"
+    );
+    assert!(
+        entry["response_body"]
+            .as_str()
+            .is_some_and(|b| b.contains("message_stop")),
+        "{entry}"
+    );
+    assert_eq!(entry["stream"], true);
+    let (status, _) = admin_at(&base, "GET", "/api/v1/logs/req_unknown", None).await?;
+    assert_eq!(status, 404);
+
+    let (_, stats) = admin_at(&base, "GET", "/api/v1/stats?group_by=model", None).await?;
+    let model = stats["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["key"] == "mock-model"))
+        .context("model group")?;
+    assert_eq!(model["requests"], 3, "{stats}");
+    assert_eq!(model["errors"], 0, "{stats}");
+    // The refusals before the body was read name no model.
+    let unnamed = stats["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["key"] == ""))
+        .context("unnamed group")?;
+    assert_eq!(
+        (unnamed["requests"].as_u64(), unnamed["errors"].as_u64()),
+        (Some(2), Some(2))
+    );
+
+    for (query, field) in [
+        ("/api/v1/logs?since=yesterday", "since"),
+        ("/api/v1/logs?until=2026-13-01T00:00:00Z", "until"),
+        ("/api/v1/logs?limit=0", "limit"),
+        ("/api/v1/logs?limit=5000", "limit"),
+        ("/api/v1/logs?status=ok", "status"),
+        ("/api/v1/logs?cursor=zzz", "cursor"),
+        ("/api/v1/logs?team=", "team"),
+        ("/api/v1/logs?colour=red", "colour"),
+        (
+            "/api/v1/logs?since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z",
+            "until",
+        ),
+        ("/api/v1/stats?group_by=week", "group_by"),
+        ("/api/v1/stats?since=soon", "since"),
+    ] {
+        let (status, body) = admin_at(&base, "GET", query, None).await?;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+    assert!(gw.metric("tollgate_log_records_total").await? >= 5);
+    Ok(())
+}
+
+/// Text that does not compress: `n` bytes from a xorshift generator, as letters.
+fn noise(seed: u64, n: usize) -> String {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn retention_and_the_disk_cap_drop_the_oldest_partitions() -> Result<()> {
+    const CAP: u64 = 256 << 20;
+    let dir = temp_dir("log-clock");
+    std::fs::create_dir_all(&dir)?;
+    let clock = dir.join("offset");
+    std::fs::write(&clock, "0")?;
+    let config = format!(
+        "[logs]\ncontent = \"full\"\nretention = \"3d\"\ncontent_retention = \"1d\"\nmax_disk_bytes = {CAP}\n"
+    );
+    let gw = Gateway::start_with_env(
+        &config,
+        &[("TOLLGATE_TEST_CLOCK_FILE", clock.to_str().context("path")?)],
+    )
+    .await?;
+    let (_, secret) = gw.key(json!([{"provider": "mock"}])).await?;
+    let client = http();
+    let base = gw.url();
+    let send = |text: String| {
+        let body = serde_json::to_vec(&json!({"model": "m", "max_tokens": 8,
+            "messages": [{"role": "user", "content": text}]}));
+        let (client, base, secret) = (client.clone(), base.clone(), secret.clone());
+        async move {
+            messages_raw(&client, &base, &secret, body?)
+                .await
+                .map(|r| r.0)
+        }
+    };
+    let has_body = |id: String| {
+        let base = base.clone();
+        async move {
+            let (status, entry) = admin_at(&base, "GET", &format!("/api/v1/logs/{id}"), None)
+                .await
+                .ok()?;
+            Some(status == 200 && entry["request_body"].is_string())
+        }
+    };
+    let hour: i64 = 3_600_000;
+
+    // Retention: bodies go after a day, records after three, whole partitions at a time.
+    for i in 0..3 {
+        assert_eq!(send(format!("old {i}")).await?, 200);
+    }
+    ensure!(
+        eventually(10, || async {
+            log_records(&base, "").await.is_ok_and(|r| r.len() == 3)
+        })
+        .await,
+        "records written"
+    );
+    let old = log_records(&base, "").await?[0]["request_id"]
+        .as_str()
+        .context("id")?
+        .to_owned();
+    ensure!(has_body(old.clone()).await == Some(true), "body captured");
+    std::fs::write(&clock, (31 * hour).to_string())?;
+    let bodies_gone = eventually(30, || async { has_body(old.clone()).await == Some(false) }).await;
+    ensure!(bodies_gone, "bodies past content retention still kept");
+    ensure!(
+        log_records(&base, "").await?.len() == 3,
+        "records went with the bodies"
+    );
+    std::fs::write(&clock, (79 * hour).to_string())?;
+    let records_gone = eventually(30, || async {
+        log_records(&base, "").await.is_ok_and(|r| r.is_empty())
+    })
+    .await;
+    ensure!(records_gone, "records past retention still listed");
+
+    // The cap: 48 MB of bodies a partition, about 200 MB within the day bodies are kept
+    // (partitions may use 128 MiB of the 256: the rest is the journal's).
+    let mut offset = 79 * hour;
+    let mut batches: Vec<Vec<String>> = Vec::new();
+    let mut peak = 0u64;
+    let mut written = 3;
+    for batch in 0..4u64 {
+        for i in 0..48u64 {
+            assert_eq!(send(noise(batch * 100 + i + 1, 1 << 20)).await?, 200);
+        }
+        written += 48;
+        // The writer has caught up before the disk is read.
+        let caught_up = eventually(30, || async {
+            gw.metric("tollgate_log_records_total")
+                .await
+                .is_ok_and(|n| n >= written)
+        })
+        .await;
+        ensure!(caught_up, "batch {batch} not written");
+        let ids: Vec<String> = log_records(&base, "")
+            .await?
+            .iter()
+            .take(48)
+            .filter_map(|r| r["request_id"].as_str().map(str::to_owned))
+            .collect();
+        batches.push(ids);
+        peak = peak.max(gw.metric("tollgate_log_disk_bytes").await?);
+        // The next batch in the next partition (6 hours on).
+        offset += 6 * hour;
+        std::fs::write(&clock, offset.to_string())?;
+    }
+    let settled = eventually(30, || async {
+        gw.metric("tollgate_log_disk_bytes")
+            .await
+            .is_ok_and(|b| b <= CAP)
+    })
+    .await;
+    let disk = gw.metric("tollgate_log_disk_bytes").await?;
+    let dropped = gw.metric("tollgate_log_dropped_partitions_total").await?;
+    println!("disk {disk} bytes (peak seen {peak}), {dropped} partitions dropped for space");
+    ensure!(settled, "the store is over its cap: {disk} > {CAP}");
+    ensure!(dropped >= 1, "nothing dropped for space");
+    // Past the cap by one write of the writer at most.
+    ensure!(peak <= CAP + (8 << 20), "peak {peak}");
+    // The bodies' records outlive them.
+    ensure!(
+        log_records(&base, "").await?.len() == 4 * 48,
+        "records dropped with bodies"
+    );
+    // The oldest bodies went first; the newest are kept.
+    for id in &batches[0] {
+        ensure!(
+            has_body(id.clone()).await != Some(true),
+            "{id}'s body outlived newer ones"
+        );
+    }
+    for id in &batches[3] {
+        ensure!(
+            has_body(id.clone()).await == Some(true),
+            "{id}'s body dropped"
+        );
+    }
+    Ok(())
+}
