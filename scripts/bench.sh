@@ -549,3 +549,124 @@ if errors:
     print(f"bench.sh: {errors} long stream(s) failed", file=sys.stderr)
     sys.exit(1)
 PY3
+
+# The request log's cost. Two more gateways on the same mock: one with no request log
+# (`[logs] content = "off"`) and one capturing bodies (`content = "full"`); the first
+# gateway keeps the default (`metadata`).
+# 1. Throughput and CPU per request at concurrency 32, off and metadata interleaved.
+# 2. Bodies of Claude Code's size (100 KB) captured at 200 requests/s: what the gateway
+#    process wrote to disk (/proc/PID/io) over what it captured (write amplification).
+# 3. The store alone over a million records (`tollgate-bench log-bench`): a key's hour
+#    (filtered query) and stats, p50/p99.
+read -r OFF_PORT FULL_PORT < <(python3 -c '
+import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])
+')
+start_logged_gateway() {
+	local name=$1 port=$2 content=$3
+	sed -e "s/^http_addr = .*/http_addr = \"127.0.0.1:$port\"/" "$WORK/tollgate.toml" >"$WORK/$name.toml"
+	printf '\n[logs]\ncontent = "%s"\n' "$content" >>"$WORK/$name.toml"
+	TOLLGATE_ADMIN_TOKEN=$ADMIN_TOKEN "$BIN" serve --config "$WORK/$name.toml" \
+		--data-dir "$WORK/data-$name" >"$WORK/gateway-$name.log" 2>&1 &
+	PIDS+=($!)
+	echo $!
+}
+OFF_PID=$(start_logged_gateway off "$OFF_PORT" off)
+FULL_PID=$(start_logged_gateway full "$FULL_PORT" full)
+GW_OFF=http://127.0.0.1:$OFF_PORT
+GW_FULL=http://127.0.0.1:$FULL_PORT
+wait_for "$GW_OFF/health/ready" "$OFF_PID"
+wait_for "$GW_FULL/health/ready" "$FULL_PID"
+read -r _ OFF_SECRET < <(API_BASE=$GW_OFF setup_key)
+read -r _ FULL_SECRET < <(API_BASE=$GW_FULL setup_key)
+
+LOGGING=$WORK/logging.tsv
+: >"$LOGGING"
+echo "request log: json c=$SAT_CONCURRENCY for $SAT_SECONDS s, logging off and metadata interleaved, $REPS time(s)" >&2
+for ((rep = 1; rep <= REPS; rep++)); do
+	for mode in off metadata; do
+		url=$GW pid=$GW_PID secret=$KEY_SECRET
+		[[ $mode == off ]] && url=$GW_OFF pid=$OFF_PID secret=$OFF_SECRET
+		before=$(cpu_ticks "$pid")
+		out=$("$BENCH_BIN" loadgen --url "$url/v1/messages" --header "x-api-key: $secret" \
+			--header 'anthropic-version: 2023-06-01' --body-file "$WORK/json.body" \
+			--warmup "$SAT_WARMUP" --concurrency "$SAT_CONCURRENCY" --duration-secs "$SAT_SECONDS" \
+			2>>"$WORK/loadgen.log")
+		printf '%s\t%s\t%s\n' "$mode" "$(($(cpu_ticks "$pid") - before))" "$out" >>"$LOGGING"
+	done
+done
+
+# A Claude Code-sized request: 100 KB of conversation.
+python3 - "$MODEL" >"$WORK/big.body" <<'PY'
+import json, random, sys
+random.seed(7)
+words = ["the", "build", "fails", "in", "module", "parser", "because", "token", "stream",
+         "returns", "early", "when", "input", "ends", "with", "a", "newline", "fix", "test"]
+turns, size = [], 0
+while size < 100_000:
+    text = " ".join(random.choice(words) for _ in range(400))
+    turns.append({"role": "user" if len(turns) % 2 == 0 else "assistant", "content": text})
+    size += len(text)
+if turns[-1]["role"] != "user":
+    turns.append({"role": "user", "content": "go on"})
+print(json.dumps({"model": sys.argv[1], "max_tokens": 256, "messages": turns}))
+PY
+FULL_SECONDS=$((QUICK == 1 ? 5 : 60))
+io_written() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io"; }
+echo "request log: 100 KB bodies captured at 200 requests/s for $FULL_SECONDS s" >&2
+before_io=$(io_written "$FULL_PID")
+FULL_OUT=$("$BENCH_BIN" loadgen --url "$GW_FULL/v1/messages" --header "x-api-key: $FULL_SECRET" \
+	--header 'anthropic-version: 2023-06-01' --body-file "$WORK/big.body" \
+	--warmup 0 --concurrency 8 --rate 200 --duration-secs "$FULL_SECONDS" 2>>"$WORK/loadgen.log")
+# The writer catches up (records counted), then the bytes written are read.
+for ((i = 0; i < 100; i++)); do
+	logged=$(curl -fsS "$GW_FULL/metrics" | awk '/^tollgate_log_records_total / { print $2 }')
+	[[ ${logged:-0} -ge $(field requests <<<"$FULL_OUT") ]] && break
+	sleep 0.1
+done
+FULL_WRITTEN=$(($(io_written "$FULL_PID") - before_io))
+FULL_DISK=$(curl -fsS "$GW_FULL/metrics" | awk '/^tollgate_log_disk_bytes / { print $2 }')
+ANSWER_BYTES=$(curl -fsS -H "x-api-key: $FULL_SECRET" -H 'anthropic-version: 2023-06-01' \
+	--data-binary "@$WORK/big.body" "$GW_FULL/v1/messages" | wc -c)
+
+LOG_RECORDS=$((QUICK == 1 ? 100000 : 1000000))
+echo "request log: the store alone, $LOG_RECORDS records" >&2
+LOG_BENCH=$("$BENCH_BIN" log-bench --dir "$WORK/log-bench" --records "$LOG_RECORDS")
+
+python3 - "$LOGGING" "$TICKS_PER_S" "$FULL_OUT" "$FULL_WRITTEN" "$(wc -c <"$WORK/big.body")" \
+	"$ANSWER_BYTES" "$FULL_DISK" "$LOG_BENCH" <<'PY4'
+import json, sys
+ticks_per_s = int(sys.argv[2])
+best, cpu, errors = {}, {}, 0
+for line in open(sys.argv[1]):
+    mode, ticks, report = line.rstrip("\n").split("\t", 2)
+    r = json.loads(report)
+    errors += r["errors"]
+    best[mode] = max(best.get(mode, 0), r["rps"])
+    t, n = cpu.get(mode, (0, 0))
+    cpu[mode] = (t + int(ticks), n + r["requests"])
+per = {m: 1e6 * t / ticks_per_s / max(n, 1) for m, (t, n) in cpu.items()}
+if "off" in best and "metadata" in best:
+    print(f"request log, json c=32: metadata {best['metadata']:.0f} rps vs off {best['off']:.0f} rps "
+          f"({best['metadata'] / max(best['off'], 1):.0%}; target >= 95%); gateway CPU per request "
+          f"{per['metadata']:.0f} us vs {per['off']:.0f} us ({(per['metadata'] - per['off']) / max(per['off'], 1):+.1%})")
+full = json.loads(sys.argv[3])
+written, body, answer, disk = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7] or 0)
+captured = full["requests"] * (body + answer)
+print(f"request log, content = full: {full['requests']} requests of {body // 1000} KB at {full['rps']:.0f} rps "
+      f"(p50 {full['p50_us']} us, p99 {full['p99_us']} us, {full['errors']} errors); captured {captured / 1e6:.0f} MB, "
+      f"the gateway wrote {written / 1e6:.0f} MB to disk: write amplification {written / max(captured, 1):.2f}; "
+      f"store on disk {disk / 1e6:.0f} MB")
+errors += full["errors"]
+lb = json.loads(sys.argv[8])
+print(f"request log store, {lb['records']} records ({lb['disk_bytes'] / 1e6:.0f} MB on disk, written at "
+      f"{lb['write_records_per_s']:.0f} records/s): a key's hour p50 {lb['filtered_query_p50_ms']:.1f} ms / "
+      f"p99 {lb['filtered_query_p99_ms']:.1f} ms (target p99 <= 50); stats by key p50 "
+      f"{lb['stats_by_key_p50_ms']:.1f} / p99 {lb['stats_by_key_p99_ms']:.1f} ms, by model p99 "
+      f"{lb['stats_by_model_p99_ms']:.1f} ms (target <= 20)")
+if errors:
+    print(f"bench.sh: {errors} request(s) failed in the request log runs", file=sys.stderr)
+    sys.exit(1)
+PY4

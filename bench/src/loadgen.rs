@@ -31,6 +31,8 @@ const TIMED_RESERVE_PER_TASK: usize = 64 * 1024;
 pub struct Stop {
     pub requests: Option<u64>,
     pub duration: Option<Duration>,
+    /// At most one request per this long from each task (an open-loop rate).
+    pub pace: Option<Duration>,
 }
 
 /// What to send, how often and how many at a time.
@@ -107,6 +109,7 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
         Stop {
             requests: None,
             duration: None,
+            ..
         } => return Err(LoadgenError::Unbounded),
         Stop {
             requests: Some(n), ..
@@ -243,7 +246,12 @@ impl Task {
         let deadline = stop.duration.map(|d| Instant::now() + d);
         // A timed run keeps its samples within the same bound as a counted one.
         let max_samples = MAX_SAMPLES / concurrency as u64;
+        let mut next = tokio::time::Instant::now();
         loop {
+            if let Some(pace) = stop.pace {
+                tokio::time::sleep_until(next).await;
+                next += pace;
+            }
             if let Some(n) = stop.requests {
                 if claimed.fetch_add(1, Ordering::Relaxed) >= n {
                     break;

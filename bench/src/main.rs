@@ -5,8 +5,11 @@
 //! - `mock_upstream`: `tollgate-bench mock-upstream`, the fake provider over HTTP.
 //! - `loadgen`: `tollgate-bench loadgen`, latency and throughput of one fixed request.
 //! - `raftbench`: `tollgate-bench raft-bench`, committed charges/s of in-process nodes.
+//! - `logbench`: `tollgate-bench log-bench`, the request log's store: writes, filtered
+//!   queries and stats over a million records.
 
 mod loadgen;
+mod logbench;
 mod mock_upstream;
 mod raftbench;
 
@@ -41,6 +44,9 @@ enum Command {
     /// Start a cluster of nodes in this process on loopback and print how many charges
     /// per second it commits, as one line of JSON.
     RaftBench(raftbench::RaftBenchArgs),
+    /// Fill a request log store with synthetic records and time its queries and stats,
+    /// as one line of JSON.
+    LogBench(logbench::LogBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -73,6 +79,10 @@ struct LoadgenArgs {
     /// Requests sent and discarded before measuring.
     #[arg(long, default_value_t = 0)]
     warmup: u64,
+    /// Requests per second at most, spread over the tasks (open loop); none: as fast as
+    /// answers come.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Runtime worker threads. With 1 (the default) everything runs on the calling
     /// thread, so a request's wake-ups never hop between cores and the client adds as
     /// little as it can to the latency measured.
@@ -92,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             event_delay_us,
         } => runtime()?.block_on(mock_upstream::run(addr, latency_ms, event_delay_us)),
         Command::RaftBench(args) => runtime()?.block_on(raftbench::run(args)),
+        Command::LogBench(args) => logbench::run(args),
     }
 }
 
@@ -121,9 +132,17 @@ fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         Some(_) => anyhow::bail!("--duration-secs must be a positive number"),
         None => None,
     };
+    let pace = match args.rate {
+        Some(r) if r.is_finite() && r > 0.0 => {
+            Some(Duration::from_secs_f64(args.concurrency.max(1) as f64 / r))
+        }
+        Some(_) => anyhow::bail!("--rate must be a positive number"),
+        None => None,
+    };
     let stop = loadgen::Stop {
         requests: args.requests,
         duration,
+        pace,
     };
     let plan = loadgen::Plan {
         url: args.url,

@@ -27,9 +27,14 @@ pub fn partition_of(time_ms: UnixMs) -> u64 {
     time_ms / PARTITION_MS
 }
 
-/// The keyspace of a partition's records, indexes and totals.
+/// The keyspace of a partition's records.
 pub fn records_keyspace(partition: u64) -> String {
     format!("r{partition:010}")
+}
+
+/// The keyspace of a partition's index entries, ids and totals.
+pub fn index_keyspace(partition: u64) -> String {
+    format!("x{partition:010}")
 }
 
 /// The keyspace of a partition's captured bodies (its own retention).
@@ -37,11 +42,11 @@ pub fn content_keyspace(partition: u64) -> String {
     format!("c{partition:010}")
 }
 
-/// A keyspace name's kind (`b'r'` or `b'c'`) and partition.
+/// A keyspace name's kind (`b'r'`, `b'x'` or `b'c'`) and partition.
 pub fn parse_keyspace(name: &str) -> Option<(u8, u64)> {
     let kind = *name.as_bytes().first()?;
     let digits = name.get(1..)?;
-    if !matches!(kind, b'r' | b'c') || digits.len() != 10 {
+    if !matches!(kind, b'r' | b'x' | b'c') || digits.len() != 10 {
         return None;
     }
     Some((kind, digits.parse().ok()?))
@@ -104,12 +109,12 @@ pub enum Dim {
     Team = 3,
     Customer = 4,
     Model = 5,
-    Provider = 6,
 }
 
 impl Dim {
-    /// Every indexed field of a record.
-    pub fn of(record: &RequestRecord) -> [(Dim, Option<&str>); 7] {
+    /// Every indexed field of a record (the provider is a filter, not an index: a
+    /// handful of providers would make its index as long as the log).
+    pub fn of(record: &RequestRecord) -> [(Dim, Option<&str>); 6] {
         [
             (Dim::Session, record.session_id.as_deref()),
             (
@@ -123,7 +128,6 @@ impl Dim {
                 record.customer_id.as_ref().map(|c| c.as_str()),
             ),
             (Dim::Model, record.model.as_deref()),
-            (Dim::Provider, record.provider.as_deref()),
         ]
     }
 }

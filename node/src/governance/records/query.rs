@@ -58,7 +58,6 @@ fn driving_index(filter: &LogFilter) -> Option<(Dim, &str)> {
         (Dim::Team, filter.team.as_deref()),
         (Dim::Customer, filter.customer.as_deref()),
         (Dim::Model, filter.model.as_deref()),
-        (Dim::Provider, filter.provider.as_deref()),
     ]
     .into_iter()
     .find_map(|(dim, value)| value.map(|v| (dim, v)))
@@ -123,7 +122,11 @@ pub(super) fn query_bounded(
         low.extend_from_slice(&lower.bytes());
         let mut high = prefix;
         high.extend_from_slice(&upper.bytes());
-        for item in part.range(low..high).rev() {
+        let scanned_keyspace = match index {
+            Some(_) => &part.index,
+            None => &part.records,
+        };
+        for item in scanned_keyspace.range(low..high).rev() {
             let (key, value) = item.into_inner()?;
             scanned += 1;
             let slot =
@@ -139,7 +142,7 @@ pub(super) fn query_bounded(
             }
             let record: ChainedRecord = match index {
                 None => codec_decode(&value)?,
-                Some(_) => match part.get(keys::record_key(slot))? {
+                Some(_) => match part.records.get(keys::record_key(slot))? {
                     Some(v) => codec_decode(&v)?,
                     None => continue,
                 },

@@ -23,9 +23,15 @@ const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// Block cache for queries.
 const CACHE_BYTES: u64 = 32 << 20;
 
-/// A partition's memtable is flushed to a table at this size, so the journal (which
-/// counts against the disk cap) holds little that is not in tables too.
-const MEMTABLE_BYTES: u64 = 8 << 20;
+/// A partition's memtable is flushed to a table at this size: larger means fewer tables
+/// to compact; the journal (which counts against the disk cap) holds what is not in
+/// tables yet, so two of these stay well within its budget.
+const MEMTABLE_BYTES: u64 = 32 << 20;
+
+/// Tables a partition's level 0 holds before they are merged into level 1 (fjall's
+/// default is 4): a log written once and dropped whole is read far less than it is
+/// written, so fewer, larger merges.
+const L0_TABLES: u8 = 8;
 
 /// The part of the disk cap kept for fjall's journal; partitions may use the rest.
 /// fjall starts a new journal file once the current one holds 64 MB, and evicts sealed
@@ -90,11 +96,40 @@ pub fn chain_hash(prev: &[u8; 32], node: u64, seq: u64, record: &[u8]) -> [u8; 3
     h.finalize().into()
 }
 
+/// One partition's records and its index (entries, ids, totals), apart: records arrive
+/// in time order, so their tables hardly overlap and compaction seldom rewrites them,
+/// while index keys arrive in any order.
+#[derive(Clone)]
+pub struct Part {
+    pub records: fjall::Keyspace,
+    pub index: fjall::Keyspace,
+}
+
+impl Part {
+    fn keyspaces(&self) -> [&fjall::Keyspace; 2] {
+        [&self.records, &self.index]
+    }
+}
+
 /// Open partitions, by number.
 #[derive(Default)]
 struct Partitions {
-    records: BTreeMap<u64, fjall::Keyspace>,
+    records: BTreeMap<u64, Part>,
     content: BTreeMap<u64, fjall::Keyspace>,
+}
+
+/// Options of a partition's records or index keyspace.
+fn table_options() -> fjall::KeyspaceCreateOptions {
+    fjall::KeyspaceCreateOptions::default()
+        .max_memtable_size(MEMTABLE_BYTES)
+        .compaction_strategy(std::sync::Arc::new(
+            fjall::compaction::Leveled::default().with_l0_threshold(L0_TABLES),
+        ))
+}
+
+/// Options of a partition's content keyspace: bodies apart from their keys.
+fn content_options() -> fjall::KeyspaceCreateOptions {
+    table_options().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
 }
 
 /// What the writer keeps between batches.
@@ -125,20 +160,37 @@ impl LogStore {
     /// Opens (or creates) the store in `dir` for `node`'s records.
     pub fn open(dir: &Path, node: u64) -> Result<LogStore, StoreError> {
         let db = fjall::Database::builder(dir)
+            // One thread flushes and compacts: fjall 3.1's second worker hands every
+            // compaction back to the queue for the first, which takes it again, a busy
+            // loop that cost about a tenth of a core under load (and a 2-core gateway
+            // needs its other core for requests).
+            .worker_threads(1)
             .max_journaling_size(MAX_JOURNAL_BYTES)
             .cache_size(CACHE_BYTES)
             .open()?;
         let meta = db.keyspace(META_KEYSPACE, fjall::KeyspaceCreateOptions::default)?;
         let mut partitions = Partitions::default();
+        let mut found: BTreeMap<u64, ()> = BTreeMap::new();
         for name in db.list_keyspace_names() {
             let Some((kind, partition)) = keys::parse_keyspace(&name) else {
                 continue;
             };
-            let keyspace = db.keyspace(&name, fjall::KeyspaceCreateOptions::default)?;
             match kind {
-                b'r' => partitions.records.insert(partition, keyspace),
-                _ => partitions.content.insert(partition, keyspace),
+                b'c' => {
+                    let keyspace = db.keyspace(&name, content_options)?;
+                    partitions.content.insert(partition, keyspace);
+                }
+                _ => {
+                    found.insert(partition, ());
+                }
+            }
+        }
+        for partition in found.into_keys() {
+            let part = Part {
+                records: db.keyspace(&keys::records_keyspace(partition), table_options)?,
+                index: db.keyspace(&keys::index_keyspace(partition), table_options)?,
             };
+            partitions.records.insert(partition, part);
         }
         let head = match meta.get(CHAIN_KEY)? {
             Some(v) => {
@@ -174,50 +226,46 @@ impl LogStore {
         lock(&self.writer).head
     }
 
-    fn records_partition(&self, partition: u64) -> Result<fjall::Keyspace, StoreError> {
-        self.partition(partition, false)
-    }
-
-    fn partition(&self, partition: u64, content: bool) -> Result<fjall::Keyspace, StoreError> {
+    fn records_partition(&self, partition: u64) -> Result<Part, StoreError> {
         {
             let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-            let map = if content {
-                &parts.content
-            } else {
-                &parts.records
-            };
-            if let Some(k) = map.get(&partition) {
-                return Ok(k.clone());
+            if let Some(part) = parts.records.get(&partition) {
+                return Ok(part.clone());
             }
         }
         let mut parts = self.partitions.write().unwrap_or_else(|e| e.into_inner());
-        let (name, options): (String, fn() -> fjall::KeyspaceCreateOptions) = if content {
-            (keys::content_keyspace(partition), || {
-                fjall::KeyspaceCreateOptions::default()
-                    .max_memtable_size(MEMTABLE_BYTES)
-                    .with_kv_separation(Some(fjall::KvSeparationOptions::default()))
-            })
-        } else {
-            (keys::records_keyspace(partition), || {
-                fjall::KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
-            })
+        if let Some(part) = parts.records.get(&partition) {
+            return Ok(part.clone());
+        }
+        let part = Part {
+            records: self
+                .db
+                .keyspace(&keys::records_keyspace(partition), table_options)?,
+            index: self
+                .db
+                .keyspace(&keys::index_keyspace(partition), table_options)?,
         };
-        let keyspace = self.db.keyspace(&name, options)?;
-        let map = if content {
-            &mut parts.content
-        } else {
-            &mut parts.records
-        };
-        map.insert(partition, keyspace.clone());
+        parts.records.insert(partition, part.clone());
+        Ok(part)
+    }
+
+    fn content_partition_or_new(&self, partition: u64) -> Result<fjall::Keyspace, StoreError> {
+        if let Some(k) = self.content_partition(partition) {
+            return Ok(k);
+        }
+        let mut parts = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = parts.content.get(&partition) {
+            return Ok(k.clone());
+        }
+        let keyspace = self
+            .db
+            .keyspace(&keys::content_keyspace(partition), content_options)?;
+        parts.content.insert(partition, keyspace.clone());
         Ok(keyspace)
     }
 
     /// Open record partitions, newest first, that may hold records in `[since, until)`.
-    pub(super) fn partitions_between(
-        &self,
-        since_ms: u64,
-        until_ms: u64,
-    ) -> Vec<(u64, fjall::Keyspace)> {
+    pub(super) fn partitions_between(&self, since_ms: u64, until_ms: u64) -> Vec<(u64, Part)> {
         let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
         let first = keys::partition_of(since_ms);
         let last = keys::partition_of(until_ms.saturating_sub(1));
@@ -259,11 +307,11 @@ impl LogStore {
             let part = self.records_partition(partition)?;
             for (dim, value) in Dim::of(&record) {
                 if let Some(value) = value {
-                    batch.insert(&part, keys::index_key(dim, value, slot), []);
+                    batch.insert(&part.index, keys::index_key(dim, value, slot), []);
                 }
             }
             batch.insert(
-                &part,
+                &part.index,
                 keys::id_key(record.request_id.as_str()),
                 slot.bytes(),
             );
@@ -271,7 +319,7 @@ impl LogStore {
             for group in GroupBy::ALL {
                 let key = (hour, group, keys::group_key(&record, group));
                 if !writer.totals.contains_key(&key) {
-                    let stored = match part.get(keys::totals_key(hour, group, &key.2))? {
+                    let stored = match part.index.get(keys::totals_key(hour, group, &key.2))? {
                         Some(v) => codec::decode(&v)?,
                         None => Totals::default(),
                     };
@@ -283,7 +331,7 @@ impl LogStore {
                 touched.push(key);
             }
             if let Some(content) = content {
-                let cpart = self.partition(partition, true)?;
+                let cpart = self.content_partition_or_new(partition)?;
                 batch.insert(&cpart, keys::record_key(slot), codec::encode(&content)?);
             }
             let chained = ChainedRecord {
@@ -292,7 +340,11 @@ impl LogStore {
                 hash,
                 record,
             };
-            batch.insert(&part, keys::record_key(slot), codec::encode(&chained)?);
+            batch.insert(
+                &part.records,
+                keys::record_key(slot),
+                codec::encode(&chained)?,
+            );
             head = ChainHead { seq, hash };
         }
         touched.sort_unstable();
@@ -302,7 +354,7 @@ impl LogStore {
             let part = self.records_partition(hour * HOUR_MS / PARTITION_MS)?;
             if let Some(totals) = writer.totals.get(key) {
                 batch.insert(
-                    &part,
+                    &part.index,
                     keys::totals_key(*hour, *group, name),
                     codec::encode(totals)?,
                 );
@@ -329,7 +381,7 @@ impl LogStore {
 
     /// The record of `request_id`, and its content if captured.
     pub fn get(&self, request_id: &str) -> Result<Option<LogEntry>, StoreError> {
-        let parts: Vec<(u64, fjall::Keyspace)> = {
+        let parts: Vec<(u64, Part)> = {
             let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
             parts
                 .records
@@ -340,12 +392,12 @@ impl LogStore {
         };
         let id = keys::id_key(request_id);
         for (partition, part) in parts {
-            let Some(slot) = part.get(&id)? else {
+            let Some(slot) = part.index.get(&id)? else {
                 continue;
             };
             let slot =
                 Slot::from_tail(&slot).ok_or_else(|| StoreError::Damaged(request_id.into()))?;
-            let Some(value) = part.get(keys::record_key(slot))? else {
+            let Some(value) = part.records.get(keys::record_key(slot))? else {
                 return Ok(None);
             };
             let record: ChainedRecord = codec::decode(&value)?;
@@ -378,7 +430,7 @@ impl LogStore {
         let end_hour = until.div_ceil(HOUR_MS);
         let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
         for (_, part) in self.partitions_between(since, until) {
-            for item in part.prefix([b't']) {
+            for item in part.index.prefix([b't']) {
                 let (key, value) = item.into_inner()?;
                 let Some((hour, group, name)) = keys::parse_totals_key(&key) else {
                     continue;
@@ -456,21 +508,25 @@ impl LogStore {
 
     /// Drops one partition; gives how many entries it held (approximately).
     fn drop_partition(&self, partition: u64, content: bool, why: &str) -> Result<u64, StoreError> {
-        let keyspace = {
+        let keyspaces: Vec<fjall::Keyspace> = {
             let mut parts = self.partitions.write().unwrap_or_else(|e| e.into_inner());
-            let map = if content {
-                &mut parts.content
-            } else {
-                &mut parts.records
-            };
-            map.remove(&partition)
+            match content {
+                true => parts.content.remove(&partition).into_iter().collect(),
+                false => parts
+                    .records
+                    .remove(&partition)
+                    .map(|p| vec![p.records, p.index])
+                    .unwrap_or_default(),
+            }
         };
-        let Some(keyspace) = keyspace else {
+        let Some(first) = keyspaces.first() else {
             return Ok(0);
         };
-        let entries = keyspace.approximate_len() as u64;
-        let bytes = keyspace.disk_space();
-        self.db.delete_keyspace(keyspace)?;
+        let entries = first.approximate_len() as u64;
+        let bytes: u64 = keyspaces.iter().map(fjall::Keyspace::disk_space).sum();
+        for keyspace in keyspaces {
+            self.db.delete_keyspace(keyspace)?;
+        }
         tracing::info!(
             partition,
             content,
@@ -490,7 +546,12 @@ impl LogStore {
         }
         self.meta.rotate_memtable()?;
         let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        for keyspace in parts.records.values().chain(parts.content.values()) {
+        for keyspace in parts
+            .records
+            .values()
+            .flat_map(Part::keyspaces)
+            .chain(parts.content.values())
+        {
             keyspace.rotate_memtable()?;
         }
         Ok(())
@@ -502,6 +563,7 @@ impl LogStore {
         parts
             .records
             .values()
+            .flat_map(Part::keyspaces)
             .chain(parts.content.values())
             .map(fjall::Keyspace::disk_space)
             .sum::<u64>()
@@ -512,7 +574,12 @@ impl LogStore {
     #[cfg(test)]
     pub fn flush(&self) -> Result<(), StoreError> {
         let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        for keyspace in parts.records.values().chain(parts.content.values()) {
+        for keyspace in parts
+            .records
+            .values()
+            .flat_map(Part::keyspaces)
+            .chain(parts.content.values())
+        {
             keyspace.rotate_memtable_and_wait()?;
         }
         Ok(())
