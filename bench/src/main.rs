@@ -7,9 +7,12 @@
 //! - `raftbench`: `tollgate-bench raft-bench`, committed charges/s of in-process nodes.
 //! - `logbench`: `tollgate-bench log-bench`, the request log's store: writes, filtered
 //!   queries and stats over a million records.
+//! - `logtamper`: `tollgate-bench log-tamper`, changes a stopped node's request log
+//!   behind its back (for the tests of `tollgate audit verify`).
 
 mod loadgen;
 mod logbench;
+mod logtamper;
 mod mock_upstream;
 mod raftbench;
 
@@ -47,6 +50,9 @@ enum Command {
     /// Fill a request log store with synthetic records and time its queries and stats,
     /// as one line of JSON.
     LogBench(logbench::LogBenchArgs),
+    /// Change a stopped node's request log behind its back: flip a byte of a record,
+    /// delete one, or cut the log off (tests of `tollgate audit verify`).
+    LogTamper(logtamper::LogTamperArgs),
 }
 
 #[derive(clap::Args)]
@@ -103,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         } => runtime()?.block_on(mock_upstream::run(addr, latency_ms, event_delay_us)),
         Command::RaftBench(args) => runtime()?.block_on(raftbench::run(args)),
         Command::LogBench(args) => logbench::run(args),
+        Command::LogTamper(args) => logtamper::run(args),
     }
 }
 

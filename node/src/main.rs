@@ -58,6 +58,10 @@ enum Command {
     },
     /// Talk to a node's admin API.
     Admin(cli::AdminArgs),
+    /// Search or follow the request log (every node's, merged).
+    Logs(cli::records::LogsArgs),
+    /// The audit trail: `verify` checks it and every node's request log.
+    Audit(cli::records::AuditArgs),
     /// Make the cluster CA and node certificates for the peer transport.
     Cert(cert::CertArgs),
 }
@@ -148,6 +152,8 @@ fn main() -> anyhow::Result<()> {
                 server::serve(started).await
             }
             Command::Admin(args) => cli::run(args).await,
+            Command::Logs(args) => cli::records::logs(args).await,
+            Command::Audit(args) => cli::records::audit(args).await,
             Command::Cert(_) => anyhow::bail!("cert runs without a runtime"),
         }
     })

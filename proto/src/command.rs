@@ -142,6 +142,21 @@ pub enum Command {
         node: u64,
         at_ms: UnixMs,
     },
+    /// Protocol 3. An admin change with who made it: applied as `command`, and, if it
+    /// changed anything, recorded as the next audit event.
+    Audited {
+        meta: crate::audit::AuditMeta,
+        command: Box<Command>,
+    },
+    /// Protocol 3. Failed admin authentication from one address (a node proposes at
+    /// most one a minute per address, with how many failed since its last).
+    AuthFailures {
+        meta: crate::audit::AuditMeta,
+        count: u64,
+    },
+    /// Protocol 3. A node's request-log chain head: later anchors of a node must extend
+    /// its chain (a higher sequence).
+    AnchorChain(crate::audit::Anchor),
 }
 
 impl Command {
@@ -150,6 +165,7 @@ impl Command {
     pub fn since_version(&self) -> u16 {
         match self {
             Command::NodeDrained { .. } => 2,
+            Command::Audited { .. } | Command::AuthFailures { .. } | Command::AnchorChain(_) => 3,
             _ => 1,
         }
     }

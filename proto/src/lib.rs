@@ -12,7 +12,9 @@
 //! - `command`: the replicated `Command`s and their `Outcome`s.
 //! - `peer`: the versioned envelope of node-to-node RPCs and its error answers.
 //! - `records`: the request log's records, queries and totals.
+//! - `audit`: audit events, their actors, and request-log chain anchors.
 
+pub mod audit;
 pub mod command;
 pub mod duration;
 pub mod ids;

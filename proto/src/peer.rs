@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 ///   is a version 1 kind (a node of the old range reads it, and stops: see
 ///   `tollgate_node::cluster::protocol::stop_when_outdated`); `GovState` and `NodeStatus` gained
 ///   fields, so builds from before this numbering cannot be upgraded in place.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// - 3: the audit trail (`Command::Audited`, `AuthFailures`, `AnchorChain`) and the
+///   request log's peer kinds. Snapshots carry the audit trail after the state, and
+///   a snapshot of protocol 2 still reads (with no audit events).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The oldest protocol version this build still answers.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
@@ -92,9 +95,12 @@ pub const KIND_LOGS: u16 = 12;
 pub const KIND_LOG_GET: u16 = 13;
 /// Request-log totals (`records::StatsQuery`), answered with `Vec<records::StatsGroup>`.
 pub const KIND_STATS: u16 = 14;
+/// Check this node's request-log chain against the anchors in the body
+/// (`BTreeMap<u64, Vec<audit::Anchor>>`), answered with a `records::ChainReport`.
+pub const KIND_LOG_VERIFY: u16 = 15;
 
 /// Every application kind above, for routers and tests.
-pub const APPLICATION_KINDS: [u16; 14] = [
+pub const APPLICATION_KINDS: [u16; 15] = [
     KIND_APPEND,
     KIND_VOTE,
     KIND_SNAPSHOT,
@@ -109,6 +115,7 @@ pub const APPLICATION_KINDS: [u16; 14] = [
     KIND_LOGS,
     KIND_LOG_GET,
     KIND_STATS,
+    KIND_LOG_VERIFY,
 ];
 
 /// Kinds from here up belong to the transport itself; applications use the kinds below.

@@ -315,3 +315,19 @@ mod tests {
         assert!(a.latency_quantile_ms(1.0) >= 8192);
     }
 }
+
+/// What a node found checking its request log's hash chain against the anchors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainReport {
+    pub node: u64,
+    /// Records read.
+    pub records: u64,
+    /// The oldest sequence kept (retention drops the oldest) and the newest.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The newest anchor of this node's chain, if any.
+    pub anchored_seq: Option<u64>,
+    /// The first sequence that does not check out, and why.
+    pub bad_seq: Option<u64>,
+    pub reason: Option<String>,
+}

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `state`: `GovState` and `GovState::apply`, the deterministic state machine.
+//! - `audit`: the audit trail and request-log anchors the state keeps.
 //! - `window`: budget and rate-limit window arithmetic (anchored and calendar-aligned).
 //! - `lease`: escrow leases, nodes' slices of a budget's room.
 //! - `codec`: the bincode encoding of everything stored or sent.
@@ -22,6 +23,7 @@
 //! - `storage`: `open_durable` and `open_in_memory`, the two storage variants.
 //! - `runtime`: `SeededRuntime`, openraft's tokio runtime with a seedable RNG.
 
+pub mod audit;
 pub mod codec;
 pub mod config;
 pub mod lease;

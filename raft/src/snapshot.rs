@@ -2,6 +2,7 @@
 //! membership and `GovState`) and the `SnapshotSlot` that keeps the current one — in
 //! memory, or also in a sled tree so a restarted node recovers from snapshot + log.
 
+use crate::audit::AuditTrail;
 use crate::codec::{self, CodecError};
 use crate::state::GovState;
 use crate::typ::{LogId, SnapshotMeta, StoredMembership};
@@ -32,13 +33,21 @@ pub fn encode_payload(
     membership: &StoredMembership,
     state: &GovState,
 ) -> Result<Vec<u8>, CodecError> {
-    codec::encode(&(last_applied, membership, state))
+    codec::encode(&(last_applied, membership, state, state.audit()))
 }
 
+/// Reads a snapshot; one of protocol 2 (no audit trail after the state) reads with an
+/// empty trail.
 pub fn decode_payload(
     bytes: &[u8],
 ) -> Result<(Option<LogId>, StoredMembership, GovState), CodecError> {
-    codec::decode(bytes)
+    match codec::decode::<(Option<LogId>, StoredMembership, GovState, AuditTrail)>(bytes) {
+        Ok((applied, membership, mut state, audit)) => {
+            state.set_audit(audit);
+            Ok((applied, membership, state))
+        }
+        Err(with_audit) => codec::decode(bytes).map_err(|_| with_audit),
+    }
 }
 
 /// A finished snapshot: openraft's meta and the payload bytes.

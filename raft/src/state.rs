@@ -7,7 +7,10 @@
 //! - `owners`: customers, teams and virtual keys, with their references.
 //! - `spend`: budgets, leases of their room, and charges.
 //! - `query`: read-only lookups, chains and totals.
+//! - `audit`: the audit trail (admin changes, failed admin logins) and request-log
+//!   chain anchors.
 
+use crate::audit::AuditTrail;
 use crate::lease::{Escrow, NodeId, Room};
 use crate::window::{window_at, Window};
 use serde::{Deserialize, Serialize};
@@ -18,6 +21,7 @@ use tollgate_proto::{
     RateLimit, RateLimitId, RequestId, Team, TeamId, UnixMs, UsageTotals, Usd, VirtualKey,
 };
 
+mod audit;
 mod owners;
 mod query;
 mod spend;
@@ -53,6 +57,10 @@ pub struct GovState {
     protocol_version: u16,
     /// When each node last finished a drain (`Command::NodeDrained`).
     drained_at: BTreeMap<NodeId, UnixMs>,
+    /// The audit trail and anchors: in snapshots after the state (`snapshot`), so a
+    /// snapshot of a protocol 2 build still reads.
+    #[serde(skip)]
+    audit: AuditTrail,
 }
 
 /// A budget with its spend in the window that holds a given instant.
@@ -285,6 +293,9 @@ impl GovState {
                 self.protocol_version = self.protocol_version().max(*version);
                 Outcome::Done
             }
+            Command::Audited { meta, command } => self.apply_audited(meta, command),
+            Command::AuthFailures { meta, count } => self.apply_auth_failures(meta, *count),
+            Command::AnchorChain(anchor) => self.apply_anchor(anchor),
             Command::NodeDrained { node, at_ms } => {
                 self.escrow.release_node(*node);
                 self.drained_at.insert(*node, *at_ms);

@@ -613,6 +613,174 @@ fn log_entry_kinds_keep_their_wire_tags() {
     );
     assert_eq!(tag(&Command::SetProtocolVersion { version: 2 }), 24);
     assert_eq!(tag(&Command::NodeDrained { node: 1, at_ms: 0 }), 25);
+    assert_eq!(
+        tag(&Command::AnchorChain(
+            tollgate_proto::audit::Anchor::default()
+        )),
+        28
+    );
+}
+
+mod audit_trail {
+    //! Admin changes become chained audit events (the same on every replica), failed
+    //! logins too; anchors only move forward.
+    use crate::audit::event_hash;
+    use crate::GovState;
+    use tollgate_proto::audit::{Actor, Anchor, AuditMeta};
+    use tollgate_proto::{Command, Customer, Outcome};
+
+    fn meta(at_ms: u64) -> AuditMeta {
+        AuditMeta {
+            at_ms,
+            actor: Actor {
+                kind: "admin_token".into(),
+                id: "bootstrap".into(),
+                name: "TOLLGATE_ADMIN_TOKEN".into(),
+            },
+            source_ip: Some("10.0.0.7".into()),
+            request_id: Some(format!("req_{at_ms}")),
+        }
+    }
+
+    fn protocol_3() -> GovState {
+        let mut s = GovState::default();
+        assert_eq!(
+            s.apply(&Command::SetProtocolVersion { version: 3 }),
+            Outcome::Done
+        );
+        s
+    }
+
+    #[test]
+    fn changes_are_chained_with_before_and_after() {
+        let mut s = protocol_3();
+        let create = Command::CreateCustomer(Customer {
+            id: "cus_1".into(),
+            name: "Acme".into(),
+            created_at_ms: 5,
+        });
+        let audited = |at, command: Command| Command::Audited {
+            meta: meta(at),
+            command: Box::new(command),
+        };
+        assert_eq!(s.apply(&audited(10, create.clone())), Outcome::Done);
+        // A conflict changes nothing and records nothing.
+        assert!(matches!(
+            s.apply(&audited(11, create)),
+            Outcome::Conflict(_)
+        ));
+        let rename = Command::UpdateCustomer {
+            id: "cus_1".into(),
+            name: "Acme Ltd".into(),
+        };
+        assert_eq!(s.apply(&audited(12, rename)), Outcome::Done);
+        assert_eq!(
+            s.apply(&Command::AuthFailures {
+                meta: meta(13),
+                count: 4
+            }),
+            Outcome::Done
+        );
+        let events: Vec<_> = s.audit().events().cloned().collect();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["customer.create", "customer.update", "admin.auth_failed"]
+        );
+        assert_eq!(events[0].before, None);
+        assert!(events[0]
+            .after
+            .as_deref()
+            .is_some_and(|a| a.contains("Acme")));
+        assert!(events[1]
+            .before
+            .as_deref()
+            .is_some_and(|b| b.contains("\"Acme\"")));
+        assert!(events[1]
+            .after
+            .as_deref()
+            .is_some_and(|a| a.contains("Acme Ltd")));
+        assert_eq!(events[2].actor.kind, "unauthenticated");
+        let mut prev = [0u8; 32];
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.seq, i as u64 + 1);
+            assert_eq!(e.prev_hash, prev);
+            assert_eq!(e.hash, event_hash(&prev, e));
+            prev = e.hash;
+        }
+        assert_eq!(s.audit().head(), (3, prev));
+        // Before protocol 3 an audited command is refused, not applied.
+        let mut old = GovState::default();
+        let refused = old.apply(&audited(1, Command::DeletePrice { model: "m".into() }));
+        assert!(matches!(refused, Outcome::Invalid(_)));
+    }
+
+    #[test]
+    fn a_key_event_shows_no_secret_hash() {
+        let mut s = protocol_3();
+        let key = tollgate_proto::VirtualKey {
+            id: "vk_1".into(),
+            name: "k".into(),
+            secret_sha256: [7; 32],
+            secret_prefix: "tg-abc".into(),
+            team_id: None,
+            customer_id: None,
+            provider_configs: Vec::new(),
+            disabled: false,
+            created_at_ms: 1,
+            rotated_at_ms: None,
+        };
+        let created = s.apply(&Command::Audited {
+            meta: meta(1),
+            command: Box::new(Command::CreateKey(key)),
+        });
+        assert_eq!(created, Outcome::Done);
+        let event = s.audit().events().next().cloned().unwrap_or_default();
+        let after = event.after.unwrap_or_default();
+        assert!(after.contains("tg-abc"), "{after}");
+        assert!(
+            !after.contains("secret_sha256") && !after.contains("7,7,7"),
+            "{after}"
+        );
+    }
+
+    #[test]
+    fn anchors_only_move_forward() {
+        let mut s = protocol_3();
+        let anchor = |seq, hash| {
+            Command::AnchorChain(Anchor {
+                node: 2,
+                seq,
+                hash: [hash; 32],
+                at_ms: seq,
+            })
+        };
+        assert_eq!(s.apply(&anchor(10, 1)), Outcome::Done);
+        assert_eq!(s.apply(&anchor(10, 1)), Outcome::Done, "a repeat is fine");
+        assert_eq!(s.apply(&anchor(20, 2)), Outcome::Done);
+        assert!(matches!(s.apply(&anchor(15, 3)), Outcome::Conflict(_)));
+        assert!(matches!(s.apply(&anchor(20, 9)), Outcome::Conflict(_)));
+        let seqs: Vec<u64> = s.audit().anchors()[&2].iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, [10, 20]);
+    }
+
+    #[test]
+    fn the_trail_rides_in_snapshots_and_old_snapshots_still_read() {
+        let mut s = protocol_3();
+        s.apply(&Command::AuthFailures {
+            meta: meta(1),
+            count: 1,
+        });
+        let membership = crate::typ::StoredMembership::default();
+        let bytes = crate::snapshot::encode_payload(&None, &membership, &s).expect("encodes");
+        let (_, _, back) = crate::snapshot::decode_payload(&bytes).expect("decodes");
+        assert_eq!(back.audit(), s.audit());
+        // A protocol 2 snapshot: the state alone.
+        let old =
+            crate::codec::encode(&(None::<crate::typ::LogId>, &membership, &s)).expect("encodes");
+        let (_, _, back) = crate::snapshot::decode_payload(&old).expect("decodes");
+        assert_eq!(back.audit().events().count(), 0);
+    }
 }
 
 /// Property tests: any bytes decode to a value or an error, never a panic or an

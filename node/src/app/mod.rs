@@ -49,6 +49,8 @@ pub struct App {
     pub outbox: Arc<crate::governance::outbox::Outbox>,
     /// The request log (none with `[logs] content = "off"`).
     pub log: Option<Arc<crate::governance::records::RequestLog>>,
+    /// Failed admin logins per address, for the audit trail's rate limit.
+    pub auth_failures: crate::gateway::auth::FailureLimiter,
     pub counters: Arc<crate::gateway::counters::Counters>,
     /// Places for streamed answers (`[limits] max_concurrent_streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
@@ -167,6 +169,7 @@ pub async fn start(
         heard_cluster: AtomicBool::new(false),
         outbox: Arc::clone(&node.outbox),
         log: node.log.clone(),
+        auth_failures: Default::default(),
         counters: Arc::default(),
         streams,
         request_id_base: u64::from_le_bytes(base),

@@ -31,11 +31,15 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::{JoinHandle, JoinSet};
+use tollgate_proto::audit::Anchor;
+use tollgate_proto::{Command, Outcome};
 use tollgate_raft::typ::{NodeId, Raft};
 
 /// Longest wait for queued charges to be applied at the stop (storage that cannot take
 /// a write for this long will not take it by waiting longer).
 const CHARGE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a node anchors its request log's chain head through Raft (when it moved).
+const ANCHOR_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest wait at the stop for the request log to take what the outbox holds.
 const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping node tries to give its escrow leases back.
@@ -154,16 +158,24 @@ impl Node {
             None => None,
         };
         let (replicator, gossip, raft): (Arc<dyn Replicator>, _, _) = match replication {
-            Replication::Alone { dir } => (
-                Arc::new(
+            Replication::Alone { dir } => {
+                let local: Arc<dyn Replicator> = Arc::new(
                     LocalReplicator::open(&dir)
                         .context("cannot open the governance store")?
                         .with_outbox_dir(outbox_dir)
                         .with_protocol(versions.local()),
-                ),
-                Gossip::alone(node_id),
-                None,
-            ),
+                );
+                // Alone, every member speaks what this node speaks: its log takes the
+                // newest entries (the audit trail) at once.
+                let speaks = versions.local().max;
+                if local.state().read().protocol_version() < speaks {
+                    local
+                        .propose(Command::SetProtocolVersion { version: speaks })
+                        .await
+                        .context("cannot record the protocol version")?;
+                }
+                (local, Gossip::alone(node_id), None)
+            }
             Replication::Member(seams) => {
                 // Other members' log queries are answered from this node's store.
                 seams.router.add(
@@ -203,6 +215,17 @@ impl Node {
         let log_writer = log
             .as_ref()
             .map(|log| writer::spawn(Arc::clone(log), Arc::clone(&outbox), Arc::clone(&clock)));
+        if let Some(log) = &log {
+            let (log, replicator, clock) =
+                (Arc::clone(log), Arc::clone(&replicator), Arc::clone(&clock));
+            serving.spawn(async move {
+                let mut anchored = 0;
+                loop {
+                    tokio::time::sleep(ANCHOR_INTERVAL).await;
+                    anchored = anchor(&log, &replicator, &*clock, anchored).await;
+                }
+            });
+        }
         admission.spawn_maintenance(&mut serving);
         // Limits are split among the live nodes, and never fewer than the voters.
         let voters = Arc::clone(&replicator);
@@ -273,6 +296,8 @@ impl Node {
             charges_task,
             charges_close,
             log_writer,
+            log,
+            clock,
             ..
         } = self;
         let _ = charges_close.send(());
@@ -287,7 +312,8 @@ impl Node {
                 false
             }
         };
-        // Every request has ended and written its record: the log takes them all.
+        // Every request has ended and written its record: the log takes them all, and
+        // its head is anchored.
         if let Some(writer) = log_writer {
             let _ = writer.close.send(());
             if tokio::time::timeout(LOG_FLUSH_TIMEOUT, writer.task)
@@ -295,6 +321,15 @@ impl Node {
                 .is_err()
             {
                 tracing::warn!("request log did not catch up in time; the outbox keeps its records for the next start");
+            }
+        }
+        if let Some(log) = &log {
+            let anchored = anchor(log, &replicator, &*clock, 0);
+            if tokio::time::timeout(LOG_FLUSH_TIMEOUT, anchored)
+                .await
+                .is_err()
+            {
+                tracing::warn!("request log head not anchored at the stop");
             }
         }
         serving.shutdown().await;
@@ -366,5 +401,38 @@ fn reconcile_orphans(
             at_ms: record.time_ms,
         };
         charges.send_done(PendingCharge { charge, hold }, record, vec![orphan.segment]);
+    }
+}
+
+/// Proposes the request log's chain head as an anchor if it is past `anchored` and the
+/// cluster records anchors (protocol 3); gives the sequence anchored since.
+async fn anchor(
+    log: &RequestLog,
+    replicator: &Arc<dyn Replicator>,
+    clock: &dyn Clock,
+    anchored: u64,
+) -> u64 {
+    let head = log.store.chain_head();
+    let command = Command::AnchorChain(Anchor {
+        node: log.store.node(),
+        seq: head.seq,
+        hash: head.hash,
+        at_ms: clock.now_ms(),
+    });
+    if head.seq <= anchored
+        || command.since_version() > replicator.state().read().protocol_version()
+    {
+        return anchored;
+    }
+    match replicator.propose(command).await {
+        Ok(Outcome::Done) => head.seq,
+        Ok(other) => {
+            tracing::error!(seq = head.seq, outcome = ?other, "request log head refused as an anchor");
+            anchored
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "request log head not anchored yet");
+            anchored
+        }
     }
 }

@@ -342,8 +342,12 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
         Box::pin(async move {
             // Creates and deletes are kept to check their effect after a doubtful retry
             // (not charge batches: they are deduplicated by request id, and large).
+            let inner = match &command {
+                Command::Audited { command, .. } => command.as_ref(),
+                other => other,
+            };
             let check = matches!(
-                command,
+                inner,
                 Command::CreateCustomer(_)
                     | Command::CreateTeam(_)
                     | Command::CreateKey(_)
@@ -356,7 +360,7 @@ impl<T: PeerTransport> Replicator for RaftReplicator<T> {
                     | Command::DeleteRateLimit { .. }
                     | Command::DeletePrice { .. }
             )
-            .then(|| command.clone());
+            .then(|| inner.clone());
             let ((outcome, index), doubtful) = self
                 .on_leader_once(command, WRITE_DEADLINE, ATTEMPT_DEADLINE)
                 .await?;

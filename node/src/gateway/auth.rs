@@ -174,3 +174,10 @@ mod tests {
         assert_ne!(a, b);
     }
 }
+
+/// Failed admin logins per client address: when they were last recorded in the audit
+/// trail, and how many failed since (`http::admin::audit::auth_failed`).
+#[derive(Default)]
+pub struct FailureLimiter {
+    pub seen: std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, (u64, u64)>>,
+}

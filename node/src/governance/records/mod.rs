@@ -10,9 +10,11 @@
 //! - `keys`: how records, indexes and totals are laid out in keys and partitions.
 //! - `store`: the fjall store (the only module that knows fjall): batches, lookups,
 //!   totals, retention and the disk cap.
+//! - `space`: retention, the disk cap and the journal's size.
 //! - `query`: one node's answer to a log query, and the merge of every node's answers.
 //! - `writer`: the task that reads the outbox into the store.
 //! - `peer`: other nodes' questions, answered from this node's store.
+//! - `verify`: the check of a node's hash chain against its anchors.
 //! - `rfc3339`: the API's timestamps.
 //! - `tests`: unit tests.
 
@@ -20,9 +22,11 @@ pub mod keys;
 pub mod peer;
 pub mod query;
 pub mod rfc3339;
+pub mod space;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 pub mod writer;
 
 use crate::config::{ContentMode, LogsConfig};

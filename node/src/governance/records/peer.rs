@@ -6,13 +6,13 @@ use super::query;
 use super::RequestLog;
 use crate::cluster::transport::{PeerRequest, PeerResponse, RequestContext, Route, RouteFuture};
 use std::sync::Arc;
-use tollgate_proto::peer::{PeerError, KIND_LOGS, KIND_LOG_GET, KIND_STATS};
+use tollgate_proto::peer::{PeerError, KIND_LOGS, KIND_LOG_GET, KIND_LOG_VERIFY, KIND_STATS};
 use tollgate_proto::records::{LogEntry, LogFilter, LogPage, StatsGroup, StatsQuery};
 use tollgate_proto::RequestId;
 use tollgate_raft::codec;
 
 /// The kinds this route answers.
-pub const KINDS: [u16; 3] = [KIND_LOGS, KIND_LOG_GET, KIND_STATS];
+pub const KINDS: [u16; 4] = [KIND_LOGS, KIND_LOG_GET, KIND_STATS, KIND_LOG_VERIFY];
 
 pub struct LogsRoute {
     pub log: Option<Arc<RequestLog>>,
@@ -57,6 +57,18 @@ pub fn answer(log: Option<&RequestLog>, kind: u16, body: &[u8]) -> Result<Vec<u8
                 None => Vec::new(),
             };
             encode(codec::encode(&groups))
+        }
+        KIND_LOG_VERIFY => {
+            let anchors: std::collections::BTreeMap<u64, Vec<tollgate_proto::audit::Anchor>> =
+                codec::decode(body).map_err(malformed)?;
+            let report = match log {
+                Some(log) => {
+                    let mine = anchors.get(&log.store.node()).cloned().unwrap_or_default();
+                    Some(log.store.verify(&mine).map_err(failed)?)
+                }
+                None => None,
+            };
+            encode(codec::encode(&report))
         }
         kind => Err(PeerError::UnknownKind { kind }),
     }

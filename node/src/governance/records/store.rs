@@ -8,7 +8,7 @@ use super::keys::{self, Dim, Slot, HOUR_MS, PARTITION_MS};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, RwLock};
 use tollgate_proto::records::{
     CapturedContent, ChainedRecord, GroupBy, LogEntry, RequestRecord, StatsGroup, StatsQuery,
@@ -106,16 +106,16 @@ pub struct Part {
 }
 
 impl Part {
-    fn keyspaces(&self) -> [&fjall::Keyspace; 2] {
+    pub(super) fn keyspaces(&self) -> [&fjall::Keyspace; 2] {
         [&self.records, &self.index]
     }
 }
 
 /// Open partitions, by number.
 #[derive(Default)]
-struct Partitions {
-    records: BTreeMap<u64, Part>,
-    content: BTreeMap<u64, fjall::Keyspace>,
+pub(super) struct Partitions {
+    pub(super) records: BTreeMap<u64, Part>,
+    pub(super) content: BTreeMap<u64, fjall::Keyspace>,
 }
 
 /// Options of a partition's records or index keyspace.
@@ -140,11 +140,11 @@ struct WriterState {
 }
 
 pub struct LogStore {
-    dir: std::path::PathBuf,
-    db: fjall::Database,
-    meta: fjall::Keyspace,
+    pub(super) dir: std::path::PathBuf,
+    pub(super) db: fjall::Database,
+    pub(super) meta: fjall::Keyspace,
     node: u64,
-    partitions: RwLock<Partitions>,
+    pub(super) partitions: RwLock<Partitions>,
     writer: Mutex<WriterState>,
     /// Partitions dropped by the disk cap (`tollgate_log_dropped_partitions_total`).
     pub dropped_for_space: AtomicU64,
@@ -446,165 +446,5 @@ impl LogStore {
             .into_iter()
             .map(|(key, totals)| StatsGroup { key, totals })
             .collect())
-    }
-
-    /// Drops partitions past retention, then, while the partitions take more than
-    /// `max_disk_bytes` less the journal's budget, the oldest bodies, and records only
-    /// once no body is left.
-    pub fn sweep(
-        &self,
-        now_ms: u64,
-        retention_ms: u64,
-        content_retention_ms: u64,
-        max_disk_bytes: u64,
-    ) -> Result<(), StoreError> {
-        let expired = |retention: u64| {
-            let horizon = now_ms.saturating_sub(retention);
-            move |p: &u64| (p + 1) * PARTITION_MS <= horizon
-        };
-        let (old_records, old_content): (Vec<u64>, Vec<u64>) = {
-            let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-            (
-                parts
-                    .records
-                    .keys()
-                    .copied()
-                    .filter(expired(retention_ms))
-                    .collect(),
-                parts
-                    .content
-                    .keys()
-                    .copied()
-                    .filter(expired(content_retention_ms))
-                    .collect(),
-            )
-        };
-        for p in old_content {
-            self.drop_partition(p, true, "retention")?;
-        }
-        for p in old_records {
-            self.drop_partition(p, false, "retention")?;
-        }
-        let room = max_disk_bytes.saturating_sub(JOURNAL_BUDGET_BYTES);
-        while self.partition_bytes() > room {
-            // Bodies go first (oldest first), records only once no body is left: a
-            // record is a few hundred bytes, the bodies of one request can be megabytes.
-            let oldest = {
-                let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-                match parts.content.keys().next() {
-                    Some(p) => Some((*p, true)),
-                    None => parts.records.keys().next().map(|p| (*p, false)),
-                }
-            };
-            let Some((p, content)) = oldest else { break };
-            let records = self.drop_partition(p, content, "disk cap")?;
-            self.dropped_for_space.fetch_add(1, Ordering::Relaxed);
-            if !content {
-                self.dropped_records.fetch_add(records, Ordering::Relaxed);
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops one partition; gives how many entries it held (approximately).
-    fn drop_partition(&self, partition: u64, content: bool, why: &str) -> Result<u64, StoreError> {
-        let keyspaces: Vec<fjall::Keyspace> = {
-            let mut parts = self.partitions.write().unwrap_or_else(|e| e.into_inner());
-            match content {
-                true => parts.content.remove(&partition).into_iter().collect(),
-                false => parts
-                    .records
-                    .remove(&partition)
-                    .map(|p| vec![p.records, p.index])
-                    .unwrap_or_default(),
-            }
-        };
-        let Some(first) = keyspaces.first() else {
-            return Ok(0);
-        };
-        let entries = first.approximate_len() as u64;
-        let bytes: u64 = keyspaces.iter().map(fjall::Keyspace::disk_space).sum();
-        for keyspace in keyspaces {
-            self.db.delete_keyspace(keyspace)?;
-        }
-        tracing::info!(
-            partition,
-            content,
-            bytes,
-            start = %keys::day_of(partition * PARTITION_MS),
-            why,
-            "log partition dropped"
-        );
-        Ok(entries)
-    }
-
-    /// Flushes every memtable once the journal has grown past `JOURNAL_TRIM_BYTES`, so
-    /// its old files can go.
-    pub fn trim_journal(&self) -> Result<(), StoreError> {
-        if self.db.journal_disk_space()? < JOURNAL_BUDGET_BYTES / 2 {
-            return Ok(());
-        }
-        self.meta.rotate_memtable()?;
-        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        for keyspace in parts
-            .records
-            .values()
-            .flat_map(Part::keyspaces)
-            .chain(parts.content.values())
-        {
-            keyspace.rotate_memtable()?;
-        }
-        Ok(())
-    }
-
-    /// Bytes of every keyspace's tables and blobs.
-    pub(super) fn partition_bytes(&self) -> u64 {
-        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        parts
-            .records
-            .values()
-            .flat_map(Part::keyspaces)
-            .chain(parts.content.values())
-            .map(fjall::Keyspace::disk_space)
-            .sum::<u64>()
-            + self.meta.disk_space()
-    }
-
-    /// Writes every memtable to tables and waits (tests: so sizes on disk are known).
-    #[cfg(test)]
-    pub fn flush(&self) -> Result<(), StoreError> {
-        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        for keyspace in parts
-            .records
-            .values()
-            .flat_map(Part::keyspaces)
-            .chain(parts.content.values())
-        {
-            keyspace.rotate_memtable_and_wait()?;
-        }
-        Ok(())
-    }
-
-    /// Whether the partitions are over their share of `max_disk_bytes`.
-    pub fn over(&self, max_disk_bytes: u64) -> bool {
-        self.partition_bytes() > max_disk_bytes.saturating_sub(JOURNAL_BUDGET_BYTES)
-    }
-
-    /// Bytes on disk: every keyspace's tables and blobs, and what the journal files
-    /// take (fjall sizes a journal file at 64 MiB ahead of use; only the blocks written
-    /// count).
-    pub fn disk_bytes(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let journal: u64 = std::fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.blocks() * 512)
-                    .sum()
-            })
-            .unwrap_or(0);
-        self.partition_bytes() + journal
     }
 }

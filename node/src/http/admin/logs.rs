@@ -28,16 +28,16 @@ const MEMBER_DEADLINE: Duration = Duration::from_secs(5);
 /// Records per page when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
 
-type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
+pub type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-fn bad(field: &str, message: impl Into<String>) -> ApiError {
+pub fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidField {
         field: field.into(),
         message: message.into(),
     }
 }
 
-fn params(params: Params, known: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+pub fn params(params: Params, known: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
     let Query(pairs) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let mut out = BTreeMap::new();
     for (name, value) in pairs {
@@ -57,7 +57,7 @@ fn params(params: Params, known: &[&str]) -> Result<BTreeMap<String, String>, Ap
     Ok(out)
 }
 
-fn time_param(p: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+pub fn time_param(p: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
     p.get(name)
         .map(|v| {
             rfc3339::parse(v).ok_or_else(|| {
@@ -96,7 +96,7 @@ fn parse_cursor(text: &str) -> Option<LogCursor> {
 
 /// Asks this node and every other member the same question; the answers decoded, and
 /// the members that gave none.
-async fn ask_all<T: DeserializeOwned + Send + 'static>(
+pub async fn ask_all<T: DeserializeOwned + Send + 'static>(
     app: &Arc<App>,
     kind: u16,
     body: Vec<u8>,

@@ -5,9 +5,13 @@
 //! - `dto`: request bodies (strict) and response views.
 //! - `owners`, `keys`, `budgets`, `usage`, `cluster`: one function per route, by resource.
 //! - `logs`: the request log (search, one record, stats), merged from every member.
+//! - `actor`: who makes a call, carried into its writes (`Command::Audited`).
+//! - `audit`: failed logins, the audit trail and its verification.
 //! - `reply`: `AdminResult`, JSON reply helpers and `propose`.
 //! - `validate`: turning bodies into domain values with the offending field named.
 
+pub mod actor;
+pub mod audit;
 pub mod budgets;
 pub mod cluster;
 pub mod dto;
@@ -75,6 +79,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/api/v1/logs", get(logs::logs))
         .route("/api/v1/logs/{id}", get(logs::log_entry))
         .route("/api/v1/stats", get(logs::stats))
+        .route("/api/v1/audit", get(audit::events))
+        .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/cluster", get(cluster))
         .route(
             "/api/v1/cluster/nodes/{id}",
@@ -139,14 +145,32 @@ async fn consistency(State(app): State<Arc<App>>, request: Request, next: Next) 
     }
 }
 
-/// Deny by default: every admin route needs the admin bearer token.
+/// Deny by default: every admin route needs the admin bearer token. Who called, from
+/// where, under which request id, goes with every write the call makes (the audit
+/// trail); a failed authentication is recorded too (`audit::AuthFailures`).
 async fn require_admin(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if crate::gateway::auth::is_admin(request.headers(), &app.admin_token_sha256) {
-        next.run(request).await
+    let source = request
+        .extensions()
+        .get::<crate::gateway::proxy::ClientAddr>()
+        .map(|c| c.0.ip());
+    let (request_id, _) = app.next_request_id();
+    let mut response = if crate::gateway::auth::is_admin(request.headers(), &app.admin_token_sha256)
+    {
+        let context = actor::AdminContext {
+            actor: actor::bootstrap_admin(),
+            source_ip: source.map(|ip| ip.to_string()),
+            request_id: request_id.clone(),
+        };
+        actor::CONTEXT.scope(context, next.run(request)).await
     } else {
+        audit::auth_failed(&app, source, &request_id);
         ApiError::Unauthorized("admin API: send `Authorization: Bearer <admin token>`".into())
             .into_response_in(Dialect::Admin)
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-tollgate-request-id", v);
     }
+    response
 }
 
 async fn admin_not_found(request: Request) -> Response {

@@ -100,6 +100,8 @@ impl IntoResponse for AdminError {
 
 /// Proposes a command and maps a rejection to an HTTP error.
 pub async fn propose(app: &App, command: Command) -> Result<(), ApiError> {
+    // With who made it, once the cluster records the audit trail.
+    let command = super::actor::audited(app, command);
     let outcome = app.replicator.propose(command).await.map_err(|e| match e {
         ReplicateError::Cluster(_) => ApiError::ClusterUnavailable(e.to_string()),
         ReplicateError::Refused(m) => ApiError::Conflict(m),

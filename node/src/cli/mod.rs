@@ -1,5 +1,11 @@
 //! `tollgate admin ...`: a thin client over the admin API, printing its JSON answers;
 //! and `init_process`, the start every binary of the workspace shares.
+//!
+//! # Layout
+//! - `mod.rs`: `tollgate admin`, `init_process`.
+//! - `records`: `tollgate logs search|tail`, `tollgate audit verify`.
+
+pub mod records;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
