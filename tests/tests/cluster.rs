@@ -361,14 +361,17 @@ async fn a_node_without_quorum_keeps_serving_and_its_charges_land_later() -> Res
     Ok(())
 }
 
-/// Three ready nodes, once the cluster has moved to protocol 2.
-async fn cluster_at_protocol_2() -> Result<Cluster> {
+/// The newest protocol version, which a cluster of this build moves to.
+const NEWEST: u16 = tollgate_proto::peer::PROTOCOL_VERSION;
+
+/// Three ready nodes, once the cluster has moved to the newest protocol.
+async fn cluster_at_newest_protocol() -> Result<Cluster> {
     let cluster = Cluster::start("", 3).await?;
     for i in 0..3 {
         cluster.wait_ready(i, 30).await?;
     }
     let raised = eventually(15, || async {
-        cluster.view(0).await["protocol_version"] == 2
+        cluster.view(0).await["protocol_version"] == NEWEST
     })
     .await;
     if !raised {
@@ -378,7 +381,7 @@ async fn cluster_at_protocol_2() -> Result<Cluster> {
 }
 
 /// Asserts that a node capped at protocol 1 stops on its own (exit 1) and says why.
-async fn assert_stops_behind_version_2(node: &mut Gateway) -> Result<()> {
+async fn assert_stops_behind_the_newest(node: &mut Gateway) -> Result<()> {
     node.wait_exited(20).await;
     let status = node.exit_status();
     let log = std::fs::read_to_string(node.data_dir.with_extension("log"))?;
@@ -387,7 +390,9 @@ async fn assert_stops_behind_version_2(node: &mut Gateway) -> Result<()> {
         "exit {status:?}; log: {log}"
     );
     assert!(
-        log.contains("uses protocol version 2, and this node speaks 1-1"),
+        log.contains(&format!(
+            "uses protocol version {NEWEST}, and this node speaks 1-1"
+        )),
         "{log}"
     );
     Ok(())
@@ -409,12 +414,12 @@ async fn write_through(gw: &Gateway, name: &str) -> Result<()> {
 /// and exits 1, naming the version to run. The others go on.
 #[tokio::test]
 async fn a_node_restarted_below_the_clusters_protocol_version_stops() -> Result<()> {
-    let mut cluster = cluster_at_protocol_2().await?;
+    let mut cluster = cluster_at_newest_protocol().await?;
     let node = &mut cluster.nodes[2];
     node.set_env(&[("TOLLGATE_PROTOCOL_VERSION", "1")]);
     // It may refuse at once or stop once it has replayed its log.
     let _ = node.restart().await;
-    assert_stops_behind_version_2(node).await?;
+    assert_stops_behind_the_newest(node).await?;
     write_through(&cluster.nodes[0], "after the downgrade").await
 }
 
@@ -424,11 +429,11 @@ async fn a_node_restarted_below_the_clusters_protocol_version_stops() -> Result<
 /// when it drains.
 #[tokio::test]
 async fn an_old_build_joining_a_newer_cluster_stops_and_holds_nothing_up() -> Result<()> {
-    let mut cluster = cluster_at_protocol_2().await?;
+    let mut cluster = cluster_at_newest_protocol().await?;
     let old = cluster
         .join_with_args(0, &["--protocol-version", "1"])
         .await?;
-    assert_stops_behind_version_2(&mut cluster.nodes[old]).await?;
+    assert_stops_behind_the_newest(&mut cluster.nodes[old]).await?;
     let leader = cluster.leader(&[0, 1, 2], 10).await? as usize - 1;
     let gw = &mut cluster.nodes[leader];
     gw.signal_term();

@@ -376,6 +376,7 @@ async fn rolling_restart_twice_under_traffic_fails_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_version_rolling_upgrade_fails_nothing() -> Result<()> {
+    const NEWEST: u64 = tollgate_proto::peer::PROTOCOL_VERSION as u64;
     let _turn = SERIAL.lock().await;
     // Version N: every node speaks protocol 1 only, as the previous build would.
     let (fake, cluster, key_id, secret) =
@@ -416,12 +417,12 @@ async fn mixed_version_rolling_upgrade_fails_nothing() -> Result<()> {
     let reported = eventually(30, || async {
         cluster_json(&cluster)
             .await
-            .is_ok_and(|c| speaks(&c) == [2, 2, 1])
+            .is_ok_and(|c| speaks(&c) == [NEWEST, NEWEST, 1])
     })
     .await;
     ensure!(
         reported,
-        "the members never reported speaking [2, 2, 1]: {}",
+        "the members never reported speaking [{NEWEST}, {NEWEST}, 1]: {}",
         cluster_json(&cluster).await?
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -432,11 +433,11 @@ async fn mixed_version_rolling_upgrade_fails_nothing() -> Result<()> {
         "the cluster moved on while node 3 speaks only 1: {mixed}"
     );
     println!("{}", upgrade("3").await??);
-    // Every member speaks 2 now: the leader raises the cluster's version.
+    // Every member speaks the newest now: the leader raises the cluster's version.
     let raised = eventually(10, || async {
         cluster_json(&cluster)
             .await
-            .is_ok_and(|c| c["protocol_version"] == 2)
+            .is_ok_and(|c| c["protocol_version"] == NEWEST)
     })
     .await;
     ensure!(
