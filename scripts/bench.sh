@@ -564,17 +564,21 @@ a, b = socket.socket(), socket.socket()
 a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
 print(a.getsockname()[1], b.getsockname()[1])
 ')
+# Starts a gateway like the first with `[logs] content = CONTENT`; its pid in STARTED_PID
+# (not printed: a command substitution would run it in a subshell, out of PIDS' reach).
 start_logged_gateway() {
 	local name=$1 port=$2 content=$3
 	sed -e "s/^http_addr = .*/http_addr = \"127.0.0.1:$port\"/" "$WORK/tollgate.toml" >"$WORK/$name.toml"
 	printf '\n[logs]\ncontent = "%s"\n' "$content" >>"$WORK/$name.toml"
 	TOLLGATE_ADMIN_TOKEN=$ADMIN_TOKEN "$BIN" serve --config "$WORK/$name.toml" \
 		--data-dir "$WORK/data-$name" >"$WORK/gateway-$name.log" 2>&1 &
-	PIDS+=($!)
-	echo $!
+	STARTED_PID=$!
+	PIDS+=("$STARTED_PID")
 }
-OFF_PID=$(start_logged_gateway off "$OFF_PORT" off)
-FULL_PID=$(start_logged_gateway full "$FULL_PORT" full)
+start_logged_gateway off "$OFF_PORT" off
+OFF_PID=$STARTED_PID
+start_logged_gateway full "$FULL_PORT" full
+FULL_PID=$STARTED_PID
 GW_OFF=http://127.0.0.1:$OFF_PORT
 GW_FULL=http://127.0.0.1:$FULL_PORT
 wait_for "$GW_OFF/health/ready" "$OFF_PID"

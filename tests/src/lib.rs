@@ -36,7 +36,9 @@ pub use balanced::{Balanced, Nodes, NODES};
 pub use cluster::Cluster;
 pub use gateway::{provider_config_id, Gateway};
 pub use scripted::{free_base, Scripted};
-pub use upstream::{fake_config, primary_secondary_config, FakeUpstream, MockUpstream};
+pub use upstream::{
+    fake_config, primary_secondary_config, FakeUpstream, MockUpstream, WebhookSink,
+};
 
 /// Admin token every test gateway is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";

@@ -161,3 +161,67 @@ impl Drop for MockUpstream {
         let _ = self.child.wait();
     }
 }
+
+/// A webhook receiver (`tests/sink/webhook_sink.py`) logging every POST it takes; the
+/// first `fail_first` POSTs to a path ending in `/flaky` are refused with 503.
+pub struct WebhookSink {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+    _dir: PathBuf,
+}
+
+impl WebhookSink {
+    pub fn start(fail_first: usize) -> Result<WebhookSink> {
+        let dir = temp_dir("sink");
+        std::fs::create_dir_all(&dir)?;
+        let port_file = dir.join("port");
+        let log = dir.join("posts.jsonl");
+        let child = Command::new("python3")
+            .arg(workspace_dir().join("tests/sink/webhook_sink.py"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--log")
+            .arg(&log)
+            .args(["--fail-first", &fail_first.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start webhook_sink.py")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Ok(port)) = std::fs::read_to_string(&port_file).map(|t| t.trim().parse()) {
+                return Ok(WebhookSink {
+                    child,
+                    port,
+                    log,
+                    _dir: dir,
+                });
+            }
+            if Instant::now() > deadline {
+                bail!("webhook sink did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The POSTs taken so far: (path, headers, body).
+    pub fn posts(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for WebhookSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

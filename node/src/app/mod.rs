@@ -49,6 +49,8 @@ pub struct App {
     pub outbox: Arc<crate::governance::outbox::Outbox>,
     /// The request log (none with `[logs] content = "off"`).
     pub log: Option<Arc<crate::governance::records::RequestLog>>,
+    /// The request log's export sinks.
+    pub exports: Option<Arc<crate::governance::records::export::Exports>>,
     /// Failed admin logins per address, for the audit trail's rate limit.
     pub auth_failures: crate::gateway::auth::FailureLimiter,
     pub counters: Arc<crate::gateway::counters::Counters>,
@@ -170,6 +172,7 @@ pub async fn start(
         outbox: Arc::clone(&node.outbox),
         log: node.log.clone(),
         auth_failures: Default::default(),
+        exports: node.exports.clone(),
         counters: Arc::default(),
         streams,
         request_id_base: u64::from_le_bytes(base),

@@ -21,6 +21,7 @@ use crate::governance::charge::{self, PipelineConfig};
 use crate::governance::charge::{ChargeSender, PendingCharge};
 use crate::governance::limits::RateLimiter;
 use crate::governance::outbox::{Outbox, Position};
+use crate::governance::records::export;
 use crate::governance::records::store::LogStore;
 use crate::governance::records::writer::{self, LogWriter};
 use crate::governance::records::RequestLog;
@@ -102,6 +103,8 @@ pub struct Node {
     pub versions: Arc<Versions>,
     pub outbox: Arc<Outbox>,
     pub log: Option<Arc<RequestLog>>,
+    /// The request log's `[[logs.exports]]` sinks, if any.
+    pub exports: Option<Arc<export::Exports>>,
     pub clock: Arc<dyn Clock>,
     /// A member's Raft (none alone).
     pub raft: Option<Raft>,
@@ -148,11 +151,18 @@ impl Node {
         let outbox_dir = match &outbox {
             OutboxSeam::Durable(dir) | OutboxSeam::Simulated(dir) => dir.clone(),
         };
+        let mut export_configs = Vec::new();
         let log = match logs {
             Some(seam) => {
-                let store = LogStore::open(&seam.dir, node_id).with_context(|| {
+                let mut store = LogStore::open(&seam.dir, node_id).with_context(|| {
                     format!("cannot open the request log in {}", seam.dir.display())
                 })?;
+                if !seam.config.exports.is_empty() {
+                    store = store
+                        .with_export_queue()
+                        .context("cannot open the request log's export queue")?;
+                    export_configs = seam.config.exports.clone();
+                }
                 Some(RequestLog::new(store, &seam.config))
             }
             None => None,
@@ -215,6 +225,10 @@ impl Node {
         let log_writer = log
             .as_ref()
             .map(|log| writer::spawn(Arc::clone(log), Arc::clone(&outbox), Arc::clone(&clock)));
+        let exports = match (&log, export_configs.is_empty()) {
+            (Some(log), false) => Some(export::spawn(log, &export_configs, &mut serving)?),
+            _ => None,
+        };
         if let Some(log) = &log {
             let (log, replicator, clock) =
                 (Arc::clone(log), Arc::clone(&replicator), Arc::clone(&clock));
@@ -271,6 +285,7 @@ impl Node {
             versions,
             outbox,
             log,
+            exports,
             clock,
             raft,
             serving,

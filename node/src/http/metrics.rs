@@ -197,6 +197,48 @@ pub fn render(app: &App) -> String {
             );
         }
     }
+    if let Some(exports) = &app.exports {
+        for (name, kind, help, value) in [
+            (
+                "tollgate_log_export_lag_records",
+                "gauge",
+                "Records a request log export sink has not taken yet.",
+                0usize,
+            ),
+            (
+                "tollgate_log_export_delivered_total",
+                "counter",
+                "Records delivered to a request log export sink.",
+                1,
+            ),
+            (
+                "tollgate_log_export_failures_total",
+                "counter",
+                "Failed deliveries to a request log export sink (each retried).",
+                2,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for sink in &exports.sinks {
+                let figure = match value {
+                    0 => &sink.lag,
+                    1 => &sink.delivered,
+                    _ => &sink.failures,
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{sink=\"{}\"}} {}",
+                    sink.name,
+                    figure.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_log_export_dropped_total Records dropped from the export queue before every sink took them.\n# TYPE tollgate_log_export_dropped_total counter\ntollgate_log_export_dropped_total {}",
+            exports.dropped.load(Ordering::Relaxed)
+        );
+    }
     out.push_str("# HELP tollgate_http_connections_refused_total Client connections closed at accept: the node's cap ([limits] max_connections) or the client address's (max_connections_per_address) was reached.\n");
     out.push_str("# TYPE tollgate_http_connections_refused_total counter\n");
     for (cap, c) in [

@@ -16,8 +16,11 @@
 //! - `peer`: other nodes' questions, answered from this node's store.
 //! - `verify`: the check of a node's hash chain against its anchors.
 //! - `rfc3339`: the API's timestamps.
+//! - `view`: a record as JSON (the API's and the exports' shape).
+//! - `export`: `[[logs.exports]]` sinks fed from a queue in the store.
 //! - `tests`: unit tests.
 
+pub mod export;
 pub mod keys;
 pub mod peer;
 pub mod query;
@@ -27,6 +30,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 pub mod verify;
+pub mod view;
 pub mod writer;
 
 use crate::config::{ContentMode, LogsConfig};

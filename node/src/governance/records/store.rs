@@ -145,6 +145,8 @@ pub struct LogStore {
     pub(super) meta: fjall::Keyspace,
     node: u64,
     pub(super) partitions: RwLock<Partitions>,
+    /// Records waiting for the exports, by sequence (`export.rs`); none without exports.
+    pub(super) export_queue: Option<fjall::Keyspace>,
     writer: Mutex<WriterState>,
     /// Partitions dropped by the disk cap (`tollgate_log_dropped_partitions_total`).
     pub dropped_for_space: AtomicU64,
@@ -204,6 +206,7 @@ impl LogStore {
             meta,
             node,
             partitions: RwLock::new(partitions),
+            export_queue: None,
             writer: Mutex::new(WriterState {
                 head,
                 totals: HashMap::new(),
@@ -340,11 +343,11 @@ impl LogStore {
                 hash,
                 record,
             };
-            batch.insert(
-                &part.records,
-                keys::record_key(slot),
-                codec::encode(&chained)?,
-            );
+            let encoded = codec::encode(&chained)?;
+            if let Some(queue) = &self.export_queue {
+                batch.insert(queue, seq.to_be_bytes(), encoded.clone());
+            }
+            batch.insert(&part.records, keys::record_key(slot), encoded);
             head = ChainHead { seq, hash };
         }
         touched.sort_unstable();

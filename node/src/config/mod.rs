@@ -1,9 +1,21 @@
 //! Node configuration: defaults, overridden by the TOML file, overridden by flags.
 //! Provider credentials are references (`env:NAME`, `file:PATH`), resolved at start and
 //! never logged or returned by any API.
+//!
+//! # Layout
+//! - `mod.rs`: the file, the server, limits, providers, breakers, gossip, credentials.
+//! - `logs`: `[logs]`, the request log and its exports.
+//! - `secret`: credentials from `env:NAME` or `file:PATH`, never shown.
 
+pub mod logs;
+pub mod secret;
+
+pub use logs::{
+    parse_retention, ContentMode, ExportConfig, ExportFormat, ExportKind, LogsConfig,
+    LOGS_MIN_DISK_BYTES,
+};
+pub use secret::{resolve_reference, Secret};
 use serde::Deserialize;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -29,72 +41,6 @@ pub struct Config {
     pub gossip: GossipConfig,
     #[serde(default)]
     pub logs: LogsConfig,
-}
-
-/// What the request log captures of each request (`[logs] content`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContentMode {
-    /// No request log (charges and intents still go through the outbox).
-    Off,
-    /// One record per request, no bodies.
-    Metadata,
-    /// Records and the request and response bodies.
-    Full,
-}
-
-/// The request log (`[logs]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogsConfig {
-    pub content: ContentMode,
-    /// How long records are kept: `90d`, `12h`, `30m`.
-    pub retention: String,
-    /// How long captured bodies are kept.
-    pub content_retention: String,
-    /// The store never grows past this; the oldest partitions go first.
-    pub max_disk_bytes: u64,
-}
-
-impl Default for LogsConfig {
-    fn default() -> Self {
-        LogsConfig {
-            content: ContentMode::Metadata,
-            retention: "90d".into(),
-            content_retention: "7d".into(),
-            max_disk_bytes: 10 << 30,
-        }
-    }
-}
-
-/// The smallest disk cap: the store's journal (128 MiB of it, see
-/// `records::store::JOURNAL_BUDGET_BYTES`) and partitions must fit.
-pub const LOGS_MIN_DISK_BYTES: u64 = 256 << 20;
-
-/// A retention such as `90d`, `12h`, `30m` or `45s`, in milliseconds.
-pub fn parse_retention(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
-    let (digits, unit) = text.split_at(unit_at);
-    let n: u64 = digits.parse().ok()?;
-    let ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(ms).filter(|ms| *ms > 0)
-}
-
-impl LogsConfig {
-    pub fn retention_ms(&self) -> u64 {
-        parse_retention(&self.retention).unwrap_or(90 * 86_400_000)
-    }
-
-    pub fn content_retention_ms(&self) -> u64 {
-        parse_retention(&self.content_retention).unwrap_or(7 * 86_400_000)
-    }
 }
 
 /// When a provider config's circuit breaker opens, and for how long (`[breaker]`).
@@ -275,22 +221,6 @@ pub struct ProviderSpec {
     pub stream_delay_ms: u64,
 }
 
-/// A resolved credential. `Debug` never shows it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
@@ -353,24 +283,8 @@ impl Config {
                 message: message.to_owned(),
             })
         };
-        let logs = &self.logs;
-        for (name, value) in [
-            ("logs.retention", &logs.retention),
-            ("logs.content_retention", &logs.content_retention),
-        ] {
-            if parse_retention(value).is_none() {
-                return field(
-                    name,
-                    "must be a positive number and a unit s, m, h or d, such as \"90d\"",
-                );
-            }
-        }
-        if logs.max_disk_bytes < LOGS_MIN_DISK_BYTES {
-            return field(
-                "logs.max_disk_bytes",
-                "must be at least 268435456 (256 MiB)",
-            );
-        }
+        logs::validate(&self.logs)
+            .map_err(|(field, message)| ConfigError::Field { field, message })?;
         let b = &self.breaker;
         if b.consecutive_failures == 0 {
             return field("breaker.consecutive_failures", "must be at least 1");
@@ -473,19 +387,8 @@ impl ProviderSpec {
         let Some(reference) = &self.api_key else {
             return Ok(None);
         };
-        let value = if let Some(name) = reference.strip_prefix("env:") {
-            std::env::var(name)
-                .map_err(|_| fail(format!("environment variable {name} is not set")))?
-        } else if let Some(path) = reference.strip_prefix("file:") {
-            std::fs::read_to_string(path)
-                .map_err(|e| fail(format!("cannot read key file {path}: {e}")))?
-        } else {
-            return Err(fail("api_key must be `env:NAME` or `file:PATH`".to_owned()));
-        };
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(fail(format!("api_key {reference} is empty")));
-        }
-        Ok(Some(Secret(value.to_owned())))
+        resolve_reference(reference, "api_key")
+            .map(Some)
+            .map_err(fail)
     }
 }
