@@ -271,3 +271,26 @@ pub async fn log_records(base: &str, query: &str) -> Result<Vec<Value>> {
     }
     anyhow::bail!("the log's pages never ended")
 }
+
+/// Runs the real Claude Code CLI (the kit's `run_claude_code_e2e.sh`) against
+/// `base_url` with `token` and the script's `extra` flags; fails with its output.
+pub fn claude_code(base_url: &str, token: &str, extra: &[&str]) -> Result<()> {
+    let install_dir = workspace_dir().join("target/claude-code");
+    let out = Command::new("bash")
+        .arg(kit_dir().join("run_claude_code_e2e.sh"))
+        .arg("--install-dir")
+        .arg(&install_dir)
+        .args(["--base-url", base_url, "--token", token, "--timeout", "150"])
+        .args(extra)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    if !out.status.success() {
+        bail!("claude code e2e failed ({extra:?}):\n{text}");
+    }
+    Ok(())
+}

@@ -3,29 +3,7 @@
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use std::process::Command;
 use tollgate_tests::*;
-
-fn claude(base_url: &str, token: &str, extra: &[&str]) -> Result<()> {
-    let install_dir = workspace_dir().join("target/claude-code");
-    let out = Command::new("bash")
-        .arg(kit_dir().join("run_claude_code_e2e.sh"))
-        .arg("--install-dir")
-        .arg(&install_dir)
-        .args(["--base-url", base_url, "--token", token, "--timeout", "150"])
-        .args(extra)
-        .output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
-    if !out.status.success() {
-        bail!("claude code e2e failed ({extra:?}):\n{text}");
-    }
-    Ok(())
-}
 
 #[tokio::test]
 async fn claude_code_works_through_the_gateway() -> Result<()> {
@@ -36,16 +14,16 @@ async fn claude_code_works_through_the_gateway() -> Result<()> {
         .await?;
 
     // Bearer (ANTHROPIC_AUTH_TOKEN) at the server root; streaming is Claude Code's default.
-    claude(&gw.url(), &secret, &["--auth-mode", "bearer"])?;
+    claude_code(&gw.url(), &secret, &["--auth-mode", "bearer"])?;
     // x-api-key (ANTHROPIC_API_KEY) under the /anthropic prefix.
-    claude(
+    claude_code(
         &format!("{}/anthropic", gw.url()),
         &secret,
         &["--auth-mode", "api-key"],
     )?;
     // One tool-use round trip: the fake asks for Bash, Claude Code runs it, the result
     // goes back through the gateway.
-    claude(
+    claude_code(
         &gw.url(),
         &secret,
         &[
@@ -88,7 +66,7 @@ async fn claude_code_works_through_the_gateway() -> Result<()> {
     .await?;
     let started = std::time::Instant::now();
     assert!(
-        claude(
+        claude_code(
             &gw.url(),
             &secret,
             &["--max-retries", "10", "--timeout", "60"]
@@ -119,7 +97,7 @@ async fn claude_code_works_on_a_quarter_dollar_budget() -> Result<()> {
     // Turn after turn until the room left is less than one request's prompt: then a 402.
     let mut turns = 0;
     let refusal = loop {
-        match claude(&gw.url(), &secret, &["--auth-mode", "bearer"]) {
+        match claude_code(&gw.url(), &secret, &["--auth-mode", "bearer"]) {
             Ok(()) => turns += 1,
             Err(e) => break e.to_string(),
         }
@@ -154,7 +132,7 @@ async fn claude_code_works_on_a_five_dollar_budget_at_opus_prices() -> Result<()
         .key(json!([{"provider": "fake-anthropic", "allowed_models": ["regex:^claude-"]}]))
         .await?;
     gw.daily_budget(&key_id, "5.00").await?;
-    claude(&gw.url(), &secret, &["--auth-mode", "bearer"])?;
+    claude_code(&gw.url(), &secret, &["--auth-mode", "bearer"])?;
     // The fake logs a request once it has answered it.
     eventually(5, || async {
         fake.requests().iter().any(|r| r["path"] == "/v1/messages")

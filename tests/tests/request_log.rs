@@ -3,31 +3,10 @@
 //! to the ledgers; captured bodies and text search; stats; 400s naming the parameter;
 //! retention and the disk cap (with the clock moved by the test hook).
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::Command;
 use tollgate_tests::*;
-
-fn claude(base_url: &str, token: &str, extra: &[&str]) -> Result<()> {
-    let install_dir = workspace_dir().join("target/claude-code");
-    let out = Command::new("bash")
-        .arg(kit_dir().join("run_claude_code_e2e.sh"))
-        .arg("--install-dir")
-        .arg(&install_dir)
-        .args(["--base-url", base_url, "--token", token, "--timeout", "150"])
-        .args(["--auth-mode", "bearer"])
-        .args(extra)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "claude code e2e failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
 
 #[tokio::test]
 async fn claude_code_sessions_are_listed_on_every_node_and_add_up_to_the_ledgers() -> Result<()> {
@@ -42,8 +21,8 @@ async fn claude_code_sessions_are_listed_on_every_node_and_add_up_to_the_ledgers
         .await?;
     // Two sessions through HAProxy, their requests on every node; the second asks for
     // a tool, runs it and sends its result back (several requests in one session).
-    claude(&cluster.url(0), &secret, &[])?;
-    claude(
+    claude_code(&cluster.url(0), &secret, &[])?;
+    claude_code(
         &cluster.url(0),
         &secret,
         &[

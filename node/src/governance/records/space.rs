@@ -105,26 +105,28 @@ impl LogStore {
             return Ok(());
         }
         self.meta.rotate_memtable()?;
-        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        for keyspace in parts
-            .records
-            .values()
-            .flat_map(Part::keyspaces)
-            .chain(parts.content.values())
-        {
+        for keyspace in self.partition_keyspaces() {
             keyspace.rotate_memtable()?;
         }
         Ok(())
     }
 
-    /// Bytes of every keyspace's tables and blobs.
-    pub(super) fn partition_bytes(&self) -> u64 {
+    /// Every partition's keyspaces (records, index, content).
+    fn partition_keyspaces(&self) -> Vec<fjall::Keyspace> {
         let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
         parts
             .records
             .values()
             .flat_map(Part::keyspaces)
             .chain(parts.content.values())
+            .cloned()
+            .collect()
+    }
+
+    /// Bytes of every keyspace's tables and blobs.
+    pub(super) fn partition_bytes(&self) -> u64 {
+        self.partition_keyspaces()
+            .iter()
             .map(fjall::Keyspace::disk_space)
             .sum::<u64>()
             + self.meta.disk_space()
@@ -133,13 +135,7 @@ impl LogStore {
     /// Writes every memtable to tables and waits (tests: so sizes on disk are known).
     #[cfg(test)]
     pub fn flush(&self) -> Result<(), StoreError> {
-        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        for keyspace in parts
-            .records
-            .values()
-            .flat_map(Part::keyspaces)
-            .chain(parts.content.values())
-        {
+        for keyspace in self.partition_keyspaces() {
             keyspace.rotate_memtable_and_wait()?;
         }
         Ok(())
