@@ -117,9 +117,11 @@ impl Gateway {
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                let log = self.data_dir.with_extension("log");
                 bail!(
-                    "tollgate exited early ({status}); see {}",
-                    self.data_dir.with_extension("log").display()
+                    "tollgate exited early ({status}); {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 20)
                 );
             }
             if Instant::now() > deadline {
@@ -291,4 +293,11 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The last `lines` lines of a node's log, for an error that must say why it stopped.
+fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -119,11 +119,25 @@ fn build_bin(bin: &str, extra: &[&str]) -> PathBuf {
     target.join("debug").join(bin)
 }
 
+/// A loopback port free for both TCP and UDP (a node's Raft address is QUIC, its HTTP
+/// address TCP), never handed out twice by this process: the OS may offer a port it just
+/// gave back, and a cluster picks all its ports before any node binds them.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1_000 {
+        let Ok(port) = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+        else {
+            continue;
+        };
+        if !given.contains(&port) && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    0
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
