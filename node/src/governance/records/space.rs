@@ -98,10 +98,12 @@ impl LogStore {
         Ok(entries)
     }
 
-    /// Flushes every memtable once the journal has grown past `JOURNAL_TRIM_BYTES`, so
-    /// its old files can go.
+    /// Flushes every memtable once the journal holds half its budget, so its old files
+    /// can go. (fjall's own `journal_disk_space` counts the active file at the 64 MiB it
+    /// is sized to ahead of use, which would flush every memtable after every batch:
+    /// tables of a few hundred kilobytes and compactions without end.)
     pub fn trim_journal(&self) -> Result<(), StoreError> {
-        if self.db.journal_disk_space()? < JOURNAL_BUDGET_BYTES / 2 {
+        if self.journal_bytes() < JOURNAL_BUDGET_BYTES / 2 {
             return Ok(());
         }
         self.meta.rotate_memtable()?;
@@ -146,12 +148,16 @@ impl LogStore {
         self.partition_bytes() > max_disk_bytes.saturating_sub(JOURNAL_BUDGET_BYTES)
     }
 
-    /// Bytes on disk: every keyspace's tables and blobs, and what the journal files
-    /// take (fjall sizes a journal file at 64 MiB ahead of use; only the blocks written
-    /// count).
+    /// Bytes on disk: every keyspace's tables and blobs, and the journal's.
     pub fn disk_bytes(&self) -> u64 {
+        self.partition_bytes() + self.journal_bytes()
+    }
+
+    /// What the journal files take: fjall sizes a journal file at 64 MiB ahead of use,
+    /// so only the blocks written count.
+    fn journal_bytes(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        let journal: u64 = std::fs::read_dir(&self.dir)
+        std::fs::read_dir(&self.dir)
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
@@ -160,7 +166,6 @@ impl LogStore {
                     .map(|m| m.blocks() * 512)
                     .sum()
             })
-            .unwrap_or(0);
-        self.partition_bytes() + journal
+            .unwrap_or(0)
     }
 }
