@@ -157,6 +157,12 @@ pub enum Command {
     /// Protocol 3. A node's request-log chain head: later anchors of a node must extend
     /// its chain (a higher sequence).
     AnchorChain(crate::audit::Anchor),
+    /// Protocol 4. What the request log keeps of a key's requests; `None`: what the
+    /// node's `[logs] content` says.
+    SetKeyLogContent {
+        id: KeyId,
+        content: Option<crate::LogContent>,
+    },
 }
 
 impl Command {
@@ -166,6 +172,7 @@ impl Command {
         match self {
             Command::NodeDrained { .. } => 2,
             Command::Audited { .. } | Command::AuthFailures { .. } | Command::AnchorChain(_) => 3,
+            Command::SetKeyLogContent { .. } => 4,
             _ => 1,
         }
     }

@@ -54,6 +54,38 @@ pub struct VirtualKey {
     pub rotated_at_ms: Option<UnixMs>,
 }
 
+/// What the request log keeps of a request: `[logs] content`, or a virtual key's own
+/// `log_content`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogContent {
+    /// No record.
+    Off,
+    /// One record per request, no bodies.
+    Metadata,
+    /// The record and the request and response bodies.
+    Full,
+}
+
+impl LogContent {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogContent::Off => "off",
+            LogContent::Metadata => "metadata",
+            LogContent::Full => "full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogContent> {
+        match s {
+            "off" => Some(LogContent::Off),
+            "metadata" => Some(LogContent::Metadata),
+            "full" => Some(LogContent::Full),
+            _ => None,
+        }
+    }
+}
+
 /// What a budget or rate limit is attached to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Owner {

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 /// - 3: the audit trail (`Command::Audited`, `AuthFailures`, `AnchorChain`) and the
 ///   request log's peer kinds. Snapshots carry the audit trail after the state, and
 ///   a snapshot of protocol 2 still reads (with no audit events).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// - 4: a virtual key's own request-log content (`Command::SetKeyLogContent`). Snapshots
+///   carry the keys' settings after the audit trail; older snapshots still read.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The oldest protocol version this build still answers.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;

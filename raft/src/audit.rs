@@ -126,6 +126,9 @@ pub(crate) fn action_and_target(command: &Command) -> (String, Target) {
         ),
         Command::RotateKey { id, .. } => ("virtual_key.rotate", t("virtual_key", id.as_str())),
         Command::DeleteKey { id } => ("virtual_key.delete", t("virtual_key", id.as_str())),
+        Command::SetKeyLogContent { id, .. } => {
+            ("virtual_key.update", t("virtual_key", id.as_str()))
+        }
         Command::CreateBudget(b) => ("budget.create", t("budget", b.id.as_str())),
         Command::UpdateBudget { id, .. } => ("budget.update", t("budget", id.as_str())),
         Command::DeleteBudget { id } => ("budget.delete", t("budget", id.as_str())),

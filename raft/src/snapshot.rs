@@ -6,8 +6,11 @@ use crate::audit::AuditTrail;
 use crate::codec::{self, CodecError};
 use crate::state::GovState;
 use crate::typ::{LogId, SnapshotMeta, StoredMembership};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use tollgate_proto::{KeyId, LogContent};
 
 const SNAPSHOT_TREE: &str = "snapshot";
 const CURRENT_KEY: &[u8] = b"current";
@@ -33,21 +36,42 @@ pub fn encode_payload(
     membership: &StoredMembership,
     state: &GovState,
 ) -> Result<Vec<u8>, CodecError> {
-    codec::encode(&(last_applied, membership, state, state.audit()))
+    encode_state(&(last_applied, membership), state)
 }
 
-/// Reads a snapshot; one of protocol 2 (no audit trail after the state) reads with an
-/// empty trail.
+/// Reads a snapshot (of any protocol: `decode_state`).
 pub fn decode_payload(
     bytes: &[u8],
 ) -> Result<(Option<LogId>, StoredMembership, GovState), CodecError> {
-    match codec::decode::<(Option<LogId>, StoredMembership, GovState, AuditTrail)>(bytes) {
-        Ok((applied, membership, mut state, audit)) => {
+    let ((applied, membership), state) = decode_state(bytes)?;
+    Ok((applied, membership, state))
+}
+
+/// `head` (where the state is as of), then the state and what rides after it: the
+/// audit trail (protocol 3) and the keys' request-log content (protocol 4). bincode
+/// writes a tuple as its fields one after the other, so each protocol's bytes are the
+/// previous one's with a field appended.
+pub fn encode_state<H: Serialize>(head: &H, state: &GovState) -> Result<Vec<u8>, CodecError> {
+    codec::encode(&(head, state, state.audit(), state.key_log_contents()))
+}
+
+/// Reads what `encode_state` wrote, or what a build of protocol 3 (no keys' content)
+/// or 2 (the state alone) wrote.
+pub fn decode_state<H: DeserializeOwned>(bytes: &[u8]) -> Result<(H, GovState), CodecError> {
+    type V4<H> = (H, GovState, AuditTrail, BTreeMap<KeyId, LogContent>);
+    let newest = match codec::decode::<V4<H>>(bytes) {
+        Ok((head, mut state, audit, contents)) => {
             state.set_audit(audit);
-            Ok((applied, membership, state))
+            state.set_key_log_contents(contents);
+            return Ok((head, state));
         }
-        Err(with_audit) => codec::decode(bytes).map_err(|_| with_audit),
+        Err(e) => e,
+    };
+    if let Ok((head, mut state, audit)) = codec::decode::<(H, GovState, AuditTrail)>(bytes) {
+        state.set_audit(audit);
+        return Ok((head, state));
     }
+    codec::decode::<(H, GovState)>(bytes).map_err(|_| newest)
 }
 
 /// A finished snapshot: openraft's meta and the payload bytes.

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 use tollgate_proto::{
-    Budget, BudgetId, Command, Customer, CustomerId, KeyId, Ledger, Outcome, Owner, Price,
-    RateLimit, RateLimitId, RequestId, Team, TeamId, UnixMs, UsageTotals, Usd, VirtualKey,
+    Budget, BudgetId, Command, Customer, CustomerId, KeyId, Ledger, LogContent, Outcome, Owner,
+    Price, RateLimit, RateLimitId, RequestId, Team, TeamId, UnixMs, UsageTotals, Usd, VirtualKey,
 };
 
 mod audit;
@@ -61,6 +61,9 @@ pub struct GovState {
     /// snapshot of a protocol 2 build still reads.
     #[serde(skip)]
     audit: AuditTrail,
+    /// Keys' own request-log content (protocol 4): in snapshots after the audit trail.
+    #[serde(skip)]
+    key_log_content: BTreeMap<KeyId, LogContent>,
 }
 
 /// A budget with its spend in the window that holds a given instant.
@@ -296,6 +299,16 @@ impl GovState {
             Command::Audited { meta, command } => self.apply_audited(meta, command),
             Command::AuthFailures { meta, count } => self.apply_auth_failures(meta, *count),
             Command::AnchorChain(anchor) => self.apply_anchor(anchor),
+            Command::SetKeyLogContent { id, content } => {
+                if !self.keys.contains_key(id) {
+                    return not_found("virtual key", id.as_str());
+                }
+                match content {
+                    Some(c) => self.key_log_content.insert(id.clone(), *c),
+                    None => self.key_log_content.remove(id),
+                };
+                Outcome::Done
+            }
             Command::NodeDrained { node, at_ms } => {
                 self.escrow.release_node(*node);
                 self.drained_at.insert(*node, *at_ms);

@@ -21,7 +21,8 @@ pub enum StoreError {
     Codec(#[from] CodecError),
 }
 
-/// The log (big-endian index → command) and the snapshot `(index, state)`.
+/// The log (big-endian index → command) and the snapshot (`index`, then the state as
+/// `snapshot::encode_state` writes it: with the audit trail and keys' log content).
 pub struct LocalStore {
     db: sled::Db,
     log: sled::Tree,
@@ -47,7 +48,7 @@ impl LocalStore {
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         let (snapshot_index, mut state) = match meta.get(SNAPSHOT_KEY)? {
-            Some(bytes) => codec::decode::<(u64, GovState)>(&bytes)?,
+            Some(bytes) => crate::snapshot::decode_state::<u64>(&bytes)?,
             None => (0, GovState::new()),
         };
         let mut last_index = snapshot_index;
@@ -86,7 +87,7 @@ impl LocalStore {
     /// Stores `state` as of `index` and purges the log up to it.
     pub fn snapshot(&self, index: u64, state: &GovState) -> Result<(), StoreError> {
         self.meta
-            .insert(SNAPSHOT_KEY, codec::encode(&(index, state))?)?;
+            .insert(SNAPSHOT_KEY, crate::snapshot::encode_state(&index, state)?)?;
         for key in self.log.range(..=index.to_be_bytes()).keys() {
             self.log.remove(key?)?;
         }

@@ -619,6 +619,13 @@ fn log_entry_kinds_keep_their_wire_tags() {
         )),
         28
     );
+    assert_eq!(
+        tag(&Command::SetKeyLogContent {
+            id: "k".into(),
+            content: None
+        }),
+        29
+    );
 }
 
 mod audit_trail {
@@ -780,6 +787,63 @@ mod audit_trail {
             crate::codec::encode(&(None::<crate::typ::LogId>, &membership, &s)).expect("encodes");
         let (_, _, back) = crate::snapshot::decode_payload(&old).expect("decodes");
         assert_eq!(back.audit().events().count(), 0);
+    }
+
+    #[test]
+    fn a_keys_log_content_is_kept_until_cleared_or_the_key_goes() {
+        use tollgate_proto::{LogContent, VirtualKey};
+        let mut s = protocol_3();
+        let set = |content| Command::SetKeyLogContent {
+            id: "vk_1".into(),
+            content,
+        };
+        // A cluster still writing protocol 3 refuses it (a node of 3 could not read it).
+        assert!(!matches!(
+            s.apply(&set(Some(LogContent::Off))),
+            Outcome::Done | Outcome::NotFound { .. }
+        ));
+        s.apply(&Command::SetProtocolVersion { version: 4 });
+        let key = VirtualKey {
+            id: "vk_1".into(),
+            name: "k".into(),
+            secret_sha256: [7; 32],
+            secret_prefix: "tg-".into(),
+            team_id: None,
+            customer_id: None,
+            provider_configs: Vec::new(),
+            disabled: false,
+            created_at_ms: 1,
+            rotated_at_ms: None,
+        };
+        assert!(matches!(
+            s.apply(&set(Some(LogContent::Off))),
+            Outcome::NotFound { .. }
+        ));
+        assert_eq!(s.apply(&Command::CreateKey(key)), Outcome::Done);
+        assert_eq!(s.apply(&set(Some(LogContent::Full))), Outcome::Done);
+        assert_eq!(s.key_log_content(&"vk_1".into()), Some(LogContent::Full));
+        // It rides in snapshots, the single node's and Raft's; older ones read without it.
+        let membership = crate::typ::StoredMembership::default();
+        let bytes = crate::snapshot::encode_payload(&None, &membership, &s).expect("encodes");
+        let (_, _, back) = crate::snapshot::decode_payload(&bytes).expect("decodes");
+        assert_eq!(back, s);
+        assert_eq!(back.key_log_content(&"vk_1".into()), Some(LogContent::Full));
+        let local = crate::snapshot::encode_state(&7u64, &s).expect("encodes");
+        let (index, back) = crate::snapshot::decode_state::<u64>(&local).expect("decodes");
+        assert_eq!((index, back), (7, s.clone()));
+        let v3 = crate::codec::encode(&(7u64, &s, s.audit())).expect("encodes");
+        let (_, back) = crate::snapshot::decode_state::<u64>(&v3).expect("decodes");
+        assert_eq!(back.key_log_content(&"vk_1".into()), None);
+        assert_eq!(back.audit(), s.audit());
+        // Cleared, then set again and gone with its key.
+        assert_eq!(s.apply(&set(None)), Outcome::Done);
+        assert_eq!(s.key_log_content(&"vk_1".into()), None);
+        assert_eq!(s.apply(&set(Some(LogContent::Metadata))), Outcome::Done);
+        assert_eq!(
+            s.apply(&Command::DeleteKey { id: "vk_1".into() }),
+            Outcome::Done
+        );
+        assert!(s.key_log_contents().is_empty());
     }
 }
 

@@ -264,6 +264,117 @@ async fn records_hold_bodies_answer_searches_and_refuse_bad_parameters() -> Resu
     Ok(())
 }
 
+#[tokio::test]
+async fn a_keys_log_content_overrides_the_nodes() -> Result<()> {
+    // The node keeps metadata; one key asks for its bodies, one for nothing.
+    let gw = Gateway::start("").await?;
+    let base = gw.url();
+    let create = |name: &str, content: Value| {
+        let (base, name) = (base.clone(), name.to_owned());
+        async move {
+            admin_at(
+                &base,
+                "POST",
+                "/api/v1/virtual-keys",
+                Some(
+                    json!({"name": name, "provider_configs": [{"provider": "mock"}],
+                            "log_content": content}),
+                ),
+            )
+            .await
+        }
+    };
+    let (status, body) = create("bad", json!("everything")).await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("log_content"), "{body}");
+    let mut keys = BTreeMap::new();
+    for (name, content) in [
+        ("plain", Value::Null),
+        ("full", json!("full")),
+        ("quiet", Value::Null),
+    ] {
+        let (status, key) = create(name, content.clone()).await?;
+        assert_eq!(status, 201, "{key}");
+        assert_eq!(key["log_content"], content, "{key}");
+        let id = key["id"].as_str().context("id")?.to_owned();
+        let secret = key["secret"].as_str().context("secret")?.to_owned();
+        keys.insert(name, (id, secret));
+    }
+    let quiet = &keys["quiet"].0;
+    let (status, patched) = admin_at(
+        &base,
+        "PATCH",
+        &format!("/api/v1/virtual-keys/{quiet}"),
+        Some(json!({"log_content": "off"})),
+    )
+    .await?;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["log_content"], "off");
+    assert_eq!(patched["name"], "quiet", "the rest of the key is kept");
+
+    let ask = |text: &str| {
+        json!({"model": "mock-model", "max_tokens": 32,
+               "messages": [{"role": "user", "content": text}]})
+    };
+    // The quiet key first: once the later records are in, its turn has passed.
+    for name in ["quiet", "plain", "full"] {
+        let (status, _, _) = messages(&base, &keys[name].1, &ask(&format!("from {name}"))).await?;
+        assert_eq!(status, 200);
+    }
+    let two = eventually(10, || async {
+        log_records(&base, "").await.is_ok_and(|r| r.len() == 2)
+    })
+    .await;
+    ensure!(two, "{:?}", log_records(&base, "").await);
+    let by_key = |name: &str| {
+        let (base, id) = (base.clone(), keys[name].0.clone());
+        async move { log_records(&base, &format!("virtual_key={id}")).await }
+    };
+    assert!(
+        by_key("quiet").await?.is_empty(),
+        "a key set to off leaves no record"
+    );
+    for (name, kept) in [("plain", false), ("full", true)] {
+        let records = by_key(name).await?;
+        assert_eq!(records.len(), 1, "{name}: {records:?}");
+        let id = records[0]["request_id"].as_str().context("id")?;
+        let (_, entry) = admin_at(&base, "GET", &format!("/api/v1/logs/{id}"), None).await?;
+        let body = entry["request_body"].as_str().unwrap_or_default();
+        assert_eq!(
+            body.contains(&format!("from {name}")),
+            kept,
+            "{name}: {entry}"
+        );
+    }
+
+    // Back to the node's setting: the quiet key is recorded again.
+    let (status, patched) = admin_at(
+        &base,
+        "PATCH",
+        &format!("/api/v1/virtual-keys/{quiet}"),
+        Some(json!({"log_content": null})),
+    )
+    .await?;
+    assert_eq!((status, &patched["log_content"]), (200, &Value::Null));
+    let (status, _, _) = messages(&base, &keys["quiet"].1, &ask("again")).await?;
+    assert_eq!(status, 200);
+    let back = eventually(10, || async {
+        by_key("quiet").await.is_ok_and(|r| r.len() == 1)
+    })
+    .await;
+    ensure!(back, "{:?}", by_key("quiet").await);
+    // Each change is in the audit trail, with the key before and after.
+    let (_, audit) = admin_at(&base, "GET", "/api/v1/audit", None).await?;
+    let changes = audit["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter(|e| e["target"]["id"] == quiet.as_str() && e["action"] == "virtual_key.update")
+        .count();
+    assert_eq!(changes, 2, "{audit}");
+    Ok(())
+}
+
 /// Text that does not compress: `n` bytes from a xorshift generator, as letters.
 fn noise(seed: u64, n: usize) -> String {
     let mut x = seed | 1;

@@ -222,9 +222,14 @@ impl Node {
             &mut serving,
         );
         reconcile_orphans(&outbox, &replicator, &admission, &pipeline.sender);
-        let log_writer = log
-            .as_ref()
-            .map(|log| writer::spawn(Arc::clone(log), Arc::clone(&outbox), Arc::clone(&clock)));
+        let log_writer = log.as_ref().map(|log| {
+            writer::spawn(
+                Arc::clone(log),
+                Arc::clone(&outbox),
+                Arc::clone(&replicator),
+                Arc::clone(&clock),
+            )
+        });
         let exports = match (&log, export_configs.is_empty()) {
             (Some(log), false) => Some(export::spawn(log, &export_configs, &mut serving)?),
             _ => None,

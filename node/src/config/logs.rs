@@ -5,17 +5,10 @@ use super::secret::resolve_reference;
 use serde::Deserialize;
 use std::path::PathBuf;
 
-/// What the request log captures of each request (`[logs] content`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContentMode {
-    /// No request log (charges and intents still go through the outbox).
-    Off,
-    /// One record per request, no bodies.
-    Metadata,
-    /// Records and the request and response bodies.
-    Full,
-}
+/// What the request log captures of each request (`[logs] content`): `off` keeps no
+/// request log at all (charges and intents still go through the outbox), so a key's own
+/// `log_content` applies only under `metadata` or `full`.
+pub use tollgate_proto::LogContent as ContentMode;
 
 /// The request log (`[logs]`).
 #[derive(Debug, Clone, Deserialize)]

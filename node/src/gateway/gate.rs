@@ -15,7 +15,7 @@ use crate::governance::admission::{Admission, AdmissionError, Hold};
 use crate::governance::limits::{RateLimited, RateLimiter};
 use crate::governance::replicator::Replicator;
 use std::sync::Arc;
-use tollgate_proto::{KeyId, Owner, Price, RateLimit, Usage, Usd, VirtualKey};
+use tollgate_proto::{KeyId, LogContent, Owner, Price, RateLimit, Usage, Usd, VirtualKey};
 
 /// What the request steps read and write: the replicated state, the providers, the rate
 /// limiter, the escrow leases and the charge pipeline.
@@ -34,6 +34,8 @@ pub struct Gate {
 /// An authenticated caller: its key and the rate limits of its key, team and customer.
 pub struct Caller {
     pub key: VirtualKey,
+    /// What the request log keeps of this key's requests, if the key says.
+    pub log_content: Option<LogContent>,
     limits: Vec<RateLimit>,
 }
 
@@ -206,7 +208,12 @@ impl Gate {
             .into_iter()
             .cloned()
             .collect();
-        Ok(Caller { key, limits })
+        let log_content = state.key_log_content(&key.id);
+        Ok(Caller {
+            key,
+            limits,
+            log_content,
+        })
     }
 
     /// The provider configs that may serve `model` for this caller, in the order to try

@@ -10,10 +10,11 @@ use crate::governance::outbox::{Intent, SegmentId};
 use crate::governance::records::{RequestLog, CAPTURE_MAX_BYTES};
 use axum::http::HeaderMap;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tollgate_proto::records::CapturedContent;
 use tollgate_proto::records::RequestRecord;
-use tollgate_proto::{KeyId, ProviderConfigId, RequestId, Usd, VirtualKey};
+use tollgate_proto::{KeyId, LogContent, ProviderConfigId, RequestId, Usd, VirtualKey};
 
 /// The header Claude Code names its session in.
 pub const SESSION_HEADER: &str = "x-claude-code-session-id";
@@ -24,8 +25,11 @@ pub const HEADER_VALUE_MAX: usize = 256;
 pub struct Trail {
     charges: ChargeSender,
     clock: Arc<dyn Clock>,
-    /// Where captured bodies go (`content = "full"` only).
-    capture: Option<Arc<RequestLog>>,
+    /// The request log, if the node keeps one.
+    log: Option<Arc<RequestLog>>,
+    /// Whether the bodies are kept: the content the caller's key asks for is `full`
+    /// (decided once the caller is known).
+    capture: AtomicBool,
     draft: Mutex<Draft>,
 }
 
@@ -73,7 +77,8 @@ impl Trail {
         Arc::new(Trail {
             charges,
             clock,
-            capture: log.filter(|l| l.capture).cloned(),
+            log: log.cloned(),
+            capture: AtomicBool::new(false),
             draft: Mutex::new(Draft {
                 record,
                 intents: Vec::new(),
@@ -89,8 +94,12 @@ impl Trail {
         self.draft.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The caller's key, once authenticated.
-    pub fn caller(&self, key: &VirtualKey) {
+    /// The caller's key, once authenticated, and what it asks the log to keep.
+    pub fn caller(&self, key: &VirtualKey, log_content: Option<LogContent>) {
+        if let Some(log) = &self.log {
+            let full = log.content_for(log_content) == LogContent::Full;
+            self.capture.store(full, Ordering::Relaxed);
+        }
         let mut d = self.draft();
         d.record.virtual_key_id = Some(key.id.clone());
         d.record.virtual_key_name = Some(key.name.clone());
@@ -103,19 +112,19 @@ impl Trail {
         let mut d = self.draft();
         d.record.model = Some(model.chars().take(HEADER_VALUE_MAX).collect());
         d.record.stream = stream;
-        if self.capture.is_some() {
+        if self.captures() {
             d.request_body = Some(body.clone());
         }
     }
 
     /// Whether the answer's bytes are wanted (`answer`).
     pub fn captures(&self) -> bool {
-        self.capture.is_some()
+        self.capture.load(Ordering::Relaxed)
     }
 
     /// Bytes of the answer as the client gets them, kept when content is captured.
     pub fn answer(&self, bytes: &[u8]) {
-        if self.capture.is_none() {
+        if !self.captures() {
             return;
         }
         let mut d = self.draft();
@@ -198,7 +207,7 @@ impl Trail {
         d.ended = true;
         d.record.latency_ms = now.saturating_sub(d.record.time_ms);
         let intents = std::mem::take(&mut d.intents);
-        if let Some(log) = &self.capture {
+        if let Some(log) = self.log.as_ref().filter(|_| self.captures()) {
             let request = d.request_body.take().unwrap_or_default();
             let truncated = d.truncated || request.len() > CAPTURE_MAX_BYTES;
             let content = CapturedContent {

@@ -4,8 +4,9 @@
 use super::GovState;
 use crate::audit::{action_and_target, AuditTrail};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use tollgate_proto::audit::{Actor, Anchor, AuditMeta, Target};
-use tollgate_proto::{Command, Outcome};
+use tollgate_proto::{Command, KeyId, LogContent, Outcome};
 
 /// A virtual key as the trail shows it: no secret hash.
 #[derive(Serialize)]
@@ -19,6 +20,9 @@ struct KeyView<'a> {
     disabled: bool,
     created_at_ms: u64,
     rotated_at_ms: Option<u64>,
+    /// Only when set: a view of a key without it reads the same on a node of protocol 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_content: Option<LogContent>,
 }
 
 impl GovState {
@@ -44,6 +48,7 @@ impl GovState {
                     disabled: k.disabled,
                     created_at_ms: k.created_at_ms,
                     rotated_at_ms: k.rotated_at_ms,
+                    log_content: self.key_log_content(&k.id),
                 }))
             }
             "budget" => json(serde_json::to_string(
@@ -111,5 +116,20 @@ impl GovState {
     /// Replaces the audit trail (a snapshot carries it beside the state).
     pub fn set_audit(&mut self, audit: AuditTrail) {
         self.audit = audit;
+    }
+
+    /// Keys' own request-log content (a snapshot carries it beside the state).
+    pub fn key_log_contents(&self) -> &BTreeMap<KeyId, LogContent> {
+        &self.key_log_content
+    }
+
+    /// Replaces the keys' request-log content (from a snapshot).
+    pub fn set_key_log_contents(&mut self, contents: BTreeMap<KeyId, LogContent>) {
+        self.key_log_content = contents;
+    }
+
+    /// What the request log keeps of a key's requests, if the key says.
+    pub fn key_log_content(&self, id: &KeyId) -> Option<LogContent> {
+        self.key_log_content.get(id).copied()
     }
 }

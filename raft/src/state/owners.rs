@@ -199,6 +199,7 @@ impl GovState {
             return not_found("virtual key", id.as_str());
         };
         self.key_by_hash.remove(&k.secret_sha256);
+        self.key_log_content.remove(id);
         for pc in &k.provider_configs {
             self.remove_owned(&Owner::ProviderConfig(pc.id.clone()));
         }

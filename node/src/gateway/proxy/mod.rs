@@ -126,7 +126,7 @@ async fn run(
 ) -> Result<Response, ApiError> {
     // Who is asking comes first: an unauthenticated caller learns nothing about its body.
     let caller = caller(app, &headers)?;
-    trail.caller(&caller.key);
+    trail.caller(&caller.key, caller.log_content);
     let body = body.map_err(|r| body_error(app, r))?;
     let head = head::parse(&body, dialect, false)?;
     trail.asks(&head.model, head.stream, &body);

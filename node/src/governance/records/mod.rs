@@ -59,8 +59,8 @@ pub struct RequestLog {
     /// Outbox bytes not yet in the store, as of the writer's last look
     /// (`tollgate_log_writer_lag_bytes`).
     pub lag_bytes: AtomicU64,
-    /// Whether request and response bodies are captured (`content = "full"`).
-    pub capture: bool,
+    /// What the log keeps of a request whose key does not say (`[logs] content`).
+    pub content: ContentMode,
     /// Captured bodies by request id, until the writer stores them with the record.
     captured: Mutex<HashMap<String, CapturedContent>>,
     captured_bytes: AtomicU64,
@@ -77,11 +77,16 @@ impl RequestLog {
             max_disk_bytes: config.max_disk_bytes,
             written: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
-            capture: config.content == ContentMode::Full,
+            content: config.content,
             captured: Mutex::new(HashMap::new()),
             captured_bytes: AtomicU64::new(0),
             content_dropped: AtomicU64::new(0),
         })
+    }
+
+    /// What the log keeps of a request by a key with `key_content` (its own setting).
+    pub fn content_for(&self, key_content: Option<ContentMode>) -> ContentMode {
+        key_content.unwrap_or(self.content)
     }
 
     /// Keeps a request's bodies until its record is written (before its `Done` goes into

@@ -5,7 +5,9 @@
 
 use super::RequestLog;
 use crate::clock::Clock;
+use crate::config::ContentMode;
 use crate::governance::outbox::{Entry, Outbox, Position, READ_MAX_BYTES, SEGMENT_MAX_BYTES};
+use crate::governance::replicator::Replicator;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,15 +39,21 @@ pub struct LogWriter {
     pub close: oneshot::Sender<()>,
 }
 
-pub fn spawn(log: Arc<RequestLog>, outbox: Arc<Outbox>, clock: Arc<dyn Clock>) -> LogWriter {
+pub fn spawn(
+    log: Arc<RequestLog>,
+    outbox: Arc<Outbox>,
+    replicator: Arc<dyn Replicator>,
+    clock: Arc<dyn Clock>,
+) -> LogWriter {
     let (close, close_rx) = oneshot::channel();
-    let task = tokio::spawn(run(log, outbox, clock, close_rx));
+    let task = tokio::spawn(run(log, outbox, replicator, clock, close_rx));
     LogWriter { task, close }
 }
 
 async fn run(
     log: Arc<RequestLog>,
     outbox: Arc<Outbox>,
+    replicator: Arc<dyn Replicator>,
     clock: Arc<dyn Clock>,
     mut close: oneshot::Receiver<()>,
 ) {
@@ -104,23 +112,33 @@ async fn run(
         }
         // The records of finished requests, with their bodies, up to a batch's worth of
         // bodies; the entries after it are read again next time.
+        // What each key asks the log to keep is read as the record is written: a
+        // key set to `off` leaves no record (its bodies were never kept).
         let mut records = Vec::new();
         let mut content_bytes = 0;
         let mut last = None;
-        for (entry, position) in entries {
-            if content_bytes >= BATCH_CONTENT_MAX_BYTES {
-                break;
+        {
+            let state = replicator.state().read();
+            for (entry, position) in entries {
+                if content_bytes >= BATCH_CONTENT_MAX_BYTES {
+                    break;
+                }
+                last = Some(position);
+                let Entry::Done(done) = entry else { continue };
+                let content = log.take(done.record.request_id.as_str());
+                let key_content = done
+                    .record
+                    .virtual_key_id
+                    .as_ref()
+                    .and_then(|k| state.key_log_content(k));
+                if log.content_for(key_content) == ContentMode::Off {
+                    continue;
+                }
+                content_bytes += content
+                    .as_ref()
+                    .map_or(0, |c| c.request_body.len() + c.response_body.len());
+                records.push((done.record, content));
             }
-            last = Some(position);
-            let Entry::Done(done) = entry else { continue };
-            let content = match log.capture {
-                true => log.take(done.record.request_id.as_str()),
-                false => None,
-            };
-            content_bytes += content
-                .as_ref()
-                .map_or(0, |c| c.request_body.len() + c.response_body.len());
-            records.push((done.record, content));
         }
         let Some(last) = last else { continue };
         let n = records.len() as u64;

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use tollgate_proto::{Budget, Customer, Owner, Price, ProviderConfig, RateLimit, Team, VirtualKey};
+use tollgate_proto::{
+    Budget, Customer, LogContent, Owner, Price, ProviderConfig, RateLimit, Team, VirtualKey,
+};
 use tollgate_raft::rfc3339;
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +55,10 @@ pub struct CreateKey {
     #[serde(default)]
     pub customer_id: Option<String>,
     pub provider_configs: Vec<ProviderConfigBody>,
+    /// What the request log keeps of this key's requests: `off`, `metadata`, `full`,
+    /// or absent/null for the node's `[logs] content`.
+    #[serde(default)]
+    pub log_content: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +74,8 @@ pub struct PatchKey {
     pub customer_id: Option<Option<String>>,
     #[serde(default)]
     pub provider_configs: Option<Vec<ProviderConfigBody>>,
+    #[serde(default, with = "double_option")]
+    pub log_content: Option<Option<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +177,7 @@ pub fn provider_config_view(pc: &ProviderConfig) -> serde_json::Value {
 }
 
 /// A key as the API shows it: never the secret, only its first characters.
-pub fn key_view(k: &VirtualKey) -> serde_json::Value {
+pub fn key_view(k: &VirtualKey, log_content: Option<LogContent>) -> serde_json::Value {
     serde_json::json!({
         "id": k.id,
         "name": k.name,
@@ -180,6 +188,7 @@ pub fn key_view(k: &VirtualKey) -> serde_json::Value {
         "provider_configs": k.provider_configs.iter().map(provider_config_view).collect::<Vec<_>>(),
         "created_at": rfc3339(k.created_at_ms),
         "rotated_at": k.rotated_at_ms.map(rfc3339),
+        "log_content": log_content,
     })
 }
 

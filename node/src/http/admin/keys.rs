@@ -18,8 +18,30 @@ fn new_secret() -> Result<String, ApiError> {
     auth::generate_secret().ok_or_else(|| ApiError::Internal("os random source failed".into()))
 }
 
+/// A key's `log_content` from a body: `None` for the node's `[logs] content`. Refused
+/// (409) until every member can apply it (protocol 4).
+fn log_content(app: &App, value: Option<&str>) -> Result<Option<LogContent>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    let content = LogContent::parse(value).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "log_content must be \"off\", \"metadata\" or \"full\", not {value:?}"
+        ))
+    })?;
+    let writes = app.state().read().protocol_version();
+    if writes < LOG_CONTENT_PROTOCOL {
+        return Err(ApiError::Conflict(format!(
+            "log_content needs every node at protocol {LOG_CONTENT_PROTOCOL}; the cluster writes protocol {writes} (finish the rolling upgrade first)"
+        )));
+    }
+    Ok(Some(content))
+}
+
+/// The protocol that carries a key's `log_content` (`Command::SetKeyLogContent`).
+const LOG_CONTENT_PROTOCOL: u16 = 4;
+
 pub async fn create_key(State(app): State<Arc<App>>, body: Bytes) -> AdminResult {
     let b: CreateKey = parse_body(&body)?;
+    let content = log_content(&app, b.log_content.as_deref())?;
     let secret = new_secret()?;
     let key = VirtualKey {
         id: auth::generate_id(KeyId::PREFIX).as_str().into(),
@@ -34,7 +56,17 @@ pub async fn create_key(State(app): State<Arc<App>>, body: Bytes) -> AdminResult
         rotated_at_ms: None,
     };
     propose(&app, Command::CreateKey(key.clone())).await?;
-    let mut view = key_view(&key);
+    if content.is_some() {
+        propose(
+            &app,
+            Command::SetKeyLogContent {
+                id: key.id.clone(),
+                content,
+            },
+        )
+        .await?;
+    }
+    let mut view = key_view(&key, content);
     view["secret"] = Value::String(secret);
     Ok(created(view))
 }
@@ -43,7 +75,7 @@ pub async fn list_keys(State(app): State<Arc<App>>, Query(page): Query<PageQuery
     let state = app.state().read();
     Ok(
         page.answer(state.keys().iter().map(|(id, k)| (id.as_str(), k)), |k| {
-            Some(key_view(k))
+            Some(key_view(k, state.key_log_content(&k.id)))
         })?,
     )
 }
@@ -54,7 +86,7 @@ pub async fn get_key(State(app): State<Arc<App>>, Path(id): Path<String>) -> Adm
         .keys()
         .get(&KeyId(id.clone()))
         .ok_or_else(|| not_found("virtual key", &id))?;
-    Ok(ok(key_view(k)))
+    Ok(ok(key_view(k, state.key_log_content(&k.id))))
 }
 
 pub async fn patch_key(
@@ -63,6 +95,11 @@ pub async fn patch_key(
     body: Bytes,
 ) -> AdminResult {
     let b: PatchKey = parse_body(&body)?;
+    let content = b
+        .log_content
+        .as_ref()
+        .map(|c| log_content(&app, c.as_deref()))
+        .transpose()?;
     let patch = KeyPatch {
         name: b
             .name
@@ -87,14 +124,26 @@ pub async fn patch_key(
             })
             .transpose()?,
     };
-    propose(
-        &app,
-        Command::UpdateKey {
-            id: KeyId(id.clone()),
-            patch,
-        },
-    )
-    .await?;
+    if patch != KeyPatch::default() || content.is_none() {
+        propose(
+            &app,
+            Command::UpdateKey {
+                id: KeyId(id.clone()),
+                patch,
+            },
+        )
+        .await?;
+    }
+    if let Some(content) = content {
+        propose(
+            &app,
+            Command::SetKeyLogContent {
+                id: KeyId(id.clone()),
+                content,
+            },
+        )
+        .await?;
+    }
     get_key(State(app), Path(id)).await
 }
 
