@@ -295,9 +295,11 @@ impl Drop for Gateway {
     }
 }
 
-/// The last `lines` lines of a node's log, for an error that must say why it stopped.
+/// The last `lines` lines of a node's log before its backtrace, for an error that must
+/// say why it stopped.
 fn log_tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = text.split("\nStack backtrace:").next().unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

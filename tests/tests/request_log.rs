@@ -375,6 +375,79 @@ async fn a_keys_log_content_overrides_the_nodes() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn the_client_address_comes_from_a_trusted_proxy_only() -> Result<()> {
+    // The test's connections come from 127.0.0.1: one gateway trusts it as its load
+    // balancer, the other trusts only another address.
+    let trusting =
+        Gateway::start("[server]\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\n").await?;
+    let wary = Gateway::start("[server]\ntrusted_proxies = [\"192.0.2.1\"]\n").await?;
+    let client = http();
+    let body = json!({"model": "mock-model", "max_tokens": 8,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    for (gw, cases) in [
+        (
+            &trusting,
+            vec![
+                (None, "127.0.0.1"),
+                (Some("203.0.113.7"), "203.0.113.7"),
+                (Some("6.6.6.6, 198.51.100.9, 10.1.1.1"), "198.51.100.9"),
+                (Some("not-an-address"), "127.0.0.1"),
+            ],
+        ),
+        (&wary, vec![(Some("203.0.113.7"), "127.0.0.1")]),
+    ] {
+        let (_, secret) = gw.key(json!([{"provider": "mock"}])).await?;
+        let base = gw.url();
+        for (i, (forwarded, _)) in cases.iter().enumerate() {
+            let mut request = client
+                .post(format!("{base}/v1/messages"))
+                .header("x-api-key", &secret)
+                .header("x-claude-code-session-id", format!("s{i}"))
+                .json(&body);
+            if let Some(f) = forwarded {
+                request = request.header("x-forwarded-for", *f);
+            }
+            assert_eq!(request.send().await?.status(), 200);
+        }
+        for (i, (forwarded, expected)) in cases.iter().enumerate() {
+            let query = format!("session=s{i}");
+            let logged = eventually(10, || async {
+                log_records(&base, &query).await.is_ok_and(|r| r.len() == 1)
+            })
+            .await;
+            ensure!(logged, "{:?}", log_records(&base, &query).await);
+            let record = &log_records(&base, &query).await?[0];
+            assert_eq!(record["client_ip"], *expected, "{forwarded:?}: {record}");
+        }
+    }
+    // An admin change through the load balancer names the admin's address.
+    let r = client
+        .post(format!("{}/api/v1/prices", trusting.url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-forwarded-for", "198.51.100.20")
+        .json(&json!({"model": "m", "input_per_mtok_usd": "1", "output_per_mtok_usd": "2"}))
+        .send()
+        .await?;
+    assert!(r.status().is_success(), "{}", r.status());
+    let (_, audit) = admin_at(
+        &trusting.url(),
+        "GET",
+        "/api/v1/audit?action=price.set",
+        None,
+    )
+    .await?;
+    assert_eq!(audit["events"][0]["source_ip"], "198.51.100.20", "{audit}");
+    // A block that is not one stops the node at start, naming the setting.
+    let bad = Gateway::start("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").await;
+    let e = format!("{:#}", bad.err().context("a bad block must stop the node")?);
+    assert!(
+        e.contains("server.trusted_proxies") && e.contains("10.0.0.0/33"),
+        "{e}"
+    );
+    Ok(())
+}
+
 /// Text that does not compress: `n` bytes from a xorshift generator, as letters.
 fn noise(seed: u64, n: usize) -> String {
     let mut x = seed | 1;

@@ -99,6 +99,10 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Load balancers whose `X-Forwarded-For` names the client (addresses or CIDR
+    /// blocks); none by default: the client is the connection's peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +110,7 @@ impl Default for ServerConfig {
         ServerConfig {
             http_addr: default_http_addr(),
             data_dir: default_data_dir(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -285,6 +290,12 @@ impl Config {
         };
         logs::validate(&self.logs)
             .map_err(|(field, message)| ConfigError::Field { field, message })?;
+        crate::http::forwarded::TrustedProxies::parse(&self.server.trusted_proxies).map_err(
+            |message| ConfigError::Field {
+                field: "server.trusted_proxies",
+                message,
+            },
+        )?;
         let b = &self.breaker;
         if b.consecutive_failures == 0 {
             return field("breaker.consecutive_failures", "must be at least 1");

@@ -12,13 +12,14 @@
 //!   what happens.
 
 use crate::gateway::counters::Counters;
+use crate::http::forwarded::TrustedProxies;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,13 +51,15 @@ mod watch;
 use watch::{Activity, Arriving, Closing, Tracked, Watched};
 
 /// How many connections the port takes, and how long one may wait.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnLimits {
     pub max: usize,
     /// 0: no cap per address.
     pub per_address: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Whose `X-Forwarded-For` names the client of a request.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 /// Open connections per client address, and a slot that gives its place back.
@@ -210,8 +213,11 @@ pub async fn serve(
         let activity = Activity::new();
         let service = {
             let (router, activity) = (router.clone(), Arc::clone(&activity));
+            let trusted = Arc::clone(&limits.trusted_proxies);
             hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 let in_flight = activity.begin();
+                let client =
+                    SocketAddr::new(trusted.client(peer.ip(), request.headers()), peer.port());
                 let mut router = router.clone();
                 let activity = Arc::clone(&activity);
                 async move {
@@ -219,7 +225,7 @@ pub async fn serve(
                         request.map(|body| axum::body::Body::new(Arriving::new(body, activity)));
                     request
                         .extensions_mut()
-                        .insert(crate::gateway::proxy::ClientAddr(peer));
+                        .insert(crate::gateway::proxy::ClientAddr(client));
                     let response = tower_service::Service::call(&mut router, request).await;
                     Ok::<_, std::convert::Infallible>(response.map_or_else(
                         |never| match never {},

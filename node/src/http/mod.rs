@@ -5,11 +5,13 @@
 //! - `server`: the router, layer by layer, and graceful shutdown.
 //! - `conn`: the accept loop: connection caps, the header-read timeout, graceful end.
 //! - `error`: gateway errors and their HTTP form in each dialect.
+//! - `forwarded`: the client's address behind trusted proxies (`X-Forwarded-For`).
 //! - `metrics`: request counters and the `/metrics` rendering.
 //! - `admin`: the admin API (see its own layout).
 
 pub mod admin;
 pub mod conn;
 pub mod error;
+pub mod forwarded;
 pub mod metrics;
 pub mod server;

@@ -176,6 +176,11 @@ pub async fn serve(started: Started) -> anyhow::Result<()> {
         per_address: limits.max_connections_per_address,
         header_read_timeout: std::time::Duration::from_millis(limits.header_read_timeout_ms),
         idle_timeout: std::time::Duration::from_millis(limits.idle_timeout_ms),
+        // Checked when the config was loaded.
+        trusted_proxies: Arc::new(
+            crate::http::forwarded::TrustedProxies::parse(&app.config.server.trusted_proxies)
+                .unwrap_or_default(),
+        ),
     };
     app.ready.store(true, Ordering::Release);
     tracing::info!(addr = %local, data_dir = %app.config.server.data_dir.display(), "tollgate listening");
