@@ -649,6 +649,22 @@ mod audit_trail {
         }
     }
 
+    /// A key with no provider configs.
+    fn key(id: &str) -> tollgate_proto::VirtualKey {
+        tollgate_proto::VirtualKey {
+            id: id.into(),
+            name: "k".into(),
+            secret_sha256: [7; 32],
+            secret_prefix: "tg-abc".into(),
+            team_id: None,
+            customer_id: None,
+            provider_configs: Vec::new(),
+            disabled: false,
+            created_at_ms: 1,
+            rotated_at_ms: None,
+        }
+    }
+
     fn protocol_3() -> GovState {
         let mut s = GovState::default();
         assert_eq!(
@@ -725,18 +741,7 @@ mod audit_trail {
     #[test]
     fn a_key_event_shows_no_secret_hash() {
         let mut s = protocol_3();
-        let key = tollgate_proto::VirtualKey {
-            id: "vk_1".into(),
-            name: "k".into(),
-            secret_sha256: [7; 32],
-            secret_prefix: "tg-abc".into(),
-            team_id: None,
-            customer_id: None,
-            provider_configs: Vec::new(),
-            disabled: false,
-            created_at_ms: 1,
-            rotated_at_ms: None,
-        };
+        let key = key("vk_1");
         let created = s.apply(&Command::Audited {
             meta: meta(1),
             command: Box::new(Command::CreateKey(key)),
@@ -791,7 +796,7 @@ mod audit_trail {
 
     #[test]
     fn a_keys_log_content_is_kept_until_cleared_or_the_key_goes() {
-        use tollgate_proto::{LogContent, VirtualKey};
+        use tollgate_proto::LogContent;
         let mut s = protocol_3();
         let set = |content| Command::SetKeyLogContent {
             id: "vk_1".into(),
@@ -803,18 +808,7 @@ mod audit_trail {
             Outcome::Done | Outcome::NotFound { .. }
         ));
         s.apply(&Command::SetProtocolVersion { version: 4 });
-        let key = VirtualKey {
-            id: "vk_1".into(),
-            name: "k".into(),
-            secret_sha256: [7; 32],
-            secret_prefix: "tg-".into(),
-            team_id: None,
-            customer_id: None,
-            provider_configs: Vec::new(),
-            disabled: false,
-            created_at_ms: 1,
-            rotated_at_ms: None,
-        };
+        let key = key("vk_1");
         assert!(matches!(
             s.apply(&set(Some(LogContent::Off))),
             Outcome::NotFound { .. }
