@@ -3,7 +3,8 @@
 //! named.
 
 use super::{
-    entry, lock, Admission, AdmissionError, Hold, Local, Mode, CONTENTION_WAIT_MS, SETTLE_WAIT_MS,
+    entry, lock, Admission, AdmissionError, Hold, Local, Mode, CONTENTION_WAIT_MS, GRANT_DEADLINE,
+    SETTLE_WAIT_MS,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -88,7 +89,8 @@ impl Admission {
         count_demand: bool,
     ) -> Result<Hold, Option<AdmissionError>> {
         let mut grantable = false;
-        for round in 0..3 {
+        let deadline = tokio::time::Instant::now() + GRANT_DEADLINE;
+        for round in 0.. {
             let shorts = match self.try_reserve(chain, amount, count_demand && round == 0) {
                 Ok(hold) => return Ok(hold),
                 Err(shorts) => shorts,
@@ -100,10 +102,9 @@ impl Admission {
             if let Some(e) = self.hopeless(&shorts, amount) {
                 return Err(Some(e));
             }
-            if round == 2 {
-                break;
-            }
-            if round == 1 && !grantable {
+            // Ask again while the room is there to grant (another node's grant may take
+            // it first): refuse only once it is not, or past the deadline.
+            if round > 0 && (!grantable || tokio::time::Instant::now() >= deadline) {
                 break;
             }
             let asks = shorts.iter().map(|id| self.ask(id, amount));
@@ -112,12 +113,10 @@ impl Admission {
                     return Err(Some(AdmissionError::Cluster(e)));
                 }
             }
-            if round == 0 {
-                // Granted less than needed while other nodes hold leases: they give back
-                // their unused part on seeing the shortfall; wait for the room to be free
-                // to grant, then ask again.
-                grantable = self.wait_for_room(chain, amount).await;
-            }
+            // Granted less than needed while other nodes hold leases: they give back
+            // their unused part on seeing the shortfall; wait for the room to be free to
+            // grant, then ask again.
+            grantable = self.wait_for_room(chain, amount).await;
         }
         Err(None)
     }
