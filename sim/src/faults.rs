@@ -259,7 +259,7 @@ fn crash(
             format!("n{node} lost {lost} unflushed log writes"),
         );
     }
-    invariants.crashed(world, node);
+    invariants.crashed(world, node, sim.elapsed());
 }
 
 /// One step of the rolling upgrade: drain, stop, restart ("as version N+1"), wait until

@@ -111,7 +111,8 @@ fn canonical(trace: &[String]) -> Vec<String> {
     lines.into_iter().map(|(_, l)| l.clone()).collect()
 }
 
-/// Where runs keep their outboxes (memory-backed where the machine has it).
+/// Where runs keep their outboxes and request logs (memory-backed where the machine has
+/// it).
 fn run_dir(seed: u64) -> PathBuf {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let shm = PathBuf::from("/dev/shm");
@@ -220,6 +221,8 @@ pub fn run_with(seed: u64, options: Options) -> Report {
     }
     Invariants::at_end(&world, &plan, end);
     drop(sim);
+    // The request logs' stores close before their directories go.
+    world.lock().running.clear();
     let _ = std::fs::remove_dir_all(&dir);
     tollgate_node::hooks::bugs::set(None);
     let w = world.lock();

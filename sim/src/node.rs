@@ -17,19 +17,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
-use tollgate_node::app::node::{Node, OutboxSeam, Replication, Seams};
+use tollgate_node::app::node::{LogSeam, Node, OutboxSeam, Replication, Seams};
 use tollgate_node::clock::Clock;
 use tollgate_node::cluster::ops::Hello;
 use tollgate_node::cluster::replicator::DataDirs;
 use tollgate_node::cluster::start::{Formation, GossipSeam, MemberSeams, Storage, Timing};
 use tollgate_node::cluster::transport::Router;
-use tollgate_node::config::{ProviderKind, ProviderSpec};
+use tollgate_node::config::{LogsConfig, ProviderKind, ProviderSpec};
 use tollgate_node::gateway::billing::STREAM_HEADROOM_TOKENS;
 use tollgate_node::gateway::gate::{Ask, Gate, GateError, MIN_ANSWER_TOKENS};
 use tollgate_node::gateway::providers::Providers;
+use tollgate_node::gateway::trail::Trail;
 use tollgate_node::governance::admission::AdmissionError;
 use tollgate_node::governance::admission::Mode;
 use tollgate_node::governance::charge::PipelineConfig;
+use tollgate_node::governance::records::RequestLog;
 use tollgate_node::governance::replicator::Replicator;
 use tollgate_node::http::error::ApiError;
 use tollgate_proto::{UnixMs, Usage, Usd};
@@ -122,7 +124,10 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
         node_id: id,
         replication: Replication::Member(Box::new(member)),
         outbox: OutboxSeam::Simulated(disk.outbox.clone()),
-        logs: None,
+        logs: Some(LogSeam {
+            dir: disk.logs.clone(),
+            config: LogsConfig::default(),
+        }),
         clock,
         serving: JoinSet::new(),
         mode,
@@ -155,6 +160,7 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
             state: node.replicator.state().clone(),
             gossip: Arc::clone(&node.gossip),
             generation,
+            log: node.log.clone(),
         },
     );
     tokio::spawn(net::serve(
@@ -166,6 +172,7 @@ pub async fn run(id: u64, plan: Arc<Plan>, world: World, mode: Mode) -> turmoil:
         world: world.clone(),
         replicator: Arc::clone(&node.replicator),
         gate: Arc::clone(&node.gate),
+        log: node.log.clone(),
         draining: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
         seq: AtomicU64::new(0),
@@ -223,6 +230,7 @@ struct Gateway {
     world: World,
     replicator: Arc<dyn Replicator>,
     gate: Arc<Gate>,
+    log: Option<Arc<RequestLog>>,
     draining: AtomicBool,
     in_flight: AtomicU64,
     /// Turns the weighted choice of provider configs, as the proxy's request counter.
@@ -272,30 +280,61 @@ impl Gateway {
                 cost,
                 upstream_ms,
                 stream,
-            } => self
-                .proxy(&secret, request_id, estimate, cost, upstream_ms, stream)
-                .await
-                .unwrap_or_else(|a| a),
+            } => {
+                // The request's record, as the proxy keeps it: an intent before the
+                // provider, then the record with the charge, or the refusal.
+                let trail = Trail::new(
+                    self.gate.charger.charges.clone(),
+                    Arc::clone(&self.gate.clock),
+                    self.log.as_ref(),
+                    self.id,
+                    &request_id,
+                    "anthropic",
+                    &Default::default(),
+                    None,
+                );
+                let answer = self
+                    .proxy(
+                        &secret,
+                        &request_id,
+                        estimate,
+                        cost,
+                        upstream_ms,
+                        stream,
+                        &trail,
+                    )
+                    .await;
+                // No await since the request ended (its charge or this refusal).
+                if let Err(Answer::Refused { status, .. }) = &answer {
+                    trail.refused(*status, "refused");
+                }
+                crate::invariants::intents_reconciled::on_end(&self.world, self.id, &request_id);
+                answer.unwrap_or_else(|a| a)
+            }
         }
     }
 
     /// A request through the production steps (`Gate`), with the simulator as the
     /// provider: authenticate, resolve and rate-limit, reserve the estimate, wait for
     /// the provider, charge the cost.
+    #[allow(clippy::too_many_arguments)]
     async fn proxy(
         &self,
         secret: &str,
-        request_id: String,
+        request_id: &str,
         estimate: u64,
         cost: u64,
         upstream_ms: u64,
         stream: bool,
+        trail: &Arc<Trail>,
     ) -> Result<Answer, Answer> {
         // What the load balancer sees in `/health/ready`: no traffic before catching up.
         if !self.replicator.caught_up() {
             return Err(refused(503, "not caught up"));
         }
         let caller = self.gate.authenticate(Some(secret)).map_err(refusal)?;
+        trail.caller(&caller.key, caller.log_content);
+        trail.asks(MODEL, stream, &Default::default());
         crate::invariants::revoked_key_refused::on_admit(&self.world, self.id, &caller.key.id);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let routes = self.gate.admit(&caller, MODEL, seq).map_err(refusal)?;
@@ -307,7 +346,7 @@ impl Gateway {
         let route = routes.first().ok_or_else(|| refused(500, "no route"))?;
         // The price is a micro-dollar per completion token: the estimate is the cap.
         let ask = Ask {
-            request_id: &request_id,
+            request_id,
             body_bytes: 0,
             max_tokens: Some(estimate),
             choices: 1,
@@ -328,7 +367,7 @@ impl Gateway {
                     crate::invariants::refused_only_when_short::on_refusal(
                         &self.world,
                         self.id,
-                        &request_id,
+                        request_id,
                         &state,
                         &self.gate.admission,
                         &state.budget_chain(&caller.key.id, Some(&route.config.id)),
@@ -340,6 +379,15 @@ impl Gateway {
                 return Err(refusal(e));
             }
         };
+        billing.trail = Some(Arc::clone(trail));
+        billing.intent(PROVIDER);
+        crate::invariants::intents_reconciled::on_intent(
+            &self.world,
+            self.id,
+            request_id,
+            &caller.key.id,
+            billing.reserved,
+        );
         let (out, extra) = {
             let w = self.world.lock();
             (w.provider_out, w.provider_extra)
@@ -378,7 +426,8 @@ impl Gateway {
         billing.answered();
         crate::invariants::charges_exactly_once::on_acknowledge(
             &self.world,
-            &request_id,
+            self.id,
+            request_id,
             &caller.key.id,
             cost,
         );

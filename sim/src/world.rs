@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tollgate_node::governance::records::RequestLog;
 use tollgate_node::governance::replicator::SharedState;
 use tollgate_proto::{KeyId, Usd};
 use tollgate_raft::mem_log::MemLog;
@@ -13,13 +14,14 @@ use tollgate_raft::snapshot::SnapshotSlot;
 use tollgate_raft::typ::Raft;
 
 /// A node's storage that outlives its process: the Raft log (which loses unflushed
-/// writes at a crash), the snapshot slot and the charge outbox's directory (written
-/// without fsync: a process crash keeps it, as the OS would).
+/// writes at a crash), the snapshot slot, the charge outbox's directory (written
+/// without fsync: a process crash keeps it, as the OS would) and the request log's.
 #[derive(Clone)]
 pub struct Disk {
     pub log: MemLog,
     pub snapshots: SnapshotSlot,
     pub outbox: PathBuf,
+    pub logs: PathBuf,
 }
 
 impl Disk {
@@ -38,6 +40,8 @@ pub struct Running {
     pub gossip: Arc<tollgate_node::cluster::gossip::Gossip>,
     /// This process's gossip generation.
     pub generation: u64,
+    /// Its request log.
+    pub log: Option<Arc<RequestLog>>,
 }
 
 /// One request a client sent, and how it ended.
@@ -63,6 +67,14 @@ pub struct Inner {
     /// Charges nodes answered 200 for (request id → key and cost), recorded just before
     /// the answer: each must be applied exactly once.
     pub acknowledged: BTreeMap<String, (KeyId, Usd)>,
+    /// Which node answered each acknowledged request (its log must hold the record).
+    pub acknowledged_on: BTreeMap<String, u64>,
+    /// Per node: requests whose intent is in its outbox and not yet ended (request id →
+    /// key and reservation).
+    pub open_intents: BTreeMap<u64, BTreeMap<String, (KeyId, Usd)>>,
+    /// Intents a crash left open (request id → node, key, reservation): the node's next
+    /// start must charge and record each.
+    pub orphans: BTreeMap<String, (u64, KeyId, Usd)>,
     /// Per key: acknowledged charges and their total cost in µ$.
     pub acknowledged_per_key: BTreeMap<KeyId, (u64, u64)>,
     /// (node, key): the node's applied state showed the key revoked (since its last start).
@@ -119,12 +131,14 @@ impl World {
     pub fn disk(&self, id: u64) -> Disk {
         let mut w = self.lock();
         let outbox = w.run_dir.join(format!("n{id}-outbox"));
+        let logs = w.run_dir.join(format!("n{id}-logs"));
         w.disks
             .entry(id)
             .or_insert_with(|| Disk {
                 log: MemLog::default(),
                 snapshots: SnapshotSlot::in_memory(),
                 outbox,
+                logs,
             })
             .clone()
     }

@@ -209,7 +209,7 @@ impl Node {
             match (outbox, logged) {
                 (OutboxSeam::Durable(dir), Some(logged)) => Outbox::open_logged(&dir, logged),
                 (OutboxSeam::Durable(dir), None) => Outbox::open(&dir),
-                (OutboxSeam::Simulated(dir), _) => Outbox::open_simulated(&dir),
+                (OutboxSeam::Simulated(dir), logged) => Outbox::open_simulated(&dir, logged),
             }
             .context("cannot open the charge outbox")?,
         );

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tollgate_proto::{KeyId, Usd};
 
-pub fn on_acknowledge(world: &World, request_id: &str, key: &KeyId, cost: Usd) {
+pub fn on_acknowledge(world: &World, node: u64, request_id: &str, key: &KeyId, cost: Usd) {
     let mut w = world.lock();
+    w.acknowledged_on.insert(request_id.to_owned(), node);
     if w.acknowledged
         .insert(request_id.to_owned(), (key.clone(), cost))
         .is_some()

@@ -8,14 +8,18 @@
 //!   `revoked_key_refused`: the ledger and governance.
 //! - `rate_limit_within_bound`: shared rate limits.
 //! - `no_failed_requests`: rolling upgrades lose no request.
+//! - `requests_logged_once`, `anchors_hold`, `intents_reconciled`: the request log.
 
+pub mod anchors_hold;
 pub mod budget_never_overspent;
 pub mod charges_exactly_once;
 pub mod committed_entries_never_change;
+pub mod intents_reconciled;
 pub mod no_failed_requests;
 pub mod one_leader_per_term;
 pub mod rate_limit_within_bound;
 pub mod refused_only_when_short;
+pub mod requests_logged_once;
 pub mod revoked_key_refused;
 pub mod states_converge;
 
@@ -27,6 +31,7 @@ use std::time::Duration;
 pub struct Invariants {
     leaders: one_leader_per_term::Leaders,
     committed: committed_entries_never_change::Committed,
+    anchors: anchors_hold::Anchors,
 }
 
 impl Invariants {
@@ -34,15 +39,17 @@ impl Invariants {
         let running = world.running();
         self.leaders.check(world, &running, at);
         self.committed.check(world, &running, at);
+        self.anchors.check(world, &running, at);
         charges_exactly_once::check_step(world, &running, at);
         budget_never_overspent::check(world, &running, at);
         revoked_key_refused::observe(world, &running);
     }
 
     /// A node stopped: forget what its process had shown.
-    pub fn crashed(&mut self, world: &World, node: u64) {
+    pub fn crashed(&mut self, world: &World, node: u64, at: Duration) {
         self.committed.restarted(node);
         revoked_key_refused::crashed(world, node);
+        intents_reconciled::crashed(world, node, at);
     }
 
     /// Once the cluster settled: `Err` says what has not (yet) converged.
@@ -50,6 +57,9 @@ impl Invariants {
         let running = world.running();
         let summary = states_converge::check(&running, nodes)?;
         charges_exactly_once::check_end(world, &running)?;
+        requests_logged_once::check_end(world, &running)?;
+        intents_reconciled::check_end(world, &running)?;
+        anchors_hold::check_end(&running)?;
         Ok(summary)
     }
 

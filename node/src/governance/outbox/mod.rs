@@ -122,10 +122,13 @@ impl Outbox {
         Outbox::open_with(dir, SEGMENT_MAX_BYTES, Some(logged))
     }
 
-    /// `open` for the simulator: writes are never fsynced and nothing runs on a blocking
-    /// thread (see `simulated`).
-    pub fn open_simulated(dir: &Path) -> Result<Outbox, OutboxError> {
-        let mut outbox = Outbox::open_with(dir, SEGMENT_MAX_BYTES, None)?;
+    /// `open` (or `open_logged`, with `logs`) for the simulator: writes are never
+    /// fsynced and nothing runs on a blocking thread (see `simulated`).
+    pub fn open_simulated(
+        dir: &Path,
+        logs: Option<Option<Position>>,
+    ) -> Result<Outbox, OutboxError> {
+        let mut outbox = Outbox::open_with(dir, SEGMENT_MAX_BYTES, logs)?;
         outbox.simulated = true;
         Ok(outbox)
     }
