@@ -25,6 +25,13 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(CodecError::Encode)
 }
 
+/// Encodes `value` at the end of `buf` (fields one after another, as a struct's are).
+pub fn encode_append<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, buf, config())
+        .map(|_| ())
+        .map_err(CodecError::Encode)
+}
+
 /// Decodes a whole buffer; trailing bytes are an error, not silently ignored.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, read) =

@@ -288,7 +288,7 @@ impl Gateway {
                     Arc::clone(&self.gate.clock),
                     self.log.as_ref(),
                     self.id,
-                    &request_id,
+                    (&request_id, self.gate.clock.now_ms()),
                     "anthropic",
                     &Default::default(),
                     None,

@@ -70,11 +70,26 @@ impl App {
         self.clock.now_ms()
     }
 
-    /// A new request id: unique per node start (random base) and per request (counter).
-    pub fn next_request_id(&self) -> (String, u64) {
+    /// A new request: its id, unique per node start (random base) and per request
+    /// (counter), and carrying its start time (`RequestId::generate`), which is the
+    /// time its record gets.
+    pub fn next_request(&self) -> NewRequest {
         let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
-        (format!("req_{:016x}{:08x}", self.request_id_base, seq), seq)
+        let time_ms = self.clock.now_ms();
+        NewRequest {
+            id: tollgate_proto::RequestId::generate(time_ms, self.request_id_base, seq).0,
+            seq,
+            time_ms,
+        }
     }
+}
+
+/// What `App::next_request` hands out.
+pub struct NewRequest {
+    pub id: String,
+    /// Its number since the node started.
+    pub seq: u64,
+    pub time_ms: u64,
 }
 
 /// A started node: the app its requests are served with, and the node that stops

@@ -53,20 +53,21 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 impl Trail {
+    /// A request's trail; `time_ms` is when it started (the time its id carries).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         charges: ChargeSender,
         clock: Arc<dyn Clock>,
         log: Option<&Arc<RequestLog>>,
         node: u64,
-        request_id: &str,
+        (request_id, time_ms): (&str, u64),
         dialect: &str,
         headers: &HeaderMap,
         client_ip: Option<std::net::IpAddr>,
     ) -> Arc<Trail> {
         let record = RequestRecord {
             request_id: RequestId(request_id.to_owned()),
-            time_ms: clock.now_ms(),
+            time_ms,
             node,
             dialect: dialect.to_owned(),
             session_id: header(headers, SESSION_HEADER),

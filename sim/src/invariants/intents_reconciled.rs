@@ -8,7 +8,7 @@
 use crate::world::{Running, World};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tollgate_proto::records::OUTCOME_NODE_STOPPED;
+use tollgate_proto::records::{RequestRecord, OUTCOME_NODE_STOPPED};
 use tollgate_proto::{KeyId, Usd};
 
 /// The request's intent is in `node`'s outbox.
@@ -51,19 +51,29 @@ pub fn crashed(world: &World, node: u64, at: Duration) {
 /// Every orphan is recorded by its node, at its reservation, as stopped.
 pub fn check_end(world: &World, running: &BTreeMap<u64, Running>) -> Result<(), String> {
     let orphans = world.lock().orphans.clone();
+    // Each node's records by id (the simulator's ids carry no time, which the store's
+    // lookup by id needs).
+    let mut logged: BTreeMap<u64, BTreeMap<String, RequestRecord>> = BTreeMap::new();
     for (request_id, (node, _, reserved)) in &orphans {
-        let log = running
+        if !logged.contains_key(node) {
+            let log = running
+                .get(node)
+                .and_then(|r| r.log.as_ref())
+                .ok_or_else(|| format!("n{node} runs without its request log"))?;
+            let records = super::requests_logged_once::records(log)
+                .map_err(|e| format!("n{node}'s log unreadable: {e}"))?;
+            let by_id = records
+                .into_iter()
+                .map(|r| (r.request_id.0.clone(), r))
+                .collect();
+            logged.insert(*node, by_id);
+        }
+        let record = logged
             .get(node)
-            .and_then(|r| r.log.as_ref())
-            .ok_or_else(|| format!("n{node} runs without its request log"))?;
-        let entry = log
-            .store
-            .get(request_id)
-            .map_err(|e| format!("n{node}'s log unreadable: {e}"))?
+            .and_then(|by_id| by_id.get(request_id))
             .ok_or_else(|| {
                 format!("{request_id}, in flight when n{node} stopped, has no record")
             })?;
-        let record = &entry.record.record;
         if record.outcome.as_deref() != Some(OUTCOME_NODE_STOPPED) || record.cost != *reserved {
             return Err(format!(
                 "{request_id}, in flight when n{node} stopped, is recorded as {:?} at {} µ$, not at its reservation {} µ$",

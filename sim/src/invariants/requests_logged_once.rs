@@ -8,7 +8,7 @@ use tollgate_node::governance::records::query::{self, PAGE_MAX};
 use tollgate_proto::records::{LogCursor, LogFilter, RequestRecord};
 
 /// Every record of a node's log, newest first.
-fn records(
+pub(crate) fn records(
     log: &tollgate_node::governance::records::RequestLog,
 ) -> Result<Vec<RequestRecord>, String> {
     let mut all = Vec::new();

@@ -73,13 +73,17 @@ async fn serve(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (request_id, seq) = app.next_request_id();
+    let crate::app::NewRequest {
+        id: request_id,
+        seq,
+        time_ms,
+    } = app.next_request();
     let trail = Trail::new(
         app.gate.charger.charges.clone(),
         Arc::clone(&app.clock),
         app.log.as_ref(),
         app.gate.admission.node(),
-        &request_id,
+        (&request_id, time_ms),
         dialect.name(),
         &headers,
         client.map(|Extension(c)| c.0.ip()),

@@ -1,7 +1,14 @@
 //! How the log store lays records out in keys: time partitions (one keyspace each, so
-//! retention drops whole partitions), and inside one the record, its id, its index
-//! entries and the hour's totals, each under its own one-byte prefix. Times and
-//! sequences are big-endian, so keys sort as time does.
+//! retention drops whole partitions), and inside one the records, the index and the
+//! hour's totals, each under its own one-byte prefix. Times and sequences are
+//! big-endian, so keys sort as time does.
+//!
+//! The index is kept in postings: one entry per indexed value, second of record time
+//! and batch, listing the records of that batch with that value in that second. A
+//! batch of a thousand records from a few keys and models writes a few dozen entries,
+//! not one per record and value. Records are found by id through the time their id
+//! carries (`RequestId::time_ms`); stores written before postings also hold one entry
+//! per record and value (`LEGACY_INDEX`) and one per id (`LEGACY_ID`).
 
 use tollgate_proto::records::{GroupBy, RequestRecord};
 use tollgate_proto::UnixMs;
@@ -18,9 +25,15 @@ pub const HOUR_MS: u64 = 3_600_000;
 /// indexed by its first bytes, and the filter checks the whole value.
 pub const INDEX_VALUE_MAX: usize = 128;
 
+/// The span of record time one index entry covers: records of a second are merged into
+/// time order when a query reads them (a batch holds records of any start time).
+pub const POSTING_MS: u64 = 1000;
+
 const RECORD: u8 = b'r';
-const ID: u8 = b'i';
-const INDEX: u8 = b'x';
+const LEGACY_ID: u8 = b'i';
+/// Per-record index entries of stores written before postings (rebuilt at open).
+pub const LEGACY_INDEX: u8 = b'x';
+const POSTING: u8 = b'p';
 const TOTALS: u8 = b't';
 
 pub fn partition_of(time_ms: UnixMs) -> u64 {
@@ -93,15 +106,24 @@ pub fn record_prefix() -> Vec<u8> {
     vec![RECORD]
 }
 
-pub fn id_key(request_id: &str) -> Vec<u8> {
+/// Every record key of the millisecond `time_ms` starts with this.
+pub fn record_time_prefix(time_ms: UnixMs) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = RECORD;
+    k[1..].copy_from_slice(&time_ms.to_be_bytes());
+    k
+}
+
+/// The entry of a record's id in stores written before postings.
+pub fn legacy_id_key(request_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + request_id.len());
-    k.push(ID);
+    k.push(LEGACY_ID);
     k.extend_from_slice(request_id.as_bytes());
     k
 }
 
 /// What an index is on: a filter of `GET /api/v1/logs` that narrows a query by key range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Dim {
     Session = 0,
     VirtualKey = 1,
@@ -133,10 +155,14 @@ impl Dim {
 }
 
 /// The prefix of every index entry of `dim` = `value`.
-pub fn index_prefix(dim: Dim, value: &str) -> Vec<u8> {
-    let value = cut(value.as_bytes(), INDEX_VALUE_MAX);
+pub fn posting_prefix(dim: Dim, value: &str) -> Vec<u8> {
+    posting_prefix_of(dim, indexed(value))
+}
+
+/// `posting_prefix` of a value already cut (`indexed`).
+pub fn posting_prefix_of(dim: Dim, value: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(3 + value.len() + 16);
-    k.push(INDEX);
+    k.push(POSTING);
     k.push(dim as u8);
     // The length keeps one value from being a prefix of another.
     k.push(value.len() as u8);
@@ -144,27 +170,115 @@ pub fn index_prefix(dim: Dim, value: &str) -> Vec<u8> {
     k
 }
 
-pub fn index_key(dim: Dim, value: &str, slot: Slot) -> Vec<u8> {
-    let mut k = index_prefix(dim, value);
-    k.extend_from_slice(&slot.bytes());
+/// The second of record time an index entry covers.
+pub fn posting_second(time_ms: UnixMs) -> u64 {
+    time_ms / POSTING_MS
+}
+
+/// The key of an index entry: its value, its second, and the smallest sequence it
+/// lists (which no other entry of the value lists: a record is in one batch).
+pub fn posting_key(prefix: &[u8], second: u64, first_seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 16);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&second.to_be_bytes());
+    k.extend_from_slice(&first_seq.to_be_bytes());
     k
+}
+
+/// The (exclusive) end of the index entries of `prefix` through `second`.
+pub fn posting_end(prefix: &[u8], second: u64) -> Vec<u8> {
+    match second.checked_add(1) {
+        Some(next) => posting_key(prefix, next, 0),
+        None => {
+            let mut k = prefix.to_vec();
+            k.extend_from_slice(&[0xff; 17]);
+            k
+        }
+    }
+}
+
+/// The second an index entry covers, from its key.
+pub fn posting_second_of(key: &[u8]) -> Option<u64> {
+    let at = key.len().checked_sub(16)?;
+    Some(u64::from_be_bytes(key.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// An index entry's records of one second, in ascending order: each as its millisecond
+/// in the second (2 bytes) and its sequence (8 bytes).
+pub fn encode_postings(second: u64, slots: &[Slot]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(slots.len() * 10);
+    for slot in slots {
+        let ms = slot.time_ms.saturating_sub(second * POSTING_MS) as u16;
+        v.extend_from_slice(&ms.to_be_bytes());
+        v.extend_from_slice(&slot.seq.to_be_bytes());
+    }
+    v
+}
+
+/// The records an index entry of `second` lists (`encode_postings`).
+pub fn decode_postings(second: u64, bytes: &[u8], into: &mut Vec<Slot>) -> Option<()> {
+    if !bytes.len().is_multiple_of(10) {
+        return None;
+    }
+    for chunk in bytes.chunks_exact(10) {
+        let ms = u16::from_be_bytes([chunk[0], chunk[1]]) as u64;
+        if ms >= POSTING_MS {
+            return None;
+        }
+        into.push(Slot {
+            time_ms: second * POSTING_MS + ms,
+            seq: u64::from_be_bytes(chunk[2..].try_into().ok()?),
+        });
+    }
+    Some(())
+}
+
+/// A per-record index entry of a store written before postings: its value's prefix
+/// (`LEGACY_INDEX`, dim, length, value), then the slot.
+pub fn legacy_index_prefix_len(key: &[u8]) -> Option<usize> {
+    let len = *key.get(2)? as usize;
+    (key.first() == Some(&LEGACY_INDEX) && key.len() == 3 + len + 16).then_some(3 + len)
+}
+
+/// The part of an indexed value its entries are under.
+pub fn indexed(value: &str) -> &[u8] {
+    cut(value.as_bytes(), INDEX_VALUE_MAX)
 }
 
 fn cut(bytes: &[u8], max: usize) -> &[u8] {
     &bytes[..bytes.len().min(max)]
 }
 
-/// The value a record is grouped under, for each way stats group.
-pub fn group_key(record: &RequestRecord, group: GroupBy) -> String {
-    let or_none = |v: Option<&str>| v.unwrap_or("").to_owned();
-    match group {
-        GroupBy::VirtualKey => or_none(record.virtual_key_id.as_ref().map(|k| k.as_str())),
-        GroupBy::User => or_none(record.user_id.as_deref()),
-        GroupBy::Team => or_none(record.team_id.as_ref().map(|t| t.as_str())),
-        GroupBy::Customer => or_none(record.customer_id.as_ref().map(|c| c.as_str())),
-        GroupBy::Model => or_none(record.model.as_deref()),
-        GroupBy::Provider => or_none(record.provider.as_deref()),
-        GroupBy::Day => day_of(record.time_ms),
+/// The value a record is grouped under, for one way stats group: a field of the
+/// record, or its day (made a string once per batch, not per record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GroupName<'a> {
+    Field(&'a str),
+    /// Days since 1970-01-01 (UTC).
+    Day(u64),
+}
+
+impl<'a> GroupName<'a> {
+    pub fn of(record: &'a RequestRecord, group: GroupBy) -> GroupName<'a> {
+        let field = |v: Option<&'a str>| GroupName::Field(v.unwrap_or(""));
+        match group {
+            GroupBy::VirtualKey => field(record.virtual_key_id.as_ref().map(|k| k.as_str())),
+            GroupBy::User => field(record.user_id.as_deref()),
+            GroupBy::Team => field(record.team_id.as_ref().map(|t| t.as_str())),
+            GroupBy::Customer => field(record.customer_id.as_ref().map(|c| c.as_str())),
+            GroupBy::Model => field(record.model.as_deref()),
+            GroupBy::Provider => field(record.provider.as_deref()),
+            GroupBy::Day => GroupName::Day(record.time_ms / 86_400_000),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupName::Field(s) => f.write_str(s),
+            GroupName::Day(days) => f.write_str(&day_of(days * 86_400_000)),
+        }
     }
 }
 
@@ -233,13 +347,22 @@ mod tests {
 
     #[test]
     fn keys_sort_by_time_then_sequence() {
-        let a = index_key(Dim::Model, "m", Slot { time_ms: 5, seq: 9 });
-        let b = index_key(Dim::Model, "m", Slot { time_ms: 6, seq: 1 });
-        assert!(a < b);
-        assert_eq!(Slot::from_tail(&b), Some(Slot { time_ms: 6, seq: 1 }));
+        let m = posting_prefix(Dim::Model, "m");
+        let a = posting_key(&m, 5, 9);
+        let b = posting_key(&m, 6, 1);
+        assert!(a < b && b < posting_end(&m, 6) && posting_end(&m, 6) <= posting_key(&m, 7, 0));
+        assert_eq!(posting_second_of(&b), Some(6));
+        assert!(posting_end(&m, u64::MAX) > posting_key(&m, u64::MAX, u64::MAX));
         // A value is never a prefix of a longer one's entries.
-        assert!(!index_key(Dim::Model, "mm", Slot { time_ms: 0, seq: 0 })
-            .starts_with(&index_prefix(Dim::Model, "m")));
+        assert!(!posting_key(&posting_prefix(Dim::Model, "mm"), 0, 0).starts_with(&m));
+        let slots = [
+            Slot { time_ms: 6000, seq: 4 },
+            Slot { time_ms: 6999, seq: 2 },
+        ];
+        let mut back = Vec::new();
+        decode_postings(6, &encode_postings(6, &slots), &mut back).expect("decodes");
+        assert_eq!(back, slots);
+        assert!(decode_postings(6, &[0; 9], &mut back).is_none());
         assert_eq!(parse_keyspace(&records_keyspace(42)), Some((b'r', 42)));
         assert_eq!(parse_keyspace(&content_keyspace(7)), Some((b'c', 7)));
         assert_eq!(parse_keyspace("meta"), None);

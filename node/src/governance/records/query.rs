@@ -4,7 +4,7 @@
 //! below its cursor, and checks every filter on each record.
 
 use super::keys::{self, Dim, Slot};
-use super::store::{LogStore, StoreError};
+use super::store::{LogStore, Part, StoreError};
 use tollgate_proto::records::{ChainedRecord, LogCursor, LogFilter, LogPage, RequestRecord};
 
 /// Most records one page holds.
@@ -95,7 +95,6 @@ pub(super) fn query_bounded(
     filter: &LogFilter,
     scan_max: usize,
 ) -> Result<LogPage, StoreError> {
-    let limit = filter.limit.clamp(1, PAGE_MAX) as usize;
     let since = filter.since_ms.unwrap_or(0);
     let upper = upper_slot(
         store.node(),
@@ -109,65 +108,144 @@ pub(super) fn query_bounded(
     if upper <= lower {
         return Ok(LogPage::default());
     }
-    let text = filter.q.as_deref().filter(|q| !q.is_empty());
+    let mut visit = Visit {
+        store,
+        filter,
+        text: filter.q.as_deref().filter(|q| !q.is_empty()),
+        limit: filter.limit.clamp(1, PAGE_MAX) as usize,
+        scan_max,
+        scanned: 0,
+        page: LogPage::default(),
+    };
     let index = driving_index(filter);
-    let mut page = LogPage::default();
-    let mut scanned = 0usize;
     for (partition, part) in store.partitions_between(since, upper.time_ms.saturating_add(1)) {
-        let prefix = match index {
-            Some((dim, value)) => keys::index_prefix(dim, value),
-            None => keys::record_prefix(),
-        };
-        let mut low = prefix.clone();
-        low.extend_from_slice(&lower.bytes());
-        let mut high = prefix;
-        high.extend_from_slice(&upper.bytes());
-        let scanned_keyspace = match index {
-            Some(_) => &part.index,
-            None => &part.records,
-        };
-        for item in scanned_keyspace.range(low..high).rev() {
-            let (key, value) = item.into_inner()?;
-            scanned += 1;
-            let slot =
-                Slot::from_tail(&key).ok_or_else(|| StoreError::Damaged(format!("{key:?}")))?;
-            if scanned > scan_max {
-                page.more = true;
-                page.resume = Some(LogCursor {
-                    time_ms: slot.time_ms,
-                    node: store.node(),
-                    seq: slot.seq.saturating_add(1),
-                });
-                return Ok(page);
-            }
-            let record: ChainedRecord = match index {
-                None => codec_decode(&value)?,
-                Some(_) => match part.records.get(keys::record_key(slot))? {
-                    Some(v) => codec_decode(&v)?,
-                    None => continue,
-                },
-            };
-            if !matches(&record.record, filter) {
-                continue;
-            }
-            if let Some(text) = text {
-                let found = store.content(partition, slot)?.is_some_and(|c| {
-                    let finder = memchr::memmem::Finder::new(text.as_bytes());
-                    finder.find(&c.request_body).is_some()
-                        || finder.find(&c.response_body).is_some()
-                });
-                if !found {
-                    continue;
+        let flow = match index {
+            None => {
+                let mut low = keys::record_prefix();
+                low.extend_from_slice(&lower.bytes());
+                let mut high = keys::record_prefix();
+                high.extend_from_slice(&upper.bytes());
+                let mut flow = Flow::Go;
+                for item in part.records.range(low..high).rev() {
+                    let (key, value) = item.into_inner()?;
+                    let slot = Slot::from_tail(&key)
+                        .ok_or_else(|| StoreError::Damaged(format!("{key:?}")))?;
+                    flow = visit.slot(partition, &part, slot, Some(&value))?;
+                    if flow == Flow::Stop {
+                        break;
+                    }
                 }
+                flow
             }
-            if page.records.len() == limit {
-                page.more = true;
-                return Ok(page);
+            Some((dim, value)) => {
+                let prefix = keys::posting_prefix(dim, value);
+                let low = keys::posting_key(&prefix, keys::posting_second(lower.time_ms), 0);
+                let high = keys::posting_end(&prefix, keys::posting_second(upper.time_ms));
+                // A second's entries (one per batch that wrote records of it) are read
+                // together and their records put in order, newest first.
+                let mut second: Option<u64> = None;
+                let mut slots: Vec<Slot> = Vec::new();
+                let mut entries = part.index.range(low..high).rev();
+                let mut flow = Flow::Go;
+                while flow == Flow::Go {
+                    let entry = entries.next().map(|item| item.into_inner()).transpose()?;
+                    let entry_second = match &entry {
+                        Some((key, _)) => Some(
+                            keys::posting_second_of(key)
+                                .ok_or_else(|| StoreError::Damaged(format!("{key:?}")))?,
+                        ),
+                        None => None,
+                    };
+                    if entry_second != second {
+                        slots.retain(|s| lower <= *s && *s < upper);
+                        slots.sort_unstable_by(|a, b| b.cmp(a));
+                        for slot in slots.drain(..) {
+                            flow = visit.slot(partition, &part, slot, None)?;
+                            if flow == Flow::Stop {
+                                break;
+                            }
+                        }
+                        second = entry_second;
+                    }
+                    let Some((key, value)) = entry else { break };
+                    if let Some(s) = second {
+                        keys::decode_postings(s, &value, &mut slots)
+                            .ok_or_else(|| StoreError::Damaged(format!("{key:?}")))?;
+                    }
+                }
+                flow
             }
-            page.records.push(record);
+        };
+        if flow == Flow::Stop {
+            break;
         }
     }
-    Ok(page)
+    Ok(visit.page)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// A query's walk: each record it comes to, newest first, is read, checked against
+/// the filter and added to the page, until the page is full or the scan bound is met.
+struct Visit<'a> {
+    store: &'a LogStore,
+    filter: &'a LogFilter,
+    text: Option<&'a str>,
+    limit: usize,
+    scan_max: usize,
+    scanned: usize,
+    page: LogPage,
+}
+
+impl Visit<'_> {
+    /// The record at `slot` of `partition` (its bytes if the walk has them already).
+    fn slot(
+        &mut self,
+        partition: u64,
+        part: &Part,
+        slot: Slot,
+        value: Option<&[u8]>,
+    ) -> Result<Flow, StoreError> {
+        self.scanned += 1;
+        if self.scanned > self.scan_max {
+            self.page.more = true;
+            self.page.resume = Some(LogCursor {
+                time_ms: slot.time_ms,
+                node: self.store.node(),
+                seq: slot.seq.saturating_add(1),
+            });
+            return Ok(Flow::Stop);
+        }
+        let record: ChainedRecord = match value {
+            Some(v) => codec_decode(v)?,
+            None => match part.records.get(keys::record_key(slot))? {
+                Some(v) => codec_decode(&v)?,
+                None => return Ok(Flow::Go),
+            },
+        };
+        if !matches(&record.record, self.filter) {
+            return Ok(Flow::Go);
+        }
+        if let Some(text) = self.text {
+            let found = self.store.content(partition, slot)?.is_some_and(|c| {
+                let finder = memchr::memmem::Finder::new(text.as_bytes());
+                finder.find(&c.request_body).is_some() || finder.find(&c.response_body).is_some()
+            });
+            if !found {
+                return Ok(Flow::Go);
+            }
+        }
+        if self.page.records.len() == self.limit {
+            self.page.more = true;
+            return Ok(Flow::Stop);
+        }
+        self.page.records.push(record);
+        Ok(Flow::Go)
+    }
 }
 
 fn codec_decode(bytes: &[u8]) -> Result<ChainedRecord, StoreError> {

@@ -4,7 +4,7 @@
 //! atomic batch, with the outbox position they were read up to. Retention and the disk
 //! cap drop whole partitions (`sweep`): no delete scans, no vacuum.
 
-use super::keys::{self, Dim, Slot, HOUR_MS, PARTITION_MS};
+use super::keys::{self, Dim, GroupName, Slot, HOUR_MS, PARTITION_MS};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,6 +14,7 @@ use tollgate_proto::records::{
     CapturedContent, ChainedRecord, GroupBy, LogEntry, RequestRecord, StatsGroup, StatsQuery,
     Totals,
 };
+use tollgate_proto::RequestId;
 use tollgate_raft::codec::{self, CodecError};
 
 /// Journal size past which fjall flushes memtables: small next to any sensible disk cap,
@@ -47,6 +48,9 @@ const TOTALS_CACHE_HOURS: u64 = 12;
 const META_KEYSPACE: &str = "meta";
 const LOGGED_KEY: &[u8] = b"logged";
 const CHAIN_KEY: &[u8] = b"chain";
+/// How the store is laid out: absent in stores written before postings (`keys`).
+const LAYOUT_KEY: &[u8] = b"layout";
+const LAYOUT_POSTINGS: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -200,7 +204,7 @@ impl LogStore {
             }
             None => ChainHead::default(),
         };
-        Ok(LogStore {
+        let store = LogStore {
             dir: dir.to_owned(),
             db,
             meta,
@@ -213,7 +217,11 @@ impl LogStore {
             }),
             dropped_for_space: AtomicU64::new(0),
             dropped_records: AtomicU64::new(0),
-        })
+        };
+        if store.meta.get(LAYOUT_KEY)?.as_deref() != Some(&[LAYOUT_POSTINGS][..]) {
+            store.rebuild_postings()?;
+        }
+        Ok(store)
     }
 
     pub fn node(&self) -> u64 {
@@ -286,93 +294,208 @@ impl LogStore {
     }
 
     /// Writes `entries` as one atomic batch: each record numbered next in this node's
-    /// chain, with its id, index entries, the hour's totals and its content, and `mark`
-    /// (where the outbox was read up to). Made durable (fsync) before it returns, since
-    /// the outbox may then delete what it was read from.
+    /// chain, with its index entries (postings, `keys`), the hours' totals and its
+    /// content, and `mark` (where the outbox was read up to). Made durable (fsync)
+    /// before it returns, since the outbox may then delete what it was read from.
     pub fn append(
         &self,
         entries: Vec<(RequestRecord, Option<CapturedContent>)>,
         mark: &[u8],
     ) -> Result<ChainHead, StoreError> {
         let mut writer = lock(&self.writer);
-        let mut head = writer.head;
-        let mut batch = self.db.batch();
-        let mut touched: Vec<(u64, GroupBy, String)> = Vec::new();
-        for (record, content) in entries {
-            let seq = head.seq + 1;
-            let encoded = codec::encode(&record)?;
-            let hash = chain_hash(&head.hash, self.node, seq, &encoded);
-            let slot = Slot {
+        let first_seq = writer.head.seq + 1;
+        let slots: Vec<Slot> = entries
+            .iter()
+            .zip(first_seq..)
+            .map(|((record, _), seq)| Slot {
                 time_ms: record.time_ms,
                 seq,
-            };
-            let partition = keys::partition_of(record.time_ms);
-            let part = self.records_partition(partition)?;
-            for (dim, value) in Dim::of(&record) {
-                if let Some(value) = value {
-                    batch.insert(&part.index, keys::index_key(dim, value, slot), []);
-                }
-            }
-            batch.insert(
-                &part.index,
-                keys::id_key(record.request_id.as_str()),
-                slot.bytes(),
-            );
-            let hour = record.time_ms / HOUR_MS;
-            for group in GroupBy::ALL {
-                let key = (hour, group, keys::group_key(&record, group));
-                if !writer.totals.contains_key(&key) {
-                    let stored = match part.index.get(keys::totals_key(hour, group, &key.2))? {
-                        Some(v) => codec::decode(&v)?,
-                        None => Totals::default(),
-                    };
-                    writer.totals.insert(key.clone(), stored);
-                }
-                if let Some(totals) = writer.totals.get_mut(&key) {
-                    totals.add(&record);
-                }
-                touched.push(key);
-            }
+            })
+            .collect();
+        let mut batch = self.db.batch();
+        self.index(&mut batch, &mut writer, &entries, &slots)?;
+        let mut head = writer.head;
+        for ((record, content), slot) in entries.into_iter().zip(slots) {
+            let part = self.records_partition(keys::partition_of(slot.time_ms))?;
+            // The stored record is (seq, prev_hash, hash, record) and the hash covers the
+            // record's encoding: the record is encoded once, after a header left blank.
+            let mut encoded = Vec::with_capacity(512);
+            codec::encode_append(&(slot.seq, head.hash, [0u8; 32]), &mut encoded)?;
+            let header = encoded.len();
+            codec::encode_append(&record, &mut encoded)?;
+            let hash = chain_hash(&head.hash, self.node, slot.seq, &encoded[header..]);
+            encoded[header - 32..header].copy_from_slice(&hash);
             if let Some(content) = content {
-                let cpart = self.content_partition_or_new(partition)?;
+                let cpart = self.content_partition_or_new(keys::partition_of(slot.time_ms))?;
                 batch.insert(&cpart, keys::record_key(slot), codec::encode(&content)?);
             }
-            let chained = ChainedRecord {
-                seq,
-                prev_hash: head.hash,
-                hash,
-                record,
-            };
-            let encoded = codec::encode(&chained)?;
             if let Some(queue) = &self.export_queue {
-                batch.insert(queue, seq.to_be_bytes(), encoded.clone());
+                batch.insert(queue, slot.seq.to_be_bytes(), encoded.clone());
             }
             batch.insert(&part.records, keys::record_key(slot), encoded);
-            head = ChainHead { seq, hash };
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for key in &touched {
-            let (hour, group, name) = key;
-            let part = self.records_partition(hour * HOUR_MS / PARTITION_MS)?;
-            if let Some(totals) = writer.totals.get(key) {
-                batch.insert(
-                    &part.index,
-                    keys::totals_key(*hour, *group, name),
-                    codec::encode(totals)?,
-                );
-            }
+            head = ChainHead {
+                seq: slot.seq,
+                hash,
+            };
         }
         batch.insert(&self.meta, LOGGED_KEY, mark);
         batch.insert(&self.meta, CHAIN_KEY, head.encode());
         batch.commit()?;
         self.db.persist(fjall::PersistMode::SyncData)?;
         writer.head = head;
-        if let Some(newest) = touched.iter().map(|k| k.0).max() {
+        Ok(head)
+    }
+
+    /// Adds to `batch` the index entries of `entries` (at `slots`) and the totals of
+    /// the hours they fall in: one entry per indexed value and second, one totals
+    /// write per hour and group, whatever the number of records.
+    fn index(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        writer: &mut WriterState,
+        entries: &[(RequestRecord, Option<CapturedContent>)],
+        slots: &[Slot],
+    ) -> Result<(), StoreError> {
+        self.postings(
+            batch,
+            entries.iter().map(|(record, _)| record).zip(slots.iter().copied()),
+        )?;
+        let mut sums: BTreeMap<(u64, GroupBy, GroupName<'_>), Totals> = BTreeMap::new();
+        for (record, _) in entries {
+            let hour = record.time_ms / HOUR_MS;
+            for group in GroupBy::ALL {
+                sums.entry((hour, group, GroupName::of(record, group)))
+                    .or_default()
+                    .add(record);
+            }
+        }
+        let mut newest = None;
+        for ((hour, group, name), sum) in sums {
+            newest = newest.max(Some(hour));
+            let part = self.records_partition(hour * HOUR_MS / PARTITION_MS)?;
+            let name = name.to_string();
+            let totals = match writer.totals.entry((hour, group, name.clone())) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let stored = match part.index.get(keys::totals_key(hour, group, &e.key().2))? {
+                        Some(v) => codec::decode(&v)?,
+                        None => Totals::default(),
+                    };
+                    e.insert(stored)
+                }
+            };
+            totals.merge(&sum);
+            batch.insert(
+                &part.index,
+                keys::totals_key(hour, group, &name),
+                codec::encode(totals)?,
+            );
+        }
+        if let Some(newest) = newest {
             let oldest_kept = newest.saturating_sub(TOTALS_CACHE_HOURS);
             writer.totals.retain(|k, _| k.0 >= oldest_kept);
         }
-        Ok(head)
+        Ok(())
+    }
+
+    /// Adds to `batch` the index entries of `records`: one per indexed value and second.
+    fn postings<'a>(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        records: impl Iterator<Item = (&'a RequestRecord, Slot)>,
+    ) -> Result<(), StoreError> {
+        let mut postings: Vec<(Dim, &[u8], u64, Slot)> = Vec::new();
+        for (record, slot) in records {
+            let second = keys::posting_second(slot.time_ms);
+            for (dim, value) in Dim::of(record) {
+                if let Some(value) = value {
+                    postings.push((dim, keys::indexed(value), second, slot));
+                }
+            }
+        }
+        postings.sort_unstable();
+        let mut run = Vec::new();
+        for (i, &(dim, value, second, slot)) in postings.iter().enumerate() {
+            run.push(slot);
+            let ends = postings
+                .get(i + 1)
+                .is_none_or(|&(d, v, s, _)| (d, v, s) != (dim, value, second));
+            if !ends {
+                continue;
+            }
+            let part = self.records_partition(keys::partition_of(slot.time_ms))?;
+            let prefix = keys::posting_prefix_of(dim, value);
+            batch.insert(
+                &part.index,
+                keys::posting_key(&prefix, second, run[0].seq),
+                keys::encode_postings(second, &run),
+            );
+            run.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the index entries (postings) of partitions written before the store
+    /// kept them, from their records, once: a store of an older node is queried as a
+    /// new one. Done again from the start if the node stops during it (the entries
+    /// come out the same).
+    fn rebuild_postings(&self) -> Result<(), StoreError> {
+        const CHUNK: usize = 10_000;
+        let parts: Vec<(u64, Part)> = {
+            let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+            parts.records.iter().map(|(p, k)| (*p, k.clone())).collect()
+        };
+        for (partition, part) in parts {
+            if part.index.prefix([keys::LEGACY_INDEX]).next().is_none() {
+                continue;
+            }
+            tracing::info!(partition, "request log: indexing a partition of an older store");
+            let mut chunk: Vec<(ChainedRecord, Slot)> = Vec::with_capacity(CHUNK);
+            let mut records = part.records.prefix(keys::record_prefix());
+            loop {
+                let item = records.next();
+                let done = item.is_none();
+                if let Some(item) = item {
+                    let (key, value) = item.into_inner()?;
+                    let slot = Slot::from_tail(&key)
+                        .ok_or_else(|| StoreError::Damaged(format!("record key {key:?}")))?;
+                    chunk.push((codec::decode(&value)?, slot));
+                }
+                if chunk.len() == CHUNK || (done && !chunk.is_empty()) {
+                    let mut batch = self.db.batch();
+                    self.postings(&mut batch, chunk.iter().map(|(c, slot)| (&c.record, *slot)))?;
+                    batch.commit()?;
+                    chunk.clear();
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        self.meta.insert(LAYOUT_KEY, [LAYOUT_POSTINGS])?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Makes this store look written before postings: its index entries and layout
+    /// gone, one per-record entry in each partition's index (what `open` looks for).
+    #[cfg(test)]
+    pub(super) fn as_legacy(&self) -> Result<(), StoreError> {
+        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        for part in parts.records.values() {
+            let keys: Vec<_> = part
+                .index
+                .prefix(b"p")
+                .map(|item| item.key())
+                .collect::<Result<_, _>>()?;
+            for key in keys {
+                part.index.remove(key)?;
+            }
+            part.index.insert([keys::LEGACY_INDEX, 0, 0], [])?;
+        }
+        self.meta.remove(LAYOUT_KEY)?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
     }
 
     /// Records only the outbox mark (a batch of entries that were not records).
@@ -382,8 +505,30 @@ impl LogStore {
         Ok(())
     }
 
-    /// The record of `request_id`, and its content if captured.
+    /// The record of `request_id`, and its content if captured: among the records of
+    /// the millisecond its id carries, or, for an id of another shape, through the
+    /// id entries of stores written before ids carried their time.
     pub fn get(&self, request_id: &str) -> Result<Option<LogEntry>, StoreError> {
+        if let Some(time_ms) = RequestId::time_ms(request_id) {
+            let partition = keys::partition_of(time_ms);
+            let part = {
+                let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+                parts.records.get(&partition).cloned()
+            };
+            let Some(part) = part else { return Ok(None) };
+            for item in part.records.prefix(keys::record_time_prefix(time_ms)) {
+                let (key, value) = item.into_inner()?;
+                let record: ChainedRecord = codec::decode(&value)?;
+                if record.record.request_id.as_str() != request_id {
+                    continue;
+                }
+                let slot =
+                    Slot::from_tail(&key).ok_or_else(|| StoreError::Damaged(request_id.into()))?;
+                let content = self.content(partition, slot)?;
+                return Ok(Some(LogEntry { record, content }));
+            }
+            return Ok(None);
+        }
         let parts: Vec<(u64, Part)> = {
             let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
             parts
@@ -393,7 +538,7 @@ impl LogStore {
                 .map(|(p, k)| (*p, k.clone()))
                 .collect()
         };
-        let id = keys::id_key(request_id);
+        let id = keys::legacy_id_key(request_id);
         for (partition, part) in parts {
             let Some(slot) = part.index.get(&id)? else {
                 continue;

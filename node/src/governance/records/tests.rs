@@ -13,9 +13,14 @@ use tollgate_raft::codec;
 /// A fixed start (2026-12-07T00:00:00Z), so partitions are the same every run.
 const T0: u64 = 1_796_601_600_000;
 
+/// The id of request `n` of `node`, started at `time_ms`.
+fn id(node: u64, n: u64, time_ms: u64) -> String {
+    RequestId::generate(time_ms, node, n).0
+}
+
 fn record(node: u64, n: u64, time_ms: u64) -> RequestRecord {
     RequestRecord {
-        request_id: RequestId(format!("req_{node}_{n}")),
+        request_id: RequestId(id(node, n, time_ms)),
         time_ms,
         node,
         virtual_key_id: Some(KeyId(format!("vk_{}", n % 3))),
@@ -179,6 +184,115 @@ fn a_bounded_scan_says_where_it_stopped_and_no_record_is_skipped() {
     );
 }
 
+/// Records of one key whose batches (request ends) come in another order than their
+/// times (request starts), within a second and across seconds.
+fn out_of_order(s: &LogStore) -> Vec<(u64, u64)> {
+    let offsets: [[u64; 4]; 3] = [[500, 100, 1500, 2999], [300, 1200, 900, 100], [0, 2000, 999, 1000]];
+    let mut want = Vec::new();
+    let mut seq = 0;
+    for (i, batch) in offsets.iter().enumerate() {
+        let records = batch
+            .iter()
+            .map(|ms| {
+                seq += 1;
+                want.push((T0 + ms, seq));
+                let mut r = record(1, seq, T0 + ms);
+                r.virtual_key_id = Some(KeyId("vk_x".into()));
+                (r, None)
+            })
+            .collect();
+        s.append(records, &mark(i as u64)).expect("append");
+    }
+    want.sort_unstable_by(|a, b| b.cmp(a));
+    want
+}
+
+#[test]
+fn an_index_lists_a_seconds_records_in_time_order_across_batches() {
+    let dir = tempdir();
+    let s = store(dir.path(), 1);
+    let want = out_of_order(&s);
+    let by_key = |limit| LogFilter {
+        virtual_key: Some("vk_x".into()),
+        limit,
+        ..LogFilter::default()
+    };
+    let page = query::query(&s, &by_key(100)).expect("query");
+    let got: Vec<(u64, u64)> = page
+        .records
+        .iter()
+        .map(|r| (r.record.time_ms, r.seq))
+        .collect();
+    assert_eq!(got, want);
+    // Page by page, and page by page with a scan bound of 3: the same, once each.
+    assert_eq!(all_pages(&[&s], &by_key(2)).len(), want.len());
+    let mut filter = by_key(2);
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let (records, next) = merge(vec![query_bounded(&s, &filter, 3).expect("query")], 2);
+        seen.extend(records.iter().map(|r| (r.record.time_ms, r.seq)));
+        match next {
+            Some(c) => filter.before = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, want);
+    // A window inside a second.
+    let window = LogFilter {
+        since_ms: Some(T0 + 300),
+        until_ms: Some(T0 + 1000),
+        ..by_key(100)
+    };
+    let got: Vec<u64> = query::query(&s, &window)
+        .expect("query")
+        .records
+        .iter()
+        .map(|r| r.record.time_ms - T0)
+        .collect();
+    assert_eq!(got, vec![999, 900, 500, 300]);
+}
+
+#[test]
+fn a_store_written_before_postings_is_indexed_at_open() {
+    let dir = tempdir();
+    let want = {
+        let s = store(dir.path(), 1);
+        let want = out_of_order(&s);
+        fill(&s, 1, 300, 60_000);
+        s.as_legacy().expect("legacy");
+        let none = LogFilter {
+            virtual_key: Some("vk_x".into()),
+            limit: 100,
+            ..LogFilter::default()
+        };
+        assert!(query::query(&s, &none).expect("query").records.is_empty());
+        want
+    };
+    let s = store(dir.path(), 1);
+    let filter = LogFilter {
+        virtual_key: Some("vk_x".into()),
+        limit: 100,
+        ..LogFilter::default()
+    };
+    let got: Vec<(u64, u64)> = query::query(&s, &filter)
+        .expect("query")
+        .records
+        .iter()
+        .map(|r| (r.record.time_ms, r.seq))
+        .collect();
+    assert_eq!(got, want);
+    let model = LogFilter {
+        model: Some("odd".into()),
+        limit: 1000,
+        ..LogFilter::default()
+    };
+    assert_eq!(query::query(&s, &model).expect("query").records.len(), 150 + 6);
+    // Once: a reopen finds the layout and writes nothing.
+    drop(s);
+    let s = store(dir.path(), 1);
+    assert_eq!(query::query(&s, &model).expect("query").records.len(), 156);
+}
+
 #[test]
 fn a_record_is_found_by_id_with_its_content_and_chain() {
     let dir = tempdir();
@@ -196,9 +310,9 @@ fn a_record_is_found_by_id_with_its_content_and_chain() {
         &mark(1),
     )
     .expect("append");
-    let entry = s.get("req_4_2").expect("get").expect("found");
+    let entry = s.get(&id(4, 2, T0 + 5)).expect("get").expect("found");
     assert_eq!(entry.content, Some(content));
-    let first = s.get("req_4_1").expect("get").expect("found");
+    let first = s.get(&id(4, 1, T0)).expect("get").expect("found");
     assert_eq!(first.content, None);
     // The chain: each hash covers the previous one and the record's encoding.
     let encoded = codec::encode(&first.record.record).expect("encode");
@@ -206,6 +320,12 @@ fn a_record_is_found_by_id_with_its_content_and_chain() {
     assert_eq!(entry.record.prev_hash, first.record.hash);
     assert_eq!(s.chain_head().seq, 2);
     assert!(s.get("req_nope").expect("get").is_none());
+    assert!(s.get(&id(4, 3, T0 + 5)).expect("get").is_none());
+    assert!(s.get(&id(4, 2, T0 + 4)).expect("get").is_none());
+    assert!(s
+        .get(&id(4, 2, T0 + 3 * PARTITION_MS))
+        .expect("get")
+        .is_none());
     // Text search reads captured content.
     let found = query::query(
         &s,
@@ -217,7 +337,7 @@ fn a_record_is_found_by_id_with_its_content_and_chain() {
     )
     .expect("query");
     assert_eq!(found.records.len(), 1);
-    assert_eq!(found.records[0].record.request_id.as_str(), "req_4_2");
+    assert_eq!(found.records[0].record.request_id.as_str(), id(4, 2, T0 + 5));
 }
 
 #[test]
@@ -232,7 +352,7 @@ fn the_chain_and_mark_survive_a_reopen() {
     assert_eq!(s.logged_mark().expect("mark"), Some(mark(2)));
     s.append(vec![(record(1, 999, T0), None)], &mark(3))
         .expect("append");
-    let last = s.get("req_1_999").expect("get").expect("found");
+    let last = s.get(&id(1, 999, T0)).expect("get").expect("found");
     assert_eq!(last.record.seq, 251);
 }
 
@@ -306,17 +426,17 @@ fn retention_and_the_disk_cap_drop_whole_partitions() {
         .expect("sweep");
     let ids = |s: &LogStore| -> Vec<bool> {
         (0..4)
-            .map(|p| s.get(&format!("req_1_{p}")).expect("get").is_some())
+            .map(|p| s.get(&id(1, p, T0 + p * PARTITION_MS)).expect("get").is_some())
             .collect()
     };
     assert_eq!(ids(&s), vec![false, false, true, true]);
     assert!(s
-        .get("req_1_2")
+        .get(&id(1, 2, T0 + 2 * PARTITION_MS))
         .expect("get")
         .and_then(|e| e.content)
         .is_none());
     assert!(s
-        .get("req_1_3")
+        .get(&id(1, 3, T0 + 3 * PARTITION_MS))
         .expect("get")
         .and_then(|e| e.content)
         .is_some());
@@ -328,7 +448,7 @@ fn retention_and_the_disk_cap_drop_whole_partitions() {
         .expect("sweep");
     assert_eq!(ids(&s), vec![false, false, true, true]);
     assert!(s
-        .get("req_1_3")
+        .get(&id(1, 3, T0 + 3 * PARTITION_MS))
         .expect("get")
         .and_then(|e| e.content)
         .is_none());

@@ -153,7 +153,7 @@ async fn require_admin(State(app): State<Arc<App>>, request: Request, next: Next
         .extensions()
         .get::<crate::gateway::proxy::ClientAddr>()
         .map(|c| c.0.ip());
-    let (request_id, _) = app.next_request_id();
+    let request_id = app.next_request().id;
     let mut response = if crate::gateway::auth::is_admin(request.headers(), &app.admin_token_sha256)
     {
         let context = actor::AdminContext {
