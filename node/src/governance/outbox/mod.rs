@@ -37,7 +37,7 @@ mod tests;
 
 use error::io_at;
 pub use error::OutboxError;
-use record::{parse_records, RecordKind};
+use record::{parse_done, RecordKind};
 pub use record::{Done, Entry, Intent, Position, Record, SegmentId};
 use segments::{read_segment, Log, Segment};
 
@@ -304,12 +304,13 @@ impl Outbox {
             })
     }
 
-    /// The entries after `after` (from the first segment when `None`), in log order, up
-    /// to about `READ_MAX_BYTES`, each with the position past it.
+    /// The `Done`s after `after` (from the first segment when `None`), in log order, up
+    /// to about `READ_MAX_BYTES`, each with the position past it; every other entry is a
+    /// `None` with its position (not decoded: the request log reads only `Done`s).
     pub fn read_after(
         &self,
         after: Option<Position>,
-    ) -> Result<Vec<(Entry, Position)>, OutboxError> {
+    ) -> Result<Vec<(Option<Done>, Position)>, OutboxError> {
         let spans: Vec<(SegmentId, u64, u64)> = {
             let log = lock(&self.log);
             log.segments
@@ -336,7 +337,7 @@ impl Outbox {
             let mut bytes = vec![0u8; want as usize];
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start)
                 .map_err(io_at(&path))?;
-            let (records, intact) = parse_records(&bytes, start, &path);
+            let (records, intact) = parse_done(&bytes, start, &path);
             budget = budget.saturating_sub(intact as u64);
             let cut = (intact as u64) < want;
             entries.extend(

@@ -204,10 +204,39 @@ fn decode_entry(tagged: bool, payload: &[u8]) -> Result<Entry, String> {
     .map_err(|e| format!("{e:?}"))
 }
 
+/// The `Done` of a record, if it is one; other kinds are not decoded.
+fn decode_done(tagged: bool, payload: &[u8]) -> Result<Option<Done>, String> {
+    match payload.split_first() {
+        Some((&KIND_DONE, body)) if tagged => codec::decode(body)
+            .map(Some)
+            .map_err(|e| format!("{e:?}")),
+        _ => Ok(None),
+    }
+}
+
 /// The entries of a segment's bytes (each with the offset past its record, counted from
 /// `base`, where `bytes` start in the segment) up to the first short or corrupt record,
 /// and the length of that intact prefix.
 pub(super) fn parse_records(bytes: &[u8], base: u64, path: &Path) -> (Vec<(Entry, u64)>, usize) {
+    parse_with(bytes, base, path, decode_entry)
+}
+
+/// `parse_records` for the request log's writer: the `Done`s decoded, every other
+/// record a `None` (its position still counts).
+pub(super) fn parse_done(
+    bytes: &[u8],
+    base: u64,
+    path: &Path,
+) -> (Vec<(Option<Done>, u64)>, usize) {
+    parse_with(bytes, base, path, decode_done)
+}
+
+fn parse_with<T>(
+    bytes: &[u8],
+    base: u64,
+    path: &Path,
+    decode: impl Fn(bool, &[u8]) -> Result<T, String>,
+) -> (Vec<(T, u64)>, usize) {
     let mut records = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + HEADER_BYTES) {
@@ -228,7 +257,7 @@ pub(super) fn parse_records(bytes: &[u8], base: u64, path: &Path) -> (Vec<(Entry
         }
         let offset = at;
         at += HEADER_BYTES + len;
-        match decode_entry(tagged, payload) {
+        match decode(tagged, payload) {
             Ok(entry) => records.push((entry, base + at as u64)),
             // The CRC vouches for the framing, so the records after this one are read.
             Err(e) => {
@@ -239,32 +268,8 @@ pub(super) fn parse_records(bytes: &[u8], base: u64, path: &Path) -> (Vec<(Entry
     (records, at)
 }
 
-/// The table of CRC-32 (IEEE 802.3, as in zlib and gzip). Twenty lines here rather than a
-/// dependency for one function.
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            bit += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
+/// CRC-32 (IEEE 802.3, as in zlib and gzip), with the CPU's carry-less multiply where
+/// it has one: the writer of the request log checks every record it reads.
 pub(super) fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in bytes {
-        c = CRC_TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32fast::hash(bytes)
 }

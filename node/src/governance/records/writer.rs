@@ -6,7 +6,7 @@
 use super::RequestLog;
 use crate::clock::Clock;
 use crate::config::ContentMode;
-use crate::governance::outbox::{Entry, Outbox, Position, READ_MAX_BYTES, SEGMENT_MAX_BYTES};
+use crate::governance::outbox::{Outbox, Position, READ_MAX_BYTES, SEGMENT_MAX_BYTES};
 use crate::governance::replicator::Replicator;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -124,7 +124,7 @@ async fn run(
                     break;
                 }
                 last = Some(position);
-                let Entry::Done(done) = entry else { continue };
+                let Some(done) = entry else { continue };
                 let content = log.take(done.record.request_id.as_str());
                 let key_content = done
                     .record
