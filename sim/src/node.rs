@@ -413,7 +413,16 @@ impl Gateway {
                     output_tokens: used,
                     ..Usage::default()
                 };
-                if !billing.keep_ahead(&usage).await {
+                let going = billing.keep_ahead(&usage).await;
+                // An extended reservation rewrote the intent: a crash charges it.
+                crate::invariants::intents_reconciled::on_intent(
+                    &self.world,
+                    self.id,
+                    request_id,
+                    &caller.key.id,
+                    billing.reserved,
+                );
+                if !going {
                     self.world.lock().streams_cut += 1;
                     break;
                 }

@@ -102,6 +102,7 @@ impl Billing {
             .0;
         let headroom = |reserved: u64| (reserved / HEADROOM_DIVISOR).max(least);
         let admission = Arc::clone(&self.charger.admission);
+        let before = self.reserved;
         // A chunk may carry more than the headroom: extend until it is covered again.
         while cost.saturating_add(headroom(self.reserved.0)) > self.reserved.0 {
             let reserved = self.reserved.0;
@@ -135,6 +136,11 @@ impl Billing {
             hold.absorb(extension);
             self.reserved = Usd(reserved.saturating_add(got.0));
             tracing::debug!(request_id = %self.request_id, reserved = self.reserved.0, "stream reservation extended");
+        }
+        if self.reserved > before {
+            if let Some(trail) = &self.trail {
+                trail.extended(self.reserved);
+            }
         }
         // Without more room, the stream goes on while the least headroom is left.
         if cost.saturating_add(least) <= self.reserved.0 {

@@ -35,8 +35,11 @@ pub struct Trail {
 
 struct Draft {
     record: RequestRecord,
-    /// Segments of the intents written (one per attempt that reached a provider).
+    /// Segments of the intents written (one per attempt that reached a provider, one per
+    /// extension of a stream's reservation).
     intents: Vec<SegmentId>,
+    /// The last intent written, which an extension writes again with more reserved.
+    last_intent: Option<Intent>,
     ended: bool,
     request_body: Option<Bytes>,
     response_body: Vec<u8>,
@@ -83,6 +86,7 @@ impl Trail {
             draft: Mutex::new(Draft {
                 record,
                 intents: Vec::new(),
+                last_intent: None,
                 ended: false,
                 request_body: None,
                 response_body: Vec::new(),
@@ -160,9 +164,30 @@ impl Trail {
                 reserved,
             }
         };
-        if let Some(segment) = self.charges.intent(&intent) {
-            self.draft().intents.push(segment);
-        }
+        let segment = self.charges.intent(&intent);
+        let mut d = self.draft();
+        d.intents.extend(segment);
+        d.last_intent = Some(intent);
+    }
+
+    /// A metered stream's reservation grew to `reserved`: its intent is written again
+    /// with it (the last intent of a request is the one a restart charges), so a node
+    /// stopped mid-stream charges what the stream may have used, not its first hold.
+    pub fn extended(&self, reserved: Usd) {
+        let intent = {
+            let d = self.draft();
+            match &d.last_intent {
+                Some(last) if !d.ended && last.reserved < reserved => Intent {
+                    reserved,
+                    ..last.clone()
+                },
+                _ => return,
+            }
+        };
+        let segment = self.charges.intent(&intent);
+        let mut d = self.draft();
+        d.intents.extend(segment);
+        d.last_intent = Some(intent);
     }
 
     /// The provider's answer began.
