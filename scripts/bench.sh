@@ -550,19 +550,21 @@ if errors:
     sys.exit(1)
 PY3
 
-# The request log's cost. Two more gateways on the same mock: one with no request log
-# (`[logs] content = "off"`) and one capturing bodies (`content = "full"`); the first
-# gateway keeps the default (`metadata`).
-# 1. Throughput and CPU per request at concurrency 32, off and metadata interleaved.
+# The request log's cost. Three more gateways on the same mock: one with no request log
+# (`[logs] content = "off"`), one with the default (`metadata`) and one capturing bodies
+# (`content = "full"`).
+# 1. Throughput and CPU per request at concurrency 32, off and metadata interleaved, once
+#    both have served the same LOG_PREFILL requests (a log's cost grows with its store,
+#    and a gateway's with its history: the first gateway has served every run above).
 # 2. Bodies of Claude Code's size (100 KB) captured at 200 requests/s: what the gateway
 #    process wrote to disk (/proc/PID/io) over what it captured (write amplification).
 # 3. The store alone over a million records (`tollgate-bench log-bench`): a key's hour
 #    (filtered query) and stats, p50/p99.
-read -r OFF_PORT FULL_PORT < <(python3 -c '
+read -r OFF_PORT META_PORT FULL_PORT < <(python3 -c '
 import socket
-a, b = socket.socket(), socket.socket()
-a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])
+held = [socket.socket() for _ in range(3)]
+for s in held: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in held))
 ')
 # Starts a gateway like the first with `[logs] content = CONTENT`; its pid in STARTED_PID
 # (not printed: a command substitution would run it in a subshell, out of PIDS' reach).
@@ -577,21 +579,35 @@ start_logged_gateway() {
 }
 start_logged_gateway off "$OFF_PORT" off
 OFF_PID=$STARTED_PID
+start_logged_gateway metadata "$META_PORT" metadata
+META_PID=$STARTED_PID
 start_logged_gateway full "$FULL_PORT" full
 FULL_PID=$STARTED_PID
 GW_OFF=http://127.0.0.1:$OFF_PORT
+GW_META=http://127.0.0.1:$META_PORT
 GW_FULL=http://127.0.0.1:$FULL_PORT
 wait_for "$GW_OFF/health/ready" "$OFF_PID"
+wait_for "$GW_META/health/ready" "$META_PID"
 wait_for "$GW_FULL/health/ready" "$FULL_PID"
 read -r _ OFF_SECRET < <(API_BASE=$GW_OFF setup_key)
+read -r _ META_SECRET < <(API_BASE=$GW_META setup_key)
 read -r _ FULL_SECRET < <(API_BASE=$GW_FULL setup_key)
 
+LOG_PREFILL=$((QUICK == 1 ? 2000 : 200000))
+echo "request log: $LOG_PREFILL requests through the off and metadata gateways first" >&2
+for target in "$GW_OFF $OFF_SECRET" "$GW_META $META_SECRET"; do
+	read -r url secret <<<"$target"
+	"$BENCH_BIN" loadgen --url "$url/v1/messages" --header "x-api-key: $secret" \
+		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/json.body" \
+		--warmup 0 --concurrency "$SAT_CONCURRENCY" --requests "$LOG_PREFILL" \
+		>/dev/null 2>>"$WORK/loadgen.log"
+done
 LOGGING=$WORK/logging.tsv
 : >"$LOGGING"
 echo "request log: json c=$SAT_CONCURRENCY for $SAT_SECONDS s, logging off and metadata interleaved, $REPS time(s)" >&2
 for ((rep = 1; rep <= REPS; rep++)); do
 	for mode in off metadata; do
-		url=$GW pid=$GW_PID secret=$KEY_SECRET
+		url=$GW_META pid=$META_PID secret=$META_SECRET
 		[[ $mode == off ]] && url=$GW_OFF pid=$OFF_PID secret=$OFF_SECRET
 		before=$(cpu_ticks "$pid")
 		out=$("$BENCH_BIN" loadgen --url "$url/v1/messages" --header "x-api-key: $secret" \
@@ -640,7 +656,7 @@ echo "request log: the store alone, $LOG_RECORDS records" >&2
 LOG_BENCH=$("$BENCH_BIN" log-bench --dir "$WORK/log-bench" --records "$LOG_RECORDS")
 
 python3 - "$LOGGING" "$TICKS_PER_S" "$FULL_OUT" "$FULL_WRITTEN" "$(wc -c <"$WORK/big.body")" \
-	"$ANSWER_BYTES" "$FULL_DISK" "$LOG_BENCH" <<'PY4'
+	"$ANSWER_BYTES" "$FULL_DISK" "$LOG_BENCH" "$LOG_PREFILL" <<'PY4'
 import json, sys
 ticks_per_s = int(sys.argv[2])
 best, cpu, errors = {}, {}, 0
@@ -653,7 +669,8 @@ for line in open(sys.argv[1]):
     cpu[mode] = (t + int(ticks), n + r["requests"])
 per = {m: 1e6 * t / ticks_per_s / max(n, 1) for m, (t, n) in cpu.items()}
 if "off" in best and "metadata" in best:
-    print(f"request log, json c=32: metadata {best['metadata']:.0f} rps vs off {best['off']:.0f} rps "
+    print(f"request log, json c=32, each gateway after the same {sys.argv[9]} requests: "
+          f"metadata {best['metadata']:.0f} rps vs off {best['off']:.0f} rps "
           f"({best['metadata'] / max(best['off'], 1):.0%}; target >= 95%); gateway CPU per request "
           f"{per['metadata']:.0f} us vs {per['off']:.0f} us ({(per['metadata'] - per['off']) / max(per['off'], 1):+.1%})")
 full = json.loads(sys.argv[3])
