@@ -163,6 +163,22 @@ pub enum Command {
         id: KeyId,
         content: Option<crate::LogContent>,
     },
+    /// Protocol 5. An admin changed the cluster's members in a way the state does not
+    /// hold (a drain asked for; a removal, which Raft's own membership entry makes):
+    /// applied as nothing, it is proposed inside `Audited` so the trail records it.
+    MemberChange {
+        node: u64,
+        change: MemberChange,
+    },
+}
+
+/// What `Command::MemberChange` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// `POST /api/v1/cluster/nodes/{id}/drain` started the node's drain.
+    DrainRequested,
+    /// `DELETE /api/v1/cluster/nodes/{id}` took the node out of the voters.
+    Removed,
 }
 
 impl Command {
@@ -173,6 +189,7 @@ impl Command {
             Command::NodeDrained { .. } => 2,
             Command::Audited { .. } | Command::AuthFailures { .. } | Command::AnchorChain(_) => 3,
             Command::SetKeyLogContent { .. } => 4,
+            Command::MemberChange { .. } => 5,
             _ => 1,
         }
     }

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 ///   a snapshot of protocol 2 still reads (with no audit events).
 /// - 4: a virtual key's own request-log content (`Command::SetKeyLogContent`). Snapshots
 ///   carry the keys' settings after the audit trail; older snapshots still read.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// - 5: drains and removals asked through the admin API are audit events
+///   (`Command::MemberChange`).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The oldest protocol version this build still answers.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use tollgate_proto::audit::{Anchor, AuditEvent, AuditMeta, Target};
-use tollgate_proto::{Command, Outcome};
+use tollgate_proto::{Command, MemberChange, Outcome};
 
 /// Events the state keeps (each node keeps its own copy in snapshots); older ones
 /// leave the state, and the chain goes on from the head.
@@ -139,6 +139,13 @@ pub(crate) fn action_and_target(command: &Command) -> (String, Target) {
         Command::ReleaseLeases { node, .. } | Command::NodeDrained { node, .. } => {
             ("node.drain", t("node", &node.to_string()))
         }
+        Command::MemberChange { node, change } => (
+            match change {
+                MemberChange::DrainRequested => "node.drain",
+                MemberChange::Removed => "node.remove",
+            },
+            t("node", &node.to_string()),
+        ),
         Command::SetProtocolVersion { version } => {
             ("cluster.protocol", t("cluster", &version.to_string()))
         }

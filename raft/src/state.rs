@@ -314,6 +314,8 @@ impl GovState {
                 self.drained_at.insert(*node, *at_ms);
                 Outcome::Done
             }
+            // Only its audit event (`Audited`) is kept.
+            Command::MemberChange { .. } => Outcome::Done,
         }
     }
 }

@@ -626,6 +626,13 @@ fn log_entry_kinds_keep_their_wire_tags() {
         }),
         29
     );
+    assert_eq!(
+        tag(&Command::MemberChange {
+            node: 4,
+            change: tollgate_proto::MemberChange::Removed
+        }),
+        30
+    );
 }
 
 mod audit_trail {
@@ -672,6 +679,27 @@ mod audit_trail {
             Outcome::Done
         );
         s
+    }
+
+    #[test]
+    fn member_changes_are_events_from_protocol_5() {
+        let drain = Command::Audited {
+            meta: meta(20),
+            command: Box::new(Command::MemberChange {
+                node: 2,
+                change: tollgate_proto::MemberChange::DrainRequested,
+            }),
+        };
+        let mut s = protocol_3();
+        assert!(matches!(s.apply(&drain), Outcome::Invalid(_)));
+        assert_eq!(s.audit().events().count(), 0);
+        s.apply(&Command::SetProtocolVersion { version: 5 });
+        assert_eq!(s.apply(&drain), Outcome::Done);
+        let events: Vec<_> = s.audit().events().cloned().collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].action, "node.drain");
+        assert_eq!((events[0].target.kind.as_str(), events[0].target.id.as_str()), ("node", "2"));
+        assert_eq!(events[0].actor.kind, "admin_token");
     }
 
     #[test]

@@ -179,13 +179,34 @@ async fn three_nodes_share_keys_revocations_and_membership() -> Result<()> {
     let (status, _, _) = messages(&c.nodes[n4].url(), &secret, &ask("n4")).await?;
     assert_eq!(status, 401, "node 4 knows the revocation");
 
-    // Removed with the CLI through node 3; removing it again is refused.
+    // Removed with the CLI through node 3; removing it again is refused. (Once the
+    // cluster speaks the protocol that audits removals.)
+    let raised = eventually(15, || async {
+        c.view(0).await["protocol_version"] == NEWEST
+    })
+    .await;
+    assert!(raised, "protocol not raised: {}", c.view(0).await);
     let (ok, body, err) = admin_cli(&c.nodes[2], &["cluster", "remove", "4"])?;
     assert!(ok, "cluster remove 4: {body} {err}");
     assert_eq!(body["voters"], json!([1, 2, 3]), "{body}");
     let (ok, _, err) = admin_cli(&c.nodes[0], &["cluster", "remove", "4"])?;
     assert!(!ok, "removing a removed node must fail");
     assert!(err.contains("404") || err.contains("409"), "{err}");
+    // The removal is an audit event, once.
+    let (_, events) = c.nodes[0]
+        .admin(
+            "GET",
+            "/api/v1/audit?action=node.remove&consistency=linearizable",
+            None,
+        )
+        .await?;
+    let removals: Vec<&Value> = events["events"]
+        .as_array()
+        .map(|e| e.iter().collect())
+        .unwrap_or_default();
+    assert_eq!(removals.len(), 1, "{events}");
+    assert_eq!(removals[0]["target"], json!({"kind": "node", "id": "4"}));
+    assert_eq!(removals[0]["actor"]["kind"], "admin_token");
     let (ok, body, err) = admin_cli(&c.nodes[0], &["cluster", "status", "--linearizable"])?;
     assert!(ok, "{err}");
     assert_eq!(body["voters"], json!([1, 2, 3]), "{body}");

@@ -612,5 +612,16 @@ async fn sigterm_on_the_leader_hands_over_without_a_failed_request() -> Result<(
         c["last_drained"][other.to_string()].is_string(),
         "node {other}'s drain not recorded: {c}"
     );
+    // And who asked for it is in the audit trail.
+    let events = cluster
+        .admin(survivor, "GET", "/api/v1/audit?action=node.drain", None)
+        .await?;
+    ensure!(
+        events["events"].as_array().is_some_and(|e| e.iter().any(|e| {
+            e["target"] == json!({"kind": "node", "id": other.to_string()})
+                && e["actor"]["kind"] == "admin_token"
+        })),
+        "node {other}'s drain is not an audit event: {events}"
+    );
     Ok(())
 }

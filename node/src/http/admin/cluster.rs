@@ -1,6 +1,6 @@
 //! Admin routes for the cluster: members and their figures, gossip, drain, remove.
 
-use super::reply::{not_found, ok, AdminResult};
+use super::reply::{not_found, ok, propose, AdminResult};
 use crate::app::App;
 use crate::governance::replicator::ReplicateError;
 use crate::http::error::ApiError;
@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tollgate_proto::{Command, MemberChange};
 use tollgate_raft::rfc3339;
 
 // ------------------------------------------------------------------ cluster
@@ -203,6 +204,7 @@ pub async fn drain_node(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
             Err(e) => return Err(ApiError::ClusterUnavailable(e.to_string()).into()),
         }
     }
+    audit_member_change(&app, id, MemberChange::DrainRequested).await;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "node_id": id, "state": "draining" })),
@@ -219,8 +221,24 @@ pub async fn remove_node(State(app): State<Arc<App>>, Path(id): Path<String>) ->
         return Err(not_found("cluster node", &id.to_string()).into());
     }
     match app.replicator.remove_node(id).await {
-        Ok(voters) => Ok(ok(json!({ "removed": id, "voters": voters }))),
+        Ok(voters) => {
+            audit_member_change(&app, id, MemberChange::Removed).await;
+            Ok(ok(json!({ "removed": id, "voters": voters })))
+        }
         Err(ReplicateError::Refused(m)) => Err(ApiError::Conflict(m).into()),
         Err(e) => Err(ApiError::ClusterUnavailable(e.to_string()).into()),
+    }
+}
+
+/// Records an admin's change of the members in the audit trail, once the cluster speaks
+/// the protocol that carries it. The change is made by then: a failure to record it is
+/// logged, not answered.
+async fn audit_member_change(app: &App, node: u64, change: MemberChange) {
+    let command = Command::MemberChange { node, change };
+    if app.state().read().protocol_version() < command.since_version() {
+        return;
+    }
+    if let Err(e) = propose(app, command).await {
+        tracing::error!(node, ?change, error = %e, "a member change is not in the audit trail");
     }
 }
