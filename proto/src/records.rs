@@ -53,6 +53,52 @@ pub struct RequestRecord {
     pub outcome: Option<String>,
 }
 
+/// A record read in place from its encoding: `RequestRecord`'s fields in its order, text
+/// borrowed from the bytes. The request log's writer reads every record the outbox
+/// holds; decoding each into owned strings cost as much as storing it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordRef<'a> {
+    pub request_id: &'a str,
+    pub time_ms: UnixMs,
+    pub node: u64,
+    #[serde(borrow)]
+    pub virtual_key_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub virtual_key_name: Option<&'a str>,
+    #[serde(borrow)]
+    pub user_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub team_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub customer_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub provider: Option<&'a str>,
+    #[serde(borrow)]
+    pub provider_config_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub model: Option<&'a str>,
+    pub dialect: &'a str,
+    pub stream: bool,
+    pub status: u16,
+    #[serde(borrow)]
+    pub error_type: Option<&'a str>,
+    pub usage: Usage,
+    pub cost: Usd,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    pub attempts: u32,
+    #[serde(borrow)]
+    pub session_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub user_agent: Option<&'a str>,
+    #[serde(borrow)]
+    pub client_ip: Option<&'a str>,
+    #[serde(borrow)]
+    pub guardrails: Vec<&'a str>,
+    #[serde(borrow)]
+    pub outcome: Option<&'a str>,
+}
+
 /// A record as its node stored it: its place in the node's hash chain. `hash` is
 /// SHA-256 over `prev_hash`, the node, the sequence and the record's encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,19 +257,24 @@ pub fn bucket_floor_ms(bucket: usize) -> u64 {
 impl Totals {
     /// Counts one request.
     pub fn add(&mut self, record: &RequestRecord) {
+        self.add_request(record.status, &record.usage, record.cost, record.latency_ms);
+    }
+
+    /// Counts one request, from its parts.
+    pub fn add_request(&mut self, status: u16, usage: &Usage, cost: Usd, latency_ms: u64) {
         self.requests += 1;
-        if record.status >= 400 || record.status == 0 {
+        if status >= 400 || status == 0 {
             self.errors += 1;
         }
-        self.input_tokens += record.usage.input_tokens;
-        self.output_tokens += record.usage.output_tokens;
-        self.cache_read_tokens += record.usage.cache_read_input_tokens;
-        self.cache_write_tokens += record.usage.cache_creation_input_tokens;
-        self.cost = Usd(self.cost.0.saturating_add(record.cost.0));
+        self.input_tokens += usage.input_tokens;
+        self.output_tokens += usage.output_tokens;
+        self.cache_read_tokens += usage.cache_read_input_tokens;
+        self.cache_write_tokens += usage.cache_creation_input_tokens;
+        self.cost = Usd(self.cost.0.saturating_add(cost.0));
         if self.latency.len() < LATENCY_BUCKETS {
             self.latency.resize(LATENCY_BUCKETS, 0);
         }
-        self.latency[latency_bucket(record.latency_ms)] += 1;
+        self.latency[latency_bucket(latency_ms)] += 1;
     }
 
     /// Adds `other` (another hour's or another node's totals of the same group).

@@ -25,6 +25,23 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(CodecError::Encode)
 }
 
+/// Decodes a value from the front of `bytes`, borrowing its text from them; gives how
+/// many bytes it took.
+pub fn decode_front<'de, T: serde::Deserialize<'de>>(
+    bytes: &'de [u8],
+) -> Result<(T, usize), CodecError> {
+    bincode::serde::borrow_decode_from_slice(bytes, config()).map_err(CodecError::Decode)
+}
+
+/// Decodes a whole buffer into a value that borrows its text from it.
+pub fn decode_borrowed<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, CodecError> {
+    let (value, read) = decode_front(bytes)?;
+    if read != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - read));
+    }
+    Ok(value)
+}
+
 /// Encodes `value` at the end of `buf` (fields one after another, as a struct's are).
 pub fn encode_append<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
     bincode::serde::encode_into_std_write(value, buf, config())

@@ -152,6 +152,11 @@ pub fn render(app: &App) -> String {
     }
     if let Some(log) = &app.log {
         let store = &log.store;
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_log_writer_cpu_seconds_total CPU time the request log's writer spent reading the outbox and writing the store.\n# TYPE tollgate_log_writer_cpu_seconds_total counter\ntollgate_log_writer_cpu_seconds_total {:.6}",
+            log.writer_cpu_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let log_metrics: [(&str, &str, &str, u64); 6] = [
             (
                 "tollgate_log_records_total",

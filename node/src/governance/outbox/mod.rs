@@ -304,13 +304,14 @@ impl Outbox {
             })
     }
 
-    /// The `Done`s after `after` (from the first segment when `None`), in log order, up
-    /// to about `READ_MAX_BYTES`, each with the position past it; every other entry is a
-    /// `None` with its position (not decoded: the request log reads only `Done`s).
+    /// The records of the `Done`s after `after` (from the first segment when `None`),
+    /// in log order, up to about `READ_MAX_BYTES`, each as its encoding (a
+    /// `RequestRecord`'s) with the position past it; every other entry is a `None` with
+    /// its position (not decoded: the request log reads only `Done`s' records).
     pub fn read_after(
         &self,
         after: Option<Position>,
-    ) -> Result<Vec<(Option<Done>, Position)>, OutboxError> {
+    ) -> Result<Vec<(Option<Vec<u8>>, Position)>, OutboxError> {
         let spans: Vec<(SegmentId, u64, u64)> = {
             let log = lock(&self.log);
             log.segments

@@ -204,12 +204,29 @@ fn decode_entry(tagged: bool, payload: &[u8]) -> Result<Entry, String> {
     .map_err(|e| format!("{e:?}"))
 }
 
-/// The `Done` of a record, if it is one; other kinds are not decoded.
-fn decode_done(tagged: bool, payload: &[u8]) -> Result<Option<Done>, String> {
+/// A `Charge` read in place, to step over it (`Charge`'s fields in its order).
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct ChargeRef<'a> {
+    request_id: &'a str,
+    key_id: &'a str,
+    #[serde(borrow)]
+    provider_config_id: Option<&'a str>,
+    model: &'a str,
+    usage: tollgate_proto::Usage,
+    cost: Usd,
+    at_ms: u64,
+}
+
+/// The encoding of a `Done`'s record (what follows its charge), if the payload is a
+/// `Done`; other kinds are not read.
+pub(super) fn done_record(tagged: bool, payload: &[u8]) -> Result<Option<&[u8]>, String> {
     match payload.split_first() {
-        Some((&KIND_DONE, body)) if tagged => codec::decode(body)
-            .map(Some)
-            .map_err(|e| format!("{e:?}")),
+        Some((&KIND_DONE, body)) if tagged => {
+            let (_, charge_len) = codec::decode_front::<Option<ChargeRef<'_>>>(body)
+                .map_err(|e| format!("{e:?}"))?;
+            Ok(Some(&body[charge_len..]))
+        }
         _ => Ok(None),
     }
 }
@@ -221,14 +238,16 @@ pub(super) fn parse_records(bytes: &[u8], base: u64, path: &Path) -> (Vec<(Entry
     parse_with(bytes, base, path, decode_entry)
 }
 
-/// `parse_records` for the request log's writer: the `Done`s decoded, every other
-/// record a `None` (its position still counts).
+/// `parse_records` for the request log's writer: of each `Done`, its record's encoding;
+/// every other record a `None` (its position still counts).
 pub(super) fn parse_done(
     bytes: &[u8],
     base: u64,
     path: &Path,
-) -> (Vec<(Option<Done>, u64)>, usize) {
-    parse_with(bytes, base, path, decode_done)
+) -> (Vec<(Option<Vec<u8>>, u64)>, usize) {
+    parse_with(bytes, base, path, |tagged, payload| {
+        done_record(tagged, payload).map(|r| r.map(<[u8]>::to_vec))
+    })
 }
 
 fn parse_with<T>(

@@ -309,12 +309,53 @@ mod intents {
     //! what a request log reads is kept until it has read it.
     use super::*;
     use tollgate_proto::records::RequestRecord;
+    use tollgate_raft::codec;
 
     fn record(n: u64) -> RequestRecord {
         RequestRecord {
             request_id: RequestId(format!("req_{n}")),
             ..RequestRecord::default()
         }
+    }
+
+    #[test]
+    fn a_dones_record_is_read_past_its_charge() {
+        let record = RequestRecord {
+            request_id: RequestId("req_9".into()),
+            model: Some("claude-test".into()),
+            guardrails: vec!["g1".into()],
+            ..RequestRecord::default()
+        };
+        for charge in [
+            None,
+            Some(Charge {
+                provider_config_id: Some("pc_test".into()),
+                ..charge(9)
+            }),
+        ] {
+            let done = Done {
+                charge,
+                record: record.clone(),
+            };
+            let framed = Record::done(&done, Vec::new()).expect("encodable").bytes;
+            let read = super::super::record::done_record(true, &framed[HEADER_BYTES..])
+                .expect("readable")
+                .expect("a done");
+            assert_eq!(read, codec::encode(&record).expect("encodes").as_slice());
+        }
+        let intent = Record::intent(&Intent {
+            record,
+            key_id: "vk_test".into(),
+            provider_config_id: "pc_test".into(),
+            model: "claude-test".into(),
+            reserved: Usd(1),
+        })
+        .expect("encodable")
+        .bytes;
+        assert_eq!(
+            super::super::record::done_record(true, &intent[HEADER_BYTES..]),
+            Ok(None)
+        );
     }
 
     fn intent(outbox: &Outbox, n: u64) -> SegmentId {
@@ -401,12 +442,16 @@ mod intents {
         let p1 = done(&outbox, 1, true, vec![i]);
         let p2 = done(&outbox, 2, false, Vec::new());
         let entries = outbox.read_after(None).expect("read");
-        let kinds: Vec<Option<bool>> = entries
+        let records: Vec<Option<RequestRecord>> = entries
             .iter()
-            .map(|(e, _)| e.as_ref().map(|d| d.charge.is_some()))
+            .map(|(e, _)| e.as_ref().map(|r| codec::decode(r).expect("a record")))
             .collect();
-        // The intent is not decoded; each done is, with its charge or none.
-        assert_eq!(kinds, vec![None, Some(true), Some(false)]);
+        // The intent is not read; of each done, its record (after a charge, or none).
+        let ids: Vec<Option<&str>> = records
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.request_id.as_str()))
+            .collect();
+        assert_eq!(ids, vec![None, Some("req_1"), Some("req_2")]);
         assert_eq!(entries[1].1, p1);
         assert_eq!(entries.last().map(|e| e.1), Some(p2));
         assert!(outbox.read_after(Some(p2)).expect("read").is_empty());

@@ -10,7 +10,7 @@
 //! carries (`RequestId::time_ms`); stores written before postings also hold one entry
 //! per record and value (`LEGACY_INDEX`) and one per id (`LEGACY_ID`).
 
-use tollgate_proto::records::{GroupBy, RequestRecord};
+use tollgate_proto::records::{GroupBy, RecordRef};
 use tollgate_proto::UnixMs;
 
 /// The span of one partition. Retention and the disk cap drop whole partitions, so this
@@ -136,20 +136,14 @@ pub enum Dim {
 impl Dim {
     /// Every indexed field of a record (the provider is a filter, not an index: a
     /// handful of providers would make its index as long as the log).
-    pub fn of(record: &RequestRecord) -> [(Dim, Option<&str>); 6] {
+    pub fn of<'a>(record: &RecordRef<'a>) -> [(Dim, Option<&'a str>); 6] {
         [
-            (Dim::Session, record.session_id.as_deref()),
-            (
-                Dim::VirtualKey,
-                record.virtual_key_id.as_ref().map(|k| k.as_str()),
-            ),
-            (Dim::User, record.user_id.as_deref()),
-            (Dim::Team, record.team_id.as_ref().map(|t| t.as_str())),
-            (
-                Dim::Customer,
-                record.customer_id.as_ref().map(|c| c.as_str()),
-            ),
-            (Dim::Model, record.model.as_deref()),
+            (Dim::Session, record.session_id),
+            (Dim::VirtualKey, record.virtual_key_id),
+            (Dim::User, record.user_id),
+            (Dim::Team, record.team_id),
+            (Dim::Customer, record.customer_id),
+            (Dim::Model, record.model),
         ]
     }
 }
@@ -175,8 +169,9 @@ pub fn posting_second(time_ms: UnixMs) -> u64 {
     time_ms / POSTING_MS
 }
 
-/// The key of an index entry: its value, its second, and the smallest sequence it
-/// lists (which no other entry of the value lists: a record is in one batch).
+/// The key of an index entry: its value, its second, and the sequence of its first
+/// record (which no other entry of the value lists: a record is in one batch, and a
+/// batch writes one entry per value and second).
 pub fn posting_key(prefix: &[u8], second: u64, first_seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 16);
     k.extend_from_slice(prefix);
@@ -259,15 +254,15 @@ pub enum GroupName<'a> {
 }
 
 impl<'a> GroupName<'a> {
-    pub fn of(record: &'a RequestRecord, group: GroupBy) -> GroupName<'a> {
+    pub fn of(record: &RecordRef<'a>, group: GroupBy) -> GroupName<'a> {
         let field = |v: Option<&'a str>| GroupName::Field(v.unwrap_or(""));
         match group {
-            GroupBy::VirtualKey => field(record.virtual_key_id.as_ref().map(|k| k.as_str())),
-            GroupBy::User => field(record.user_id.as_deref()),
-            GroupBy::Team => field(record.team_id.as_ref().map(|t| t.as_str())),
-            GroupBy::Customer => field(record.customer_id.as_ref().map(|c| c.as_str())),
-            GroupBy::Model => field(record.model.as_deref()),
-            GroupBy::Provider => field(record.provider.as_deref()),
+            GroupBy::VirtualKey => field(record.virtual_key_id),
+            GroupBy::User => field(record.user_id),
+            GroupBy::Team => field(record.team_id),
+            GroupBy::Customer => field(record.customer_id),
+            GroupBy::Model => field(record.model),
+            GroupBy::Provider => field(record.provider),
             GroupBy::Day => GroupName::Day(record.time_ms / 86_400_000),
         }
     }

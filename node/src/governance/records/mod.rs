@@ -35,7 +35,7 @@ pub mod writer;
 
 use crate::config::{ContentMode, LogsConfig};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use store::LogStore;
 use tollgate_proto::records::CapturedContent;
@@ -59,11 +59,17 @@ pub struct RequestLog {
     /// Outbox bytes not yet in the store, as of the writer's last look
     /// (`tollgate_log_writer_lag_bytes`).
     pub lag_bytes: AtomicU64,
+    /// CPU time the writer spent reading the outbox and writing the store, in
+    /// microseconds (`tollgate_log_writer_cpu_seconds_total`; the store's own flushes
+    /// and compactions run on its worker thread, not counted here).
+    pub writer_cpu_us: AtomicU64,
     /// What the log keeps of a request whose key does not say (`[logs] content`).
     pub content: ContentMode,
     /// Captured bodies by request id, until the writer stores them with the record.
     captured: Mutex<HashMap<String, CapturedContent>>,
     captured_bytes: AtomicU64,
+    /// Entries of `captured` (read without its lock).
+    captured_count: AtomicUsize,
     /// Bodies not captured because the queue was full (`tollgate_log_content_dropped_total`).
     pub content_dropped: AtomicU64,
 }
@@ -77,9 +83,11 @@ impl RequestLog {
             max_disk_bytes: config.max_disk_bytes,
             written: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
+            writer_cpu_us: AtomicU64::new(0),
             content: config.content,
             captured: Mutex::new(HashMap::new()),
             captured_bytes: AtomicU64::new(0),
+            captured_count: AtomicUsize::new(0),
             content_dropped: AtomicU64::new(0),
         })
     }
@@ -100,15 +108,21 @@ impl RequestLog {
         self.captured_bytes.fetch_add(bytes, Ordering::Relaxed);
         let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
         captured.insert(request_id.to_owned(), content);
+        self.captured_count.store(captured.len(), Ordering::Relaxed);
     }
 
     /// A request's bodies, if they were captured.
     pub fn take(&self, request_id: &str) -> Option<CapturedContent> {
-        let content = self
-            .captured
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(request_id)?;
+        // Kept before the request's `Done` is written: none kept, none to take.
+        if self.captured_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let content = {
+            let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+            let content = captured.remove(request_id)?;
+            self.captured_count.store(captured.len(), Ordering::Relaxed);
+            content
+        };
         let bytes = (content.request_body.len() + content.response_body.len()) as u64;
         self.captured_bytes.fetch_sub(bytes, Ordering::Relaxed);
         Some(content)

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, RwLock};
 use tollgate_proto::records::{
-    CapturedContent, ChainedRecord, GroupBy, LogEntry, RequestRecord, StatsGroup, StatsQuery,
-    Totals,
+    CapturedContent, ChainedRecord, GroupBy, LogEntry, RecordRef, RequestRecord, StatsGroup,
+    StatsQuery, Totals,
 };
 use tollgate_proto::RequestId;
 use tollgate_raft::codec::{self, CodecError};
@@ -122,9 +122,13 @@ pub(super) struct Partitions {
     pub(super) content: BTreeMap<u64, fjall::Keyspace>,
 }
 
-/// Options of a partition's records or index keyspace.
+/// Options of a partition's records or index keyspace. No bloom filters: records are
+/// read by range (time, a posting's slots, an id's millisecond) or by keys that exist,
+/// and tables written in time order hardly overlap; building filters at every flush and
+/// compaction cost the writer's thread more than any read saved.
 fn table_options() -> fjall::KeyspaceCreateOptions {
     fjall::KeyspaceCreateOptions::default()
+        .filter_policy(fjall::config::FilterPolicy::disabled())
         .max_memtable_size(MEMTABLE_BYTES)
         .compaction_strategy(std::sync::Arc::new(
             fjall::compaction::Leveled::default().with_l0_threshold(L0_TABLES),
@@ -134,6 +138,19 @@ fn table_options() -> fjall::KeyspaceCreateOptions {
 /// Options of a partition's content keyspace: bodies apart from their keys.
 fn content_options() -> fjall::KeyspaceCreateOptions {
     table_options().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+}
+
+/// A stored record read in place (`ChainedRecord`'s fields in its order).
+#[derive(serde::Deserialize)]
+struct ChainedRef<'a> {
+    #[allow(dead_code)]
+    seq: u64,
+    #[allow(dead_code)]
+    prev_hash: [u8; 32],
+    #[allow(dead_code)]
+    hash: [u8; 32],
+    #[serde(borrow)]
+    record: RecordRef<'a>,
 }
 
 /// What the writer keeps between batches.
@@ -293,46 +310,67 @@ impl LogStore {
         parts.content.get(&partition).cloned()
     }
 
-    /// Writes `entries` as one atomic batch: each record numbered next in this node's
-    /// chain, with its index entries (postings, `keys`), the hours' totals and its
-    /// content, and `mark` (where the outbox was read up to). Made durable (fsync)
-    /// before it returns, since the outbox may then delete what it was read from.
+    /// Writes `entries` as one atomic batch (`append_encoded`).
     pub fn append(
         &self,
         entries: Vec<(RequestRecord, Option<CapturedContent>)>,
         mark: &[u8],
     ) -> Result<ChainHead, StoreError> {
+        let encoded = entries
+            .into_iter()
+            .map(|(record, content)| Ok((codec::encode(&record)?, content)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.append_encoded(encoded, mark)
+    }
+
+    /// Writes `entries` (each a `RequestRecord`'s encoding, as the outbox holds it, and
+    /// its content) as one atomic batch: each record numbered next in this node's chain,
+    /// with its index entries (postings, `keys`), the hours' totals and its content, and
+    /// `mark` (where the outbox was read up to). Made durable (fsync) before it returns,
+    /// since the outbox may then delete what it was read from. Records are read in place,
+    /// and stored as they came.
+    pub fn append_encoded(
+        &self,
+        mut entries: Vec<(Vec<u8>, Option<CapturedContent>)>,
+        mark: &[u8],
+    ) -> Result<ChainHead, StoreError> {
         let mut writer = lock(&self.writer);
         let first_seq = writer.head.seq + 1;
-        let slots: Vec<Slot> = entries
-            .iter()
-            .zip(first_seq..)
-            .map(|((record, _), seq)| Slot {
-                time_ms: record.time_ms,
-                seq,
-            })
-            .collect();
         let mut batch = self.db.batch();
-        self.index(&mut batch, &mut writer, &entries, &slots)?;
+        let slots: Vec<Slot> = {
+            let records = entries
+                .iter()
+                .map(|(bytes, _)| codec::decode_borrowed::<RecordRef<'_>>(bytes))
+                .collect::<Result<Vec<_>, _>>()?;
+            let slots: Vec<Slot> = records
+                .iter()
+                .zip(first_seq..)
+                .map(|(record, seq)| Slot {
+                    time_ms: record.time_ms,
+                    seq,
+                })
+                .collect();
+            self.index(&mut batch, &mut writer, &records, &slots)?;
+            slots
+        };
         let mut head = writer.head;
-        for ((record, content), slot) in entries.into_iter().zip(slots) {
-            let part = self.records_partition(keys::partition_of(slot.time_ms))?;
+        for ((bytes, content), slot) in entries.iter_mut().zip(slots) {
+            let partition = keys::partition_of(slot.time_ms);
+            let part = self.records_partition(partition)?;
             // The stored record is (seq, prev_hash, hash, record) and the hash covers the
-            // record's encoding: the record is encoded once, after a header left blank.
-            let mut encoded = Vec::with_capacity(512);
-            codec::encode_append(&(slot.seq, head.hash, [0u8; 32]), &mut encoded)?;
-            let header = encoded.len();
-            codec::encode_append(&record, &mut encoded)?;
-            let hash = chain_hash(&head.hash, self.node, slot.seq, &encoded[header..]);
-            encoded[header - 32..header].copy_from_slice(&hash);
-            if let Some(content) = content {
-                let cpart = self.content_partition_or_new(keys::partition_of(slot.time_ms))?;
+            // record's encoding, which follows a header filled in last.
+            let hash = chain_hash(&head.hash, self.node, slot.seq, bytes);
+            let mut stored = Vec::with_capacity(bytes.len() + 80);
+            codec::encode_append(&(slot.seq, head.hash, hash), &mut stored)?;
+            stored.extend_from_slice(bytes);
+            if let Some(content) = content.take() {
+                let cpart = self.content_partition_or_new(partition)?;
                 batch.insert(&cpart, keys::record_key(slot), codec::encode(&content)?);
             }
             if let Some(queue) = &self.export_queue {
-                batch.insert(queue, slot.seq.to_be_bytes(), encoded.clone());
+                batch.insert(queue, slot.seq.to_be_bytes(), stored.clone());
             }
-            batch.insert(&part.records, keys::record_key(slot), encoded);
+            batch.insert(&part.records, keys::record_key(slot), stored);
             head = ChainHead {
                 seq: slot.seq,
                 hash,
@@ -346,27 +384,45 @@ impl LogStore {
         Ok(head)
     }
 
-    /// Adds to `batch` the index entries of `entries` (at `slots`) and the totals of
+    /// Adds to `batch` the index entries of `records` (at `slots`) and the totals of
     /// the hours they fall in: one entry per indexed value and second, one totals
     /// write per hour and group, whatever the number of records.
     fn index(
         &self,
         batch: &mut fjall::OwnedWriteBatch,
         writer: &mut WriterState,
-        entries: &[(RequestRecord, Option<CapturedContent>)],
+        records: &[RecordRef<'_>],
         slots: &[Slot],
     ) -> Result<(), StoreError> {
-        self.postings(
-            batch,
-            entries.iter().map(|(record, _)| record).zip(slots.iter().copied()),
-        )?;
+        self.postings(batch, records.iter().zip(slots.iter().copied()))?;
+        // Records of one hour, key, user, team, customer, model and provider count
+        // alike in every group: summed once per such signature, then into each group.
+        type Signature<'r> = (u64, [Option<&'r str>; 6]);
+        let mut by_signature: BTreeMap<Signature<'_>, (&RecordRef<'_>, Totals)> = BTreeMap::new();
+        for record in records {
+            let signature = (
+                record.time_ms / HOUR_MS,
+                [
+                    record.virtual_key_id,
+                    record.user_id,
+                    record.team_id,
+                    record.customer_id,
+                    record.model,
+                    record.provider,
+                ],
+            );
+            by_signature
+                .entry(signature)
+                .or_insert_with(|| (record, Totals::default()))
+                .1
+                .add_request(record.status, &record.usage, record.cost, record.latency_ms);
+        }
         let mut sums: BTreeMap<(u64, GroupBy, GroupName<'_>), Totals> = BTreeMap::new();
-        for (record, _) in entries {
-            let hour = record.time_ms / HOUR_MS;
+        for ((hour, _), (record, sum)) in &by_signature {
             for group in GroupBy::ALL {
-                sums.entry((hour, group, GroupName::of(record, group)))
+                sums.entry((*hour, group, GroupName::of(record, group)))
                     .or_default()
-                    .add(record);
+                    .merge(sum);
             }
         }
         let mut newest = None;
@@ -399,12 +455,12 @@ impl LogStore {
     }
 
     /// Adds to `batch` the index entries of `records`: one per indexed value and second.
-    fn postings<'a>(
+    fn postings<'a, 'r: 'a>(
         &self,
         batch: &mut fjall::OwnedWriteBatch,
-        records: impl Iterator<Item = (&'a RequestRecord, Slot)>,
+        records: impl Iterator<Item = (&'a RecordRef<'r>, Slot)>,
     ) -> Result<(), StoreError> {
-        let mut postings: Vec<(Dim, &[u8], u64, Slot)> = Vec::new();
+        let mut postings: Vec<(Dim, &'r [u8], u64, Slot)> = Vec::new();
         for (record, slot) in records {
             let second = keys::posting_second(slot.time_ms);
             for (dim, value) in Dim::of(record) {
@@ -450,7 +506,7 @@ impl LogStore {
                 continue;
             }
             tracing::info!(partition, "request log: indexing a partition of an older store");
-            let mut chunk: Vec<(ChainedRecord, Slot)> = Vec::with_capacity(CHUNK);
+            let mut chunk: Vec<(fjall::UserValue, Slot)> = Vec::with_capacity(CHUNK);
             let mut records = part.records.prefix(keys::record_prefix());
             loop {
                 let item = records.next();
@@ -459,11 +515,18 @@ impl LogStore {
                     let (key, value) = item.into_inner()?;
                     let slot = Slot::from_tail(&key)
                         .ok_or_else(|| StoreError::Damaged(format!("record key {key:?}")))?;
-                    chunk.push((codec::decode(&value)?, slot));
+                    chunk.push((value, slot));
                 }
                 if chunk.len() == CHUNK || (done && !chunk.is_empty()) {
+                    let stored = chunk
+                        .iter()
+                        .map(|(value, slot)| {
+                            let c: ChainedRef<'_> = codec::decode_borrowed(value)?;
+                            Ok((c.record, *slot))
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()?;
                     let mut batch = self.db.batch();
-                    self.postings(&mut batch, chunk.iter().map(|(c, slot)| (&c.record, *slot)))?;
+                    self.postings(&mut batch, stored.iter().map(|(r, slot)| (r, *slot)))?;
                     batch.commit()?;
                     chunk.clear();
                 }

@@ -5,7 +5,7 @@ use super::query::{self, cursor_of, merge, query_bounded};
 use super::store::{chain_hash, LogStore};
 use std::collections::BTreeSet;
 use tollgate_proto::records::{
-    CapturedContent, GroupBy, LogFilter, LogPage, RequestRecord, StatsQuery,
+    CapturedContent, GroupBy, LogFilter, LogPage, RecordRef, RequestRecord, StatsQuery,
 };
 use tollgate_proto::{KeyId, RequestId, Usage, Usd};
 use tollgate_raft::codec;
@@ -205,6 +205,74 @@ fn out_of_order(s: &LogStore) -> Vec<(u64, u64)> {
     }
     want.sort_unstable_by(|a, b| b.cmp(a));
     want
+}
+
+/// A record is read in place (`RecordRef`) field for field as it was written: the two
+/// types must keep the same fields in the same order.
+#[test]
+fn a_record_reads_in_place_as_written() {
+    let r = RequestRecord {
+        request_id: RequestId("req_x".into()),
+        time_ms: 7,
+        node: 3,
+        virtual_key_id: Some(KeyId("vk_1".into())),
+        virtual_key_name: Some("eng".into()),
+        user_id: Some("u".into()),
+        team_id: Some("team_1".into()),
+        customer_id: Some("cus_1".into()),
+        provider: Some("p".into()),
+        provider_config_id: Some("pc_1".into()),
+        model: Some("m".into()),
+        dialect: "openai".into(),
+        stream: true,
+        status: 429,
+        error_type: Some("rate_limit_error".into()),
+        usage: Usage {
+            input_tokens: 1,
+            output_tokens: 2,
+            cache_creation_input_tokens: 3,
+            cache_read_input_tokens: 4,
+        },
+        cost: Usd(5),
+        latency_ms: 6,
+        ttft_ms: Some(8),
+        attempts: 2,
+        session_id: Some("s".into()),
+        user_agent: Some("ua".into()),
+        client_ip: Some("10.0.0.1".into()),
+        guardrails: vec!["g1".into(), "g2".into()],
+        outcome: Some("o".into()),
+    };
+    let bytes = codec::encode(&r).expect("encodes");
+    let v: RecordRef<'_> = codec::decode_borrowed(&bytes).expect("reads in place");
+    let back = RequestRecord {
+        request_id: RequestId(v.request_id.into()),
+        time_ms: v.time_ms,
+        node: v.node,
+        virtual_key_id: v.virtual_key_id.map(|k| KeyId(k.into())),
+        virtual_key_name: v.virtual_key_name.map(Into::into),
+        user_id: v.user_id.map(Into::into),
+        team_id: v.team_id.map(Into::into),
+        customer_id: v.customer_id.map(Into::into),
+        provider: v.provider.map(Into::into),
+        provider_config_id: v.provider_config_id.map(Into::into),
+        model: v.model.map(Into::into),
+        dialect: v.dialect.into(),
+        stream: v.stream,
+        status: v.status,
+        error_type: v.error_type.map(Into::into),
+        usage: v.usage,
+        cost: v.cost,
+        latency_ms: v.latency_ms,
+        ttft_ms: v.ttft_ms,
+        attempts: v.attempts,
+        session_id: v.session_id.map(Into::into),
+        user_agent: v.user_agent.map(Into::into),
+        client_ip: v.client_ip.map(Into::into),
+        guardrails: v.guardrails.iter().map(|g| g.to_string()).collect(),
+        outcome: v.outcome.map(Into::into),
+    };
+    assert_eq!(back, r);
 }
 
 #[test]

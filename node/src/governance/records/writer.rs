@@ -9,6 +9,7 @@ use crate::config::ContentMode;
 use crate::governance::outbox::{Outbox, Position, READ_MAX_BYTES, SEGMENT_MAX_BYTES};
 use crate::governance::replicator::Replicator;
 use std::sync::atomic::Ordering;
+use tollgate_raft::codec;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -28,6 +29,12 @@ const RETRY_BACKOFF_MS: u64 = 1000;
 
 /// How often retention is checked (the disk cap is checked after every batch).
 const SWEEP_INTERVAL_MS: u64 = 10_000;
+
+/// The journal's size and the disk cap are looked at once this much has been written
+/// since the last look (a batch's worth may go past the cap before it is seen), or this
+/// often: each look lists the store's files.
+const SPACE_CHECK_BYTES: usize = 1 << 20;
+const SPACE_CHECK_MS: u64 = 1000;
 
 /// Captured bodies one batch carries at most: the store is over its cap by at most
 /// about this much before the next check.
@@ -66,6 +73,9 @@ async fn run(
     };
     let mut closing = false;
     let mut last_sweep: Option<u64> = None;
+    // Bytes written since the journal and the disk cap were last looked at, and when.
+    let mut unchecked_bytes = 0usize;
+    let mut space_checked = tokio::time::Instant::now();
     loop {
         let started = tokio::time::Instant::now();
         let now = clock.now_ms();
@@ -87,7 +97,16 @@ async fn run(
         }
         let from = mark;
         let reader = Arc::clone(&outbox);
-        let entries = match off_thread(&outbox, move || reader.read_after(from)).await {
+        let cpu = Arc::clone(&log);
+        let entries = match off_thread(&outbox, move || {
+            let started = thread_cpu_us();
+            let read = reader.read_after(from);
+            cpu.writer_cpu_us
+                .fetch_add(thread_cpu_us().saturating_sub(started), Ordering::Relaxed);
+            read
+        })
+        .await
+        {
             Ok(Ok(entries)) => entries,
             Ok(Err(e)) => {
                 tracing::warn!(error = ?e, "outbox unreadable for the request log; trying again");
@@ -124,38 +143,63 @@ async fn run(
                     break;
                 }
                 last = Some(position);
-                let Some(done) = entry else { continue };
-                let content = log.take(done.record.request_id.as_str());
-                let key_content = done
-                    .record
-                    .virtual_key_id
-                    .as_ref()
-                    .and_then(|k| state.key_log_content(k));
+                let Some(bytes) = entry else { continue };
+                // The record's first fields, read in place: the id (for the bodies
+                // kept) and the key (for what it asks the log to keep).
+                let (content, key_content) = match codec::decode_front::<RecordHead<'_>>(&bytes) {
+                    Ok((head, _)) => (
+                        log.take(head.request_id),
+                        head.virtual_key_id
+                            .filter(|_| !state.key_log_contents().is_empty())
+                            .and_then(|k| state.key_log_content(&k.into())),
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = ?e, "an outbox record is not a request record; not logged");
+                        continue;
+                    }
+                };
                 if log.content_for(key_content) == ContentMode::Off {
                     continue;
                 }
                 content_bytes += content
                     .as_ref()
                     .map_or(0, |c| c.request_body.len() + c.response_body.len());
-                records.push((done.record, content));
+                records.push((bytes, content));
             }
         }
         let Some(last) = last else { continue };
         let n = records.len() as u64;
+        let batch_bytes: usize = records
+            .iter()
+            .map(|(r, c)| r.len() + c.as_ref().map_or(0, |c| c.request_body.len() + c.response_body.len()))
+            .sum();
+        unchecked_bytes += batch_bytes;
+        let check_space = unchecked_bytes >= SPACE_CHECK_BYTES
+            || space_checked.elapsed() >= Duration::from_millis(SPACE_CHECK_MS);
+        if check_space {
+            unchecked_bytes = 0;
+            space_checked = tokio::time::Instant::now();
+        }
         let store = Arc::clone(&log.store);
         let cap = log.max_disk_bytes;
+        let cpu = Arc::clone(&log);
         let written = off_thread(&outbox, move || {
+            let started = thread_cpu_us();
             let encoded = last.encode();
             if records.is_empty() {
                 store.mark(&encoded)?;
             } else {
-                store.append(records, &encoded)?;
+                store.append_encoded(records, &encoded)?;
             }
-            store.trim_journal()?;
-            if store.over(cap) {
-                // Over the cap: the oldest go now, not at the next sweep.
-                store.sweep(now, u64::MAX, u64::MAX, cap)?;
+            if check_space {
+                store.trim_journal()?;
+                if store.over(cap) {
+                    // Over the cap: the oldest go now, not at the next sweep.
+                    store.sweep(now, u64::MAX, u64::MAX, cap)?;
+                }
             }
+            cpu.writer_cpu_us
+                .fetch_add(thread_cpu_us().saturating_sub(started), Ordering::Relaxed);
             Ok::<(), super::store::StoreError>(())
         })
         .await;
@@ -207,6 +251,31 @@ async fn off_thread<T: Send + 'static>(
         return Ok(done);
     }
     tokio::task::spawn_blocking(f).await
+}
+
+/// The first fields of a `RequestRecord`'s encoding, in its order.
+#[derive(serde::Deserialize)]
+struct RecordHead<'a> {
+    request_id: &'a str,
+    #[allow(dead_code)]
+    time_ms: u64,
+    #[allow(dead_code)]
+    node: u64,
+    #[serde(borrow)]
+    virtual_key_id: Option<&'a str>,
+}
+
+/// CPU time of the calling thread, in microseconds.
+fn thread_cpu_us() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
 }
 
 /// Outbox bytes after `mark`, roughly (segments are counted as full).
