@@ -59,7 +59,7 @@ impl RequestId {
     /// A request's id: its start time in milliseconds, the node start's random `base`
     /// and the request's number since, in hex. The time lets the request log find the
     /// record from its id without an index of ids.
-    pub fn generate(time_ms: crate::UnixMs, base: u64, seq: u64) -> RequestId {
+    pub fn generate(time_ms: u64, base: u64, seq: u64) -> RequestId {
         RequestId(format!(
             "{}{:012x}{:016x}{:08x}",
             Self::PREFIX,
@@ -70,7 +70,7 @@ impl RequestId {
     }
 
     /// The start time a generated id carries; none for any other id.
-    pub fn time_ms(id: &str) -> Option<crate::UnixMs> {
+    pub fn time_ms(id: &str) -> Option<u64> {
         let digits = id.strip_prefix(Self::PREFIX)?;
         if digits.len() < REQUEST_ID_DIGITS || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;

@@ -74,6 +74,10 @@ pub struct Orphan {
     pub segment: SegmentId,
 }
 
+/// What `read_after` gives of one outbox entry: a `Done`'s record encoding (or `None`
+/// for another kind), and the position past the entry.
+pub type ReadEntry = (Option<Vec<u8>>, Position);
+
 /// Most bytes `read_after` reads in one call (and more than any one record).
 pub const READ_MAX_BYTES: usize = 4 << 20;
 
@@ -311,7 +315,7 @@ impl Outbox {
     pub fn read_after(
         &self,
         after: Option<Position>,
-    ) -> Result<Vec<(Option<Vec<u8>>, Position)>, OutboxError> {
+    ) -> Result<Vec<ReadEntry>, OutboxError> {
         let spans: Vec<(SegmentId, u64, u64)> = {
             let log = lock(&self.log);
             log.segments

@@ -238,13 +238,12 @@ pub(super) fn parse_records(bytes: &[u8], base: u64, path: &Path) -> (Vec<(Entry
     parse_with(bytes, base, path, decode_entry)
 }
 
+/// A `Done`'s record encoding (`None` for another kind) and the offset past its entry.
+pub(super) type DoneRecord = (Option<Vec<u8>>, u64);
+
 /// `parse_records` for the request log's writer: of each `Done`, its record's encoding;
 /// every other record a `None` (its position still counts).
-pub(super) fn parse_done(
-    bytes: &[u8],
-    base: u64,
-    path: &Path,
-) -> (Vec<(Option<Vec<u8>>, u64)>, usize) {
+pub(super) fn parse_done(bytes: &[u8], base: u64, path: &Path) -> (Vec<DoneRecord>, usize) {
     parse_with(bytes, base, path, |tagged, payload| {
         done_record(tagged, payload).map(|r| r.map(<[u8]>::to_vec))
     })

@@ -8,8 +8,9 @@
 //!
 //! # Layout
 //! - `keys`: how records, indexes and totals are laid out in keys and partitions.
-//! - `store`: the fjall store (the only module that knows fjall): batches, lookups,
-//!   totals, retention and the disk cap.
+//! - `store`: the fjall store: batches of records, the chain, lookups, stats.
+//! - `index`: what a batch writes beside its records: postings and hourly totals; the
+//!   postings of an older store, rebuilt at open.
 //! - `space`: retention, the disk cap and the journal's size.
 //! - `query`: one node's answer to a log query, and the merge of every node's answers.
 //! - `writer`: the task that reads the outbox into the store.
@@ -21,6 +22,7 @@
 //! - `tests`: unit tests.
 
 pub mod export;
+mod index;
 pub mod keys;
 pub mod peer;
 pub mod query;

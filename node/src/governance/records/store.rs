@@ -4,7 +4,7 @@
 //! atomic batch, with the outbox position they were read up to. Retention and the disk
 //! cap drop whole partitions (`sweep`): no delete scans, no vacuum.
 
-use super::keys::{self, Dim, GroupName, Slot, HOUR_MS, PARTITION_MS};
+use super::keys::{self, Slot, HOUR_MS};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -41,16 +41,12 @@ const L0_TABLES: u8 = 8;
 /// rarely (the meta keyspace, an older partition) does not keep sealed files alive.
 pub const JOURNAL_BUDGET_BYTES: u64 = 128 << 20;
 
-/// Hours of totals the writer keeps in memory (older ones are read back when a late
-/// record needs them).
-const TOTALS_CACHE_HOURS: u64 = 12;
-
 const META_KEYSPACE: &str = "meta";
 const LOGGED_KEY: &[u8] = b"logged";
 const CHAIN_KEY: &[u8] = b"chain";
 /// How the store is laid out: absent in stores written before postings (`keys`).
-const LAYOUT_KEY: &[u8] = b"layout";
-const LAYOUT_POSTINGS: u8 = 2;
+pub(super) const LAYOUT_KEY: &[u8] = b"layout";
+pub(super) const LAYOUT_POSTINGS: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -140,24 +136,11 @@ fn content_options() -> fjall::KeyspaceCreateOptions {
     table_options().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
 }
 
-/// A stored record read in place (`ChainedRecord`'s fields in its order).
-#[derive(serde::Deserialize)]
-struct ChainedRef<'a> {
-    #[allow(dead_code)]
-    seq: u64,
-    #[allow(dead_code)]
-    prev_hash: [u8; 32],
-    #[allow(dead_code)]
-    hash: [u8; 32],
-    #[serde(borrow)]
-    record: RecordRef<'a>,
-}
-
 /// What the writer keeps between batches.
-struct WriterState {
-    head: ChainHead,
+pub(super) struct WriterState {
+    pub(super) head: ChainHead,
     /// Totals of recent hours, by (hour, group, key).
-    totals: HashMap<(u64, GroupBy, String), Totals>,
+    pub(super) totals: HashMap<(u64, GroupBy, String), Totals>,
 }
 
 pub struct LogStore {
@@ -254,7 +237,7 @@ impl LogStore {
         lock(&self.writer).head
     }
 
-    fn records_partition(&self, partition: u64) -> Result<Part, StoreError> {
+    pub(super) fn records_partition(&self, partition: u64) -> Result<Part, StoreError> {
         {
             let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
             if let Some(part) = parts.records.get(&partition) {
@@ -382,183 +365,6 @@ impl LogStore {
         self.db.persist(fjall::PersistMode::SyncData)?;
         writer.head = head;
         Ok(head)
-    }
-
-    /// Adds to `batch` the index entries of `records` (at `slots`) and the totals of
-    /// the hours they fall in: one entry per indexed value and second, one totals
-    /// write per hour and group, whatever the number of records.
-    fn index(
-        &self,
-        batch: &mut fjall::OwnedWriteBatch,
-        writer: &mut WriterState,
-        records: &[RecordRef<'_>],
-        slots: &[Slot],
-    ) -> Result<(), StoreError> {
-        self.postings(batch, records.iter().zip(slots.iter().copied()))?;
-        // Records of one hour, key, user, team, customer, model and provider count
-        // alike in every group: summed once per such signature, then into each group.
-        type Signature<'r> = (u64, [Option<&'r str>; 6]);
-        let mut by_signature: BTreeMap<Signature<'_>, (&RecordRef<'_>, Totals)> = BTreeMap::new();
-        for record in records {
-            let signature = (
-                record.time_ms / HOUR_MS,
-                [
-                    record.virtual_key_id,
-                    record.user_id,
-                    record.team_id,
-                    record.customer_id,
-                    record.model,
-                    record.provider,
-                ],
-            );
-            by_signature
-                .entry(signature)
-                .or_insert_with(|| (record, Totals::default()))
-                .1
-                .add_request(record.status, &record.usage, record.cost, record.latency_ms);
-        }
-        let mut sums: BTreeMap<(u64, GroupBy, GroupName<'_>), Totals> = BTreeMap::new();
-        for ((hour, _), (record, sum)) in &by_signature {
-            for group in GroupBy::ALL {
-                sums.entry((*hour, group, GroupName::of(record, group)))
-                    .or_default()
-                    .merge(sum);
-            }
-        }
-        let mut newest = None;
-        for ((hour, group, name), sum) in sums {
-            newest = newest.max(Some(hour));
-            let part = self.records_partition(hour * HOUR_MS / PARTITION_MS)?;
-            let name = name.to_string();
-            let totals = match writer.totals.entry((hour, group, name.clone())) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let stored = match part.index.get(keys::totals_key(hour, group, &e.key().2))? {
-                        Some(v) => codec::decode(&v)?,
-                        None => Totals::default(),
-                    };
-                    e.insert(stored)
-                }
-            };
-            totals.merge(&sum);
-            batch.insert(
-                &part.index,
-                keys::totals_key(hour, group, &name),
-                codec::encode(totals)?,
-            );
-        }
-        if let Some(newest) = newest {
-            let oldest_kept = newest.saturating_sub(TOTALS_CACHE_HOURS);
-            writer.totals.retain(|k, _| k.0 >= oldest_kept);
-        }
-        Ok(())
-    }
-
-    /// Adds to `batch` the index entries of `records`: one per indexed value and second.
-    fn postings<'a, 'r: 'a>(
-        &self,
-        batch: &mut fjall::OwnedWriteBatch,
-        records: impl Iterator<Item = (&'a RecordRef<'r>, Slot)>,
-    ) -> Result<(), StoreError> {
-        let mut postings: Vec<(Dim, &'r [u8], u64, Slot)> = Vec::new();
-        for (record, slot) in records {
-            let second = keys::posting_second(slot.time_ms);
-            for (dim, value) in Dim::of(record) {
-                if let Some(value) = value {
-                    postings.push((dim, keys::indexed(value), second, slot));
-                }
-            }
-        }
-        postings.sort_unstable();
-        let mut run = Vec::new();
-        for (i, &(dim, value, second, slot)) in postings.iter().enumerate() {
-            run.push(slot);
-            let ends = postings
-                .get(i + 1)
-                .is_none_or(|&(d, v, s, _)| (d, v, s) != (dim, value, second));
-            if !ends {
-                continue;
-            }
-            let part = self.records_partition(keys::partition_of(slot.time_ms))?;
-            let prefix = keys::posting_prefix_of(dim, value);
-            batch.insert(
-                &part.index,
-                keys::posting_key(&prefix, second, run[0].seq),
-                keys::encode_postings(second, &run),
-            );
-            run.clear();
-        }
-        Ok(())
-    }
-
-    /// Writes the index entries (postings) of partitions written before the store
-    /// kept them, from their records, once: a store of an older node is queried as a
-    /// new one. Done again from the start if the node stops during it (the entries
-    /// come out the same).
-    fn rebuild_postings(&self) -> Result<(), StoreError> {
-        const CHUNK: usize = 10_000;
-        let parts: Vec<(u64, Part)> = {
-            let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-            parts.records.iter().map(|(p, k)| (*p, k.clone())).collect()
-        };
-        for (partition, part) in parts {
-            if part.index.prefix([keys::LEGACY_INDEX]).next().is_none() {
-                continue;
-            }
-            tracing::info!(partition, "request log: indexing a partition of an older store");
-            let mut chunk: Vec<(fjall::UserValue, Slot)> = Vec::with_capacity(CHUNK);
-            let mut records = part.records.prefix(keys::record_prefix());
-            loop {
-                let item = records.next();
-                let done = item.is_none();
-                if let Some(item) = item {
-                    let (key, value) = item.into_inner()?;
-                    let slot = Slot::from_tail(&key)
-                        .ok_or_else(|| StoreError::Damaged(format!("record key {key:?}")))?;
-                    chunk.push((value, slot));
-                }
-                if chunk.len() == CHUNK || (done && !chunk.is_empty()) {
-                    let stored = chunk
-                        .iter()
-                        .map(|(value, slot)| {
-                            let c: ChainedRef<'_> = codec::decode_borrowed(value)?;
-                            Ok((c.record, *slot))
-                        })
-                        .collect::<Result<Vec<_>, StoreError>>()?;
-                    let mut batch = self.db.batch();
-                    self.postings(&mut batch, stored.iter().map(|(r, slot)| (r, *slot)))?;
-                    batch.commit()?;
-                    chunk.clear();
-                }
-                if done {
-                    break;
-                }
-            }
-        }
-        self.meta.insert(LAYOUT_KEY, [LAYOUT_POSTINGS])?;
-        self.db.persist(fjall::PersistMode::SyncAll)?;
-        Ok(())
-    }
-
-    /// Makes this store look written before postings: its index entries and layout
-    /// gone, one per-record entry in each partition's index (what `open` looks for).
-    #[cfg(test)]
-    pub(super) fn as_legacy(&self) -> Result<(), StoreError> {
-        let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
-        for part in parts.records.values() {
-            let keys: Vec<_> = part
-                .index
-                .prefix(b"p")
-                .map(|item| item.key())
-                .collect::<Result<_, _>>()?;
-            for key in keys {
-                part.index.remove(key)?;
-            }
-            part.index.insert([keys::LEGACY_INDEX, 0, 0], [])?;
-        }
-        self.meta.remove(LAYOUT_KEY)?;
-        self.db.persist(fjall::PersistMode::SyncAll)?;
-        Ok(())
     }
 
     /// Records only the outbox mark (a batch of entries that were not records).
