@@ -381,13 +381,17 @@ impl Gateway {
         };
         billing.trail = Some(Arc::clone(trail));
         billing.intent(PROVIDER);
-        crate::invariants::intents_reconciled::on_intent(
-            &self.world,
-            self.id,
-            request_id,
-            &caller.key.id,
-            billing.reserved,
-        );
+        // The intent in the outbox, with what a crash would charge.
+        let intent_written = |reserved| {
+            crate::invariants::intents_reconciled::on_intent(
+                &self.world,
+                self.id,
+                request_id,
+                &caller.key.id,
+                reserved,
+            )
+        };
+        intent_written(billing.reserved);
         let (out, extra) = {
             let w = self.world.lock();
             (w.provider_out, w.provider_extra)
@@ -415,13 +419,7 @@ impl Gateway {
                 };
                 let going = billing.keep_ahead(&usage).await;
                 // An extended reservation rewrote the intent: a crash charges it.
-                crate::invariants::intents_reconciled::on_intent(
-                    &self.world,
-                    self.id,
-                    request_id,
-                    &caller.key.id,
-                    billing.reserved,
-                );
+                intent_written(billing.reserved);
                 if !going {
                     self.world.lock().streams_cut += 1;
                     break;
