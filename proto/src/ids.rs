@@ -93,7 +93,13 @@ mod tests {
         // Ids of other shapes (older nodes, other tools) carry none.
         assert_eq!(RequestId::time_ms("req_00000000deadbeef00000007"), None);
         assert_eq!(RequestId::time_ms("req_c1_2_0"), None);
-        assert_eq!(RequestId::time_ms("vk_0196b2c4a5f1000000000000deadbeef00000007"), None);
-        assert_eq!(RequestId::time_ms("req_0196b2c4a5fz000000000000deadbeef00000007"), None);
+        assert_eq!(
+            RequestId::time_ms("vk_0196b2c4a5f1000000000000deadbeef00000007"),
+            None
+        );
+        assert_eq!(
+            RequestId::time_ms("req_0196b2c4a5fz000000000000deadbeef00000007"),
+            None
+        );
     }
 }

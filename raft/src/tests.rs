@@ -698,7 +698,10 @@ mod audit_trail {
         let events: Vec<_> = s.audit().events().cloned().collect();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].action, "node.drain");
-        assert_eq!((events[0].target.kind.as_str(), events[0].target.id.as_str()), ("node", "2"));
+        assert_eq!(
+            (events[0].target.kind.as_str(), events[0].target.id.as_str()),
+            ("node", "2")
+        );
         assert_eq!(events[0].actor.kind, "admin_token");
     }
 

@@ -617,10 +617,12 @@ async fn sigterm_on_the_leader_hands_over_without_a_failed_request() -> Result<(
         .admin(survivor, "GET", "/api/v1/audit?action=node.drain", None)
         .await?;
     ensure!(
-        events["events"].as_array().is_some_and(|e| e.iter().any(|e| {
-            e["target"] == json!({"kind": "node", "id": other.to_string()})
-                && e["actor"]["kind"] == "admin_token"
-        })),
+        events["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| {
+                e["target"] == json!({"kind": "node", "id": other.to_string()})
+                    && e["actor"]["kind"] == "admin_token"
+            })),
         "node {other}'s drain is not an audit event: {events}"
     );
     Ok(())

@@ -312,10 +312,7 @@ impl Outbox {
     /// in log order, up to about `READ_MAX_BYTES`, each as its encoding (a
     /// `RequestRecord`'s) with the position past it; every other entry is a `None` with
     /// its position (not decoded: the request log reads only `Done`s' records).
-    pub fn read_after(
-        &self,
-        after: Option<Position>,
-    ) -> Result<Vec<ReadEntry>, OutboxError> {
+    pub fn read_after(&self, after: Option<Position>) -> Result<Vec<ReadEntry>, OutboxError> {
         let spans: Vec<(SegmentId, u64, u64)> = {
             let log = lock(&self.log);
             log.segments

@@ -223,8 +223,8 @@ struct ChargeRef<'a> {
 pub(super) fn done_record(tagged: bool, payload: &[u8]) -> Result<Option<&[u8]>, String> {
     match payload.split_first() {
         Some((&KIND_DONE, body)) if tagged => {
-            let (_, charge_len) = codec::decode_front::<Option<ChargeRef<'_>>>(body)
-                .map_err(|e| format!("{e:?}"))?;
+            let (_, charge_len) =
+                codec::decode_front::<Option<ChargeRef<'_>>>(body).map_err(|e| format!("{e:?}"))?;
             Ok(Some(&body[charge_len..]))
         }
         _ => Ok(None),

@@ -147,7 +147,10 @@ impl LogStore {
             if part.index.prefix([keys::LEGACY_INDEX]).next().is_none() {
                 continue;
             }
-            tracing::info!(partition, "request log: indexing a partition of an older store");
+            tracing::info!(
+                partition,
+                "request log: indexing a partition of an older store"
+            );
             let mut chunk: Vec<(fjall::UserValue, Slot)> = Vec::with_capacity(CHUNK);
             let mut records = part.records.prefix(keys::record_prefix());
             loop {
@@ -202,5 +205,4 @@ impl LogStore {
         self.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(())
     }
-
 }

@@ -351,8 +351,14 @@ mod tests {
         // A value is never a prefix of a longer one's entries.
         assert!(!posting_key(&posting_prefix(Dim::Model, "mm"), 0, 0).starts_with(&m));
         let slots = [
-            Slot { time_ms: 6000, seq: 4 },
-            Slot { time_ms: 6999, seq: 2 },
+            Slot {
+                time_ms: 6000,
+                seq: 4,
+            },
+            Slot {
+                time_ms: 6999,
+                seq: 2,
+            },
         ];
         let mut back = Vec::new();
         decode_postings(6, &encode_postings(6, &slots), &mut back).expect("decodes");

@@ -187,7 +187,11 @@ fn a_bounded_scan_says_where_it_stopped_and_no_record_is_skipped() {
 /// Records of one key whose batches (request ends) come in another order than their
 /// times (request starts), within a second and across seconds.
 fn out_of_order(s: &LogStore) -> Vec<(u64, u64)> {
-    let offsets: [[u64; 4]; 3] = [[500, 100, 1500, 2999], [300, 1200, 900, 100], [0, 2000, 999, 1000]];
+    let offsets: [[u64; 4]; 3] = [
+        [500, 100, 1500, 2999],
+        [300, 1200, 900, 100],
+        [0, 2000, 999, 1000],
+    ];
     let mut want = Vec::new();
     let mut seq = 0;
     for (i, batch) in offsets.iter().enumerate() {
@@ -354,7 +358,10 @@ fn a_store_written_before_postings_is_indexed_at_open() {
         limit: 1000,
         ..LogFilter::default()
     };
-    assert_eq!(query::query(&s, &model).expect("query").records.len(), 150 + 6);
+    assert_eq!(
+        query::query(&s, &model).expect("query").records.len(),
+        150 + 6
+    );
     // Once: a reopen finds the layout and writes nothing.
     drop(s);
     let s = store(dir.path(), 1);
@@ -405,7 +412,10 @@ fn a_record_is_found_by_id_with_its_content_and_chain() {
     )
     .expect("query");
     assert_eq!(found.records.len(), 1);
-    assert_eq!(found.records[0].record.request_id.as_str(), id(4, 2, T0 + 5));
+    assert_eq!(
+        found.records[0].record.request_id.as_str(),
+        id(4, 2, T0 + 5)
+    );
 }
 
 #[test]
@@ -494,7 +504,11 @@ fn retention_and_the_disk_cap_drop_whole_partitions() {
         .expect("sweep");
     let ids = |s: &LogStore| -> Vec<bool> {
         (0..4)
-            .map(|p| s.get(&id(1, p, T0 + p * PARTITION_MS)).expect("get").is_some())
+            .map(|p| {
+                s.get(&id(1, p, T0 + p * PARTITION_MS))
+                    .expect("get")
+                    .is_some()
+            })
             .collect()
     };
     assert_eq!(ids(&s), vec![false, false, true, true]);

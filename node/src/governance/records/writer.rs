@@ -9,11 +9,11 @@ use crate::config::ContentMode;
 use crate::governance::outbox::{Outbox, Position, READ_MAX_BYTES, SEGMENT_MAX_BYTES};
 use crate::governance::replicator::Replicator;
 use std::sync::atomic::Ordering;
-use tollgate_raft::codec;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tollgate_raft::codec;
 
 /// How long the writer waits when the outbox has nothing new: records show in queries
 /// this long after their request ends, at most (plus a batch's write).
@@ -171,7 +171,11 @@ async fn run(
         let n = records.len() as u64;
         let batch_bytes: usize = records
             .iter()
-            .map(|(r, c)| r.len() + c.as_ref().map_or(0, |c| c.request_body.len() + c.response_body.len()))
+            .map(|(r, c)| {
+                r.len()
+                    + c.as_ref()
+                        .map_or(0, |c| c.request_body.len() + c.response_body.len())
+            })
             .sum();
         unchecked_bytes += batch_bytes;
         let check_space = unchecked_bytes >= SPACE_CHECK_BYTES
