@@ -96,8 +96,10 @@ fn read_stream(text: &str, asked: u64) -> Result<Answer, String> {
         Some("end_turn") if streamed == asked * 4 && output == asked => {
             Ok(Answer::Complete { cost })
         }
-        // The gateway counts at least what it relayed.
-        Some("max_tokens") if output * 4 >= streamed && streamed < asked * 4 => {
+        // The gateway counts at least what it relayed. A cut may come right after the
+        // answer's last text, before the provider said it was done: the gateway cannot
+        // know the text was all there, so that is a length stop too.
+        Some("max_tokens") if output * 4 >= streamed && streamed <= asked * 4 => {
             Ok(Answer::Cut { cost })
         }
         other => Err(format!(
