@@ -325,9 +325,13 @@ async fn one_nodes_open_breaker_reroutes_every_node_and_traffic_returns() -> Res
                 .map_err(anyhow::Error::msg)?;
         }
     }
+    // The fake writes its log line after its answer: wait for the ninth.
+    eventually(5, || async { logged(&primary, 200).len() >= 9 }).await;
+    let healthy = logged(&primary, 200);
     ensure!(
-        logged(&primary, 200).len() == 9,
-        "healthy traffic goes to the primary"
+        healthy.len() == 9 && logged(&secondary, 200).is_empty(),
+        "healthy traffic goes to the primary: primary {healthy:?}, secondary {:?}",
+        logged(&secondary, 200)
     );
 
     // 2. The primary fails. Only node 1 sends, until its breaker opens; its clients
