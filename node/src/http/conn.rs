@@ -261,6 +261,7 @@ pub async fn serve(
                     }
                 };
                 tokio::select! {
+                    biased;
                     ended = &mut conn => {
                         if let Err(e) = ended {
                             tracing::debug!(error = %e, "connection ended with an error");
@@ -268,7 +269,6 @@ pub async fn serve(
                         return;
                     }
                     () = tokio::time::sleep(wait) => {}
-                    () = activity.changed.notified() => {}
                 }
             }
         });

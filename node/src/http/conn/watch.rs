@@ -10,13 +10,15 @@ use tokio::net::TcpStream;
 /// What one connection is doing, as its timers see it: requests in flight, since when a
 /// head has been coming in (`NONE`: none is), since when it has been idle. Times are
 /// milliseconds since the connect.
+///
+/// Nothing here wakes the connection's watcher: it looks again at least once per header
+/// timeout (`check`), so a head that starts at any moment is seen before its deadline,
+/// and a request costs no extra wake-up of its connection's task.
 pub(super) struct Activity {
     start: tokio::time::Instant,
     in_flight: AtomicU64,
     head_since_ms: AtomicU64,
     idle_since_ms: AtomicU64,
-    /// Wakes the connection's watcher when a deadline may have moved.
-    pub(super) changed: tokio::sync::Notify,
 }
 
 const NONE: u64 = u64::MAX;
@@ -35,7 +37,6 @@ impl Activity {
             // The first head is due from the connect on.
             head_since_ms: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
-            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -46,12 +47,14 @@ impl Activity {
     /// Bytes came in: with no request in flight, they start a head.
     fn bytes_in(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0
-            && self
-                .head_since_ms
-                .compare_exchange(NONE, self.now_ms(), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+            && self.head_since_ms.load(Ordering::Acquire) == NONE
         {
-            self.changed.notify_one();
+            let _ = self.head_since_ms.compare_exchange(
+                NONE,
+                self.now_ms(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
@@ -66,7 +69,6 @@ impl Activity {
     /// A request's body has arrived whole (or was left unread).
     fn body_done(&self) {
         self.head_since_ms.store(NONE, Ordering::Release);
-        self.changed.notify_one();
     }
 }
 
@@ -78,18 +80,18 @@ impl Drop for InFlight {
         let a = &self.0;
         a.idle_since_ms.store(a.now_ms(), Ordering::Release);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
-        a.changed.notify_one();
     }
 }
 
 impl Activity {
-    /// Whether a timer has run out, or else when to look again (at the latest).
+    /// Whether a timer has run out, or else when to look again: never later than one
+    /// header timeout from now, since a head may start unannounced at any moment.
     pub(super) fn check(&self, header: Duration, idle: Duration) -> Result<Duration, Closing> {
         let now = self.now_ms();
         let head = self.head_since_ms.load(Ordering::Acquire);
         // A request being answered waits as long as its answer takes, once its body is in.
         if head == NONE && self.in_flight.load(Ordering::Acquire) > 0 {
-            return Ok(idle.max(header));
+            return Ok(header);
         }
         let (since, limit, why) = if head != NONE {
             (head, header, Closing::SlowHead)
@@ -101,7 +103,7 @@ impl Activity {
         if left == 0 {
             Err(why)
         } else {
-            Ok(Duration::from_millis(left))
+            Ok(Duration::from_millis(left).min(header))
         }
     }
 }
