@@ -33,7 +33,7 @@ pub struct App {
     pub replicator: Arc<dyn Replicator>,
     /// The request steps without HTTP: providers, rate limiter, leases, charges.
     pub gate: Arc<Gate>,
-    pub http: reqwest::Client,
+    pub http: crate::gateway::proxy::client::UpstreamClient,
     pub breakers: Breakers,
     pub gossip: Arc<Gossip>,
     pub admin_token_sha256: [u8; 32],
@@ -155,16 +155,10 @@ pub async fn start(
         versions,
     })
     .await?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(
-            config.limits.upstream_connect_timeout_ms,
-        ))
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .no_proxy()
-        .build()
-        .context("cannot build the upstream HTTP client")?;
+    let http = crate::gateway::proxy::client::UpstreamClient::new(Duration::from_millis(
+        config.limits.upstream_connect_timeout_ms,
+    ))
+    .context("cannot build the upstream HTTP client")?;
     let mut base = [0u8; 8];
     getrandom::fill(&mut base).map_err(|e| anyhow::anyhow!("os random source failed: {e}"))?;
     let breakers = Breakers::new(config.breaker.clone(), Arc::clone(&node.gossip));

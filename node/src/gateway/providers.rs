@@ -11,9 +11,9 @@ pub struct Provider {
     pub api_key: Option<Secret>,
     /// Anthropic: `{base}/v1/messages`; OpenAI: `{base}/chat/completions`; parsed once
     /// here rather than on every request. `None` for the in-process mock.
-    pub inference_url: Option<reqwest::Url>,
+    pub inference_url: Option<hyper::Uri>,
     /// Anthropic only: `{base}/v1/messages/count_tokens`.
-    pub count_tokens_url: Option<reqwest::Url>,
+    pub count_tokens_url: Option<hyper::Uri>,
     pub latency_ms: u64,
     pub stream_delay_ms: u64,
 }
@@ -34,16 +34,22 @@ impl Providers {
                 ProviderKind::Openai => (format!("{base}/chat/completions"), String::new()),
                 ProviderKind::Mock => (String::new(), String::new()),
             };
-            let parse = |url: String| -> Result<Option<reqwest::Url>, ConfigError> {
+            let parse = |url: String| -> Result<Option<hyper::Uri>, ConfigError> {
                 if url.is_empty() {
                     return Ok(None);
                 }
-                reqwest::Url::parse(&url)
+                let invalid = |e: String| ConfigError::Provider {
+                    provider: spec.name.clone(),
+                    message: format!("base_url gives an invalid URL {url}: {e}"),
+                };
+                // Checked as a URL (scheme, host), then kept in the form the client sends.
+                let parsed = reqwest::Url::parse(&url).map_err(|e| invalid(e.to_string()))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(invalid("the scheme must be http or https".into()));
+                }
+                hyper::Uri::try_from(parsed.as_str())
                     .map(Some)
-                    .map_err(|e| ConfigError::Provider {
-                        provider: spec.name.clone(),
-                        message: format!("base_url gives an invalid URL {url}: {e}"),
-                    })
+                    .map_err(|e| invalid(e.to_string()))
             };
             let (inference_url, count_tokens_url) =
                 (parse(inference_url)?, parse(count_tokens_url)?);

@@ -6,11 +6,13 @@
 //! - `head`: one borrowed pass over the body for model, stream and max_tokens.
 //! - `upstream`: one attempt at one provider, in any dialect combination.
 //! - `send`: the request to a provider (credential, headers, bounds) and `AttemptError`.
+//! - `client`: the pooled HTTP client that carries it, and the answer it gets.
 //! - `relay`: streaming answers chunk by chunk, charged at the end or on a drop.
 //! - `adapt`: what sits between upstream and client: usage taps and translation.
 //! - `usage`: the usage JSON of both dialects and the taps that follow streams.
 
 pub mod adapt;
+pub mod client;
 pub mod head;
 pub mod relay;
 pub mod send;
@@ -327,8 +329,7 @@ pub async fn count_tokens(
                     Ok(r) => r,
                     Err(AttemptError::Retry(e) | AttemptError::Fatal(e)) => return Err(e),
                 };
-                let bytes = resp
-                    .bytes()
+                let bytes = send::read_bounded(resp, send::MAX_UPSTREAM_BODY_BYTES)
                     .await
                     .map_err(|_| ApiError::UpstreamFailed("count_tokens answer failed".into()))?;
                 Ok(([("content-type", "application/json")], bytes).into_response())

@@ -2,6 +2,7 @@
 //! key), the per-attempt timeouts, and reading error answers within bounds. An
 //! `AttemptError` says whether the next provider config may succeed.
 
+use super::client::UpstreamResponse;
 use crate::app::App;
 use crate::gateway::routing::Route;
 use crate::http::error::ApiError;
@@ -71,7 +72,7 @@ pub async fn send(
     route: &Route,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<reqwest::Response, AttemptError> {
+) -> Result<UpstreamResponse, AttemptError> {
     send_to(
         app,
         route,
@@ -85,10 +86,10 @@ pub async fn send(
 pub async fn send_to(
     app: &App,
     route: &Route,
-    url: Option<&reqwest::Url>,
+    url: Option<&hyper::Uri>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<reqwest::Response, AttemptError> {
+) -> Result<UpstreamResponse, AttemptError> {
     let name = &route.provider.name;
     let timeout = Duration::from_millis(app.config.limits.upstream_response_timeout_ms);
     let Some(url) = url else {
@@ -96,12 +97,7 @@ pub async fn send_to(
             "provider {name} has no URL"
         ))));
     };
-    let request = app
-        .http
-        .post(url.clone())
-        .headers(headers)
-        .body(body)
-        .send();
+    let request = app.http.post(url, headers, body);
     let resp = match tokio::time::timeout(timeout, request).await {
         Err(_) => {
             return Err(AttemptError::Retry(ApiError::UpstreamTimeout(format!(
@@ -168,7 +164,7 @@ struct ErrorDetail {
 }
 
 /// The message and type of an upstream error body in either dialect.
-async fn read_error(resp: reqwest::Response) -> (String, String) {
+async fn read_error(resp: UpstreamResponse) -> (String, String) {
     let bytes = read_bounded(resp, MAX_ERROR_BODY_BYTES)
         .await
         .unwrap_or_default();
@@ -186,9 +182,10 @@ async fn read_error(resp: reqwest::Response) -> (String, String) {
     }
 }
 
-pub async fn read_bounded(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+pub async fn read_bounded(resp: UpstreamResponse, limit: usize) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
+    let stream = resp.bytes_stream();
+    futures_util::pin_mut!(stream);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| e.to_string())?;
         if out.len() + chunk.len() > limit {

@@ -2,6 +2,7 @@
 //! the provider's kind, send it, and turn the answer into the client's response.
 
 use super::adapt::{self, Adapter};
+use super::client::UpstreamResponse;
 use super::head::Inbound;
 use super::relay::{self, ByteStream};
 use super::send::{
@@ -134,7 +135,7 @@ enum Translation {
     AnthropicToOpenAi,
 }
 
-fn is_event_stream(resp: &reqwest::Response) -> bool {
+fn is_event_stream(resp: &UpstreamResponse) -> bool {
     resp.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -146,7 +147,7 @@ async fn finish(
     app: &App,
     inbound: &Inbound,
     route: &Route,
-    resp: reqwest::Response,
+    resp: UpstreamResponse,
     billing: Billing,
     translation: Translation,
     upstream_dialect: Dialect,
