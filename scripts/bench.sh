@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# Measures what the gateway adds: the same Anthropic requests (JSON and SSE) sent straight
-# to a fast mock upstream and through `tollgate serve` with a budgeted, rate-limited
-# virtual key, at concurrency 1 (added latency p50/p99), at saturation (throughput), and
-# the gateway's CPU time per request (the figure to compare on a noisy machine).
+# Measures what the gateway adds: the same Anthropic requests sent straight to a fast mock
+# upstream (direct), through an nginx `proxy_pass` hop, and through `tollgate serve` with
+# a budgeted, rate-limited, priced virtual key (gateway: a single node; node1: one node of
+# a three-node cluster, called on its own port). The headline is CPU time per request of
+# each hop's process (user + system, from /proc), which moves a few percent between runs
+# on a noisy VM where throughput and latency move by half: tiny and Claude Code-shaped
+# (~54 KB) bodies, JSON and SSE, at concurrency 32, interleaved. Also: added latency at
+# concurrency 1, in-flight metering's cost per event, and the request log's cost.
+# Exits non-zero when a request fails, when usage does not count every request, or (not
+# with --quick) when the gateway's CPU per request is above 1.5 x nginx's.
 #
 # Usage: scripts/bench.sh [--quick] [--no-build] [--cluster]
 #   --quick     few requests and one repetition: a smoke test for CI, not a measurement.
 #   --no-build  use the existing release binaries instead of running cargo first.
-#   --cluster   also measure three nodes behind HAProxy (scripts/cluster.sh) against the
-#               one node behind the same HAProxy settings (targets haproxy-3, haproxy-1),
-#               and how fast the cluster commits the charges.
+#   --cluster   also measure the three nodes behind HAProxy (scripts/cluster.sh) against
+#               the one node behind the same HAProxy settings (targets haproxy-3,
+#               haproxy-1), and how fast the cluster commits the charges.
 #
-# Needs cargo (unless --no-build), curl and python3 (and HAProxy for --cluster). Set
+# Needs cargo (unless --no-build), curl and python3; nginx and HAProxy are installed with
+# apt-get when missing (as root). Set
 # TOLLGATE_LOG to change the gateway's log filter; by default it runs with its own default.
 # TOLLGATE_BIN (the gateway) and TOLLGATE_BENCH_BIN (the tools) name other binaries, e.g.
 # an older build to compare against.
 set -euo pipefail
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 
 QUICK=0
 BUILD=1
@@ -74,6 +81,25 @@ need() {
 }
 need curl
 need python3
+if ! command -v nginx >/dev/null 2>&1 && [[ -x /usr/sbin/nginx ]]; then
+	PATH=$PATH:/usr/sbin
+fi
+if ! command -v nginx >/dev/null 2>&1; then
+	[[ $(id -u) == 0 ]] || {
+		echo "bench.sh: nginx is required (apt-get install nginx-light, as root)" >&2
+		exit 1
+	}
+	echo "installing nginx..." >&2
+	# bookworm has nginx-light; later releases only nginx.
+	apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >/dev/null 2>&1; }
+	apt_install nginx-light || apt_install nginx || {
+		apt-get update -q >/dev/null 2>&1
+		apt_install nginx-light || apt_install nginx
+	} || {
+		echo "bench.sh: cannot install nginx" >&2
+		exit 1
+	}
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The gateway, and the tools that measure it (mock upstream, load generator, raft-bench).
@@ -95,6 +121,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench.XXXXXX")
 PIDS=()
 cleanup() {
 	local status=$?
+	if [[ -f $WORK/nginx.pid ]]; then
+		kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+	fi
 	if [[ -f $WORK/haproxy-one.pid ]]; then
 		kill "$(cat "$WORK/haproxy-one.pid")" 2>/dev/null || true
 	fi
@@ -121,20 +150,58 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Two distinct free ports: both sockets are held open together so they cannot collide.
-read -r MOCK_PORT GW_PORT < <(python3 -c '
+read -r MOCK_PORT GW_PORT NGINX_PORT < <(python3 -c '
 import socket
-a, b = socket.socket(), socket.socket()
-a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])
+held = [socket.socket() for _ in range(3)]
+for s in held: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in held))
 ')
 MOCK=http://127.0.0.1:$MOCK_PORT
 GW=http://127.0.0.1:$GW_PORT
+NGINX=http://127.0.0.1:$NGINX_PORT
 
 ADMIN_TOKEN=bench-admin-$RANDOM$RANDOM
 export BENCH_UPSTREAM_KEY=bench-upstream-key
 
 "$BENCH_BIN" mock-upstream --addr "127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
+
+# The nginx hop: one proxy_pass to the same mock over kept-alive connections, the request
+# body read into memory before it goes on (as the gateway does), answers relayed as they
+# come (SSE), no access log. A worker per core, like the gateway's runtime.
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes $(nproc);
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream mock {
+        server 127.0.0.1:$MOCK_PORT;
+        keepalive 256;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        client_max_body_size 32m;
+        client_body_buffer_size 1m;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_request_buffering on;
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+nginx -c "$WORK/nginx.conf" -p "$WORK/nginx/" -e "$WORK/nginx.log"
 
 cat >"$WORK/tollgate.toml" <<EOF
 [server]
@@ -201,10 +268,12 @@ setup_key() {
 }
 read -r KEY_ID KEY_SECRET < <(API_BASE=$GW setup_key)
 
-TARGETS=(direct gateway)
-if [[ $CLUSTER == 1 ]]; then
-	# Three nodes behind HAProxy on a free block of ports (BASE..BASE+3, BASE+10..13).
-	CLUSTER_BASE=$(python3 -c '
+# Targets of the concurrency-1 rounds; the saturation rounds add node1.
+TARGETS=(direct nginx gateway)
+# Three nodes behind HAProxy on a free block of ports (BASE..BASE+3, BASE+10..13): node 1
+# alone is the cluster target of the saturation rounds; with --cluster, HAProxy in front
+# of all three is measured too.
+CLUSTER_BASE=$(python3 -c '
 import random, socket
 for _ in range(500):
     base = random.randrange(20000, 60000, 20)
@@ -218,15 +287,18 @@ for _ in range(500):
         continue
     print(base); break
 ')
-	echo "starting three nodes behind HAProxy on $CLUSTER_BASE..." >&2
-	TOLLGATE_BIN=$BIN TOLLGATE_BASE_PORT=$CLUSTER_BASE TOLLGATE_ADMIN_TOKEN=$ADMIN_TOKEN \
-		"$ROOT/scripts/cluster.sh" up --config "$WORK/tollgate.toml" --dir "$WORK/cluster" \
-		>"$WORK/cluster-up.log" 2>&1 || {
-		cat "$WORK/cluster-up.log" >&2
-		exit 1
-	}
-	HA=http://127.0.0.1:$CLUSTER_BASE
-	read -r CLUSTER_KEY_ID CLUSTER_KEY_SECRET < <(API_BASE=$HA setup_key)
+echo "starting three nodes behind HAProxy on $CLUSTER_BASE..." >&2
+TOLLGATE_BIN=$BIN TOLLGATE_BASE_PORT=$CLUSTER_BASE TOLLGATE_ADMIN_TOKEN=$ADMIN_TOKEN \
+	"$ROOT/scripts/cluster.sh" up --config "$WORK/tollgate.toml" --dir "$WORK/cluster" \
+	>"$WORK/cluster-up.log" 2>&1 || {
+	cat "$WORK/cluster-up.log" >&2
+	exit 1
+}
+HA=http://127.0.0.1:$CLUSTER_BASE
+NODE1=http://127.0.0.1:$((CLUSTER_BASE + 1))
+NODE1_PID=$(cat "$WORK/cluster/node1/pid")
+read -r CLUSTER_KEY_ID CLUSTER_KEY_SECRET < <(API_BASE=$HA setup_key)
+if [[ $CLUSTER == 1 ]]; then
 	# The baseline for the cluster: the one node behind the same HAProxy settings, so the
 	# comparison shows what three nodes cost, not what the extra hop costs.
 	HA1_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -243,6 +315,7 @@ for _ in range(500):
 		sleep 0.1
 	done
 	TARGETS+=(haproxy-1 haproxy-3)
+	CLUSTER_TARGETS=(haproxy-1 haproxy-3)
 fi
 
 PROMPT='Summarise the toll charges on the A1 for a lorry in one sentence.'
@@ -250,58 +323,115 @@ printf '{"model":"%s","max_tokens":256,"messages":[{"role":"user","content":"%s"
 	"$MODEL" "$PROMPT" >"$WORK/json.body"
 printf '{"model":"%s","max_tokens":256,"stream":true,"messages":[{"role":"user","content":"%s"}]}' \
 	"$MODEL" "$PROMPT" >"$WORK/sse.body"
+# A Claude Code-shaped request (~54 KB): its system prompt, 18 tools with JSON schemas and
+# 16 turns of text, tool calls and tool results (the files it read).
+claude_code_body() {
+	python3 - "$MODEL" "$1" <<'PY'
+import json, random, sys
+random.seed(11)
+words = ("the build fails in module parser because token stream returns early when input "
+         "ends with a newline fix test cargo rust function return value error handle").split()
+def text(n):
+    return " ".join(random.choice(words) for _ in range(n))
+system = [{"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+          {"type": "text", "text": text(2100), "cache_control": {"type": "ephemeral"}}]
+tools = [{"name": f"Tool{i}", "description": text(60), "input_schema": {
+    "type": "object", "additionalProperties": False,
+    "$schema": "http://json-schema.org/draft-07/schema#", "required": ["path"],
+    "properties": {"path": {"type": "string", "description": text(12)},
+                   "pattern": {"type": "string", "description": text(10)},
+                   "limit": {"type": "number", "description": text(8)}}}} for i in range(18)]
+messages = []
+for t in range(8):
+    messages.append({"role": "user", "content": [{"type": "text", "text": text(60)}] if t == 0 else
+                     [{"type": "tool_result", "tool_use_id": f"toolu_{t:02d}", "content": text(480)}]})
+    messages.append({"role": "assistant", "content": [
+        {"type": "text", "text": text(40)},
+        {"type": "tool_use", "id": f"toolu_{t + 1:02d}", "name": f"Tool{t}", "input": {"path": f"src/m{t}.rs"}}]})
+messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_09", "content": text(200)}]})
+body = {"model": sys.argv[1], "max_tokens": 256, "system": system, "tools": tools, "messages": messages}
+if sys.argv[2] == "sse":
+    body["stream"] = True
+print(json.dumps(body))
+PY
+}
+claude_code_body json >"$WORK/cc-json.body"
+claude_code_body sse >"$WORK/cc-sse.body"
+cp "$WORK/json.body" "$WORK/tiny-json.body"
+cp "$WORK/sse.body" "$WORK/tiny-sse.body"
+NGINX_PIDS=$(cat "$WORK/nginx.pid")
+NGINX_PIDS="$NGINX_PIDS $(pgrep -P "$NGINX_PIDS" | tr '\n' ' ')"
 
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 
-# The gateway's CPU time so far (user + system), in clock ticks: /proc/PID/stat fields
-# 14 and 15. CPU time per request moves a few percent between runs on a noisy VM where
-# wall-clock figures move by half.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU time so far (user + system) of the processes PIDS, in clock ticks: /proc/PID/stat
+# fields 14 and 15, summed. CPU time per request moves a few percent between runs on a
+# noisy VM where wall-clock figures move by half.
+cpu_ticks() {
+	local pid total=0
+	for pid in "$@"; do
+		total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+	done
+	echo "$total"
+}
 TICKS_PER_S=$(getconf CLK_TCK)
 
-# Runs one load: CASE TARGET BODY (json|sse) then loadgen's size flags. Records the report
-# and, for the single gateway, the CPU ticks it spent.
+# Runs one load: CASE TARGET BODY (a file WORK/BODY.body) WARMUP, then loadgen's size
+# flags. Records the report, the CPU ticks the target's processes spent (the mock's for
+# direct, nginx's master and workers, the node's) and those the mock spent.
 load() {
 	local case=$1 target=$2 body=$3 warmup=$4
 	shift 4
-	local url key
+	local url key pids
 	case $target in
 	direct)
-		url=$MOCK/v1/messages
-		key=$BENCH_UPSTREAM_KEY
+		url=$MOCK/v1/messages key=$BENCH_UPSTREAM_KEY pids=$MOCK_PID
+		;;
+	nginx)
+		url=$NGINX/v1/messages key=$BENCH_UPSTREAM_KEY pids=$NGINX_PIDS
 		;;
 	gateway)
-		url=$GW/v1/messages
-		key=$KEY_SECRET
+		url=$GW/v1/messages key=$KEY_SECRET pids=$GW_PID
+		;;
+	node1)
+		url=$NODE1/v1/messages key=$CLUSTER_KEY_SECRET pids=$NODE1_PID
 		;;
 	haproxy-1)
-		url=$HA1/v1/messages
-		key=$KEY_SECRET
+		url=$HA1/v1/messages key=$KEY_SECRET pids=$GW_PID
 		;;
 	haproxy-3)
-		url=$HA/v1/messages
-		key=$CLUSTER_KEY_SECRET
+		url=$HA/v1/messages key=$CLUSTER_KEY_SECRET pids=$NODE1_PID
 		;;
 	esac
-	local out before=0 ticks=-1
-	[[ $target == gateway ]] && before=$(cpu_ticks "$GW_PID")
+	local out before mock_before ticks mock_ticks
+	# shellcheck disable=SC2086 # a list of pids
+	before=$(cpu_ticks $pids)
+	mock_before=$(cpu_ticks "$MOCK_PID")
 	out=$("$BENCH_BIN" loadgen --url "$url" --header "x-api-key: $key" \
 		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/$body.body" \
 		--warmup "$warmup" "$@" 2>>"$WORK/loadgen.log")
-	[[ $target == gateway ]] && ticks=$(($(cpu_ticks "$GW_PID") - before))
-	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$target" "$warmup" "$SECONDS" "$ticks" "$out" >>"$RESULTS"
+	# shellcheck disable=SC2086
+	ticks=$(($(cpu_ticks $pids) - before))
+	mock_ticks=$(($(cpu_ticks "$MOCK_PID") - mock_before))
+	# Through HAProxy only some of the work is node 1's: no CPU figure.
+	[[ $target == haproxy-* ]] && ticks=-1
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$target" "$warmup" "$SECONDS" "$ticks" \
+		"$mock_ticks" "$out" >>"$RESULTS"
 	python3 -c '
 import json, sys
 case, target, r = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+ticks, per_s = int(sys.argv[4]), int(sys.argv[5])
+n = r["requests"] + int(sys.argv[6])
+cpu = "  cpu %6.1f us/request" % (1e6 * ticks / per_s / max(n, 1)) if ticks >= 0 else ""
 why = " (" + ", ".join(f"{k}: {v}" for k, v in r.get("failures", {}).items()) + ")" if r["errors"] else ""
-print("  %-10s %-8s p50 %6d us  p99 %6d us  %8.0f rps  n %7d  errors %d%s"
-      % (case, target, r["p50_us"], r["p99_us"], r["rps"], r["requests"], r["errors"], why),
+print("  %-14s %-9s p50 %6d us  p99 %6d us  %8.0f rps  n %7d%s  errors %d%s"
+      % (case, target, r["p50_us"], r["p99_us"], r["rps"], r["requests"], cpu, r["errors"], why),
       file=sys.stderr)
-' "$case" "$target" "$out"
+' "$case" "$target" "$out" "$ticks" "$TICKS_PER_S" "$warmup"
 }
 
-echo "direct: $MOCK   gateway: $GW   key: $KEY_ID" >&2
+echo "direct: $MOCK   nginx: $NGINX   gateway: $GW   node1: $NODE1   key: $KEY_ID" >&2
 for ((rep = 1; rep <= REPS; rep++)); do
 	echo "repetition $rep/$REPS, concurrency 1 ($C1_REQUESTS requests after $C1_WARMUP warm-up)" >&2
 	for body in json sse; do
@@ -311,11 +441,12 @@ for ((rep = 1; rep <= REPS; rep++)); do
 		done
 	done
 done
+# The hop at saturation: every body shape, every target, interleaved.
 for ((rep = 1; rep <= REPS; rep++)); do
 	echo "repetition $rep/$REPS, concurrency $SAT_CONCURRENCY for $SAT_SECONDS s" >&2
-	for body in json sse; do
-		for target in "${TARGETS[@]}"; do
-			load "$body c=$SAT_CONCURRENCY" "$target" "$body" "$SAT_WARMUP" \
+	for body in tiny-json tiny-sse cc-json cc-sse; do
+		for target in direct nginx gateway node1 ${CLUSTER_TARGETS[@]+"${CLUSTER_TARGETS[@]}"}; do
+			load "${body/-/ } c=$SAT_CONCURRENCY" "$target" "$body" "$SAT_WARMUP" \
 				--concurrency "$SAT_CONCURRENCY" --duration-secs "$SAT_SECONDS"
 		done
 	done
@@ -328,7 +459,7 @@ sent_to() {
 import json, sys
 total = 0
 for line in open(sys.argv[1]):
-    case, target, warmup, _at, _ticks, report = line.rstrip("\n").split("\t", 5)
+    case, target, warmup, _at, _ticks, _mock, report = line.rstrip("\n").split("\t", 6)
     if target in sys.argv[2].split(","):
         total += int(warmup) + json.loads(report)["requests"]
 print(total)
@@ -371,13 +502,11 @@ for ((rep = 1; rep <= REPS; rep++)); do
 		printf '%s\t%s\t%s\n' "$kind" "$(($(cpu_ticks "$GW_PID") - before))" "$out" >>"$METERING"
 	done
 done
-CLUSTER_EXPECTED=0
-CLUSTER_USAGE='{}'
+CLUSTER_EXPECTED=$(sent_to node1,haproxy-3)
+CLUSTER_USAGE=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$CLUSTER_EXPECTED")
 COMMIT='{}'
 RAFT_BENCH='{}'
 if [[ $CLUSTER == 1 ]]; then
-	CLUSTER_EXPECTED=$(sent_to haproxy-3)
-	CLUSTER_USAGE=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$CLUSTER_EXPECTED")
 	# Committed charges per second: a saturating load through HAProxy, timed from its
 	# start until the last of its charges is applied (read on node 1).
 	echo "committing: concurrency 64 through HAProxy for $((SAT_SECONDS * 2)) s" >&2
@@ -432,7 +561,7 @@ fi
 
 python3 - "$RESULTS" "$TARGET_P50_US" "$TARGET_P99_US" "$REPS" \
 	"$KEY_ID" "$EXPECTED" "$USAGE" "$CLUSTER_EXPECTED" "$CLUSTER_USAGE" "$COMMIT" "$RAFT_BENCH" \
-	"$TICKS_PER_S" <<'PY2'
+	"$TICKS_PER_S" "$QUICK" <<'PY2' || BENCH_FAILED=1
 import json, sys
 
 results = sys.argv[1]
@@ -443,16 +572,20 @@ if int(sys.argv[8]):
 commit = json.loads(sys.argv[10])
 raft_bench = json.loads(sys.argv[11])
 ticks_per_s = int(sys.argv[12])
+quick = sys.argv[13] == "1"
 best, cases, targets, errors = {}, [], [], 0
-cpu = {}  # case -> [ticks, requests] of the single gateway over every repetition
+# (case, target) -> [ticks of the target's processes, ticks of the mock, requests], summed
+# over every repetition (warm-up included: it was measured too).
+cpu = {}
 for line in open(results):
-    case, target, warmup, _at, ticks, report = line.rstrip("\n").split("\t", 5)
+    case, target, warmup, _at, ticks, mock_ticks, report = line.rstrip("\n").split("\t", 6)
     r = json.loads(report)
     errors += r["errors"]
     if int(ticks) >= 0:
-        c = cpu.setdefault(case, [0, 0])
+        c = cpu.setdefault((case, target), [0, 0, 0])
         c[0] += int(ticks)
-        c[1] += int(warmup) + r["requests"]
+        c[1] += int(mock_ticks)
+        c[2] += int(warmup) + r["requests"]
     if case not in cases:
         cases.append(case)
     if target not in targets:
@@ -463,20 +596,42 @@ for line in open(results):
     b["p99"] = min(b["p99"], r["p99_us"])
     b["rps"] = max(b["rps"], r["rps"])
 
-header = ["case", "target", "p50 us", "p99 us", "added p50/p99 us", "rps"]
-rows, verdicts = [], []
+def us_per_request(case, target, which=0):
+    # Concurrency-1 cells serve too few requests for a clock-tick count to mean much.
+    c = None if case.endswith("c=1") else cpu.get((case, target))
+    return 1e6 * c[which] / ticks_per_s / max(c[2], 1) if c else None
+
+header = ["case", "target", "p50 us", "p99 us", "added p50/p99 us", "rps", "CPU us/req", "x nginx", "mock us/req"]
+rows, verdicts, cpu_failed = [], [], []
 for case in cases:
     d = best[(case, "direct")]
+    nginx_cpu = us_per_request(case, "nginx")
     for target in targets:
-        g = best[(case, target)]
+        g = best.get((case, target))
+        if g is None:
+            continue
         added = (g["p50"] - d["p50"], g["p99"] - d["p99"])
+        own, mock = us_per_request(case, target), us_per_request(case, target, 1)
+        ratio = own / nginx_cpu if own is not None and nginx_cpu and target != "direct" else None
         rows.append([case, target, g["p50"], g["p99"],
-                     "-" if target == "direct" else f"{added[0]}/{added[1]}", f'{g["rps"]:.0f}'])
+                     "-" if target == "direct" else f"{added[0]}/{added[1]}", f'{g["rps"]:.0f}',
+                     "-" if own is None else f"{own:.1f}", "-" if ratio is None else f"{ratio:.2f}",
+                     "-" if mock is None else f"{mock:.1f}"])
         if target == "gateway" and case.endswith("c=1"):
             met = added[0] <= target_p50 and added[1] <= target_p99
             verdicts.append(f"{case}: added p50 {added[0]} us (target <= {target_p50}), "
                             f"p99 {added[1]} us (target <= {target_p99}): {'met' if met else 'NOT met'}")
-    if "haproxy-3" in targets:
+    gw_cpu, node_cpu = us_per_request(case, "gateway"), us_per_request(case, "node1")
+    if gw_cpu is not None and nginx_cpu and (case, "node1") in best:
+        met = gw_cpu <= 1.5 * nginx_cpu
+        if not met:
+            cpu_failed.append(case)
+        n, gw = best[(case, "nginx")], best[(case, "gateway")]
+        verdicts.append(f"{case}: gateway CPU {gw_cpu:.1f} us/request = {gw_cpu / nginx_cpu:.2f} x nginx's "
+                        f"{nginx_cpu:.1f} (target <= 1.5): {'met' if met else 'NOT met'}; throughput "
+                        f"{gw['rps'] / max(n['rps'], 1):.2f} x nginx's (target >= 0.8); a cluster node "
+                        f"{node_cpu / gw_cpu:.2f} x a single node's CPU (target <= 1.15)")
+    if "haproxy-3" in targets and (case, "haproxy-3") in best:
         one, three = best[(case, "haproxy-1")], best[(case, "haproxy-3")]
         a1, a3 = one["p50"] - d["p50"], three["p50"] - d["p50"]
         verdicts.append(f"{case}: through HAProxy, 3 nodes vs 1 node: added p50 {a3} vs {a1} us "
@@ -486,15 +641,14 @@ widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
 def show(cells):
     print(" | ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))))
 print()
-print(f"best of {reps} interleaved repetition(s) per cell; latency in microseconds")
+print(f"best of {reps} interleaved repetition(s) per cell; latency in microseconds; CPU time "
+      f"(user + system) per request of the target's processes over every repetition: the mock's "
+      f"for direct, nginx's workers, the node's (gateway: a single node; node1: one node of three)")
 show(header)
 print("-+-".join("-" * w for w in widths))
 for row in rows:
     show(row)
 print()
-if cpu:
-    print("gateway CPU time per request (user + system, every repetition): " + ", ".join(
-        f"{case} {1e6 * t / ticks_per_s / max(n, 1):.0f} us" for case, (t, n) in cpu.items()))
 for v in verdicts:
     print(v)
 if commit:
@@ -522,6 +676,10 @@ for name, key_id, expected, usage in checks:
         failed = True
 if errors:
     print(f"bench.sh: {errors} request(s) failed", file=sys.stderr)
+if cpu_failed:
+    print(f"bench.sh: the gateway's CPU per request is above 1.5 x nginx's for {', '.join(cpu_failed)}"
+          + (" (--quick: not a measurement, not failed)" if quick else ""), file=sys.stderr)
+    failed = failed or not quick
 if failed:
     sys.exit(1)
 PY2
@@ -691,3 +849,6 @@ if errors:
     print(f"bench.sh: {errors} request(s) failed in the request log runs", file=sys.stderr)
     sys.exit(1)
 PY4
+
+# A failed check above (targets, counts) fails the run once every figure is printed.
+exit "${BENCH_FAILED:-0}"
