@@ -1,24 +1,41 @@
-//! Streams an upstream answer to the client chunk by chunk, never buffering it, while an
-//! adapter taps token usage (and translates between dialects where needed). Whatever
+//! Streams an upstream answer to the client chunk by chunk, never holding it back, while
+//! an adapter taps token usage (and translates between dialects where needed). Whatever
 //! ends the stream — its end, an upstream error, or the client going away — the request
 //! is charged for the usage seen.
+//!
+//! Per event, the relay touches no timer and no channel registration: the idle timer is
+//! one sleep re-armed only when it fires early, the drain's cut one future for the whole
+//! stream. Events that are already there when one is relayed go out in the same write
+//! (`Coalesced`), so a burst of events costs one system call, not one each.
 
 use super::adapt::Adapter;
 use crate::gateway::billing::Billing;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::Instant;
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Resolves when a drain cuts the streams (never, once the drain is gone).
+type CutSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Most bytes of relayed events gathered into one write.
+const COALESCE_MAX_BYTES: usize = 64 * 1024;
 
 struct RelayState {
     upstream: ByteStream,
     adapter: Box<dyn Adapter>,
     billing: Option<Billing>,
     idle: Duration,
+    /// Fires at the latest `idle` after the last chunk; re-armed when it fires early.
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    last_chunk: Instant,
     /// Set when a drain times out: the stream ends at its next step.
-    cut: tokio::sync::watch::Receiver<bool>,
+    cut: CutSignal,
     ended: bool,
 }
 
@@ -52,11 +69,21 @@ pub fn relay(
     idle: Duration,
     cut: tokio::sync::watch::Receiver<bool>,
 ) -> axum::body::Body {
+    let mut cut = cut;
+    let cut: CutSignal = Box::pin(async move {
+        // A dropped sender (no drain any more) never cuts.
+        if cut.wait_for(|cut| *cut).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    });
+    let now = Instant::now();
     let state = RelayState {
         upstream,
         adapter,
         billing: Some(billing),
         idle,
+        idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
+        last_chunk: now,
         cut,
         ended: false,
     };
@@ -65,13 +92,24 @@ pub fn relay(
             return None;
         }
         loop {
-            // `None`: the drain timed out and cuts the stream.
+            // `None`: the drain timed out and cuts the stream; `Some(Err(()))`: the
+            // upstream sent nothing for the idle time.
             let next = tokio::select! {
                 biased;
-                // A dropped sender (no drain any more) never cuts.
-                Ok(_) = st.cut.wait_for(|cut| *cut) => None,
-                next = tokio::time::timeout(st.idle, st.upstream.next()) => Some(next),
+                () = &mut st.cut => None,
+                next = st.upstream.next() => Some(Ok(next)),
+                () = &mut st.idle_timer => {
+                    let due = st.last_chunk + st.idle;
+                    if Instant::now() < due {
+                        st.idle_timer.as_mut().reset(due);
+                        continue;
+                    }
+                    Some(Err(()))
+                }
             };
+            if let Some(Ok(Some(Ok(_)))) = &next {
+                st.last_chunk = Instant::now();
+            }
             match next {
                 Some(Ok(Some(Ok(chunk)))) => {
                     let out = st.adapter.on_chunk(&chunk);
@@ -125,5 +163,50 @@ pub fn relay(
             }
         }
     });
-    axum::body::Body::from_stream(stream)
+    axum::body::Body::from_stream(Coalesced {
+        inner: Box::pin(stream),
+        pending: BytesMut::new(),
+        error: None,
+        done: false,
+    })
+}
+
+/// A byte stream whose chunks that are ready together leave together; what is gathered
+/// is handed on as soon as the inner stream has nothing more at once (never held for a
+/// timer or another turn of the scheduler).
+struct Coalesced<S> {
+    inner: Pin<Box<S>>,
+    pending: BytesMut,
+    /// An error that ended the inner stream, handed on after what came before it.
+    error: Option<std::io::Error>,
+    done: bool,
+}
+
+impl<S: Stream<Item = Result<Bytes, std::io::Error>>> Stream for Coalesced<S> {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        while !this.done && this.error.is_none() && this.pending.len() < COALESCE_MAX_BYTES {
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.pending.extend_from_slice(&chunk);
+                }
+                Poll::Ready(Some(Err(e))) => this.error = Some(e),
+                Poll::Ready(None) => this.done = true,
+                Poll::Pending if this.pending.is_empty() => return Poll::Pending,
+                Poll::Pending => break,
+            }
+        }
+        if !this.pending.is_empty() {
+            return Poll::Ready(Some(Ok(this.pending.split().freeze())));
+        }
+        match this.error.take() {
+            Some(e) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            None => Poll::Ready(None),
+        }
+    }
 }
