@@ -267,6 +267,8 @@ setup_key() {
 	echo "$key_id $(field secret <<<"$key_json")"
 }
 read -r KEY_ID KEY_SECRET < <(API_BASE=$GW setup_key)
+# The gateway's resident memory before any traffic (it has opened its stores).
+GW_RSS_IDLE_KB=$(awk '/^VmRSS/ { print $2 }' "/proc/$GW_PID/status")
 
 # Targets of the concurrency-1 rounds; the saturation rounds add node1.
 TARGETS=(direct nginx gateway)
@@ -452,6 +454,9 @@ for ((rep = 1; rep <= REPS; rep++)); do
 	done
 done
 
+# Its peak resident memory over those runs (c=32 and c=1, every body shape).
+GW_RSS_PEAK_KB=$(awk '/^VmHWM/ { print $2 }' "/proc/$GW_PID/status")
+
 # Every request through a gateway, warm-up included, must show in its key's usage once
 # the charge pipeline has applied it. Prints the count sent to TARGET.
 sent_to() {
@@ -561,7 +566,7 @@ fi
 
 python3 - "$RESULTS" "$TARGET_P50_US" "$TARGET_P99_US" "$REPS" \
 	"$KEY_ID" "$EXPECTED" "$USAGE" "$CLUSTER_EXPECTED" "$CLUSTER_USAGE" "$COMMIT" "$RAFT_BENCH" \
-	"$TICKS_PER_S" "$QUICK" <<'PY2' || BENCH_FAILED=1
+	"$TICKS_PER_S" "$QUICK" "$GW_RSS_IDLE_KB" "$GW_RSS_PEAK_KB" <<'PY2' || BENCH_FAILED=1
 import json, sys
 
 results = sys.argv[1]
@@ -651,6 +656,9 @@ for row in rows:
 print()
 for v in verdicts:
     print(v)
+idle_kb, peak_kb = int(sys.argv[14]), int(sys.argv[15])
+print(f"gateway memory: RSS {idle_kb / 1024:.0f} MiB idle (target <= 20), peak {peak_kb / 1024:.0f} MiB "
+      f"over the runs above (target <= 100)")
 if commit:
     print(f"cluster commit: {commit['applied']} of {commit['sent']} charges applied {commit['until_applied_s']:.2f} s "
           f"after the load started ({commit['load_s']:.2f} s of load, last charge {commit['lag_s'] * 1000:.0f} ms after it ended): "
