@@ -5,16 +5,14 @@
 //!
 //! Per event, the relay touches no timer and no channel registration: the idle timer is
 //! one sleep re-armed only when it fires early, the drain's cut one future for the whole
-//! stream. Events that are already there when one is relayed go out in the same write
-//! (`Coalesced`), so a burst of events costs one system call, not one each.
+//! stream.
 
 use super::adapt::Adapter;
 use crate::gateway::billing::Billing;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -22,9 +20,6 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> +
 
 /// Resolves when a drain cuts the streams (never, once the drain is gone).
 type CutSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Most bytes of relayed events gathered into one write.
-const COALESCE_MAX_BYTES: usize = 64 * 1024;
 
 struct RelayState {
     upstream: ByteStream,
@@ -163,50 +158,5 @@ pub fn relay(
             }
         }
     });
-    axum::body::Body::from_stream(Coalesced {
-        inner: Box::pin(stream),
-        pending: BytesMut::new(),
-        error: None,
-        done: false,
-    })
-}
-
-/// A byte stream whose chunks that are ready together leave together; what is gathered
-/// is handed on as soon as the inner stream has nothing more at once (never held for a
-/// timer or another turn of the scheduler).
-struct Coalesced<S> {
-    inner: Pin<Box<S>>,
-    pending: BytesMut,
-    /// An error that ended the inner stream, handed on after what came before it.
-    error: Option<std::io::Error>,
-    done: bool,
-}
-
-impl<S: Stream<Item = Result<Bytes, std::io::Error>>> Stream for Coalesced<S> {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        while !this.done && this.error.is_none() && this.pending.len() < COALESCE_MAX_BYTES {
-            match this.inner.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
-                    this.pending.extend_from_slice(&chunk);
-                }
-                Poll::Ready(Some(Err(e))) => this.error = Some(e),
-                Poll::Ready(None) => this.done = true,
-                Poll::Pending if this.pending.is_empty() => return Poll::Pending,
-                Poll::Pending => break,
-            }
-        }
-        if !this.pending.is_empty() {
-            return Poll::Ready(Some(Ok(this.pending.split().freeze())));
-        }
-        match this.error.take() {
-            Some(e) => {
-                this.done = true;
-                Poll::Ready(Some(Err(e)))
-            }
-            None => Poll::Ready(None),
-        }
-    }
+    axum::body::Body::from_stream(stream)
 }
