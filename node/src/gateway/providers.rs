@@ -9,6 +9,10 @@ pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
     pub api_key: Option<Secret>,
+    /// The key as this kind of provider is sent it (Anthropic's `x-api-key` value,
+    /// OpenAI's `Bearer …`), made once here and marked sensitive; `None` without a key
+    /// (or one no header can carry).
+    pub credential: Option<axum::http::HeaderValue>,
     /// Anthropic: `{base}/v1/messages`; OpenAI: `{base}/chat/completions`; parsed once
     /// here rather than on every request. `None` for the in-process mock.
     pub inference_url: Option<hyper::Uri>,
@@ -53,10 +57,22 @@ impl Providers {
             };
             let (inference_url, count_tokens_url) =
                 (parse(inference_url)?, parse(count_tokens_url)?);
+            let api_key = spec.resolve_key()?;
+            let credential = api_key.as_ref().and_then(|key| {
+                let value = match spec.kind {
+                    ProviderKind::Anthropic => key.expose().to_owned(),
+                    ProviderKind::Openai => format!("Bearer {}", key.expose()),
+                    ProviderKind::Mock => return None,
+                };
+                let mut value = axum::http::HeaderValue::from_str(&value).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            });
             let provider = Provider {
                 name: spec.name.clone(),
                 kind: spec.kind,
-                api_key: spec.resolve_key()?,
+                api_key,
+                credential,
                 inference_url,
                 count_tokens_url,
                 latency_ms: spec.latency_ms,

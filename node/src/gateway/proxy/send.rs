@@ -28,29 +28,20 @@ pub enum AttemptError {
 }
 
 /// A JSON request carrying the provider's own credential in `name` (never the client's).
-fn provider_headers(
-    route: &Route,
-    name: header::HeaderName,
-    credential: impl Fn(&str) -> String,
-) -> HeaderMap {
+fn provider_headers(route: &Route, name: header::HeaderName) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let key = route.provider.api_key.as_ref();
-    if let Some(value) = key.and_then(|k| HeaderValue::from_str(&credential(k.expose())).ok()) {
-        h.insert(name, value);
+    if let Some(value) = &route.provider.credential {
+        h.insert(name, value.clone());
     }
     h
 }
 
 pub fn anthropic_headers(route: &Route, client: &HeaderMap) -> HeaderMap {
-    let mut h = provider_headers(
-        route,
-        header::HeaderName::from_static("x-api-key"),
-        str::to_owned,
-    );
+    let mut h = provider_headers(route, header::HeaderName::from_static("x-api-key"));
     let version = client
         .get("anthropic-version")
         .cloned()
@@ -63,7 +54,7 @@ pub fn anthropic_headers(route: &Route, client: &HeaderMap) -> HeaderMap {
 }
 
 pub fn openai_headers(route: &Route) -> HeaderMap {
-    provider_headers(route, header::AUTHORIZATION, |k| format!("Bearer {k}"))
+    provider_headers(route, header::AUTHORIZATION)
 }
 
 /// Sends the request and classifies a failure before any byte reached the client.
