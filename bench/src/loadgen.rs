@@ -16,9 +16,9 @@ use tokio::sync::Barrier;
 /// low enough that a typo cannot open tens of thousands of sockets.
 pub const MAX_CONCURRENCY: usize = 4096;
 
-/// Most latency samples kept (4 bytes each, so 256 MiB at most); a run that would
-/// exceed it is refused up front rather than running out of memory midway.
-pub const MAX_SAMPLES: u64 = 64 * 1024 * 1024;
+/// Most requests measured (8 bytes each: latency and first byte, so 256 MiB at most); a
+/// run that would exceed it is refused up front rather than running out of memory midway.
+pub const MAX_SAMPLES: u64 = 32 * 1024 * 1024;
 
 /// Latency samples reserved up front per task in a timed run, so that the first seconds
 /// are not spent growing vectors.
@@ -49,7 +49,8 @@ pub struct Plan {
 }
 
 /// The result of a run, printed as one line of JSON. Latencies cover successful requests
-/// only, from sending the request to reading the last byte of the response.
+/// only, from sending the request to reading the last byte of the response; first-byte
+/// times to its first body byte (a stream's first event).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Requests in the measured phase, failed ones included.
@@ -63,6 +64,8 @@ pub struct Report {
     pub p90_us: u32,
     pub p99_us: u32,
     pub max_us: u32,
+    pub first_byte_p50_us: u32,
+    pub first_byte_p99_us: u32,
     /// Why requests failed: `"503"` for a status, `"send"` for a request that got no
     /// answer, `"body"` for an answer whose body broke off.
     pub failures: BTreeMap<String, u64>,
@@ -96,6 +99,7 @@ pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), LoadgenErro
 /// What one task measured.
 struct TaskResult {
     latencies_us: Vec<u32>,
+    first_byte_us: Vec<u32>,
     errors: u64,
     failures: BTreeMap<String, u64>,
 }
@@ -149,7 +153,7 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
             for _ in 0..warmup {
                 // Warm-up outcomes are not counted; a target that fails shows in the
                 // measured phase.
-                let _ = task.once().await;
+                let _ = task.once(Instant::now()).await;
             }
             barrier.wait().await;
             task.measure(stop, concurrency, &claimed).await
@@ -158,11 +162,13 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
     barrier.wait().await;
     let started = Instant::now();
     let mut latencies: Vec<u32> = Vec::new();
+    let mut first_bytes: Vec<u32> = Vec::new();
     let mut errors = 0u64;
     let mut failures = BTreeMap::new();
     for task in tasks {
         let result = task.await.map_err(LoadgenError::Task)?;
         latencies.extend_from_slice(&result.latencies_us);
+        first_bytes.extend_from_slice(&result.first_byte_us);
         errors += result.errors;
         for (why, n) in result.failures {
             *failures.entry(why).or_insert(0) += n;
@@ -170,6 +176,7 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
     }
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
+    first_bytes.sort_unstable();
     let ok = latencies.len() as u64;
     Ok(Report {
         requests: ok + errors,
@@ -184,6 +191,8 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
         p90_us: percentile(&latencies, 90.0),
         p99_us: percentile(&latencies, 99.0),
         max_us: latencies.last().copied().unwrap_or(0),
+        first_byte_p50_us: percentile(&first_bytes, 50.0),
+        first_byte_p99_us: percentile(&first_bytes, 99.0),
         failures,
     })
 }
@@ -214,8 +223,9 @@ struct Task {
 }
 
 impl Task {
-    /// Sends the request once and reads the whole answer; why it failed, if it did.
-    async fn once(&self) -> Result<(), String> {
+    /// Sends the request once and reads the whole answer: when its first body byte came
+    /// (from `t0`), or why it failed.
+    async fn once(&self, t0: Instant) -> Result<Duration, String> {
         let sent = self
             .client
             .post(&*self.url)
@@ -223,14 +233,29 @@ impl Task {
             .body(self.body.clone())
             .send()
             .await;
-        let response = sent.map_err(|_| "send".to_owned())?;
+        let mut response = sent.map_err(|_| "send".to_owned())?;
         let status = response.status();
         // The body is read even after a bad status so the connection can be reused.
-        let body = response.bytes().await;
+        let mut first_byte = None;
+        let mut body = Ok(());
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if first_byte.is_none() && !chunk.is_empty() {
+                        first_byte = Some(t0.elapsed());
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    body = Err("body".to_owned());
+                    break;
+                }
+            }
+        }
         if status != reqwest::StatusCode::OK {
             return Err(status.as_u16().to_string());
         }
-        body.map(|_| ()).map_err(|_| "body".to_owned())
+        body.map(|()| first_byte.unwrap_or_else(|| t0.elapsed()))
     }
 
     async fn measure(&self, stop: Stop, concurrency: usize, claimed: &AtomicU64) -> TaskResult {
@@ -240,6 +265,7 @@ impl Task {
         };
         let mut result = TaskResult {
             latencies_us: Vec::with_capacity(reserve),
+            first_byte_us: Vec::with_capacity(reserve),
             errors: 0,
             failures: BTreeMap::new(),
         };
@@ -263,10 +289,15 @@ impl Task {
                 break;
             }
             let t0 = Instant::now();
-            let outcome = self.once().await;
+            let outcome = self.once(t0).await;
             let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
             match outcome {
-                Ok(()) => result.latencies_us.push(us),
+                Ok(first) => {
+                    result.latencies_us.push(us);
+                    result
+                        .first_byte_us
+                        .push(u32::try_from(first.as_micros()).unwrap_or(u32::MAX));
+                }
                 Err(why) => {
                     result.errors += 1;
                     *result.failures.entry(why).or_insert(0) += 1;

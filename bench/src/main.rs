@@ -37,7 +37,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
         /// Pause between the events of a stream, in microseconds (a model producing its
-        /// answer piece by piece; with `LONG:<n>` in the prompt, a long one).
+        /// answer piece by piece; with `LONG:<n>` in the prompt, a long one). A request
+        /// with `PACE_US:<n>` in it sets its own.
         #[arg(long, default_value_t = 0)]
         event_delay_us: u64,
     },

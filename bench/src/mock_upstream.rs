@@ -72,6 +72,26 @@ fn sse(events: Vec<Bytes>, delay: Duration) -> Response {
     ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
 }
 
+/// Marker in a request that sets its own pause between stream events: `PACE_US:<n>`
+/// microseconds, at most `MAX_PACE_US` (a model's answer paced like a real one, for
+/// requests with many streams open at once).
+const PACE_MARKER: &[u8] = b"PACE_US:";
+const MAX_PACE_US: u64 = 1_000_000;
+
+/// The pause a request asks for with `PACE_US:<n>`, if it does.
+fn pace(body: &[u8]) -> Option<Duration> {
+    let at = body
+        .windows(PACE_MARKER.len())
+        .position(|w| w == PACE_MARKER)?;
+    let digits = &body[at + PACE_MARKER.len()..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let us: u64 = std::str::from_utf8(&digits[..end]).ok()?.parse().ok()?;
+    Some(Duration::from_micros(us.min(MAX_PACE_US)))
+}
+
 async fn messages(State(m): State<Arc<Mock>>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return bad_request("invalid JSON");
@@ -85,7 +105,7 @@ async fn messages(State(m): State<Arc<Mock>>, body: Bytes) -> Response {
     if req["stream"].as_bool().unwrap_or(false) {
         sse(
             mock::anthropic_sse_events(model, &reply, seq),
-            m.event_delay,
+            pace(&body).unwrap_or(m.event_delay),
         )
     } else {
         json(mock::anthropic_json(model, &reply, seq))
@@ -123,5 +143,21 @@ async fn chat(State(m): State<Arc<Mock>>, body: Bytes) -> Response {
         )
     } else {
         json(mock::openai_json(model, &reply, seq, created))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_sets_its_own_pace() {
+        assert_eq!(
+            pace(b"{\"x\": \"PACE_US:2500 go\"}"),
+            Some(Duration::from_micros(2500))
+        );
+        assert_eq!(pace(b"PACE_US:99999999"), Some(Duration::from_secs(1)));
+        assert_eq!(pace(b"PACE_US:x"), None);
+        assert_eq!(pace(b"no marker"), None);
     }
 }

@@ -10,6 +10,11 @@ pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 10_000;
 /// catches up from the log instead of receiving a whole snapshot.
 pub const LOGS_KEPT_BEHIND_SNAPSHOT: u64 = 1_000;
 
+/// The page cache of a node's sled database (sled's default is 1 GiB, which a node
+/// charging steadily fills: the log is written and purged all the time). The log's
+/// recent tail and the snapshot are what is read; this holds both many times over.
+pub const SLED_CACHE_BYTES: u64 = 16 << 20;
+
 /// openraft's config with Tollgate's snapshot and purge policy; timing is left at
 /// openraft's defaults for the node to tune. The log holds at most about
 /// `SNAPSHOT_LOGS_SINCE_LAST + LOGS_KEPT_BEHIND_SNAPSHOT` entries plus what is not yet

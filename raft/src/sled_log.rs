@@ -21,6 +21,7 @@ pub fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     sled::Config::new()
         .path(dir)
         .mode(sled::Mode::HighThroughput)
+        .cache_capacity(crate::config::SLED_CACHE_BYTES)
         .open()
 }
 

@@ -44,6 +44,7 @@ impl LocalStore {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(crate::config::SLED_CACHE_BYTES)
             .open()?;
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
