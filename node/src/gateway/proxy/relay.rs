@@ -55,6 +55,43 @@ impl Drop for RelayState {
     }
 }
 
+/// `chunk` cut after each event's end (a blank line), so each piece ends an event or
+/// holds the start of one; the whole chunk when it ends none.
+fn event_pieces(chunk: &Bytes) -> Vec<Bytes> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(b'\n', &chunk[at..]) {
+        let nl = at + i;
+        // `\n\n` or `\n\r\n` ends an event.
+        let end = match chunk.get(nl + 1..) {
+            Some([b'\n', ..]) => Some(nl + 2),
+            Some([b'\r', b'\n', ..]) => Some(nl + 3),
+            _ => None,
+        };
+        match end {
+            Some(end) => {
+                pieces.push(chunk.slice(start..end));
+                start = end;
+                at = end;
+            }
+            None => at = nl + 1,
+        }
+    }
+    if start < chunk.len() {
+        pieces.push(chunk.slice(start..));
+    }
+    pieces
+}
+
+/// The pieces as one chunk (no copy for one).
+fn joined(mut pieces: Vec<Bytes>) -> Bytes {
+    if pieces.len() <= 1 {
+        return pieces.pop().unwrap_or_default();
+    }
+    pieces.concat().into()
+}
+
 /// The client body relaying `upstream` through `adapter`, charged through `billing`;
 /// `cut` (from `Drain::cut_signal`) ends it early, charged for what was used.
 pub fn relay(
@@ -107,30 +144,44 @@ pub fn relay(
             }
             match next {
                 Some(Ok(Some(Ok(chunk)))) => {
-                    let out = st.adapter.on_chunk(&chunk);
-                    if let Some(billing) = &st.billing {
-                        billing.answer(&out);
-                    }
-                    // A metered stream keeps its reservation ahead of its output, or ends
-                    // here, as a length stop, while the reservation still covers it.
-                    let covered = match st.billing.as_mut() {
-                        Some(billing) if billing.metered => {
-                            billing.keep_ahead(&st.adapter.usage()).await
-                        }
-                        _ => true,
+                    // A metered stream is checked event by event: a chunk may hold many
+                    // (what arrived together), and the cut comes after the first event
+                    // its reservation no longer covers.
+                    let metered = st.billing.as_ref().is_some_and(|b| b.metered);
+                    let pieces = if metered {
+                        event_pieces(&chunk)
+                    } else {
+                        vec![chunk]
                     };
-                    if !covered {
-                        if let Some(tail) = st.adapter.cut() {
-                            st.ended = true;
-                            if let Some(billing) = &st.billing {
-                                billing.answer(&tail);
+                    let mut outs: Vec<Bytes> = Vec::with_capacity(pieces.len());
+                    for piece in pieces {
+                        let piece_out = st.adapter.on_chunk(&piece);
+                        if let Some(billing) = &st.billing {
+                            billing.answer(&piece_out);
+                        }
+                        outs.push(piece_out);
+                        // A metered stream keeps its reservation ahead of its output, or
+                        // ends here, as a length stop, while the reservation still
+                        // covers it.
+                        let covered = match st.billing.as_mut() {
+                            Some(billing) if billing.metered => {
+                                billing.keep_ahead(&st.adapter.usage()).await
                             }
-                            st.settle();
-                            let mut last = out.to_vec();
-                            last.extend_from_slice(&tail);
-                            return Some((Ok(Bytes::from(last)), st));
+                            _ => true,
+                        };
+                        if !covered {
+                            if let Some(tail) = st.adapter.cut() {
+                                st.ended = true;
+                                if let Some(billing) = &st.billing {
+                                    billing.answer(&tail);
+                                }
+                                st.settle();
+                                outs.push(tail);
+                                return Some((Ok(joined(outs)), st));
+                            }
                         }
                     }
+                    let out = joined(outs);
                     if !out.is_empty() {
                         return Some((Ok::<Bytes, std::io::Error>(out), st));
                     }
@@ -159,4 +210,27 @@ pub fn relay(
         }
     });
     axum::body::Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_pieces;
+    use bytes::Bytes;
+
+    #[test]
+    fn chunks_are_cut_after_each_event() {
+        let chunk = Bytes::from_static(b"event: a\ndata: 1\n\nevent: b\r\ndata: 2\r\n\r\ndata: 3");
+        let pieces = event_pieces(&chunk);
+        let pieces: Vec<&[u8]> = pieces.iter().map(|p| &p[..]).collect();
+        assert_eq!(
+            pieces,
+            vec![
+                &b"event: a\ndata: 1\n\n"[..],
+                &b"event: b\r\ndata: 2\r\n\r\n"[..],
+                &b"data: 3"[..]
+            ]
+        );
+        assert_eq!(event_pieces(&Bytes::from_static(b"data: 1\n")).len(), 1);
+        assert!(event_pieces(&Bytes::new()).is_empty());
+    }
 }
