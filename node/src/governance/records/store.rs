@@ -22,12 +22,12 @@ use tollgate_raft::codec::{self, CodecError};
 const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 
 /// Block cache for queries.
-const CACHE_BYTES: u64 = 32 << 20;
+const CACHE_BYTES: u64 = 8 << 20;
 
 /// A partition's memtable is flushed to a table at this size: larger means fewer tables
 /// to compact; the journal (which counts against the disk cap) holds what is not in
 /// tables yet, so two of these stay well within its budget.
-const MEMTABLE_BYTES: u64 = 32 << 20;
+const MEMTABLE_BYTES: u64 = 8 << 20;
 
 /// Tables a partition's level 0 holds before they are merged into level 1 (fjall's
 /// default is 4): a log written once and dropped whole is read far less than it is
