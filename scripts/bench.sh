@@ -381,6 +381,16 @@ cpu_ticks() {
 }
 TICKS_PER_S=$(getconf CLK_TCK)
 
+# Runs loadgen on BASE/v1/messages with KEY and the body WORK/BODY.body, then loadgen's
+# own flags: its report on stdout, anything it says in loadgen.log.
+messages_load() {
+	local base=$1 key=$2 body=$3
+	shift 3
+	"$BENCH_BIN" loadgen --url "$base/v1/messages" --header "x-api-key: $key" \
+		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/$body.body" "$@" \
+		2>>"$WORK/loadgen.log"
+}
+
 # Runs one load: CASE TARGET BODY (a file WORK/BODY.body) WARMUP, then loadgen's size
 # flags. Records the report, the CPU ticks the target's processes spent (the mock's for
 # direct, nginx's master and workers, the node's) and those the mock spent.
@@ -390,31 +400,29 @@ load() {
 	local url key pids
 	case $target in
 	direct)
-		url=$MOCK/v1/messages key=$BENCH_UPSTREAM_KEY pids=$MOCK_PID
+		url=$MOCK key=$BENCH_UPSTREAM_KEY pids=$MOCK_PID
 		;;
 	nginx)
-		url=$NGINX/v1/messages key=$BENCH_UPSTREAM_KEY pids=$NGINX_PIDS
+		url=$NGINX key=$BENCH_UPSTREAM_KEY pids=$NGINX_PIDS
 		;;
 	gateway)
-		url=$GW/v1/messages key=$KEY_SECRET pids=$GW_PID
+		url=$GW key=$KEY_SECRET pids=$GW_PID
 		;;
 	node1)
-		url=$NODE1/v1/messages key=$CLUSTER_KEY_SECRET pids=$NODE1_PID
+		url=$NODE1 key=$CLUSTER_KEY_SECRET pids=$NODE1_PID
 		;;
 	haproxy-1)
-		url=$HA1/v1/messages key=$KEY_SECRET pids=$GW_PID
+		url=$HA1 key=$KEY_SECRET pids=$GW_PID
 		;;
 	haproxy-3)
-		url=$HA/v1/messages key=$CLUSTER_KEY_SECRET pids=$NODE1_PID
+		url=$HA key=$CLUSTER_KEY_SECRET pids=$NODE1_PID
 		;;
 	esac
 	local out before mock_before ticks mock_ticks
 	# shellcheck disable=SC2086 # a list of pids
 	before=$(cpu_ticks $pids)
 	mock_before=$(cpu_ticks "$MOCK_PID")
-	out=$("$BENCH_BIN" loadgen --url "$url" --header "x-api-key: $key" \
-		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/$body.body" \
-		--warmup "$warmup" "$@" 2>>"$WORK/loadgen.log")
+	out=$(messages_load "$url" "$key" "$body" --warmup "$warmup" "$@")
 	# shellcheck disable=SC2086
 	ticks=$(($(cpu_ticks $pids) - before))
 	mock_ticks=$(($(cpu_ticks "$MOCK_PID") - mock_before))
@@ -503,9 +511,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
 		secret=$KEY_SECRET
 		[[ $kind == unmetered ]] && secret=$FREE_SECRET
 		before=$(cpu_ticks "$GW_PID")
-		out=$("$BENCH_BIN" loadgen --url "$GW/v1/messages" --header "x-api-key: $secret" \
-			--header 'anthropic-version: 2023-06-01' --body-file "$WORK/long.body" \
-			--warmup 0 --concurrency 4 --requests "$LONG_REQUESTS" 2>>"$WORK/loadgen.log")
+		out=$(messages_load "$GW" "$secret" long --warmup 0 --concurrency 4 \
+			--requests "$LONG_REQUESTS")
 		printf '%s\t%s\t%s\n' "$kind" "$(($(cpu_ticks "$GW_PID") - before))" "$out" >>"$METERING"
 	done
 done
@@ -519,9 +526,8 @@ if [[ $CLUSTER == 1 ]]; then
 	echo "committing: concurrency 64 through HAProxy for $((SAT_SECONDS * 2)) s" >&2
 	before=$(API_BASE=$HA usage_when "$CLUSTER_KEY_ID" "$CLUSTER_EXPECTED" | field requests)
 	t0=$(date +%s.%N)
-	out=$("$BENCH_BIN" loadgen --url "$HA/v1/messages" --header "x-api-key: $CLUSTER_KEY_SECRET" \
-		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/json.body" \
-		--warmup 0 --concurrency 64 --duration-secs $((SAT_SECONDS * 2)) 2>>"$WORK/loadgen.log")
+	out=$(messages_load "$HA" "$CLUSTER_KEY_SECRET" json --warmup 0 --concurrency 64 \
+		--duration-secs $((SAT_SECONDS * 2)))
 	t1=$(date +%s.%N)
 	sent=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["requests"])' "$out")
 	want=$((before + sent))
@@ -734,10 +740,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
 	for target in direct gateway; do
 		url=$MOCK key=$BENCH_UPSTREAM_KEY port=$MOCK_PORT
 		[[ $target == gateway ]] && url=$GW key=$KEY_SECRET port=$GW_PORT
-		"$BENCH_BIN" loadgen --url "$url/v1/messages" --header "x-api-key: $key" \
-			--header 'anthropic-version: 2023-06-01' --body-file "$WORK/held.body" \
-			--warmup 0 --concurrency "$HELD_STREAMS" --duration-secs "$HELD_SECONDS" \
-			>"$WORK/held.out" 2>>"$WORK/loadgen.log" &
+		messages_load "$url" "$key" held --warmup 0 --concurrency "$HELD_STREAMS" \
+			--duration-secs "$HELD_SECONDS" >"$WORK/held.out" &
 		held_pid=$!
 		# The probe starts once every held stream is open (at most 10 s).
 		for ((i = 0; i < 100; i++)); do
@@ -745,9 +749,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
 			[[ $open -ge $HELD_STREAMS ]] && break
 			sleep 0.1
 		done
-		probe=$("$BENCH_BIN" loadgen --url "$url/v1/messages" --header "x-api-key: $key" \
-			--header 'anthropic-version: 2023-06-01' --body-file "$WORK/sse.body" \
-			--warmup 20 --concurrency 1 --duration-secs "$PROBE_SECONDS" 2>>"$WORK/loadgen.log")
+		probe=$(messages_load "$url" "$key" sse --warmup 20 --concurrency 1 \
+			--duration-secs "$PROBE_SECONDS")
 		wait "$held_pid"
 		printf '%s\t%s\t%s\t%s\n' "$target" "$open" "$probe" "$(cat "$WORK/held.out")" >>"$HELD"
 	done
@@ -825,10 +828,8 @@ LOG_PREFILL=$((QUICK == 1 ? 2000 : 200000))
 echo "request log: $LOG_PREFILL requests through the off and metadata gateways first" >&2
 for target in "$GW_OFF $OFF_SECRET" "$GW_META $META_SECRET"; do
 	read -r url secret <<<"$target"
-	"$BENCH_BIN" loadgen --url "$url/v1/messages" --header "x-api-key: $secret" \
-		--header 'anthropic-version: 2023-06-01' --body-file "$WORK/json.body" \
-		--warmup 0 --concurrency "$SAT_CONCURRENCY" --requests "$LOG_PREFILL" \
-		>/dev/null 2>>"$WORK/loadgen.log"
+	messages_load "$url" "$secret" json --warmup 0 --concurrency "$SAT_CONCURRENCY" \
+		--requests "$LOG_PREFILL" >/dev/null
 done
 LOGGING=$WORK/logging.tsv
 : >"$LOGGING"
@@ -838,10 +839,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
 		url=$GW_META pid=$META_PID secret=$META_SECRET
 		[[ $mode == off ]] && url=$GW_OFF pid=$OFF_PID secret=$OFF_SECRET
 		before=$(cpu_ticks "$pid")
-		out=$("$BENCH_BIN" loadgen --url "$url/v1/messages" --header "x-api-key: $secret" \
-			--header 'anthropic-version: 2023-06-01' --body-file "$WORK/json.body" \
-			--warmup "$SAT_WARMUP" --concurrency "$SAT_CONCURRENCY" --duration-secs "$SAT_SECONDS" \
-			2>>"$WORK/loadgen.log")
+		out=$(messages_load "$url" "$secret" json --warmup "$SAT_WARMUP" \
+			--concurrency "$SAT_CONCURRENCY" --duration-secs "$SAT_SECONDS")
 		printf '%s\t%s\t%s\n' "$mode" "$(($(cpu_ticks "$pid") - before))" "$out" >>"$LOGGING"
 	done
 done
@@ -865,9 +864,8 @@ FULL_SECONDS=$((QUICK == 1 ? 5 : 60))
 io_written() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io"; }
 echo "request log: 100 KB bodies captured at 200 requests/s for $FULL_SECONDS s" >&2
 before_io=$(io_written "$FULL_PID")
-FULL_OUT=$("$BENCH_BIN" loadgen --url "$GW_FULL/v1/messages" --header "x-api-key: $FULL_SECRET" \
-	--header 'anthropic-version: 2023-06-01' --body-file "$WORK/big.body" \
-	--warmup 0 --concurrency 8 --rate 200 --duration-secs "$FULL_SECONDS" 2>>"$WORK/loadgen.log")
+FULL_OUT=$(messages_load "$GW_FULL" "$FULL_SECRET" big --warmup 0 --concurrency 8 --rate 200 \
+	--duration-secs "$FULL_SECONDS")
 # The writer catches up (records counted), then the bytes written are read.
 for ((i = 0; i < 100; i++)); do
 	logged=$(curl -fsS "$GW_FULL/metrics" | awk '/^tollgate_log_records_total / { print $2 }')
