@@ -11,15 +11,19 @@
 # Exits non-zero when a request fails, when usage does not count every request, or (not
 # with --quick) when the gateway's CPU per request is above 1.5 x nginx's.
 #
-# Usage: scripts/bench.sh [--quick] [--no-build] [--cluster]
+# Usage: scripts/bench.sh [--quick] [--no-build] [--cluster] [--baseline BIN]
 #   --quick     few requests and one repetition: a smoke test for CI, not a measurement.
 #   --no-build  use the existing release binaries instead of running cargo first.
 #   --cluster   also measure the three nodes behind HAProxy (scripts/cluster.sh) against
 #               the one node behind the same HAProxy settings (targets haproxy-3,
 #               haproxy-1), and how fast the cluster commits the charges.
+#   --baseline BIN
+#               also measure another build of the gateway (e.g. the one before a change),
+#               set up like the gateway and interleaved with it (target baseline): a
+#               before/after comparison from one run.
 #
-# Needs cargo (unless --no-build), curl, ss (iproute2) and python3; nginx and HAProxy are installed with
-# apt-get when missing (as root). Set
+# Needs cargo (unless --no-build), curl, ss (iproute2) and python3; nginx and HAProxy are
+# installed with apt-get when missing (as root). Set
 # TOLLGATE_LOG to change the gateway's log filter; by default it runs with its own default.
 # TOLLGATE_BIN (the gateway) and TOLLGATE_BENCH_BIN (the tools) name other binaries, e.g.
 # an older build to compare against.
@@ -30,21 +34,31 @@ usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BA
 QUICK=0
 BUILD=1
 CLUSTER=0
-for arg in "$@"; do
-	case "$arg" in
+BASELINE=
+while [[ $# -gt 0 ]]; do
+	case "$1" in
 	--quick) QUICK=1 ;;
 	--no-build) BUILD=0 ;;
 	--cluster) CLUSTER=1 ;;
+	--baseline)
+		[[ $# -ge 2 && -x $2 ]] || {
+			echo "bench.sh: --baseline needs an executable gateway binary" >&2
+			exit 2
+		}
+		BASELINE=$2
+		shift
+		;;
 	-h | --help)
 		usage
 		exit 0
 		;;
 	*)
-		echo "bench.sh: unknown option $arg" >&2
+		echo "bench.sh: unknown option $1" >&2
 		usage >&2
 		exit 2
 		;;
 	esac
+	shift
 done
 
 # Sizes of the run. Repetitions are interleaved (direct, gateway, direct, gateway, ...)
@@ -272,8 +286,23 @@ read -r KEY_ID KEY_SECRET < <(API_BASE=$GW setup_key)
 # The gateway's resident memory before any traffic (it has opened its stores).
 GW_RSS_IDLE_KB=$(awk '/^VmRSS/ { print $2 }' "/proc/$GW_PID/status")
 
+# With --baseline: the other build, set up like the gateway on its own port and data.
+BASELINE_TARGETS=()
+if [[ -n $BASELINE ]]; then
+	BASE_GW_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	sed -e "s/^http_addr = .*/http_addr = \"127.0.0.1:$BASE_GW_PORT\"/" "$WORK/tollgate.toml" >"$WORK/baseline.toml"
+	TOLLGATE_ADMIN_TOKEN=$ADMIN_TOKEN "$BASELINE" serve --config "$WORK/baseline.toml" \
+		--data-dir "$WORK/data-baseline" >"$WORK/gateway-baseline.log" 2>&1 &
+	BASE_GW_PID=$!
+	PIDS+=("$BASE_GW_PID")
+	BASE_GW=http://127.0.0.1:$BASE_GW_PORT
+	wait_for "$BASE_GW/health/ready" "$BASE_GW_PID"
+	read -r _ BASE_KEY_SECRET < <(API_BASE=$BASE_GW setup_key)
+	BASELINE_TARGETS=(baseline)
+fi
+
 # Targets of the concurrency-1 rounds; the saturation rounds add node1.
-TARGETS=(direct nginx gateway)
+TARGETS=(direct nginx gateway ${BASELINE_TARGETS[@]+"${BASELINE_TARGETS[@]}"})
 # Three nodes behind HAProxy on a free block of ports (BASE..BASE+3, BASE+10..13): node 1
 # alone is the cluster target of the saturation rounds; with --cluster, HAProxy in front
 # of all three is measured too.
@@ -408,6 +437,9 @@ load() {
 	gateway)
 		url=$GW key=$KEY_SECRET pids=$GW_PID
 		;;
+	baseline)
+		url=$BASE_GW key=$BASE_KEY_SECRET pids=$BASE_GW_PID
+		;;
 	node1)
 		url=$NODE1 key=$CLUSTER_KEY_SECRET pids=$NODE1_PID
 		;;
@@ -457,7 +489,8 @@ done
 for ((rep = 1; rep <= REPS; rep++)); do
 	echo "repetition $rep/$REPS, concurrency $SAT_CONCURRENCY for $SAT_SECONDS s" >&2
 	for body in tiny-json tiny-sse cc-json cc-sse; do
-		for target in direct nginx gateway node1 ${CLUSTER_TARGETS[@]+"${CLUSTER_TARGETS[@]}"}; do
+		for target in direct nginx gateway ${BASELINE_TARGETS[@]+"${BASELINE_TARGETS[@]}"} node1 \
+			${CLUSTER_TARGETS[@]+"${CLUSTER_TARGETS[@]}"}; do
 			load "${body/-/ } c=$SAT_CONCURRENCY" "$target" "$body" "$SAT_WARMUP" \
 				--concurrency "$SAT_CONCURRENCY" --duration-secs "$SAT_SECONDS"
 		done
@@ -635,6 +668,10 @@ for case in cases:
             verdicts.append(f"{case}: added p50 {added[0]} us (target <= {target_p50}), "
                             f"p99 {added[1]} us (target <= {target_p99}): {'met' if met else 'NOT met'}")
     gw_cpu, node_cpu = us_per_request(case, "gateway"), us_per_request(case, "node1")
+    base_cpu = us_per_request(case, "baseline")
+    if gw_cpu is not None and base_cpu:
+        verdicts.append(f"{case}: gateway CPU {gw_cpu:.1f} us/request vs the baseline build's "
+                        f"{base_cpu:.1f} ({(gw_cpu - base_cpu) / base_cpu:+.1%})")
     if gw_cpu is not None and nginx_cpu and (case, "node1") in best:
         met = gw_cpu <= 1.5 * nginx_cpu
         if not met:
