@@ -59,16 +59,18 @@ impl Pool {
         pool
     }
 
-    /// The most recently used live connection for `key`, if any.
+    /// The most recently used live connection for `key`, if any. Each candidate is
+    /// looked at (a read attempt) outside the lock.
     pub fn take(&self, key: &Key) -> Option<Idle> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(key)?;
-        while let Some(mut candidate) = list.pop() {
+        loop {
+            let mut candidate = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.get_mut(key)?.pop()?
+            };
             if candidate.since.elapsed() < self.idle_for && candidate.usable() {
                 return Some(candidate);
             }
         }
-        None
     }
 
     /// Keeps a connection whose exchange is complete, if it can carry another.
