@@ -6,6 +6,7 @@
 //! - `state.rs`: `GovState`, `BudgetStatus` and `apply`, which dispatches each command.
 //! - `owners`: customers, teams and virtual keys, with their references.
 //! - `spend`: budgets, leases of their room, and charges.
+//! - `seen`: the request ids of applied charges, kept compact for de-duplication.
 //! - `query`: read-only lookups, chains and totals.
 //! - `audit`: the audit trail (admin changes, failed admin logins) and request-log
 //!   chain anchors.
@@ -18,12 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tollgate_proto::{
     Budget, BudgetId, Command, Customer, CustomerId, KeyId, Ledger, LogContent, Outcome, Owner,
-    Price, RateLimit, RateLimitId, RequestId, Team, TeamId, UnixMs, UsageTotals, Usd, VirtualKey,
+    Price, RateLimit, RateLimitId, Team, TeamId, UnixMs, UsageTotals, Usd, VirtualKey,
 };
 
 mod audit;
 mod owners;
 mod query;
+mod seen;
 mod spend;
 
 /// How long a charge's request id is remembered for de-duplication, measured on the
@@ -48,8 +50,9 @@ pub struct GovState {
     usage_by_team: BTreeMap<TeamId, UsageTotals>,
     usage_by_customer: BTreeMap<CustomerId, UsageTotals>,
     usage_by_model: BTreeMap<String, UsageTotals>,
-    seen_requests: BTreeMap<RequestId, UnixMs>,
-    seen_by_time: BTreeSet<(UnixMs, RequestId)>,
+    /// Applied charges' request ids (written as the two fields an id map and a time
+    /// set were).
+    seen_requests: seen::SeenRequests,
     latest_charge_ms: UnixMs,
     /// Nodes' slices of budgets' room (issue 4).
     escrow: Escrow,

@@ -74,14 +74,10 @@ impl GovState {
     pub(super) fn charge_batch(&mut self, charges: &[Charge], node: Option<NodeId>) -> Outcome {
         let (mut applied, mut duplicates) = (0u32, 0u32);
         for charge in charges {
-            if self.seen_requests.contains_key(&charge.request_id) {
+            if !self.seen_requests.insert(&charge.request_id, charge.at_ms) {
                 duplicates += 1;
                 continue;
             }
-            self.seen_requests
-                .insert(charge.request_id.clone(), charge.at_ms);
-            self.seen_by_time
-                .insert((charge.at_ms, charge.request_id.clone()));
             self.latest_charge_ms = self.latest_charge_ms.max(charge.at_ms);
             self.apply_charge(charge, node);
             applied += 1;
@@ -147,13 +143,6 @@ impl GovState {
 
     pub(super) fn forget_old_requests(&mut self) {
         let horizon = self.latest_charge_ms.saturating_sub(DEDUP_HORIZON_MS);
-        while let Some((at, _)) = self.seen_by_time.first() {
-            if *at >= horizon {
-                break;
-            }
-            if let Some((_, id)) = self.seen_by_time.pop_first() {
-                self.seen_requests.remove(&id);
-            }
-        }
+        self.seen_requests.forget_before(horizon);
     }
 }
