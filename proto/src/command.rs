@@ -19,6 +19,21 @@ pub struct Charge {
     pub at_ms: UnixMs,
 }
 
+/// Where a charge's record is in its node's outbox: the segment's number and the offset
+/// just past the record. Marks order records as the outbox's log does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OutboxMark {
+    pub segment: u64,
+    pub end: u64,
+}
+
+/// A charge and where its record is in the outbox (`None`: it could not be written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxCharge {
+    pub charge: Charge,
+    pub mark: Option<OutboxMark>,
+}
+
 /// A partial update of a virtual key; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyPatch {
@@ -170,6 +185,16 @@ pub enum Command {
         node: u64,
         change: MemberChange,
     },
+    /// Protocol 6. `NodeChargeBatch` with where each charge is in the node's outbox
+    /// `outbox` (an id the outbox chose when it was created). A node proposes its
+    /// outbox's charges in the outbox's order, so the state keeps only the last mark
+    /// applied of each outbox: a charge at or before it is a duplicate. A charge without
+    /// a mark is de-duplicated by its request id, as in `ChargeBatch`.
+    OutboxCharges {
+        node: u64,
+        outbox: u64,
+        charges: Vec<OutboxCharge>,
+    },
 }
 
 /// What `Command::MemberChange` records.
@@ -190,6 +215,7 @@ impl Command {
             Command::Audited { .. } | Command::AuthFailures { .. } | Command::AnchorChain(_) => 3,
             Command::SetKeyLogContent { .. } => 4,
             Command::MemberChange { .. } => 5,
+            Command::OutboxCharges { .. } => 6,
             _ => 1,
         }
     }

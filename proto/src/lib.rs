@@ -24,7 +24,7 @@ pub mod peer;
 pub mod records;
 pub mod usage;
 
-pub use command::{Charge, Command, KeyPatch, MemberChange, Outcome};
+pub use command::{Charge, Command, KeyPatch, MemberChange, OutboxCharge, OutboxMark, Outcome};
 pub use duration::ResetDuration;
 pub use ids::*;
 pub use model::*;

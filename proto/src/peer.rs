@@ -26,7 +26,11 @@ use serde::{Deserialize, Serialize};
 ///   carry the keys' settings after the audit trail; older snapshots still read.
 /// - 5: drains and removals asked through the admin API are audit events
 ///   (`Command::MemberChange`).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// - 6: nodes propose their charges with where each is in their outbox
+///   (`Command::OutboxCharges`), and the state de-duplicates them by the last place applied
+///   of each outbox instead of remembering every request id. Snapshots carry those places
+///   after the keys' settings once there are any; older snapshots still read.
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The oldest protocol version this build still answers.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;

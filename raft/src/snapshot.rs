@@ -4,7 +4,7 @@
 
 use crate::audit::AuditTrail;
 use crate::codec::{self, CodecError};
-use crate::state::GovState;
+use crate::state::{GovState, OutboxMarks};
 use crate::typ::{LogId, SnapshotMeta, StoredMembership};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -48,17 +48,36 @@ pub fn decode_payload(
 }
 
 /// `head` (where the state is as of), then the state and what rides after it: the
-/// audit trail (protocol 3) and the keys' request-log content (protocol 4). bincode
-/// writes a tuple as its fields one after the other, so each protocol's bytes are the
-/// previous one's with a field appended.
+/// audit trail (protocol 3), the keys' request-log content (protocol 4) and, once there
+/// are any, the outboxes' marks (protocol 6; until then the bytes are protocol 4's, which
+/// a node of an older build in the same cluster reads). bincode writes a tuple as its
+/// fields one after the other, so each protocol's bytes are the previous one's with a
+/// field appended.
 pub fn encode_state<H: Serialize>(head: &H, state: &GovState) -> Result<Vec<u8>, CodecError> {
-    codec::encode(&(head, state, state.audit(), state.key_log_contents()))
+    let (audit, contents) = (state.audit(), state.key_log_contents());
+    if state.outbox_marks().is_empty() {
+        return codec::encode(&(head, state, audit, contents));
+    }
+    codec::encode(&(head, state, audit, contents, state.outbox_marks()))
 }
 
 /// Reads what `encode_state` wrote, or what a build of protocol 3 (no keys' content)
 /// or 2 (the state alone) wrote.
 pub fn decode_state<H: DeserializeOwned>(bytes: &[u8]) -> Result<(H, GovState), CodecError> {
+    type V6<H> = (
+        H,
+        GovState,
+        AuditTrail,
+        BTreeMap<KeyId, LogContent>,
+        OutboxMarks,
+    );
     type V4<H> = (H, GovState, AuditTrail, BTreeMap<KeyId, LogContent>);
+    if let Ok((head, mut state, audit, contents, marks)) = codec::decode::<V6<H>>(bytes) {
+        state.set_audit(audit);
+        state.set_key_log_contents(contents);
+        state.set_outbox_marks(marks);
+        return Ok((head, state));
+    }
     let newest = match codec::decode::<V4<H>>(bytes) {
         Ok((head, mut state, audit, contents)) => {
             state.set_audit(audit);

@@ -6,7 +6,8 @@
 //! - `state.rs`: `GovState`, `BudgetStatus` and `apply`, which dispatches each command.
 //! - `owners`: customers, teams and virtual keys, with their references.
 //! - `spend`: budgets, leases of their room, and charges.
-//! - `seen`: the request ids of applied charges, kept compact for de-duplication.
+//! - `seen`: what is remembered of applied charges to de-duplicate them: outboxes'
+//!   marks and request ids.
 //! - `query`: read-only lookups, chains and totals.
 //! - `audit`: the audit trail (admin changes, failed admin logins) and request-log
 //!   chain anchors.
@@ -26,6 +27,7 @@ mod audit;
 mod owners;
 mod query;
 mod seen;
+pub use seen::{OutboxMarks, MAX_OUTBOXES};
 mod spend;
 
 /// How long a charge's request id is remembered for de-duplication, measured on the
@@ -67,6 +69,10 @@ pub struct GovState {
     /// Keys' own request-log content (protocol 4): in snapshots after the audit trail.
     #[serde(skip)]
     key_log_content: BTreeMap<KeyId, LogContent>,
+    /// Each outbox's last mark applied (protocol 6): in snapshots after the keys'
+    /// content.
+    #[serde(skip)]
+    outbox_marks: seen::OutboxMarks,
 }
 
 /// A budget with its spend in the window that holds a given instant.
@@ -319,6 +325,11 @@ impl GovState {
             }
             // Only its audit event (`Audited`) is kept.
             Command::MemberChange { .. } => Outcome::Done,
+            Command::OutboxCharges {
+                node,
+                outbox,
+                charges,
+            } => self.outbox_charges(*node, *outbox, charges),
         }
     }
 }

@@ -633,6 +633,104 @@ fn log_entry_kinds_keep_their_wire_tags() {
         }),
         30
     );
+    assert_eq!(
+        tag(&Command::OutboxCharges {
+            node: 1,
+            outbox: 2,
+            charges: vec![]
+        }),
+        31
+    );
+}
+
+/// Protocol 6: a node's charges carry where they are in its outbox, and the state keeps
+/// each outbox's last mark, not every request id.
+mod outbox_charges {
+    use super::*;
+
+    fn at(segment: u64, end: u64) -> Option<OutboxMark> {
+        Some(OutboxMark { segment, end })
+    }
+
+    fn batch(outbox: u64, charges: &[(&str, Option<OutboxMark>)]) -> Command {
+        Command::OutboxCharges {
+            node: 1,
+            outbox,
+            charges: charges
+                .iter()
+                .map(|(id, mark)| OutboxCharge {
+                    charge: charge(id, "vk_1", 10, T0),
+                    mark: *mark,
+                })
+                .collect(),
+        }
+    }
+
+    fn protocol_6() -> GovState {
+        let mut s = world();
+        s.apply(&Command::SetProtocolVersion { version: 6 });
+        s
+    }
+
+    fn charged(applied: u32, duplicates: u32) -> Outcome {
+        Outcome::Charged {
+            applied,
+            duplicates,
+        }
+    }
+
+    #[test]
+    fn a_replayed_batch_is_charged_once() {
+        let mut s = protocol_6();
+        let first = batch(9, &[("r1", at(1, 100)), ("r2", at(1, 200))]);
+        assert_eq!(s.apply(&first), charged(2, 0));
+        assert_eq!(s.apply(&first), charged(0, 2));
+        // A replay re-cut differently: one old charge, one new.
+        let replay = batch(9, &[("r2", at(1, 200)), ("r3", at(2, 50))]);
+        assert_eq!(s.apply(&replay), charged(1, 1));
+        assert_eq!(s.usage_of_key(&"vk_1".into()).requests, 3);
+        assert_eq!(s.usage_of_key(&"vk_1".into()).spent, Usd(30));
+        // The same places in another outbox (the node's data was made anew) are new.
+        assert_eq!(s.apply(&batch(10, &[("r4", at(1, 100))])), charged(1, 0));
+        assert_eq!(s.outbox_marks().mark(1, 9), at(2, 50));
+    }
+
+    #[test]
+    fn ids_remembered_before_and_charges_without_a_mark_are_deduplicated() {
+        let mut s = protocol_6();
+        // Charged before the cluster moved to protocol 6, then replayed with a mark.
+        s.apply(&Command::NodeChargeBatch {
+            node: 1,
+            charges: vec![charge("r1", "vk_1", 10, T0)],
+        });
+        assert_eq!(s.apply(&batch(9, &[("r1", at(1, 100))])), charged(0, 1));
+        // Not in the outbox: remembered by id.
+        assert_eq!(s.apply(&batch(9, &[("r2", None)])), charged(1, 0));
+        assert_eq!(s.apply(&batch(9, &[("r2", None)])), charged(0, 1));
+        assert_eq!(s.usage_of_key(&"vk_1".into()).requests, 2);
+    }
+
+    #[test]
+    fn a_cluster_below_protocol_6_refuses_them_and_snapshots_carry_the_marks() {
+        let mut s = world();
+        s.apply(&Command::SetProtocolVersion { version: 5 });
+        let command = batch(9, &[("r1", at(1, 100))]);
+        assert!(matches!(s.apply(&command), Outcome::Invalid(_)));
+        // Until an outbox charged, snapshots are protocol 4's bytes.
+        let local = crate::snapshot::encode_state(&7u64, &s).expect("encodes");
+        let v4 = codec::encode(&(7u64, &s, s.audit(), s.key_log_contents())).expect("encodes");
+        assert_eq!(local, v4);
+        s.apply(&Command::SetProtocolVersion { version: 6 });
+        assert_eq!(s.apply(&command), charged(1, 0));
+        let local = crate::snapshot::encode_state(&7u64, &s).expect("encodes");
+        let (index, back) = crate::snapshot::decode_state::<u64>(&local).expect("decodes");
+        assert_eq!((index, &back), (7, &s));
+        assert_eq!(back.outbox_marks().mark(1, 9), at(1, 100));
+        let membership = crate::typ::StoredMembership::default();
+        let bytes = crate::snapshot::encode_payload(&None, &membership, &s).expect("encodes");
+        let (_, _, back) = crate::snapshot::decode_payload(&bytes).expect("decodes");
+        assert_eq!(back, s);
+    }
 }
 
 mod audit_trail {

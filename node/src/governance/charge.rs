@@ -20,7 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tollgate_proto::records::RequestRecord;
-use tollgate_proto::{Charge, Command, Outcome};
+use tollgate_proto::{Charge, Command, OutboxCharge, OutboxMark, Outcome};
+
+/// The protocol version of `Command::OutboxCharges`.
+const OUTBOX_CHARGES_PROTOCOL: u16 = 6;
 
 /// How long the first charge of a batch waits for company before the batch is proposed.
 /// Every proposal costs a durable flush on every node and, in a cluster, a round of
@@ -284,9 +287,8 @@ async fn propose_stage(
             let chunk: Vec<(Replayed, Hold)> = replay
                 .drain(..replay.len().min(config.batch_max.max(1)))
                 .collect();
-            proposer
-                .propose(chunk.iter().map(|(r, _)| r.charge.clone()).collect())
-                .await;
+            let charges = chunk.iter().map(|(r, _)| (&r.charge, Some(r.position)));
+            proposer.propose(&outbox, charges).await;
             let positions = chunk.iter().map(|(r, _)| r.position).collect();
             // Dropping the holds releases the amounts now counted in the ledgers.
             drop(chunk);
@@ -311,9 +313,8 @@ async fn propose_stage(
         if !config.propose_delay.is_zero() {
             tokio::time::sleep(config.propose_delay).await;
         }
-        proposer
-            .propose(batch.iter().map(|l| l.pending.charge.clone()).collect())
-            .await;
+        let charges = batch.iter().map(|l| (&l.pending.charge, l.position));
+        proposer.propose(&outbox, charges).await;
         let positions = batch.iter().filter_map(|l| l.position).collect();
         // Dropping the holds releases the amounts now counted in the ledgers.
         batch.clear();
@@ -344,10 +345,33 @@ struct Proposer {
 
 impl Proposer {
     /// Proposes one batch until it is durable (or rejected, which retrying cannot change).
-    async fn propose(&self, charges: Vec<Charge>) {
-        let command = Command::NodeChargeBatch {
-            node: self.node,
-            charges,
+    /// Once the cluster is at protocol 6, each charge goes with where it is in `outbox`,
+    /// and the state de-duplicates by that (`Command::OutboxCharges`).
+    async fn propose<'a>(
+        &self,
+        outbox: &Outbox,
+        charges: impl Iterator<Item = (&'a Charge, Option<Position>)>,
+    ) {
+        let version = self.replicator.state().read().protocol_version();
+        let command = if version >= OUTBOX_CHARGES_PROTOCOL {
+            Command::OutboxCharges {
+                node: self.node,
+                outbox: outbox.id(),
+                charges: charges
+                    .map(|(charge, position)| OutboxCharge {
+                        charge: charge.clone(),
+                        mark: position.map(|p| OutboxMark {
+                            segment: p.segment_number(),
+                            end: p.end,
+                        }),
+                    })
+                    .collect(),
+            }
+        } else {
+            Command::NodeChargeBatch {
+                node: self.node,
+                charges: charges.map(|(charge, _)| charge.clone()).collect(),
+            }
         };
         loop {
             match self.replicator.propose(command.clone()).await {

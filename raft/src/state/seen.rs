@@ -1,4 +1,6 @@
-//! The request ids of applied charges, remembered for de-duplication in a compact form.
+//! What the state remembers of applied charges to de-duplicate them: each outbox's last
+//! mark applied (protocol 6, `OutboxMarks`), and the request ids of charges proposed
+//! without a mark (`SeenRequests`).
 //!
 //! A cluster at saturation applies thousands of charges a second and remembers each id for
 //! `DEDUP_HORIZON_MS`, so the bytes per id are most of the state's memory. A generated id
@@ -7,12 +9,81 @@
 //! id-keyed map and time-ordered set a build before this one kept, so snapshots read and
 //! write the same bytes as before.
 
+use crate::lease::NodeId;
 use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Serialize, SerializeTuple, Serializer};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use tollgate_proto::{RequestId, UnixMs};
+use tollgate_proto::{OutboxMark, RequestId, UnixMs};
+
+/// Outboxes remembered at most; past it, the one that charged least recently is
+/// forgotten. An outbox is made once per node data directory, so this is thousands of
+/// nodes' lifetimes.
+pub const MAX_OUTBOXES: usize = 4096;
+
+/// The last mark applied of each node's outbox. A node proposes its outbox's charges in
+/// the outbox's order, one batch after another, so a charge at or before its outbox's
+/// mark was applied before: memory per node, not per request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxMarks {
+    marks: BTreeMap<(NodeId, u64), Progress>,
+    /// Marks advanced so far: orders the outboxes by when they last charged.
+    advances: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    through: OutboxMark,
+    /// `advances` when this outbox's mark last moved.
+    at_advance: u64,
+}
+
+impl OutboxMarks {
+    /// Moves outbox `(node, outbox)`'s mark to `mark`; false when `mark` is at or before
+    /// it (the charge there was applied).
+    pub(super) fn advance(&mut self, node: NodeId, outbox: u64, mark: OutboxMark) -> bool {
+        self.advances += 1;
+        let at_advance = self.advances;
+        if let Some(progress) = self.marks.get_mut(&(node, outbox)) {
+            if mark <= progress.through {
+                return false;
+            }
+            *progress = Progress {
+                through: mark,
+                at_advance,
+            };
+            return true;
+        }
+        if self.marks.len() >= MAX_OUTBOXES {
+            let stalest = self
+                .marks
+                .iter()
+                .min_by_key(|(key, p)| (p.at_advance, **key))
+                .map(|(key, _)| *key);
+            if let Some(key) = stalest {
+                self.marks.remove(&key);
+            }
+        }
+        self.marks.insert(
+            (node, outbox),
+            Progress {
+                through: mark,
+                at_advance,
+            },
+        );
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.marks.is_empty()
+    }
+
+    /// The last mark applied of outbox `(node, outbox)`.
+    pub fn mark(&self, node: NodeId, outbox: u64) -> Option<OutboxMark> {
+        self.marks.get(&(node, outbox)).map(|p| p.through)
+    }
+}
 
 /// Hex digits of a generated request id after its prefix (`RequestId::generate`).
 const PACKED_DIGITS: usize = 36;
@@ -110,6 +181,10 @@ pub(super) struct SeenRequests {
 }
 
 impl SeenRequests {
+    pub(super) fn contains(&self, id: &RequestId) -> bool {
+        self.at.contains_key(&Id::new(id.as_str()))
+    }
+
     /// Remembers `id`, charged at `at_ms`; false when it was already remembered.
     pub(super) fn insert(&mut self, id: &RequestId, at_ms: UnixMs) -> bool {
         let id = Id::new(id.as_str());
@@ -218,5 +293,26 @@ mod tests {
         assert!(seen.insert(&RequestId::from(IDS[0]), 40));
         assert!(seen.insert(&RequestId::from(IDS[1]), 40));
         assert!(!seen.insert(&RequestId::from(IDS[5]), 40));
+    }
+
+    #[test]
+    fn outbox_marks_only_move_forward_and_stay_bounded() {
+        let mark = |segment, end| OutboxMark { segment, end };
+        let mut marks = OutboxMarks::default();
+        assert!(marks.advance(1, 7, mark(1, 100)));
+        assert!(!marks.advance(1, 7, mark(1, 100)));
+        assert!(!marks.advance(1, 7, mark(1, 50)));
+        assert!(marks.advance(1, 7, mark(2, 10)));
+        // Another outbox of the same node (its data directory was made anew).
+        assert!(marks.advance(1, 8, mark(1, 10)));
+        assert_eq!(marks.mark(1, 7), Some(mark(2, 10)));
+        for outbox in 0..MAX_OUTBOXES as u64 {
+            marks.advance(2, 1000 + outbox, mark(1, 1));
+            // Outbox (1, 8) keeps charging: the stalest are forgotten, not it.
+            marks.advance(1, 8, mark(2, outbox + 1));
+        }
+        assert_eq!(marks.marks.len(), MAX_OUTBOXES);
+        assert_eq!(marks.mark(1, 7), None);
+        assert_eq!(marks.mark(1, 8), Some(mark(2, MAX_OUTBOXES as u64)));
     }
 }

@@ -3,7 +3,9 @@
 use super::{not_found, GovState, DEDUP_HORIZON_MS};
 use crate::lease::NodeId;
 use crate::window::window_at;
-use tollgate_proto::{Budget, BudgetId, Charge, Ledger, Outcome, UnixMs, UsageTotals, Usd};
+use tollgate_proto::{
+    Budget, BudgetId, Charge, Ledger, OutboxCharge, Outcome, UnixMs, UsageTotals, Usd,
+};
 
 impl GovState {
     pub(super) fn grant_lease(
@@ -80,6 +82,50 @@ impl GovState {
             }
             self.latest_charge_ms = self.latest_charge_ms.max(charge.at_ms);
             self.apply_charge(charge, node);
+            applied += 1;
+        }
+        self.forget_old_requests();
+        Outcome::Charged {
+            applied,
+            duplicates,
+        }
+    }
+
+    /// Each outbox's last mark applied (a snapshot carries them beside the state).
+    pub fn outbox_marks(&self) -> &super::OutboxMarks {
+        &self.outbox_marks
+    }
+
+    /// Replaces the outboxes' marks (from a snapshot).
+    pub fn set_outbox_marks(&mut self, marks: super::OutboxMarks) {
+        self.outbox_marks = marks;
+    }
+
+    /// Applies a node's charges from its outbox `outbox`: one at or before the outbox's
+    /// last mark applied is a duplicate, as is one whose id an earlier `ChargeBatch`
+    /// remembers (charges proposed before the cluster moved to protocol 6); one without
+    /// a mark is de-duplicated by its id.
+    pub(super) fn outbox_charges(
+        &mut self,
+        node: NodeId,
+        outbox: u64,
+        charges: &[OutboxCharge],
+    ) -> Outcome {
+        let (mut applied, mut duplicates) = (0u32, 0u32);
+        for OutboxCharge { charge, mark } in charges {
+            let fresh = match mark {
+                Some(mark) => {
+                    self.outbox_marks.advance(node, outbox, *mark)
+                        && !self.seen_requests.contains(&charge.request_id)
+                }
+                None => self.seen_requests.insert(&charge.request_id, charge.at_ms),
+            };
+            if !fresh {
+                duplicates += 1;
+                continue;
+            }
+            self.latest_charge_ms = self.latest_charge_ms.max(charge.at_ms);
+            self.apply_charge(charge, Some(node));
             applied += 1;
         }
         self.forget_old_requests();

@@ -153,3 +153,79 @@ async fn a_charge_applied_before_a_kill_is_not_replayed() {
     assert_eq!(usage(), 2, "no applied charge counted twice");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// Protocol 6: charges go with where they are in the outbox, so even when a start replays
+/// charges that were applied (the applied mark lost with the disk's cache, say), and they
+/// are older than the ids the state remembers, none counts twice.
+#[tokio::test]
+async fn replayed_charges_are_known_by_their_place_in_the_outbox() {
+    assert_eq!(
+        OUTBOX_CHARGES_PROTOCOL,
+        Command::OutboxCharges {
+            node: 0,
+            outbox: 0,
+            charges: Vec::new()
+        }
+        .since_version()
+    );
+    let dir = temp_dir("outbox-marks");
+    let replicator: Arc<dyn Replicator> =
+        Arc::new(LocalReplicator::open(&dir.join("gov")).expect("governance store"));
+    replicator
+        .propose(Command::SetProtocolVersion {
+            version: OUTBOX_CHARGES_PROTOCOL,
+        })
+        .await
+        .expect("protocol 6");
+    let config = || PipelineConfig {
+        batch_max: 16,
+        propose_delay: Duration::ZERO,
+    };
+    let start = |outbox: &Arc<Outbox>| {
+        let mut stages = tokio::task::JoinSet::new();
+        let pipeline = spawn(
+            Arc::clone(&replicator),
+            Arc::clone(outbox),
+            admission(&replicator),
+            config(),
+            &mut stages,
+        );
+        (pipeline, stages)
+    };
+    let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
+    let id = outbox.id();
+    let (pipeline, _stages) = start(&outbox);
+    let mut late = pending(1);
+    late.charge.at_ms += tollgate_raft::state::DEDUP_HORIZON_MS + 1;
+    pipeline.sender.send(pending(0));
+    pipeline.sender.send(late);
+    let key = KeyId::from("vk_test");
+    let usage = || replicator.state().read().usage_of_key(&key).requests;
+    for _ in 0..500 {
+        if usage() == 2 && outbox.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(usage(), 2);
+    assert!(replicator
+        .state()
+        .read()
+        .outbox_marks()
+        .mark(1, id)
+        .is_some());
+    // The kill, and the applied mark lost: the next start replays both charges.
+    pipeline.task.abort();
+    std::fs::remove_file(dir.join("outbox").join("applied")).expect("applied mark");
+    let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
+    assert_eq!(
+        (outbox.id(), outbox.len()),
+        (id, 2),
+        "same outbox, both replayed"
+    );
+    let (pipeline, _stages) = start(&outbox);
+    pipeline.close.send(()).expect("pipeline running");
+    pipeline.task.await.expect("pipeline task");
+    assert_eq!(usage(), 2, "no replayed charge counted twice");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -25,11 +25,13 @@
 //!
 //! # Layout
 //! - `error`: `OutboxError`.
+//! - `files`: the outbox's id and the position of the last charge applied.
 //! - `record`: the on-disk format (segment names, positions, framed records, CRC-32).
 //! - `segments`: the segments appended to and deleted, and what each holds.
 //! - `tests`: unit tests.
 
 mod error;
+mod files;
 mod record;
 mod segments;
 #[cfg(test)]
@@ -37,13 +39,14 @@ mod tests;
 
 use error::io_at;
 pub use error::OutboxError;
+use files::{open_applied_mark, outbox_id, AppliedMark, APPLIED_FILE, ID_FILE};
 use record::{parse_done, RecordKind};
 pub use record::{Done, Entry, Intent, Position, Record, SegmentId};
 use segments::{read_segment, Log, Segment};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,12 +57,6 @@ use tollgate_proto::Charge;
 /// thousands of charges (a record is about 100 bytes); small enough that a segment kept
 /// for one unapplied charge wastes little disk.
 pub const SEGMENT_MAX_BYTES: u64 = 4 << 20;
-
-/// The file holding the position of the last charge applied: segment (u64 LE), offset
-/// past its record (u64 LE), CRC-32 of those 16 bytes (u32 LE). Overwritten in place
-/// and fsynced after every applied batch (off the async threads), so not even a power
-/// loss can make a later start replay charges the state machine may have forgotten.
-const APPLIED_FILE: &str = "applied";
 
 /// A charge found in the outbox at start, and where.
 pub struct Replayed {
@@ -99,12 +96,8 @@ pub struct Outbox {
     /// only on its seed. A simulated crash is a process crash, after which what was
     /// written is still in the OS, as in production.
     simulated: bool,
-}
-
-/// `APPLIED_FILE`, open, and the position it holds.
-struct AppliedMark {
-    file: File,
-    through: Option<Position>,
+    /// Chosen when the outbox was made (`files::ID_FILE`).
+    id: u64,
 }
 
 /// A panic while holding a lock leaves at worst a count off by one (a segment kept or
@@ -117,24 +110,28 @@ impl Outbox {
     /// Opens (or creates) the outbox in `dir` and reads what follows the last charge
     /// applied, for `take_replay`. New records go to a new segment after the others.
     pub fn open(dir: &Path) -> Result<Outbox, OutboxError> {
-        Outbox::open_with(dir, SEGMENT_MAX_BYTES, None)
+        Outbox::open_with(dir, SEGMENT_MAX_BYTES, None, false)
     }
 
     /// `open` for a node whose request log reads the outbox and has written what
     /// precedes `logged`.
     pub fn open_logged(dir: &Path, logged: Option<Position>) -> Result<Outbox, OutboxError> {
-        Outbox::open_with(dir, SEGMENT_MAX_BYTES, Some(logged))
+        Outbox::open_with(dir, SEGMENT_MAX_BYTES, Some(logged), false)
     }
 
     /// `open` (or `open_logged`, with `logs`) for the simulator: writes are never
-    /// fsynced and nothing runs on a blocking thread (see `simulated`).
+    /// fsynced, nothing runs on a blocking thread (see `simulated`), and a new outbox's
+    /// id is 1 (the simulator never wipes a node's data, so a node has one outbox).
     pub fn open_simulated(
         dir: &Path,
         logs: Option<Option<Position>>,
     ) -> Result<Outbox, OutboxError> {
-        let mut outbox = Outbox::open_with(dir, SEGMENT_MAX_BYTES, logs)?;
-        outbox.simulated = true;
-        Ok(outbox)
+        Outbox::open_with(dir, SEGMENT_MAX_BYTES, logs, true)
+    }
+
+    /// The id this outbox chose when it was made (`files::ID_FILE`).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn is_simulated(&self) -> bool {
@@ -145,8 +142,10 @@ impl Outbox {
         dir: &Path,
         segment_max_bytes: u64,
         logs: Option<Option<Position>>,
+        simulated: bool,
     ) -> Result<Outbox, OutboxError> {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        let id = outbox_id(dir, simulated.then_some(1))?;
         let mark = open_applied_mark(&dir.join(APPLIED_FILE))?;
         let through = mark.through;
         let mut found = Vec::new();
@@ -155,7 +154,7 @@ impl Outbox {
             let name = entry.map_err(io_at(dir))?.file_name();
             match name.to_str().and_then(SegmentId::parse) {
                 Some(id) => found.push(id),
-                None if name == APPLIED_FILE => {}
+                None if name == APPLIED_FILE || name == ID_FILE => {}
                 None => foreign.push(name),
             }
         }
@@ -244,7 +243,8 @@ impl Outbox {
             orphans: Mutex::new(orphans),
             applied: Mutex::new(mark),
             logs: logs.is_some(),
-            simulated: false,
+            simulated,
+            id,
         };
         for id in doomed {
             outbox.delete(id);
@@ -474,23 +474,4 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// Opens (or creates) `APPLIED_FILE`. Unreadable, it counts as absent: everything in the
-/// outbox is replayed.
-fn open_applied_mark(path: &Path) -> Result<AppliedMark, OutboxError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io_at(path))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io_at(path))?;
-    let through = Position::decode(&bytes);
-    if through.is_none() && !bytes.is_empty() {
-        tracing::warn!(file = %path.display(), "applied position unreadable; every charge in the outbox is replayed");
-    }
-    Ok(AppliedMark { file, through })
 }

@@ -136,7 +136,7 @@ async fn segments_rotate_and_are_deleted_once_not_current_and_applied() {
     let dir = temp_dir("rotate");
     let record_bytes = Record::encode(&charge(0)).expect("encodable").bytes.len() as u64;
     // Two records fill a segment.
-    let outbox = Outbox::open_with(&dir, record_bytes + 1, None).expect("open");
+    let outbox = Outbox::open_with(&dir, record_bytes + 1, None, false).expect("open");
     let p = append(&outbox, 0..5);
     let ids: Vec<u64> = p.iter().map(|p| p.segment.0).collect();
     assert_eq!(ids, [1, 1, 2, 2, 3]);
@@ -407,7 +407,7 @@ mod intents {
         let dir = temp_dir("open-intent");
         let record_bytes = Record::encode(&charge(0)).expect("encodable").bytes.len() as u64;
         // Segments of about two records.
-        let outbox = Outbox::open_with(&dir, 2 * record_bytes, None).expect("open");
+        let outbox = Outbox::open_with(&dir, 2 * record_bytes, None, false).expect("open");
         let long = intent(&outbox, 1);
         let mut positions = Vec::new();
         for n in 2..8 {
@@ -463,4 +463,28 @@ mod intents {
         outbox.logged(p2);
         assert!(segments_on_disk(&dir).is_empty());
     }
+}
+
+/// An outbox keeps the id it chose when made; one made anew in the same place chooses
+/// another, and a damaged id stops the start rather than pass for a new outbox.
+#[test]
+fn an_outbox_keeps_its_id_and_a_new_one_chooses_another() {
+    let dir = temp_dir("id");
+    let id = Outbox::open(&dir).expect("open").id();
+    assert_eq!(Outbox::open(&dir).expect("reopen").id(), id);
+    assert!(!dir.join(format!("{}.new", files::ID_FILE)).exists());
+    std::fs::remove_dir_all(&dir).expect("wipe");
+    assert_ne!(Outbox::open(&dir).expect("made anew").id(), id);
+    let simulated = temp_dir("id-simulated");
+    assert_eq!(
+        Outbox::open_simulated(&simulated, None).expect("open").id(),
+        1
+    );
+    let path = dir.join(files::ID_FILE);
+    let mut bytes = std::fs::read(&path).expect("id file");
+    bytes[0] ^= 1;
+    std::fs::write(&path, &bytes).expect("damage");
+    assert!(matches!(Outbox::open(&dir), Err(OutboxError::Io { .. })));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    std::fs::remove_dir_all(&simulated).expect("cleanup");
 }
