@@ -11,6 +11,12 @@ use tollgate_proto::Command;
 /// well under a second, and snapshots of a large state stay rare under steady charging.
 pub const SNAPSHOT_EVERY: u64 = 10_000;
 
+/// Or once the commands appended since the last snapshot take this many bytes. The log
+/// lives in sled's page cache until purged, whatever `cache_capacity` says (a node at
+/// saturation proposes charge batches of tens of kilobytes: 10,000 of them held 200 MB),
+/// so the log's bytes, not its count, bound the node's memory.
+pub const SNAPSHOT_EVERY_BYTES: u64 = 8 << 20;
+
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
 
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +76,13 @@ impl LocalStore {
         ))
     }
 
-    /// Appends one command at `index`; durable once `flush` returns.
-    pub fn append(&self, index: u64, command: &Command) -> Result<(), StoreError> {
-        self.log
-            .insert(index.to_be_bytes(), codec::encode(command)?)?;
-        Ok(())
+    /// Appends one command at `index`; durable once `flush` returns. Gives the bytes
+    /// the command took.
+    pub fn append(&self, index: u64, command: &Command) -> Result<u64, StoreError> {
+        let bytes = codec::encode(command)?;
+        let len = bytes.len() as u64;
+        self.log.insert(index.to_be_bytes(), bytes)?;
+        Ok(len)
     }
 
     /// Blocks until everything appended so far is on disk. Callers run it off the async

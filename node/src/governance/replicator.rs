@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tollgate_proto::{Command, Outcome};
-use tollgate_raft::store::SNAPSHOT_EVERY;
+use tollgate_raft::store::{SNAPSHOT_EVERY, SNAPSHOT_EVERY_BYTES};
 use tollgate_raft::{GovState, LocalStore, StoreError};
 
 /// The applied governance state, shared by every request. Readers hold the lock only to
@@ -187,6 +187,8 @@ pub struct LocalReplicator {
     store: Arc<LocalStore>,
     last_index: AtomicU64,
     snapshot_index: Arc<AtomicU64>,
+    /// Bytes of the commands appended since the last snapshot began.
+    log_bytes: AtomicU64,
     snapshotting: Arc<AtomicBool>,
     outbox_dir: Option<std::path::PathBuf>,
     protocol: tollgate_proto::peer::ProtocolRange,
@@ -219,6 +221,7 @@ impl LocalReplicator {
             store: Arc::new(store),
             last_index: AtomicU64::new(recovered.last_index),
             snapshot_index: Arc::new(AtomicU64::new(recovered.snapshot_index)),
+            log_bytes: AtomicU64::new(0),
             snapshotting: Arc::new(AtomicBool::new(false)),
             outbox_dir: None,
             protocol: tollgate_proto::peer::ProtocolRange::BUILD,
@@ -231,13 +234,16 @@ impl LocalReplicator {
             let mut state = self.state.write();
             let index = self.last_index.load(Ordering::Acquire) + 1;
             // Log first: a command that could not be logged is not applied.
-            self.store.append(index, &command)?;
+            let bytes = self.store.append(index, &command)?;
+            self.log_bytes.fetch_add(bytes, Ordering::Relaxed);
             let outcome = state.apply(&command);
             self.last_index.store(index, Ordering::Release);
             (index, outcome)
         };
         self.flush_through(index).await?;
-        if index - self.snapshot_index.load(Ordering::Acquire) >= SNAPSHOT_EVERY {
+        if index - self.snapshot_index.load(Ordering::Acquire) >= SNAPSHOT_EVERY
+            || self.log_bytes.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_BYTES
+        {
             self.snapshot_in_background(index);
         }
         Ok(outcome)
@@ -263,6 +269,7 @@ impl LocalReplicator {
         if self.snapshotting.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.log_bytes.store(0, Ordering::Relaxed);
         // Clone under the read lock, encode and write off the async threads.
         let (state, index) = {
             let guard = self.state.read();

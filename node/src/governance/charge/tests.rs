@@ -229,3 +229,33 @@ async fn replayed_charges_are_known_by_their_place_in_the_outbox() {
     assert_eq!(usage(), 2, "no replayed charge counted twice");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// A single node snapshots (and purges its log) once the commands since the last
+/// snapshot take `SNAPSHOT_EVERY_BYTES`, long before `SNAPSHOT_EVERY` commands: the log
+/// lives in memory until purged.
+#[tokio::test]
+async fn a_log_of_large_batches_is_purged_by_its_bytes() {
+    use tollgate_raft::store::{SNAPSHOT_EVERY, SNAPSHOT_EVERY_BYTES};
+    let dir = temp_dir("snapshot-bytes");
+    let replicator = LocalReplicator::open(&dir.join("gov")).expect("governance store");
+    let batch = |b: u64| Command::NodeChargeBatch {
+        node: 1,
+        charges: (0..256).map(|n| pending(b * 256 + n).charge).collect(),
+    };
+    let per_batch = tollgate_raft::codec::encode(&batch(0)).expect("encodes").len() as u64;
+    let batches = SNAPSHOT_EVERY_BYTES / per_batch + 2;
+    assert!(batches < SNAPSHOT_EVERY / 2, "{batches} batches of {per_batch} bytes");
+    for b in 0..batches {
+        replicator.propose(batch(b)).await.expect("applied");
+    }
+    let mut snapshot_index = 0;
+    for _ in 0..500 {
+        snapshot_index = replicator.status().snapshot_index;
+        if snapshot_index > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(snapshot_index > 0, "no snapshot after {batches} batches");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
