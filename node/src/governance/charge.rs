@@ -170,11 +170,14 @@ pub fn spawn(
 ) -> ChargePipeline {
     // Charges to replay hold their costs until applied, from before the first request
     // is admitted: applying them consumes this node's leases.
+    #[cfg_attr(not(feature = "sim-bugs"), allow(unused_mut))]
+    let mut replay_marks = true;
     let replay: Vec<(Replayed, Hold)> = {
         #[cfg_attr(not(feature = "sim-bugs"), allow(unused_mut))]
         let mut records = outbox.take_replay();
         #[cfg(feature = "sim-bugs")]
         if crate::hooks::bugs::active(crate::hooks::bugs::KnownBug::ReplayWithNewId) {
+            replay_marks = false;
             for r in &mut records {
                 r.charge.request_id = format!("{}-replayed", r.charge.request_id).as_str().into();
             }
@@ -207,7 +210,11 @@ pub fn spawn(
         config.batch_max,
     ));
     let task = tokio::spawn(propose_stage(
-        Proposer { replicator, node },
+        Proposer {
+            replicator,
+            node,
+            replay_marks,
+        },
         Arc::clone(&outbox),
         replay,
         durable_rx,
@@ -287,7 +294,10 @@ async fn propose_stage(
             let chunk: Vec<(Replayed, Hold)> = replay
                 .drain(..replay.len().min(config.batch_max.max(1)))
                 .collect();
-            let charges = chunk.iter().map(|(r, _)| (&r.charge, Some(r.position)));
+            let charges = chunk.iter().map(|(r, _)| {
+                let mark = Some(r.position).filter(|_| proposer.replay_marks);
+                (&r.charge, mark)
+            });
             proposer.propose(&outbox, charges).await;
             let positions = chunk.iter().map(|(r, _)| r.position).collect();
             // Dropping the holds releases the amounts now counted in the ledgers.
@@ -341,6 +351,9 @@ async fn mark_applied(outbox: &Arc<Outbox>, positions: Vec<crate::governance::ou
 struct Proposer {
     replicator: Arc<dyn Replicator>,
     node: u64,
+    /// Replayed charges go with their place in the outbox (not under
+    /// `KnownBug::ReplayWithNewId`).
+    replay_marks: bool,
 }
 
 impl Proposer {

@@ -7,9 +7,10 @@ use std::cell::Cell;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KnownBug {
-    /// The charge outbox, replayed at start, gives each charge a new request id, so the
-    /// ledgers' de-duplication cannot tell it from the first proposal and a charge that
-    /// was applied before the crash is applied again.
+    /// The charge outbox, replayed at start, gives each charge a new request id and
+    /// forgets where it is in the outbox, so the ledgers' de-duplication cannot tell it
+    /// from the first proposal and a charge that was applied before the crash is applied
+    /// again.
     ReplayWithNewId,
     /// The rate limiter does not count the claims other nodes gossip: each node admits as
     /// if it were alone (the per-replica counters of other gateways).
