@@ -25,8 +25,9 @@ pub enum LogError {
 /// implementation must keep the log free of holes: entries are always a contiguous run of
 /// indexes (the caller appends in order and truncates or purges only at the ends).
 pub trait LogBackend: Clone + Send + Sync + 'static {
-    /// Stores `entries` under their log indexes, replacing any entry already there.
-    fn append(&self, entries: &[Entry]) -> Result<(), LogError>;
+    /// Stores `entries` under their log indexes, replacing any entry already there; gives
+    /// the bytes they take encoded.
+    fn append(&self, entries: &[Entry]) -> Result<u64, LogError>;
     /// Removes every entry with index `>= index`.
     fn truncate_from(&self, index: u64) -> Result<(), LogError>;
     /// Removes every entry with index `<= index`.

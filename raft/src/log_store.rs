@@ -20,6 +20,8 @@ pub struct LogStore<B: LogBackend> {
     /// The last committed index openraft saved (0 before any), for status reports;
     /// shared by clones.
     committed: Arc<AtomicU64>,
+    /// Bytes of the entries appended since the store was opened; shared by clones.
+    appended: Arc<AtomicU64>,
     /// Where appends wait for their flush, when flushing has its own thread.
     flusher: Option<Arc<Flusher>>,
 }
@@ -81,6 +83,7 @@ impl<B: LogBackend> LogStore<B> {
         LogStore {
             backend,
             committed: Arc::new(AtomicU64::new(committed)),
+            appended: Arc::new(AtomicU64::new(0)),
             flusher: None,
         }
     }
@@ -100,6 +103,11 @@ impl<B: LogBackend> LogStore<B> {
     /// The index openraft last reported committed.
     pub fn committed_index(&self) -> u64 {
         self.committed.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the entries appended since the store was opened (`snapshot_by_bytes`).
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
     }
 }
 
@@ -195,7 +203,8 @@ impl<B: LogBackend> RaftLogStorage<TypeConfig> for LogStore<B> {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        self.backend.append(&entries).map_err(write_err)?;
+        let bytes = self.backend.append(&entries).map_err(write_err)?;
+        self.appended.fetch_add(bytes, Ordering::Relaxed);
         let callback = match self.flusher.as_ref().and_then(|f| f.tx.as_ref()) {
             Some(flusher) => match flusher.send(callback) {
                 Ok(()) => return Ok(()),

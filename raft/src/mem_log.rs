@@ -100,9 +100,14 @@ impl MemLog {
 }
 
 impl LogBackend for MemLog {
-    fn append(&self, entries: &[Entry]) -> Result<(), LogError> {
+    fn append(&self, entries: &[Entry]) -> Result<u64, LogError> {
+        // What the entries would take on disk, so a byte-bound snapshot comes as on a node.
+        let mut bytes = 0;
+        for entry in entries {
+            bytes += crate::codec::encode(entry)?.len() as u64;
+        }
         self.lock()?.write(Write::Append(entries.to_vec()));
-        Ok(())
+        Ok(bytes)
     }
 
     fn truncate_from(&self, index: u64) -> Result<(), LogError> {

@@ -86,13 +86,16 @@ impl SledLog {
 }
 
 impl LogBackend for SledLog {
-    fn append(&self, entries: &[Entry]) -> Result<(), LogError> {
+    fn append(&self, entries: &[Entry]) -> Result<u64, LogError> {
         let mut batch = sled::Batch::default();
+        let mut bytes = 0;
         for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), codec::encode(entry)?);
+            let value = codec::encode(entry)?;
+            bytes += value.len() as u64;
+            batch.insert(&index_key(entry.log_id.index), value);
         }
         self.log.apply_batch(batch)?;
-        Ok(())
+        Ok(bytes)
     }
 
     fn truncate_from(&self, index: u64) -> Result<(), LogError> {

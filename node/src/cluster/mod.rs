@@ -11,6 +11,7 @@
 //! - `replicator`: `RaftReplicator`.
 //! - `start`: starting a clustered node and forming the cluster.
 //! - `elect`: a watch that breaks split votes openraft 0.9 can fall into.
+//! - `compact`: a snapshot once the log since the last takes too many bytes.
 //! - `handover`: a draining leader hands leadership to a caught-up follower.
 //! - `drain`: the drain signal (SIGTERM or `admin drain`) the server and cluster act on.
 //! - `version`: the protocol versions a node speaks and met (`Versions`, one per node).
@@ -21,6 +22,7 @@
 //! - `mem_transport` (tests): an in-process `PeerTransport` for multi-node tests.
 
 pub mod cert;
+pub mod compact;
 pub mod contact;
 pub mod drain;
 pub mod elect;

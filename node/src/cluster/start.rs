@@ -7,6 +7,7 @@
 //! has caught up, then makes it a voter). Either way the node is ready once it has
 //! applied everything the leader had committed (`RaftReplicator::catch_up`).
 
+use super::compact::Appended;
 use super::drain::Drain;
 use super::ops::Hello;
 use super::replicator::DataDirs;
@@ -213,18 +214,18 @@ pub async fn member<T: PeerTransport>(
     .map(Arc::new)
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let network = Network::new(Arc::clone(&transport));
-    let (raft, state, committed, dirs) = match storage {
+    let (raft, state, committed, appended, dirs) = match storage {
         Storage::Durable { data_dir } => {
             let raft_dir = data_dir.join("raft");
             let (log, sm) =
                 tollgate_raft::open_durable(&raft_dir).context("cannot open the raft storage")?;
-            let (raft, state, committed) =
+            let (raft, state, committed, appended) =
                 raft_over(node_id, config, network, log, sm, speaks).await?;
             let dirs = DataDirs {
                 raft: raft_dir,
                 outbox: data_dir.join("outbox"),
             };
-            (raft, state, committed, dirs)
+            (raft, state, committed, appended, dirs)
         }
         Storage::Memory {
             log,
@@ -232,9 +233,9 @@ pub async fn member<T: PeerTransport>(
             dirs,
         } => {
             let (log, sm) = tollgate_raft::storage::open_in_memory(log, snapshots)?;
-            let (raft, state, committed) =
+            let (raft, state, committed, appended) =
                 raft_over(node_id, config, network, log, sm, speaks).await?;
-            (raft, state, committed, dirs)
+            (raft, state, committed, appended, dirs)
         }
     };
     handler.set_raft(raft.clone());
@@ -279,6 +280,7 @@ pub async fn member<T: PeerTransport>(
     tasks.spawn(async move { catching_up.catch_up().await });
     tasks.spawn(Arc::clone(&replicator).reclaim_leases());
     tasks.spawn(super::elect::break_split_votes(raft.clone()));
+    tasks.spawn(super::compact::snapshot_by_bytes(raft.clone(), appended));
     tasks.spawn(crate::cluster::protocol::raise_when_supported(
         Arc::clone(&replicator) as Arc<dyn Replicator>,
         Arc::clone(versions),
@@ -325,14 +327,19 @@ async fn raft_over<T: PeerTransport, B: LogBackend>(
     log: LogStore<B>,
     state_machine: StateMachineStore,
     speaks: ProtocolRange,
-) -> anyhow::Result<(Raft, SharedState, Committed)> {
+) -> anyhow::Result<(Raft, SharedState, Committed, Appended)> {
     let state = SharedState::from_shared(state_machine.state());
     refuse_downgrade(&state, speaks)?;
-    let reader = log.clone();
+    let (reader, bytes) = (log.clone(), log.clone());
     let raft = Raft::new(node_id, config, network, log, state_machine)
         .await
         .context("cannot start raft")?;
-    Ok((raft, state, Box::new(move || reader.committed_index())))
+    Ok((
+        raft,
+        state,
+        Box::new(move || reader.committed_index()),
+        Box::new(move || bytes.appended_bytes()),
+    ))
 }
 
 /// A downgrade after the cluster moved to a newer protocol: this build could not read

@@ -214,3 +214,49 @@ async fn a_node_joins_as_learner_then_voter_and_can_be_removed() {
         let _ = n.raft().shutdown().await;
     }
 }
+
+/// A member snapshots once its log has grown by `SNAPSHOT_EVERY_BYTES`, long before
+/// openraft's count of entries (`SNAPSHOT_LOGS_SINCE_LAST`) asks for one.
+#[tokio::test]
+async fn a_log_of_large_entries_is_snapshotted_by_its_bytes() {
+    use tollgate_raft::config::SNAPSHOT_LOGS_SINCE_LAST;
+    use tollgate_raft::store::SNAPSHOT_EVERY_BYTES;
+    let transport = MemTransport::default();
+    let (log, sm) =
+        tollgate_raft::storage::open_in_memory(MemLog::default(), SnapshotSlot::in_memory())
+            .expect("storage");
+    let bytes = log.clone();
+    let config = Arc::new(tollgate_raft::config::raft_config("test").expect("config"));
+    let raft = Raft::new(1, config, Network::new(Arc::new(transport)), log, sm)
+        .await
+        .expect("raft");
+    raft.initialize(BTreeMap::from([(1, member(1))]))
+        .await
+        .expect("initialize");
+    tokio::spawn(super::compact::snapshot_by_bytes(
+        raft.clone(),
+        Box::new(move || bytes.appended_bytes()),
+    ));
+    // Customers with 64 KiB names: entries as large as a saturated node's charge batches.
+    let name = "n".repeat(64 << 10);
+    let entries = SNAPSHOT_EVERY_BYTES / (64 << 10) + 2;
+    assert!(entries < SNAPSHOT_LOGS_SINCE_LAST / 2);
+    for n in 0..entries {
+        let command = Command::CreateCustomer(Customer {
+            id: format!("cus_{n}").as_str().into(),
+            name: name.clone(),
+            created_at_ms: 1,
+        });
+        raft.client_write(command).await.expect("write");
+    }
+    let mut snapshot = None;
+    for _ in 0..100 {
+        snapshot = raft.metrics().borrow().snapshot;
+        if snapshot.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(snapshot.is_some(), "no snapshot after {entries} entries");
+    raft.shutdown().await.expect("shutdown");
+}

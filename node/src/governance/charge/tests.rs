@@ -242,9 +242,14 @@ async fn a_log_of_large_batches_is_purged_by_its_bytes() {
         node: 1,
         charges: (0..256).map(|n| pending(b * 256 + n).charge).collect(),
     };
-    let per_batch = tollgate_raft::codec::encode(&batch(0)).expect("encodes").len() as u64;
+    let per_batch = tollgate_raft::codec::encode(&batch(0))
+        .expect("encodes")
+        .len() as u64;
     let batches = SNAPSHOT_EVERY_BYTES / per_batch + 2;
-    assert!(batches < SNAPSHOT_EVERY / 2, "{batches} batches of {per_batch} bytes");
+    assert!(
+        batches < SNAPSHOT_EVERY / 2,
+        "{batches} batches of {per_batch} bytes"
+    );
     for b in 0..batches {
         replicator.propose(batch(b)).await.expect("applied");
     }
