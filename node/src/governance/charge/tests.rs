@@ -103,6 +103,30 @@ async fn every_sent_charge_is_applied_and_a_clean_stop_empties_the_outbox() {
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
+/// Sends a charge and one charged more than `DEDUP_HORIZON_MS` later, waits until both
+/// are applied, and gives what reads the key's request count.
+async fn send_two_an_hour_apart<'a>(
+    pipeline: &ChargePipeline,
+    replicator: &'a Arc<dyn Replicator>,
+    outbox: &Outbox,
+) -> impl Fn() -> u64 + 'a {
+    let mut late = pending(1);
+    late.charge.at_ms += tollgate_raft::state::DEDUP_HORIZON_MS + 1;
+    pipeline.sender.send(pending(0));
+    pipeline.sender.send(late);
+    let usage = move || {
+        let key = KeyId::from("vk_test");
+        replicator.state().read().usage_of_key(&key).requests
+    };
+    for _ in 0..500 {
+        if usage() == 2 && outbox.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    usage
+}
+
 /// The replicated state remembers request ids for `DEDUP_HORIZON_MS` of charge time
 /// only, so after a kill the outbox must not replay a charge it knows was applied:
 /// past the horizon it would count twice.
@@ -124,18 +148,7 @@ async fn a_charge_applied_before_a_kill_is_not_replayed() {
         config(),
         &mut stages,
     );
-    let mut late = pending(1);
-    late.charge.at_ms += tollgate_raft::state::DEDUP_HORIZON_MS + 1;
-    pipeline.sender.send(pending(0));
-    pipeline.sender.send(late);
-    let key = KeyId::from("vk_test");
-    let usage = || replicator.state().read().usage_of_key(&key).requests;
-    for _ in 0..500 {
-        if usage() == 2 && outbox.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let usage = send_two_an_hour_apart(&pipeline, &replicator, &outbox).await;
     assert_eq!(usage(), 2);
     // The kill: the pipeline stops without sealing the outbox.
     pipeline.task.abort();
@@ -195,18 +208,7 @@ async fn replayed_charges_are_known_by_their_place_in_the_outbox() {
     let outbox = Arc::new(Outbox::open(&dir.join("outbox")).expect("outbox"));
     let id = outbox.id();
     let (pipeline, _stages) = start(&outbox);
-    let mut late = pending(1);
-    late.charge.at_ms += tollgate_raft::state::DEDUP_HORIZON_MS + 1;
-    pipeline.sender.send(pending(0));
-    pipeline.sender.send(late);
-    let key = KeyId::from("vk_test");
-    let usage = || replicator.state().read().usage_of_key(&key).requests;
-    for _ in 0..500 {
-        if usage() == 2 && outbox.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let usage = send_two_an_hour_apart(&pipeline, &replicator, &outbox).await;
     assert_eq!(usage(), 2);
     assert!(replicator
         .state()
