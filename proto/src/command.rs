@@ -195,6 +195,15 @@ pub enum Command {
         outbox: u64,
         charges: Vec<OutboxCharge>,
     },
+    /// Protocol 7. A new guardrail (its id must be new).
+    CreateGuardrail(crate::Guardrail),
+    /// Protocol 7. A guardrail replaced whole (its id must exist; its creation time is
+    /// kept).
+    UpdateGuardrail(crate::Guardrail),
+    /// Protocol 7.
+    DeleteGuardrail {
+        id: crate::GuardrailId,
+    },
 }
 
 /// What `Command::MemberChange` records.
@@ -216,6 +225,9 @@ impl Command {
             Command::SetKeyLogContent { .. } => 4,
             Command::MemberChange { .. } => 5,
             Command::OutboxCharges { .. } => 6,
+            Command::CreateGuardrail(_)
+            | Command::UpdateGuardrail(_)
+            | Command::DeleteGuardrail { .. } => 7,
             _ => 1,
         }
     }

@@ -46,6 +46,8 @@ id_type! {
     BudgetId = "bud_";
     /// A rate-limit policy attached to one owner.
     RateLimitId = "rl_";
+    /// A guardrail policy (protocol 7).
+    GuardrailId = "gr_";
     /// One proxied request; charges are idempotent by it.
     RequestId = "req_";
 }

@@ -13,10 +13,12 @@
 //! - `peer`: the versioned envelope of node-to-node RPCs and its error answers.
 //! - `records`: the request log's records, queries and totals.
 //! - `audit`: audit events, their actors, and request-log chain anchors.
+//! - `guardrail`: content policies (detectors, scope, action, direction).
 
 pub mod audit;
 pub mod command;
 pub mod duration;
+pub mod guardrail;
 pub mod ids;
 pub mod model;
 pub mod money;
@@ -26,6 +28,9 @@ pub mod usage;
 
 pub use command::{Charge, Command, KeyPatch, MemberChange, OutboxCharge, OutboxMark, Outcome};
 pub use duration::ResetDuration;
+pub use guardrail::{
+    Detector, GuardAction, GuardDirection, GuardScope, Guardrail, OnError, PiiEntity,
+};
 pub use ids::*;
 pub use model::*;
 pub use money::{MoneyError, Usd};

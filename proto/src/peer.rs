@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 ///   (`Command::OutboxCharges`), and the state de-duplicates them by the last place applied
 ///   of each outbox instead of remembering every request id. Snapshots carry those places
 ///   after the keys' settings once there are any; older snapshots still read.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// - 7: guardrails (`Command::CreateGuardrail`, `UpdateGuardrail`, `DeleteGuardrail`).
+///   Snapshots carry them after the outboxes' places once there are any.
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The oldest protocol version this build still answers.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;

@@ -146,6 +146,9 @@ pub(crate) fn action_and_target(command: &Command) -> (String, Target) {
             },
             t("node", &node.to_string()),
         ),
+        Command::CreateGuardrail(g) => ("guardrail.create", t("guardrail", g.id.as_str())),
+        Command::UpdateGuardrail(g) => ("guardrail.update", t("guardrail", g.id.as_str())),
+        Command::DeleteGuardrail { id } => ("guardrail.delete", t("guardrail", id.as_str())),
         Command::SetProtocolVersion { version } => {
             ("cluster.protocol", t("cluster", &version.to_string()))
         }

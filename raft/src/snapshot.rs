@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use tollgate_proto::{KeyId, LogContent};
+use tollgate_proto::{Guardrail, GuardrailId, KeyId, LogContent};
 
 const SNAPSHOT_TREE: &str = "snapshot";
 const CURRENT_KEY: &[u8] = b"current";
@@ -50,15 +50,23 @@ pub fn decode_payload(
 /// `head` (where the state is as of), then the state and what rides after it: the
 /// audit trail (protocol 3), the keys' request-log content (protocol 4) and, once there
 /// are any, the outboxes' marks (protocol 6; until then the bytes are protocol 4's, which
-/// a node of an older build in the same cluster reads). bincode writes a tuple as its
+/// a node of an older build in the same cluster reads), then, once there are any, the
+/// guardrails (protocol 7). bincode writes a tuple as its
 /// fields one after the other, so each protocol's bytes are the previous one's with a
 /// field appended.
 pub fn encode_state<H: Serialize>(head: &H, state: &GovState) -> Result<Vec<u8>, CodecError> {
-    let (audit, contents) = (state.audit(), state.key_log_contents());
-    if state.outbox_marks().is_empty() {
+    let (audit, contents, marks) = (
+        state.audit(),
+        state.key_log_contents(),
+        state.outbox_marks(),
+    );
+    if !state.guardrails().is_empty() {
+        return codec::encode(&(head, state, audit, contents, marks, state.guardrails()));
+    }
+    if marks.is_empty() {
         return codec::encode(&(head, state, audit, contents));
     }
-    codec::encode(&(head, state, audit, contents, state.outbox_marks()))
+    codec::encode(&(head, state, audit, contents, marks))
 }
 
 /// Reads what `encode_state` wrote, or what a build of protocol 3 (no keys' content)
@@ -72,6 +80,22 @@ pub fn decode_state<H: DeserializeOwned>(bytes: &[u8]) -> Result<(H, GovState), 
         OutboxMarks,
     );
     type V4<H> = (H, GovState, AuditTrail, BTreeMap<KeyId, LogContent>);
+    type V7<H> = (
+        H,
+        GovState,
+        AuditTrail,
+        BTreeMap<KeyId, LogContent>,
+        OutboxMarks,
+        BTreeMap<GuardrailId, Guardrail>,
+    );
+    if let Ok((head, mut state, audit, contents, marks, guardrails)) = codec::decode::<V7<H>>(bytes)
+    {
+        state.set_audit(audit);
+        state.set_key_log_contents(contents);
+        state.set_outbox_marks(marks);
+        state.set_guardrails(guardrails);
+        return Ok((head, state));
+    }
     if let Ok((head, mut state, audit, contents, marks)) = codec::decode::<V6<H>>(bytes) {
         state.set_audit(audit);
         state.set_key_log_contents(contents);

@@ -9,6 +9,7 @@
 //! - `seen`: what is remembered of applied charges to de-duplicate them: outboxes'
 //!   marks and request ids.
 //! - `query`: read-only lookups, chains and totals.
+//! - `guardrails`: content policies and the ones a request's chain holds.
 //! - `audit`: the audit trail (admin changes, failed admin logins) and request-log
 //!   chain anchors.
 
@@ -24,6 +25,8 @@ use tollgate_proto::{
 };
 
 mod audit;
+mod guardrails;
+pub use guardrails::MAX_GUARDRAILS;
 mod owners;
 mod query;
 mod seen;
@@ -73,6 +76,9 @@ pub struct GovState {
     /// content.
     #[serde(skip)]
     outbox_marks: seen::OutboxMarks,
+    /// Guardrail policies (protocol 7): in snapshots after the outboxes' marks.
+    #[serde(skip)]
+    guardrails: BTreeMap<tollgate_proto::GuardrailId, tollgate_proto::Guardrail>,
 }
 
 /// A budget with its spend in the window that holds a given instant.
@@ -330,6 +336,9 @@ impl GovState {
                 outbox,
                 charges,
             } => self.outbox_charges(*node, *outbox, charges),
+            Command::CreateGuardrail(g) => self.create_guardrail(g),
+            Command::UpdateGuardrail(g) => self.update_guardrail(g),
+            Command::DeleteGuardrail { id } => self.delete_guardrail(id),
         }
     }
 }

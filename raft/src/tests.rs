@@ -641,6 +641,7 @@ fn log_entry_kinds_keep_their_wire_tags() {
         }),
         31
     );
+    assert_eq!(tag(&Command::DeleteGuardrail { id: "g".into() }), 34);
 }
 
 /// Protocol 6: a node's charges carry where they are in its outbox, and the state keeps
@@ -1011,5 +1012,103 @@ mod codec_properties {
             let bytes = encode(&command).unwrap_or_default();
             prop_assert_eq!(decode::<Command>(&bytes).ok(), Some(command));
         }
+    }
+}
+
+/// Protocol 7: guardrail policies, their chain, their life with their scope, snapshots.
+mod guardrails {
+    use super::*;
+
+    fn guardrail(id: &str, scope: GuardScope) -> Guardrail {
+        Guardrail {
+            id: id.into(),
+            name: id.to_owned(),
+            scope,
+            detectors: vec![
+                Detector::Secrets,
+                Detector::Pii {
+                    entities: vec![PiiEntity::Email],
+                },
+            ],
+            action: GuardAction::Redact,
+            direction: GuardDirection::Both,
+            created_at_ms: T0,
+        }
+    }
+
+    fn ids<'a>(it: impl Iterator<Item = &'a Guardrail>) -> Vec<&'a str> {
+        it.map(|g| g.id.as_str()).collect()
+    }
+
+    #[test]
+    fn guardrails_apply_by_scope_and_go_with_it() {
+        let mut s = GovState::new();
+        let create = Command::CreateGuardrail(guardrail("gr_g", GuardScope::Global));
+        assert!(
+            matches!(s.apply(&create), Outcome::Invalid(_)),
+            "gated at 7"
+        );
+        s.apply(&Command::SetProtocolVersion { version: 7 });
+        assert_eq!(s.apply(&create), Outcome::Done);
+        assert!(matches!(s.apply(&create), Outcome::Conflict(_)));
+        s.apply(&Command::CreateCustomer(Customer {
+            id: "cus_1".into(),
+            name: "c".into(),
+            created_at_ms: T0,
+        }));
+        s.apply(&Command::CreateTeam(Team {
+            id: "team_1".into(),
+            name: "t".into(),
+            customer_id: Some("cus_1".into()),
+            created_at_ms: T0,
+        }));
+        s.apply(&Command::CreateKey(key("vk_1", Some("team_1"), None)));
+        s.apply(&Command::CreateKey(key("vk_2", None, None)));
+        let missing = guardrail("gr_x", GuardScope::Team("team_missing".into()));
+        assert!(matches!(
+            s.apply(&Command::CreateGuardrail(missing)),
+            Outcome::NotFound { .. }
+        ));
+        for g in [
+            guardrail("gr_c", GuardScope::Customer("cus_1".into())),
+            guardrail("gr_t", GuardScope::Team("team_1".into())),
+            guardrail("gr_k", GuardScope::VirtualKey("vk_1".into())),
+            guardrail("gr_u", GuardScope::User("alice".into())),
+        ] {
+            assert_eq!(s.apply(&Command::CreateGuardrail(g)), Outcome::Done);
+        }
+        let k1 = s.keys()[&KeyId::from("vk_1")].clone();
+        let k2 = s.keys()[&KeyId::from("vk_2")].clone();
+        // The customer comes through the key's team.
+        assert_eq!(
+            ids(s.guardrails_for(&k1, None)),
+            ["gr_c", "gr_g", "gr_k", "gr_t"]
+        );
+        assert_eq!(ids(s.guardrails_for(&k2, Some("alice"))), ["gr_g", "gr_u"]);
+        // Replaced whole, creation time kept.
+        let mut changed = guardrail("gr_g", GuardScope::Global);
+        changed.action = GuardAction::Block;
+        changed.created_at_ms = T0 + MINUTE;
+        assert_eq!(s.apply(&Command::UpdateGuardrail(changed)), Outcome::Done);
+        let g = &s.guardrails()[&GuardrailId::from("gr_g")];
+        assert_eq!((g.action, g.created_at_ms), (GuardAction::Block, T0));
+        // Snapshots carry them; the state reads back equal.
+        let local = crate::snapshot::encode_state(&7u64, &s).expect("encodes");
+        let (index, back) = crate::snapshot::decode_state::<u64>(&local).expect("decodes");
+        assert_eq!((index, &back), (7, &s));
+        // Gone with their key; deleted by id.
+        assert_eq!(
+            s.apply(&Command::DeleteKey { id: "vk_1".into() }),
+            Outcome::Done
+        );
+        assert!(!s.guardrails().contains_key(&GuardrailId::from("gr_k")));
+        assert_eq!(
+            s.apply(&Command::DeleteGuardrail { id: "gr_u".into() }),
+            Outcome::Done
+        );
+        assert!(matches!(
+            s.apply(&Command::DeleteGuardrail { id: "gr_u".into() }),
+            Outcome::NotFound { .. }
+        ));
     }
 }

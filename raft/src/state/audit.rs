@@ -58,6 +58,9 @@ impl GovState {
                 self.rate_limits.get(&target.id.as_str().into())?,
             )),
             "price" => json(serde_json::to_string(self.prices.get(&target.id)?)),
+            "guardrail" => json(serde_json::to_string(
+                self.guardrails.get(&target.id.as_str().into())?,
+            )),
             _ => None,
         }
     }

@@ -209,6 +209,7 @@ impl GovState {
 
     /// Removes the budgets and rate limits of an owner that no longer exists.
     pub(super) fn remove_owned(&mut self, owner: &Owner) {
+        self.remove_scoped_guardrails(owner);
         for id in self.budgets_by_owner.remove(owner).unwrap_or_default() {
             self.budgets.remove(&id);
             self.ledgers.remove(&id);
