@@ -1,0 +1,105 @@
+use super::*;
+
+fn found(entity: PiiEntity, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    scan(&[entity], text.as_bytes(), &mut out);
+    out.into_iter()
+        .map(|f| text[f.start..f.end].to_owned())
+        .collect()
+}
+
+#[test]
+fn emails_need_a_real_domain() {
+    assert_eq!(
+        found(PiiEntity::Email, "mail jane.doe+x@example.co.uk now"),
+        ["jane.doe+x@example.co.uk"]
+    );
+    assert!(found(PiiEntity::Email, "user@localhost and a@b.c and x@-bad-.com").is_empty());
+}
+
+#[test]
+fn phones_follow_their_numbering_plan() {
+    assert_eq!(
+        found(PiiEntity::Phone, "call (415) 555-2671."),
+        ["(415) 555-2671"]
+    );
+    assert_eq!(
+        found(PiiEntity::Phone, "+44 20 7946 0958x"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        found(PiiEntity::Phone, "cell +447911123456 ok"),
+        ["+447911123456"]
+    );
+    // Area codes and exchanges start 2-9; a longer number is not a phone number.
+    assert!(found(PiiEntity::Phone, "id 115-555-2671 and 415-155-2671").is_empty());
+    assert!(found(PiiEntity::Phone, "v1.415.555.2671.3").is_empty());
+}
+
+#[test]
+fn cards_pass_luhn_and_name_an_issuer() {
+    assert_eq!(
+        found(PiiEntity::CreditCard, "card 4111 1111 1111 1111 exp"),
+        ["4111 1111 1111 1111"]
+    );
+    assert_eq!(
+        found(PiiEntity::CreditCard, "5500-0000-0000-0004"),
+        ["5500-0000-0000-0004"]
+    );
+    assert_eq!(
+        found(PiiEntity::CreditCard, "amex 378282246310005"),
+        ["378282246310005"]
+    );
+    // Luhn fails; no issuer; mixed separators; part of a longer number.
+    assert!(found(PiiEntity::CreditCard, "4111 1111 1111 1112").is_empty());
+    assert!(found(PiiEntity::CreditCard, "1234567812345670").is_empty());
+    assert!(found(PiiEntity::CreditCard, "4111-1111 1111-1111").is_empty());
+    assert!(found(PiiEntity::CreditCard, "x41111111111111111").is_empty());
+    assert!(luhn(&[7, 9, 9, 2, 7, 3, 9, 8, 7, 1, 3]));
+}
+
+#[test]
+fn ssns_follow_the_area_group_and_serial_rules() {
+    assert_eq!(found(PiiEntity::Ssn, "ssn 536-22-1234."), ["536-22-1234"]);
+    for bad in [
+        "000-12-3456",
+        "666-12-3456",
+        "912-12-3456",
+        "536-00-1234",
+        "536-22-0000",
+        "078-05-1120",
+    ] {
+        assert!(found(PiiEntity::Ssn, bad).is_empty(), "{bad}");
+    }
+    assert!(found(PiiEntity::Ssn, "2024-536-22-1234").is_empty());
+}
+
+#[test]
+fn ibans_check_their_length_and_mod_97() {
+    assert_eq!(
+        found(PiiEntity::Iban, "pay GB82 WEST 1234 5698 7654 32 today"),
+        ["GB82 WEST 1234 5698 7654 32"]
+    );
+    assert_eq!(
+        found(PiiEntity::Iban, "DE89370400440532013000"),
+        ["DE89370400440532013000"]
+    );
+    assert!(found(PiiEntity::Iban, "GB82 WEST 1234 5698 7654 33").is_empty());
+    assert!(found(PiiEntity::Iban, "ZZ82WEST12345698765432").is_empty());
+}
+
+#[test]
+fn ip_addresses_parse() {
+    assert_eq!(
+        found(PiiEntity::Ip, "from 192.168.1.20 and 10.0.0.1."),
+        ["192.168.1.20", "10.0.0.1"]
+    );
+    assert!(found(PiiEntity::Ip, "999.1.1.1 01.2.3.4 1.2.3.4.5").is_empty());
+    assert_eq!(
+        found(PiiEntity::Ip, "host 2001:db8::8a2e:370:7334 up"),
+        ["2001:db8::8a2e:370:7334"]
+    );
+    assert_eq!(found(PiiEntity::Ip, "fe80::1"), ["fe80::1"]);
+    // Paths of most languages are not addresses.
+    assert!(found(PiiEntity::Ip, "std::io::Read; a::b; Self::ab1; dead::beef").is_empty());
+}
