@@ -16,7 +16,6 @@
 //! - `hooks`: test hooks and known bugs, compiled only with their cargo features.
 //! - `config`: TOML config and provider credential references.
 //! - `clock`: the wall-clock seam.
-//! - `guard`: guardrails: secrets, PII and custom checks on requests and answers.
 //! - `cli`: the `tollgate admin ...` client.
 //! - `logs`: one log line per event, control characters escaped.
 
@@ -27,7 +26,6 @@ pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod governance;
-pub mod guard;
 pub mod hooks;
 pub mod http;
 pub mod logs;

@@ -26,7 +26,6 @@ use tollgate_proto::{
 
 mod audit;
 mod guardrails;
-pub use guardrails::MAX_GUARDRAILS;
 mod owners;
 mod query;
 mod seen;

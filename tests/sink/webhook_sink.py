@@ -1,9 +1,15 @@
 """A webhook receiver for the request log's export tests: logs each POST (path,
 headers, body) as one JSON line; the first --fail-first POSTs to a path ending in
-/flaky are answered 503, as a sink that is down for a moment."""
+/flaky are answered 503, as a sink that is down for a moment.
+
+For the guardrail tests it is also a Presidio-shaped analyzer: a POST to a path ending
+in /analyze with {"text"} is answered with every "John Smith" in it as
+[{"entity_type": "PERSON", "start", "end", "score"}] (character offsets, as Presidio
+counts them); a path ending in /slow answers the same after two seconds."""
 import argparse
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
@@ -31,10 +37,21 @@ def main():
                     f.write(json.dumps({"path": self.path,
                                         "headers": {k.lower(): v for k, v in self.headers.items()},
                                         "body": body}) + "\n")
+            answer = b'{"errors":false}'
+            if self.path.endswith("/analyze") or self.path.endswith("/slow"):
+                if self.path.endswith("/slow"):
+                    time.sleep(2)
+                text = json.loads(body).get("text", "")
+                found, at = [], text.find("John Smith")
+                while at >= 0:
+                    found.append({"entity_type": "PERSON", "start": at, "end": at + 10, "score": 0.85})
+                    at = text.find("John Smith", at + 1)
+                answer = json.dumps(found).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(b'{"errors":false}')
+            self.wfile.write(answer)
 
         def log_message(self, *a):
             pass

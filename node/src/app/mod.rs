@@ -56,6 +56,8 @@ pub struct App {
     pub counters: Arc<crate::gateway::counters::Counters>,
     /// Places for streamed answers (`[limits] max_concurrent_streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Guardrails: compiled policies, the verdict cache, counts.
+    pub guards: Arc<crate::gateway::guard::Guards>,
     /// Makes request ids unique across restarts of this node.
     request_id_base: u64,
     request_seq: AtomicU64,
@@ -184,6 +186,9 @@ pub async fn start(
         exports: node.exports.clone(),
         counters: Arc::default(),
         streams,
+        guards: Arc::new(crate::gateway::guard::Guards::new(
+            crate::gateway::guard::CACHE_ENTRIES,
+        )),
         request_id_base: u64::from_le_bytes(base),
         request_seq: AtomicU64::new(0),
     };

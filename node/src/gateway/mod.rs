@@ -7,6 +7,8 @@
 //! - `estimate`: what a stream is expected to output, per key and model.
 //! - `trail`: a request's record as it is served, its intent and its end.
 //! - `proxy`: the HTTP request path and the relay of answers (see its own layout).
+//! - `guard`: guardrails: secrets, PII and custom checks on requests and answers (see
+//!   its own layout).
 //! - `auth`: virtual keys and admin tokens (hashed, constant-time).
 //! - `routing`: model → provider configs (weights, allowlists, aliases).
 //! - `providers`: the configured providers and their credentials.
@@ -23,6 +25,7 @@ pub mod breaker;
 pub mod counters;
 pub mod estimate;
 pub mod gate;
+pub mod guard;
 pub mod mock;
 #[cfg(test)]
 mod properties;

@@ -5,6 +5,7 @@
 //! the charge, one outbox write) or refused (a record that owes nothing).
 
 use crate::clock::Clock;
+use crate::gateway::guard::verdict::{Direction, Hit, Verdict};
 use crate::governance::charge::{ChargeSender, PendingCharge};
 use crate::governance::outbox::{Intent, SegmentId};
 use crate::governance::records::{RequestLog, CAPTURE_MAX_BYTES};
@@ -18,6 +19,9 @@ use tollgate_proto::{KeyId, LogContent, ProviderConfigId, RequestId, Usd, Virtua
 
 /// The header Claude Code names its session in.
 pub const SESSION_HEADER: &str = "x-claude-code-session-id";
+
+/// Most guardrail verdicts (guardrail, rule, direction) a record keeps.
+pub const MAX_VERDICTS: usize = 64;
 
 /// Longest header value a record keeps (session id, user agent); the rest is cut.
 pub const HEADER_VALUE_MAX: usize = 256;
@@ -120,6 +124,20 @@ impl Trail {
         if self.captures() {
             d.request_body = Some(body.clone());
         }
+    }
+
+    /// What the guardrails found one way (it replaces what that way found before: a
+    /// stream reports as it goes). At most `MAX_VERDICTS` entries are kept.
+    pub fn guardrails(&self, verdict: &Verdict, direction: Direction) {
+        if verdict.is_empty() {
+            return;
+        }
+        let tag = format!(":{}:", direction.name());
+        let mut d = self.draft();
+        let kept = &mut d.record.guardrails;
+        kept.retain(|entry| !entry.contains(&tag));
+        let room = MAX_VERDICTS.saturating_sub(kept.len());
+        kept.extend(verdict.hits.iter().take(room).map(Hit::record));
     }
 
     /// Whether the answer's bytes are wanted (`answer`).

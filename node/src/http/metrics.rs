@@ -256,5 +256,28 @@ pub fn render(app: &App) -> String {
             c.load(Ordering::Relaxed)
         );
     }
+    out.push_str("# HELP tollgate_guardrail_matches_total Guardrail matches by guardrail, rule, action and direction (never the text).\n");
+    out.push_str("# TYPE tollgate_guardrail_matches_total counter\n");
+    for ((guardrail, rule, action, direction), n) in app.guards.counts.snapshot() {
+        let _ = writeln!(
+            out,
+            "tollgate_guardrail_matches_total{{guardrail=\"{}\",rule=\"{}\",action=\"{action}\",direction=\"{direction}\"}} {n}",
+            label(&guardrail),
+            label(&rule)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tollgate_guardrail_cache_entries Content-block verdicts the guardrails remember.\n# TYPE tollgate_guardrail_cache_entries gauge\ntollgate_guardrail_cache_entries {}",
+        app.guards.cache.len()
+    );
     out
+}
+
+/// A label value as Prometheus' text format escapes it.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -16,6 +16,8 @@ pub struct Inbound {
     pub headers: HeaderMap,
     pub request_id: String,
     pub seq: u64,
+    /// The guardrails that check the answer, if any does.
+    pub guard: Option<crate::gateway::guard::policy::Plan>,
 }
 
 /// What the gateway reads from an inference request.
@@ -288,6 +290,7 @@ impl Inbound {
             headers: self.headers.clone(),
             request_id: self.request_id.clone(),
             seq: self.seq,
+            guard: self.guard.clone(),
         })
     }
 }

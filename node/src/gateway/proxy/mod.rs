@@ -9,10 +9,12 @@
 //! - `client`: the pooled HTTP client that carries it, and the answer it gets.
 //! - `relay`: streaming answers chunk by chunk, charged at the end or on a drop.
 //! - `adapt`: what sits between upstream and client: usage taps and translation.
+//! - `guarded`: guardrails on the answer (whole, or as a stream adapter).
 //! - `usage`: the usage JSON of both dialects and the taps that follow streams.
 
 pub mod adapt;
 pub mod client;
+pub mod guarded;
 pub mod head;
 pub mod relay;
 pub mod send;
@@ -24,6 +26,7 @@ use crate::config::ProviderKind;
 use crate::gateway::auth;
 use crate::gateway::breaker::Outcome;
 use crate::gateway::gate::{Ask, Caller};
+use crate::gateway::guard::verdict::Direction;
 use crate::gateway::mock;
 use crate::gateway::routing::{self, Route};
 use crate::gateway::trail::Trail;
@@ -134,7 +137,22 @@ async fn run(
     let caller = caller(app, &headers)?;
     trail.caller(&caller.key, caller.log_content);
     let body = body.map_err(|r| body_error(app, r))?;
-    let head = head::parse(&body, dialect, false)?;
+    let mut head = head::parse(&body, dialect, false)?;
+    // Guardrails: the request is checked (and redacted) before anything is kept of it.
+    let plan = app.guards.plan(&app.state().read(), &caller.key, None);
+    let mut body = body;
+    if plan.input() {
+        let checked = app.guards.check_input(&plan, &body).await;
+        trail.guardrails(&checked.verdict, Direction::Input);
+        if checked.verdict.blocks() {
+            trail.asks(&head.model, head.stream, &Bytes::new());
+            return Err(ApiError::BadRequest(checked.verdict.block_message()));
+        }
+        if let Some(redacted) = checked.redacted {
+            body = Bytes::from(redacted);
+            head = head::parse(&body, dialect, false)?;
+        }
+    }
     trail.asks(&head.model, head.stream, &body);
     // A stream holds its place among the streams until its body ends.
     let stream_slot = match head.stream {
@@ -154,6 +172,7 @@ async fn run(
         headers,
         request_id: request_id.to_owned(),
         seq,
+        guard: plan.output().then_some(plan),
     };
 
     let max_attempts = app.config.limits.max_attempts.max(1);

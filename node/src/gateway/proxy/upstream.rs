@@ -3,6 +3,7 @@
 
 use super::adapt::{self, Adapter};
 use super::client::UpstreamResponse;
+use super::guarded::{self, Guarded};
 use super::head::Inbound;
 use super::relay::{self, ByteStream};
 use super::send::{
@@ -181,6 +182,7 @@ async fn finish(
                 .for_metering(counting),
             ),
         };
+        let adapter = Guarded::wrap(app, inbound, billing.trail.clone(), adapter);
         let upstream: ByteStream = Box::pin(
             resp.bytes_stream()
                 .map(|r| r.map_err(std::io::Error::other)),
@@ -243,6 +245,14 @@ async fn finish(
                 Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
                 anthropic_usage(&bytes),
             )
+        }
+    };
+    let body = match guarded::check_answer(app, inbound, billing.trail.as_ref(), body).await {
+        Ok(body) => body,
+        Err(blocked) => {
+            // The provider did the work: charged as answered, the client gets the block.
+            billing.finish(usage);
+            return Ok(blocked.into_response_in(inbound.dialect));
         }
     };
     billing.answer(&body);
@@ -355,9 +365,15 @@ async fn mock_answer(
             },
         ));
         let idle = Duration::from_millis(app.config.limits.stream_idle_timeout_ms);
+        let adapter = Guarded::wrap(
+            app,
+            inbound,
+            billing.trail.clone(),
+            Box::new(adapt::Fixed(usage)),
+        );
         return Ok(event_stream_response(relay::relay(
             upstream,
-            Box::new(adapt::Fixed(usage)),
+            adapter,
             billing,
             idle,
             app.drain.cut_signal(),
@@ -367,6 +383,13 @@ async fn mock_answer(
         mock::openai_json(model, &reply, seq, app.now_ms() / 1000)
     } else {
         mock::anthropic_json(model, &reply, seq)
+    };
+    let body = match guarded::check_answer(app, inbound, billing.trail.as_ref(), body).await {
+        Ok(body) => body,
+        Err(blocked) => {
+            billing.finish(usage);
+            return Ok(blocked.into_response_in(inbound.dialect));
+        }
     };
     billing.answer(&body);
     billing.finish(usage);

@@ -38,7 +38,29 @@ pub fn record_view(r: &ChainedRecord) -> Value {
         "session_id": rec.session_id,
         "user_agent": rec.user_agent,
         "client_ip": rec.client_ip,
-        "guardrails": rec.guardrails,
+        "guardrails": rec.guardrails.iter().map(|g| guardrail_view(g)).collect::<Vec<_>>(),
         "outcome": rec.outcome,
     })
+}
+
+/// A guardrail verdict (`guardrail:rule:action:direction:count`) as an object; any
+/// other text as it is.
+fn guardrail_view(entry: &str) -> serde_json::Value {
+    let mut tail = entry.rsplitn(4, ':');
+    let (count, direction, action, rest) = (tail.next(), tail.next(), tail.next(), tail.next());
+    let split = rest.and_then(|r| r.split_once(':'));
+    match (
+        count.and_then(|c| c.parse::<u64>().ok()),
+        direction,
+        action,
+        split,
+    ) {
+        (Some(count), Some(direction), Some(action), Some((guardrail, rule))) => {
+            serde_json::json!({
+                "guardrail": guardrail, "rule": rule, "action": action,
+                "direction": direction, "count": count,
+            })
+        }
+        _ => serde_json::Value::String(entry.to_owned()),
+    }
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - `dto`: request bodies (strict) and response views.
 //! - `owners`, `keys`, `budgets`, `usage`, `cluster`: one function per route, by resource.
+//! - `guardrails`: content policies, compiled before they are proposed.
 //! - `logs`: the request log (search, one record, stats), merged from every member.
 //! - `actor`: who makes a call, carried into its writes (`Command::Audited`).
 //! - `audit`: failed logins, the audit trail and its verification.
@@ -15,6 +16,7 @@ pub mod audit;
 pub mod budgets;
 pub mod cluster;
 pub mod dto;
+pub mod guardrails;
 pub mod keys;
 pub mod logs;
 pub mod owners;
@@ -74,6 +76,16 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route(
             "/api/v1/prices/{model}",
             axum::routing::delete(delete_price),
+        )
+        .route(
+            "/api/v1/guardrails",
+            post(guardrails::create_guardrail).get(guardrails::list_guardrails),
+        )
+        .route(
+            "/api/v1/guardrails/{id}",
+            get(guardrails::get_guardrail)
+                .patch(guardrails::patch_guardrail)
+                .delete(guardrails::delete_guardrail),
         )
         .route("/api/v1/usage", get(usage))
         .route("/api/v1/logs", get(logs::logs))

@@ -151,6 +151,7 @@ fn inbound(body: &str, dialect: Dialect) -> Inbound {
         headers: HeaderMap::new(),
         request_id: "req".into(),
         seq: 0,
+        guard: None,
     }
 }
 

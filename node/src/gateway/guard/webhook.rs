@@ -5,10 +5,10 @@
 //! deadline; a failure (error, deadline, bad answer) is what the webhook's `on_error`
 //! says: let the text through unchecked, or block.
 
-use super::input::{BlockVerdict, StringHits};
+use super::block::{BlockVerdict, StringHits};
 use super::json;
-use super::verdict::Direction;
-use super::{Finding, Plan};
+use super::policy::Plan;
+use super::verdict::{Direction, Finding};
 use serde::Deserialize;
 use std::sync::Arc;
 use tollgate_proto::OnError;

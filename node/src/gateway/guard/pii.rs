@@ -4,7 +4,7 @@
 //! group and serial rules, an IBAN's country length and mod-97 check, an IP address's
 //! parse.
 
-use super::Finding;
+use super::verdict::Finding;
 use regex::bytes::{Regex, RegexBuilder};
 use std::sync::{Arc, OnceLock};
 use tollgate_proto::PiiEntity;

@@ -1,7 +1,7 @@
 //! The guardrails end to end over bodies and streams, without HTTP.
 
 use super::output::StreamGuard;
-use super::policy::Policy;
+use super::policy::{Plan, Policy};
 use super::*;
 use crate::http::error::Dialect;
 use tollgate_proto::{Detector, GuardAction, GuardDirection, GuardScope, PiiEntity};
@@ -151,9 +151,8 @@ fn client_text(sse: &[u8]) -> String {
 
 #[test]
 fn a_secret_split_over_deltas_is_redacted_whole() {
-    let guards = Arc::new(Guards::new(10));
     let plan = plan(GuardAction::Redact, GuardDirection::Output);
-    let mut stream = StreamGuard::new(plan, guards, Dialect::Anthropic);
+    let mut stream = StreamGuard::new(plan, Arc::default(), Dialect::Anthropic);
     let text = format!(
         "Here it is: {GITHUB} and more text after it. {}",
         "x".repeat(400)
@@ -181,9 +180,8 @@ fn a_secret_split_over_deltas_is_redacted_whole() {
 
 #[test]
 fn a_block_on_output_ends_the_stream_with_an_error_event() {
-    let guards = Arc::new(Guards::new(10));
     let plan = plan(GuardAction::Block, GuardDirection::Output);
-    let mut stream = StreamGuard::new(plan, guards, Dialect::Anthropic);
+    let mut stream = StreamGuard::new(plan, Arc::default(), Dialect::Anthropic);
     let mut sent = stream.push(delta(0, &format!("ok {AWS} then")).as_bytes());
     sent.extend(stream.push(delta(0, "more").as_bytes()));
     sent.extend(stream.finish());

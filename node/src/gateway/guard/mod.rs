@@ -9,12 +9,15 @@
 //! - `policy`: a guardrail compiled, and the checks its admin write must pass.
 //! - `json`: byte-level walks over validated JSON (array elements, string values) and
 //!   rebuilding a body with strings replaced.
+//! - `block`: one block of JSON scanned, and a body's verdict from its blocks'.
 //! - `input`: a request body's content blocks, their verdicts cached by hash, and the
 //!   verdict of the whole request (block, redact, flag).
 //! - `output`: answers: whole bodies, and streams with a hold-back.
 //! - `webhook`: external checkers, posted the text with a deadline.
-//! - `verdict`: what a check found, for the request record, `/metrics` and errors.
+//! - `verdict`: what a check found (findings, hits), for the request record,
+//!   `/metrics` and errors.
 
+pub mod block;
 pub mod input;
 pub mod json;
 pub mod output;
@@ -24,47 +27,22 @@ pub mod secrets;
 pub mod verdict;
 pub mod webhook;
 
-use policy::Policy;
+use block::Checked;
+use policy::{Plan, Policy};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tollgate_proto::{Guardrail, GuardrailId, VirtualKey};
 use tollgate_raft::state::GovState;
 
-/// One match: the rule that found it and its byte range in the text scanned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub rule: Arc<str>,
-    pub start: usize,
-    pub end: usize,
-}
-
-/// The guardrails that apply to one request, compiled, in the state's order.
-#[derive(Clone, Default)]
-pub struct Plan {
-    pub policies: Vec<Arc<Policy>>,
-    /// Identifies this list of policies (ids and what each checks) in the verdict cache.
-    pub fingerprint: u64,
-}
-
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
-    }
-
-    pub fn input(&self) -> bool {
-        self.policies.iter().any(|p| p.direction.input())
-    }
-
-    pub fn output(&self) -> bool {
-        self.policies.iter().any(|p| p.direction.output())
-    }
-}
+/// Content blocks whose verdicts a node remembers (a verdict without findings, the
+/// usual one, is a few dozen bytes).
+pub const CACHE_ENTRIES: usize = 65_536;
 
 /// A node's guardrails: the compiled policies, the verdict cache and the counters.
 pub struct Guards {
     compiled: Mutex<BTreeMap<GuardrailId, (Guardrail, Arc<Policy>)>>,
     pub cache: input::VerdictCache,
-    pub counts: verdict::Counts,
+    pub counts: Arc<verdict::Counts>,
     pub webhooks: webhook::Client,
 }
 
@@ -73,7 +51,7 @@ impl Guards {
         Guards {
             compiled: Mutex::default(),
             cache: input::VerdictCache::new(cache_entries),
-            counts: verdict::Counts::default(),
+            counts: Arc::default(),
             webhooks: webhook::Client::default(),
         }
     }
@@ -113,6 +91,16 @@ impl Guards {
         }
         plan.fingerprint = print.digest();
         plan
+    }
+
+    /// Checks a request body with the plan's input policies (`input::check`).
+    pub async fn check_input(&self, plan: &Plan, body: &[u8]) -> Checked {
+        input::check(&self.cache, &self.webhooks, &self.counts, plan, body).await
+    }
+
+    /// Checks a whole answer with the plan's output policies.
+    pub async fn check_output(&self, plan: &Plan, body: &[u8]) -> Checked {
+        output::check_body(&self.webhooks, &self.counts, plan, body).await
     }
 }
 

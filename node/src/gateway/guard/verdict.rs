@@ -7,6 +7,14 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use tollgate_proto::{GuardAction, GuardrailId};
 
+/// One match: the rule that found it and its byte range in the text scanned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: Arc<str>,
+    pub start: usize,
+    pub end: usize,
+}
+
 /// Which way the text went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Direction {

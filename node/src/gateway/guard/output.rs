@@ -6,9 +6,10 @@
 //! stream with an error event in the client's dialect (the upstream is still read to
 //! its end, so usage is counted as without guardrails).
 
-use super::input::{self, BlockVerdict, Checked};
-use super::verdict::{Direction, Verdict};
-use super::{Finding, Guards, Plan};
+use super::block::{self as input, BlockVerdict, Checked};
+use super::policy::Plan;
+use super::verdict::{Counts, Direction, Finding, Verdict};
+use super::webhook;
 use crate::gateway::sse::{SseEvent, SseParser};
 use crate::http::error::Dialect;
 use serde_json::Value;
@@ -20,20 +21,24 @@ use std::sync::Arc;
 /// but its first part may have left).
 pub const HOLD_BACK: usize = 256;
 
-impl Guards {
-    /// Checks a whole answer with the plan's output policies.
-    pub async fn check_output(&self, plan: &Plan, body: &[u8]) -> Checked {
+/// Checks a whole answer with the plan's output policies.
+pub async fn check_body(
+    webhooks: &webhook::Client,
+    counts: &Counts,
+    plan: &Plan,
+    body: &[u8],
+) -> Checked {
+    {
         if !plan.output() {
             return Checked::default();
         }
         let mut verdict = input::scan_block(plan, Direction::Output, body);
-        let hooks = self
-            .webhooks
+        let hooks = webhooks
             .check_block(plan, Direction::Output, body, &mut verdict)
             .await;
         let mut checked = input::conclude(plan, Direction::Output, body, &[(0, Arc::new(verdict))]);
         input::webhook_failures(plan, Direction::Output, &hooks.failed, &mut checked);
-        self.counts.count(&checked.verdict);
+        counts.count(&checked.verdict);
         checked
     }
 }
@@ -52,7 +57,7 @@ struct Pending {
 /// Checks a stream in the client's dialect, event by event.
 pub struct StreamGuard {
     plan: Plan,
-    guards: Arc<Guards>,
+    counts: Arc<Counts>,
     dialect: Dialect,
     parser: SseParser,
     pending: BTreeMap<u64, Pending>,
@@ -62,10 +67,10 @@ pub struct StreamGuard {
 }
 
 impl StreamGuard {
-    pub fn new(plan: Plan, guards: Arc<Guards>, dialect: Dialect) -> StreamGuard {
+    pub fn new(plan: Plan, counts: Arc<Counts>, dialect: Dialect) -> StreamGuard {
         StreamGuard {
             plan,
-            guards,
+            counts,
             dialect,
             parser: SseParser::new(),
             pending: BTreeMap::new(),
@@ -93,7 +98,7 @@ impl StreamGuard {
         for index in held {
             self.release(index, true, &mut out);
         }
-        self.guards.counts.count(&self.verdict);
+        self.counts.count(&self.verdict);
         out
     }
 

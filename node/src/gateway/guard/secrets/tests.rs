@@ -1,3 +1,6 @@
+//! The gitleaks rules as vendored: they compile, translate from Go, and pass gitleaks'
+//! own test cases.
+
 use super::*;
 use std::collections::BTreeMap;
 

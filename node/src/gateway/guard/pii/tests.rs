@@ -1,3 +1,5 @@
+//! The PII validators on what they must and must not find.
+
 use super::*;
 
 fn found(entity: PiiEntity, text: &str) -> Vec<String> {

@@ -1,8 +1,9 @@
 //! A guardrail compiled: its local checks (secrets, PII, named regexes) and its
 //! webhooks; and the checks an admin write must pass before a guardrail is proposed.
 
+use super::pii;
 use super::secrets::Secrets;
-use super::{pii, Finding};
+use super::verdict::Finding;
 use regex::bytes::{Regex, RegexBuilder};
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,5 +173,27 @@ impl Policy {
                 }
             }
         }
+    }
+}
+
+/// The guardrails that apply to one request, compiled, in the state's order.
+#[derive(Clone, Default)]
+pub struct Plan {
+    pub policies: Vec<Arc<Policy>>,
+    /// Identifies this list of policies (ids and what each checks) in the verdict cache.
+    pub fingerprint: u64,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn input(&self) -> bool {
+        self.policies.iter().any(|p| p.direction.input())
+    }
+
+    pub fn output(&self) -> bool {
+        self.policies.iter().any(|p| p.direction.output())
     }
 }

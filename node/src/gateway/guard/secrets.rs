@@ -7,7 +7,7 @@
 //! to some paths are left out, path allowlists never match, and nothing is decoded
 //! (gitleaks can also look inside base64 and hex).
 
-use super::Finding;
+use super::verdict::Finding;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
