@@ -7,9 +7,13 @@
 //! - `raftbench`: `tollgate-bench raft-bench`, committed charges/s of in-process nodes.
 //! - `logbench`: `tollgate-bench log-bench`, the request log's store: writes, filtered
 //!   queries and stats over a million records.
+//! - `guardbench`: `tollgate-bench guard-bench` (what the guardrails cost per request,
+//!   cold and turn after turn, and per stream event) and `guard-scan` (the secrets
+//!   rules over a tree of source files: the false-positive rate).
 //! - `logtamper`: `tollgate-bench log-tamper`, changes a stopped node's request log
 //!   behind its back (for the tests of `tollgate audit verify`).
 
+mod guardbench;
 mod loadgen;
 mod logbench;
 mod logtamper;
@@ -54,6 +58,11 @@ enum Command {
     /// Change a stopped node's request log behind its back: flip a byte of a record,
     /// delete one, or cut the log off (tests of `tollgate audit verify`).
     LogTamper(logtamper::LogTamperArgs),
+    /// Time the guardrails on a Claude Code-shaped request, in process.
+    GuardBench(guardbench::GuardBenchArgs),
+    /// Scan every `.rs` file under a directory with the secrets rules; print findings
+    /// by rule.
+    GuardScan(guardbench::GuardScanArgs),
 }
 
 #[derive(clap::Args)]
@@ -111,6 +120,8 @@ fn main() -> anyhow::Result<()> {
         Command::RaftBench(args) => runtime()?.block_on(raftbench::run(args)),
         Command::LogBench(args) => logbench::run(args),
         Command::LogTamper(args) => logtamper::run(args),
+        Command::GuardBench(args) => guardbench::run(args),
+        Command::GuardScan(args) => guardbench::scan(args),
     }
 }
 

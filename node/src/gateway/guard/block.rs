@@ -17,6 +17,9 @@ pub struct StringHits {
     /// Each finding with the index of its policy in the plan; spans are in the
     /// string's text.
     pub findings: Vec<(usize, Finding)>,
+    /// The token with its redactions made, once a request needed it (a cached verdict
+    /// makes it once for every turn that resends the block).
+    pub redacted: std::sync::OnceLock<Option<Vec<u8>>>,
 }
 
 /// What the checks found in one block (nothing, mostly).
@@ -54,6 +57,7 @@ pub fn scan_block(plan: &Plan, direction: Direction, block: &[u8]) -> BlockVerdi
                 start,
                 end,
                 findings,
+                redacted: Default::default(),
             });
         }
     }
@@ -108,14 +112,13 @@ pub fn conclude(
                 continue;
             }
             let token = &body[at + s.start..at + s.end];
-            let Some(text) = json::text(token) else {
-                continue;
-            };
-            edits.push((
-                at + s.start,
-                at + s.end,
-                json::quote(&json::replace(&text, &merged(spans))),
-            ));
+            let redacted = s.redacted.get_or_init(|| {
+                let text = json::text(token)?;
+                Some(json::quote(&json::replace(&text, &merged(spans))))
+            });
+            if let Some(redacted) = redacted {
+                edits.push((at + s.start, at + s.end, redacted.clone()));
+            }
         }
     }
     if !edits.is_empty() && !checked.verdict.blocks() {

@@ -13,8 +13,7 @@ use super::policy::Plan;
 use super::verdict::{Counts, Direction};
 use super::webhook;
 use lru::LruCache;
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -50,50 +49,36 @@ impl VerdictCache {
     }
 }
 
-#[derive(Deserialize)]
-struct Body<'a> {
-    #[serde(borrow, default)]
-    system: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    messages: Option<Vec<Message<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tool_calls: Option<&'a RawValue>,
-}
-
 /// The byte ranges of a request body's content blocks (either dialect: Anthropic's
 /// `system` and messages' `content`, OpenAI's messages' `content` and `tool_calls`;
-/// an array is one block per element).
+/// an array is one block per element). One walk over the body that jumps over strings;
+/// keys are decoded, so an escaped key hides nothing.
 pub fn blocks(body: &[u8]) -> Vec<(usize, usize)> {
-    let Ok(parsed) = serde_json::from_slice::<Body<'_>>(body) else {
-        return Vec::new();
-    };
-    let base = body.as_ptr() as usize;
     let mut out = Vec::new();
-    let mut add = |raw: &RawValue| {
-        let text = raw.get().as_bytes();
-        let start = text.as_ptr() as usize - base;
-        match json::array_elements(text) {
-            Some(elements) => out.extend(elements.iter().map(|(s, e)| (start + s, start + e))),
-            None => out.push((start, start + text.len())),
-        }
-    };
-    if let Some(system) = parsed.system {
-        add(system);
+    // A value that is content: an array is a block per element, anything else one block.
+    fn content(body: &[u8], at: usize, out: &mut Vec<(usize, usize)>) -> Option<usize> {
+        let whole = json::walk_array(body, at, |element| {
+            let end = json::value_end(body, element)?;
+            out.push((element, end));
+            Some(end)
+        });
+        whole.or_else(|| {
+            let end = json::value_end(body, at)?;
+            out.push((at, end));
+            Some(end)
+        })
     }
-    for m in parsed.messages.iter().flatten() {
-        if let Some(c) = m.content {
-            add(c);
-        }
-        if let Some(t) = m.tool_calls {
-            add(t);
-        }
-    }
+    json::walk_object(body, 0, |key, at| match key {
+        "system" => content(body, at, &mut out),
+        "messages" => json::walk_array(body, at, |message| {
+            json::walk_object(body, message, |key, at| match key {
+                "content" | "tool_calls" => content(body, at, &mut out),
+                _ => None,
+            })
+            .or_else(|| json::value_end(body, message))
+        }),
+        _ => None,
+    });
     out
 }
 
@@ -106,52 +91,93 @@ pub async fn check(
     plan: &Plan,
     body: &[u8],
 ) -> Checked {
-    {
-        if !plan.input() {
-            return Checked::default();
-        }
-        let spans = blocks(body);
-        let keys: Vec<u128> = spans
-            .iter()
-            .map(|(s, e)| cache.key(plan, &body[*s..*e]))
-            .collect();
-        let mut verdicts: Vec<Option<Arc<BlockVerdict>>> = {
-            let mut cache = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
-            keys.iter().map(|k| cache.get(k).cloned()).collect()
-        };
-        let mut fresh = Vec::new();
-        let mut failed = Vec::new();
-        for (i, (s, e)) in spans.iter().enumerate() {
-            if verdicts[i].is_some() {
-                continue;
-            }
-            let block = &body[*s..*e];
-            let mut verdict = block::scan_block(plan, Direction::Input, block);
-            let hooks = webhooks
-                .check_block(plan, Direction::Input, block, &mut verdict)
-                .await;
-            failed.extend(hooks.failed);
-            let verdict = Arc::new(verdict);
-            if hooks.complete {
-                fresh.push((keys[i], Arc::clone(&verdict)));
-            }
-            verdicts[i] = Some(verdict);
-        }
-        if !fresh.is_empty() {
-            let mut cache = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
-            for (k, v) in fresh {
-                cache.put(k, v);
-            }
-        }
-        let blocks: Vec<(usize, Arc<BlockVerdict>)> = spans
-            .iter()
-            .zip(verdicts)
-            .filter_map(|((s, _), v)| Some((*s, v?)))
-            .filter(|(_, v)| !v.strings.is_empty())
-            .collect();
-        let mut checked = block::conclude(plan, Direction::Input, body, &blocks);
-        block::webhook_failures(plan, Direction::Input, &failed, &mut checked);
-        counts.count(&checked.verdict);
-        checked
+    if !plan.input() {
+        return Checked::default();
     }
+    let spans = blocks(body);
+    // Each block's key, and whether its bytes differ from what was hashed.
+    let keys: Vec<(u128, bool)> = spans
+        .iter()
+        .map(|(s, e)| match stable(&body[*s..*e]) {
+            Cow::Borrowed(b) => (cache.key(plan, b), false),
+            Cow::Owned(b) => (cache.key(plan, &b), true),
+        })
+        .collect();
+    let mut verdicts: Vec<Option<Arc<BlockVerdict>>> = {
+        let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+        keys.iter()
+            .map(|(k, moved)| {
+                // A verdict with findings has their places in the bytes it was made
+                // from: a block whose marker moved is scanned again.
+                entries
+                    .get(k)
+                    .filter(|v| !*moved || v.strings.is_empty())
+                    .cloned()
+            })
+            .collect()
+    };
+    let mut fresh = Vec::new();
+    let mut failed = Vec::new();
+    for (i, (s, e)) in spans.iter().enumerate() {
+        if verdicts[i].is_some() {
+            continue;
+        }
+        let block = &body[*s..*e];
+        let mut verdict = block::scan_block(plan, Direction::Input, block);
+        let hooks = webhooks
+            .check_block(plan, Direction::Input, block, &mut verdict)
+            .await;
+        failed.extend(hooks.failed);
+        let verdict = Arc::new(verdict);
+        // Findings are placed in these bytes: kept only when they are what was hashed.
+        if hooks.complete && (!keys[i].1 || verdict.strings.is_empty()) {
+            fresh.push((keys[i].0, Arc::clone(&verdict)));
+        }
+        verdicts[i] = Some(verdict);
+    }
+    if !fresh.is_empty() {
+        let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in fresh {
+            entries.put(k, v);
+        }
+    }
+    let blocks: Vec<(usize, Arc<BlockVerdict>)> = spans
+        .iter()
+        .zip(verdicts)
+        .filter_map(|((s, _), v)| Some((*s, v?)))
+        .filter(|(_, v)| !v.strings.is_empty())
+        .collect();
+    let mut checked = block::conclude(plan, Direction::Input, body, &blocks);
+    block::webhook_failures(plan, Direction::Input, &failed, &mut checked);
+    counts.count(&checked.verdict);
+    checked
+}
+
+/// A block as its cache key sees it: without its `cache_control` member, which Claude
+/// Code moves to the newest blocks every turn (the block itself is unchanged).
+fn stable(block: &[u8]) -> Cow<'_, [u8]> {
+    if memchr::memmem::find(block, b"\"cache_control\"").is_none() {
+        return Cow::Borrowed(block);
+    }
+    let members = json::object_members(block, 0).unwrap_or_default();
+    let Some(at) = members.iter().position(|(k, _)| k == "cache_control") else {
+        return Cow::Borrowed(block);
+    };
+    let (value_start, value_end) = members[at].1;
+    let Some(key_start) = memchr::memmem::rfind(&block[..value_start], b"\"cache_control\"") else {
+        return Cow::Borrowed(block);
+    };
+    // The member and one comma next to it, so the rest reads as the block without it.
+    let (start, end) = match (at.checked_sub(1), members.get(at + 1)) {
+        (Some(before), _) => (members[before].1 .1, value_end),
+        (None, Some(_)) => (
+            key_start,
+            memchr::memchr(b'"', &block[value_end..]).map_or(value_end, |i| value_end + i),
+        ),
+        (None, None) => (key_start, value_end),
+    };
+    let mut out = Vec::with_capacity(block.len());
+    out.extend_from_slice(&block[..start]);
+    out.extend_from_slice(&block[end..]);
+    Cow::Owned(out)
 }

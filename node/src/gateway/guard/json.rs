@@ -26,55 +26,162 @@ fn skip_space(json: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// The byte ranges of the elements of the array `json` (which starts with `[`); `None`
-/// if `json` is not an array.
+/// Where the value starting at `at` ends (validated JSON: a string, an array or object
+/// with strings jumped over, or a scalar up to its delimiter).
+pub fn value_end(json: &[u8], at: usize) -> Option<usize> {
+    match *json.get(at)? {
+        b'"' => string_end(json, at),
+        b'[' | b'{' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            while i < json.len() {
+                match json[i] {
+                    b'"' => {
+                        i = string_end(json, i)?;
+                        continue;
+                    }
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let rest = &json[at..];
+            let len = rest
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                .unwrap_or(rest.len());
+            Some(at + len)
+        }
+    }
+}
+
+/// The byte ranges of the elements of the array `json` (which starts with `[`, after
+/// any space); `None` if `json` is not an array.
 pub fn array_elements(json: &[u8]) -> Option<Vec<(usize, usize)>> {
     let mut at = skip_space(json, 0);
     if json.get(at) != Some(&b'[') {
         return None;
     }
-    at += 1;
+    at = skip_space(json, at + 1);
     let mut out = Vec::new();
-    let mut depth = 0usize;
-    let mut start: Option<usize> = None;
-    while at < json.len() {
-        match json[at] {
-            b'"' => {
-                start.get_or_insert(at);
-                at = string_end(json, at)?;
-                continue;
-            }
-            b'[' | b'{' => {
-                start.get_or_insert(at);
-                depth += 1;
-            }
-            b']' | b'}' if depth > 0 => depth -= 1,
-            b']' => {
-                if let Some(s) = start.take() {
-                    out.push((s, trim_end(json, s, at)));
-                }
-                return Some(out);
-            }
-            b',' if depth == 0 => {
-                if let Some(s) = start.take() {
-                    out.push((s, trim_end(json, s, at)));
-                }
-            }
-            b' ' | b'\n' | b'\r' | b'\t' => {}
-            _ => {
-                start.get_or_insert(at);
-            }
-        }
-        at += 1;
+    if json.get(at) == Some(&b']') {
+        return Some(out);
     }
-    None
+    loop {
+        let end = value_end(json, at)?;
+        out.push((at, end));
+        at = skip_space(json, end);
+        match json.get(at)? {
+            b',' => at = skip_space(json, at + 1),
+            b']' => return Some(out),
+            _ => return None,
+        }
+    }
 }
 
-fn trim_end(json: &[u8], start: usize, mut end: usize) -> usize {
-    while end > start && matches!(json[end - 1], b' ' | b'\n' | b'\r' | b'\t') {
-        end -= 1;
+/// A member of an object: its key's text and its value's byte range.
+pub type Member<'a> = (Cow<'a, str>, (usize, usize));
+
+/// The members of the object starting at `at`: each key's text and its value's range.
+pub fn object_members(json: &[u8], at: usize) -> Option<Vec<Member<'_>>> {
+    let mut at = skip_space(json, at);
+    if json.get(at) != Some(&b'{') {
+        return None;
     }
-    end
+    at = skip_space(json, at + 1);
+    let mut out = Vec::new();
+    if json.get(at) == Some(&b'}') {
+        return Some(out);
+    }
+    loop {
+        let key_end = string_end(json, at)?;
+        let key = text(&json[at..key_end])?;
+        at = skip_space(json, key_end);
+        if json.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_space(json, at + 1);
+        let end = value_end(json, at)?;
+        out.push((key, (at, end)));
+        at = skip_space(json, end);
+        match json.get(at)? {
+            b',' => at = skip_space(json, at + 1),
+            b'}' => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
+/// Walks the object starting at `at` (after any space): for each member, `on(key,
+/// value start)` either walks the value itself and gives its end, or gives `None` and
+/// the value is jumped over. Gives where the object ends. Each byte is read once.
+pub fn walk_object(
+    json: &[u8],
+    at: usize,
+    mut on: impl FnMut(&str, usize) -> Option<usize>,
+) -> Option<usize> {
+    let mut at = skip_space(json, at);
+    if json.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_space(json, at + 1);
+    if json.get(at) == Some(&b'}') {
+        return Some(at + 1);
+    }
+    loop {
+        let key_end = string_end(json, at)?;
+        let key = text(&json[at..key_end])?;
+        at = skip_space(json, key_end);
+        if json.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_space(json, at + 1);
+        let end = match on(&key, at) {
+            Some(end) => end,
+            None => value_end(json, at)?,
+        };
+        at = skip_space(json, end);
+        match json.get(at)? {
+            b',' => at = skip_space(json, at + 1),
+            b'}' => return Some(at + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// Walks the array starting at `at`: `on(element start)` walks each element and gives
+/// its end. Gives where the array ends, or `None` if `at` holds no array.
+pub fn walk_array(
+    json: &[u8],
+    at: usize,
+    mut on: impl FnMut(usize) -> Option<usize>,
+) -> Option<usize> {
+    let mut at = skip_space(json, at);
+    if json.get(at) != Some(&b'[') {
+        return None;
+    }
+    at = skip_space(json, at + 1);
+    if json.get(at) == Some(&b']') {
+        return Some(at + 1);
+    }
+    loop {
+        let end = on(at)?;
+        at = skip_space(json, end);
+        match json.get(at)? {
+            b',' => at = skip_space(json, at + 1),
+            b']' => return Some(at + 1),
+            _ => return None,
+        }
+    }
 }
 
 /// The byte ranges (quotes included) of every string value in `json`, object keys
@@ -149,6 +256,24 @@ mod tests {
         );
         assert_eq!(array_elements(b"[]"), Some(vec![]));
         assert_eq!(array_elements(br#""text""#), None);
+    }
+
+    #[test]
+    fn object_members_decode_their_keys() {
+        let json = br#" {"a" : 1, "m\u0065ssages":[1,{"x":"}"}] ,"n":null} "#;
+        let members = object_members(json, 0).expect("an object");
+        let got: Vec<(String, &[u8])> = members
+            .iter()
+            .map(|(k, (s, e))| (k.to_string(), &json[*s..*e]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_owned(), &b"1"[..]),
+                ("messages".to_owned(), br#"[1,{"x":"}"}]"#),
+                ("n".to_owned(), b"null"),
+            ]
+        );
     }
 
     #[test]

@@ -82,7 +82,12 @@ impl Guards {
                 },
             };
             print.update(g.id.as_str().as_bytes());
-            print.update(&tollgate_raft::codec::encode(&g.detectors).unwrap_or_default());
+            // What a cached verdict depends on: what is looked for, and (for the
+            // redactions it keeps) what is done with it.
+            print.update(
+                &tollgate_raft::codec::encode(&(&g.detectors, g.action, g.direction))
+                    .unwrap_or_default(),
+            );
             plan.policies.push(policy);
         }
         // Forget the compiled form of guardrails that are gone.

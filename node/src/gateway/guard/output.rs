@@ -221,6 +221,7 @@ impl StreamGuard {
                 start: 0,
                 end: body.len(),
                 findings: sent,
+                redacted: Default::default(),
             }],
         };
         let checked = input::conclude(

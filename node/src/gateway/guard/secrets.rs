@@ -8,7 +8,7 @@
 //! (gitleaks can also look inside base64 and hex).
 
 use super::verdict::Finding;
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
@@ -53,6 +53,18 @@ struct AllowlistToml {
     paths: Vec<String>,
 }
 
+/// Rules run only around their keywords instead of over the whole text, and how far
+/// before a keyword a match can start. Only where that finds exactly what the whole text
+/// would: `generic-api-key` (most of the cost of code, whose every `key` and `token` makes
+/// it a candidate) matches one of its keywords (`access|auth|api|credential|creds|key|
+/// passw(or)?d|secret|token`) after at most 50 identifier bytes; after the keyword
+/// come at most 31 bytes (which may span lines) and a value that ends its line's run of
+/// value bytes. A window runs from `before` bytes ahead of each keyword to the end of
+/// the line holding the byte `WINDOW_AFTER` past it; overlapping windows are merged, so
+/// no match straddles a window's start.
+const WINDOWED: &[(&str, usize)] = &[("generic-api-key", 64)];
+const WINDOW_AFTER: usize = 256;
+
 /// What an allowlist's regexes are matched against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -71,6 +83,8 @@ struct Allowlist {
 struct Rule {
     id: Arc<str>,
     regex: Regex,
+    /// Run only around its keywords (`WINDOWED`): this many bytes before each.
+    window: Option<usize>,
     entropy: Option<f64>,
     secret_group: Option<usize>,
     allowlists: Vec<Allowlist>,
@@ -258,6 +272,10 @@ impl Secrets {
             rules.push(Rule {
                 id: Arc::from(r.id.as_str()),
                 regex: compile(&r.id, regex)?,
+                window: WINDOWED
+                    .iter()
+                    .find(|(id, _)| *id == r.id)
+                    .map(|(_, before)| *before),
                 entropy: r.entropy.filter(|e| *e > 0.0),
                 secret_group: r.secret_group.filter(|g| *g > 0),
                 allowlists: lists,
@@ -276,9 +294,12 @@ impl Secrets {
                 }
             }
         }
+        // A full DFA: an overlapping search gets no prefilter, so each byte is one
+        // table lookup at best (the default NFA is several times slower here).
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&keywords)
             .map_err(|e| RulesError::Keywords(e.to_string()))?;
         let global = match &config.allowlist {
@@ -303,10 +324,15 @@ impl Secrets {
     pub fn scan(&self, text: &[u8], out: &mut Vec<Finding>) {
         let mut candidates = vec![false; self.rules.len()];
         let mut any = false;
+        // Windowed rules: where their keywords are.
+        let mut at: Vec<(usize, usize)> = Vec::new();
         for m in self.keywords.find_overlapping_iter(text) {
             for &rule in &self.keyword_rules[m.pattern().as_usize()] {
                 candidates[rule] = true;
                 any = true;
+                if self.rules[rule].window.is_some() {
+                    at.push((rule, m.start()));
+                }
             }
         }
         for &rule in &self.unconditional {
@@ -316,13 +342,43 @@ impl Secrets {
         if !any {
             return;
         }
-        for (rule, _) in candidates.iter().enumerate().filter(|(_, c)| **c) {
-            self.scan_rule(&self.rules[rule], text, out);
+        for (i, _) in candidates.iter().enumerate().filter(|(_, c)| **c) {
+            let rule = &self.rules[i];
+            match rule.window {
+                None => self.scan_rule(rule, text, (0, text.len()), out),
+                Some(before) => {
+                    let mut window: Option<(usize, usize)> = None;
+                    for &(_, p) in at.iter().filter(|(r, _)| *r == i) {
+                        let start = p.saturating_sub(before);
+                        let reach = (p + WINDOW_AFTER).min(text.len());
+                        let end = memchr::memchr(b'\n', &text[reach..])
+                            .map_or(text.len(), |n| reach + n + 1);
+                        window = match window {
+                            Some((s, e)) if start <= e => Some((s, e.max(end))),
+                            Some(done) => {
+                                self.scan_rule(rule, text, done, out);
+                                Some((start, end))
+                            }
+                            None => Some((start, end)),
+                        };
+                    }
+                    if let Some(last) = window {
+                        self.scan_rule(rule, text, last, out);
+                    }
+                }
+            }
         }
     }
 
-    fn scan_rule(&self, rule: &Rule, text: &[u8], out: &mut Vec<Finding>) {
-        for caps in rule.regex.captures_iter(text) {
+    /// The rule's matches in `text[from..to]` (lines and positions are the text's).
+    fn scan_rule(
+        &self,
+        rule: &Rule,
+        text: &[u8],
+        (from, to): (usize, usize),
+        out: &mut Vec<Finding>,
+    ) {
+        for caps in rule.regex.captures_iter(&text[from..to]) {
             let Some(whole) = caps.get(0) else { continue };
             let secret = match rule.secret_group {
                 Some(g) => caps.get(g),
@@ -336,7 +392,7 @@ impl Secrets {
             {
                 continue;
             }
-            let line = line_around(text, whole.start(), whole.end());
+            let line = line_around(text, from + whole.start(), from + whole.end());
             let allowed = |lists: &[Allowlist]| {
                 lists.iter().any(|a| {
                     let target = match a.target {
@@ -355,8 +411,8 @@ impl Secrets {
             }
             out.push(Finding {
                 rule: Arc::clone(&rule.id),
-                start: secret.start(),
-                end: secret.end(),
+                start: from + secret.start(),
+                end: from + secret.end(),
             });
         }
     }

@@ -191,3 +191,35 @@ fn a_block_on_output_ends_the_stream_with_an_error_event() {
     assert!(sent.contains("blocked by guardrail gr_1 (rule aws-access-token)"));
     assert!(!sent.contains("more"));
 }
+
+#[tokio::test]
+async fn a_moved_cache_marker_keeps_the_verdict_cached_and_redactions_right() {
+    let guards = Guards::new(100);
+    let plan = plan(GuardAction::Redact, GuardDirection::Input);
+    let block = |text: &str, marked: bool| {
+        let mut b =
+            serde_json::json!({"type": "tool_result", "tool_use_id": "t1", "content": text});
+        if marked {
+            b["cache_control"] = serde_json::json!({"type": "ephemeral"});
+        }
+        b
+    };
+    let body = |blocks: Vec<serde_json::Value>| {
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": blocks}]})
+            .to_string()
+    };
+    let plain = "a long file with nothing in it ".repeat(20);
+    let secret = format!("x {GITHUB} y");
+    let first = body(vec![block(&plain, true), block(&secret, true)]);
+    let second = body(vec![block(&plain, false), block(&secret, false)]);
+    // A verdict with findings is kept only for the bytes it was made from; one without
+    // is the same whatever the marker.
+    let mut sizes = Vec::new();
+    for b in [&first, &second, &first, &second] {
+        let checked = guards.check_input(&plan, b.as_bytes()).await;
+        let redacted = String::from_utf8(checked.redacted.expect("redacted")).expect("utf-8");
+        assert_eq!(redacted, b.replace(GITHUB, "[REDACTED:github-pat]"));
+        sizes.push(guards.cache.len());
+    }
+    assert_eq!(sizes, [1, 2, 2, 2]);
+}

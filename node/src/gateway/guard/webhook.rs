@@ -146,6 +146,7 @@ impl Client {
                                     start,
                                     end,
                                     findings: vec![finding],
+                                    redacted: Default::default(),
                                 }),
                             }
                         }

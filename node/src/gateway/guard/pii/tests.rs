@@ -105,3 +105,47 @@ fn ip_addresses_parse() {
     // Paths of most languages are not addresses.
     assert!(found(PiiEntity::Ip, "std::io::Read; a::b; Self::ab1; dead::beef").is_empty());
 }
+
+#[test]
+fn digits_are_found_eight_bytes_at_a_time() {
+    let text = b"abcdefghijklmnop7qrstuvwxyz/:;9";
+    assert_eq!(next_digit(text, 0), Some(16));
+    assert_eq!(next_digit(text, 17), Some(30));
+    assert_eq!(next_digit(b"no digits here at all, none!", 0), None);
+    for b in 0..=255u8 {
+        let text = [b'x', b'x', b'x', b'x', b'x', b'x', b'x', b, b'x'];
+        assert_eq!(next_digit(&text, 0), b.is_ascii_digit().then_some(7), "{b}");
+    }
+}
+
+#[test]
+#[ignore = "a measurement helper: what each entity costs on a text"]
+fn print_costs() {
+    let text = std::fs::read(std::env::var("GUARD_TEXT").unwrap_or_default()).unwrap_or_default();
+    scan(&PiiEntity::ALL, &text, &mut Vec::new());
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        scan(&PiiEntity::ALL, &text, &mut Vec::new());
+    }
+    println!("all: {:?} per scan", t.elapsed() / 20);
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for _ in 0..20 {
+        n += runs(&text, &NUMBERISH, next_digit, |b| b.is_ascii_digit(), 4).len();
+    }
+    println!("runs: {:?} per scan, {} runs", t.elapsed() / 20, n / 20);
+    for entity in PiiEntity::ALL {
+        let t = std::time::Instant::now();
+        let mut out = Vec::new();
+        for _ in 0..20 {
+            out.clear();
+            scan(&[entity], &text, &mut out);
+        }
+        println!(
+            "{}: {:?} per scan, {} found",
+            entity.name(),
+            t.elapsed() / 20,
+            out.len()
+        );
+    }
+}

@@ -114,3 +114,108 @@ fn findings_are_the_secret_not_the_whole_match() {
     // Plain prose and code find nothing.
     assert!(found("fn main() { let key = map.get(&id); println!(\"{key:?}\"); }").is_empty());
 }
+
+#[test]
+#[ignore = "a measurement helper: which rules a text makes candidates"]
+fn print_candidates() {
+    let text = std::fs::read(std::env::var("GUARD_TEXT").unwrap_or_default()).unwrap_or_default();
+    let r = rules();
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for _ in 0..20 {
+        n += r.keywords.find_overlapping_iter(&text[..]).count();
+    }
+    println!("keywords: {n} hits, {:?} per pass", t.elapsed() / 20);
+    let words: Vec<String> = RULES_TOML
+        .lines()
+        .filter(|l| l.starts_with("    \"") && l.ends_with("\","))
+        .map(|l| {
+            l.trim()
+                .trim_matches(|c| c == '"' || c == ',')
+                .to_lowercase()
+        })
+        .collect();
+    for kind in [
+        aho_corasick::AhoCorasickKind::DFA,
+        aho_corasick::AhoCorasickKind::ContiguousNFA,
+    ] {
+        for mk in [MatchKind::Standard, MatchKind::LeftmostLongest] {
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(mk)
+                .kind(Some(kind))
+                .build(&words)
+                .expect("builds");
+            let t = std::time::Instant::now();
+            let mut n = 0;
+            for _ in 0..20 {
+                n += ac.find_iter(&text[..]).count();
+            }
+            println!(
+                "{kind:?} {mk:?} find_iter: {n} hits, {:?} per pass ({} words)",
+                t.elapsed() / 20,
+                words.len()
+            );
+        }
+    }
+    let mut hits = std::collections::BTreeMap::new();
+    for m in r.keywords.find_overlapping_iter(&text[..]) {
+        for &rule in &r.keyword_rules[m.pattern().as_usize()] {
+            *hits.entry(r.rules[rule].id.to_string()).or_insert(0) += 1;
+        }
+    }
+    for (rule, n) in &hits {
+        let t = std::time::Instant::now();
+        let mut out = Vec::new();
+        for _ in 0..20 {
+            out.clear();
+            r.scan_rule(
+                &r.rules[r.rules.iter().position(|x| &*x.id == rule).unwrap_or(0)],
+                &text,
+                (0, text.len()),
+                &mut out,
+            );
+        }
+        println!(
+            "{rule}: {n} keyword hits, {:?} per scan, {} findings",
+            t.elapsed() / 20,
+            out.len()
+        );
+    }
+}
+
+/// A windowed rule finds exactly what it finds over the whole text: each of
+/// generic-api-key's fixtures, inside code full of its keywords, near and far.
+#[test]
+fn windowed_rules_find_what_the_whole_text_holds() {
+    let fixtures: Fixtures =
+        serde_json::from_str(include_str!("../gitleaks/fixtures.json")).expect("fixtures parse");
+    let r = rules();
+    let generic = r
+        .rules
+        .iter()
+        .find(|x| &*x.id == "generic-api-key")
+        .expect("the rule");
+    assert!(generic.window.is_some());
+    let f = &fixtures.rules["generic-api-key"];
+    let filler = "let key = map.get(&token)?; // the api auth access path\n".repeat(12);
+    let long_line = format!("x = \"{}\" key: ", "a".repeat(300));
+    let mut compared = 0;
+    for sample in f.tps.iter().chain(&f.fps) {
+        for text in [
+            format!("{filler}{sample}\n{filler}"),
+            format!("{sample}{filler}"),
+            format!("{filler}{long_line}{sample}"),
+            format!("{}{sample}", "key ".repeat(40)),
+        ] {
+            let mut windowed = Vec::new();
+            r.scan(text.as_bytes(), &mut windowed);
+            windowed.retain(|x| &*x.rule == "generic-api-key");
+            let mut whole = Vec::new();
+            r.scan_rule(generic, text.as_bytes(), (0, text.len()), &mut whole);
+            assert_eq!(windowed, whole, "{text:?}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 100, "{compared}");
+}
