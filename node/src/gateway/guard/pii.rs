@@ -294,16 +294,31 @@ fn card(m: &[u8], text: &[u8], start: usize, end: usize) -> bool {
     if !(13..=19).contains(&d.len()) || glued(text, start, end, b"-.") {
         return false;
     }
-    // One separator kind at most.
+    // One separator kind at most, and groups as cards print them (4-4-4-4[-3],
+    // 4-6-5, 4-6-4): a hex dump of digits is not a card.
     if m.contains(&b' ') && m.contains(&b'-') {
         return false;
     }
+    let groups: Vec<usize> = m
+        .split(|b| *b == b' ' || *b == b'-')
+        .map(<[u8]>::len)
+        .collect();
+    if groups.len() > 1
+        && !matches!(
+            groups.as_slice(),
+            [4, 4, 4, 4] | [4, 4, 4, 4, 3] | [4, 6, 5] | [4, 6, 4]
+        )
+    {
+        return false;
+    }
     let prefix = |n: usize| d[..n].iter().fold(0u32, |a, &x| a * 10 + u32::from(x));
-    let issuer = d[0] == 4
-        || (51..=55).contains(&prefix(2))
-        || (2221..=2720).contains(&prefix(4))
-        || matches!(prefix(2), 34 | 37 | 36 | 38 | 30 | 35 | 65 | 62)
-        || prefix(4) == 6011;
+    // Issuer prefixes and the lengths each issues.
+    let len = d.len();
+    let issuer = (d[0] == 4 && matches!(len, 13 | 16 | 19))
+        || (((51..=55).contains(&prefix(2)) || (2221..=2720).contains(&prefix(4))) && len == 16)
+        || (matches!(prefix(2), 34 | 37) && len == 15)
+        || (matches!(prefix(2), 36 | 38 | 30) && (14..=19).contains(&len))
+        || ((matches!(prefix(2), 35 | 65 | 62) || prefix(4) == 6011) && (16..=19).contains(&len));
     issuer && d.iter().any(|x| *x != d[0]) && luhn(&d)
 }
 
@@ -433,8 +448,37 @@ fn iban(m: &[u8], text: &[u8], start: usize, end: usize) -> bool {
     rest == 1
 }
 
+/// Addresses that point at no one: loopback, unspecified, broadcast, documentation and
+/// multicast ranges.
+fn nobodys(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || (a, b, c) == (192, 0, 2)
+                || (a, b, c) == (198, 51, 100)
+                || (a, b, c) == (203, 0, 113)
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.segments()[..2] == [0x2001, 0x0db8]
+        }
+    }
+}
+
 fn ipv4(m: &[u8], text: &[u8], start: usize, end: usize) -> bool {
     if glued(text, start, end, b".") {
+        return false;
+    }
+    let parsed = std::str::from_utf8(m)
+        .ok()
+        .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok());
+    if parsed.is_some_and(|ip| nobodys(ip.into())) {
         return false;
     }
     m.split(|b| *b == b'.').all(|o| {
@@ -456,7 +500,8 @@ fn ipv6(m: &[u8], text: &[u8], start: usize, end: usize) -> bool {
     // `a::b` is a path in most languages: an address has a digit and three groups, or
     // the full eight.
     (colons == 7 || (groups >= 2 && has_digit && s.contains("::")) || groups >= 3 && has_digit)
-        && s.parse::<std::net::Ipv6Addr>().is_ok()
+        && s.parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| !nobodys(ip.into()))
 }
 
 #[cfg(test)]

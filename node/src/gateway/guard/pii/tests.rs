@@ -58,6 +58,18 @@ fn cards_pass_luhn_and_name_an_issuer() {
     assert!(found(PiiEntity::CreditCard, "4111-1111 1111-1111").is_empty());
     assert!(found(PiiEntity::CreditCard, "x41111111111111111").is_empty());
     assert!(luhn(&[7, 9, 9, 2, 7, 3, 9, 8, 7, 1, 3]));
+    // Grouped as no card is printed (a hex dump that happens to pass Luhn).
+    assert!(found(PiiEntity::CreditCard, "30 80 02 03 01 00 01 00 00 05 9").is_empty());
+    // A Mastercard prefix on 19 digits (a u64 constant) is no card.
+    assert!(found(
+        PiiEntity::CreditCard,
+        "const MAGIC: u64 = 5575266562640200287;"
+    )
+    .is_empty());
+    assert_eq!(
+        found(PiiEntity::CreditCard, "3782 822463 10005"),
+        ["3782 822463 10005"]
+    );
 }
 
 #[test]
@@ -98,10 +110,22 @@ fn ip_addresses_parse() {
     );
     assert!(found(PiiEntity::Ip, "999.1.1.1 01.2.3.4 1.2.3.4.5").is_empty());
     assert_eq!(
-        found(PiiEntity::Ip, "host 2001:db8::8a2e:370:7334 up"),
-        ["2001:db8::8a2e:370:7334"]
+        found(PiiEntity::Ip, "host 2001:4860::8a2e:370:7334 up"),
+        ["2001:4860::8a2e:370:7334"]
     );
     assert_eq!(found(PiiEntity::Ip, "fe80::1"), ["fe80::1"]);
+    // Addresses of nobody: loopback, unspecified, broadcast, documentation, multicast.
+    for nobody in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "192.0.2.7",
+        "224.0.0.1",
+        "::1",
+        "2001:db8::1",
+    ] {
+        assert!(found(PiiEntity::Ip, nobody).is_empty(), "{nobody}");
+    }
     // Paths of most languages are not addresses.
     assert!(found(PiiEntity::Ip, "std::io::Read; a::b; Self::ab1; dead::beef").is_empty());
 }
