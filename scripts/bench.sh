@@ -7,7 +7,7 @@
 # on a noisy VM where throughput and latency move by half: tiny and Claude Code-shaped
 # (~54 KB) bodies, JSON and SSE, at concurrency 32, interleaved. Also: added latency at
 # concurrency 1, time to first byte with 511 streams held open, in-flight metering's cost
-# per event, and the request log's cost.
+# per event, the request log's cost, and the guardrails' cost.
 # Exits non-zero when a request fails, when usage does not count every request, or (not
 # with --quick) when the gateway's CPU per request is above 1.5 x nginx's.
 #
@@ -954,6 +954,106 @@ if errors:
     print(f"bench.sh: {errors} request(s) failed in the request log runs", file=sys.stderr)
     sys.exit(1)
 PY4
+
+# Guardrails (issue 20). A Claude Code-shaped body of ~100 KB whose tool results carry
+# an AWS key, a GitHub token, an email, a phone number, a card and an SSN. In process
+# (tollgate-bench guard-bench, one core, medians): what checking it costs cold (nothing
+# cached), turn after turn with only the last turn new, and resent unchanged; each
+# detector's scan rate; a stream's first event and a text delta. Through the gateway: the
+# same body with the bench key and with a second key whose guardrail (secrets + PII,
+# redact, both ways) checks it, interleaved; CPU per request of each, and at c=1 the
+# latency of the stream.
+guard_body() {
+	python3 - "$MODEL" "$1" <<'PY'
+import json, random, sys
+random.seed(13)
+words = ("the build fails in module parser because token stream returns early when input "
+         "ends with a newline fix test cargo rust function return value error handle").split()
+def text(n):
+    return " ".join(random.choice(words) for _ in range(n))
+def code(n):
+    return "\n".join(f"{i + 1:>6}\tfn step_{i}(input: &str) -> Result<usize, Error> {{ let key = map.get(input)?; Ok(key.len() + {i}) }}"
+                     for i in range(n))
+found = ["AWS_ACCESS_KEY_ID=AKIAZ5XQ3KJ7WPLMNB2V", "token = ghp_R8kq2Lm4Np7Xs9Tv1Wy3Zb5Cd6Fg8Hj0Kl2M",
+         "contact: jane.roe@example.com, phone (415) 555-2671", "card 4111 1111 1111 1111", "ssn 536-22-1234"]
+system = [{"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+          {"type": "text", "text": text(2100), "cache_control": {"type": "ephemeral"}}]
+tools = [{"name": f"Tool{i}", "description": text(60), "input_schema": {
+    "type": "object", "properties": {"path": {"type": "string", "description": text(12)}}}} for i in range(18)]
+messages = []
+for t in range(16):
+    content = code(60) if t % 2 else text(700)
+    if t < len(found):
+        content += "\n" + found[t]
+    messages.append({"role": "user", "content": [{"type": "text", "text": text(60)}] if t == 0 else
+                     [{"type": "tool_result", "tool_use_id": f"toolu_{t:02d}", "content": content}]})
+    messages.append({"role": "assistant", "content": [
+        {"type": "text", "text": text(40)},
+        {"type": "tool_use", "id": f"toolu_{t + 1:02d}", "name": f"Tool{t}", "input": {"path": f"src/m{t}.rs"}}]})
+messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_17",
+                 "content": text(200), "cache_control": {"type": "ephemeral"}}]})
+body = {"model": sys.argv[1], "max_tokens": 256, "system": system, "tools": tools, "messages": messages}
+if sys.argv[2] == "sse":
+    body["stream"] = True
+print(json.dumps(body))
+PY
+}
+guard_body json >"$WORK/guard-json.body"
+guard_body sse >"$WORK/guard-sse.body"
+GUARD_ITERATIONS=$([[ $QUICK == 1 ]] && echo 20 || echo 300)
+GUARD_BENCH=$("$BENCH_BIN" guard-bench --body-file "$WORK/guard-json.body" --iterations "$GUARD_ITERATIONS")
+guard_key_json=$(api POST virtual-keys '{"name":"bench-guarded","provider_configs":[{"provider":"bench"}]}')
+GUARD_KEY_ID=$(field id <<<"$guard_key_json")
+GUARD_KEY_SECRET=$(field secret <<<"$guard_key_json")
+api POST guardrails "{\"name\":\"bench\",\"scope\":{\"kind\":\"virtual_key\",\"id\":\"$GUARD_KEY_ID\"},\"detectors\":[{\"kind\":\"secrets\"},{\"kind\":\"pii\"}],\"action\":\"redact\",\"direction\":\"both\"}" >/dev/null
+GUARDED=$WORK/guarded.tsv
+: >"$GUARDED"
+echo "guardrails: guard bodies ($(wc -c <"$WORK/guard-json.body") bytes) with and without a guardrail, $REPS time(s)" >&2
+for ((rep = 1; rep <= REPS; rep++)); do
+	for body in guard-json guard-sse; do
+		for mode in plain guarded; do
+			secret=$KEY_SECRET
+			[[ $mode == guarded ]] && secret=$GUARD_KEY_SECRET
+			before=$(cpu_ticks "$GW_PID")
+			out=$(messages_load "$GW" "$secret" "$body" --warmup "$SAT_WARMUP" \
+				--concurrency "$SAT_CONCURRENCY" --duration-secs "$SAT_SECONDS")
+			printf '%s\t%s\t%s\t%s\n' "$body c=$SAT_CONCURRENCY" "$mode" "$(($(cpu_ticks "$GW_PID") - before))" "$out" >>"$GUARDED"
+			out=$(messages_load "$GW" "$secret" "$body" --warmup "$C1_WARMUP" --concurrency 1 \
+				--requests "$C1_REQUESTS" --duration-secs "$C1_MAX_SECONDS")
+			printf '%s\t%s\t%s\t%s\n' "$body c=1" "$mode" "-1" "$out" >>"$GUARDED"
+		done
+	done
+done
+python3 - "$GUARD_BENCH" "$GUARDED" "$TICKS_PER_S" "$SAT_WARMUP" <<'PY5'
+import json, sys
+g = json.loads(sys.argv[1])
+print(f"guardrails in process, {g['body_bytes'] // 1000} KB Claude Code-shaped request, secrets + PII: "
+      f"cold {g['cold_us']:.0f} us (target <= 150), last turn new {g['last_turn_new_us']:.0f} us "
+      f"(target <= 20), resent unchanged {g['nothing_new_us']:.0f} us; scan "
+      + ", ".join(f"{k} {v:.0f} MB/s" for k, v in g["scan_mb_per_s"].items())
+      + f"; stream first event +{g['stream_first_event_us']:.1f} us (target <= 50), text delta "
+      f"+{g['stream_text_delta_us']:.1f} us")
+ticks_per_s, warmup = int(sys.argv[3]), int(sys.argv[4])
+cpu, p50, errors = {}, {}, 0
+for line in open(sys.argv[2]):
+    case, mode, ticks, report = line.rstrip("\n").split("\t", 3)
+    r = json.loads(report)
+    errors += r["errors"]
+    key = (case, mode)
+    p50[key] = min(p50.get(key, 1 << 62), r["p50_us"])
+    if int(ticks) >= 0:
+        t, n = cpu.get(key, (0, 0))
+        cpu[key] = (t + int(ticks), n + r["requests"] + warmup)
+for case in sorted({c for c, _ in p50}):
+    line = f"guardrails through the gateway, {case}: p50 {p50[(case, 'plain')]} us plain vs {p50[(case, 'guarded')]} us guarded"
+    if (case, "plain") in cpu:
+        per = {m: 1e6 * t / ticks_per_s / max(n, 1) for (c, m), (t, n) in cpu.items() if c == case}
+        line += f"; gateway CPU per request {per['plain']:.0f} us vs {per['guarded']:.0f} us (+{per['guarded'] - per['plain']:.0f} us)"
+    print(line)
+if errors:
+    print(f"bench.sh: {errors} request(s) failed in the guardrail runs", file=sys.stderr)
+    sys.exit(1)
+PY5
 
 # A failed check above (targets, counts) fails the run once every figure is printed.
 exit "${BENCH_FAILED:-0}"

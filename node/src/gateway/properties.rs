@@ -1,6 +1,6 @@
 //! Property tests of the parsers the request path runs on bytes from outside: the request
-//! head, the SSE parser, both translations (requests, responses and streams) and the
-//! admin body validation. Each holds for any input: no panic, and what the parser
+//! head, the SSE parser, both translations (requests, responses and streams), the
+//! guardrails' walk over a body and the admin body validation. Each holds for any input: no panic, and what the parser
 //! promises (a chunked SSE stream parses as the whole one; a head parsed names a model).
 //! `PROPTEST_CASES` sets how many inputs each tries (256 by default here; the test
 //! command keeps it; `scripts/fuzz.sh` runs many more).
@@ -111,8 +111,56 @@ fn request_like() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The content blocks of a body as serde reads them: `system` and each message's
+/// `content` and `tool_calls`, an array being one block per element.
+fn serde_blocks(body: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |v: &Value| match v {
+        Value::Array(items) => out.extend(items.iter().map(Value::to_string)),
+        other => out.push(other.to_string()),
+    };
+    if let Some(system) = body.get("system") {
+        add(system);
+    }
+    for m in body["messages"].as_array().into_iter().flatten() {
+        for key in ["content", "tool_calls"] {
+            if let Some(v) = m.get(key) {
+                add(v);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::default())]
+
+    #[test]
+    fn guardrails_find_the_blocks_serde_reads(body in request_like()) {
+        // Compact: each block's bytes are serde's own text of it.
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut found: Vec<String> = crate::gateway::guard::input::blocks(&bytes)
+            .iter()
+            .map(|(s, e)| String::from_utf8_lossy(&bytes[*s..*e]).into_owned())
+            .collect();
+        found.sort();
+        prop_assert_eq!(found, serde_blocks(&body));
+        // With white space everywhere: as many blocks, each a whole JSON value.
+        let pretty = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        let blocks = crate::gateway::guard::input::blocks(&pretty);
+        prop_assert_eq!(blocks.len(), serde_blocks(&body).len());
+        for (s, e) in blocks {
+            prop_assert!(serde_json::from_slice::<Value>(&pretty[s..e]).is_ok());
+        }
+    }
+
+    #[test]
+    fn guardrails_take_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        for (s, e) in crate::gateway::guard::input::blocks(&bytes) {
+            prop_assert!(s <= e && e <= bytes.len());
+        }
+    }
 
     #[test]
     fn the_request_head_parser_takes_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

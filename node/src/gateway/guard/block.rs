@@ -82,6 +82,19 @@ fn on_chars(text: &str, mut f: Finding) -> Finding {
 pub struct Checked {
     pub verdict: Verdict,
     pub redacted: Option<Vec<u8>>,
+    /// Each range replaced (start, end in the old body) and its new length, in order.
+    pub edits: Vec<(usize, usize, usize)>,
+}
+
+impl Checked {
+    /// Where an offset of the old body outside every edited range is in the redacted
+    /// one.
+    pub fn moved(&self, at: usize) -> usize {
+        self.edits
+            .iter()
+            .take_while(|(_, end, _)| *end <= at)
+            .fold(at, |at, (start, end, len)| at - (end - start) + len)
+    }
 }
 
 /// The verdict of `body` from its blocks' verdicts (each with where the block starts):
@@ -124,6 +137,10 @@ pub fn conclude(
     if !edits.is_empty() && !checked.verdict.blocks() {
         edits.sort_by_key(|e| e.0);
         checked.redacted = Some(json::splice(body, &edits));
+        checked.edits = edits
+            .iter()
+            .map(|(s, e, with)| (*s, *e, with.len()))
+            .collect();
     }
     checked
 }

@@ -6,16 +6,21 @@
 use std::borrow::Cow;
 
 /// Where the string starting at `at` (its opening quote) ends: just past its closing
-/// quote.
+/// quote, the first quote after an even run of backslashes. Jumps from quote to quote
+/// (escapes such as `\n`, frequent in code, cost nothing).
 fn string_end(json: &[u8], at: usize) -> Option<usize> {
     let mut from = at + 1;
     loop {
-        let rest = json.get(from..)?;
-        match memchr::memchr2(b'"', b'\\', rest) {
-            Some(i) if json[from + i] == b'\\' => from += i + 2,
-            Some(i) => return Some(from + i + 1),
-            None => return None,
+        let quote = from + memchr::memchr(b'"', json.get(from..)?)?;
+        let backslashes = json[from..quote]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return Some(quote + 1);
         }
+        from = quote + 1;
     }
 }
 
@@ -274,6 +279,25 @@ mod tests {
                 ("n".to_owned(), b"null"),
             ]
         );
+    }
+
+    #[test]
+    fn strings_end_at_their_first_unescaped_quote() {
+        for (json, end) in [
+            (&br#""abc" x"#[..], 5),
+            (br#""a\"b" x"#, 6),
+            (br#""a\\" x"#, 5),
+            (br#""a\\\"b" x"#, 8),
+            (br#""\\\\""#, 6),
+        ] {
+            assert_eq!(
+                string_end(json, 0),
+                Some(end),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        assert_eq!(string_end(br#""never closed\""#, 0), None);
     }
 
     #[test]

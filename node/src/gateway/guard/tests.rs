@@ -223,3 +223,25 @@ async fn a_moved_cache_marker_keeps_the_verdict_cached_and_redactions_right() {
     }
     assert_eq!(sizes, [1, 2, 2, 2]);
 }
+
+#[tokio::test]
+async fn a_redacted_body_keeps_its_head_without_a_second_parse() {
+    use crate::gateway::proxy::head;
+    let guards = Guards::new(10);
+    let plan = plan(GuardAction::Redact, GuardDirection::Input);
+    // The model after the content, so the redaction moves it.
+    let body = format!(
+        r#"{{"messages":[{{"role":"user","content":"a {GITHUB} b {AWS}"}}],"max_tokens":5,"model":"claude-x"}}"#
+    );
+    let mut h = head::parse(body.as_bytes(), Dialect::Anthropic, false).expect("parses");
+    let checked = guards.check_input(&plan, body.as_bytes()).await;
+    let redacted = bytes::Bytes::from(checked.redacted.clone().expect("redacted"));
+    h.moved(|at| checked.moved(at));
+    let swapped = h.with_model(&redacted, "upstream-model");
+    let again = head::parse(&redacted, Dialect::Anthropic, false).expect("parses");
+    assert_eq!(
+        String::from_utf8(swapped.to_vec()).expect("utf-8"),
+        String::from_utf8(again.with_model(&redacted, "upstream-model").to_vec()).expect("utf-8")
+    );
+    assert!(String::from_utf8_lossy(&swapped).ends_with(r#""model":"upstream-model"}"#));
+}

@@ -296,6 +296,14 @@ impl Inbound {
 }
 
 impl RequestHead {
+    /// The same head over a body whose bytes outside the model's string moved
+    /// (`moved` maps an old offset to the new one): no second parse.
+    pub fn moved(&mut self, moved: impl Fn(usize) -> usize) {
+        self.model_span = (moved(self.model_span.0), moved(self.model_span.1));
+    }
+}
+
+impl RequestHead {
     /// The fewest output tokens per completion this request can be served with: one,
     /// or for a thinking request the smallest thinking budget and one.
     pub fn min_output(&self) -> u64 {

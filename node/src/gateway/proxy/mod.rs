@@ -142,15 +142,16 @@ async fn run(
     let plan = app.guards.plan(&app.state().read(), &caller.key, None);
     let mut body = body;
     if plan.input() {
-        let checked = app.guards.check_input(&plan, &body).await;
+        let mut checked = app.guards.check_input(&plan, &body).await;
         trail.guardrails(&checked.verdict, Direction::Input);
         if checked.verdict.blocks() {
             trail.asks(&head.model, head.stream, &Bytes::new());
             return Err(ApiError::BadRequest(checked.verdict.block_message()));
         }
-        if let Some(redacted) = checked.redacted {
+        if let Some(redacted) = checked.redacted.take() {
+            // Only content strings changed (never the model's): the head moves with them.
             body = Bytes::from(redacted);
-            head = head::parse(&body, dialect, false)?;
+            head.moved(|at| checked.moved(at));
         }
     }
     trail.asks(&head.model, head.stream, &body);
