@@ -128,9 +128,22 @@ async fn claude_code_secrets_are_redacted_then_blocked() -> Result<()> {
     assert!(refusal.contains("400"), "{refusal}");
     assert!(refusal.contains("github-pat"), "{refusal}");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    // Counting tokens sends the prompt upstream too: blocked the same way.
+    let r = http()
+        .post(format!("{}/v1/messages/count_tokens", gw.url()))
+        .header("x-api-key", &secret)
+        .json(&json!({"model": "claude-sonnet-4-6",
+                      "messages": [{"role": "user", "content": format!("count {GITHUB}")}]}))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await?.contains("github-pat"));
     let after = fake.requests();
     assert!(
-        after[before..].iter().all(|r| r["path"] != "/v1/messages"),
+        after[before..].iter().all(|r| !r["path"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("/v1/messages")),
         "the provider got {:?}",
         &after[before..]
     );
@@ -167,11 +180,18 @@ async fn stream_text(
     Ok((text, raw))
 }
 
+/// `stream_text` of an Anthropic stream asking `ask`.
+async fn anthropic_stream(gw: &Gateway, secret: &str, ask: &str) -> Result<(String, String)> {
+    let body = json!({"model": "claude-sonnet-4-6", "max_tokens": 50, "stream": true,
+                      "messages": [{"role": "user", "content": ask}]});
+    stream_text(gw, "/v1/messages", secret, body).await
+}
+
 #[tokio::test]
 async fn a_secret_streamed_over_several_deltas_is_redacted_whole() -> Result<()> {
     let fake = FakeUpstream::start(&[])?;
     let gw = Gateway::start(&fake_config(&fake)).await?;
-    let (_, secret) = gw
+    let (key_id, secret) = gw
         .key(json!([
             {"provider": "fake-anthropic", "allowed_models": ["regex:^claude-"]},
             {"provider": "fake-openai", "allowed_models": ["regex:^gpt-"]}
@@ -185,14 +205,7 @@ async fn a_secret_streamed_over_several_deltas_is_redacted_whole() -> Result<()>
     .await?;
     // The fake answers `ECHO:<word>` with the word, in three deltas.
     let ask = format!("ECHO:{GITHUB}");
-    let (text, raw) = stream_text(
-        &gw,
-        "/v1/messages",
-        &secret,
-        json!({"model": "claude-sonnet-4-6", "max_tokens": 50, "stream": true,
-               "messages": [{"role": "user", "content": ask}]}),
-    )
-    .await?;
+    let (text, raw) = anthropic_stream(&gw, &secret, &ask).await?;
     assert_eq!(text, "[REDACTED:github-pat]", "{raw}");
     assert!(
         !raw.contains(&GITHUB[..12]) && raw.contains("message_stop"),
@@ -225,18 +238,22 @@ async fn a_secret_streamed_over_several_deltas_is_redacted_whole() -> Result<()>
         Some(json!({"action": "block"})),
     )
     .await?;
-    let (text, raw) = stream_text(
-        &gw,
-        "/v1/messages",
-        &secret,
-        json!({"model": "claude-sonnet-4-6", "max_tokens": 50, "stream": true,
-               "messages": [{"role": "user", "content": ask}]}),
-    )
-    .await?;
+    let (text, raw) = anthropic_stream(&gw, &secret, &ask).await?;
     assert_eq!(text, "");
     assert!(
         raw.contains("event: error") && raw.contains("github-pat"),
         "{raw}"
+    );
+    let charged = || async {
+        gw.usage(&key_id)
+            .await
+            .ok()
+            .and_then(|u| u["requests"].as_u64())
+            == Some(4)
+    };
+    assert!(
+        eventually(10, charged).await,
+        "the blocked stream was not charged"
     );
     assert!(!raw.contains(&GITHUB[..12]));
     Ok(())

@@ -72,58 +72,27 @@ pub fn value_end(json: &[u8], at: usize) -> Option<usize> {
 /// The byte ranges of the elements of the array `json` (which starts with `[`, after
 /// any space); `None` if `json` is not an array.
 pub fn array_elements(json: &[u8]) -> Option<Vec<(usize, usize)>> {
-    let mut at = skip_space(json, 0);
-    if json.get(at) != Some(&b'[') {
-        return None;
-    }
-    at = skip_space(json, at + 1);
     let mut out = Vec::new();
-    if json.get(at) == Some(&b']') {
-        return Some(out);
-    }
-    loop {
+    walk_array(json, 0, |at| {
         let end = value_end(json, at)?;
         out.push((at, end));
-        at = skip_space(json, end);
-        match json.get(at)? {
-            b',' => at = skip_space(json, at + 1),
-            b']' => return Some(out),
-            _ => return None,
-        }
-    }
+        Some(end)
+    })?;
+    Some(out)
 }
 
 /// A member of an object: its key's text and its value's byte range.
-pub type Member<'a> = (Cow<'a, str>, (usize, usize));
+pub type Member = (String, (usize, usize));
 
 /// The members of the object starting at `at`: each key's text and its value's range.
-pub fn object_members(json: &[u8], at: usize) -> Option<Vec<Member<'_>>> {
-    let mut at = skip_space(json, at);
-    if json.get(at) != Some(&b'{') {
-        return None;
-    }
-    at = skip_space(json, at + 1);
+pub fn object_members(json: &[u8], at: usize) -> Option<Vec<Member>> {
     let mut out = Vec::new();
-    if json.get(at) == Some(&b'}') {
-        return Some(out);
-    }
-    loop {
-        let key_end = string_end(json, at)?;
-        let key = text(&json[at..key_end])?;
-        at = skip_space(json, key_end);
-        if json.get(at) != Some(&b':') {
-            return None;
-        }
-        at = skip_space(json, at + 1);
-        let end = value_end(json, at)?;
-        out.push((key, (at, end)));
-        at = skip_space(json, end);
-        match json.get(at)? {
-            b',' => at = skip_space(json, at + 1),
-            b'}' => return Some(out),
-            _ => return None,
-        }
-    }
+    walk_object(json, at, |key, value| {
+        let end = value_end(json, value)?;
+        out.push((key.to_owned(), (value, end)));
+        Some(end)
+    })?;
+    Some(out)
 }
 
 /// Walks the object starting at `at` (after any space): for each member, `on(key,

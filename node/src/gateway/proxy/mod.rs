@@ -26,7 +26,8 @@ use crate::config::ProviderKind;
 use crate::gateway::auth;
 use crate::gateway::breaker::Outcome;
 use crate::gateway::gate::{Ask, Caller};
-use crate::gateway::guard::verdict::Direction;
+use crate::gateway::guard::policy::Plan;
+use crate::gateway::guard::verdict::{Direction, Verdict};
 use crate::gateway::mock;
 use crate::gateway::routing::{self, Route};
 use crate::gateway::trail::Trail;
@@ -139,20 +140,11 @@ async fn run(
     let body = body.map_err(|r| body_error(app, r))?;
     let mut head = head::parse(&body, dialect, false)?;
     // Guardrails: the request is checked (and redacted) before anything is kept of it.
-    let plan = app.guards.plan(&app.state().read(), &caller.key, None);
-    let mut body = body;
-    if plan.input() {
-        let mut checked = app.guards.check_input(&plan, &body).await;
-        trail.guardrails(&checked.verdict, Direction::Input);
-        if checked.verdict.blocks() {
-            trail.asks(&head.model, head.stream, &Bytes::new());
-            return Err(ApiError::BadRequest(checked.verdict.block_message()));
-        }
-        if let Some(redacted) = checked.redacted.take() {
-            // Only content strings changed (never the model's): the head moves with them.
-            body = Bytes::from(redacted);
-            head.moved(|at| checked.moved(at));
-        }
+    let (plan, body, verdict) = guarded_input(app, &caller, body, &mut head).await;
+    trail.guardrails(&verdict, Direction::Input);
+    if verdict.blocks() {
+        trail.asks(&head.model, head.stream, &Bytes::new());
+        return Err(ApiError::BadRequest(verdict.block_message()));
     }
     trail.asks(&head.model, head.stream, &body);
     // A stream holds its place among the streams until its body ends.
@@ -292,6 +284,31 @@ async fn run(
     Err(last_error.unwrap_or_else(|| ApiError::Internal("no route was tried".into())))
 }
 
+/// The caller's guardrails and its body checked by those that look at requests: the body
+/// to send (redacted, with `head` moved to match) and what was found (a block sends
+/// nothing).
+async fn guarded_input(
+    app: &App,
+    caller: &Caller,
+    body: Bytes,
+    head: &mut head::RequestHead,
+) -> (Plan, Bytes, Verdict) {
+    let plan = app.guards.plan(&app.state().read(), &caller.key, None);
+    if !plan.input() {
+        return (plan, body, Verdict::default());
+    }
+    let mut checked = app.guards.check_input(&plan, &body).await;
+    let body = match checked.redacted.take() {
+        // Only content strings changed (never the model's): the head moves with them.
+        Some(redacted) if !checked.verdict.blocks() => {
+            head.moved(|at| checked.moved(at));
+            Bytes::from(redacted)
+        }
+        _ => body,
+    };
+    (plan, body, checked.verdict)
+}
+
 /// `response` with `slot` kept until its body has been sent (or the client went away).
 fn holding(response: Response, slot: tokio::sync::OwnedSemaphorePermit) -> Response {
     response.map(|body| {
@@ -322,7 +339,12 @@ pub async fn count_tokens(
         // Authenticate first: an unknown caller learns nothing about body parsing.
         let caller = caller(&app, &headers)?;
         let body = body.map_err(|r| body_error(&app, r))?;
-        let head = head::parse(&body, Dialect::Anthropic, true)?;
+        let mut head = head::parse(&body, Dialect::Anthropic, true)?;
+        // Counting tokens sends the prompt to the provider too.
+        let (_, body, verdict) = guarded_input(&app, &caller, body, &mut head).await;
+        if verdict.blocks() {
+            return Err(ApiError::BadRequest(verdict.block_message()));
+        }
         let routes = routing::resolve(
             &caller.key,
             &app.gate.providers,
