@@ -8,6 +8,14 @@ use super::verdict::{Direction, Finding, Verdict};
 use std::sync::Arc;
 use tollgate_proto::GuardAction;
 
+/// Longest redacted string a cached verdict keeps (longer ones are made again on each
+/// request that resends them).
+pub const MAX_KEPT_REDACTION: usize = 1024;
+
+/// Most findings a verdict the cache keeps may hold (a block with more is scanned again
+/// when it comes back).
+pub const MAX_KEPT_FINDINGS: usize = 32;
+
 /// The findings in one string of a block.
 #[derive(Debug, Clone)]
 pub struct StringHits {
@@ -26,6 +34,13 @@ pub struct StringHits {
 #[derive(Debug, Clone, Default)]
 pub struct BlockVerdict {
     pub strings: Vec<StringHits>,
+}
+
+impl BlockVerdict {
+    /// Whether the cache may keep it: few findings (each a few dozen bytes).
+    pub fn small(&self) -> bool {
+        self.strings.iter().map(|s| s.findings.len()).sum::<usize>() <= MAX_KEPT_FINDINGS
+    }
 }
 
 /// Runs the plan's policies that look at `direction` over every string value of
@@ -125,12 +140,21 @@ pub fn conclude(
                 continue;
             }
             let token = &body[at + s.start..at + s.end];
-            let redacted = s.redacted.get_or_init(|| {
-                let text = json::text(token)?;
-                Some(json::quote(&json::replace(&text, &merged(spans))))
-            });
+            let redacted = match s.redacted.get() {
+                Some(kept) => kept.clone(),
+                None => {
+                    let made = json::text(token)
+                        .map(|text| json::quote(&json::replace(&text, &merged(spans))));
+                    // Kept with the cached verdict only when small: the cache stays
+                    // bounded whatever bodies come.
+                    if made.as_ref().is_some_and(|m| m.len() <= MAX_KEPT_REDACTION) {
+                        let _ = s.redacted.set(made.clone());
+                    }
+                    made
+                }
+            };
             if let Some(redacted) = redacted {
-                edits.push((at + s.start, at + s.end, redacted.clone()));
+                edits.push((at + s.start, at + s.end, redacted));
             }
         }
     }

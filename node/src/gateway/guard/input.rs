@@ -130,7 +130,7 @@ pub async fn check(
         failed.extend(hooks.failed);
         let verdict = Arc::new(verdict);
         // Findings are placed in these bytes: kept only when they are what was hashed.
-        if hooks.complete && (!keys[i].1 || verdict.strings.is_empty()) {
+        if hooks.complete && verdict.small() && (!keys[i].1 || verdict.strings.is_empty()) {
             fresh.push((keys[i].0, Arc::clone(&verdict)));
         }
         verdicts[i] = Some(verdict);

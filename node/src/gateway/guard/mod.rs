@@ -34,9 +34,11 @@ use std::sync::{Arc, Mutex};
 use tollgate_proto::{Guardrail, GuardrailId, VirtualKey};
 use tollgate_raft::state::GovState;
 
-/// Content blocks whose verdicts a node remembers (a verdict without findings, the
-/// usual one, is a few dozen bytes).
-pub const CACHE_ENTRIES: usize = 65_536;
+/// Content blocks whose verdicts a node remembers. A verdict without findings (the usual
+/// one) is a few dozen bytes; one with findings keeps at most `MAX_KEPT_FINDINGS` of them
+/// and redacted strings of at most `MAX_KEPT_REDACTION` bytes each, so even a cache full
+/// of hostile blocks stays near a hundred MB, and a normal one at a few MB.
+pub const CACHE_ENTRIES: usize = 32_768;
 
 /// A node's guardrails: the compiled policies, the verdict cache and the counters.
 pub struct Guards {

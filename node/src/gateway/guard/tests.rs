@@ -245,3 +245,23 @@ async fn a_redacted_body_keeps_its_head_without_a_second_parse() {
     );
     assert!(String::from_utf8_lossy(&swapped).ends_with(r#""model":"upstream-model"}"#));
 }
+
+#[tokio::test]
+async fn the_cache_keeps_no_heavy_verdict() {
+    let guards = Guards::new(100);
+    let plan = plan(GuardAction::Redact, GuardDirection::Input);
+    // A block with many findings is redacted every time but never kept.
+    let many = vec![format!("k {GITHUB} m"); 40].join("\n");
+    let body = claude_code_body(&many);
+    for _ in 0..2 {
+        let checked = guards.check_input(&plan, body.as_bytes()).await;
+        let redacted = String::from_utf8(checked.redacted.expect("redacted")).expect("utf-8");
+        assert!(!redacted.contains(GITHUB));
+        assert_eq!(redacted.matches("[REDACTED:github-pat]").count(), 40);
+    }
+    let light = guards.cache.len();
+    // The same with one finding is kept (one more entry than the blocks without).
+    let one = claude_code_body(&format!("k {GITHUB} m"));
+    guards.check_input(&plan, one.as_bytes()).await;
+    assert_eq!(guards.cache.len(), light + 1);
+}
