@@ -45,6 +45,22 @@ pub struct SseParser {
     has_data: bool,
 }
 
+/// One event as SSE bytes, appended to `out`: its name, if it has one, and its data (a
+/// `data:` field per line).
+pub fn frame(event: Option<&str>, data: &str, out: &mut Vec<u8>) {
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    for line in data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
 impl SseParser {
     /// Creates a parser for a new stream.
     pub fn new() -> Self {

@@ -83,13 +83,7 @@ impl Guards {
                     }
                 },
             };
-            print.update(g.id.as_str().as_bytes());
-            // What a cached verdict depends on: what is looked for, and (for the
-            // redactions it keeps) what is done with it.
-            print.update(
-                &tollgate_raft::codec::encode(&(&g.detectors, g.action, g.direction))
-                    .unwrap_or_default(),
-            );
+            print.update(&policy.print.to_le_bytes());
             plan.policies.push(policy);
         }
         // Forget the compiled form of guardrails that are gone.

@@ -10,7 +10,7 @@ use super::block::{self as input, BlockVerdict, Checked};
 use super::policy::Plan;
 use super::verdict::{Counts, Direction, Finding, Verdict};
 use super::webhook;
-use crate::gateway::sse::{SseEvent, SseParser};
+use crate::gateway::sse::{frame, SseEvent, SseParser};
 use crate::http::error::Dialect;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -262,20 +262,6 @@ impl StreamGuard {
             frame(event.as_deref(), &v.to_string(), out);
         }
     }
-}
-
-fn frame(event: Option<&str>, data: &str, out: &mut Vec<u8>) {
-    if let Some(name) = event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b'\n');
-    }
-    for line in data.split('\n') {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
-    }
-    out.push(b'\n');
 }
 
 /// The event that ends a blocked stream, in the client's dialect.

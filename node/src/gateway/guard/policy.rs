@@ -40,6 +40,9 @@ pub struct Policy {
     pub direction: GuardDirection,
     checks: Vec<Check>,
     pub webhooks: Vec<Webhook>,
+    /// What a cached verdict of this guardrail depends on, hashed: its id, what it looks
+    /// for and (for the redactions a verdict keeps) what it does.
+    pub print: u64,
 }
 
 /// Why a detector cannot be used; `field` names where in the guardrail's body.
@@ -155,6 +158,10 @@ impl Policy {
             direction: g.direction,
             checks,
             webhooks,
+            print: xxhash_rust::xxh3::xxh3_64(
+                &tollgate_raft::codec::encode(&(&g.id, &g.detectors, g.action, g.direction))
+                    .unwrap_or_default(),
+            ),
         })
     }
 

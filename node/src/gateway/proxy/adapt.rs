@@ -221,20 +221,9 @@ impl Adapter for OpenAiPassthrough {
     }
 }
 
-/// One event as SSE bytes: its name, if it has one, and its data.
+/// One event as SSE bytes.
 fn frame(event: &SseEvent, out: &mut Vec<u8>) {
-    if let Some(name) = &event.event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b'\n');
-    }
-    // Data of several lines is one `data:` field per line.
-    for line in event.data.split('\n') {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
-    }
-    out.push(b'\n');
+    crate::gateway::sse::frame(event.event.as_deref(), &event.data, out);
 }
 
 fn encode_all(events: Vec<SseOut>, out: &mut Vec<u8>) {
