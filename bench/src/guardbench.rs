@@ -26,6 +26,9 @@ pub struct GuardBenchArgs {
     /// Checks of each kind to time (the median is reported).
     #[arg(long, default_value_t = 200)]
     iterations: usize,
+    /// Time only this part (`cold`, `turns` or `resend`), e.g. under a profiler.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -56,6 +59,9 @@ fn plan(detectors: Vec<Detector>) -> anyhow::Result<Plan> {
     })
 }
 
+/// The bench body's first messages, which carry its secrets and PII.
+const KEPT_MESSAGES: usize = 10;
+
 fn median(mut v: Vec<Duration>) -> f64 {
     v.sort();
     v.get(v.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e6)
@@ -77,11 +83,13 @@ pub fn run(args: GuardBenchArgs) -> anyhow::Result<()> {
     let both = plan(vec![Detector::Secrets, Detector::Pii { entities: vec![] }])?;
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let n = args.iterations.max(3);
+    let want = |part: &str| args.only.as_deref().is_none_or(|only| only == part);
+    let n_of = |part: &str| if want(part) { n } else { 1 };
 
     // Cold: a fresh cache each time, so every block is scanned.
     let mut cold = Vec::with_capacity(n);
     let mut found = 0;
-    for _ in 0..n {
+    for _ in 0..n_of("cold") {
         let guards = Guards::new(65_536);
         let t = Instant::now();
         let checked = rt.block_on(guards.check_input(&both, &body));
@@ -94,7 +102,7 @@ pub fn run(args: GuardBenchArgs) -> anyhow::Result<()> {
     rt.block_on(guards.check_input(&both, &body));
     let mut warm = Vec::with_capacity(n);
     let mut turns = value.clone();
-    for i in 0..n {
+    for i in 0..n_of("turns") {
         if let Some(messages) = turns["messages"].as_array_mut() {
             messages.push(json!({"role": "user", "content": [{"type": "tool_result",
                 "tool_use_id": format!("toolu_b{i}"),
@@ -104,14 +112,15 @@ pub fn run(args: GuardBenchArgs) -> anyhow::Result<()> {
         let t = Instant::now();
         rt.block_on(guards.check_input(&both, &next));
         warm.push(t.elapsed());
-        // Keep the request the size of the first: the oldest turn goes.
+        // Keep the request the size of the first: the oldest message after the ones
+        // carrying secrets goes (they stay, as in a session, and are redacted each turn).
         if let Some(messages) = turns["messages"].as_array_mut() {
-            messages.remove(1);
+            messages.remove(KEPT_MESSAGES);
         }
     }
     // Nothing new: the same request again (a retry, or a benchmark loop).
     let mut same = Vec::with_capacity(n);
-    for _ in 0..n {
+    for _ in 0..n_of("resend") {
         let t = Instant::now();
         rt.block_on(guards.check_input(&both, &body));
         same.push(t.elapsed());
@@ -119,6 +128,7 @@ pub fn run(args: GuardBenchArgs) -> anyhow::Result<()> {
     // Throughput of each detector over the body's text.
     let text = collect_text(&value);
     let mut throughput = BTreeMap::new();
+    let parts = if args.only.is_some() { 0 } else { 3 };
     for (name, detectors) in [
         ("secrets", vec![Detector::Secrets]),
         (
@@ -131,7 +141,10 @@ pub fn run(args: GuardBenchArgs) -> anyhow::Result<()> {
             "secrets+pii",
             vec![Detector::Secrets, Detector::Pii { entities: vec![] }],
         ),
-    ] {
+    ]
+    .into_iter()
+    .take(parts)
+    {
         let p = plan(detectors)?;
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
@@ -149,7 +162,7 @@ pub fn run(args: GuardBenchArgs) -> anyhow::Result<()> {
     let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"m\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n";
     let delta = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"the build fails in module \"}}\n\n";
     let (mut first, mut per_delta) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for _ in 0..n {
+    for _ in 0..n_of("stream") {
         let mut stream = StreamGuard::new(both.clone(), Arc::default(), Dialect::Anthropic);
         let t = Instant::now();
         let out = stream.push(start);
