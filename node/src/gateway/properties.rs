@@ -36,6 +36,7 @@ const KEYS: &[&str] = &[
     "tool_result",
     "tool_use_id",
     "tool_calls",
+    "cache_control",
     "function",
     "arguments",
     "name",
@@ -142,7 +143,7 @@ proptest! {
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut found: Vec<String> = crate::gateway::guard::input::blocks(&bytes)
             .iter()
-            .map(|(s, e)| String::from_utf8_lossy(&bytes[*s..*e]).into_owned())
+            .map(|(s, e, _)| String::from_utf8_lossy(&bytes[*s..*e]).into_owned())
             .collect();
         found.sort();
         prop_assert_eq!(found, serde_blocks(&body));
@@ -150,14 +151,18 @@ proptest! {
         let pretty = serde_json::to_vec_pretty(&body).unwrap_or_default();
         let blocks = crate::gateway::guard::input::blocks(&pretty);
         prop_assert_eq!(blocks.len(), serde_blocks(&body).len());
-        for (s, e) in blocks {
-            prop_assert!(serde_json::from_slice::<Value>(&pretty[s..e]).is_ok());
+        for (s, e, marked) in blocks {
+            let block = serde_json::from_slice::<Value>(&pretty[s..e]);
+            prop_assert!(block.is_ok());
+            // Marked when it has a `cache_control` member of its own.
+            let has = block.ok().and_then(|b| b.get("cache_control").cloned()).is_some();
+            prop_assert_eq!(marked, has);
         }
     }
 
     #[test]
     fn guardrails_take_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        for (s, e) in crate::gateway::guard::input::blocks(&bytes) {
+        for (s, e, _) in crate::gateway::guard::input::blocks(&bytes) {
             prop_assert!(s <= e && e <= bytes.len());
         }
     }

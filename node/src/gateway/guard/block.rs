@@ -8,10 +8,6 @@ use super::verdict::{Direction, Finding, Verdict};
 use std::sync::Arc;
 use tollgate_proto::GuardAction;
 
-/// Longest redacted string a cached verdict keeps (longer ones are made again on each
-/// request that resends them).
-pub const MAX_KEPT_REDACTION: usize = 1024;
-
 /// Most findings a verdict the cache keeps may hold (a block with more is scanned again
 /// when it comes back).
 pub const MAX_KEPT_FINDINGS: usize = 32;
@@ -25,9 +21,10 @@ pub struct StringHits {
     /// Each finding with the index of its policy in the plan; spans are in the
     /// string's text.
     pub findings: Vec<(usize, Finding)>,
-    /// The token with its redactions made, once a request needed it (a cached verdict
-    /// makes it once for every turn that resends the block).
-    pub redacted: std::sync::OnceLock<Option<Vec<u8>>>,
+    /// The token's redactions (start, end in the token, the marker's JSON bytes), made
+    /// once a request needed them: a cached verdict makes them once for every turn that
+    /// resends the block, and they cost a splice, not a decode and an encode.
+    pub edits: std::sync::OnceLock<Vec<(usize, usize, Vec<u8>)>>,
 }
 
 /// What the checks found in one block (nothing, mostly).
@@ -72,7 +69,7 @@ pub fn scan_block(plan: &Plan, direction: Direction, block: &[u8]) -> BlockVerdi
                 start,
                 end,
                 findings,
-                redacted: Default::default(),
+                edits: Default::default(),
             });
         }
     }
@@ -140,22 +137,10 @@ pub fn conclude(
                 continue;
             }
             let token = &body[at + s.start..at + s.end];
-            let redacted = match s.redacted.get() {
-                Some(kept) => kept.clone(),
-                None => {
-                    let made = json::text(token)
-                        .map(|text| json::quote(&json::replace(&text, &merged(spans))));
-                    // Kept with the cached verdict only when small: the cache stays
-                    // bounded whatever bodies come.
-                    if made.as_ref().is_some_and(|m| m.len() <= MAX_KEPT_REDACTION) {
-                        let _ = s.redacted.set(made.clone());
-                    }
-                    made
-                }
-            };
-            if let Some(redacted) = redacted {
-                edits.push((at + s.start, at + s.end, redacted));
-            }
+            let made = s.edits.get_or_init(|| token_edits(token, merged(spans)));
+            edits.extend(made.iter().map(|(start, end, with)| {
+                (at + s.start + start, at + s.start + end, with.clone())
+            }));
         }
     }
     if !edits.is_empty() && !checked.verdict.blocks() {
@@ -192,6 +177,24 @@ pub fn webhook_failures(
 /// The marker a match is replaced with.
 pub fn marker(rule: &str) -> String {
     format!("[REDACTED:{rule}]")
+}
+
+/// The edits of a string token that replace its text's spans (sorted, not overlapping)
+/// with their markers.
+fn token_edits(token: &[u8], spans: Vec<(usize, usize, String)>) -> Vec<(usize, usize, Vec<u8>)> {
+    let mut at: Vec<(usize, bool)> = spans
+        .iter()
+        .flat_map(|(s, e, _)| [(*s, false), (*e, true)])
+        .collect();
+    json::token_offsets(token, &mut at);
+    spans
+        .into_iter()
+        .zip(at.chunks(2))
+        .map(|((_, _, marker), raw)| {
+            let quoted = json::quote(&marker);
+            (raw[0].0, raw[1].0, quoted[1..quoted.len() - 1].to_vec())
+        })
+        .collect()
 }
 
 /// Spans sorted and merged where they overlap, each with its marker: the first span's

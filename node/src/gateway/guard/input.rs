@@ -51,22 +51,26 @@ impl VerdictCache {
 
 /// The byte ranges of a request body's content blocks (either dialect: Anthropic's
 /// `system` and messages' `content`, OpenAI's messages' `content` and `tool_calls`;
-/// an array is one block per element). One walk over the body that jumps over strings;
-/// keys are decoded, so an escaped key hides nothing.
-pub fn blocks(body: &[u8]) -> Vec<(usize, usize)> {
+/// an array is one block per element), each with whether it has a `cache_control`
+/// member. One walk over the body that jumps over strings; keys are decoded, so an
+/// escaped key hides nothing.
+pub fn blocks(body: &[u8]) -> Vec<(usize, usize, bool)> {
     let mut out = Vec::new();
-    // A value that is content: an array is a block per element, anything else one block.
-    fn content(body: &[u8], at: usize, out: &mut Vec<(usize, usize)>) -> Option<usize> {
-        let whole = json::walk_array(body, at, |element| {
-            let end = json::value_end(body, element)?;
-            out.push((element, end));
-            Some(end)
-        });
-        whole.or_else(|| {
-            let end = json::value_end(body, at)?;
-            out.push((at, end));
-            Some(end)
+    // One block: where it ends, and whether it has a `cache_control` member.
+    fn block(body: &[u8], at: usize, out: &mut Vec<(usize, usize, bool)>) -> Option<usize> {
+        let mut marked = false;
+        let end = json::walk_object(body, at, |key, _| {
+            marked |= key == "cache_control";
+            None
         })
+        .or_else(|| json::value_end(body, at))?;
+        out.push((at, end, marked));
+        Some(end)
+    }
+    // A value that is content: an array is a block per element, anything else one block.
+    fn content(body: &[u8], at: usize, out: &mut Vec<(usize, usize, bool)>) -> Option<usize> {
+        json::walk_array(body, at, |element| block(body, element, out))
+            .or_else(|| block(body, at, out))
     }
     json::walk_object(body, 0, |key, at| match key {
         "system" => content(body, at, &mut out),
@@ -98,9 +102,12 @@ pub async fn check(
     // Each block's key, and whether its bytes differ from what was hashed.
     let keys: Vec<(u128, bool)> = spans
         .iter()
-        .map(|(s, e)| match stable(&body[*s..*e]) {
-            Cow::Borrowed(b) => (cache.key(plan, b), false),
-            Cow::Owned(b) => (cache.key(plan, &b), true),
+        .map(|(s, e, marked)| match marked {
+            false => (cache.key(plan, &body[*s..*e]), false),
+            true => match stable(&body[*s..*e]) {
+                Cow::Borrowed(b) => (cache.key(plan, b), false),
+                Cow::Owned(b) => (cache.key(plan, &b), true),
+            },
         })
         .collect();
     let mut verdicts: Vec<Option<Arc<BlockVerdict>>> = {
@@ -118,7 +125,7 @@ pub async fn check(
     };
     let mut fresh = Vec::new();
     let mut failed = Vec::new();
-    for (i, (s, e)) in spans.iter().enumerate() {
+    for (i, (s, e, _)) in spans.iter().enumerate() {
         if verdicts[i].is_some() {
             continue;
         }
@@ -144,7 +151,7 @@ pub async fn check(
     let blocks: Vec<(usize, Arc<BlockVerdict>)> = spans
         .iter()
         .zip(verdicts)
-        .filter_map(|((s, _), v)| Some((*s, v?)))
+        .filter_map(|((s, _, _), v)| Some((*s, v?)))
         .filter(|(_, v)| !v.strings.is_empty())
         .collect();
     let mut checked = block::conclude(plan, Direction::Input, body, &blocks);
@@ -156,9 +163,6 @@ pub async fn check(
 /// A block as its cache key sees it: without its `cache_control` member, which Claude
 /// Code moves to the newest blocks every turn (the block itself is unchanged).
 fn stable(block: &[u8]) -> Cow<'_, [u8]> {
-    if memchr::memmem::find(block, b"\"cache_control\"").is_none() {
-        return Cow::Borrowed(block);
-    }
     let members = json::object_members(block, 0).unwrap_or_default();
     let Some(at) = members.iter().position(|(k, _)| k == "cache_control") else {
         return Cow::Borrowed(block);

@@ -184,17 +184,59 @@ pub fn text(token: &[u8]) -> Option<Cow<'_, str>> {
     serde_json::from_slice::<String>(token).ok().map(Cow::Owned)
 }
 
-/// `text` with each span (sorted, not overlapping) replaced by its text.
-pub fn replace(text: &str, spans: &[(usize, usize, String)]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for (start, end, with) in spans {
-        out.push_str(&text[at..*start]);
-        out.push_str(with);
-        at = *end;
+/// Where offsets of a string token's text are in the token: `at` (sorted) holds text
+/// offsets and gets token offsets. An offset inside what one escape decodes to moves to
+/// the escape's start (`is_end` false) or end (true). Escapes are read as the parser
+/// reads them (`\uD83D\uDE00` is one character of four bytes), so a text span and its
+/// token span hold the same characters.
+pub fn token_offsets(token: &[u8], at: &mut [(usize, bool)]) {
+    // Token and text positions walked together, a run of plain bytes at a time.
+    let (mut raw, mut text) = (1usize, 0usize);
+    let end = token.len().saturating_sub(1);
+    for (want, is_end) in at.iter_mut() {
+        loop {
+            if text >= *want || raw >= end {
+                *want = raw.min(end);
+                break;
+            }
+            if token[raw] != b'\\' {
+                let run = memchr::memchr(b'\\', &token[raw..end]).unwrap_or(end - raw);
+                let step = run.min(*want - text);
+                raw += step;
+                text += step;
+                continue;
+            }
+            let (raw_len, text_len) = escape_len(&token[raw..end]);
+            if text + text_len > *want && !*is_end {
+                *want = raw;
+                break;
+            }
+            raw += raw_len;
+            text += text_len;
+        }
     }
-    out.push_str(&text[at..]);
-    out
+}
+
+/// How many token bytes the escape at the start of `raw` takes, and how many text
+/// bytes it stands for.
+fn escape_len(raw: &[u8]) -> (usize, usize) {
+    let hex = |s: &[u8]| {
+        std::str::from_utf8(s.get(..4)?)
+            .ok()
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    if raw.get(1) != Some(&b'u') {
+        return (2, 1);
+    }
+    match hex(&raw[2..]) {
+        Some(0xD800..=0xDBFF)
+            if raw.get(6..8) == Some(b"\\u") && matches!(hex(&raw[8..]), Some(0xDC00..=0xDFFF)) =>
+        {
+            (12, 4)
+        }
+        Some(c) => (6, char::from_u32(c).map_or(3, char::len_utf8)),
+        None => (2, 1),
+    }
 }
 
 /// `body` with each range (sorted, not overlapping) replaced by its bytes.
@@ -286,6 +328,31 @@ mod tests {
         let body = br#"{"a":"x1y","b":2}"#;
         let edits = [(5, 10, quote("[R]\n"))];
         assert_eq!(splice(body, &edits), br#"{"a":"[R]\n","b":2}"#.to_vec());
-        assert_eq!(replace("abcdef", &[(1, 3, "X".into())]), "aXdef");
+    }
+
+    #[test]
+    fn text_offsets_land_on_the_same_characters_in_the_token() {
+        let token = br#""a\n\u00e9\uD83D\uDE00b\"c""#;
+        let text = text(token).expect("decodes");
+        // Every character boundary of the text maps to the token bytes that hold it.
+        let bounds: Vec<usize> = (0..=text.len())
+            .filter(|i| text.is_char_boundary(*i))
+            .collect();
+        for pair in bounds.windows(2) {
+            let mut at = [(pair[0], false), (pair[1], true)];
+            token_offsets(token, &mut at);
+            let piece = format!(
+                "\"{}\"",
+                std::str::from_utf8(&token[at[0].0..at[1].0]).expect("utf-8")
+            );
+            assert_eq!(
+                serde_json::from_str::<String>(&piece).expect("one escape or more"),
+                text[pair[0]..pair[1]]
+            );
+        }
+        // Inside a character's escape: its start for a start, its end for an end.
+        let mut at = [(3, false), (3, true)];
+        token_offsets(token, &mut at);
+        assert_eq!((at[0].0, at[1].0), (4, 10));
     }
 }

@@ -36,8 +36,8 @@ use tollgate_raft::state::GovState;
 
 /// Content blocks whose verdicts a node remembers. A verdict without findings (the usual
 /// one) is a few dozen bytes; one with findings keeps at most `MAX_KEPT_FINDINGS` of them
-/// and redacted strings of at most `MAX_KEPT_REDACTION` bytes each, so even a cache full
-/// of hostile blocks stays near a hundred MB, and a normal one at a few MB.
+/// and their redactions (where, and the marker), so even a cache full of hostile blocks
+/// stays near a hundred MB, and a normal one at a few MB.
 pub const CACHE_ENTRIES: usize = 32_768;
 
 /// A node's guardrails: the compiled policies, the verdict cache and the counters.

@@ -221,7 +221,7 @@ impl StreamGuard {
                 start: 0,
                 end: body.len(),
                 findings: sent,
-                redacted: Default::default(),
+                edits: Default::default(),
             }],
         };
         let checked = input::conclude(

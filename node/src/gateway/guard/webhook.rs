@@ -146,7 +146,7 @@ impl Client {
                                     start,
                                     end,
                                     findings: vec![finding],
-                                    redacted: Default::default(),
+                                    edits: Default::default(),
                                 }),
                             }
                         }
