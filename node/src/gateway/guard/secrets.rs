@@ -6,12 +6,19 @@
 //! Differences from gitleaks, all because a prompt has no file: rules that apply only
 //! to some paths are left out, path allowlists never match, and nothing is decoded
 //! (gitleaks can also look inside base64 and hex).
+//!
+//! # Layout
+//! - `keywords`: every occurrence of every rule's keywords, four walks of one DFA at once.
+//! - `window`: the rules run only around their keywords (`generic-api-key`), and the
+//!   test that passes over a keyword no match can begin at.
 
 use super::verdict::Finding;
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::AhoCorasick;
+use keywords::Keywords;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
+use window::{Windowed, WINDOWED, WINDOW_AFTER};
 
 const RULES_TOML: &str = include_str!("gitleaks/gitleaks.toml");
 
@@ -53,18 +60,6 @@ struct AllowlistToml {
     paths: Vec<String>,
 }
 
-/// Rules run only around their keywords instead of over the whole text, and how far
-/// before a keyword a match can start. Only where that finds exactly what the whole text
-/// would: `generic-api-key` (most of the cost of code, whose every `key` and `token` makes
-/// it a candidate) matches one of its keywords (`access|auth|api|credential|creds|key|
-/// passw(or)?d|secret|token`) after at most 50 identifier bytes; after the keyword
-/// come at most 31 bytes (which may span lines) and a value that ends its line's run of
-/// value bytes. A window runs from `before` bytes ahead of each keyword to the end of
-/// the line holding the byte `WINDOW_AFTER` past it; overlapping windows are merged, so
-/// no match straddles a window's start.
-const WINDOWED: &[(&str, usize)] = &[("generic-api-key", 64)];
-const WINDOW_AFTER: usize = 256;
-
 /// What an allowlist's regexes are matched against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -83,8 +78,8 @@ struct Allowlist {
 struct Rule {
     id: Arc<str>,
     regex: Regex,
-    /// Run only around its keywords (`WINDOWED`): this many bytes before each.
-    window: Option<usize>,
+    /// Run only around its keywords (`window::WINDOWED`).
+    window: Option<&'static Windowed>,
     entropy: Option<f64>,
     secret_group: Option<usize>,
     allowlists: Vec<Allowlist>,
@@ -93,8 +88,8 @@ struct Rule {
 /// The compiled rule set.
 pub struct Secrets {
     rules: Vec<Rule>,
-    /// Every rule's keywords; pattern `i` belongs to the rules `keyword_rules[i]`.
-    keywords: AhoCorasick,
+    /// Every rule's keywords; keyword `i` belongs to the rules `keyword_rules[i]`.
+    keywords: Keywords,
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords: always run.
     unconditional: Vec<usize>,
@@ -272,10 +267,7 @@ impl Secrets {
             rules.push(Rule {
                 id: Arc::from(r.id.as_str()),
                 regex: compile(&r.id, regex)?,
-                window: WINDOWED
-                    .iter()
-                    .find(|(id, _)| *id == r.id)
-                    .map(|(_, before)| *before),
+                window: WINDOWED.iter().find(|w| w.rule == r.id),
                 entropy: r.entropy.filter(|e| *e > 0.0),
                 secret_group: r.secret_group.filter(|g| *g > 0),
                 allowlists: lists,
@@ -294,14 +286,7 @@ impl Secrets {
                 }
             }
         }
-        // A full DFA: an overlapping search gets no prefilter, so each byte is one
-        // table lookup at best (the default NFA is several times slower here).
-        let keywords = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&keywords)
-            .map_err(|e| RulesError::Keywords(e.to_string()))?;
+        let keywords = Keywords::new(&keywords).map_err(RulesError::Keywords)?;
         let global = match &config.allowlist {
             Some(a) => allowlist("global allowlist", a)?.into_iter().collect(),
             None => Vec::new(),
@@ -324,17 +309,22 @@ impl Secrets {
     pub fn scan(&self, text: &[u8], out: &mut Vec<Finding>) {
         let mut candidates = vec![false; self.rules.len()];
         let mut any = false;
-        // Windowed rules: where their keywords are.
+        // Windowed rules: where their keywords are, when a match can begin there.
         let mut at: Vec<(usize, usize)> = Vec::new();
-        for m in self.keywords.find_overlapping_iter(text) {
-            for &rule in &self.keyword_rules[m.pattern().as_usize()] {
+        let mut hits = Vec::new();
+        self.keywords.find_all(text, &mut hits);
+        for hit in &hits {
+            for &rule in &self.keyword_rules[hit.keyword] {
                 candidates[rule] = true;
                 any = true;
-                if self.rules[rule].window.is_some() {
-                    at.push((rule, m.start()));
+                if let Some(w) = self.rules[rule].window {
+                    if (w.may_match)(text, hit.end) {
+                        at.push((rule, hit.start));
+                    }
                 }
             }
         }
+        at.sort_unstable();
         for &rule in &self.unconditional {
             candidates[rule] = true;
             any = true;
@@ -346,7 +336,7 @@ impl Secrets {
             let rule = &self.rules[i];
             match rule.window {
                 None => self.scan_rule(rule, text, (0, text.len()), out),
-                Some(before) => {
+                Some(&Windowed { before, .. }) => {
                     let mut window: Option<(usize, usize)> = None;
                     for &(_, p) in at.iter().filter(|(r, _)| *r == i) {
                         let start = p.saturating_sub(before);
@@ -452,5 +442,7 @@ pub fn shannon_entropy(bytes: &[u8]) -> f64 {
         .sum()
 }
 
+mod keywords;
 #[cfg(test)]
 mod tests;
+mod window;
