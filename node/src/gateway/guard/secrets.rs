@@ -9,16 +9,16 @@
 //!
 //! # Layout
 //! - `keywords`: every occurrence of every rule's keywords, four walks of one DFA at once.
-//! - `window`: the rules run only around their keywords (`generic-api-key`), and the
-//!   test that passes over a keyword no match can begin at.
+//! - `gate`: rules passed over unless a keyword of theirs can begin a match, and run
+//!   only around such keywords (`generic-api-key`).
 
 use super::verdict::Finding;
 use aho_corasick::AhoCorasick;
+use gate::{Gated, GATED, WINDOW_AFTER};
 use keywords::Keywords;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
-use window::{Windowed, WINDOWED, WINDOW_AFTER};
 
 const RULES_TOML: &str = include_str!("gitleaks/gitleaks.toml");
 
@@ -78,8 +78,8 @@ struct Allowlist {
 struct Rule {
     id: Arc<str>,
     regex: Regex,
-    /// Run only around its keywords (`window::WINDOWED`).
-    window: Option<&'static Windowed>,
+    /// A candidate only where a keyword can begin a match (`gate::GATED`).
+    gate: Option<&'static Gated>,
     entropy: Option<f64>,
     secret_group: Option<usize>,
     allowlists: Vec<Allowlist>,
@@ -267,7 +267,7 @@ impl Secrets {
             rules.push(Rule {
                 id: Arc::from(r.id.as_str()),
                 regex: compile(&r.id, regex)?,
-                window: WINDOWED.iter().find(|w| w.rule == r.id),
+                gate: GATED.iter().find(|g| g.rule == r.id),
                 entropy: r.entropy.filter(|e| *e > 0.0),
                 secret_group: r.secret_group.filter(|g| *g > 0),
                 allowlists: lists,
@@ -309,19 +309,23 @@ impl Secrets {
     pub fn scan(&self, text: &[u8], out: &mut Vec<Finding>) {
         let mut candidates = vec![false; self.rules.len()];
         let mut any = false;
-        // Windowed rules: where their keywords are, when a match can begin there.
+        // Rules run in windows: where their keywords are, when a match can begin there.
         let mut at: Vec<(usize, usize)> = Vec::new();
         let mut hits = Vec::new();
         self.keywords.find_all(text, &mut hits);
         for hit in &hits {
             for &rule in &self.keyword_rules[hit.keyword] {
-                candidates[rule] = true;
-                any = true;
-                if let Some(w) = self.rules[rule].window {
-                    if (w.may_match)(text, hit.end) {
-                        at.push((rule, hit.start));
+                match self.rules[rule].gate {
+                    None => candidates[rule] = true,
+                    Some(g) if (g.may_match)(text, hit.end) => {
+                        candidates[rule] = true;
+                        if g.before.is_some() {
+                            at.push((rule, hit.start));
+                        }
                     }
+                    Some(_) => continue,
                 }
+                any = true;
             }
         }
         at.sort_unstable();
@@ -334,9 +338,9 @@ impl Secrets {
         }
         for (i, _) in candidates.iter().enumerate().filter(|(_, c)| **c) {
             let rule = &self.rules[i];
-            match rule.window {
+            match rule.gate.and_then(|g| g.before) {
                 None => self.scan_rule(rule, text, (0, text.len()), out),
-                Some(&Windowed { before, .. }) => {
+                Some(before) => {
                     let mut window: Option<(usize, usize)> = None;
                     for &(_, p) in at.iter().filter(|(r, _)| *r == i) {
                         let start = p.saturating_sub(before);
@@ -442,7 +446,7 @@ pub fn shannon_entropy(bytes: &[u8]) -> f64 {
         .sum()
 }
 
+mod gate;
 mod keywords;
 #[cfg(test)]
 mod tests;
-mod window;

@@ -51,24 +51,19 @@ impl Keywords {
         // three is `part + back` long at most; the last is what remains).
         let to: [usize; 4] = std::array::from_fn(|k| ((k + 1) * part).min(text.len()));
         let steps = (0..4).map(|k| to[k] - walk_from[k]).min().unwrap_or(0);
-        let slice = |k: usize| &text[walk_from[k]..walk_from[k] + steps];
+        let mut at = walk_from;
         let mut s = [self.start; 4];
-        for (i, (((a, b), c), d)) in slice(0)
-            .iter()
-            .zip(slice(1))
-            .zip(slice(2))
-            .zip(slice(3))
-            .enumerate()
-        {
-            s = [
-                self.dfa.next_state(Anchored::No, s[0], *a),
-                self.dfa.next_state(Anchored::No, s[1], *b),
-                self.dfa.next_state(Anchored::No, s[2], *c),
-                self.dfa.next_state(Anchored::No, s[3], *d),
-            ];
+        for _ in 0..steps {
+            let bytes: [u8; 4] = std::array::from_fn(|k| text[at[k]]);
+            s = std::array::from_fn(|k| self.dfa.next_state(Anchored::No, s[k], bytes[k]));
+            for p in &mut at {
+                *p += 1;
+            }
             if s.iter().any(|x| self.dfa.is_special(*x)) {
                 for k in 0..4 {
-                    self.report(s[k], walk_from[k] + i + 1, from[k], out);
+                    if self.dfa.is_special(s[k]) {
+                        self.report(s[k], at[k], from[k], out);
+                    }
                 }
             }
         }
@@ -94,7 +89,9 @@ impl Keywords {
         }
     }
 
-    /// The keywords that end at `end` in `state`, if past `after`.
+    /// The keywords that end at `end` in `state`, if past `after`. Out of line: the
+    /// walks' loop stays small.
+    #[inline(never)]
     fn report(&self, state: StateID, end: usize, after: usize, out: &mut Vec<Hit>) {
         if end <= after || !self.dfa.is_match(state) {
             return;
