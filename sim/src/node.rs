@@ -73,10 +73,7 @@ fn providers() -> Result<Providers, String> {
     Providers::from_specs(&[ProviderSpec {
         name: PROVIDER.to_owned(),
         kind: ProviderKind::Mock,
-        base_url: None,
-        api_key: None,
-        latency_ms: 0,
-        stream_delay_ms: 0,
+        ..ProviderSpec::default()
     }])
     .map_err(|e| e.to_string())
 }

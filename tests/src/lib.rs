@@ -8,7 +8,8 @@
 //!   `Nodes` helpers it shares with `Scripted`.
 //! - `scripted`: `Scripted`, the same made by `scripts/cluster.sh`, for the operator
 //!   scripts' own tests.
-//! - `upstream`: `FakeUpstream`, `fake_anthropic.py` with its JSONL request log.
+//! - `upstream`: `FakeUpstream`, `fake_anthropic.py` with its JSONL request log;
+//!   `FakeBedrock`, `sink/fake_bedrock.py` (SigV4 checked with botocore).
 //! - `kit_dir`, `tollgate_bin`, `bench_bin`: where the real-client kit and the binaries are.
 //! - `gossip`: what gossip shows of a cluster, and a gossip peer run by the test.
 //! - `prereq`: the Python SDKs and HAProxy, installed on first use.
@@ -37,7 +38,8 @@ pub use cluster::Cluster;
 pub use gateway::{provider_config_id, Gateway};
 pub use scripted::{free_base, Scripted};
 pub use upstream::{
-    fake_config, primary_secondary_config, FakeUpstream, MockUpstream, WebhookSink,
+    fake_config, primary_secondary_config, FakeBedrock, FakeUpstream, MockUpstream, WebhookSink,
+    BEDROCK_ACCESS_KEY, BEDROCK_SECRET_KEY, BEDROCK_SESSION_TOKEN,
 };
 
 /// Admin token every test gateway is started with.

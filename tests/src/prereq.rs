@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The Python packages `sdk_check.py` imports.
-const PYTHON_SDKS: &[&str] = &["anthropic", "openai"];
+/// The Python packages `sdk_check.py` imports, and boto3 (whose botocore signer the
+/// fake Bedrock checks signatures with, and whose `bedrock-runtime` client the front
+/// door is tried with).
+const PYTHON_SDKS: &[&str] = &["anthropic", "openai", "boto3"];
 
 /// A directory holding the official `anthropic` and `openai` SDKs, for `PYTHONPATH`.
 /// Installed once with pip into `target/python-sdk` (to a scratch directory first and
@@ -24,7 +26,9 @@ pub fn python_sdk_dir() -> Result<PathBuf> {
 fn install_python_sdks() -> Result<PathBuf> {
     let target = crate::workspace_dir().join("target");
     let dir = target.join("python-sdk");
-    if dir.join(".installed").exists() {
+    // The marker names the packages: a list that grew is installed again.
+    let marker = format!(".installed-{}", PYTHON_SDKS.join("-"));
+    if dir.join(&marker).exists() {
         return Ok(dir);
     }
     let scratch = target.join(format!("python-sdk.tmp-{}", std::process::id()));
@@ -48,7 +52,7 @@ fn install_python_sdks() -> Result<PathBuf> {
             scratch.display()
         );
     }
-    std::fs::write(scratch.join(".installed"), "")?;
+    std::fs::write(scratch.join(&marker), "")?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&scratch, &dir)
         .with_context(|| format!("cannot move {} into place", scratch.display()))?;

@@ -225,3 +225,95 @@ impl Drop for WebhookSink {
         let _ = self.child.wait();
     }
 }
+
+/// The fake Bedrock runtime (`tests/sink/fake_bedrock.py`): SigV4 recomputed with
+/// botocore (or a Bedrock API key required), Bedrock's body rules, event-stream frames.
+pub struct FakeBedrock {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+    _dir: PathBuf,
+}
+
+/// The SigV4 credentials the fake Bedrock takes (and the test gateway is given).
+pub const BEDROCK_ACCESS_KEY: &str = "AKIDFAKEBEDROCK";
+pub const BEDROCK_SECRET_KEY: &str = "fake/bedrock/secret+key";
+pub const BEDROCK_SESSION_TOKEN: &str = "fake-session-token";
+
+impl FakeBedrock {
+    /// SigV4 with `BEDROCK_*` (session token included), or `--api-key KEY` in `extra`.
+    pub fn start(extra: &[&str]) -> Result<FakeBedrock> {
+        let dir = temp_dir("bedrock");
+        std::fs::create_dir_all(&dir)?;
+        let port_file = dir.join("port");
+        let log = dir.join("requests.jsonl");
+        let child = Command::new("python3")
+            .env("PYTHONPATH", crate::prereq::python_sdk_dir()?)
+            .arg(workspace_dir().join("tests/sink/fake_bedrock.py"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--log")
+            .arg(&log)
+            .args([
+                "--access-key",
+                BEDROCK_ACCESS_KEY,
+                "--secret-key",
+                BEDROCK_SECRET_KEY,
+            ])
+            .args(["--session-token", BEDROCK_SESSION_TOKEN])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start fake_bedrock.py")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Ok(port)) = std::fs::read_to_string(&port_file).map(|t| t.trim().parse()) {
+                return Ok(FakeBedrock {
+                    child,
+                    port,
+                    log,
+                    _dir: dir,
+                });
+            }
+            if Instant::now() > deadline {
+                bail!("the fake Bedrock did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The requests taken so far: path, headers, body, status, auth.
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Fails the next `count` requests with `status` in Bedrock's shape.
+    pub async fn fail(&self, status: u16, count: u32) -> Result<()> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/__fake/config", self.base_url()))
+            .json(&serde_json::json!({"fail_status": status, "fail_count": count}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "fake Bedrock config: {}",
+            resp.status()
+        );
+        Ok(())
+    }
+}
+
+impl Drop for FakeBedrock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -3,17 +3,23 @@
 //! never logged or returned by any API.
 //!
 //! # Layout
-//! - `mod.rs`: the file, the server, limits, providers, breakers, gossip, credentials.
+//! - `mod.rs`: the file, the server, limits, breakers, gossip.
+//! - `error`: why a config does not load.
 //! - `logs`: `[logs]`, the request log and its exports.
+//! - `providers`: `[[providers]]`, each kind's fields and their checks.
 //! - `secret`: credentials from `env:NAME` or `file:PATH`, never shown.
 
+mod error;
 pub mod logs;
+pub mod providers;
 pub mod secret;
 
+pub use error::ConfigError;
 pub use logs::{
     parse_retention, ContentMode, ExportConfig, ExportFormat, ExportKind, LogsConfig,
     LOGS_MIN_DISK_BYTES,
 };
+pub use providers::{ProviderKind, ProviderSpec, BUILTIN_MOCK};
 pub use secret::{resolve_reference, Secret};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -23,8 +29,6 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./tollgate-data";
-/// Name of the built-in mock provider every node has unless the config defines one.
-pub const BUILTIN_MOCK: &str = "mock";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,51 +204,6 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Anthropic,
-    Openai,
-    Mock,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderSpec {
-    pub name: String,
-    pub kind: ProviderKind,
-    /// Anthropic: the server root (`https://api.anthropic.com`); OpenAI-compatible: the
-    /// root including the version (`https://api.openai.com/v1`, `http://vllm:8000/v1`).
-    pub base_url: Option<String>,
-    /// `env:NAME` or `file:PATH`.
-    pub api_key: Option<String>,
-    /// Mock only: delay before the answer starts.
-    #[serde(default)]
-    pub latency_ms: u64,
-    /// Mock only: delay between streamed events.
-    #[serde(default)]
-    pub stream_delay_ms: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config file {path} is invalid: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("provider {provider}: {message}")]
-    Provider { provider: String, message: String },
-    #[error("{field}: {message}")]
-    Field {
-        field: &'static str,
-        message: String,
-    },
-}
-
 impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config = match path {
@@ -271,10 +230,7 @@ impl Config {
             config.providers.push(ProviderSpec {
                 name: BUILTIN_MOCK.to_owned(),
                 kind: ProviderKind::Mock,
-                base_url: None,
-                api_key: None,
-                latency_ms: 0,
-                stream_delay_ms: 0,
+                ..ProviderSpec::default()
             });
         }
         config.validate()?;
@@ -352,54 +308,7 @@ impl Config {
                 );
             }
         }
-        let mut names = std::collections::BTreeSet::new();
-        for p in &self.providers {
-            let fail = |message: &str| ConfigError::Provider {
-                provider: p.name.clone(),
-                message: message.to_owned(),
-            };
-            if !names.insert(p.name.as_str()) {
-                return Err(fail("the name is used twice"));
-            }
-            if p.name.is_empty() || p.name.contains('/') {
-                return Err(fail("a provider name must be non-empty and contain no '/'"));
-            }
-            if p.name == BUILTIN_MOCK && p.kind != ProviderKind::Mock {
-                return Err(fail(
-                    "`mock` is the built-in mock provider's name; give this provider another",
-                ));
-            }
-            if p.kind != ProviderKind::Mock {
-                let url = p
-                    .base_url
-                    .as_deref()
-                    .ok_or_else(|| fail("base_url is required"))?;
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(fail("base_url must start with http:// or https://"));
-                }
-            }
-            if let Some(reference) = &p.api_key {
-                if !(reference.starts_with("env:") || reference.starts_with("file:")) {
-                    return Err(fail("api_key must be a reference, `env:NAME` or `file:PATH`, never the key itself"));
-                }
-            }
-        }
+        providers::validate(&self.providers)?;
         Ok(())
-    }
-}
-
-impl ProviderSpec {
-    /// Resolves `api_key` now, so a missing variable or file fails the start, not a request.
-    pub fn resolve_key(&self) -> Result<Option<Secret>, ConfigError> {
-        let fail = |message: String| ConfigError::Provider {
-            provider: self.name.clone(),
-            message,
-        };
-        let Some(reference) = &self.api_key else {
-            return Ok(None);
-        };
-        resolve_reference(reference, "api_key")
-            .map(Some)
-            .map_err(fail)
     }
 }

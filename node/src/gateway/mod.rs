@@ -12,6 +12,7 @@
 //! - `auth`: virtual keys and admin tokens (hashed, constant-time).
 //! - `routing`: model → provider configs (weights, allowlists, aliases).
 //! - `providers`: the configured providers and their credentials.
+//! - `bedrock`: Claude on AWS Bedrock: model ids, SigV4, event-stream frames.
 //! - `counters`: request-path counters for `/metrics`.
 //! - `breaker`: circuit breakers per provider config, shared by gossip.
 //! - `translate`: Anthropic ⇄ OpenAI translation, requests, responses and streams.
@@ -20,6 +21,7 @@
 //! - `properties`: property tests of the parsers of outside bytes (tests only).
 
 pub mod auth;
+pub mod bedrock;
 pub mod billing;
 pub mod breaker;
 pub mod counters;

@@ -14,12 +14,14 @@ pub struct Provider {
     /// (or one no header can carry).
     pub credential: Option<axum::http::HeaderValue>,
     /// Anthropic: `{base}/v1/messages`; OpenAI: `{base}/chat/completions`; parsed once
-    /// here rather than on every request. `None` for the in-process mock.
+    /// here rather than on every request. `None` for the in-process mock and Bedrock.
     pub inference_url: Option<hyper::Uri>,
     /// Anthropic only: `{base}/v1/messages/count_tokens`.
     pub count_tokens_url: Option<hyper::Uri>,
     pub latency_ms: u64,
     pub stream_delay_ms: u64,
+    /// Bedrock only: its endpoint, credentials and model ids.
+    pub bedrock: Option<crate::gateway::bedrock::Bedrock>,
 }
 
 #[derive(Debug, Default)]
@@ -30,13 +32,14 @@ impl Providers {
         let mut map = BTreeMap::new();
         for spec in specs {
             let base = spec.base_url.as_deref().unwrap_or("").trim_end_matches('/');
+            // Bedrock's URL names the model: made per request.
             let (inference_url, count_tokens_url) = match spec.kind {
                 ProviderKind::Anthropic => (
                     format!("{base}/v1/messages"),
                     format!("{base}/v1/messages/count_tokens"),
                 ),
                 ProviderKind::Openai => (format!("{base}/chat/completions"), String::new()),
-                ProviderKind::Mock => (String::new(), String::new()),
+                ProviderKind::Mock | ProviderKind::Bedrock => (String::new(), String::new()),
             };
             let parse = |url: String| -> Result<Option<hyper::Uri>, ConfigError> {
                 if url.is_empty() {
@@ -62,7 +65,7 @@ impl Providers {
                 let value = match spec.kind {
                     ProviderKind::Anthropic => key.expose().to_owned(),
                     ProviderKind::Openai => format!("Bearer {}", key.expose()),
-                    ProviderKind::Mock => return None,
+                    ProviderKind::Mock | ProviderKind::Bedrock => return None,
                 };
                 let mut value = axum::http::HeaderValue::from_str(&value).ok()?;
                 value.set_sensitive(true);
@@ -77,6 +80,12 @@ impl Providers {
                 count_tokens_url,
                 latency_ms: spec.latency_ms,
                 stream_delay_ms: spec.stream_delay_ms,
+                bedrock: match spec.kind {
+                    ProviderKind::Bedrock => {
+                        Some(crate::gateway::bedrock::Bedrock::from_spec(spec)?)
+                    }
+                    _ => None,
+                },
             };
             map.insert(spec.name.clone(), Arc::new(provider));
         }

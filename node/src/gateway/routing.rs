@@ -268,10 +268,7 @@ mod tests {
         let spec = |name: &str| ProviderSpec {
             name: name.into(),
             kind: ProviderKind::Mock,
-            base_url: None,
-            api_key: None,
-            latency_ms: 0,
-            stream_delay_ms: 0,
+            ..ProviderSpec::default()
         };
         Providers::from_specs(&[spec("a"), spec("b"), spec("c")]).expect("providers")
     }

@@ -376,9 +376,9 @@ pub async fn count_tokens(
                     .map_err(|_| ApiError::UpstreamFailed("count_tokens answer failed".into()))?;
                 Ok(([("content-type", "application/json")], bytes).into_response())
             }
-            ProviderKind::Mock | ProviderKind::Openai => {
+            ProviderKind::Mock | ProviderKind::Openai | ProviderKind::Bedrock => {
                 // No tokenizer here: the mock's rule (about four bytes a token) is an
-                // honest estimate for OpenAI-compatible providers too.
+                // honest estimate for OpenAI-compatible providers and Bedrock too.
                 let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
                     ApiError::BadRequest(format!("request body is not valid JSON: {e}"))
                 })?;

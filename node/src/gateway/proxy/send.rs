@@ -116,10 +116,13 @@ pub async fn send_to(
         .unwrap_or(1);
     let (message, kind) = read_error(resp).await;
     // A provider may echo the credentials it was sent: never relay or log them.
-    let message = match route.provider.api_key.as_ref() {
+    let mut message = match route.provider.api_key.as_ref() {
         Some(key) => scrub(&message, key.expose()),
         None => message,
     };
+    for secret in route.provider.bedrock.iter().flat_map(|b| b.secrets()) {
+        message = scrub(&message, secret);
+    }
     tracing::warn!(provider = %name, status = status.as_u16(), message = %message, "upstream error");
     Err(match status.as_u16() {
         429 => AttemptError::Retry(ApiError::UpstreamRateLimited(
@@ -154,23 +157,49 @@ struct ErrorDetail {
     kind: Option<String>,
 }
 
-/// The message and type of an upstream error body in either dialect.
+/// An AWS error body (Bedrock): its type is in the `x-amzn-errortype` header.
+#[derive(Deserialize)]
+struct AwsErrorBody {
+    #[serde(alias = "Message")]
+    message: String,
+}
+
+/// The message and type of an upstream error body in either dialect, or AWS's.
 async fn read_error(resp: UpstreamResponse) -> (String, String) {
+    let aws_type = resp
+        .headers()
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(':').next().unwrap_or(v).to_owned());
     let bytes = read_bounded(resp, MAX_ERROR_BODY_BYTES)
         .await
         .unwrap_or_default();
-    match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(b) => (
-            b.error.message,
-            b.error
-                .kind
-                .unwrap_or_else(|| "invalid_request_error".into()),
-        ),
-        Err(_) => (
-            String::from_utf8_lossy(&bytes).chars().take(300).collect(),
-            "invalid_request_error".into(),
-        ),
+    if let Ok(b) = serde_json::from_slice::<ErrorBody>(&bytes) {
+        let kind = b
+            .error
+            .kind
+            .unwrap_or_else(|| "invalid_request_error".into());
+        return (b.error.message, kind);
     }
+    if let Ok(b) = serde_json::from_slice::<AwsErrorBody>(&bytes) {
+        // Bedrock's exceptions as the Anthropic error types a client acts on.
+        let kind = match aws_type.as_deref() {
+            Some("AccessDeniedException") => "permission_error",
+            Some("ResourceNotFoundException") => "not_found_error",
+            Some("ThrottlingException") => "rate_limit_error",
+            Some("ServiceUnavailableException") => "overloaded_error",
+            _ => "invalid_request_error",
+        };
+        let message = match aws_type {
+            Some(t) => format!("{t}: {}", b.message),
+            None => b.message,
+        };
+        return (message, kind.into());
+    }
+    (
+        String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+        "invalid_request_error".into(),
+    )
 }
 
 pub async fn read_bounded(resp: UpstreamResponse, limit: usize) -> Result<Vec<u8>, String> {

@@ -7,11 +7,13 @@ use super::guarded::{self, Guarded};
 use super::head::Inbound;
 use super::relay::{self, ByteStream};
 use super::send::{
-    anthropic_headers, openai_headers, read_bounded, send, AttemptError, MAX_UPSTREAM_BODY_BYTES,
+    anthropic_headers, openai_headers, read_bounded, send, send_to, AttemptError,
+    MAX_UPSTREAM_BODY_BYTES,
 };
 use super::usage::{OpenAiUsageJson, UsageJson};
 use crate::app::App;
 use crate::config::ProviderKind;
+use crate::gateway::bedrock::{frames, Bedrock};
 use crate::gateway::billing::Billing;
 use crate::gateway::mock;
 use crate::gateway::routing::Route;
@@ -38,10 +40,19 @@ pub async fn attempt(
     let translation_error =
         |e: translate::TranslateError| AttemptError::Fatal(ApiError::BadRequest(e.to_string()));
     let encode = |v: &serde_json::Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+    if let Some(bedrock) = route.provider.bedrock.as_ref() {
+        return bedrock_attempt(app, inbound, route, billing, bedrock).await;
+    }
     // What goes upstream, and how the answer comes back, per (client dialect, provider kind).
     let (body, mut headers, translation, upstream_dialect) =
         match (inbound.dialect, route.provider.kind) {
             (_, ProviderKind::Mock) => return mock_answer(app, inbound, route, billing).await,
+            (_, ProviderKind::Bedrock) => {
+                return Err(AttemptError::Fatal(ApiError::Internal(format!(
+                    "provider {} has no Bedrock settings",
+                    route.provider.name
+                ))))
+            }
             (Dialect::Anthropic | Dialect::Admin, ProviderKind::Anthropic) => (
                 inbound.head.with_model(&inbound.body, model),
                 anthropic_headers(route, &inbound.headers),
@@ -121,6 +132,54 @@ pub async fn attempt(
     .await
 }
 
+/// An attempt at a Bedrock provider: the request as an Anthropic Messages body
+/// (translated from OpenAI's if need be), sent to the model's `invoke` URL, signed.
+async fn bedrock_attempt(
+    app: &App,
+    inbound: &Inbound,
+    route: &Route,
+    billing: Billing,
+    bedrock: &Bedrock,
+) -> Result<Response, AttemptError> {
+    let mut value = parse_value(&inbound.body)?;
+    let translation = match inbound.dialect {
+        Dialect::OpenAi => {
+            value = translate::openai_to_anthropic_request(&value, &route.upstream_model)
+                .map_err(|e| AttemptError::Fatal(ApiError::BadRequest(e.to_string())))?;
+            if value.get("max_tokens").is_none() {
+                value["max_tokens"] = serde_json::json!(app.config.limits.default_max_tokens);
+            }
+            Translation::AnthropicToOpenAi
+        }
+        _ => Translation::None,
+    };
+    let mut signed = bedrock
+        .request(
+            &route.upstream_model,
+            &value,
+            inbound.head.stream,
+            &inbound.headers,
+        )
+        .map_err(|e| AttemptError::Fatal(ApiError::Internal(e)))?;
+    if let Ok(id) = HeaderValue::from_str(&inbound.request_id) {
+        signed.headers.insert(REQUEST_ID_HEADER, id);
+    }
+    billing.intent(&route.provider.name);
+    let resp = send_to(app, route, Some(&signed.url), signed.headers, signed.body).await?;
+    let mut billing = billing;
+    billing.answered();
+    finish(
+        app,
+        inbound,
+        route,
+        resp,
+        billing,
+        translation,
+        Dialect::Anthropic,
+    )
+    .await
+}
+
 fn parse_value(body: &[u8]) -> Result<serde_json::Value, AttemptError> {
     serde_json::from_slice(body).map_err(|e| {
         AttemptError::Fatal(ApiError::BadRequest(format!(
@@ -136,11 +195,11 @@ enum Translation {
     AnthropicToOpenAi,
 }
 
-fn is_event_stream(resp: &UpstreamResponse) -> bool {
+fn content_type(resp: &UpstreamResponse) -> &str {
     resp.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"))
+        .unwrap_or("")
 }
 
 /// Turns a successful upstream answer into the client's response, charging its usage.
@@ -154,7 +213,9 @@ async fn finish(
     upstream_dialect: Dialect,
 ) -> Result<Response, AttemptError> {
     let model = inbound.head.model.as_str();
-    if inbound.head.stream && is_event_stream(&resp) {
+    // Bedrock streams AWS event-stream frames, read as the SSE they carry.
+    let aws_frames = content_type(&resp).starts_with(frames::CONTENT_TYPE);
+    if inbound.head.stream && (content_type(&resp).starts_with("text/event-stream") || aws_frames) {
         // A metered stream counts its streamed text as its model's recent answers did.
         let counting = billing.metered.then_some(billing.counting);
         let adapter: Box<dyn Adapter> = match (translation, counting) {
@@ -183,10 +244,14 @@ async fn finish(
             ),
         };
         let adapter = Guarded::wrap(app, inbound, billing.trail.clone(), adapter);
-        let upstream: ByteStream = Box::pin(
+        let bytes = Box::pin(
             resp.bytes_stream()
                 .map(|r| r.map_err(std::io::Error::other)),
         );
+        let upstream: ByteStream = match aws_frames {
+            true => Box::pin(frames::to_sse(bytes)),
+            false => bytes,
+        };
         let idle = Duration::from_millis(app.config.limits.stream_idle_timeout_ms);
         return Ok(event_stream_response(relay::relay(
             upstream,
