@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - `server`: the router, layer by layer, and graceful shutdown.
+//! - `bedrock`: the Bedrock front door (Bedrock's routes, frames and errors).
 //! - `conn`: the accept loop: connection caps, the header-read timeout, graceful end.
 //! - `error`: gateway errors and their HTTP form in each dialect.
 //! - `forwarded`: the client's address behind trusted proxies (`X-Forwarded-For`).
@@ -10,6 +11,7 @@
 //! - `admin`: the admin API (see its own layout).
 
 pub mod admin;
+pub mod bedrock;
 pub mod conn;
 pub mod error;
 pub mod forwarded;

@@ -32,6 +32,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/openai/v1/models", get(proxy::models))
         .route("/v1/chat/completions", post(proxy::openai_chat))
         .route("/openai/v1/chat/completions", post(proxy::openai_chat))
+        .route(
+            "/bedrock/model/{model}/{action}",
+            post(super::bedrock::invoke),
+        )
         // Concurrency: beyond the limit callers get 503 at once instead of queueing.
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(Semaphore::new(limits.max_concurrent_requests)),

@@ -120,6 +120,51 @@ fn sse_of(message: &Message, out: &mut Vec<u8>) {
     crate::gateway::sse::frame(Some("error"), &error.to_string(), out);
 }
 
+/// A stream of Anthropic SSE events as a stream of frames: each event a chunk, an
+/// `error` event an exception (the Bedrock front door's streams).
+pub fn from_sse<S>(events: S) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
+{
+    let state = (events, crate::gateway::sse::SseParser::new(), false);
+    futures_util::stream::unfold(state, |(mut events, mut parser, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            let (parsed, end) = match events.next().await {
+                Some(Ok(chunk)) => (parser.push(&chunk), false),
+                Some(Err(e)) => return Some((Err(e), (events, parser, true))),
+                None => (parser.finish().into_iter().collect(), true),
+            };
+            let mut out = Vec::new();
+            for event in parsed {
+                out.extend_from_slice(&frame_of(&event));
+            }
+            if !out.is_empty() || end {
+                return Some((Ok(Bytes::from(out)), (events, parser, end)));
+            }
+        }
+    })
+}
+
+/// One SSE event as a frame.
+fn frame_of(event: &crate::gateway::sse::SseEvent) -> Bytes {
+    if event.event.as_deref() != Some("error") {
+        return chunk(event.data.as_bytes());
+    }
+    let error: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
+    let message = error["error"]["message"]
+        .as_str()
+        .unwrap_or("the stream failed");
+    let kind = match error["error"]["type"].as_str() {
+        Some("overloaded_error" | "rate_limit_error") => "throttlingException",
+        Some("invalid_request_error") => "validationException",
+        _ => "internalServerException",
+    };
+    exception(kind, message)
+}
+
 /// A chunk frame carrying one Anthropic streaming event (its JSON).
 pub fn chunk(event: &[u8]) -> Bytes {
     let payload =
@@ -196,6 +241,31 @@ mod tests {
             assert!(text.contains("event: message_stop\n"));
             assert!(text.contains("event: error\ndata: {\"error\":{\"message\":\"Bedrock throttlingException: slow down\",\"type\":\"overloaded_error\"}"), "{text}");
         }
+        // And back: the SSE as frames again, the error an exception.
+        let sse: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::from_static(
+            b"event: message_start\ndata: {\"type\":\"message_start\"}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n",
+        ))];
+        let frames: Vec<u8> = from_sse(futures_util::stream::iter(sse))
+            .map(|r| r.expect("encodes").to_vec())
+            .concat()
+            .await;
+        let mut buf = BytesMut::from(&frames[..]);
+        let mut decoder = MessageFrameDecoder::new();
+        let mut seen = Vec::new();
+        while let Ok(DecodedFrame::Complete(m)) = decoder.decode_frame(&mut buf) {
+            seen.push((
+                header(&m, ":message-type").map(str::to_owned),
+                header(&m, ":exception-type").map(str::to_owned),
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                (Some("event".into()), None),
+                (Some("exception".into()), Some("throttlingException".into()))
+            ]
+        );
+
         // Cut inside a frame at the end: an error, not silence.
         let half = Ok(Bytes::copy_from_slice(&all[..10]));
         let mut s = Box::pin(to_sse(futures_util::stream::iter(vec![half])));

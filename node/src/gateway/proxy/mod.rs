@@ -54,13 +54,31 @@ const SAME_ROUTE_RETRY_PAUSE_MS: u64 = 100;
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// Headers only the Bedrock front door sets (a client's own are dropped): the Bedrock
+/// model id the client named and the betas its body carried, for a Bedrock upstream.
+pub const FRONT_DOOR_MODEL: &str = "x-tollgate-bedrock-model";
+pub const FRONT_DOOR_BETA: &str = "x-tollgate-bedrock-beta";
+
+fn without_front_door(mut headers: HeaderMap) -> HeaderMap {
+    headers.remove(FRONT_DOOR_MODEL);
+    headers.remove(FRONT_DOOR_BETA);
+    headers
+}
+
 pub async fn anthropic_messages(
     State(app): State<Arc<App>>,
     client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    serve(app, Dialect::Anthropic, client, headers, body).await
+    serve(
+        app,
+        Dialect::Anthropic,
+        client,
+        without_front_door(headers),
+        body,
+    )
+    .await
 }
 
 pub async fn openai_chat(
@@ -69,7 +87,24 @@ pub async fn openai_chat(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    serve(app, Dialect::OpenAi, client, headers, body).await
+    serve(
+        app,
+        Dialect::OpenAi,
+        client,
+        without_front_door(headers),
+        body,
+    )
+    .await
+}
+
+/// A request from the Bedrock front door (`http::bedrock`), already an Anthropic one.
+pub async fn serve_front_door(
+    app: Arc<App>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    serve(app, Dialect::Anthropic, client, headers, body).await
 }
 
 async fn serve(

@@ -19,7 +19,7 @@ use crate::gateway::mock;
 use crate::gateway::routing::Route;
 use crate::gateway::translate;
 use crate::http::error::{ApiError, Dialect};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -153,13 +153,25 @@ async fn bedrock_attempt(
         }
         _ => Translation::None,
     };
+    // From the Bedrock front door: the client's own model id (when it names the model
+    // routed) and its body's betas, as Bedrock would have had them.
+    let hinted = |name: &str| inbound.headers.get(name).and_then(|v| v.to_str().ok());
+    let model = match hinted(super::FRONT_DOOR_MODEL) {
+        Some(id) if crate::gateway::bedrock::anthropic_name(id) == route.upstream_model => id,
+        _ => route.upstream_model.as_str(),
+    };
+    let mut betas = HeaderMap::new();
+    let client = match hinted(super::FRONT_DOOR_BETA) {
+        Some(body_betas) => {
+            if let Ok(v) = HeaderValue::from_str(body_betas) {
+                betas.insert("anthropic-beta", v);
+            }
+            &betas
+        }
+        None => &inbound.headers,
+    };
     let mut signed = bedrock
-        .request(
-            &route.upstream_model,
-            &value,
-            inbound.head.stream,
-            &inbound.headers,
-        )
+        .request(model, &value, inbound.head.stream, client)
         .map_err(|e| AttemptError::Fatal(ApiError::Internal(e)))?;
     if let Ok(id) = HeaderValue::from_str(&inbound.request_id) {
         signed.headers.insert(REQUEST_ID_HEADER, id);
