@@ -192,6 +192,17 @@ async fn bedrock_takes_an_api_key_and_refuses_a_wrong_signature() -> Result<()> 
         "{seen:?}"
     );
 
+    // A model pinned to the Bedrock kind, by its Bedrock id, goes as it is.
+    let pinned = json!({"model": "bedrock/global.anthropic.claude-sonnet-4-6", "max_tokens": 16,
+                        "messages": [{"role": "user", "content": "ECHO:pinned"}]});
+    let (status, body) = post(&gw, "/anthropic/v1/messages", &secret, pinned).await?;
+    ensure!(status == 200 && body.contains("pinned"), "{status} {body}");
+    let last = keyed.requests().pop().context("a request")?;
+    ensure!(
+        last["path"] == "/model/global.anthropic.claude-sonnet-4-6/invoke",
+        "{last}"
+    );
+
     // A wrong secret: botocore's signature differs, the fake refuses, the client is told
     // the gateway's credentials were refused (and never sees them).
     let bedrock = FakeBedrock::start(&[])?;

@@ -21,6 +21,18 @@ pub enum ProviderKind {
     Mock,
 }
 
+impl ProviderKind {
+    /// As the config names it (and a model may be pinned by: `bedrock/…`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Openai => "openai",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {

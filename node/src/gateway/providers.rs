@@ -96,6 +96,11 @@ impl Providers {
         self.0.get(name)
     }
 
+    /// Whether a provider of the kind named `kind` is configured.
+    pub fn has_kind(&self, kind: &str) -> bool {
+        self.0.values().any(|p| p.kind.name() == kind)
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
     }

@@ -156,9 +156,10 @@ pub fn resolve(
     patterns: &PatternCache,
 ) -> Result<Vec<Route>, RouteError> {
     // `provider/model` pins one provider when the prefix names one of this node's
-    // providers; otherwise the slash belongs to the model name (`meta-llama/Llama-3`).
+    // providers, `kind/model` the providers of a kind (`bedrock/global.anthropic.…`);
+    // otherwise the slash belongs to the model name (`meta-llama/Llama-3`).
     let (pinned, model) = match requested.split_once('/') {
-        Some((p, m)) if providers.get(p).is_some() => (Some(p), m),
+        Some((p, m)) if providers.get(p).is_some() || providers.has_kind(p) => (Some(p), m),
         _ => (None, requested),
     };
     if model.is_empty() {
@@ -166,12 +167,12 @@ pub fn resolve(
     }
     let mut routes: Vec<Route> = Vec::new();
     for config in &key.provider_configs {
-        if pinned.is_some_and(|p| p != config.provider) {
-            continue;
-        }
         let Some(provider) = providers.get(&config.provider) else {
             continue;
         };
+        if pinned.is_some_and(|p| p != config.provider && p != provider.kind.name()) {
+            continue;
+        }
         if let Some(upstream_model) = upstream_model(config, model, patterns) {
             routes.push(Route {
                 config: config.clone(),
@@ -182,7 +183,14 @@ pub fn resolve(
     }
     if routes.is_empty() {
         let message = match pinned {
-            Some(p) if !key.provider_configs.iter().any(|c| c.provider == p) => {
+            Some(p)
+                if !key.provider_configs.iter().any(|c| {
+                    c.provider == p
+                        || providers
+                            .get(&c.provider)
+                            .is_some_and(|x| x.kind.name() == p)
+                }) =>
+            {
                 format!("provider '{p}' is not allowed for virtual key {}", key.id)
             }
             _ => format!(
@@ -358,6 +366,13 @@ mod tests {
             Ok(&[("a", "claude-sonnet-4-6")]),
         );
         check(&k, "a/gpt-4o", 0, Err("model 'a/gpt-4o' is not allowed"));
+        // A kind pins its providers (all three are mocks here).
+        check(
+            &k,
+            "mock/claude-sonnet-4-6",
+            0,
+            Ok(&[("a", "claude-sonnet-4-6"), ("c", "claude-sonnet-4-6")]),
+        );
         check(
             &k,
             "meta-llama/Llama-3",
