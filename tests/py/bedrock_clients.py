@@ -6,7 +6,10 @@ key in `x-tollgate-key` (botocore takes a Bedrock API key, `AWS_BEARER_TOKEN_BED
 only over HTTPS; here it signs with placeholder credentials the gateway never reads).
 Prints one JSON object of what each saw; exits 1 on any surprise.
 
-usage: bedrock_clients.py BASE_URL VIRTUAL_KEY MODEL_ID"""
+With a fourth argument, the Vertex front door's base URL, also the `anthropic` SDK's
+`AnthropicVertex` there (model `claude-haiku-4-5@20251001`).
+
+usage: bedrock_clients.py BASE_URL VIRTUAL_KEY MODEL_ID [VERTEX_BASE_URL]"""
 import json
 import os
 import sys
@@ -53,5 +56,16 @@ out["sdk"] = message.content[0].text
 with bedrock.messages.stream(model=model, max_tokens=64,
                              messages=[{"role": "user", "content": "ECHO:sdk-stream"}]) as stream:
     out["sdk_stream"] = "".join(stream.text_stream)
+
+if len(sys.argv) > 4:
+    vertex = anthropic.AnthropicVertex(region="us-east5", project_id="acme-prod", base_url=sys.argv[4],
+                                       access_token="unused", default_headers={"x-tollgate-key": key},
+                                       max_retries=0)
+    message = vertex.messages.create(model="claude-haiku-4-5@20251001", max_tokens=64,
+                                     messages=[{"role": "user", "content": "ECHO:vertex-json"}])
+    out["vertex"] = message.content[0].text
+    with vertex.messages.stream(model="claude-haiku-4-5@20251001", max_tokens=64,
+                                messages=[{"role": "user", "content": "ECHO:vertex-stream"}]) as stream:
+        out["vertex_stream"] = "".join(stream.text_stream)
 
 print(json.dumps(out))

@@ -16,7 +16,8 @@
 - `POST /__fake/config` `{"fail_status": 429, "fail_count": 2}` fails the next requests
   with Bedrock's error shape (`x-amzn-ErrorType`, `{"message"}`).
 
-Each request is logged as one JSON line: path, headers, body, status, and `auth`
+Each request is logged, before its answer is written, as one JSON line: path, headers,
+body, status, and `auth`
 ("sigv4" or "bearer" when it passed)."""
 import argparse
 import base64
@@ -37,7 +38,7 @@ from botocore.auth import SigV4Auth  # noqa: E402
 from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 
-LOCK = threading.Lock()
+LOCK = threading.RLock()
 STATE = {"fail_status": 0, "fail_count": 0}
 ERROR_TYPES = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
                429: "ThrottlingException", 500: "InternalServerException", 503: "ServiceUnavailableException"}
@@ -104,11 +105,21 @@ def main():
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        record = None
 
         def log_message(self, *a):
             pass
 
-        def error(self, status, message):
+        def logged(self, status, auth):
+            """Logs the request before its answer is written: a client that has the
+            answer finds the request in the log."""
+            if self.record is not None:
+                with LOCK, open(args.log, "a") as f:
+                    f.write(json.dumps(dict(self.record, status=status, auth=auth)) + "\n")
+                self.record = None
+
+        def error(self, status, message, auth=None):
+            self.logged(status, auth)
             data = json.dumps({"message": message}).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -125,12 +136,13 @@ def main():
                 record["body"] = json.loads(raw)
             except ValueError:
                 record["body"] = raw.decode("utf-8", "replace")
-            record["status"], record["auth"] = self.route(raw, record["body"])
-            with LOCK, open(args.log, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            self.record = record
+            self.route(raw, record["body"])
+            self.record = None
 
         def route(self, raw, body):
             if self.path == "/__fake/config":
+                self.record = None
                 STATE.update(body)
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
@@ -146,6 +158,7 @@ def main():
             else:
                 why = sigv4_ok(self, raw)
                 if why:
+                    self.logged(403, None)
                     data = json.dumps({"message": "The request signature we calculated does not match: " + why}).encode()
                     self.send_response(403)
                     self.send_header("x-amzn-ErrorType", "InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral.service/")
@@ -158,22 +171,23 @@ def main():
             with LOCK:
                 if STATE["fail_count"] > 0:
                     STATE["fail_count"] -= 1
-                    return self.error(STATE["fail_status"], "fake Bedrock failure"), auth
+                    return self.error(STATE["fail_status"], "fake Bedrock failure", auth), auth
             if not isinstance(body, dict):
-                return self.error(400, "Malformed input request: the body is not JSON"), auth
+                return self.error(400, "Malformed input request: the body is not JSON", auth), auth
             for bad in ("model", "stream"):
                 if bad in body:
-                    return self.error(400, "Malformed input request: #: extraneous key [%s] is not permitted" % bad), auth
+                    return self.error(400, "Malformed input request: #: extraneous key [%s] is not permitted" % bad, auth), auth
             if body.get("anthropic_version") != "bedrock-2023-05-31":
-                return self.error(400, "Malformed input request: anthropic_version must be bedrock-2023-05-31"), auth
+                return self.error(400, "Malformed input request: anthropic_version must be bedrock-2023-05-31", auth), auth
             if not isinstance(body.get("max_tokens"), int) or not isinstance(body.get("messages"), list):
-                return self.error(400, "Malformed input request: max_tokens and messages are required"), auth
+                return self.error(400, "Malformed input request: max_tokens and messages are required", auth), auth
             model = unquote(m.group(1))
             content, stop = kit._plan_content(body)
             usage = {"input_tokens": kit._estimate_tokens({k: body.get(k) for k in ("system", "messages", "tools")}),
                      "output_tokens": max(1, len(json.dumps(content)) // 4)}
             message = {"id": "msg_bdrk_" + os.urandom(8).hex(), "type": "message", "role": "assistant",
                        "model": model, "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+            self.logged(200, auth)
             if m.group(2) == "invoke":
                 data = json.dumps(message).encode()
                 self.send_response(200)

@@ -38,8 +38,9 @@ pub use cluster::Cluster;
 pub use gateway::{provider_config_id, Gateway};
 pub use scripted::{free_base, Scripted};
 pub use upstream::{
-    fake_config, primary_secondary_config, FakeBedrock, FakeUpstream, MockUpstream, WebhookSink,
-    BEDROCK_ACCESS_KEY, BEDROCK_SECRET_KEY, BEDROCK_SESSION_TOKEN,
+    bedrock_provider, fake_config, primary_secondary_config, FakeBedrock, FakeUpstream,
+    MockUpstream, WebhookSink, BEDROCK_ACCESS_KEY, BEDROCK_ENV, BEDROCK_SECRET_KEY,
+    BEDROCK_SESSION_TOKEN,
 };
 
 /// Admin token every test gateway is started with.

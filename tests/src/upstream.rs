@@ -18,38 +18,19 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub fn start(extra: &[&str]) -> Result<FakeUpstream> {
-        let dir = temp_dir("fake");
-        let port_file = dir.join("port");
-        let log = dir.join("requests.jsonl");
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(kit_dir().join("fake_anthropic.py"))
             .args(["--port", "0", "--require-key", UPSTREAM_KEY])
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--log")
-            .arg(&log)
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start fake_anthropic.py")?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                if let Ok(port) = text.trim().parse() {
-                    return Ok(FakeUpstream {
-                        child,
-                        port,
-                        log,
-                        _dir: dir,
-                    });
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("fake upstream did not start");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .stderr(Stdio::null());
+        let (child, port, log, dir) = start_python("fake", command, "fake upstream")?;
+        Ok(FakeUpstream {
+            child,
+            port,
+            log,
+            _dir: dir,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -83,6 +64,39 @@ impl Drop for FakeUpstream {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts a Python helper (`command`: the script and its own flags) with `--port-file`
+/// and `--log` in a fresh scratch directory, and waits until it has written its port:
+/// (the process, its port, its log, the directory).
+fn start_python(
+    tag: &str,
+    mut command: Command,
+    what: &str,
+) -> Result<(Child, u16, PathBuf, PathBuf)> {
+    let dir = temp_dir(tag);
+    std::fs::create_dir_all(&dir)?;
+    let port_file = dir.join("port");
+    let log = dir.join("log.jsonl");
+    let mut child = command
+        .arg("--port-file")
+        .arg(&port_file)
+        .arg("--log")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {what}"))?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Ok(port)) = std::fs::read_to_string(&port_file).map(|t| t.trim().parse()) {
+            return Ok((child, port, log, dir));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{what} did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -173,36 +187,18 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     pub fn start(fail_first: usize) -> Result<WebhookSink> {
-        let dir = temp_dir("sink");
-        std::fs::create_dir_all(&dir)?;
-        let port_file = dir.join("port");
-        let log = dir.join("posts.jsonl");
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(workspace_dir().join("tests/sink/webhook_sink.py"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--log")
-            .arg(&log)
             .args(["--fail-first", &fail_first.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start webhook_sink.py")?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(Ok(port)) = std::fs::read_to_string(&port_file).map(|t| t.trim().parse()) {
-                return Ok(WebhookSink {
-                    child,
-                    port,
-                    log,
-                    _dir: dir,
-                });
-            }
-            if Instant::now() > deadline {
-                bail!("webhook sink did not start");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .stderr(Stdio::null());
+        let (child, port, log, dir) = start_python("sink", command, "webhook sink")?;
+        Ok(WebhookSink {
+            child,
+            port,
+            log,
+            _dir: dir,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -243,17 +239,10 @@ pub const BEDROCK_SESSION_TOKEN: &str = "fake-session-token";
 impl FakeBedrock {
     /// SigV4 with `BEDROCK_*` (session token included), or `--api-key KEY` in `extra`.
     pub fn start(extra: &[&str]) -> Result<FakeBedrock> {
-        let dir = temp_dir("bedrock");
-        std::fs::create_dir_all(&dir)?;
-        let port_file = dir.join("port");
-        let log = dir.join("requests.jsonl");
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .env("PYTHONPATH", crate::prereq::python_sdk_dir()?)
             .arg(workspace_dir().join("tests/sink/fake_bedrock.py"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--log")
-            .arg(&log)
             .args([
                 "--access-key",
                 BEDROCK_ACCESS_KEY,
@@ -261,25 +250,14 @@ impl FakeBedrock {
                 BEDROCK_SECRET_KEY,
             ])
             .args(["--session-token", BEDROCK_SESSION_TOKEN])
-            .args(extra)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("start fake_bedrock.py")?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(Ok(port)) = std::fs::read_to_string(&port_file).map(|t| t.trim().parse()) {
-                return Ok(FakeBedrock {
-                    child,
-                    port,
-                    log,
-                    _dir: dir,
-                });
-            }
-            if Instant::now() > deadline {
-                bail!("the fake Bedrock did not start");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .args(extra);
+        let (child, port, log, dir) = start_python("bedrock", command, "the fake Bedrock")?;
+        Ok(FakeBedrock {
+            child,
+            port,
+            log,
+            _dir: dir,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -317,3 +295,29 @@ impl Drop for FakeBedrock {
         let _ = self.child.wait();
     }
 }
+
+/// A `[[providers]]` entry `bedrock-us` on the fake Bedrock (SigV4 from `BEDROCK_ENV`,
+/// inference profile `us`).
+pub fn bedrock_provider(bedrock: &FakeBedrock) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "bedrock-us"
+kind = "bedrock"
+region = "us-east-1"
+base_url = "{}"
+access_key_id = "env:TEST_BEDROCK_AKID"
+secret_access_key = "env:TEST_BEDROCK_SECRET"
+session_token = "env:TEST_BEDROCK_TOKEN"
+inference_profile = "us"
+"#,
+        bedrock.base_url()
+    )
+}
+
+/// The environment a gateway with `bedrock_provider` needs.
+pub const BEDROCK_ENV: &[(&str, &str)] = &[
+    ("TEST_BEDROCK_AKID", BEDROCK_ACCESS_KEY),
+    ("TEST_BEDROCK_SECRET", BEDROCK_SECRET_KEY),
+    ("TEST_BEDROCK_TOKEN", BEDROCK_SESSION_TOKEN),
+];

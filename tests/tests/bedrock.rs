@@ -11,29 +11,6 @@ const MODEL: &str = "claude-sonnet-4-5-20250929";
 /// What `MODEL` is sent to Bedrock as, with `inference_profile = "us"`.
 const MODEL_PATH: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1%3A0";
 
-fn bedrock_provider(bedrock: &FakeBedrock) -> String {
-    format!(
-        r#"
-[[providers]]
-name = "bedrock-us"
-kind = "bedrock"
-region = "us-east-1"
-base_url = "{}"
-access_key_id = "env:TEST_BEDROCK_AKID"
-secret_access_key = "env:TEST_BEDROCK_SECRET"
-session_token = "env:TEST_BEDROCK_TOKEN"
-inference_profile = "us"
-"#,
-        bedrock.base_url()
-    )
-}
-
-const BEDROCK_ENV: &[(&str, &str)] = &[
-    ("TEST_BEDROCK_AKID", BEDROCK_ACCESS_KEY),
-    ("TEST_BEDROCK_SECRET", BEDROCK_SECRET_KEY),
-    ("TEST_BEDROCK_TOKEN", BEDROCK_SESSION_TOKEN),
-];
-
 async fn post(gw: &Gateway, path: &str, secret: &str, body: Value) -> Result<(u16, String)> {
     let resp = http()
         .post(format!("{}{path}", gw.url()))

@@ -12,6 +12,7 @@
 use crate::app::App;
 use crate::gateway::bedrock::{self, frames};
 use crate::gateway::proxy::{self, ClientAddr, FRONT_DOOR_BETA, FRONT_DOOR_MODEL};
+use crate::http::error::Refusal;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -20,9 +21,6 @@ use axum::Extension;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
-
-/// Largest error body read to rewrite it in Bedrock's shape (the gateway's are small).
-const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 pub async fn invoke(
     State(app): State<Arc<App>>,
@@ -111,15 +109,8 @@ async fn bedrock_response(response: Response) -> Response {
         let framed = frames::from_sse(Box::pin(events));
         return Response::from_parts(parts, axum::body::Body::from_stream(framed));
     }
-    let bytes = axum::body::to_bytes(body, MAX_ERROR_BYTES)
-        .await
-        .unwrap_or_default();
-    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let message = value["error"]["message"]
-        .as_str()
-        .unwrap_or("the request failed")
-        .to_owned();
-    let kind = match (value["error"]["type"].as_str(), parts.status.as_u16()) {
+    let refusal = Refusal::read(Response::from_parts(parts, body)).await;
+    let kind = match (refusal.kind.as_deref(), refusal.status.as_u16()) {
         (_, 401) => "UnrecognizedClientException",
         (_, 402) => "ServiceQuotaExceededException",
         (_, 403) => "AccessDeniedException",
@@ -129,16 +120,10 @@ async fn bedrock_response(response: Response) -> Response {
         (_, 400 | 413) => "ValidationException",
         _ => "InternalServerException",
     };
-    let mut out = error(parts.status, kind, &message);
-    for keep in [
-        header::RETRY_AFTER.as_str(),
-        "x-should-retry",
-        "x-tollgate-request-id",
-    ] {
-        if let Some(v) = parts.headers.remove(keep) {
-            out.headers_mut().insert(keep, v);
-        }
-    }
+    let body = serde_json::json!({"message": refusal.message});
+    let mut out = refusal.respond(body);
+    out.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(kind));
     out
 }
 

@@ -251,3 +251,57 @@ fn openai_code(status: StatusCode) -> &'static str {
         _ => "upstream_error",
     }
 }
+
+/// A refusal the gateway wrote in Anthropic's shape, read back by a front door that
+/// answers in its own client's shape (`http::bedrock`, `http::vertex`).
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: Option<String>,
+    /// What the client acts on: `retry-after`, `x-should-retry`, the request id.
+    headers: axum::http::HeaderMap,
+}
+
+/// Largest refusal body read back (the gateway's are small).
+const MAX_REFUSAL_BYTES: usize = 64 * 1024;
+
+impl Refusal {
+    pub async fn read(response: Response) -> Refusal {
+        let (mut parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_REFUSAL_BYTES)
+            .await
+            .unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let mut headers = axum::http::HeaderMap::new();
+        for keep in [
+            header::RETRY_AFTER.as_str(),
+            "x-should-retry",
+            "x-tollgate-request-id",
+        ] {
+            if let Some(v) = parts.headers.remove(keep) {
+                headers.insert(keep, v);
+            }
+        }
+        Refusal {
+            status: parts.status,
+            message: value["error"]["message"]
+                .as_str()
+                .unwrap_or("the request failed")
+                .to_owned(),
+            kind: value["error"]["type"].as_str().map(str::to_owned),
+            headers,
+        }
+    }
+
+    /// The refusal with `body` (JSON), keeping the headers the client acts on.
+    pub fn respond(self, body: serde_json::Value) -> Response {
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}

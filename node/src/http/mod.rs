@@ -8,6 +8,7 @@
 //! - `error`: gateway errors and their HTTP form in each dialect.
 //! - `forwarded`: the client's address behind trusted proxies (`X-Forwarded-For`).
 //! - `metrics`: request counters and the `/metrics` rendering.
+//! - `vertex`: the Vertex AI front door (its routes and errors).
 //! - `admin`: the admin API (see its own layout).
 
 pub mod admin;
@@ -17,3 +18,4 @@ pub mod error;
 pub mod forwarded;
 pub mod metrics;
 pub mod server;
+pub mod vertex;

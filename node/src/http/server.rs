@@ -36,6 +36,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/bedrock/model/{model}/{action}",
             post(super::bedrock::invoke),
         )
+        .route(
+            "/vertex/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{target}",
+            post(super::vertex::predict),
+        )
         // Concurrency: beyond the limit callers get 503 at once instead of queueing.
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(Semaphore::new(limits.max_concurrent_requests)),
