@@ -5,6 +5,7 @@
 //! # Layout
 //! - `head`: one borrowed pass over the body for model, stream and max_tokens.
 //! - `upstream`: one attempt at one provider, in any dialect combination.
+//! - `mocked`: the built-in mock provider's answers, served like a provider's.
 //! - `send`: the request to a provider (credential, headers, bounds) and `AttemptError`.
 //! - `client`: the pooled HTTP client that carries it, and the answer it gets.
 //! - `relay`: streaming answers chunk by chunk, charged at the end or on a drop.
@@ -16,6 +17,7 @@ pub mod adapt;
 pub mod client;
 pub mod guarded;
 pub mod head;
+pub mod mocked;
 pub mod relay;
 pub mod send;
 pub mod upstream;

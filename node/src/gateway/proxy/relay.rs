@@ -9,6 +9,8 @@
 
 use super::adapt::Adapter;
 use crate::gateway::billing::Billing;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use std::future::Future;
@@ -210,6 +212,20 @@ pub fn relay(
         }
     });
     axum::body::Body::from_stream(stream)
+}
+
+/// A streamed answer's response: SSE, not cached, not buffered by proxies.
+pub fn event_stream_response(body: axum::body::Body) -> Response {
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of the gateway not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
 }
 
 #[cfg(test)]

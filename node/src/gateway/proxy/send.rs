@@ -57,23 +57,16 @@ pub fn openai_headers(route: &Route) -> HeaderMap {
     provider_headers(route, header::AUTHORIZATION)
 }
 
-/// Sends the request and classifies a failure before any byte reached the client.
-pub async fn send(
-    app: &App,
-    route: &Route,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<UpstreamResponse, AttemptError> {
-    send_to(
-        app,
-        route,
-        route.provider.inference_url.as_ref(),
-        headers,
-        body,
-    )
-    .await
+/// A request body as JSON, or the 400 that says why not.
+pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, AttemptError> {
+    serde_json::from_slice(body).map_err(|e| {
+        AttemptError::Fatal(ApiError::BadRequest(format!(
+            "request body is not valid JSON: {e}"
+        )))
+    })
 }
 
+/// Sends the request and classifies a failure before any byte reached the client.
 pub async fn send_to(
     app: &App,
     route: &Route,

@@ -5,9 +5,11 @@ use super::adapt::{self, Adapter};
 use super::client::UpstreamResponse;
 use super::guarded::{self, Guarded};
 use super::head::Inbound;
+use super::mocked;
+use super::relay::event_stream_response;
 use super::relay::{self, ByteStream};
 use super::send::{
-    anthropic_headers, openai_headers, read_bounded, send, send_to, AttemptError,
+    anthropic_headers, openai_headers, parse_json, read_bounded, send_to, AttemptError,
     MAX_UPSTREAM_BODY_BYTES,
 };
 use super::usage::{OpenAiUsageJson, UsageJson};
@@ -15,7 +17,6 @@ use crate::app::App;
 use crate::config::ProviderKind;
 use crate::gateway::bedrock::{frames, Bedrock};
 use crate::gateway::billing::Billing;
-use crate::gateway::mock;
 use crate::gateway::routing::Route;
 use crate::gateway::translate;
 use crate::http::error::{ApiError, Dialect};
@@ -44,9 +45,9 @@ pub async fn attempt(
         return bedrock_attempt(app, inbound, route, billing, bedrock).await;
     }
     // What goes upstream, and how the answer comes back, per (client dialect, provider kind).
-    let (body, mut headers, translation, upstream_dialect) =
+    let (body, headers, translation, upstream_dialect) =
         match (inbound.dialect, route.provider.kind) {
-            (_, ProviderKind::Mock) => return mock_answer(app, inbound, route, billing).await,
+            (_, ProviderKind::Mock) => return mocked::answer(app, inbound, route, billing).await,
             (_, ProviderKind::Bedrock) => {
                 return Err(AttemptError::Fatal(ApiError::Internal(format!(
                     "provider {} has no Bedrock settings",
@@ -62,7 +63,7 @@ pub async fn attempt(
             (Dialect::OpenAi, ProviderKind::Openai) => {
                 let wants_usage = inbound.head.stream && !inbound.head.include_usage;
                 let body = if wants_usage || inbound.head.max_tokens.is_none() {
-                    let mut value = parse_value(&inbound.body)?;
+                    let mut value = parse_json(&inbound.body)?;
                     value["model"] = serde_json::Value::String(model.to_owned());
                     if wants_usage {
                         // Usage is needed to charge; the relay strips the extra chunk again.
@@ -85,7 +86,7 @@ pub async fn attempt(
                 )
             }
             (Dialect::Anthropic | Dialect::Admin, ProviderKind::Openai) => {
-                let value = parse_value(&inbound.body)?;
+                let value = parse_json(&inbound.body)?;
                 let translated = translate::anthropic_to_openai_request(&value, model)
                     .map_err(translation_error)?;
                 (
@@ -96,7 +97,7 @@ pub async fn attempt(
                 )
             }
             (Dialect::OpenAi, ProviderKind::Anthropic) => {
-                let value = parse_value(&inbound.body)?;
+                let value = parse_json(&inbound.body)?;
                 let mut translated = translate::openai_to_anthropic_request(&value, model)
                     .map_err(translation_error)?;
                 if translated.get("max_tokens").is_none() {
@@ -112,13 +113,43 @@ pub async fn attempt(
                 )
             }
         };
-    // The provider's logs can be matched with the request log's.
+    let url = route.provider.inference_url.as_ref();
+    let request = Outgoing { url, headers, body };
+    send_and_finish(
+        app,
+        inbound,
+        route,
+        billing,
+        request,
+        translation,
+        upstream_dialect,
+    )
+    .await
+}
+
+/// What goes to the provider.
+struct Outgoing<'a> {
+    url: Option<&'a hyper::Uri>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Sends the request (with the request id, so the provider's logs can be matched with
+/// the request log's) and turns the answer into the client's response.
+async fn send_and_finish(
+    app: &App,
+    inbound: &Inbound,
+    route: &Route,
+    mut billing: Billing,
+    mut request: Outgoing<'_>,
+    translation: Translation,
+    upstream_dialect: Dialect,
+) -> Result<Response, AttemptError> {
     if let Ok(id) = HeaderValue::from_str(&inbound.request_id) {
-        headers.insert(REQUEST_ID_HEADER, id);
+        request.headers.insert(REQUEST_ID_HEADER, id);
     }
     billing.intent(&route.provider.name);
-    let resp = send(app, route, headers, body).await?;
-    let mut billing = billing;
+    let resp = send_to(app, route, request.url, request.headers, request.body).await?;
     billing.answered();
     finish(
         app,
@@ -141,7 +172,7 @@ async fn bedrock_attempt(
     billing: Billing,
     bedrock: &Bedrock,
 ) -> Result<Response, AttemptError> {
-    let mut value = parse_value(&inbound.body)?;
+    let mut value = parse_json(&inbound.body)?;
     let translation = match inbound.dialect {
         Dialect::OpenAi => {
             value = translate::openai_to_anthropic_request(&value, &route.upstream_model)
@@ -170,34 +201,24 @@ async fn bedrock_attempt(
         }
         None => &inbound.headers,
     };
-    let mut signed = bedrock
+    let signed = bedrock
         .request(model, &value, inbound.head.stream, client)
         .map_err(|e| AttemptError::Fatal(ApiError::Internal(e)))?;
-    if let Ok(id) = HeaderValue::from_str(&inbound.request_id) {
-        signed.headers.insert(REQUEST_ID_HEADER, id);
-    }
-    billing.intent(&route.provider.name);
-    let resp = send_to(app, route, Some(&signed.url), signed.headers, signed.body).await?;
-    let mut billing = billing;
-    billing.answered();
-    finish(
+    let request = Outgoing {
+        url: Some(&signed.url),
+        headers: signed.headers,
+        body: signed.body,
+    };
+    send_and_finish(
         app,
         inbound,
         route,
-        resp,
         billing,
+        request,
         translation,
         Dialect::Anthropic,
     )
     .await
-}
-
-fn parse_value(body: &[u8]) -> Result<serde_json::Value, AttemptError> {
-    serde_json::from_slice(body).map_err(|e| {
-        AttemptError::Fatal(ApiError::BadRequest(format!(
-            "request body is not valid JSON: {e}"
-        )))
-    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -383,97 +404,4 @@ fn message_id(request_id: &str) -> String {
 
 fn completion_id(request_id: &str) -> String {
     format!("chatcmpl-{}", request_id.trim_start_matches("req_"))
-}
-
-pub fn event_stream_response(body: axum::body::Body) -> Response {
-    let mut response = Response::new(body);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Tells nginx-style proxies in front of the gateway not to buffer the stream.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-}
-
-/// The built-in mock provider: deterministic answers, optional latency.
-async fn mock_answer(
-    app: &App,
-    inbound: &Inbound,
-    route: &Route,
-    mut billing: Billing,
-) -> Result<Response, AttemptError> {
-    billing.intent(&route.provider.name);
-    billing.answered();
-    let provider = &route.provider;
-    if provider.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(provider.latency_ms)).await;
-    }
-    let value = parse_value(&inbound.body)?;
-    let model = route.upstream_model.as_str();
-    let seq = inbound.seq;
-    let openai = inbound.dialect == Dialect::OpenAi;
-    let reply = if openai {
-        mock::reply_for_openai(&value)
-    } else {
-        mock::reply_for_anthropic(&value)
-    };
-    let usage = Usage {
-        input_tokens: reply.input_tokens,
-        output_tokens: reply.output_tokens,
-        ..Usage::default()
-    };
-    if inbound.head.stream {
-        let created = app.now_ms() / 1000;
-        let events = if openai {
-            mock::openai_sse_chunks(model, &reply, seq, created, true)
-        } else {
-            mock::anthropic_sse_events(model, &reply, seq)
-        };
-        let delay = Duration::from_millis(provider.stream_delay_ms);
-        let upstream: ByteStream = Box::pin(futures_util::stream::iter(events).then(
-            move |e| async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                Ok(e)
-            },
-        ));
-        let idle = Duration::from_millis(app.config.limits.stream_idle_timeout_ms);
-        let adapter = Guarded::wrap(
-            app,
-            inbound,
-            billing.trail.clone(),
-            Box::new(adapt::Fixed(usage)),
-        );
-        return Ok(event_stream_response(relay::relay(
-            upstream,
-            adapter,
-            billing,
-            idle,
-            app.drain.cut_signal(),
-        )));
-    }
-    let body = if openai {
-        mock::openai_json(model, &reply, seq, app.now_ms() / 1000)
-    } else {
-        mock::anthropic_json(model, &reply, seq)
-    };
-    let body = match guarded::check_answer(app, inbound, billing.trail.as_ref(), body).await {
-        Ok(body) => body,
-        Err(blocked) => {
-            billing.finish(usage);
-            return Ok(blocked.into_response_in(inbound.dialect));
-        }
-    };
-    billing.answer(&body);
-    billing.finish(usage);
-    let mut response = Response::new(axum::body::Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
 }
