@@ -39,11 +39,7 @@ impl FakeUpstream {
 
     /// Every logged model request (JSONL rows).
     pub fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        jsonl(&self.log)
     }
 
     /// Reconfigures the fake live (`POST /__fake/config`).
@@ -65,6 +61,15 @@ impl Drop for FakeUpstream {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The rows of a helper's JSONL log.
+fn jsonl(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Starts a Python helper (`command`: the script and its own flags) with `--port-file`
@@ -207,11 +212,7 @@ impl WebhookSink {
 
     /// The POSTs taken so far: (path, headers, body).
     pub fn posts(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        jsonl(&self.log)
     }
 }
 
@@ -266,11 +267,7 @@ impl FakeBedrock {
 
     /// The requests taken so far: path, headers, body, status, auth.
     pub fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        jsonl(&self.log)
     }
 
     /// Fails the next `count` requests with `status` in Bedrock's shape.

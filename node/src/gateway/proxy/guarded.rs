@@ -6,10 +6,13 @@
 use super::adapt::Adapter;
 use super::head::Inbound;
 use crate::app::App;
+use crate::gateway::billing::Billing;
 use crate::gateway::guard::output::StreamGuard;
 use crate::gateway::guard::verdict::Direction;
 use crate::gateway::trail::Trail;
 use crate::http::error::ApiError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use bytes::Bytes;
 use std::sync::Arc;
 use tollgate_proto::Usage;
@@ -33,6 +36,34 @@ pub async fn check_answer(
         return Err(ApiError::BadRequest(checked.verdict.block_message()));
     }
     Ok(checked.redacted.map_or(body, Bytes::from))
+}
+
+/// A whole answer through the answer's guardrails, charged `usage` either way (the
+/// provider did the work) and relayed as JSON with `status`, or the block's error.
+pub async fn relay_whole(
+    app: &App,
+    inbound: &Inbound,
+    billing: Billing,
+    body: Bytes,
+    usage: Usage,
+    status: StatusCode,
+) -> Response {
+    let body = match check_answer(app, inbound, billing.trail.as_ref(), body).await {
+        Ok(body) => body,
+        Err(blocked) => {
+            billing.finish(usage);
+            return blocked.into_response_in(inbound.dialect);
+        }
+    };
+    billing.answer(&body);
+    billing.finish(usage);
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// A stream adapter with the answer's guardrails after it.

@@ -12,7 +12,7 @@ use crate::gateway::billing::Billing;
 use crate::gateway::mock;
 use crate::gateway::routing::Route;
 use crate::http::error::Dialect;
-use axum::http::{header, HeaderValue};
+use axum::http::StatusCode;
 use axum::response::Response;
 use futures_util::StreamExt;
 use std::time::Duration;
@@ -81,19 +81,5 @@ pub async fn answer(
     } else {
         mock::anthropic_json(model, &reply, seq)
     };
-    let body = match guarded::check_answer(app, inbound, billing.trail.as_ref(), body).await {
-        Ok(body) => body,
-        Err(blocked) => {
-            billing.finish(usage);
-            return Ok(blocked.into_response_in(inbound.dialect));
-        }
-    };
-    billing.answer(&body);
-    billing.finish(usage);
-    let mut response = Response::new(axum::body::Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    Ok(guarded::relay_whole(app, inbound, billing, body, usage, StatusCode::OK).await)
 }

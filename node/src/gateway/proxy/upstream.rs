@@ -345,23 +345,8 @@ async fn finish(
             )
         }
     };
-    let body = match guarded::check_answer(app, inbound, billing.trail.as_ref(), body).await {
-        Ok(body) => body,
-        Err(blocked) => {
-            // The provider did the work: charged as answered, the client gets the block.
-            billing.finish(usage);
-            return Ok(blocked.into_response_in(inbound.dialect));
-        }
-    };
-    billing.answer(&body);
-    billing.finish(usage);
-    let mut response = Response::new(axum::body::Body::from(body));
-    *response.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
+    Ok(guarded::relay_whole(app, inbound, billing, body, usage, status).await)
 }
 
 fn bad_answer(route: &Route) -> AttemptError {
