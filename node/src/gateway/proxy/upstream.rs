@@ -97,13 +97,7 @@ pub async fn attempt(
                 )
             }
             (Dialect::OpenAi, ProviderKind::Anthropic) => {
-                let value = parse_json(&inbound.body)?;
-                let mut translated = translate::openai_to_anthropic_request(&value, model)
-                    .map_err(translation_error)?;
-                if translated.get("max_tokens").is_none() {
-                    translated["max_tokens"] =
-                        serde_json::json!(app.config.limits.default_max_tokens);
-                }
+                let translated = openai_as_anthropic(app, inbound, model)?;
                 let headers = anthropic_headers(route, &inbound.headers);
                 (
                     encode(&translated),
@@ -163,6 +157,22 @@ async fn send_and_finish(
     .await
 }
 
+/// An OpenAI request as an Anthropic Messages body for `model`, with the default
+/// `max_tokens` the reservation assumed when it has none.
+fn openai_as_anthropic(
+    app: &App,
+    inbound: &Inbound,
+    model: &str,
+) -> Result<serde_json::Value, AttemptError> {
+    let value = parse_json(&inbound.body)?;
+    let mut translated = translate::openai_to_anthropic_request(&value, model)
+        .map_err(|e| AttemptError::Fatal(ApiError::BadRequest(e.to_string())))?;
+    if translated.get("max_tokens").is_none() {
+        translated["max_tokens"] = serde_json::json!(app.config.limits.default_max_tokens);
+    }
+    Ok(translated)
+}
+
 /// An attempt at a Bedrock provider: the request as an Anthropic Messages body
 /// (translated from OpenAI's if need be), sent to the model's `invoke` URL, signed.
 async fn bedrock_attempt(
@@ -172,17 +182,12 @@ async fn bedrock_attempt(
     billing: Billing,
     bedrock: &Bedrock,
 ) -> Result<Response, AttemptError> {
-    let mut value = parse_json(&inbound.body)?;
-    let translation = match inbound.dialect {
-        Dialect::OpenAi => {
-            value = translate::openai_to_anthropic_request(&value, &route.upstream_model)
-                .map_err(|e| AttemptError::Fatal(ApiError::BadRequest(e.to_string())))?;
-            if value.get("max_tokens").is_none() {
-                value["max_tokens"] = serde_json::json!(app.config.limits.default_max_tokens);
-            }
-            Translation::AnthropicToOpenAi
-        }
-        _ => Translation::None,
+    let (value, translation) = match inbound.dialect {
+        Dialect::OpenAi => (
+            openai_as_anthropic(app, inbound, &route.upstream_model)?,
+            Translation::AnthropicToOpenAi,
+        ),
+        _ => (parse_json(&inbound.body)?, Translation::None),
     };
     // From the Bedrock front door: the client's own model id (when it names the model
     // routed) and its body's betas, as Bedrock would have had them.
